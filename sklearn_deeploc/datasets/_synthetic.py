@@ -1,0 +1,367 @@
+"""A synthetic screen of yeast-like cells, for examples, tests and the demo.
+
+Each crop holds one budding (or unbudded) cell: a cytosolic marker in channel 1
+and, in channel 0, a tagged protein whose pattern names the class. The camera is
+simulated too: offset, photon (Poisson) noise, read (Gaussian) noise and optical
+blur, set by an imaging style, so that a "source" and a differently imaged
+"target" screen can be generated for transfer-learning experiments.
+"""
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from sklearn.utils import check_random_state
+
+from ..validation import check_positive_int
+
+IMAGING_STYLES = {
+    # An automated screen: low offset, bright cytosolic marker, sharp optics.
+    "source": {
+        "offset": 100.0,
+        "photons": 400.0,
+        "read_noise": 3.0,
+        "blur": 0.7,
+        "cell_radius": (10.0, 13.0),
+        "marker": "cytosol",
+        "marker_level": 1.0,
+        "protein_level": 1.0,
+        "expression_spread": 0.5,
+    },
+    # Another lab's screen: camera offset as in the Schuldiner set, dimmer and
+    # noisier, softer focus, larger cells, and a rim-like marker (as brightfield).
+    "target": {
+        "offset": 33000.0,
+        "photons": 150.0,
+        "read_noise": 8.0,
+        "blur": 1.3,
+        "cell_radius": (11.0, 15.0),
+        "marker": "rim",
+        "marker_level": 0.6,
+        "protein_level": 0.7,
+        "expression_spread": 0.7,
+    },
+}
+
+
+def _ellipse_distance(yy, xx, cy, cx, ry, rx, angle):
+    """Normalised elliptical distance: < 1 inside, 1 on the boundary."""
+    dy, dx = yy - cy, xx - cx
+    cos, sin = np.cos(angle), np.sin(angle)
+    u = dx * cos + dy * sin
+    v = -dx * sin + dy * cos
+    return np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
+
+
+def _ring(distance, radius, width):
+    """A soft ring of ``width`` pixels along the boundary of an ellipse of ``radius``."""
+    return np.exp(-0.5 * ((distance - 1.0) * radius / width) ** 2)
+
+
+def _spots(yy, xx, points, sigma):
+    image = np.zeros_like(yy)
+    for py, px in points:
+        image += np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * sigma**2))
+    return image
+
+
+def _points_in(mask, count, rng, yy, xx):
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        return []
+    picks = rng.integers(0, rows.size, count)
+    return list(zip(yy[rows[picks], cols[picks]], xx[rows[picks], cols[picks]]))
+
+
+class _Cell:
+    """Geometry of one synthetic cell: mother, optional bud, nucleus, vacuole."""
+
+    def __init__(self, rng, size, radius_range, budded, centre):
+        self.yy, self.xx = np.mgrid[0:size, 0:size].astype(np.float64)
+        self.radius = rng.uniform(*radius_range)
+        self.angle = rng.uniform(0, 2 * np.pi)
+        aspect = rng.uniform(0.8, 1.0)
+        self.cy, self.cx = centre
+        self.mother = _ellipse_distance(
+            self.yy, self.xx, self.cy, self.cx, self.radius * aspect, self.radius, self.angle
+        )
+        self.body = self.mother < 1
+        self.bud = None
+        direction = np.array([np.sin(self.angle), np.cos(self.angle)])
+        if budded:
+            bud_radius = self.radius * rng.uniform(0.35, 0.7)
+            self.neck = centre + direction * self.radius * 0.97
+            self.bud_centre = self.neck + direction * bud_radius * 0.9
+            self.bud_tip = self.bud_centre + direction * bud_radius * 0.95
+            self.bud_radius = bud_radius
+            self.bud = _ellipse_distance(
+                self.yy, self.xx, *self.bud_centre, bud_radius, bud_radius, self.angle
+            )
+            self.body = self.body | (self.bud < 1)
+        side = rng.uniform(0, 2 * np.pi)
+        offset = np.array([np.sin(side), np.cos(side)]) * self.radius * 0.35
+        self.nucleus_radius = self.radius * rng.uniform(0.28, 0.36)
+        self.nucleus_centre = centre + offset
+        self.nucleus = _ellipse_distance(
+            self.yy, self.xx, *self.nucleus_centre, self.nucleus_radius, self.nucleus_radius, 0
+        )
+        self.vacuole_radius = self.radius * rng.uniform(0.32, 0.45)
+        self.vacuole = _ellipse_distance(
+            self.yy, self.xx, *(centre - offset * 1.1), self.vacuole_radius, self.vacuole_radius, 0
+        )
+        self.cytoplasm = self.body & (self.nucleus > 1.1) & (self.vacuole > 1.1)
+
+    def outline(self, width=1.2):
+        """A soft ring of ``width`` pixels along the cell's (mother and bud) boundary."""
+        ring = _ring(self.mother, self.radius, width)
+        if self.bud is None:
+            return ring
+        bud_ring = _ring(self.bud, self.bud_radius, width)
+        return np.maximum(ring * (self.bud > 1), bud_ring * (self.mother > 1))
+
+
+def _cytoplasm(cell, rng):
+    return cell.body * (1 - 0.7 * (cell.vacuole < 1) - 0.4 * (cell.nucleus < 1))
+
+
+def _nucleus(cell, rng):
+    return (cell.nucleus < 1).astype(float)
+
+
+def _nucleolus(cell, rng):
+    side = rng.uniform(0, 2 * np.pi)
+    spot = cell.nucleus_centre + np.array([np.sin(side), np.cos(side)]) * cell.nucleus_radius * 0.55
+    return (
+        _ellipse_distance(
+            cell.yy, cell.xx, *spot, cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8, side
+        )
+        < 1
+    )
+
+
+def _nuclear_periphery(cell, rng):
+    return _ring(cell.nucleus, cell.nucleus_radius, 0.9)
+
+
+def _vacuole(cell, rng):
+    return (cell.vacuole < 1).astype(float)
+
+
+def _vacuolar_membrane(cell, rng):
+    return _ring(cell.vacuole, cell.vacuole_radius, 0.9)
+
+
+def _cell_periphery(cell, rng):
+    return cell.outline(1.0)
+
+
+def _er(cell, rng):
+    cortical = cell.outline(0.8) * rng.uniform(0.4, 1.0, cell.yy.shape) ** 0.5
+    return 0.8 * cortical + 0.7 * _ring(cell.nucleus, cell.nucleus_radius, 0.8)
+
+
+def _mitochondria(cell, rng):
+    points = []
+    for start in _points_in(cell.cytoplasm, int(rng.integers(3, 6)), rng, cell.yy, cell.xx):
+        position, heading = np.array(start), rng.uniform(0, 2 * np.pi)
+        for _ in range(8):
+            heading += rng.normal(0, 0.5)
+            position = position + np.array([np.sin(heading), np.cos(heading)])
+            points.append(position)
+    return _spots(cell.yy, cell.xx, points, 0.8) * cell.body
+
+
+def _bud_neck(cell, rng):
+    across = cell.angle + np.pi / 2
+    return _ellipse_distance(cell.yy, cell.xx, *cell.neck, 3.5, 1.0, across + np.pi / 2) < 1.2
+
+
+def _bud_tip(cell, rng):
+    return _spots(cell.yy, cell.xx, [cell.bud_tip], 1.3)
+
+
+def _punctate(cell, rng, count=(2, 7), sigma=0.9):
+    n = int(rng.integers(*count))
+    return _spots(cell.yy, cell.xx, _points_in(cell.cytoplasm, n, rng, cell.yy, cell.xx), sigma)
+
+
+def _peroxisome(cell, rng):
+    return _punctate(cell, rng, (2, 7), 0.9)
+
+
+def _golgi(cell, rng):
+    return 0.6 * _punctate(cell, rng, (5, 11), 1.1)
+
+
+def _endosome(cell, rng):
+    near_vacuole = (cell.vacuole > 1.05) & (cell.vacuole < 1.6) & cell.body
+    points = _points_in(near_vacuole, int(rng.integers(2, 5)), rng, cell.yy, cell.xx)
+    return _spots(cell.yy, cell.xx, points, 1.0)
+
+
+def _actin(cell, rng):
+    region = cell.body & (cell.outline(1.5) > 0.3)
+    if cell.bud is not None:
+        region |= cell.bud < 1
+    return _spots(
+        cell.yy, cell.xx, _points_in(region, int(rng.integers(8, 16)), rng, cell.yy, cell.xx), 0.7
+    )
+
+
+def _spindle_pole(cell, rng):
+    side = rng.uniform(0, 2 * np.pi)
+    pole = cell.nucleus_centre + np.array([np.sin(side), np.cos(side)]) * cell.nucleus_radius
+    points = [pole] + ([2 * cell.nucleus_centre - pole] if rng.random() < 0.5 else [])
+    return _spots(cell.yy, cell.xx, points, 0.8)
+
+
+def _spindle(cell, rng):
+    side = rng.uniform(0, 2 * np.pi)
+    direction = np.array([np.sin(side), np.cos(side)])
+    steps = np.linspace(-1.4, 1.4, 12)[:, None] * cell.nucleus_radius
+    return 0.7 * _spots(cell.yy, cell.xx, cell.nucleus_centre + steps * direction, 0.7)
+
+
+# Names follow the classes of the paper's Chong et al. (2015) training set.
+LOCALIZATIONS = {
+    "ACTIN": _actin,
+    "BUDNECK": _bud_neck,
+    "BUDTIP": _bud_tip,
+    "CELLPERIPHERY": _cell_periphery,
+    "CYTOPLASM": _cytoplasm,
+    "ENDOSOME": _endosome,
+    "ER": _er,
+    "GOLGI": _golgi,
+    "MITOCHONDRIA": _mitochondria,
+    "NUCLEARPERIPHERY": _nuclear_periphery,
+    "NUCLEI": _nucleus,
+    "NUCLEOLUS": _nucleolus,
+    "PEROXISOME": _peroxisome,
+    "SPINDLE": _spindle,
+    "SPINDLEPOLE": _spindle_pole,
+    "VACUOLARMEMBRANE": _vacuolar_membrane,
+    "VACUOLE": _vacuole,
+}
+_NEEDS_BUD = {"BUDNECK", "BUDTIP"}
+
+
+def _resolve_style(style):
+    if isinstance(style, str):
+        if style not in IMAGING_STYLES:
+            raise ValueError(
+                f"style must be one of {sorted(IMAGING_STYLES)} or a dict; got {style!r}."
+            )
+        return dict(IMAGING_STYLES[style])
+    unknown = set(style) - set(IMAGING_STYLES["source"])
+    if unknown:
+        raise ValueError(
+            f"Unknown style keys {sorted(unknown)}; known: {sorted(IMAGING_STYLES['source'])}."
+        )
+    return {**IMAGING_STYLES["source"], **style}
+
+
+def _render(cell, label, style, rng):
+    """Noise-free marker and protein images (photon rates, arbitrary units)."""
+    if style["marker"] == "cytosol":
+        marker = cell.body * (1 - 0.6 * (cell.vacuole < 1))
+    else:
+        marker = 0.3 * cell.body + cell.outline(1.3)
+    expression = style["protein_level"] * rng.lognormal(0.0, style["expression_spread"])
+    pattern = np.asarray(LOCALIZATIONS[label](cell, rng), dtype=float)
+    protein = expression * (pattern / max(pattern.max(), 1e-6) + 0.04 * cell.body)
+    return np.stack([protein, style["marker_level"] * marker])
+
+
+def _camera(image, style, rng):
+    blurred = gaussian_filter(image, sigma=(0, style["blur"], style["blur"]))
+    photons = rng.poisson(np.clip(blurred, 0, None) * style["photons"])
+    return photons + style["offset"] + rng.normal(0, style["read_noise"], image.shape)
+
+
+def make_yeast_cells(
+    n_per_class,
+    classes=None,
+    *,
+    image_size=64,
+    style="source",
+    bud_fraction=0.6,
+    shuffle=True,
+    random_state=None,
+):
+    """Generate a synthetic screen of single yeast-like cells.
+
+    Each cell is an ellipse of random size, aspect and orientation, budded
+    with probability ``bud_fraction``, with a nucleus and a vacuole; up to
+    three neighbours of the same strain are cut by the crop's edge. Channel 1
+    is a cytosolic marker (or a rim, for the "target" style); channel 0 is the
+    tagged protein whose pattern gives the class (nuclear, vacuolar membrane,
+    punctate, ...), at a log-normally varying expression level. The camera adds
+    blur, Poisson and Gaussian noise and an offset, so values are raw counts
+    that need :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
+
+    Parameters
+    ----------
+    n_per_class : int
+        Cells per class (the output is balanced).
+    classes : list of str, optional
+        A subset of :data:`LOCALIZATIONS` (17 classes named after the paper's
+        training set); all of them when None.
+    image_size : int, default=64
+        Side of the square crops.
+    style : {"source", "target"} or dict, default="source"
+        Imaging style: a name from :data:`IMAGING_STYLES`, or a dict
+        overriding some of its keys (``offset``, ``photons``, ``read_noise``,
+        ``blur``, ``cell_radius``, ``marker`` ("cytosol" or "rim"),
+        ``marker_level``, ``protein_level``, ``expression_spread``).
+    bud_fraction : float, default=0.6
+        Fraction of budded cells (bud neck and bud tip cells are always budded).
+    shuffle : bool, default=True
+        Shuffle the cells; otherwise they come grouped by class.
+    random_state : int, RandomState instance or None, default=None
+        Seed for reproducible screens.
+
+    Returns
+    -------
+    X : ndarray of shape (n_per_class * n_classes, 2, image_size, image_size), float32
+        Raw camera counts; channel 0 protein, channel 1 marker.
+    y : ndarray of shape (n_per_class * n_classes,), object
+        Class names.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> X, y = make_yeast_cells(2, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> X.shape, sorted(y)
+    ((4, 2, 64, 64), ['NUCLEI', 'NUCLEI', 'VACUOLE', 'VACUOLE'])
+    """
+    n_per_class = check_positive_int(n_per_class, "n_per_class")
+    classes = list(LOCALIZATIONS) if classes is None else list(classes)
+    unknown = [c for c in classes if c not in LOCALIZATIONS]
+    if unknown or not classes:
+        raise ValueError(f"Unknown classes {unknown}; known: {list(LOCALIZATIONS)}.")
+    settings = _resolve_style(style)
+    rng = np.random.default_rng(check_random_state(random_state).randint(2**32))
+    labels = np.repeat(np.asarray(classes, dtype=object), n_per_class)
+    if shuffle:
+        labels = labels[rng.permutation(labels.size)]
+    X = np.empty((labels.size, 2, image_size, image_size), np.float32)
+    for i, label in enumerate(labels):
+        X[i] = _camera(_field(label, image_size, settings, bud_fraction, rng), settings, rng)
+    return X, labels
+
+
+def _field(label, size, style, bud_fraction, rng):
+    """The centred cell plus up to three neighbours at the crop's edge.
+
+    Neighbours are of the same strain, as in a well, so they show the same
+    localization; they are cut by the crop border as in real screens.
+    """
+    middle = size / 2 - 0.5
+    image = 0.0
+    centres = [middle + rng.uniform(-2, 2, 2)]
+    for _ in range(int(rng.integers(0, 4))):
+        angle = rng.uniform(0, 2 * np.pi)
+        centres.append(middle + np.array([np.sin(angle), np.cos(angle)]) * rng.uniform(30, 38))
+    for centre in centres:
+        budded = label in _NEEDS_BUD or rng.random() < bud_fraction
+        cell = _Cell(rng, size, style["cell_radius"], budded, centre)
+        image = np.maximum(image, _render(cell, label, style, rng))
+    return image

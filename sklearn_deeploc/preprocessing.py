@@ -1,0 +1,181 @@
+"""Batch preprocessing in torch: percentile stretch, training augmentation, five crops.
+
+Every function works on a whole batch ``(n, C, H, W)`` at once; none loops over cells.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+STRETCH_VARIANTS = ("clip", "reference")
+
+
+def _order_statistics(flat, ranks):
+    """Values of the given ascending ranks along the last axis, without a full sort.
+
+    ``topk`` from the nearer end costs far less than sorting for the extreme
+    percentiles the stretch uses.
+    """
+    n = flat.shape[-1]
+    lowest, highest = min(ranks), max(ranks)
+    if lowest >= n - 1 - highest:
+        top = flat.topk(n - lowest, dim=-1, largest=True, sorted=True).values
+        return [top[..., n - 1 - r] for r in ranks]
+    bottom = flat.topk(highest + 1, dim=-1, largest=False, sorted=True).values
+    return [bottom[..., r] for r in ranks]
+
+
+def _percentile(flat, q):
+    """Percentile ``q`` along the last axis with numpy's linear interpolation."""
+    position = q / 100 * (flat.shape[-1] - 1)
+    lower, upper = math.floor(position), math.ceil(position)
+    low_value, high_value = _order_statistics(flat, [lower, upper])
+    return low_value + (high_value - low_value) * (position - lower)
+
+
+def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
+    """Stretch each cell's channels to [0, 1] between two percentiles.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, C, H, W)
+        Raw crops (float).
+    percentiles : tuple of float, default=(0.1, 99.9)
+        Lower and upper percentiles, per cell and per channel.
+    variant : {"clip", "reference"}, default="clip"
+        ``"clip"`` (the paper's description, the package default) maps the
+        lower percentile to 0 and the upper to 1 and clips outside, so every
+        camera gives values in [0, 1]. ``"reference"`` reproduces the
+        published DeepLoc code: clip at the upper percentile, subtract the
+        lower, and divide by the range only when it exceeds 1 (kept for models
+        trained that way).
+
+    Returns
+    -------
+    torch.Tensor
+        Same shape and dtype. A constant channel becomes zeros, never NaN.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.preprocessing import percentile_stretch
+    >>> x = torch.arange(2 * 64 * 64, dtype=torch.float32).reshape(1, 2, 64, 64)
+    >>> y = percentile_stretch(x)
+    >>> float(y.min()), float(y.max())
+    (0.0, 1.0)
+    """
+    if variant not in STRETCH_VARIANTS:
+        raise ValueError(f"variant must be one of {STRETCH_VARIANTS}; got {variant!r}.")
+    if x.ndim != 4:
+        raise ValueError(f"Expected a batch of shape (n, C, H, W); got shape {tuple(x.shape)}.")
+    flat = x.flatten(2)
+    low, high = (_percentile(flat, q)[..., None, None] for q in percentiles)
+    value_range = high - low
+    if variant == "clip":
+        scale = torch.where(value_range > 0, value_range, torch.ones_like(value_range))
+        return ((x - low) / scale).clamp_(0.0, 1.0)
+    shifted = torch.minimum(x, high) - low
+    return torch.where(value_range > 1, shifted / value_range, shifted)
+
+
+def center_crop(x, size):
+    """The centred ``size`` x ``size`` window of a batch (a view, no copy)."""
+    top = (x.shape[-2] - size) // 2
+    left = (x.shape[-1] - size) // 2
+    return x[..., top : top + size, left : left + size]
+
+
+def five_crop_offsets(height, width, size):
+    """(top, left) of the five prediction crops: centre, then the four corners.
+
+    The order is centre, top-left, top-right, bottom-left, bottom-right.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.preprocessing import five_crop_offsets
+    >>> five_crop_offsets(64, 64, 60)
+    ((2, 2), (0, 0), (0, 4), (4, 0), (4, 4))
+    """
+    bottom, right = height - size, width - size
+    return ((bottom // 2, right // 2), (0, 0), (0, right), (bottom, 0), (bottom, right))
+
+
+def five_crops(x, size):
+    """The five prediction views of a batch as a tuple of views.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, C, H, W)
+    size : int
+        Crop side.
+
+    Returns
+    -------
+    tuple of 5 torch.Tensor of shape (n, C, size, size)
+        In the order of :func:`five_crop_offsets`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.preprocessing import five_crops
+    >>> [tuple(c.shape) for c in five_crops(torch.zeros(2, 2, 64, 64), 60)][:2]
+    [(2, 2, 60, 60), (2, 2, 60, 60)]
+    """
+    height, width = x.shape[-2:]
+    return tuple(
+        x[..., top : top + size, left : left + size]
+        for top, left in five_crop_offsets(height, width, size)
+    )
+
+
+def random_augment(x, size, rng):
+    """Random crop, flips and 90-degree rotations of each cell in a batch.
+
+    Each cell gets its own random ``size`` x ``size`` window, then a random
+    element of the square's symmetry group (random transpose, horizontal and
+    vertical flip: the same 8 outcomes, equally likely, as random flips
+    followed by a random multiple of 90 degrees). Labels are invariant to all
+    of these.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (n, C, H, W)
+    size : int
+        Output crop side, at most min(H, W).
+    rng : numpy.random.Generator
+        Source of randomness (numpy, so that samplers and datasets pickle).
+
+    Returns
+    -------
+    torch.Tensor of shape (n, C, size, size)
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from sklearn_deeploc.preprocessing import random_augment
+    >>> x = torch.rand(4, 2, 64, 64)
+    >>> random_augment(x, 60, np.random.default_rng(0)).shape
+    torch.Size([4, 2, 60, 60])
+    """
+    n, _, height, width = x.shape
+    tops = torch.from_numpy(rng.integers(0, height - size + 1, n)).to(x.device)
+    lefts = torch.from_numpy(rng.integers(0, width - size + 1, n)).to(x.device)
+    transpose, flip_h, flip_v = (
+        torch.from_numpy(rng.random(n) < 0.5).to(x.device).view(n, 1, 1, 1) for _ in range(3)
+    )
+    # All windows as a strided view, then one gather of each cell's own window.
+    windows = x.unfold(2, size, 1).unfold(3, size, 1)
+    out = windows[torch.arange(n, device=x.device), :, tops, lefts]
+    out = torch.where(transpose, out.transpose(-1, -2), out)
+    out = torch.where(flip_h, out.flip(-1), out)
+    return torch.where(flip_v, out.flip(-2), out)
+
+
+def to_tensor(X):
+    """A float32 torch view of a validated numpy batch (copies read-only arrays)."""
+    if isinstance(X, torch.Tensor):
+        return X
+    if not X.flags.writeable:
+        X = X.copy()
+    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
