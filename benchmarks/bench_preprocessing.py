@@ -66,8 +66,10 @@ def main():
     t_pre = best_of(preprocess, 10)
     t_step = best_of(train_step, 3)
     t_loop = best_of(lambda: numpy_loop(X, rng), 3)
-    print(f"machine: {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    )
     print(f"stretch + augmentation, 128 crops : {t_pre * 1e3:8.1f} ms")
     print(f"one training step, paper network  : {t_step * 1e3:8.1f} ms")
     print(f"preprocessing / training step     : {t_pre / t_step:8.2%}  (goal <= 5%)")

@@ -2,11 +2,14 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .network import DeepLocNet
-
 try:
     __version__ = version("sklearn-deeploc")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
 
-__all__ = ["DeepLocNet", "__version__"]
+from .classifier import DeepLocClassifier  # noqa: E402
+from .featurizer import DeepLocFeaturizer  # noqa: E402
+from .network import DeepLocNet  # noqa: E402
+from .pretrained import load_pretrained  # noqa: E402
+
+__all__ = ["DeepLocClassifier", "DeepLocFeaturizer", "DeepLocNet", "__version__", "load_pretrained"]

@@ -107,6 +107,7 @@ class DeepLocNet(nn.Module):
                 f"conv_channels={conv_channels!r}, fc_units={fc_units!r}."
             )
         self.init_std = init_std
+        self.features_frozen = False
         norm = {"bias": bias, "eps": bn_eps, "momentum": bn_momentum}
 
         # Pool after conv 2, 4 and the last conv; ceil_mode gives TF's "same" pooling.
@@ -147,6 +148,24 @@ class DeepLocNet(nn.Module):
                 )
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
+
+    def freeze_features(self):
+        """Freeze the conv layers: no gradients, batch-norm statistics kept as they are.
+
+        The frozen layers stay in eval mode even while the rest of the network
+        trains, so their outputs (and the features a featurizer reads) do not
+        change.
+        """
+        self.features.requires_grad_(False)
+        self.features_frozen = True
+        return self.train(self.training)
+
+    def train(self, mode=True):
+        """Set train/eval mode; frozen conv layers (:meth:`freeze_features`) stay in eval."""
+        super().train(mode)
+        if self.features_frozen:
+            self.features.eval()
+        return self
 
     def forward_features(self, x, layer="fc2"):
         """Activations of a named layer.

@@ -82,10 +82,11 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     if X.ndim == 2:
         X = _unflatten(X, n_channels, image_size)
     elif X.ndim != 4:
+        hint = " Reshape your data with X.reshape(1, -1) if it is one cell." if X.ndim == 1 else ""
         raise ValueError(
             "Expected crops of shape (n_cells, n_channels, height, width) or the flat "
             f"DeepLoc layout (n_cells, n_channels * {image_size} * {image_size}); got a "
-            f"{X.ndim}-D array of shape {X.shape}."
+            f"{X.ndim}-D array of shape {X.shape}.{hint}"
         )
     n, channels, height, width = X.shape
     if n == 0:
@@ -104,6 +105,11 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
 
 def _unflatten(X, n_channels, image_size):
     n, width = X.shape
+    if width == 0:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 "
+            "is required: expected pixel columns."
+        )
     pixels = image_size * image_size
     channels = n_channels if n_channels is not None else max(width // pixels, 1)
     if width != channels * pixels:

@@ -1,0 +1,172 @@
+"""``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor for other classifiers."""
+
+import copy
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from .classifier import check_and_flatten
+from .inference import inference_copy, predict_batches, resolve_device
+from .pretrained import KeepPretrainedMixin, resolve_pretrained
+from .validation import check_positive_int
+
+
+class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
+    """Features of a pretrained DeepLoc network for SVM, kNN or random-forest heads.
+
+    ``fit`` loads and checks the network; it never trains on the data, so the
+    same features come out whatever cells it is fitted on. ``transform``
+    preprocesses the crops as the network was trained (stored with the model)
+    and returns the activations of one layer, averaged over the five
+    prediction crops.
+
+    Parameters
+    ----------
+    pretrained : str, path-like or DeepLocClassifier
+        A model folder (see :meth:`DeepLocClassifier.save_pretrained`) or a
+        fitted classifier (kept by reference under ``clone``; never changed).
+    layer : {"fc2", "fc1", "conv8"}, default="fc2"
+        ``"fc2"`` is the second-to-last fully connected layer (512-d) the
+        paper feeds to its heads; ``"conv8"`` is the last conv layer, max
+        over space (256-d).
+    tta : bool, default=True
+        Mean of the features of five crops (centre and corners) rather than
+        the centre crop's.
+    batch_size : int, default=128
+        Cells per forward pass (bounds memory).
+    device : str, default="auto"
+        Torch device; "auto" takes CUDA when present.
+    verbose : int, default=0
+        Progress bar when > 0.
+
+    Attributes
+    ----------
+    network_ : DeepLocNet
+        An inference copy of the pretrained network (batch norm folded,
+        channels-last); the source model is left untouched.
+    preprocessing_ : dict
+        Stretch and crop settings of the pretrained model.
+    crop_size_ : int
+    n_features_in_ : int
+        Values per cell (``C * H * W``).
+    n_features_out_ : int
+        Length of a feature vector.
+
+    See Also
+    --------
+    DeepLocClassifier : trains the networks this class reads.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.svm import SVC
+    >>> from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> X, y = make_yeast_cells(6, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> featurizer = DeepLocFeaturizer(source, layer="fc2")
+    >>> featurizer.fit_transform(X).shape
+    (12, 8)
+    >>> featurizer.get_feature_names_out()[:2]
+    array(['fc2_0', 'fc2_1'], dtype=object)
+    >>> pipe = make_pipeline(DeepLocFeaturizer(source), SVC(kernel="linear")).fit(X, y)
+    """
+
+    def __init__(
+        self, pretrained, *, layer="fc2", tta=True, batch_size=128, device="auto", verbose=0
+    ):
+        self.pretrained = pretrained
+        self.layer = layer
+        self.tta = tta
+        self.batch_size = batch_size
+        self.device = device
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        """Load and check the pretrained network; ``X`` only sets the input checks.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
+        y : ignored
+
+        Returns
+        -------
+        self : DeepLocFeaturizer
+        """
+        check_positive_int(self.batch_size, "batch_size")
+        source = resolve_pretrained(self.pretrained)
+        if source is None:
+            raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
+        layers = source.net_.module_.feature_layers
+        if self.layer not in layers:
+            raise ValueError(f"layer must be one of {layers}; got {self.layer!r}.")
+        self.preprocessing_ = dict(source.preprocessing_)
+        self.crop_size_ = source.architecture_["crop_size"]
+        self.n_channels_ = source.architecture_["n_channels"]
+        check_and_flatten(
+            self,
+            X,
+            reset=True,
+            n_channels=self.n_channels_,
+            image_size=self.preprocessing_["image_size"],
+            crop_size=self.crop_size_,
+        )
+        self.network_ = inference_copy(source.net_.module_, resolve_device(self.device))
+        self.n_features_out_ = self._layer_width()
+        return self
+
+    def _layer_width(self):
+        fc = dict(self.network_.fc.named_children())
+        if self.layer in fc:
+            return fc[self.layer].linear.out_features
+        return getattr(self.network_.features, self.network_.last_conv).conv.out_channels
+
+    def transform(self, X):
+        """Features of each cell, float32 of shape (n, n_features_out_)."""
+        check_is_fitted(self, "network_")
+        X = check_and_flatten(
+            self,
+            X,
+            reset=False,
+            n_channels=self.n_channels_,
+            image_size=self.preprocessing_["image_size"],
+            crop_size=self.crop_size_,
+        )
+        stretch = self.preprocessing_["stretch"]
+        features = predict_batches(
+            self.network_,
+            X,
+            output=self.layer,
+            crop_size=self.crop_size_,
+            stretch=None if stretch is None else tuple(stretch),
+            stretch_variant=self.preprocessing_["stretch_variant"],
+            tta=self.tta,
+            batch_size=self.batch_size,
+            verbose=self.verbose,
+        )
+        return features.astype(np.float32, copy=False)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names ``<layer>_0 ... <layer>_<n-1>`` (for ``set_output(transform="pandas")``)."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray([f"{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "network_" in state:  # a GPU copy would not load on a CPU-only machine
+            state["network_"] = copy.deepcopy(self.network_).cpu()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if "network_" in state:
+            self.network_ = self.network_.to(resolve_device(self.device))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = True
+        tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
+        return tags

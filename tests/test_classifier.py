@@ -1,0 +1,211 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+
+from sklearn_deeploc import load_pretrained
+from sklearn_deeploc.datasets import make_yeast_cells
+
+
+def test_string_labels_round_trip(source_model, cells):
+    X, y = cells
+    assert list(source_model.classes_) == sorted(set(y))
+    assert set(source_model.predict(X)) <= set(y)
+    assert source_model.predict(X).dtype == y.dtype
+
+
+def test_integer_labels_round_trip(cells, make_tiny):
+    X, y = cells
+    codes = np.unique(y, return_inverse=True)[1] * 10 + 3
+    clf = make_tiny(max_iter=4).fit(X, codes)
+    np.testing.assert_array_equal(clf.classes_, [3, 13, 23, 33])
+    assert set(clf.predict(X)) <= {3, 13, 23, 33}
+    assert clf.predict(X).dtype.kind == "i"
+
+
+def test_predict_proba_rows_sum_to_one_and_follow_classes(source_model, cells):
+    X, _ = cells
+    proba = source_model.predict_proba(X)
+    assert proba.shape == (len(X), 4) and proba.dtype == np.float32
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-5)
+    np.testing.assert_array_equal(
+        source_model.predict(X), source_model.classes_[proba.argmax(axis=1)]
+    )
+
+
+def test_flat_layout_and_dataframe_give_the_same_predictions(source_model, cells):
+    X, _ = cells
+    flat = X.reshape(len(X), -1)
+    expected = source_model.predict_proba(X)
+    np.testing.assert_array_equal(source_model.predict_proba(flat), expected)
+    np.testing.assert_array_equal(source_model.predict_proba(pd.DataFrame(flat)), expected)
+
+
+def test_training_counts_optimizer_steps_and_learns(cells, make_tiny):
+    X, y = cells
+    clf = make_tiny(max_iter=30, validation_interval=10, validation_fraction=0.0).fit(X, y)
+    assert clf.n_iter_ == 30 and len(clf.history_) == 3
+    assert clf.validation_ == "none"
+    assert clf.history_[-1, "train_loss"] < clf.history_[0, "train_loss"]
+
+
+def test_validation_split_falls_back_on_tiny_sets(make_tiny):
+    X, y = make_yeast_cells(1, ["NUCLEI", "VACUOLE", "ER"], random_state=0)
+    assert make_tiny(max_iter=2).fit(X, y).validation_ == "none"
+    X, y = make_yeast_cells(3, ["NUCLEI", "VACUOLE", "ER"], random_state=0)
+    clf = make_tiny(max_iter=2, validation_fraction=0.2).fit(X, y)
+    assert clf.validation_ == "random"
+
+
+def test_same_random_state_gives_identical_predictions(cells, make_tiny):
+    X, y = cells
+    first = make_tiny(max_iter=6).fit(X, y).predict_proba(X)
+    again = make_tiny(max_iter=6).fit(X, y).predict_proba(X)
+    other = make_tiny(max_iter=6, random_state=1).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_pretrained_copies_all_but_the_last_layer(source_model, source_folder, make_tiny):
+    X, y = make_yeast_cells(4, ["ER", "MITOCHONDRIA", "GOLGI"], random_state=1)
+    for pretrained in (source_model, source_folder):
+        # One step with lr=0 leaves the copied weights as they came (batch-norm
+        # statistics do move with one training batch, so only parameters compare).
+        clf = make_tiny(pretrained=pretrained, max_iter=1, lr=0.0).fit(X, y)
+        source = dict(source_model.net_.module_.named_parameters())
+        target = dict(clf.net_.module_.named_parameters())
+        for name, tensor in source.items():
+            if name.startswith("head"):
+                continue
+            assert torch.equal(tensor, target[name]), name
+        assert clf.net_.module_.head.out_features == 3
+        assert list(clf.classes_) == ["ER", "GOLGI", "MITOCHONDRIA"]
+        assert clf.net_.module_.dropout.p == 0.5
+
+
+def test_freeze_conv_leaves_conv_layers_unchanged(source_model, make_tiny):
+    X, y = make_yeast_cells(4, ["ER", "MITOCHONDRIA"], random_state=1)
+    clf = make_tiny(pretrained=source_model, freeze="conv", max_iter=5, lr=0.01).fit(X, y)
+    source = source_model.net_.module_.state_dict()
+    tuned = clf.net_.module_.state_dict()
+    for name, tensor in tuned.items():
+        if name.startswith("features"):
+            assert torch.equal(tensor, source[name]), name  # weights and BN statistics
+    assert not torch.equal(tuned["fc.fc1.linear.weight"], source["fc.fc1.linear.weight"])
+
+
+def test_fine_tuning_does_not_change_the_pretrained_estimator(source_model, make_tiny):
+    before = {k: v.clone() for k, v in source_model.net_.module_.state_dict().items()}
+    X, y = make_yeast_cells(4, ["ER", "MITOCHONDRIA"], random_state=1)
+    make_tiny(pretrained=source_model, max_iter=3, lr=0.01).fit(X, y)
+    after = source_model.net_.module_.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_clone_of_fitted_estimator_shares_no_weights(source_model):
+    copy = clone(source_model)
+    assert not hasattr(copy, "net_") and not hasattr(copy, "classes_")
+    assert copy.get_params() == source_model.get_params()
+
+
+def test_clone_keeps_a_fitted_pretrained_estimator(source_model, make_tiny):
+    clf = make_tiny(pretrained=source_model)
+    assert clone(clf).pretrained is source_model
+    assert hasattr(clone(clf).pretrained, "net_")
+
+
+def test_grid_search_with_two_jobs(cells, source_model, make_tiny):
+    X, y = cells
+    search = GridSearchCV(
+        make_tiny(pretrained=source_model, max_iter=3),
+        {"freeze": [None, "conv"]},
+        cv=2,
+        n_jobs=2,
+    ).fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
+    assert search.best_estimator_.predict(X).shape == (len(X),)
+
+
+def test_save_and_load_give_identical_outputs(source_model, source_folder, cells):
+    X, _ = cells
+    loaded = load_pretrained(source_folder)
+    np.testing.assert_array_equal(loaded.predict_proba(X), source_model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.classes_, source_model.classes_)
+    assert loaded.channel_names_ == ["protein", "marker"]
+    assert loaded.preprocessing_ == source_model.preprocessing_
+    assert sorted(p.name for p in source_folder.iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def test_integer_classes_survive_the_model_folder(cells, make_tiny, tmp_path):
+    X, y = cells
+    clf = make_tiny(max_iter=2).fit(X, np.unique(y, return_inverse=True)[1])
+    loaded = load_pretrained(clf.save_pretrained(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict(X), clf.predict(X))
+    assert loaded.classes_.dtype.kind == "i"
+
+
+# -- bad input -----------------------------------------------------------------
+
+
+def test_predict_before_fit(make_tiny, cells):
+    with pytest.raises(NotFittedError):
+        make_tiny().predict(cells[0])
+    with pytest.raises(NotFittedError):
+        make_tiny().save_pretrained("never-written")
+
+
+def test_pretrained_path_missing_or_not_a_model(tmp_path, cells, make_tiny):
+    X, y = cells
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        make_tiny(pretrained=tmp_path / "nothing").fit(X, y)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="not a model folder.*config.json"):
+        make_tiny(pretrained=tmp_path / "empty").fit(X, y)
+
+
+def test_corrupt_weights_get_a_clear_error(source_folder, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(source_folder, broken)
+    (broken / "weights.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        load_pretrained(broken)
+
+
+def test_channel_count_must_match_the_pretrained_model(source_model, cells, make_tiny):
+    X, y = cells
+    three = np.concatenate([X, X[:, :1]], axis=1)
+    with pytest.raises(ValueError, match="Expected 2 channel.*got 3"):
+        make_tiny(pretrained=source_model).fit(three, y)
+    with pytest.raises(ValueError, match="Expected 2 channel.*got 3"):
+        source_model.predict(three)
+
+
+def test_y_problems(cells, make_tiny):
+    X, y = cells
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        make_tiny().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):
+        make_tiny().fit(X, np.full(len(X), "NUCLEI"))
+
+
+def test_nan_pixels(cells, make_tiny):
+    X, y = cells
+    X = X.copy()
+    X[2, 1, 10, 20] = np.nan
+    with pytest.raises(ValueError, match="cell 2, channel 1, row 10, column 20"):
+        make_tiny().fit(X, y)
+
+
+def test_bad_parameters(cells, make_tiny):
+    X, y = cells
+    with pytest.raises(ValueError, match="freeze must be one of"):
+        make_tiny(freeze="all").fit(X, y)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        make_tiny(max_iter=0).fit(X, y)
+    with pytest.raises(TypeError, match="pretrained must be a model folder path"):
+        make_tiny(pretrained=42).fit(X, y)
