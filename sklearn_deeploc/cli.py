@@ -12,8 +12,22 @@ def build_parser():
         prog="deeploc", description="DeepLoc protein localization for yeast screens."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = commands.add_parser(
+        "demo", help="pretrain on a synthetic screen, transfer to another, write a report"
+    )
+    demo.add_argument("-o", "--output", default="deeploc-demo", help="output folder")
+    demo.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def _demo(args):
+    from .demo import run_demo
+
+    run_demo(args.output, quick=args.quick, random_state=args.seed)
+    return 0
 
 
 def main(argv=None):

@@ -1,6 +1,7 @@
 """``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor for other classifiers."""
 
 import copy
+import hashlib
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -39,6 +40,10 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         Torch device; "auto" takes CUDA when present.
     verbose : int, default=0
         Progress bar when > 0.
+    cache : FeatureCache or None, default=None
+        Serve cells seen before from a
+        :class:`~sklearn_deeploc.model_selection.FeatureCache` (shared, not
+        copied, by ``clone``), so that a search featurises each cell once.
 
     Attributes
     ----------
@@ -75,7 +80,15 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     """
 
     def __init__(
-        self, pretrained, *, layer="fc2", tta=True, batch_size=128, device="auto", verbose=0
+        self,
+        pretrained,
+        *,
+        layer="fc2",
+        tta=True,
+        batch_size=128,
+        device="auto",
+        verbose=0,
+        cache=None,
     ):
         self.pretrained = pretrained
         self.layer = layer
@@ -83,6 +96,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.device = device
         self.verbose = verbose
+        self.cache = cache
 
     def fit(self, X, y=None):
         """Load and check the pretrained network; ``X`` only sets the input checks.
@@ -116,7 +130,17 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         )
         self.network_ = inference_copy(source.net_.module_, resolve_device(self.device))
         self.n_features_out_ = self._layer_width()
+        self.cache_key_ = self._cache_key(source.net_.module_)
         return self
+
+    def _cache_key(self, module):
+        """Digest of the weights, layer and crops: what a cell's features depend on."""
+        digest = hashlib.blake2b(digest_size=32)
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(f"{self.layer}|{self.tta}|{self.preprocessing_}".encode())
+        return digest.digest()
 
     def _layer_width(self):
         fc = dict(self.network_.fc.named_children())
@@ -135,6 +159,11 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
             image_size=self.preprocessing_["image_size"],
             crop_size=self.crop_size_,
         )
+        if self.cache is not None:
+            return self.cache.lookup(X, self.cache_key_, self._features)
+        return self._features(X)
+
+    def _features(self, X):
         stretch = self.preprocessing_["stretch"]
         features = predict_batches(
             self.network_,

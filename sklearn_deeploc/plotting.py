@@ -72,3 +72,126 @@ def plot_montage(X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_head_comparison(table, *, score="accuracy", ax=None):
+    """Bars of a head comparison (:func:`~sklearn_deeploc.model_selection.compare_heads`).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        With columns ``head``, ``mean_<score>`` and ``std_<score>``.
+    score : str, default="accuracy"
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.plotting import plot_head_comparison
+    >>> table = pd.DataFrame({"head": ["svm", "knn"], "mean_accuracy": [0.8, 0.7],
+    ...                       "std_accuracy": [0.05, 0.02]})
+    >>> plot_head_comparison(table).get_ylabel()
+    'accuracy'
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 3.5))
+    ax.bar(
+        table["head"],
+        table[f"mean_{score}"],
+        yerr=table[f"std_{score}"],
+        capsize=4,
+        color="tab:blue",
+    )
+    ax.set_ylabel(score.replace("_", " "))
+    ax.set_ylim(0, 1)
+    ax.set_title("Cross-validated heads on pretrained DeepLoc")
+    ax.tick_params(axis="x", rotation=30)
+    return ax
+
+
+def plot_transfer_curve(curve, *, score="accuracy", ax=None):
+    """Score against cells per class, mean and standard deviation over draws (Fig 4C/5C).
+
+    Parameters
+    ----------
+    curve : pandas.DataFrame
+        Output of :func:`~sklearn_deeploc.model_selection.transfer_curve`.
+    score : str, default="accuracy"
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.plotting import plot_transfer_curve
+    >>> curve = pd.DataFrame({"method": ["transfer"] * 4, "cells_per_class": [1, 1, 5, 5],
+    ...                       "accuracy": [0.5, 0.6, 0.8, 0.9]})
+    >>> len(plot_transfer_curve(curve).lines) > 0
+    True
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.5))
+    summary = curve.groupby(["method", "cells_per_class"])[score].agg(["mean", "std"])
+    for method, rows in summary.groupby(level="method", sort=False):
+        sizes = rows.index.get_level_values("cells_per_class")
+        ax.errorbar(
+            sizes, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=method
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("training cells per class")
+    ax.set_ylabel(score.replace("_", " "))
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return ax
+
+
+def plot_confusion_matrix(y_true, y_pred, *, labels=None, ax=None):
+    """Row-normalised confusion matrix with each class's accuracy in its row label.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+    labels : sequence, optional
+        Class order; default the sorted union of both.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    sklearn.metrics.ConfusionMatrixDisplay
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_deeploc.plotting import plot_confusion_matrix
+    >>> display = plot_confusion_matrix(["a", "a", "b"], ["a", "b", "b"])
+    >>> display.ax_.get_yticklabels()[0].get_text()
+    'a (50%)'
+    """
+    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
+
+    plt = _pyplot()
+    labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
+    matrix = confusion_matrix(y_true, y_pred, labels=labels, normalize="true")
+    if ax is None:
+        size = 0.45 * len(labels) + 2.5
+        _, ax = plt.subplots(figsize=(size, size))
+    display = ConfusionMatrixDisplay(matrix, display_labels=labels)
+    display.plot(
+        ax=ax, cmap="viridis", values_format=".2f", colorbar=False, xticks_rotation="vertical"
+    )
+    ax.set_yticklabels([f"{label} ({matrix[i, i]:.0%})" for i, label in enumerate(labels)])
+    return display

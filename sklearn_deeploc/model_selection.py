@@ -1,0 +1,320 @@
+"""Comparing heads on pretrained DeepLoc features against fine-tuning, and transfer curves."""
+
+import hashlib
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.svm import SVC
+from sklearn.utils import check_random_state
+
+from .classifier import DeepLocClassifier
+from .featurizer import DeepLocFeaturizer
+from .pretrained import resolve_pretrained
+from .validation import check_crops
+
+FEATURE_HEADS = ("svm", "knn", "forest")
+NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
+HEADS = FEATURE_HEADS + NETWORK_HEADS
+SCORING = {"accuracy": "accuracy", "average_precision": "average_precision"}
+PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
+
+
+class FeatureCache:
+    """Features keyed by each cell's pixels, so a cell is featurised once per search.
+
+    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features
+    depend on its pixels alone. The cache maps a digest of a cell's bytes (and
+    of the model and layer) to its feature vector. ``clone`` and ``deepcopy``
+    share the cache rather than copy it; in worker processes each worker has
+    the copy it was sent, so warm it (:meth:`DeepLocFeaturizer.transform` on
+    all cells) before a parallel search.
+
+    Attributes
+    ----------
+    n_computed : int
+        Cells featurised through this cache (misses).
+    n_hits : int
+        Cells served from the cache.
+    """
+
+    def __init__(self):
+        self._features = {}
+        self.n_computed = 0
+        self.n_hits = 0
+
+    def __len__(self):
+        return len(self._features)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @staticmethod
+    def digests(X, context):
+        """One 16-byte key per cell, from its pixels and ``context`` (model, layer, tta)."""
+        return [hashlib.blake2b(cell.tobytes(), digest_size=16, key=context).digest() for cell in X]
+
+    def lookup(self, X, context, compute):
+        """Features of every cell of ``X``, calling ``compute`` on the misses only."""
+        keys = self.digests(X, context)
+        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        if missing:
+            for i, row in zip(missing, compute(X[missing])):
+                self._features[keys[i]] = row
+        self.n_computed += len(missing)
+        self.n_hits += len(keys) - len(missing)
+        return np.stack([self._features[key] for key in keys])
+
+
+def _candidates(featurizer, source, network_params, random_state):
+    """(features step, head) for every head the comparison knows."""
+    architecture = source.architecture_
+    scratch = {
+        "conv_channels": tuple(architecture["conv_channels"]),
+        "fc_units": tuple(architecture["fc_units"]),
+        "crop_size": architecture["crop_size"],
+    }
+    network = {"random_state": random_state, **network_params}
+    pretrained = featurizer.pretrained
+    return {
+        # SVC is one-vs-one inside, as in the paper.
+        "svm": (featurizer, SVC(kernel="linear")),
+        "knn": (featurizer, KNeighborsClassifier(n_neighbors=5)),
+        "forest": (featurizer, RandomForestClassifier(n_estimators=200, random_state=random_state)),
+        "finetune_fc": (
+            "passthrough",
+            DeepLocClassifier(pretrained=pretrained, freeze="conv", **network),
+        ),
+        "finetune_all": ("passthrough", DeepLocClassifier(pretrained=pretrained, **network)),
+        "scratch": ("passthrough", DeepLocClassifier(**scratch, **network)),
+    }
+
+
+def compare_heads(
+    X,
+    y,
+    pretrained,
+    *,
+    heads=HEADS,
+    layer="fc2",
+    cv=3,
+    network_params=None,
+    scoring=None,
+    n_jobs=None,
+    random_state=0,
+    verbose=0,
+):
+    """Cross-validate feature heads against fine-tuning in one ``GridSearchCV``.
+
+    Every candidate is a two-step :class:`~sklearn.pipeline.Pipeline`
+    ``features -> head``: pretrained DeepLoc features (layer ``fc2`` by
+    default) into a linear SVM (one-vs-one), k-nearest neighbours or a random
+    forest; or the raw crops (``"passthrough"``) into a
+    :class:`DeepLocClassifier` fine-tuned with the conv layers frozen, fully
+    fine-tuned, or trained from scratch with the same architecture. All
+    candidates see the same folds. Each cell is featurised once for the whole
+    search (a shared :class:`FeatureCache`, warmed before the search).
+
+    Parameters
+    ----------
+    X : array-like of shape (n, C, H, W) or flat DeepLoc layout
+        Crops of the target screen.
+    y : array-like of shape (n,)
+        Labels.
+    pretrained : str, path-like or DeepLocClassifier
+        The pretrained model (folder or fitted classifier).
+    heads : sequence of str, default=all six
+        Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch"``.
+    layer : {"fc2", "fc1", "conv8"}, default="fc2"
+        Feature layer for the feature heads.
+    cv : int or cross-validation generator, default=3
+        Folds (an int gives shuffled stratified folds seeded by ``random_state``).
+    network_params : dict, optional
+        Extra :class:`DeepLocClassifier` parameters for the network heads
+        (for example ``{"max_iter": 200, "batch_size": 64}``).
+    scoring : dict, optional
+        Scorers; default accuracy and macro average precision.
+    n_jobs : int, optional
+        Parallel fits (joblib; works with the Dask backend).
+    random_state : int, default=0
+    verbose : int, default=0
+
+    Returns
+    -------
+    search : GridSearchCV
+        Fitted, refit on the best mean accuracy.
+    table : pandas.DataFrame
+        One row per head: ``head``, ``mean_<score>``, ``std_<score>``,
+        ``mean_fit_time``; best accuracy first.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> from sklearn_deeploc.model_selection import compare_heads
+    >>> X, y = make_yeast_cells(6, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> search, table = compare_heads(X, y, source, heads=["svm", "knn"], cv=2)
+    >>> list(table["head"]) == sorted(table["head"], key=list(table["head"]).index)
+    True
+    >>> sorted(table["head"])
+    ['knn', 'svm']
+    """
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not heads:
+        raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {list(heads)}.")
+    source = resolve_pretrained(pretrained)
+    X = check_crops(
+        X,
+        n_channels=source.architecture_["n_channels"],
+        image_size=source.preprocessing_["image_size"],
+    )
+    y = np.asarray(y)
+    cache = FeatureCache()
+    featurizer = DeepLocFeaturizer(source, layer=layer, cache=cache, verbose=verbose)
+    if any(h in FEATURE_HEADS for h in heads):
+        featurizer.fit(X).transform(X)  # warm the cache: every cell, once
+    candidates = _candidates(featurizer, source, network_params or {}, random_state)
+    grid = [{"features": [candidates[h][0]], "head": [candidates[h][1]]} for h in heads]
+    if isinstance(cv, int):
+        cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    pipe = Pipeline([("features", "passthrough"), ("head", candidates[heads[0]][1])])
+    search = GridSearchCV(
+        pipe,
+        grid,
+        scoring=scoring or SCORING,
+        refit="accuracy",
+        cv=cv,
+        n_jobs=n_jobs,
+        verbose=verbose,
+        error_score="raise",
+    ).fit(X, y)
+    return search, _summary(search, heads)
+
+
+def _summary(search, heads):
+    results = search.cv_results_
+    scores = [k[len("mean_test_") :] for k in results if k.startswith("mean_test_")]
+    table = pd.DataFrame({"head": list(heads)})
+    for score in scores:
+        table[f"mean_{score}"] = results[f"mean_test_{score}"]
+        table[f"std_{score}"] = results[f"std_test_{score}"]
+    table["mean_fit_time"] = results["mean_fit_time"]
+    key = "mean_accuracy" if "mean_accuracy" in table else f"mean_{scores[0]}"
+    return table.sort_values(key, ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _draw(y, n_per_class, rng):
+    """Indices of ``n_per_class`` cells of every class (all of a class that has fewer)."""
+    return np.concatenate(
+        [
+            rng.choice(idx, min(n_per_class, len(idx)), replace=False)
+            for idx in (np.flatnonzero(y == label) for label in np.unique(y))
+        ]
+    )
+
+
+def transfer_curve(
+    X_pool,
+    y_pool,
+    X_test,
+    y_test,
+    pretrained,
+    *,
+    sizes=PAPER_SIZES,
+    n_draws=5,
+    methods=("transfer", "scratch"),
+    network_params=None,
+    scratch_params=None,
+    random_state=0,
+    verbose=0,
+):
+    """Accuracy against training-set size: transfer learning vs. training from scratch.
+
+    The paper's protocol (Figs 4C, 5C): for each size, ``n_draws`` random
+    training sets of that many cells per class are drawn from the pool; each
+    method is trained on each and scored on the same fixed test set.
+
+    Parameters
+    ----------
+    X_pool, y_pool : crops and labels to draw training sets from.
+    X_test, y_test : the fixed test set.
+    pretrained : str, path-like or DeepLocClassifier
+        The pretrained model.
+    sizes : sequence of int, default=(1, 3, 5, 10, 25, 50, 100, 250, 500)
+        Cells per class. A class with fewer cells in the pool gives all it has
+        (the ``n_train`` column says how many cells were used).
+    n_draws : int, default=5
+        Random training sets per size.
+    methods : sequence of str, default=("transfer", "scratch")
+        ``"transfer"`` (fine-tune every layer), ``"transfer_fc"`` (conv layers
+        frozen), ``"scratch"`` (same architecture, random initialisation), and
+        the feature heads ``"svm"``, ``"knn"``, ``"forest"``.
+    network_params : dict, optional
+        :class:`DeepLocClassifier` parameters for all network methods.
+    scratch_params : dict, optional
+        Overrides for ``"scratch"`` (for example a longer ``max_iter``).
+    random_state : int, default=0
+    verbose : int, default=0
+        Print one line per fit when > 0.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method``, ``cells_per_class``, ``draw``, ``n_train``,
+        ``accuracy``, ``fit_time``; one row per method, size and draw.
+
+    See Also
+    --------
+    sklearn_deeploc.plotting.plot_transfer_curve : draws the result.
+    """
+    known = {"transfer", "transfer_fc", "scratch", *FEATURE_HEADS}
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"methods must be among {sorted(known)}; got {unknown}.")
+    source = resolve_pretrained(pretrained)
+    check = {
+        "n_channels": source.architecture_["n_channels"],
+        "image_size": source.preprocessing_["image_size"],
+    }
+    X_pool, X_test = check_crops(X_pool, **check), check_crops(X_test, **check)
+    y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
+    featurizer = DeepLocFeaturizer(source, cache=FeatureCache()).fit(X_pool)
+    candidates = _candidates(featurizer, source, network_params or {}, random_state)
+    candidates["scratch"][1].set_params(**(scratch_params or {}))
+    by_method = {"transfer": "finetune_all", "transfer_fc": "finetune_fc"}
+    rng = check_random_state(random_state)
+    rows = []
+    for size in sizes:
+        for draw in range(n_draws):
+            train = _draw(y_pool, size, rng)
+            for method in methods:
+                features, head = candidates[by_method.get(method, method)]
+                model = Pipeline([("features", features), ("head", clone(head))])
+                if method == "knn":  # k cannot exceed the training set
+                    model.set_params(head__n_neighbors=min(5, len(train)))
+                start = time.perf_counter()
+                model.fit(X_pool[train], y_pool[train])
+                row = {
+                    "method": method,
+                    "cells_per_class": size,
+                    "draw": draw,
+                    "n_train": len(train),
+                    "accuracy": model.score(X_test, y_test),
+                    "fit_time": time.perf_counter() - start,
+                }
+                rows.append(row)
+                if verbose:
+                    print(
+                        ", ".join(
+                            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in row.items()
+                        )
+                    )
+    return pd.DataFrame(rows)

@@ -1,0 +1,154 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from sklearn_deeploc.screen import (
+    abundance_changes,
+    aggregate,
+    crop_cells,
+    find_cells,
+    localization_changes,
+    outlier_posterior,
+    welch_t,
+)
+
+
+@pytest.fixture
+def field():
+    return np.arange(2 * 100 * 120, dtype=np.float32).reshape(2, 100, 120)
+
+
+def test_crop_inside_is_exact(field):
+    result = crop_cells(field, [[50, 60]], size=64)
+    np.testing.assert_array_equal(result.crops[0], field[:, 18:82, 28:92])
+    assert result.index.tolist() == [0] and result.padded.tolist() == [False]
+
+
+def test_corner_and_half_outside_cells(field):
+    centres = [[0, 0], [50, 119], [50, 60]]
+    padded = crop_cells(field, centres, size=64, border="pad")
+    assert padded.crops.shape == (3, 2, 64, 64)
+    assert padded.padded.tolist() == [True, True, False]
+    median = np.median(field[0])
+    # The corner cell: the field's pixel (0, 0) at the crop centre, background elsewhere.
+    assert padded.crops[0, 0, 32, 32] == field[0, 0, 0]
+    assert padded.crops[0, 0, 0, 0] == median
+    np.testing.assert_array_equal(padded.crops[1, :, :, : 32 + 1], field[:, 18:82, 87:120])
+    dropped = crop_cells(field, centres, size=64, border="drop")
+    assert dropped.index.tolist() == [2] and len(dropped.crops) == 1
+
+
+def test_crop_larger_than_the_field(field):
+    assert len(crop_cells(field, [[50, 60]], size=128, border="drop").crops) == 0
+    result = crop_cells(field, [[50, 60]], size=128, border="pad")
+    assert result.crops.shape == (1, 2, 128, 128) and result.padded.all()
+    np.testing.assert_array_equal(result.crops[0, :, 14:114, 4:124], field)
+
+
+def test_dataframe_centres_need_named_columns(field):
+    frame = pd.DataFrame({"Center_X": [60.0], "Center_Y": [50.0]})
+    result = crop_cells(field, frame, x_column="Center_X", y_column="Center_Y")
+    np.testing.assert_array_equal(result.crops[0], field[:, 18:82, 28:92])
+    with pytest.raises(ValueError, match="x_column= and y_column="):
+        crop_cells(field, frame)
+    with pytest.raises(ValueError, match="border must be one of"):
+        crop_cells(field, frame, border="wrap", x_column="Center_X", y_column="Center_Y")
+
+
+def test_find_cells_on_synthetic_discs():
+    yy, xx = np.mgrid[:120, :120]
+    truth = np.array([[30, 30], [30, 80], [85, 40], [90, 95]])
+    marker = sum(((yy - r) ** 2 + (xx - c) ** 2 < 144) for r, c in truth).astype(float)
+    image = np.stack(
+        [np.zeros_like(marker), marker + 0.05 * np.random.default_rng(0).random(marker.shape)]
+    )
+    found = find_cells(image, channel=1)
+    distances = np.linalg.norm(truth[:, None] - found[None], axis=2).min(axis=1)
+    assert len(found) == 4 and (distances < 2).all()
+
+
+def test_aggregate_on_known_groups():
+    proba = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8]])
+    table = aggregate(proba, ["w1", "w1", "w2"], ["NUCLEI", "ER"])
+    assert table.loc["w1", "n_cells"] == 2
+    np.testing.assert_allclose(table.loc["w1", ["NUCLEI", "ER"]], [0.8, 0.2])
+    np.testing.assert_allclose(table.loc["w2", ["NUCLEI", "ER"]], [0.2, 0.8])
+    with pytest.raises(ValueError, match="one group per cell"):
+        aggregate(proba, ["w1"])
+
+
+def test_welch_t_equals_scipy(rng):
+    a, b = rng.normal(0, 1, (30, 3)), rng.normal(0.5, 2, (45, 3))
+    expected = stats.ttest_ind(b, a, equal_var=False).statistic
+    np.testing.assert_allclose(welch_t(a, b), expected)
+
+
+def test_mixture_flags_planted_outliers(rng):
+    background = rng.normal(0, 1, 2000)
+    planted = np.r_[np.full(10, 8.0), np.full(10, -8.0)]
+    posterior = outlier_posterior(np.r_[background, planted])
+    assert (posterior[2000:] > 0.5).sum() >= 19
+    assert (posterior[:2000] > 0.5).sum() <= 20
+
+
+def test_localization_changes_finds_the_moved_protein(rng):
+    proteins = np.repeat([f"p{i}" for i in range(60)], 20)
+    proba_a = rng.dirichlet([5, 5], len(proteins))
+    proba_b = rng.dirichlet([5, 5], len(proteins))
+    moved = proteins == "p7"
+    proba_b[moved] = rng.dirichlet([1, 30], moved.sum())
+    table = localization_changes(proba_a, proteins, proba_b, proteins, ["NUCLEI", "ER"])
+    assert len(table) == 60 * 2
+    hits = table[table["significant"]]
+    assert set(hits["protein"]) == {"p7"}
+    assert set(hits["class"]) == {"NUCLEI", "ER"}
+    t_er = table[(table["protein"] == "p7") & (table["class"] == "ER")]["t"].item()
+    assert t_er > 0
+
+
+def test_abundance_changes_on_constructed_intensities():
+    table = abundance_changes(
+        [100, 100, 50, 80], ["a", "a", "b", "c"], [400, 45, 30], ["a", "b", "c"]
+    )
+    assert table["protein"].tolist() == ["a", "b", "c"]
+    np.testing.assert_allclose(table["log2_ratio"], [2.0, np.log2(0.9), np.log2(30 / 80)])
+    assert table["significant"].tolist() == [True, False, True]
+    with pytest.raises(ValueError, match="positive"):
+        abundance_changes([0.0], ["a"], [1.0], ["a"])
+
+
+def _real_field(shared_data):
+    skimage_io = pytest.importorskip("skimage.io")
+    folder = shared_data / "field_r01c01f01"
+    image = np.stack(
+        [skimage_io.imread(folder / f"r01c01f01p01-ch{k}sk1fk1fl1.tiff") for k in (1, 2, 3)]
+    )
+    return image, pd.read_csv(folder / "cells.csv")
+
+
+def test_real_field_crops_and_cell_finding(shared_data):
+    from scipy.spatial import cKDTree
+
+    image, cells = _real_field(shared_data)
+    result = crop_cells(image, cells, x_column="Center_X", y_column="Center_Y", border="drop")
+    padded = crop_cells(image, cells, x_column="Center_X", y_column="Center_Y", border="pad")
+    n_border = int(padded.padded.sum())
+    print(
+        f"{len(cells)} listed cells: {n_border} touch the border "
+        f"(padded with border='pad', dropped with border='drop')"
+    )
+    assert len(result.crops) == len(cells) - n_border
+    assert padded.crops.shape == (len(cells), 3, 64, 64)
+    # The marker channels are brightest at the listed centres (the README's check).
+    assert padded.crops[:, 2, 32, 32].mean() > 3 * image[2].mean()
+
+    truth = cells[["Center_Y", "Center_X"]].to_numpy(float)
+    found = find_cells(image, channel=1)
+    recall = (cKDTree(found).query(truth)[0] <= 8).mean()
+    extra = (cKDTree(truth).query(found)[0] > 8).sum()
+    print(
+        f"find_cells: {len(found)} detections, recall {recall:.3f} of the {len(truth)} "
+        f"listed centres within 8 px, {extra} detections far from any listed centre"
+    )
+    assert recall >= 0.8
