@@ -15,13 +15,14 @@ from sklearn.utils import check_random_state
 
 from .classifier import DeepLocClassifier
 from .featurizer import DeepLocFeaturizer
+from .metrics import mean_average_precision_scorer
 from .pretrained import resolve_pretrained
 from .validation import check_crops
 
 FEATURE_HEADS = ("svm", "knn", "forest")
 NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
 HEADS = FEATURE_HEADS + NETWORK_HEADS
-SCORING = {"accuracy": "accuracy", "average_precision": "average_precision"}
+SCORING = {"accuracy": "accuracy", "average_precision": mean_average_precision_scorer}
 PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
 
 

@@ -195,3 +195,124 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, ax=None):
     )
     ax.set_yticklabels([f"{label} ({matrix[i, i]:.0%})" for i, label in enumerate(labels)])
     return display
+
+
+def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
+    """A t-SNE map of cell features coloured by class (the paper's Fig 3).
+
+    Parameters
+    ----------
+    features : array-like of shape (n, d)
+        For the paper's map, ``DeepLocFeaturizer(model, layer="conv8")``
+        output (last conv layer, max over space).
+    labels : array-like of shape (n,)
+    ax : matplotlib Axes, optional
+    random_state : int, default=0
+    perplexity : float, default=30.0
+        Lowered automatically below the number of cells.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sklearn_deeploc.plotting import plot_tsne
+    >>> rng = np.random.default_rng(0)
+    >>> ax = plot_tsne(rng.normal(size=(20, 8)), ["a"] * 10 + ["b"] * 10)
+    >>> len(ax.collections)
+    2
+    """
+    from sklearn.manifold import TSNE
+
+    plt = _pyplot()
+    features = np.asarray(features, dtype=np.float32)
+    labels = np.asarray(labels)
+    perplexity = min(perplexity, (len(features) - 1) / 3)
+    embedding = TSNE(perplexity=perplexity, random_state=random_state, init="pca").fit_transform(
+        features
+    )
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 5))
+    for label in np.unique(labels):
+        points = embedding[labels == label]
+        ax.scatter(points[:, 0], points[:, 1], s=6, label=str(label))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title("t-SNE of DeepLoc features")
+    ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
+    return ax
+
+
+def plot_precision_recall(y_true, proba, classes, *, ax=None):
+    """One precision-recall curve per class, average precision in the legend.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+    proba : array-like of shape (n, n_classes)
+        Columns in the order of ``classes``.
+    classes : sequence
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from sklearn_deeploc.plotting import plot_precision_recall
+    >>> ax = plot_precision_recall(["a", "b", "b"], [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],
+    ...                            ["a", "b"])
+    >>> len(ax.get_lines()) >= 2
+    True
+    """
+    from sklearn.metrics import PrecisionRecallDisplay
+
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4))
+    y_true, proba = np.asarray(y_true), np.asarray(proba)
+    for k, label in enumerate(classes):
+        if (y_true == label).any():
+            PrecisionRecallDisplay.from_predictions(
+                y_true == label, proba[:, k], name=str(label), ax=ax, plot_chance_level=False
+            )
+    ax.legend(fontsize=6)
+    return ax
+
+
+def plot_class_visualizations(images, titles, *, channels=(0, 1), ax_size=1.6):
+    """Activation-maximisation images, one column per class, one row per channel.
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (C, H, W)
+        From :func:`~sklearn_deeploc.visualize.maximize_activation`.
+    titles : sequence of str
+    channels : tuple of int, default=(0, 1)
+    ax_size : float, default=1.6
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(channels),
+        len(images),
+        squeeze=False,
+        figsize=(ax_size * len(images), ax_size * len(channels)),
+    )
+    for column, (image, title) in enumerate(zip(images, titles)):
+        for row, channel in enumerate(channels):
+            axes[row, column].imshow(image[channel], cmap="gray", vmin=0, vmax=1)
+            axes[row, column].axis("off")
+        axes[0, column].set_title(str(title), fontsize=7)
+    fig.tight_layout()
+    return fig

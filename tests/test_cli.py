@@ -1,0 +1,150 @@
+import shutil
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_deeploc.blocks import parts_folder
+from sklearn_deeploc.cli import main
+from sklearn_deeploc.datasets import make_yeast_cells
+
+CLASSES = ["NUCLEI", "VACUOLE", "ER"]
+TINY = ["--conv-channels", *"4 4 8 8 8 8 8 8".split(), "--fc-units", "16", "12"]
+
+
+def _write_hdf5(path, X, y, classes):
+    codes = np.searchsorted(classes, y)
+    with h5py.File(path, "w") as f:
+        f["data1"] = X.reshape(len(X), -1)
+        f["Index1"] = np.eye(len(classes), dtype=np.uint8)[codes]
+        f["label_names"] = np.asarray(classes, dtype="S")
+
+
+@pytest.fixture(scope="module")
+def screen_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    X, y = make_yeast_cells(4, CLASSES, random_state=0)
+    _write_hdf5(folder / "cells.h5", X, y, sorted(CLASSES))
+    assert (
+        main(
+            [
+                "train",
+                str(folder / "cells.h5"),
+                "-o",
+                str(folder / "model"),
+                *TINY,
+                "--max-iter",
+                "4",
+                "--batch-size",
+                "8",
+            ]
+        )
+        == 0
+    )
+    return folder
+
+
+def test_train_writes_a_model_folder(screen_files):
+    assert sorted(p.name for p in (screen_files / "model").iterdir()) == [
+        "config.json",
+        "weights.safetensors",
+    ]
+
+
+def test_predict_columns_rows_and_resume(screen_files, capsys):
+    out = screen_files / "pred.csv"
+    args = [
+        "predict",
+        str(screen_files / "model"),
+        str(screen_files / "cells.h5"),
+        "-o",
+        str(out),
+        "--block-size",
+        "5",
+    ]
+    assert main(args) == 0
+    table = pd.read_csv(out)
+    assert len(table) == 12
+    assert list(table.columns) == ["cell", "p_ER", "p_NUCLEI", "p_VACUOLE", "label"]
+    np.testing.assert_allclose(table.filter(like="p_").sum(axis=1), 1, atol=1e-5)
+    blocks = sorted(parts_folder(out).iterdir())
+    assert len(blocks) == 3
+    blocks[1].unlink()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "2 of 3 blocks already done; computing 1" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out), table)
+
+
+def test_featurize_to_parquet(screen_files):
+    out = screen_files / "features.parquet"
+    assert (
+        main(
+            [
+                "featurize",
+                str(screen_files / "model"),
+                str(screen_files / "cells.h5"),
+                "-o",
+                str(out),
+                "--layer",
+                "fc1",
+                "--block-size",
+                "8",
+            ]
+        )
+        == 0
+    )
+    table = pd.read_parquet(out)
+    assert table.shape == (12, 1 + 16)
+    assert list(table.columns[:3]) == ["cell", "fc1_0", "fc1_1"]
+
+
+def test_clear_errors_exit_2(screen_files, tmp_path, capsys):
+    assert main(["predict", str(tmp_path / "nope"), str(screen_files / "cells.h5")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                str(screen_files / "model"),
+                str(screen_files / "cells.h5"),
+                "-o",
+                str(tmp_path / "out.txt"),
+            ]
+        )
+        == 2
+    )
+    assert "must end in one of" in capsys.readouterr().err
+
+
+def test_screen_on_the_real_field(screen_files, shared_data, tmp_path, capsys):
+    pytest.importorskip("skimage")
+    field = shared_data / "field_r01c01f01"
+    out = tmp_path / "screen"
+    args = [
+        "screen",
+        str(screen_files / "model"),
+        "--images",
+        str(field),
+        "--coords",
+        str(field / "cells.csv"),
+        "-o",
+        str(out),
+        "--channels",
+        "ch1",
+        "ch3",
+    ]
+    assert main(args) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    listed = pd.read_csv(field / "cells.csv")
+    assert len(cells) == len(listed)
+    assert {"image", "well", "x", "y", "padded", "p_ER", "label"} <= set(cells.columns)
+    wells = pd.read_csv(out / "wells.csv")
+    assert wells["group"].tolist() == ["r01c01"] and wells["n_cells"].item() == len(listed)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 fields already done" in capsys.readouterr().out
+    shutil.rmtree(out / "fields")
+    assert main(args) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)

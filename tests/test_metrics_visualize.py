@@ -1,0 +1,64 @@
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from sklearn_deeploc import DeepLocNet
+from sklearn_deeploc.metrics import evaluate, per_class_average_precision
+from sklearn_deeploc.preprocessing import center_crop, percentile_stretch
+from sklearn_deeploc.visualize import gaussian_blur, maximize_activation
+
+matplotlib.use("Agg")
+
+
+def test_evaluate_known_answers():
+    y = np.array(["a", "a", "b", "c"])
+    proba = np.array([[0.8, 0.1, 0.1], [0.3, 0.6, 0.1], [0.1, 0.5, 0.4], [0.2, 0.2, 0.6]])
+    result = evaluate(y, proba, ["a", "b", "c"])
+    assert result["accuracy"] == 0.75
+    np.testing.assert_allclose(result["confusion"].sum(axis=1), 1)
+    assert result["confusion"].loc["a", "b"] == 0.5
+    ap = per_class_average_precision(y, proba, ["a", "b", "c"])
+    assert ap["a"] == 1.0 and ap["c"] == 1.0
+    assert ap["b"] == pytest.approx(0.5)
+    assert result["mean_average_precision"] == pytest.approx(ap.mean())
+
+
+@pytest.fixture
+def calibrated_net(cells):
+    """A tiny network whose batch norm is calibrated on real (synthetic) cells."""
+    torch.manual_seed(0)
+    net = DeepLocNet(
+        n_classes=4, conv_channels=(4, 4, 8, 8, 8, 8, 8, 8), fc_units=(16, 16), bn_momentum=1.0
+    )
+    crops = center_crop(percentile_stretch(torch.from_numpy(cells[0])), 60)
+    net.train()
+    net(crops)
+    return net.eval(), crops
+
+
+def test_activation_maximisation_raises_the_target_logit(calibrated_net):
+    net, crops = calibrated_net
+    with torch.no_grad():
+        spread = net(crops)[:, 2].std().item()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    image, logits = maximize_activation(net, 2, n_steps=60, random_state=0)
+    assert image.shape == (2, 60, 60) and 0 <= image.min() and image.max() <= 1
+    # A clear margin: ten times the logit's spread over real cells.
+    assert logits[-1] - logits[0] > 10 * spread
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_activation_maximisation_keeps_the_marker_cell(calibrated_net):
+    net, _ = calibrated_net
+    yy, xx = np.mgrid[:60, :60]
+    marker = ((yy - 30) ** 2 + (xx - 30) ** 2 < 200).astype(np.float32)
+    image, logits = maximize_activation(net, 0, n_steps=20, marker=marker, random_state=0)
+    np.testing.assert_array_equal(image[1], marker)
+    assert image[0][marker == 0].max() == 0
+    assert logits[-1] > logits[0]
+
+
+def test_gaussian_blur_preserves_constants():
+    x = torch.full((1, 2, 10, 10), 3.0)
+    torch.testing.assert_close(gaussian_blur(x, 1.0), x)
