@@ -59,8 +59,8 @@ def missing_blocks(output, ranges):
     return [r for r in ranges if not block_path(output, *r).exists()]
 
 
-def run_blocks(output, n_items, block_size, compute, *, verbose=1):
-    """Compute missing blocks with ``compute(start, stop) -> DataFrame``, then assemble.
+def run_blocks(output, n_items, block_size, function, *args, client=None, verbose=1):
+    """Compute the missing blocks with ``function(*args, start, stop) -> DataFrame``, then assemble.
 
     Parameters
     ----------
@@ -68,8 +68,14 @@ def run_blocks(output, n_items, block_size, compute, *, verbose=1):
         Final ``.csv`` or ``.parquet`` table.
     n_items : int
     block_size : int
-    compute : callable
-        Returns the rows of cells ``start:stop`` as a DataFrame.
+    function : callable
+        Returns the rows of cells ``start:stop`` as a DataFrame; with a
+        ``client`` it runs on the Dask workers, so it must be importable there.
+    *args
+        Leading arguments of ``function`` (Dask futures are resolved on the workers).
+    client : distributed.Client, optional
+        Compute blocks on a Dask cluster; each finished block is written here
+        as soon as it arrives.
     verbose : int, default=1
 
     Returns
@@ -81,11 +87,10 @@ def run_blocks(output, n_items, block_size, compute, *, verbose=1):
     --------
     >>> import pandas as pd
     >>> from sklearn_deeploc.blocks import run_blocks, read_table
-    >>> out = getfixture("tmp_path") / "squares.csv"
-    >>> run_blocks(out, 5, 2, lambda a, b: pd.DataFrame({"x": range(a, b)}), verbose=0)
-    3
-    >>> run_blocks(out, 5, 2, lambda a, b: pd.DataFrame({"x": range(a, b)}), verbose=0)
-    0
+    >>> out = getfixture("tmp_path") / "numbers.csv"
+    >>> rows = lambda a, b: pd.DataFrame({"x": range(a, b)})
+    >>> run_blocks(out, 5, 2, rows, verbose=0), run_blocks(out, 5, 2, rows, verbose=0)
+    (3, 0)
     >>> read_table(out)["x"].tolist()
     [0, 1, 2, 3, 4]
     """
@@ -98,8 +103,22 @@ def run_blocks(output, n_items, block_size, compute, *, verbose=1):
             f"computing {len(todo)}",
             flush=True,
         )
-    for start, stop in tqdm(todo, disable=not verbose, unit="block"):
-        write_table(compute(start, stop), block_path(output, start, stop))
+    progress = tqdm(total=len(todo), disable=not verbose, unit="block")
+    if client is None:
+        for start, stop in todo:
+            write_table(function(*args, start, stop), block_path(output, start, stop))
+            progress.update()
+    else:
+        from distributed import as_completed
+
+        futures = {
+            client.submit(function, *args, start, stop, pure=False): (start, stop)
+            for start, stop in todo
+        }
+        for future in as_completed(futures):
+            write_table(future.result(), block_path(output, *futures[future]))
+            progress.update()
+    progress.close()
     assemble(output, ranges)
     return len(todo)
 

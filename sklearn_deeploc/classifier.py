@@ -22,6 +22,7 @@ from .inference import inference_copy, predict_batches, resolve_device
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS, DeepLocNet
 from .preprocessing import center_crop, percentile_stretch
 from .pretrained import KeepPretrainedMixin, resolve_pretrained, write_model_folder
+from .streaming import apply_blockwise, is_dask_array, take_labels
 from .training import CellBatches, StepSampler
 from .validation import IMAGE_SIZE, check_crops, check_positive_int
 
@@ -444,17 +445,28 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
+            Also a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
+            ``h5py`` or ``zarr`` array (read in blocks), or a ``dask.array``
+            (computed lazily, block by block).
 
         Returns
         -------
-        ndarray of shape (n, n_classes), float32
+        ndarray of shape (n, n_classes), float32, or a dask array
             Columns follow ``classes_``; rows sum to 1.
         """
+        self._check_fitted()
+        return apply_blockwise(self, "_predict_proba_in_memory", X, len(self.classes_))
+
+    def _predict_proba_in_memory(self, X):
         return self._predict_outputs(X, "proba")
 
     def predict(self, X):
-        """Most probable class of each cell, as labels of ``classes_``."""
+        """Most probable class of each cell, as labels of ``classes_`` (lazy for dask input)."""
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
+        if is_dask_array(proba):
+            return proba.argmax(axis=1).map_blocks(
+                take_labels, self.classes_, dtype=self.classes_.dtype
+            )
         return self.classes_[np.argmax(proba, axis=1)]
 
     # -- persistence -------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
+from .datasets import DeepLocHDF5Dataset
 
 DEFAULT_BLOCK = 4096
 
@@ -45,6 +46,10 @@ def _add_predict_and_featurize(commands):
         sub.add_argument("--batch-size", type=int, default=128)
         sub.add_argument("--no-tta", action="store_true", help="centre crop only")
         sub.add_argument("--device", default="auto")
+        sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+        sub.add_argument(
+            "--workers", type=int, help="start a local Dask cluster of N worker processes"
+        )
         if name == "featurize":
             sub.add_argument("--layer", default="fc2", choices=["fc2", "fc1", "conv8"])
         sub.set_defaults(handler=_predict if name == "predict" else _featurize)
@@ -126,19 +131,52 @@ def _train(args):
     return 0
 
 
-def _blockwise(args, estimator, rows):
-    """Run ``rows(X_block, start)`` over the HDF5 file in resumable blocks."""
+def block_table(estimator, data, start, stop):
+    """Output rows of cells ``start:stop`` of a DeepLoc HDF5 file (runs on Dask workers too).
+
+    A classifier gives ``cell``, one ``p_<class>`` column per class and
+    ``label``; a featurizer gives ``cell`` and its feature columns.
+    """
+    from .featurizer import DeepLocFeaturizer
+
+    X = DeepLocHDF5Dataset(data).read(np.arange(start, stop))[0]
+    if isinstance(estimator, DeepLocFeaturizer):
+        frame = pd.DataFrame(estimator.transform(X), columns=estimator.get_feature_names_out())
+    else:
+        proba = estimator.predict_proba(X)
+        frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in estimator.classes_])
+        frame["label"] = estimator.classes_[proba.argmax(axis=1)]
+    frame.insert(0, "cell", np.arange(start, stop))
+    return frame
+
+
+def _client(args):
+    """A Dask client for --scheduler ADDRESS or --workers N, else None (in-process)."""
+    if args.scheduler is None and args.workers is None:
+        return None
+    from distributed import Client, LocalCluster
+
+    if args.scheduler:
+        return Client(args.scheduler)
+    return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True))
+
+
+def _blockwise(args, estimator):
     from .blocks import run_blocks
-    from .datasets import DeepLocHDF5Dataset
 
-    dataset = DeepLocHDF5Dataset(args.data)
-
-    def compute(start, stop):
-        X, _ = dataset.read(np.arange(start, stop))
-        return rows(X, start)
-
-    print(f"{args.data}: {len(dataset)} cells")
-    run_blocks(args.output, len(dataset), args.block_size, compute)
+    n_cells = len(DeepLocHDF5Dataset(args.data))
+    print(f"{args.data}: {n_cells} cells")
+    client = _client(args)
+    try:
+        model = estimator if client is None else client.scatter(estimator, broadcast=True)
+        if client is not None:
+            print(f"Dask cluster: {client.dashboard_link}")
+        run_blocks(
+            args.output, n_cells, args.block_size, block_table, model, args.data, client=client
+        )
+    finally:
+        if client is not None:
+            client.close()
     print(f"wrote {args.output}")
     return 0
 
@@ -149,20 +187,13 @@ def _predict(args):
     clf = load_pretrained(args.model).set_params(
         tta=not args.no_tta, batch_size=args.batch_size, device=args.device
     )
-
-    def rows(X, start):
-        proba = clf.predict_proba(X)
-        frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in clf.classes_])
-        frame.insert(0, "cell", np.arange(start, start + len(X)))
-        frame["label"] = clf.classes_[proba.argmax(axis=1)]
-        return frame
-
-    return _blockwise(args, clf, rows)
+    return _blockwise(args, clf)
 
 
 def _featurize(args):
     from .featurizer import DeepLocFeaturizer
 
+    first_cell = DeepLocHDF5Dataset(args.data).read([0])[0]
     featurizer = DeepLocFeaturizer(
         args.model,
         layer=args.layer,
@@ -170,16 +201,7 @@ def _featurize(args):
         batch_size=args.batch_size,
         device=args.device,
     )
-    fitted = {}
-
-    def rows(X, start):
-        if not fitted:
-            fitted["model"] = featurizer.fit(X[:1])
-        frame = pd.DataFrame(featurizer.transform(X), columns=featurizer.get_feature_names_out())
-        frame.insert(0, "cell", np.arange(start, start + len(X)))
-        return frame
-
-    return _blockwise(args, featurizer, rows)
+    return _blockwise(args, featurizer.fit(first_cell))
 
 
 def _read_field(folder, image_name, channels):

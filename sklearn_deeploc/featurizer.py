@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from .classifier import check_and_flatten
 from .inference import inference_copy, predict_batches, resolve_device
 from .pretrained import KeepPretrainedMixin, resolve_pretrained
+from .streaming import apply_blockwise
 from .validation import check_positive_int
 
 
@@ -149,8 +150,17 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         return getattr(self.network_.features, self.network_.last_conv).conv.out_channels
 
     def transform(self, X):
-        """Features of each cell, float32 of shape (n, n_features_out_)."""
+        """Features of each cell, float32 of shape (n, n_features_out_).
+
+        ``X`` may also be a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
+        ``h5py`` or ``zarr`` array (read in blocks, so memory does not grow
+        with the number of cells) or a ``dask.array`` (a lazy dask array
+        comes back, computed block by block).
+        """
         check_is_fitted(self, "network_")
+        return apply_blockwise(self, "_transform_in_memory", X, self.n_features_out_)
+
+    def _transform_in_memory(self, X):
         X = check_and_flatten(
             self,
             X,
