@@ -93,6 +93,35 @@ def _add_demo(commands):
     demo.set_defaults(handler=_demo)
 
 
+def _add_import_tf(commands):
+    importer = commands.add_parser(
+        "import-tf", help="convert the published DeepLoc TensorFlow checkpoint to a model folder"
+    )
+    importer.add_argument("checkpoint", help="checkpoint prefix, e.g. model.ckpt-5000")
+    importer.add_argument("-o", "--output", required=True, help="model folder to write")
+    importer.add_argument("--classes", nargs="+", help="output class names (default: Chong 19)")
+    importer.add_argument("--channel-names", nargs="+", default=["GFP", "RFP"])
+    importer.set_defaults(handler=_import_tf)
+
+
+def _import_tf(args):
+    from .pretrained import from_tf_checkpoint
+
+    model = from_tf_checkpoint(
+        args.checkpoint,
+        args.output,
+        classes=args.classes,
+        channel_names=args.channel_names,
+        verbose=1,
+    )
+    print(
+        f"imported {len(model.tf_mapping_)} tensors: {len(model.classes_)} classes, "
+        f"conv {model.architecture_['conv_channels']}, fc {model.architecture_['fc_units']}; "
+        f"wrote {args.output}"
+    )
+    return 0
+
+
 def build_parser():
     """The argument parser of ``deeploc`` (one sub-command per job)."""
     parser = argparse.ArgumentParser(
@@ -100,7 +129,7 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_predict_and_featurize, _add_screen):
+    for add in (_add_demo, _add_train, _add_predict_and_featurize, _add_screen, _add_import_tf):
         add(commands)
     return parser
 

@@ -6,6 +6,7 @@ import pytest
 from sklearn_deeploc import DeepLocClassifier
 from sklearn_deeploc.datasets import make_yeast_cells
 
+collect_ignore = ["fixtures/make_tf_checkpoint.py"]  # needs tensorflow; not a test
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_NET = {"conv_channels": (4, 4, 8, 8, 8, 8, 8, 8), "fc_units": (16, 12)}
 SOURCE_CLASSES = ["NUCLEI", "VACUOLE", "CELLPERIPHERY", "PEROXISOME"]

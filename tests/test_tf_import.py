@@ -1,0 +1,113 @@
+"""Importing TensorFlow 1 DeepLoc checkpoints written by real TensorFlow.
+
+The fixtures come from tests/fixtures/make_tf_checkpoint.py (tensorflow-cpu, not
+needed here): a reduced-width graph with the reference naming, committed with
+the logits and fc_2 activations TensorFlow computed; and, when the generator was
+run with --full, a paper-width graph (not committed).
+"""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sklearn_deeploc import DeepLocFeaturizer, load_pretrained
+from sklearn_deeploc.cli import main
+from sklearn_deeploc.pretrained import CHONG_CLASSES, from_tf_checkpoint
+from sklearn_deeploc.tf_checkpoint import read_checkpoint
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL = FIXTURES / "tf_deeploc_small" / "model.ckpt-5000"
+FULL = FIXTURES / "tf_deeploc_full" / "model.ckpt-5000"
+
+
+@pytest.fixture(scope="module")
+def expected():
+    return np.load(FIXTURES / "tf_deeploc_small" / "expected.npz")
+
+
+def test_imported_model_reproduces_tensorflow(expected):
+    model = from_tf_checkpoint(SMALL)
+    net = model.net_.module_.eval()
+    x = torch.from_numpy(expected["inputs_nchw"])
+    with torch.no_grad():
+        logits = net(x).numpy()
+        fc2 = net.forward_features(x, "fc2").numpy()
+        fast = model._fast(x.contiguous(memory_format=torch.channels_last)).numpy()
+    assert np.abs(logits - expected["logits"]).max() < 1e-4
+    assert np.abs(fc2 - expected["fc2"]).max() < 1e-4
+    assert np.abs(fast - expected["logits"]).max() < 1e-4
+
+
+def test_mapping_ignores_optimizer_slots_and_reports_every_parameter():
+    model = from_tf_checkpoint(SMALL)
+    mapping = model.tf_mapping_
+    assert not any("Adam" in name for name in mapping.values())
+    assert mapping["features.conv1.conv.weight"] == "conv_1/weights/Variable"
+    assert mapping["head_bn.running_var"].endswith("ExponentialMovingAverage")
+    parameters = {k for k in model.net_.module_.state_dict() if "num_batches" not in k}
+    assert set(mapping) == parameters
+
+
+def test_model_folder_and_featurizer(tmp_path, expected):
+    assert main(["import-tf", str(SMALL), "-o", str(tmp_path / "chong")]) == 0
+    model = load_pretrained(tmp_path / "chong")
+    assert model.preprocessing_["stretch_variant"] == "reference"
+    assert model.channel_names_ == ["GFP", "RFP"]
+    assert list(model.classes_) == [f"class_{i}" for i in range(5)]
+    crops = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float32) * 1000
+    features = DeepLocFeaturizer(tmp_path / "chong").fit(crops).transform(crops)
+    assert features.shape == (3, 12)
+
+
+def test_reader_handles_prefix_index_and_shard_paths():
+    by_prefix = read_checkpoint(SMALL)
+    by_index = read_checkpoint(str(SMALL) + ".index")
+    assert by_prefix.keys() == by_index.keys()
+    assert by_prefix["conv_1/weights/Variable"].shape == (3, 3, 2, 4)
+
+
+def test_bad_checkpoints(tmp_path):
+    with pytest.raises(ValueError, match="is not a TensorFlow checkpoint"):
+        from_tf_checkpoint(tmp_path / "nothing")
+    (tmp_path / "fake.index").write_bytes(b"\0" * 64)
+    with pytest.raises(ValueError, match="bad table footer"):
+        from_tf_checkpoint(tmp_path / "fake")
+    shutil.copy(str(SMALL) + ".index", tmp_path / "lost.index")
+    with pytest.raises(ValueError, match="data shard .* is missing"):
+        from_tf_checkpoint(tmp_path / "lost")
+
+
+def test_checkpoint_of_another_graph(monkeypatch):
+    import sklearn_deeploc.tf_checkpoint as reader
+
+    tensors = read_checkpoint(SMALL)
+    missing_layer = {k: v for k, v in tensors.items() if "fc_2" not in k.split("/")[0]}
+    monkeypatch.setattr(reader, "read_checkpoint", lambda path: missing_layer)
+    with pytest.raises(ValueError, match="not a DeepLoc graph: layer 'fc_2' lacks"):
+        from_tf_checkpoint(SMALL)
+    no_conv = {k: v for k, v in tensors.items() if "conv" not in k}
+    monkeypatch.setattr(reader, "read_checkpoint", lambda path: no_conv)
+    with pytest.raises(ValueError, match="no layer 'conv_1'"):
+        from_tf_checkpoint(SMALL)
+
+
+def test_shape_mismatch():
+    with pytest.raises(ValueError, match="shape mismatch"):
+        from_tf_checkpoint(SMALL, crop_size=40)
+    with pytest.raises(ValueError, match="6 class names for a model with 5 outputs"):
+        from_tf_checkpoint(SMALL, classes=list("abcdef"))
+
+
+@pytest.mark.skipif(
+    not Path(str(FULL) + ".index").exists(),
+    reason="run tests/fixtures/make_tf_checkpoint.py --full to create it",
+)
+def test_full_width_graph_converts():
+    model = from_tf_checkpoint(FULL)
+    assert model.architecture_["conv_channels"] == [64, 64, 128, 128, 256, 256, 256, 256]
+    assert model.architecture_["fc_units"] == [512, 512]
+    assert list(model.classes_) == list(CHONG_CLASSES)
+    assert model.net_.module_.fc.fc1.linear.weight.shape == (512, 8 * 8 * 256)
