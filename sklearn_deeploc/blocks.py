@@ -51,6 +51,7 @@ def parts_folder(output):
 
 
 def block_path(output, start, stop):
+    """File of the block of cells ``start:stop`` of ``output``, in ``output``'s format."""
     return parts_folder(output) / f"block-{start:010d}-{stop:010d}{_suffix(output)}"
 
 
@@ -87,7 +88,8 @@ def run_blocks(output, n_items, block_size, function, *args, client=None, verbos
     --------
     >>> import pandas as pd
     >>> from sklearn_deeploc.blocks import run_blocks, read_table
-    >>> out = getfixture("tmp_path") / "numbers.csv"
+    >>> import tempfile
+    >>> out = tempfile.mkdtemp() + "/numbers.csv"
     >>> rows = lambda a, b: pd.DataFrame({"x": range(a, b)})
     >>> run_blocks(out, 5, 2, rows, verbose=0), run_blocks(out, 5, 2, rows, verbose=0)
     (3, 0)

@@ -42,6 +42,20 @@ class FeatureCache:
         Cells featurised through this cache (misses).
     n_hits : int
         Cells served from the cache.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> from sklearn_deeploc.model_selection import FeatureCache
+    >>> X, y = make_yeast_cells(3, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> cache = FeatureCache()
+    >>> featurizer = DeepLocFeaturizer(source, cache=cache).fit(X)
+    >>> _ = featurizer.transform(X), featurizer.transform(X[:2])
+    >>> cache.n_computed, cache.n_hits
+    (6, 2)
     """
 
     def __init__(self):
@@ -274,6 +288,19 @@ def transfer_curve(
     See Also
     --------
     sklearn_deeploc.plotting.plot_transfer_curve : draws the result.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> from sklearn_deeploc.model_selection import transfer_curve
+    >>> X, y = make_yeast_cells(4, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> curve = transfer_curve(X, y, X, y, source, sizes=(1, 2), n_draws=2,
+    ...                        network_params={"max_iter": 2, "batch_size": 8})
+    >>> curve.groupby("method").size().to_dict()
+    {'scratch': 4, 'transfer': 4}
     """
     known = {"transfer", "transfer_fc", "scratch", *FEATURE_HEADS}
     unknown = [m for m in methods if m not in known]

@@ -30,7 +30,14 @@ def _fc_block(in_features, out_features, bias, eps, momentum):
 
 
 def pooled_size(size, n_pools=3):
-    """Side length after ``n_pools`` 2x2 "same" max poolings (60 -> 30 -> 15 -> 8)."""
+    """Side length after ``n_pools`` 2x2 "same" max poolings (60 -> 30 -> 15 -> 8).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.network import pooled_size
+    >>> pooled_size(60), pooled_size(64), pooled_size(60, 2)
+    (8, 8, 15)
+    """
     for _ in range(n_pools):
         size = -(-size // 2)
     return size

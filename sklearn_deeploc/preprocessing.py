@@ -80,7 +80,15 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
 
 
 def center_crop(x, size):
-    """The centred ``size`` x ``size`` window of a batch (a view, no copy)."""
+    """The centred ``size`` x ``size`` window of a batch (a view, no copy).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.preprocessing import center_crop
+    >>> center_crop(torch.zeros(3, 2, 64, 64), 60).shape
+    torch.Size([3, 2, 60, 60])
+    """
     top = (x.shape[-2] - size) // 2
     left = (x.shape[-1] - size) // 2
     return x[..., top : top + size, left : left + size]

@@ -32,6 +32,19 @@ def write_model_folder(path, *, architecture, classes, channel_names, preprocess
 
     The weights are written to a temporary name first and renamed, so an
     interrupted save never leaves a half-written model behind.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_deeploc import DeepLocNet
+    >>> from sklearn_deeploc.pretrained import read_model_folder, write_model_folder
+    >>> net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    >>> folder = write_model_folder(
+    ...     tempfile.mkdtemp(), architecture={"n_classes": 2}, classes=["a", "b"],
+    ...     channel_names=["protein", "marker"], preprocessing={}, state_dict=net.state_dict())
+    >>> config, state = read_model_folder(folder)
+    >>> config["classes"], len(state) == len(net.state_dict())
+    (['a', 'b'], True)
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -109,7 +122,8 @@ def load_pretrained(path):
     >>> X, y = make_yeast_cells(4, ["NUCLEI", "VACUOLE"], random_state=0)
     >>> clf = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
     ...                         batch_size=8, random_state=0).fit(X, y)
-    >>> folder = clf.save_pretrained(getfixture("tmp_path") / "model")
+    >>> import tempfile
+    >>> folder = clf.save_pretrained(tempfile.mkdtemp() + "/model")
     >>> (load_pretrained(folder).predict_proba(X) == clf.predict_proba(X)).all()
     np.True_
     """

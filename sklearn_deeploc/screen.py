@@ -181,7 +181,14 @@ def aggregate(proba, groups, classes=None):
 
 
 def welch_t(a, b):
-    """Welch's t statistic of ``b`` against ``a`` along axis 0 (unequal variances)."""
+    """Welch's t statistic of ``b`` against ``a`` along axis 0 (unequal variances).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.screen import welch_t
+    >>> float(welch_t([0.1, 0.2, 0.3], [0.5, 0.7, 0.9]).round(3))
+    3.873
+    """
     a, b = np.asarray(a, float), np.asarray(b, float)
     difference = b.mean(axis=0) - a.mean(axis=0)
     scale = np.sqrt(b.var(axis=0, ddof=1) / len(b) + a.var(axis=0, ddof=1) / len(a))
@@ -253,6 +260,18 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     pandas.DataFrame
         Columns ``protein``, ``class``, ``t``, ``posterior`` (of the outlier
         part) and ``significant``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.screen import localization_changes
+    >>> rng = np.random.default_rng(0)
+    >>> proteins = np.repeat([f"p{i}" for i in range(50)], 10)
+    >>> untreated, treated = rng.dirichlet([5, 5], 500), rng.dirichlet([5, 5], 500)
+    >>> treated[proteins == "p3"] = [0.05, 0.95]  # p3 moves to the ER
+    >>> table = localization_changes(untreated, proteins, treated, proteins, ["NUCLEI", "ER"])
+    >>> sorted(set(table.loc[table["significant"], "protein"]))
+    ['p3']
     """
     proba_a, proba_b = np.asarray(proba_a, float), np.asarray(proba_b, float)
     groups_a, groups_b = np.asarray(groups_a), np.asarray(groups_b)

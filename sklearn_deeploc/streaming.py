@@ -60,6 +60,15 @@ def apply_blockwise(estimator, method, X, n_outputs, *, block_size=4096):
     Returns
     -------
     ndarray of shape (n, n_outputs), or a dask array of it
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.preprocessing import FunctionTransformer
+    >>> from sklearn_deeploc.streaming import apply_blockwise
+    >>> doubler = FunctionTransformer(lambda X: 2 * X)
+    >>> apply_blockwise(doubler, "transform", np.ones((3, 2)), 2).tolist()
+    [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
     """
     if is_dask_array(X):
         import dask

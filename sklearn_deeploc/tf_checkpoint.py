@@ -117,6 +117,13 @@ def read_checkpoint(path):
     ------
     ValueError
         The path is not a V2 checkpoint, or it uses features not supported here.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.tf_checkpoint import read_checkpoint
+    >>> tensors = read_checkpoint("pretrained_DeepLoc/model.ckpt-5000")  # doctest: +SKIP
+    >>> tensors["conv_1/weights/Variable"].shape  # doctest: +SKIP
+    (3, 3, 2, 64)
     """
     prefix = checkpoint_prefix(path)
     index = prefix.with_name(prefix.name + ".index")

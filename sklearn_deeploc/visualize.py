@@ -15,7 +15,18 @@ def _gaussian_kernel(sigma):
 
 
 def gaussian_blur(x, sigma):
-    """Separable Gaussian blur of each channel of a (n, C, H, W) tensor (edges replicated)."""
+    """Separable Gaussian blur of each channel of a (n, C, H, W) tensor (edges replicated).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.visualize import gaussian_blur
+    >>> x = torch.zeros(1, 1, 9, 9)
+    >>> x[0, 0, 4, 4] = 1.0
+    >>> blurred = gaussian_blur(x, 1.0)
+    >>> round(float(blurred.sum()), 4), bool(blurred[0, 0, 4, 4] < 1)
+    (1.0, True)
+    """
     if sigma <= 0:
         return x
     kernel = _gaussian_kernel(sigma).to(x)
