@@ -131,7 +131,8 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         )
         self.network_ = inference_copy(source.net_.module_, resolve_device(self.device))
         self.n_features_out_ = self._layer_width()
-        self.cache_key_ = self._cache_key(source.net_.module_)
+        if self.cache is not None:
+            self.cache_key_ = self._cache_key(source.net_.module_)
         return self
 
     def _cache_key(self, module):
