@@ -172,10 +172,20 @@ def block_table(estimator, data, start, stop):
     if isinstance(estimator, DeepLocFeaturizer):
         frame = pd.DataFrame(estimator.transform(X), columns=estimator.get_feature_names_out())
     else:
-        proba = estimator.predict_proba(X)
-        frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in estimator.classes_])
-        frame["label"] = estimator.classes_[proba.argmax(axis=1)]
+        frame = probability_table(estimator, estimator.predict_proba(X))
     frame.insert(0, "cell", np.arange(start, stop))
+    return frame
+
+
+def probability_columns(classifier):
+    """Column names of the per-class probabilities: ``p_<class>``."""
+    return [f"p_{c}" for c in classifier.classes_]
+
+
+def probability_table(classifier, proba):
+    """One ``p_<class>`` column per class and the most probable ``label``."""
+    frame = pd.DataFrame(proba, columns=probability_columns(classifier))
+    frame["label"] = classifier.classes_[np.asarray(proba).argmax(axis=1)]
     return frame
 
 
@@ -285,15 +295,12 @@ def _screen(args):
             }
         )
         if len(result.crops):
-            proba = clf.predict_proba(result.crops)
-            table = pd.concat(
-                [table, pd.DataFrame(proba, columns=[f"p_{c}" for c in clf.classes_])], axis=1
-            )
-            table["label"] = clf.classes_[proba.argmax(axis=1)]
+            proba = probability_table(clf, clf.predict_proba(result.crops))
+            table = pd.concat([table, proba], axis=1)
         write_table(table, part)
     cells_table = pd.concat([read_table(p) for p in sorted(parts.glob("*.csv"))], ignore_index=True)
     write_table(cells_table, output / "cells.csv")
-    columns = [f"p_{c}" for c in clf.classes_]
+    columns = probability_columns(clf)
     wells = aggregate(cells_table[columns].to_numpy(), cells_table["well"], columns)
     wells["label"] = clf.classes_[wells[columns].to_numpy().argmax(axis=1)]
     write_table(wells.reset_index(), output / "wells.csv")
