@@ -85,7 +85,7 @@ def apply_blockwise(estimator, method, X, n_outputs, *, block_size=4096):
             drop_axis=list(range(2, X.ndim)) or None,
         )
     if is_lazy_array(X):
-        n = len(X)
+        n = X.shape[0] if hasattr(X, "shape") else len(X)  # zarr 3 arrays have no len()
         out = np.empty((n, n_outputs), np.float32)
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)

@@ -74,6 +74,30 @@ def test_lazy_hdf5_is_read_in_blocks(source_model, hdf5_file):
         )
 
 
+def test_zarr_arrays_are_read_in_blocks(source_model, cells, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    X, _ = cells
+    stored = zarr.open(
+        str(tmp_path / "cells.zarr"),
+        mode="w",
+        shape=X.shape,
+        chunks=(5, 2, 64, 64),
+        dtype="float32",
+    )
+    stored[:] = X
+    featurizer = DeepLocFeaturizer(source_model).fit(X)
+    np.testing.assert_allclose(
+        featurizer.transform(stored), featurizer.transform(X), rtol=1e-5, atol=1e-6
+    )
+    lazy = da.from_zarr(stored)
+    np.testing.assert_allclose(
+        source_model.predict_proba(lazy).compute(),
+        source_model.predict_proba(X),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
 def test_head_search_under_the_dask_backend(client, source_model, cells):
     X, y = cells
     local, local_table = compare_heads(X, y, source_model, heads=FEATURE_HEADS, cv=2)
