@@ -6,7 +6,7 @@ Synthetic yeast cells next to real ones
 one budding cell per crop, a cytosolic marker, and a protein channel whose
 pattern names the localization class. This example shows one cell of every
 class in the "source" and "target" imaging styles, next to real crops of the
-Schuldiner test set (RFP protein, brightfield), and writes the montages as PNG.
+Schuldiner test set (RFP protein, brightfield), in one montage PNG.
 
 Run: ``python examples/plot_synthetic_cells.py [path/to/deeploc.hdf5] [-o OUTDIR]``.
 """
@@ -35,22 +35,25 @@ output = Path(args.output)
 output.mkdir(parents=True, exist_ok=True)
 
 # %%
-# One cell of every class, in both imaging styles
-# -----------------------------------------------
+# One cell of every class, in both imaging styles, next to real crops
+# -------------------------------------------------------------------
+# The real crops are the Schuldiner test set's (RFP protein, brightfield), one per class.
+import matplotlib.pyplot as plt  # noqa: E402
+
+panels = []
 for style in ("source", "target"):
     X, y = make_yeast_cells(1, style=style, shuffle=False, random_state=0)
-    fig = plot_montage(X, y, n_columns=9, title=f"make_yeast_cells, style={style!r}")
-    fig.savefig(output / f"synthetic_{style}.png", dpi=100)
-    print(f"wrote {output / f'synthetic_{style}.png'}")
-
-# %%
-# Real crops: one per class of the Schuldiner test set
-# ----------------------------------------------------
+    panels.append((X, y, f"make_yeast_cells, style={style!r}"))
 if Path(args.hdf5).exists():
     X_real, y_real = load_deeploc_hdf5(args.hdf5)
     _, first = np.unique(y_real, return_index=True)
-    fig = plot_montage(X_real[first], y_real[first], n_columns=9, title="Schuldiner test set")
-    fig.savefig(output / "real_schuldiner.png", dpi=100)
-    print(f"wrote {output / 'real_schuldiner.png'}")
+    panels.append((X_real[first], y_real[first], "real: Schuldiner test set"))
 else:
-    print(f"{args.hdf5} not found: skipping the real crops")
+    print(f"{args.hdf5} not found: the montage shows synthetic cells only")
+
+rows = [2 * -(-len(X) // 9) + 0.4 for X, _, _ in panels]  # two channels a row, plus title
+figure = plt.figure(figsize=(9 * 1.2, 1.2 * sum(rows)), layout="constrained")
+for subfigure, (X, y, title) in zip(figure.subfigures(len(panels), 1, height_ratios=rows), panels):
+    plot_montage(X, y, n_columns=9, title=title, fig=subfigure)
+figure.savefig(output / "montage.png", dpi=80)
+print(f"wrote {output / 'montage.png'}")

@@ -17,7 +17,9 @@ def _pyplot():
     return plt
 
 
-def plot_montage(X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax_size=1.2):
+def plot_montage(
+    X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax_size=1.2, fig=None
+):
     """A grid of crops, one column per cell, one row per channel (stretched for display).
 
     Parameters
@@ -34,10 +36,13 @@ def plot_montage(X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax
         Figure title.
     ax_size : float, default=1.2
         Size of one panel in inches.
+    fig : matplotlib Figure or SubFigure, optional
+        Where to draw (for example one of ``figure.subfigures()``, to put
+        two montages side by side); a new figure by default.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib.figure.Figure or SubFigure
 
     Examples
     --------
@@ -56,9 +61,9 @@ def plot_montage(X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax
     grid_rows = -(-n // n_columns)
     columns = min(n, n_columns)
     rows = grid_rows * len(channels)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(columns * ax_size, rows * ax_size), squeeze=False
-    )
+    if fig is None:
+        fig = plt.figure(figsize=(columns * ax_size, rows * ax_size), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):
@@ -70,7 +75,6 @@ def plot_montage(X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax
                 ax.set_title(str(np.asarray(labels)[i]), fontsize=7)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
