@@ -332,7 +332,7 @@ def main(argv=None):
         return 0
     try:
         return args.handler(args)
-    except (FileNotFoundError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError) as error:  # OSError: missing or unreadable files
         print(f"deeploc {args.command}: error: {error}", file=sys.stderr)
         return 2
 
