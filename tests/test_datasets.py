@@ -103,3 +103,11 @@ def test_make_yeast_cells_bad_arguments():
         make_yeast_cells(0)
     with pytest.raises(ValueError, match="Unknown style keys"):
         make_yeast_cells(1, style={"gain": 2})
+
+
+def test_file_that_is_not_hdf5(tmp_path):
+    (tmp_path / "cells.h5").write_text("Image Path,Center_X\n")
+    with pytest.raises(ValueError, match="cells.h5 is not a readable HDF5 file"):
+        load_deeploc_hdf5(tmp_path / "cells.h5")
+    with pytest.raises(FileNotFoundError):
+        DeepLocHDF5Dataset(tmp_path / "missing.h5")

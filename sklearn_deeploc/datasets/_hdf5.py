@@ -12,6 +12,16 @@ from ..validation import IMAGE_SIZE, check_crops
 _CHUNK = re.compile(r"^data(\d+)$")
 
 
+def _open(path):
+    """Open an HDF5 file read-only, saying which file when it is not one."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable HDF5 file: {error}") from error
+
+
 def _chunk_numbers(handle, path):
     numbers = sorted(int(m.group(1)) for key in handle if (m := _CHUNK.match(key)))
     missing = [k for k in numbers if f"Index{k}" not in handle]
@@ -84,7 +94,7 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     >>> X.shape  # doctest: +SKIP
     (36, 2, 64, 64)
     """
-    with h5py.File(path, "r") as handle:
+    with _open(path) as handle:
         numbers = _chunk_numbers(handle, path)
         crops = [check_crops(handle[f"data{k}"][()], image_size=image_size) for k in numbers]
         labels = [_labels_from_one_hot(handle[f"Index{k}"][()], path, f"Index{k}") for k in numbers]
@@ -128,7 +138,7 @@ class DeepLocHDF5Dataset(Dataset):
     def __init__(self, path, *, image_size=IMAGE_SIZE):
         self.path = path
         self.image_size = image_size
-        with h5py.File(path, "r") as handle:
+        with _open(path) as handle:
             self._numbers = _chunk_numbers(handle, path)
             lengths = [handle[f"data{k}"].shape[0] for k in self._numbers]
             width = handle[f"data{self._numbers[0]}"].shape[1]
