@@ -20,7 +20,7 @@ from torch import nn
 
 from .inference import inference_copy, predict_batches, resolve_device
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS, DeepLocNet
-from .preprocessing import center_crop, percentile_stretch
+from .preprocessing import center_crop, stretch_as_stored
 from .pretrained import KeepPretrainedMixin, resolve_pretrained, write_model_folder
 from .streaming import apply_blockwise, is_dask_array, take_labels
 from .training import CellBatches, StepSampler
@@ -297,7 +297,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
 
         seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=4)
         train_idx, valid_idx, validation = self._split(codes, seeds[0])
-        stretched = self._stretch(X, preprocessing)
+        stretched = stretch_as_stored(torch.from_numpy(X), preprocessing)
         valid = None
         if len(valid_idx):
             crops = center_crop(stretched[valid_idx], architecture["crop_size"]).contiguous()
@@ -358,15 +358,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         valid = np.random.default_rng(seed).choice(others, n_valid, replace=False)
         return np.setdiff1d(np.arange(len(codes)), valid), valid, "random"
 
-    @staticmethod
-    def _stretch(X, preprocessing):
-        x = torch.from_numpy(X)
-        if preprocessing["stretch"] is None:
-            return x
-        return percentile_stretch(
-            x, tuple(preprocessing["stretch"]), variant=preprocessing["stretch_variant"]
-        )
-
     def _build_net(self, architecture, lr, max_iter, train_codes, seed, valid=None):
         """The skorch net; with ``valid`` cells it validates each epoch and keeps the best."""
         steps_per_epoch = min(self.validation_interval, max_iter)
@@ -426,14 +417,12 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
 
     def _predict_outputs(self, X, output):
         X = self._validate_for_prediction(X)
-        stretch = self.preprocessing_["stretch"]
         return predict_batches(
             self._fast,
             X,
             output=output,
             crop_size=self.architecture_["crop_size"],
-            stretch=None if stretch is None else tuple(stretch),
-            stretch_variant=self.preprocessing_["stretch_variant"],
+            preprocessing=self.preprocessing_,
             tta=self.tta,
             batch_size=self.batch_size,
             verbose=self.verbose,

@@ -175,14 +175,12 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         return self._features(X)
 
     def _features(self, X):
-        stretch = self.preprocessing_["stretch"]
         features = predict_batches(
             self.network_,
             X,
             output=self.layer,
             crop_size=self.crop_size_,
-            stretch=None if stretch is None else tuple(stretch),
-            stretch_variant=self.preprocessing_["stretch_variant"],
+            preprocessing=self.preprocessing_,
             tta=self.tta,
             batch_size=self.batch_size,
             verbose=self.verbose,

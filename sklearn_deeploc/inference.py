@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
-from .preprocessing import center_crop, five_crops, percentile_stretch, to_tensor
+from .preprocessing import center_crop, five_crops, stretch_as_stored, to_tensor
 
 
 def resolve_device(device):
@@ -29,9 +29,10 @@ def inference_copy(module, device="cpu"):
     """An eval-mode copy of a ``DeepLocNet`` for prediction, leaving ``module`` untouched.
 
     Batch normalisation is folded into the preceding convolution or linear
-    layer and the copy runs channels-last: together about 1.5x a plain eval
-    loop on CPU (``benchmarks/bench_throughput.py``), with outputs equal to
-    rounding error.
+    layer and the copy runs channels-last, with outputs equal to rounding
+    error. On 2 CPU cores, folding alone gave 1.12x and channels-last alone
+    1.20x a plain eval loop; with :func:`predict_batches` the featurizer ran
+    at 1.88x (``benchmarks/RESULTS.md``).
 
     Examples
     --------
@@ -68,8 +69,7 @@ def predict_batches(
     *,
     output,
     crop_size,
-    stretch=(0.1, 99.9),
-    stretch_variant="clip",
+    preprocessing,
     tta=True,
     batch_size=128,
     verbose=0,
@@ -86,10 +86,10 @@ def predict_batches(
         Softmax probabilities, logits, or a feature layer.
     crop_size : int
         The network's input side.
-    stretch : tuple of float or None, default=(0.1, 99.9)
-        Percentiles of the per-cell stretch; None skips it.
-    stretch_variant : {"clip", "reference"}, default="clip"
-        See :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
+    preprocessing : dict
+        The model's stored preprocessing (``stretch`` percentiles or None,
+        ``stretch_variant``); see
+        :func:`~sklearn_deeploc.preprocessing.stretch_as_stored`.
     tta : bool, default=True
         Mean over the five crops (centre and corners) instead of the centre only.
     batch_size : int, default=128
@@ -106,9 +106,9 @@ def predict_batches(
     starts = range(0, len(X), batch_size)
     with torch.inference_mode():
         for start in tqdm(starts, disable=not verbose, desc=output, unit="batch"):
-            x = to_tensor(X[start : start + batch_size]).to(device)
-            if stretch is not None:
-                x = percentile_stretch(x, stretch, variant=stretch_variant)
+            x = stretch_as_stored(
+                to_tensor(X[start : start + batch_size]).to(device), preprocessing
+            )
             views = five_crops(x, crop_size) if tta else (center_crop(x, crop_size),)
             # Five channels-last passes beat one concatenated NCHW batch on CPU.
             total = sum(

@@ -79,6 +79,29 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     return torch.where(value_range > 1, shifted / value_range, shifted)
 
 
+def stretch_as_stored(x, preprocessing):
+    """Apply a model's stored preprocessing (``preprocessing_`` / config.json) to a batch.
+
+    ``preprocessing["stretch"]`` holds the two percentiles, or None for no
+    stretch; ``preprocessing["stretch_variant"]`` the variant.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.preprocessing import stretch_as_stored
+    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    >>> float(stretch_as_stored(x, {"stretch": [0, 100], "stretch_variant": "clip"}).max())
+    1.0
+    >>> stretch_as_stored(x, {"stretch": None, "stretch_variant": "clip"}) is x
+    True
+    """
+    if preprocessing["stretch"] is None:
+        return x
+    return percentile_stretch(
+        x, tuple(preprocessing["stretch"]), variant=preprocessing["stretch_variant"]
+    )
+
+
 def center_crop(x, size):
     """The centred ``size`` x ``size`` window of a batch (a view, no copy).
 
