@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
@@ -86,8 +87,23 @@ class FeatureCache:
         return np.stack([self._features[key] for key in keys])
 
 
+def _frozen_featurizer(source, X, layer, verbose):
+    """A featurizer fitted once and frozen, its cache warmed with every cell of ``X``.
+
+    Pipelines (and ``GridSearchCV`` clones) reuse it as it is: no refit per fold
+    or per draw, no second pass over a cell.
+    """
+    featurizer = DeepLocFeaturizer(source, layer=layer, cache=FeatureCache(), verbose=verbose)
+    featurizer.fit(X).transform(X)
+    return FrozenEstimator(featurizer)
+
+
 def _candidates(featurizer, source, network_params, random_state):
-    """(features step, head) for every head the comparison knows."""
+    """(features step, head) for every head the comparison knows.
+
+    The network heads start from ``source``, the fitted pretrained classifier
+    (``clone`` keeps it by reference), so a model folder is read only once.
+    """
     architecture = source.architecture_
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
@@ -95,7 +111,7 @@ def _candidates(featurizer, source, network_params, random_state):
         "crop_size": architecture["crop_size"],
     }
     network = {"random_state": random_state, **network_params}
-    pretrained = featurizer.pretrained
+    pretrained = source
     return {
         # SVC is one-vs-one inside, as in the paper.
         "svm": (featurizer, SVC(kernel="linear")),
@@ -191,10 +207,9 @@ def compare_heads(
         image_size=source.preprocessing_["image_size"],
     )
     y = np.asarray(y)
-    cache = FeatureCache()
-    featurizer = DeepLocFeaturizer(source, layer=layer, cache=cache, verbose=verbose)
+    featurizer = None
     if any(h in FEATURE_HEADS for h in heads):
-        featurizer.fit(X).transform(X)  # warm the cache: every cell, once
+        featurizer = _frozen_featurizer(source, X, layer, verbose)
     candidates = _candidates(featurizer, source, network_params or {}, random_state)
     grid = [{"features": [candidates[h][0]], "head": [candidates[h][1]]} for h in heads]
     if isinstance(cv, int):
@@ -313,7 +328,10 @@ def transfer_curve(
     }
     X_pool, X_test = check_crops(X_pool, **check), check_crops(X_test, **check)
     y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
-    featurizer = DeepLocFeaturizer(source, cache=FeatureCache()).fit(X_pool)
+    featurizer = None
+    if any(m in FEATURE_HEADS for m in methods):
+        # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
+        featurizer = _frozen_featurizer(source, X_test, "fc2", verbose)
     candidates = _candidates(featurizer, source, network_params or {}, random_state)
     candidates["scratch"][1].set_params(**(scratch_params or {}))
     by_method = {"transfer": "finetune_all", "transfer_fc": "finetune_fc"}
