@@ -444,7 +444,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             Columns follow ``classes_``; rows sum to 1.
         """
         self._check_fitted()
-        return apply_blockwise(self, "_predict_proba_in_memory", X, len(self.classes_))
+        return apply_blockwise(self._predict_proba_in_memory, X, len(self.classes_))
 
     def _predict_proba_in_memory(self, X):
         return self._predict_outputs(X, "proba")

@@ -105,7 +105,7 @@ def _add_import_tf(commands):
 
 
 def _import_tf(args):
-    from .pretrained import from_tf_checkpoint
+    from .tf_import import from_tf_checkpoint
 
     model = from_tf_checkpoint(
         args.checkpoint,

@@ -159,7 +159,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         comes back, computed block by block).
         """
         check_is_fitted(self, "network_")
-        return apply_blockwise(self, "_transform_in_memory", X, self.n_features_out_)
+        return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
 
     def _transform_in_memory(self, X):
         X = check_and_flatten(

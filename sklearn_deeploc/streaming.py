@@ -1,18 +1,21 @@
 """Inputs larger than memory: lazy HDF5/zarr datasets streamed in blocks, Dask arrays block-wise.
 
-Estimators call :func:`apply_blockwise` with the in-memory method to run:
+:func:`apply_blockwise` runs an in-memory function (numpy crops in, a 2-D numpy
+array out) over any kind of input:
 
 - a ``numpy`` array (or anything array-like) is processed as it is;
-- a :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`, an ``h5py`` or a
-  ``zarr`` array is read ``block_size`` cells at a time, so peak memory
-  follows the block size, not the number of cells;
+- a lazy input (a torch ``Dataset`` of ``(crops, labels)`` such as
+  :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`, an ``h5py`` or a
+  ``zarr`` array) is read ``block_size`` cells at a time by slicing, so peak
+  memory follows the block size, not the number of cells;
 - a ``dask.array`` gives back a lazy ``dask.array``, computed block by block on
-  the workers, with the estimator shipped once per worker (one graph key).
+  the workers, with the function (and the model it carries) shipped once per
+  worker (one graph key).
 """
 
 import numpy as np
-
-from .datasets import DeepLocHDF5Dataset
+import torch
+from torch.utils.data import Dataset
 
 
 def is_dask_array(X):
@@ -21,17 +24,27 @@ def is_dask_array(X):
 
 
 def is_lazy_array(X):
-    """True for inputs read on demand: the package's HDF5 dataset, h5py and zarr arrays."""
-    if isinstance(X, DeepLocHDF5Dataset):
+    """True for inputs read on demand: torch datasets, h5py and zarr arrays."""
+    if isinstance(X, Dataset):
         return True
     return type(X).__module__.split(".")[0] in ("h5py", "zarr") and hasattr(X, "shape")
 
 
 def read_block(X, start, stop):
-    """Cells ``start:stop`` of a lazy input as a numpy array."""
-    if isinstance(X, DeepLocHDF5Dataset):
-        return X.read(np.arange(start, stop))[0]
-    return np.asarray(X[start:stop])
+    """Cells ``start:stop`` of a lazy input as a numpy array.
+
+    A torch dataset's slice is a ``(crops, labels)`` pair, as datasets of
+    labelled samples give; the crops are taken.
+    """
+    block = X[start:stop]
+    if isinstance(block, tuple):
+        block = block[0]
+    return block.numpy() if torch.is_tensor(block) else np.asarray(block)
+
+
+def n_cells(X):
+    """Number of cells of any input (zarr 3 arrays have no ``len``)."""
+    return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
 def take_labels(indices, classes):
@@ -39,18 +52,14 @@ def take_labels(indices, classes):
     return classes[indices]
 
 
-def _apply(block, estimator, method):
-    return getattr(estimator, method)(block)
-
-
-def apply_blockwise(estimator, method, X, n_outputs, *, block_size=4096):
-    """Run ``estimator.<method>`` (in-memory, numpy in -> 2-D numpy out) on any input kind.
+def apply_blockwise(function, X, n_outputs, *, block_size=4096):
+    """Run ``function`` (numpy crops in -> 2-D numpy out) on any input kind.
 
     Parameters
     ----------
-    estimator : fitted estimator
-    method : str
-        Name of the in-memory method, for example ``"_transform_in_memory"``.
+    function : callable
+        The in-memory computation, for example a fitted featurizer's bound
+        method. With a dask input it is sent to the workers, so it must pickle.
     X : array-like, lazy array or dask array
     n_outputs : int
         Columns of the result.
@@ -64,31 +73,33 @@ def apply_blockwise(estimator, method, X, n_outputs, *, block_size=4096):
     Examples
     --------
     >>> import numpy as np
-    >>> from sklearn.preprocessing import FunctionTransformer
     >>> from sklearn_deeploc.streaming import apply_blockwise
-    >>> doubler = FunctionTransformer(lambda X: 2 * X)
-    >>> apply_blockwise(doubler, "transform", np.ones((3, 2)), 2).tolist()
+    >>> apply_blockwise(lambda X: 2 * X, np.ones((3, 2)), 2).tolist()
     [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
     """
     if is_dask_array(X):
         import dask
 
-        # One key for the estimator: the scheduler sends it to each worker once.
-        model = dask.delayed(estimator, pure=False)
+        # One key for the function: the scheduler sends it to each worker once.
+        shipped = dask.delayed(function, pure=False)
         X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
         return X.map_blocks(
-            _apply,
-            model,
-            method,
+            _call,
+            shipped,
             dtype=np.float32,
+            meta=np.empty((0, n_outputs), np.float32),
             chunks=(X.chunks[0], (n_outputs,)),
             drop_axis=list(range(2, X.ndim)) or None,
         )
     if is_lazy_array(X):
-        n = X.shape[0] if hasattr(X, "shape") else len(X)  # zarr 3 arrays have no len()
+        n = n_cells(X)
         out = np.empty((n, n_outputs), np.float32)
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            out[start:stop] = _apply(read_block(X, start, stop), estimator, method)
+            out[start:stop] = function(read_block(X, start, stop))
         return out
-    return _apply(X, estimator, method)
+    return function(X)
+
+
+def _call(block, function):
+    return function(block)

@@ -15,8 +15,8 @@ import torch
 
 from sklearn_deeploc import DeepLocFeaturizer, load_pretrained
 from sklearn_deeploc.cli import main
-from sklearn_deeploc.pretrained import CHONG_CLASSES, from_tf_checkpoint
 from sklearn_deeploc.tf_checkpoint import read_checkpoint
+from sklearn_deeploc.tf_import import CHONG_CLASSES, from_tf_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SMALL = FIXTURES / "tf_deeploc_small" / "model.ckpt-5000"
@@ -81,7 +81,7 @@ def test_bad_checkpoints(tmp_path):
 
 
 def test_checkpoint_of_another_graph(monkeypatch):
-    import sklearn_deeploc.tf_checkpoint as reader
+    import sklearn_deeploc.tf_import as reader
 
     tensors = read_checkpoint(SMALL)
     missing_layer = {k: v for k, v in tensors.items() if "fc_2" not in k.split("/")[0]}

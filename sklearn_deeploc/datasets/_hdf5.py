@@ -191,6 +191,8 @@ class DeepLocHDF5Dataset(Dataset):
         return X.reshape(-1, self.n_channels, side, side), y
 
     def __getitem__(self, index):
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
         if np.ndim(index) == 0:
             X, y = self.read([index])
             return torch.from_numpy(X[0]), int(y[0])

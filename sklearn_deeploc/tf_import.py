@@ -1,0 +1,158 @@
+"""Importing the published DeepLoc TensorFlow 1 checkpoint: role-based mapping to a model.
+
+The tensors come from :mod:`sklearn_deeploc.tf_checkpoint` (no TensorFlow needed);
+this module maps each reference layer to a :class:`~sklearn_deeploc.DeepLocNet`
+parameter and stores the reference preprocessing with the model.
+"""
+
+import numpy as np
+import torch
+
+from .network import pooled_size
+from .tf_checkpoint import layer_tensors, read_checkpoint
+
+CHONG_CLASSES = (
+    "ACTIN",
+    "BUDNECK",
+    "BUDTIP",
+    "CELLPERIPHERY",
+    "CYTOPLASM",
+    "ENDOSOME",
+    "ER",
+    "GOLGI",
+    "MITOCHONDRIA",
+    "NUCLEARPERIPHERY",
+    "NUCLEI",
+    "NUCLEOLUS",
+    "PEROXISOME",
+    "SPINDLE",
+    "SPINDLEPOLE",
+    "VACUOLARMEMBRANE",
+    "VACUOLE",
+    "DEAD",
+    "GHOST",
+)
+# The reference preprocessing (clip at 99.9, subtract 0.1, divide by larger ranges).
+REFERENCE_PREPROCESSING = {"image_size": 64, "stretch": [0.1, 99.9], "stretch_variant": "reference"}
+
+
+def _tf_state_dict(tensors, crop_size):
+    """Our DeepLocNet state and architecture from a reference checkpoint's tensors."""
+    n_conv = 0
+    while any(f"conv_{n_conv + 1}" in name.split("/") for name in tensors):
+        n_conv += 1
+    if n_conv == 0:
+        raise ValueError("The checkpoint is not a DeepLoc graph: no layer 'conv_1' in it.")
+    layers = [f"conv_{i}" for i in range(1, n_conv + 1)] + ["fc_1", "fc_2", "final_layer"]
+    ours = [f"features.conv{i}.conv" for i in range(1, n_conv + 1)]
+    ours += ["fc.fc1.linear", "fc.fc2.linear", "head"]
+    norms = [name.rsplit(".", 1)[0] + ".bn" for name in ours[:-1]] + ["head_bn"]
+    state, mapping = {}, {}
+    for tf_layer, weight_key, norm_key in zip(layers, ours, norms):
+        found = layer_tensors(tensors, tf_layer)
+        weights = found["weights"][1]
+        if weights.ndim == 4:  # HWIO -> OIHW
+            weights = weights.transpose(3, 2, 0, 1)
+        elif tf_layer == "fc_1":  # rows flattened NHWC; our flatten is NCHW
+            side = pooled_size(crop_size)
+            channels = weights.shape[0] // (side * side)
+            if channels * side * side != weights.shape[0]:
+                raise ValueError(
+                    f"fc_1 takes {weights.shape[0]} inputs, which is not {side}x{side}xC for "
+                    f"crop_size={crop_size}: a shape mismatch with the conv layers."
+                )
+            weights = weights.reshape(side, side, channels, -1).transpose(3, 2, 0, 1)
+            weights = weights.reshape(weights.shape[0], -1)
+        else:
+            weights = weights.T
+        values = {
+            f"{weight_key}.weight": weights,
+            f"{weight_key}.bias": found["biases"][1],
+            f"{norm_key}.weight": found["gamma"][1],
+            f"{norm_key}.bias": found["beta"][1],
+            f"{norm_key}.running_mean": found["moving_mean"][1],
+            f"{norm_key}.running_var": found["moving_variance"][1],
+        }
+        roles = ("weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
+        for (key, value), role in zip(values.items(), roles):
+            state[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+            mapping[key] = found[role][0]
+        state[f"{norm_key}.num_batches_tracked"] = torch.tensor(0)
+    architecture = {
+        "n_channels": int(state["features.conv1.conv.weight"].shape[1]),
+        "n_classes": int(state["head.weight"].shape[0]),
+        "conv_channels": [int(state[f"{k}.weight"].shape[0]) for k in ours[:n_conv]],
+        "fc_units": [
+            int(state["fc.fc1.linear.weight"].shape[0]),
+            int(state["fc.fc2.linear.weight"].shape[0]),
+        ],
+        "crop_size": crop_size,
+        "dropout": 0.0,
+        "bias": True,
+        "bn_eps": 1e-3,
+        "bn_momentum": 0.5,
+        "normalize_logits": True,
+    }
+    return state, architecture, mapping
+
+
+def from_tf_checkpoint(
+    checkpoint, output=None, *, classes=None, channel_names=("GFP", "RFP"), crop_size=60, verbose=0
+):
+    """Import the published DeepLoc TensorFlow 1 checkpoint (no TensorFlow needed).
+
+    Reads the checkpoint's tensor bundle directly, maps each reference layer
+    (``conv_1`` ... ``conv_8``, ``fc_1``, ``fc_2``, ``final_layer``) by role
+    to a :class:`DeepLocNet` with the reference options (bias before batch
+    norm, batch-normalised logits, epsilon 1e-3), converts HWIO and NHWC
+    layouts to PyTorch's, and stores the reference preprocessing.
+
+    Parameters
+    ----------
+    checkpoint : str or path-like
+        The checkpoint prefix, for example ``pretrained_DeepLoc/model.ckpt-5000``.
+    output : str or path-like, optional
+        Model folder to write (``config.json`` + ``weights.safetensors``).
+    classes : sequence of str, optional
+        Output class names; the 19 Chong et al. (2015) classes by default for a
+        19-output model, ``class_0 ...`` otherwise.
+    channel_names : tuple of str, default=("GFP", "RFP")
+    crop_size : int, default=60
+    verbose : int, default=0
+        Print the variable mapping when > 0.
+
+    Returns
+    -------
+    DeepLocClassifier
+        Fitted, with the attribute ``tf_mapping_`` (our parameter -> checkpoint name).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.tf_import import from_tf_checkpoint
+    >>> clf = from_tf_checkpoint("pretrained_DeepLoc/model.ckpt-5000",
+    ...                          "deeploc-chong/")  # doctest: +SKIP
+    """
+    from .classifier import DeepLocClassifier
+    from .pretrained import FORMAT
+
+    state, architecture, mapping = _tf_state_dict(read_checkpoint(checkpoint), crop_size)
+    n_classes = architecture["n_classes"]
+    if classes is None:
+        classes = CHONG_CLASSES if n_classes == 19 else [f"class_{i}" for i in range(n_classes)]
+    if len(classes) != n_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {n_classes} outputs.")
+    config = {
+        "format": FORMAT,
+        "architecture": architecture,
+        "classes": list(classes),
+        "channel_names": list(channel_names),
+        "preprocessing": dict(REFERENCE_PREPROCESSING),
+    }
+    model = DeepLocClassifier._from_model_folder(config, state)
+    model.tf_mapping_ = mapping
+    if verbose:
+        for ours, theirs in mapping.items():
+            print(f"{ours:<34} <- {theirs}")
+    if output is not None:
+        model.save_pretrained(output)
+    return model
