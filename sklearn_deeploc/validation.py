@@ -1,10 +1,86 @@
-"""The one input check shared by every estimator and command: crops in, float32 crops out."""
+"""Input and parameter checks shared by every estimator and command.
+
+- :func:`check_crops`: crops in (arrays, DataFrames, lists, torch tensors),
+  float32 crops out, or an error saying what was expected and what came.
+- :func:`check_labels`: class labels (or screen groups) without missing values
+  or mixed types, as ``(classes, codes)``.
+- :func:`check_batch_fits`: a batch size whose batch fits in memory.
+- Constraints for scikit-learn's declarative parameter validation. An
+  estimator lists them in ``_parameter_constraints``; ``BaseEstimator`` checks
+  them in ``_validate_params()``, which the ``_fit_context`` decorator calls
+  at ``fit``::
+
+      _parameter_constraints = {
+          "stretch": [None, PercentilePair()],
+          "conv_channels": [PositiveInts()],
+          "fc_units": [PositiveInts()],
+          "device": [DeviceName()],
+          "precision": [StrOptions(PRECISIONS)],
+          "batch_size": [Interval(Integral, 1, None, closed="left")],
+      }
+
+  A parameter set after ``fit`` (``set_params(batch_size=0)``) is checked
+  when ``predict`` or ``transform`` calls ``self._validate_params()`` again.
+"""
 
 import numbers
+import os
+import re
+import sys
 
 import numpy as np
+import pandas as pd
+from sklearn.utils._param_validation import Options
+from sklearn.utils.validation import column_or_1d
 
 IMAGE_SIZE = 64
+PRECISIONS = {"fp32", "bf16", "fp16", "int8"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _is_torch_tensor(X):
+    torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
+    return torch is not None and isinstance(X, torch.Tensor)
+
+
+def _tensor_to_numpy(X):
+    # A view of the values only: no gradient, on the CPU, in a dtype numpy has.
+    X = X.detach().cpu()
+    if X.dtype.is_floating_point and X.element_size() < 4:
+        X = X.float()  # bfloat16 has no numpy dtype; float16 widens exactly
+    return X.numpy()
+
+
+def _stack_ragged_safe(items):
+    """Stack a list of crops, refusing crops of different shapes by name."""
+    items = [_tensor_to_numpy(x) if _is_torch_tensor(x) else x for x in items]
+    shapes = []
+    for k, item in enumerate(items):
+        try:
+            shapes.append(np.shape(item))
+        except ValueError:
+            raise ValueError(
+                f"Crop {k} is ragged: its channels or rows differ in length. Expected "
+                "crops of one shape (n_channels, height, width)."
+            ) from None
+        if shapes[k] != shapes[0]:
+            raise ValueError(
+                f"The crops differ in shape: crop 0 is {shapes[0]}, crop {k} is "
+                f"{shapes[k]}. Expected crops of one shape (n_channels, height, width); "
+                "crop or pad them to one size first (see screen.crop_cells)."
+            )
+    return np.asarray(items)
+
+
+def _reject_none(X):
+    missing = np.equal(X, None)
+    if missing.any():
+        position = np.unravel_index(int(np.argmax(missing)), X.shape)
+        raise ValueError(
+            f"Input X contains None (a missing value): {int(missing.sum())} value(s), "
+            f"the first at index {tuple(int(i) for i in position)}. Expected numeric "
+            "pixel values."
+        )
 
 
 def _as_numeric_array(X):
@@ -15,26 +91,43 @@ def _as_numeric_array(X):
         )
     if hasattr(X, "iloc"):  # pandas DataFrame of the flat layout
         X = X.to_numpy()
+    if _is_torch_tensor(X):
+        X = _tensor_to_numpy(X)
+    elif isinstance(X, (list, tuple)) and len(X):
+        X = _stack_ragged_safe(X)
     X = np.asarray(X)
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported: expected real pixel values.")
     if X.dtype.kind == "O":
+        _reject_none(X)
         X = X.astype(np.float64)  # a non-number raises TypeError here, which says which
     elif X.dtype.kind not in "biuf":
         raise TypeError(f"Expected numeric pixel values (integer or float); got dtype {X.dtype}.")
     return X
 
 
-def _check_finite(X):
-    bad = ~np.isfinite(X)
-    n_bad = int(bad.sum())
-    if n_bad:
-        cell, channel, row, col = np.unravel_index(int(np.argmax(bad.ravel())), X.shape)
+def _where(mask):
+    cell, channel, row, col = np.unravel_index(int(np.argmax(mask)), mask.shape)
+    return f"cell {cell}, channel {channel}, row {row}, column {col}"
+
+
+def _check_finite(crops, original):
+    """Locate NaN/inf in ``crops`` (float32); ``original`` tells overflow from true NaN/inf."""
+    bad = ~np.isfinite(crops)
+    if not bad.any():
+        return
+    non_finite = bad & ~np.isfinite(original) if original.dtype.kind == "f" else bad
+    if non_finite.any():
         raise ValueError(
-            f"Input X contains NaN or infinity: {n_bad} non-finite pixel(s); the first "
-            f"is cell {cell}, channel {channel}, row {row}, column {col}. Expected "
-            "finite pixel values."
+            f"Input X contains NaN or infinity: {int(non_finite.sum())} non-finite "
+            f"pixel(s); the first is {_where(non_finite)}. Expected finite pixel values."
         )
+    value = original[np.unravel_index(int(np.argmax(bad)), bad.shape)]
+    raise ValueError(
+        f"Input X holds {int(bad.sum())} value(s) that overflow float32 (largest "
+        f"magnitude {FLOAT32_MAX:.3g}); the first is {value:.6g} at {_where(bad)}. "
+        "Expected pixel values within float32's range; rescale the data."
+    )
 
 
 def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
@@ -42,10 +135,11 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
 
     Parameters
     ----------
-    X : array-like or pandas.DataFrame
+    X : array-like, pandas.DataFrame, list of crops or torch.Tensor
         Either crops of shape ``(n, C, H, W)`` or the DeepLoc HDF5 layout
         ``(n, C * image_size * image_size)``: each row holds the channels one
-        after another, each channel row-major. Integer or float dtypes.
+        after another, each channel row-major. Integer or float dtypes. A
+        tensor is detached and copied to the CPU.
     n_channels : int, optional
         Expected channel count. For the flat layout it also fixes how a row is
         split; when None, ``C = width // image_size**2``.
@@ -62,9 +156,10 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     Raises
     ------
     ValueError
-        Wrong number of dimensions, a flat width that is not
-        ``C * image_size**2``, a channel count other than ``n_channels``, crops
-        smaller than ``min_size``, no cells, or NaN/inf pixels.
+        Wrong number of dimensions, crops of different shapes, a flat width
+        that is not ``C * image_size**2``, a channel count other than
+        ``n_channels``, crops smaller than ``min_size``, no cells, None,
+        NaN/inf pixels, or values that overflow float32.
     TypeError
         Non-numeric or sparse input.
 
@@ -77,6 +172,10 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     (5, 2, 64, 64)
     >>> check_crops(np.zeros((5, 2, 64, 64)), n_channels=2).dtype
     dtype('float32')
+    >>> check_crops([np.zeros((2, 64, 64)), np.zeros((2, 60, 60))])
+    Traceback (most recent call last):
+    ...
+    ValueError: The crops differ in shape: crop 0 is (2, 64, 64), crop 1 is (2, 60, 60). ...
     """
     X = _as_numeric_array(X)
     if X.ndim == 2:
@@ -98,9 +197,10 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
             f"Crops of {height}x{width} pixels are smaller than the network's crop size "
             f"{min_size}x{min_size}; expected at least {min_size} pixels per side."
         )
-    X = np.require(X, dtype=np.float32, requirements=["C", "W"])
-    _check_finite(X)
-    return X
+    with np.errstate(over="ignore"):  # overflow is reported below, with its position
+        crops = np.require(X, dtype=np.float32, requirements=["C", "W"])
+    _check_finite(crops, X)
+    return crops
 
 
 def _unflatten(X, n_channels, image_size):
@@ -126,3 +226,246 @@ def check_positive_int(value, name):
     if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
+
+
+def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
+    """The estimators' input check: scikit-learn bookkeeping, then :func:`check_crops`.
+
+    ``n_features_in_`` counts values per cell (``C * H * W``, the flat layout's
+    width) whichever layout came; feature names are kept for DataFrames.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.base import BaseEstimator
+    >>> from sklearn_deeploc.validation import validate_crops
+    >>> estimator = BaseEstimator()
+    >>> crops = validate_crops(estimator, np.zeros((3, 2, 64, 64)), reset=True,
+    ...                        n_channels=2, image_size=64, crop_size=60)
+    >>> crops.shape, estimator.n_features_in_
+    ((3, 2, 64, 64), 8192)
+    """
+    from sklearn.utils.validation import validate_data
+
+    check = {"n_channels": n_channels, "image_size": image_size, "min_size": crop_size}
+    if getattr(X, "ndim", None) == 2:  # the flat layout: columns (and their names) count
+        validate_data(estimator, X, skip_check_array=True, reset=reset)
+        return check_crops(X, **check)
+    crops = check_crops(X, **check)
+    validate_data(estimator, crops.reshape(len(crops), -1), skip_check_array=True, reset=reset)
+    return crops
+
+
+def _label_kind(value):
+    if isinstance(value, (str, np.str_)):
+        return "str"
+    if isinstance(value, (bool, np.bool_)):
+        return "bool"
+    if isinstance(value, numbers.Number):
+        return "number"
+    return type(value).__name__
+
+
+def _check_no_missing(y, name):
+    missing = pd.isna(y)  # None, NaN, pd.NA and NaT alike
+    if missing.any():
+        first = int(np.argmax(missing))
+        raise ValueError(
+            f"{name} contains missing values (None or NaN): {int(missing.sum())} of "
+            f"{len(y)}, the first at position {first} ({y[first]!r}). Expected a label "
+            "for every cell; drop the unlabelled cells first."
+        )
+
+
+def _check_one_kind(y, name):
+    kinds = {}
+    for value in y:
+        kinds.setdefault(_label_kind(value), value)
+    if len(kinds) > 1:
+        examples = ", ".join(f"{kind} ({value!r})" for kind, value in kinds.items())
+        raise ValueError(
+            f"{name} mixes label types: {examples}. Expected labels of one type, "
+            "all strings or all numbers."
+        )
+
+
+def check_labels(y, *, name="y"):
+    """Check class labels (or groups) and encode them.
+
+    Parameters
+    ----------
+    y : array-like of shape (n,)
+        Labels: strings or numbers, one per cell.
+    name : str, default="y"
+        What to call ``y`` in error messages.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+        The sorted distinct labels.
+    codes : ndarray of shape (n,), dtype int64
+        Position of each label in ``classes``.
+
+    Raises
+    ------
+    ValueError
+        No labels, a 2-D ``y``, missing values (None, NaN, ``pd.NA``) or
+        labels of mixed types (for example strings and integers).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_labels
+    >>> classes, codes = check_labels(["ER", "NUCLEI", "ER"])
+    >>> classes.tolist(), codes.tolist()
+    (['ER', 'NUCLEI'], [0, 1, 0])
+    >>> check_labels(["ER", 3])
+    Traceback (most recent call last):
+    ...
+    ValueError: y mixes label types: str ('ER'), number (3). ...
+    """
+    from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
+    y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty; expected one label per cell.")
+    if y.dtype.kind in "fO":
+        _check_no_missing(y, name)
+    if y.dtype.kind == "O":
+        _check_one_kind(y, name)
+    if from_sequence:
+        y = np.asarray(y.tolist())  # one kind: numpy's own dtype (str, int, float)
+    classes, codes = np.unique(y, return_inverse=True)
+    return classes, codes.astype(np.int64)
+
+
+def _available_memory():
+    """Bytes of memory available now, or None where the platform cannot say."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            return None
+    return psutil.virtual_memory().available
+
+
+def check_batch_fits(batch_size, bytes_per_item, what="cells"):
+    """Check that ``batch_size`` is a positive integer whose batch fits in memory.
+
+    Parameters
+    ----------
+    batch_size : int
+    bytes_per_item : int
+        Memory one item of the batch needs (its input and the activations
+        kept for it).
+    what : str, default="cells"
+        What the items are, for the message.
+
+    Returns
+    -------
+    int
+        ``batch_size``.
+
+    Raises
+    ------
+    ValueError
+        ``batch_size`` below 1, or a batch larger than the memory available.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_batch_fits
+    >>> check_batch_fits(128, 2 * 64 * 64 * 4)
+    128
+    >>> check_batch_fits(10**15, 2 * 64 * 64 * 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: batch_size=1000000000000000 needs ... GB for one batch of cells ...
+    """
+    batch_size = check_positive_int(batch_size, "batch_size")
+    needed, available = batch_size * bytes_per_item, _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"batch_size={batch_size} needs {needed / 1e9:.3g} GB for one batch of {what} "
+            f"({bytes_per_item} bytes each), but only {available / 1e9:.3g} GB of memory is "
+            f"available. Expected batch_size <= {max(available // bytes_per_item, 1)}."
+        )
+    return batch_size
+
+
+class _Predicate(Options):
+    """A constraint that a predicate decides, for ``_parameter_constraints``.
+
+    scikit-learn's ``make_constraint`` passes its own constraint classes
+    (``Interval``, ``Options``, ``HasMethods``, ...) through and refuses any
+    other ``_Constraint``, so a custom constraint derives from ``Options``
+    (with no options of its own) to be accepted; ``__str__`` is what the
+    error message says the parameter must be.
+    """
+
+    def __init__(self):
+        super().__init__(object, set())
+
+    def __str__(self):
+        return self.description
+
+
+class PercentilePair(_Predicate):
+    """Two percentiles ``(low, high)`` with ``0 <= low < high <= 100``.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import PercentilePair
+    >>> PercentilePair().is_satisfied_by((0.1, 99.9)), PercentilePair().is_satisfied_by((50, 10))
+    (True, False)
+    """
+
+    description = "two percentiles (low, high) with 0 <= low < high <= 100"
+
+    def is_satisfied_by(self, val):
+        return (
+            isinstance(val, (tuple, list))
+            and len(val) == 2
+            and all(isinstance(p, numbers.Real) and not isinstance(p, bool) for p in val)
+            and 0 <= val[0] < val[1] <= 100
+        )
+
+
+class PositiveInts(_Predicate):
+    """A non-empty tuple (or list) of positive integers, such as layer widths.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import PositiveInts
+    >>> PositiveInts().is_satisfied_by((64, 64)), PositiveInts().is_satisfied_by((64, 0))
+    (True, False)
+    """
+
+    description = "a non-empty tuple of positive integers"
+
+    def is_satisfied_by(self, val):
+        return (
+            isinstance(val, (tuple, list))
+            and len(val) > 0
+            and all(
+                isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in val
+            )
+        )
+
+
+class DeviceName(_Predicate):
+    """A torch device name: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+
+    Whether the device exists on this machine is for ``fit`` to find out.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import DeviceName
+    >>> [DeviceName().is_satisfied_by(d) for d in ("cuda:1", "gpu")]
+    [True, False]
+    """
+
+    description = "a device name among 'auto', 'cpu', 'cuda', 'cuda:N' (N >= 0) or 'mps'"
+    _pattern = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+    def is_satisfied_by(self, val):
+        return isinstance(val, str) and self._pattern.fullmatch(val) is not None
