@@ -1,0 +1,253 @@
+"""Fetching the published model and datasets, against a loopback HTTP server.
+
+The server serves zips laid out like the published archives, built from the
+committed small TensorFlow fixture and from small HDF5 files; nothing here
+reaches outside 127.0.0.1.
+"""
+
+import io
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import sklearn_deeploc.datasets._fetch as fetch
+from sklearn_deeploc import load_pretrained
+from sklearn_deeploc.datasets import (
+    fetch_deeploc_datasets,
+    fetch_deeploc_model,
+    get_data_home,
+    load_deeploc_hdf5,
+)
+
+SMALL = Path(__file__).parent / "fixtures" / "tf_deeploc_small"
+CHECKPOINT = "model.ckpt-5000"
+
+
+def _zip(members):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def model_zip():
+    """``pretrained_DeepLoc/pretrained_models/model.ckpt-5000.*`` as published."""
+    folder = "pretrained_DeepLoc/pretrained_models/"
+    members = {
+        folder + f"{CHECKPOINT}{suffix}": (SMALL / f"{CHECKPOINT}{suffix}").read_bytes()
+        for suffix in (".index", ".data-00000-of-00001")
+    }
+    members[folder + f"{CHECKPOINT}.meta"] = b"graph definition: not needed to import"
+    return _zip(members)
+
+
+def _deeploc_hdf5(n_cells, classes, seed):
+    """A small DeepLoc HDF5 file (one chunk, one-hot labels, label names) as bytes."""
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle["data1"] = rng.random((n_cells, 2 * 64 * 64), dtype=np.float32)
+        handle["Index1"] = np.eye(len(classes), dtype=np.uint8)[np.arange(n_cells) % len(classes)]
+        handle["label_names"] = np.array(classes, dtype="S")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def datasets_zip():
+    """``datasets/<name>_set.hdf5`` as published."""
+    return _zip(
+        {
+            "datasets/Chong_train_set.hdf5": _deeploc_hdf5(6, ["ER", "NUCLEI", "VACUOLE"], 0),
+            "datasets/Chong_test_set.hdf5": _deeploc_hdf5(3, ["ER", "NUCLEI", "VACUOLE"], 1),
+        }
+    )
+
+
+class ZipServer:
+    """A loopback HTTP server recording every request; each path answers in turn.
+
+    An answer is (body, declared length): a length above the body's is a
+    connection lost mid-download. The last answer of a path repeats.
+    """
+
+    def __init__(self):
+        self.answers, self.requests = {}, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                answers = server.answers.get(self.path)
+                if not answers:
+                    self.send_error(404)
+                    return
+                body, length = answers.pop(0) if len(answers) > 1 else answers[0]
+                self.send_response(200)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        serving = threading.Thread(target=self.http.serve_forever, args=(0.05,), daemon=True)
+        serving.start()
+
+    def serve(self, path, body, *, cut=0):
+        """Answer ``path`` with ``body``, cut off halfway the first ``cut`` times; its URL."""
+        self.answers[path] = [(body[: len(body) // 2], len(body))] * cut + [(body, len(body))]
+        return f"http://127.0.0.1:{self.http.server_port}{path}"
+
+
+@pytest.fixture
+def server():
+    server = ZipServer()
+    yield server
+    server.http.shutdown()
+    server.http.server_close()
+
+
+@pytest.fixture
+def no_retries(monkeypatch):
+    """Failing downloads fail at once (pooch waits seconds between retries)."""
+    monkeypatch.setattr(fetch, "DOWNLOAD_RETRIES", 0)
+
+
+def _closed_port_url():
+    closed = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = closed.server_port
+    closed.server_close()
+    return f"http://127.0.0.1:{port}/pretrained_DeepLoc.zip"
+
+
+def _logits(folder):
+    expected = np.load(SMALL / "expected.npz")
+    net = load_pretrained(folder).model_.network.eval()
+    with torch.no_grad():
+        logits = net(torch.from_numpy(expected["inputs_nchw"])).numpy()
+    return logits, expected["logits"]
+
+
+def test_first_call_downloads_and_converts_the_next_makes_no_request(server, model_zip, tmp_path):
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    logits, expected = _logits(folder)
+    assert np.abs(logits - expected).max() < 1e-4
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # archive and temp folder gone
+    assert fetch_deeploc_model(data_home=tmp_path, url=url) == folder
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "error"),
+    [("truncated", "Could not download .*IncompleteRead"), ("corrupt", "not a complete zip")],
+)
+def test_damaged_download_is_refused_and_leaves_the_cache_clean(
+    server, model_zip, tmp_path, no_retries, damage, error
+):
+    if damage == "truncated":
+        url = server.serve("/pretrained_DeepLoc.zip", model_zip, cut=1)
+    else:
+        middle = slice(len(model_zip) // 2, len(model_zip) // 2 + 64)
+        corrupt = bytearray(model_zip)
+        corrupt[middle] = bytes(b ^ 0xFF for b in corrupt[middle])
+        url = server.serve("/pretrained_DeepLoc.zip", bytes(corrupt))
+    with pytest.raises(OSError if damage == "truncated" else ValueError, match=error):
+        fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert list(tmp_path.iterdir()) == []
+    server.serve("/pretrained_DeepLoc.zip", model_zip)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert (folder / "weights.safetensors").is_file()
+    assert len(server.requests) == 2
+
+
+def test_cut_connection_is_retried(server, model_zip, tmp_path):
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip, cut=1)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert len(server.requests) == 2
+    assert (folder / "config.json").is_file()
+
+
+def test_archive_without_checkpoint_is_refused(server, tmp_path, no_retries):
+    url = server.serve("/pretrained_DeepLoc.zip", _zip({"readme.txt": b"nothing here"}))
+    with pytest.raises(ValueError, match="exactly one TensorFlow checkpoint .*; found none"):
+        fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_archive_downloaded_by_hand_works_offline(model_zip, tmp_path):
+    archive = tmp_path / "pretrained_DeepLoc.zip"
+    archive.write_bytes(model_zip)
+    home = tmp_path / "home"
+    folder = fetch_deeploc_model(data_home=home, url=_closed_port_url(), archive=archive)
+    logits, expected = _logits(folder)
+    assert np.abs(logits - expected).max() < 1e-4
+    assert archive.is_file()  # the user's file is left in place
+
+
+def test_offline_error_says_where_to_download_and_how_to_pass_it(tmp_path, no_retries):
+    url = _closed_port_url()
+    with pytest.raises(ConnectionError, match=f"Could not download {url}.*archive="):
+        fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_size_and_hash_are_checked_when_known(model_zip, tmp_path, monkeypatch):
+    archive = tmp_path / "pretrained_DeepLoc.zip"
+    archive.write_bytes(model_zip)
+    published = fetch.MODELS["chong"]
+    monkeypatch.setitem(fetch.MODELS, "chong", published._replace(size=len(model_zip) + 1))
+    with pytest.raises(ValueError, match="the published archive has"):
+        fetch_deeploc_model(data_home=tmp_path / "home", archive=archive)
+    monkeypatch.setitem(fetch.MODELS, "chong", published._replace(sha256="0" * 64))
+    with pytest.raises(ValueError, match="SHA256 hash"):
+        fetch_deeploc_model(data_home=tmp_path / "home", archive=archive)
+    assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_unknown_model_name(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown model 'yeast'; available: \['chong'\]"):
+        fetch_deeploc_model("yeast", data_home=tmp_path)
+
+
+def test_datasets(server, datasets_zip, tmp_path):
+    url = server.serve("/DeepLoc_full_datasets.zip", datasets_zip)
+    files = fetch_deeploc_datasets(data_home=tmp_path, url=url)
+    assert sorted(files) == ["Chong_test", "Chong_train"]
+    X, y = load_deeploc_hdf5(files["Chong_train"])
+    assert X.shape == (6, 2, 64, 64)
+    assert list(y) == ["ER", "NUCLEI", "VACUOLE"] * 2
+    test_only = fetch_deeploc_datasets("Chong_test", data_home=tmp_path, url=url)
+    assert test_only == {"Chong_test": files["Chong_test"]}
+    with pytest.raises(ValueError, match=r"Unknown subsets \['Chong_valid'\]; available: "):
+        fetch_deeploc_datasets(["Chong_valid"], data_home=tmp_path, url=url)
+    assert len(server.requests) == 1
+
+
+def test_datasets_archive_of_other_files_is_refused(tmp_path):
+    archive = tmp_path / "DeepLoc_full_datasets.zip"
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle["images"] = np.zeros((2, 3))
+    archive.write_bytes(_zip({"datasets/other_set.hdf5": buffer.getvalue()}))
+    with pytest.raises(ValueError, match="is not a DeepLoc HDF5 file"):
+        fetch_deeploc_datasets(data_home=tmp_path / "home", archive=archive)
+    assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_data_home_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKLEARN_DEEPLOC_DATA", str(tmp_path / "from-env"))
+    assert get_data_home() == tmp_path / "from-env"
+    assert get_data_home(tmp_path / "given") == tmp_path / "given"
+    assert (tmp_path / "from-env").is_dir()
