@@ -1,3 +1,5 @@
+import pickle
+
 import h5py
 import numpy as np
 import pytest
@@ -7,6 +9,7 @@ from sklearn_deeploc.datasets import (
     DeepLocHDF5Dataset,
     load_deeploc_hdf5,
     make_yeast_cells,
+    save_deeploc_hdf5,
 )
 
 SCHULDINER_COUNTS = {
@@ -32,40 +35,266 @@ def test_schuldiner_file_loads(shared_data):
         assert y[3] == f.attrs["Index1_columns"][np.argmax(f["Index1"][3])].decode()
 
 
-def _write_chunks(path, sizes, rng, names=None):
-    """Chunks written in the order 10, 2, 1 so that numeric order is tested."""
-    crops = {}
-    with h5py.File(path, "w") as f:
-        for k, n in zip((10, 2, 1), sizes):
-            crops[k] = rng.random((n, 2 * 64 * 64))
-            f[f"data{k}"] = crops[k]
-            f[f"Index{k}"] = np.eye(3, dtype=np.uint8)[np.arange(n) % 3]
-        if names is not None:
-            f["label_names"] = np.asarray(names, dtype="S")
-    return np.concatenate([crops[1], crops[2], crops[10]])
+def _crops(rng, n, dtype=np.float32):
+    return (rng.random((n, 2, 64, 64)) * 1000).astype(dtype)
 
 
-def test_three_chunks_load_in_numeric_order(tmp_path, rng):
-    expected = _write_chunks(tmp_path / "three.h5", (4, 5, 6), rng, names=["a", "b", "c"])
-    X, y = load_deeploc_hdf5(tmp_path / "three.h5")
-    np.testing.assert_array_equal(X.reshape(len(X), -1), expected.astype(np.float32))
-    assert list(y) == ["a", "b", "c"] * 2 + ["a", "b", "c", "a", "b"] + ["a", "b", "c", "a"]
+@pytest.mark.parametrize(("chunk_size", "n_chunks"), [(1, 13), (4, 4), (None, 1)])
+def test_save_load_round_trip_with_chunks_and_label_names(tmp_path, rng, chunk_size, n_chunks):
+    X = _crops(rng, 13)
+    y = np.array(list("bcaabcabcbaca"))
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, y, chunk_size=chunk_size)
+    X_back, y_back = load_deeploc_hdf5(tmp_path / "cells.h5")
+    np.testing.assert_array_equal(X_back, X)  # chunk_size=1: data2 before data10
+    np.testing.assert_array_equal(y_back, y)
+    with h5py.File(tmp_path / "cells.h5") as f:
+        chunks = {f"{key}{k}" for key in ("data", "Index") for k in range(1, n_chunks + 1)}
+        assert set(f) == chunks | {"label_names"}
+        assert f["data1"].shape[1] == 2 * 64 * 64 and f["Index1"].dtype == np.uint8
+        assert f["label_names"][()].tolist() == [b"a", b"b", b"c"]
+    lazy = DeepLocHDF5Dataset(tmp_path / "cells.h5")
+    crops, labels = lazy[:]
+    np.testing.assert_array_equal(crops.numpy(), X)
+    np.testing.assert_array_equal(lazy.classes[labels.numpy()], y)
 
 
-def test_lazy_dataset_matches_eager_loader(tmp_path, rng):
-    _write_chunks(tmp_path / "three.h5", (4, 5, 6), rng)
-    X, y = load_deeploc_hdf5(tmp_path / "three.h5")
-    assert y.dtype.kind == "i"
-    ds = DeepLocHDF5Dataset(tmp_path / "three.h5")
-    assert len(ds) == 15 and ds.n_channels == 2
-    for i in range(15):
-        x_i, y_i = ds[i]
-        np.testing.assert_array_equal(x_i.numpy(), X[i])
-        assert y_i == y[i]
-    order = [14, 0, 7, 7, 3]
-    batch, labels = ds[order]
-    np.testing.assert_array_equal(batch.numpy(), X[order])
-    np.testing.assert_array_equal(labels.numpy(), y[order])
+def test_save_keeps_float64_and_names_integer_columns(tmp_path, rng):
+    X = _crops(rng, 4, np.float64) + 1e-6  # not representable in float32
+    names = ["ER", "bud", "nucleus", "vacuole"]
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, [3, 0, 0, 3], label_names=names)
+    with h5py.File(tmp_path / "cells.h5") as f:
+        np.testing.assert_array_equal(f["data1"][()], X.reshape(4, -1))
+        assert f["Index1"].shape == (4, 4)  # columns without cells are kept
+    _, y = load_deeploc_hdf5(tmp_path / "cells.h5")
+    assert y.tolist() == ["vacuole", "ER", "ER", "vacuole"]
+    assert DeepLocHDF5Dataset(tmp_path / "cells.h5").classes.tolist() == names
+
+
+def test_unlabelled_file_round_trip(tmp_path, rng):
+    X = _crops(rng, 5)
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, chunk_size=2)
+    with h5py.File(tmp_path / "cells.h5") as f:
+        assert sorted(f) == ["data1", "data2", "data3"]
+    X_back, y_back = load_deeploc_hdf5(tmp_path / "cells.h5")
+    np.testing.assert_array_equal(X_back, X)
+    assert y_back is None
+    lazy = DeepLocHDF5Dataset(tmp_path / "cells.h5")
+    assert lazy.classes is None and lazy[3][1] == -1
+    assert lazy[[0, 4]][1].tolist() == [-1, -1]
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, rng, monkeypatch):
+    X = _crops(rng, 6)
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, list("aabbcc"))
+    create = h5py.Group.create_dataset
+    calls = []
+
+    def interrupted_after_one_dataset(self, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args)
+        return create(self, *args, **kwargs)
+
+    monkeypatch.setattr(h5py.Group, "create_dataset", interrupted_after_one_dataset)
+    with pytest.raises(KeyboardInterrupt):
+        save_deeploc_hdf5(tmp_path / "cells.h5", X[:2], chunk_size=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["cells.h5"]
+    np.testing.assert_array_equal(load_deeploc_hdf5(tmp_path / "cells.h5")[0], X)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        ({"y": list("ab")}, ValueError, "one label per cell \\(3\\); got shape \\(2,\\)"),
+        (
+            {"y": list("abd"), "label_names": ["a", "b"]},
+            ValueError,
+            "not in label_names: \\['d'\\]",
+        ),
+        ({"y": [0, 1, 2], "label_names": ["a", "b"]}, ValueError, "columns 0 to 1"),
+        ({"y": [0, -1, 1]}, ValueError, "columns 0 to 1 .*from -1 to 1"),
+        (
+            {"y": ["a", 1, "b"]},
+            TypeError,
+            "integer columns or string labels, not mixed; got \\['int', 'str'\\]",
+        ),
+        ({"y": [0.0, 1.0, 1.0]}, TypeError, "integer columns or string labels"),
+        ({"y": list("abc"), "label_names": ["a", "a", "b", "c"]}, ValueError, "repeats a name"),
+        ({"label_names": ["a"]}, ValueError, "label_names .* needs y"),
+        ({"chunk_size": 0}, ValueError, "chunk_size must be a positive integer"),
+    ],
+)
+def test_save_refuses_bad_labels_and_sizes(tmp_path, rng, arguments, error, match):
+    with pytest.raises(error, match=match):
+        save_deeploc_hdf5(tmp_path / "cells.h5", _crops(rng, 3), **arguments)
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_refuses_bad_crops(tmp_path, rng):
+    with pytest.raises(ValueError, match="square crops; got 64x60"):
+        save_deeploc_hdf5(tmp_path / "cells.h5", rng.random((2, 2, 64, 60)))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        save_deeploc_hdf5(tmp_path / "cells.h5", np.full((2, 2, 64, 64), np.nan))
+    with pytest.raises(FileNotFoundError, match="folder .*missing does not exist"):
+        save_deeploc_hdf5(tmp_path / "missing" / "cells.h5", _crops(rng, 2))
+
+
+def _tampered(path, rng, change):
+    """A valid 3-chunk labelled file, then ``change(handle)`` applied to it."""
+    save_deeploc_hdf5(path, _crops(rng, 9, np.float64), list("abcabcabc"), chunk_size=3)
+    with h5py.File(path, "a") as f:
+        change(f)
+    return path
+
+
+def _replace(**datasets):
+    def change(f):
+        for key, value in datasets.items():
+            if key in f:
+                del f[key]
+            f[key] = value
+
+    return change
+
+
+TAMPERINGS = {
+    "chunk widths differ": (
+        _replace(data2=np.zeros((3, 3 * 64 * 64))),
+        "chunk data2 has 12288 columns but data1 has 8192",
+    ),
+    "Index columns differ": (
+        _replace(Index3=np.eye(4, dtype=np.uint8)[:3]),
+        "chunk Index3 has 4 columns but Index1 has 3",
+    ),
+    "label_names count": (
+        _replace(label_names=np.array([b"a", b"b"])),
+        "label_names dataset holds 2 names for 3 Index columns",
+    ),
+    "Index rows": (
+        _replace(Index2=np.eye(3, dtype=np.uint8)[[0, 1]]),
+        "chunk Index2 has 2 rows but data2 has 3 cells",
+    ),
+    "unpaired chunk": (
+        _replace(data4=np.zeros((1, 8192))),
+        "must come in pairs; chunk\\(s\\) \\[4\\]",
+    ),
+    "no cells": (
+        _replace(
+            **{f"data{k}": np.zeros((0, 8192)) for k in (1, 2, 3)},
+            **{f"Index{k}": np.zeros((0, 3)) for k in (1, 2, 3)},
+        ),
+        "holds no cells",
+    ),
+    "not one-hot": (
+        _replace(Index3=np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], np.uint8)),
+        "Index3 must be one-hot .*row 1 has 2",
+    ),
+    "partial channels": (
+        _replace(**{f"data{k}": np.zeros((3, 8000)) for k in (1, 2, 3)}),
+        "rows of 8000 values are not whole 64x64 channels",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", TAMPERINGS)
+def test_both_loaders_refuse_inconsistent_files_with_one_message(tmp_path, rng, case):
+    change, match = TAMPERINGS[case]
+    path = _tampered(tmp_path / "cells.h5", rng, change)
+    with pytest.raises(ValueError, match=match) as eager:
+        load_deeploc_hdf5(path)
+    with pytest.raises(ValueError) as lazy:
+        DeepLocHDF5Dataset(path)
+    assert str(eager.value) == str(lazy.value)
+    assert str(path) in str(eager.value)
+
+
+def test_non_finite_and_overflowing_pixels_are_refused(tmp_path, rng):
+    def poison(f):
+        f["data2"][1, 5] = np.nan
+        f["data3"][2, 7] = 1e300
+
+    path = _tampered(tmp_path / "cells.h5", rng, poison)
+    with pytest.raises(ValueError, match="data2 row 1 holds NaN or infinite values"):
+        load_deeploc_hdf5(path)
+    lazy = DeepLocHDF5Dataset(path)
+    with pytest.raises(ValueError, match="data2 row 1 holds NaN or infinite values"):
+        lazy[4]
+    with pytest.raises(ValueError, match="data3 row 2 holds values beyond the float32 range"):
+        lazy[-1]
+    assert lazy[[0, 3, 5, 6, 7]][0].shape == (5, 2, 64, 64)  # the sound cells still read
+
+
+@pytest.fixture
+def eleven_cells(tmp_path, rng):
+    X = _crops(rng, 11)
+    y = np.arange(11) % 3
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, y, chunk_size=4)
+    return DeepLocHDF5Dataset(tmp_path / "cells.h5"), X, y
+
+
+MASK = np.array([True, False, False, True, True, False, False, False, True, False, True])
+
+
+@pytest.mark.parametrize(
+    "index",
+    [
+        slice(None),
+        slice(2, 9, 3),
+        slice(None, None, -1),
+        slice(9, 1, -4),
+        slice(20, 30),
+        [10, 0, 5, 5, -1],
+        np.array([3, 7], dtype=np.uint8),
+        [],
+        MASK,
+        list(MASK),
+    ],
+    ids=repr,
+)
+def test_lazy_dataset_indexes_like_numpy(eleven_cells, index):
+    lazy, X, y = eleven_cells
+    crops, labels = lazy[index]
+    np.testing.assert_array_equal(crops.numpy(), X[index])
+    np.testing.assert_array_equal(labels.numpy(), y[index])
+
+
+@pytest.mark.parametrize("index", [0, 10, -1, -11, np.int64(5)])
+def test_lazy_dataset_single_cells(eleven_cells, index):
+    lazy, X, y = eleven_cells
+    crop, label = lazy[index]
+    assert crop.shape == (2, 64, 64) and isinstance(label, int)
+    np.testing.assert_array_equal(crop.numpy(), X[index])
+    assert label == y[index]
+
+
+@pytest.mark.parametrize(
+    ("index", "error", "match"),
+    [
+        (1.0, TypeError, "takes an int, a slice, .* got float 1.0"),
+        (np.array([0.0, 1.0]), TypeError, "takes an int"),
+        ("0", TypeError, "takes an int"),
+        ([[0, 1], [2]], TypeError, "takes an int"),
+        (11, IndexError, "Cell index 11 is out of range for 11 cells \\(-11 to 10\\)"),
+        ([0, -12], IndexError, "Cell index -12 is out of range"),
+        (
+            MASK[:-1],
+            IndexError,
+            "boolean mask must have one entry per cell \\(11\\); got shape \\(10,\\)",
+        ),
+    ],
+    ids=repr,
+)
+def test_lazy_dataset_refuses_other_indices(eleven_cells, index, error, match):
+    lazy, _, _ = eleven_cells
+    with pytest.raises(error, match=match):
+        lazy[index]
+
+
+def test_lazy_dataset_iterates_and_pickles(eleven_cells):
+    lazy, X, _ = eleven_cells
+    assert len(list(lazy)) == 11  # iteration stops at the IndexError
+    copy = pickle.loads(pickle.dumps(lazy))
+    np.testing.assert_array_equal(copy.read([2, 9])[0], X[[2, 9]])
 
 
 def test_file_without_deeploc_keys(tmp_path):
@@ -75,6 +304,9 @@ def test_file_without_deeploc_keys(tmp_path):
         load_deeploc_hdf5(tmp_path / "other.h5")
     with pytest.raises(ValueError, match="not a DeepLoc HDF5 file"):
         DeepLocHDF5Dataset(tmp_path / "other.h5")
+    h5py.File(tmp_path / "empty.h5", "w").close()
+    with pytest.raises(ValueError, match="empty.h5 is not a DeepLoc HDF5 file.*found keys \\[\\]"):
+        load_deeploc_hdf5(tmp_path / "empty.h5")
 
 
 def test_make_yeast_cells_is_deterministic_balanced_and_shaped():

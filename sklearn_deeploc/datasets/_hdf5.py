@@ -1,15 +1,40 @@
-"""Reading the DeepLoc HDF5 layout: ``data<k>`` crops with one-hot ``Index<k>`` labels."""
+"""The DeepLoc HDF5 layout: ``data<k>`` crops with one-hot ``Index<k>`` labels.
 
+A file holds numbered chunks: ``data<k>`` has one crop per row, flattened
+channel-major, and ``Index<k>`` (when the file is labelled) one one-hot row per
+crop; an optional ``label_names`` dataset names the ``Index`` columns. Both
+loaders check the whole layout (every declared shape, every label) through one
+function before they read a pixel, so they accept and refuse the same files
+with the same message.
+"""
+
+import numbers
+import os
 import re
+import secrets
+from pathlib import Path
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..validation import IMAGE_SIZE, check_crops
+from ..validation import IMAGE_SIZE, check_crops, check_positive_int
 
-_CHUNK = re.compile(r"^data(\d+)$")
+_CHUNK = re.compile(r"^(data|Index)(0|[1-9]\d*)$")
+# Whole chunks are read in pieces of about this size, so memory follows the output.
+_READ_BYTES = 64 * 2**20
+
+
+class _Layout(NamedTuple):
+    """What the loaders need to know about a checked file."""
+
+    chunks: list  # k of every data<k>, in numeric order
+    starts: np.ndarray  # first cell of each chunk, then the number of cells
+    n_channels: int
+    classes: np.ndarray | None  # Index column names (or numbers); None when unlabelled
+    labels: np.ndarray | None  # the Index column of every cell
 
 
 def _open(path):
@@ -22,41 +47,149 @@ def _open(path):
         raise ValueError(f"{path} is not a readable HDF5 file: {error}") from error
 
 
+def _dataset(handle, key, path):
+    dataset = handle.get(key)
+    if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 2:
+        raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
+    if dataset.dtype.kind not in "biuf":
+        raise ValueError(f"{path}: {key} must hold numbers; got dtype {dataset.dtype}.")
+    return dataset
+
+
 def _chunk_numbers(handle, path):
-    numbers = sorted(int(m.group(1)) for key in handle if (m := _CHUNK.match(key)))
-    missing = [k for k in numbers if f"Index{k}" not in handle]
-    if not numbers or missing:
+    """The chunk numbers, and whether the file is labelled (has ``Index`` chunks)."""
+    found = {"data": set(), "Index": set()}
+    for key in handle:
+        if match := _CHUNK.match(key):
+            found[match.group(1)].add(int(match.group(2)))
+    if not found["data"]:
         raise ValueError(
             f"{path} is not a DeepLoc HDF5 file: expected datasets 'data1', 'Index1', ... "
             f"(crops and one-hot labels); found keys {sorted(handle.keys())}."
         )
-    return numbers
+    if found["Index"] and found["Index"] != found["data"]:
+        unpaired = sorted(found["data"] ^ found["Index"])
+        raise ValueError(
+            f"{path}: data<k> and Index<k> chunks must come in pairs; chunk(s) {unpaired} "
+            f"have one without the other (data: {sorted(found['data'])}, "
+            f"Index: {sorted(found['Index'])})."
+        )
+    return sorted(found["data"]), bool(found["Index"])
 
 
-def _label_names(handle, first_chunk, n_columns):
-    for source in (
-        handle.get("label_names"),
-        handle.attrs.get("label_names"),
-        handle.attrs.get(f"Index{first_chunk}_columns"),
+def _check_shapes(handle, path, chunks, key):
+    """Rows of each ``<key><k>`` chunk; every chunk must have as many columns as the first."""
+    datasets = [_dataset(handle, f"{key}{k}", path) for k in chunks]
+    width = datasets[0].shape[1]
+    for k, dataset in zip(chunks, datasets):
+        if dataset.shape[1] != width:
+            raise ValueError(
+                f"{path}: chunk {key}{k} has {dataset.shape[1]} columns but {key}{chunks[0]} "
+                f"has {width}; every {key} chunk must have the same width."
+            )
+    return [dataset.shape[0] for dataset in datasets], width
+
+
+def _channels(path, width, image_size):
+    pixels = image_size * image_size
+    if width < pixels or width % pixels:
+        raise ValueError(
+            f"{path}: rows of {width} values are not whole {image_size}x{image_size} "
+            f"channels (expected a multiple of {pixels}); give image_size if the crops "
+            "have another side."
+        )
+    return width // pixels
+
+
+def _label_names(handle, path, first_chunk, n_columns):
+    """Names of the ``Index`` columns, from the first place that has them, or None."""
+    for where, source in (
+        ("the label_names dataset", handle.get("label_names")),
+        ("the label_names attribute", handle.attrs.get("label_names")),
+        (
+            f"the Index{first_chunk}_columns attribute",
+            handle.attrs.get(f"Index{first_chunk}_columns"),
+        ),
     ):
         if source is None:
             continue
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(source)]
-        if len(names) == n_columns:
-            return np.asarray(names, dtype=object)
+        names = np.asarray(source).ravel()
+        if len(names) != n_columns:
+            raise ValueError(
+                f"{path}: {where} holds {len(names)} names for {n_columns} Index columns; "
+                "expected one name per column."
+            )
+        names = np.asarray([n.decode() if isinstance(n, bytes) else str(n) for n in names], object)
+        if len(set(names)) != len(names):
+            raise ValueError(f"{path}: {where} repeats a name: {names.tolist()}.")
+        return names
     return None
 
 
-def _labels_from_one_hot(one_hot, path, key):
-    one_hot = np.asarray(one_hot)
+def _labels_from_one_hot(one_hot, path, key, first_row):
     per_row = (one_hot != 0).sum(axis=1)
     if np.any(per_row != 1):
         row = int(np.flatnonzero(per_row != 1)[0])
         raise ValueError(
-            f"{path}:{key} must be one-hot (exactly one non-zero per row); row {row} "
-            f"has {int(per_row[row])}."
+            f"{path}:{key} must be one-hot (exactly one non-zero per row); row "
+            f"{first_row + row} has {int(per_row[row])}."
         )
     return np.argmax(one_hot, axis=1)
+
+
+def _read_labels(handle, path, chunks, n_columns):
+    """Every cell's ``Index`` column, read in pieces (the column count is the file's say)."""
+    rows_per_read = max(1, _READ_BYTES // n_columns)
+    labels = []
+    for k in chunks:
+        index = handle[f"Index{k}"]
+        labels += [
+            _labels_from_one_hot(index[start : start + rows_per_read], path, f"Index{k}", start)
+            for start in range(0, len(index), rows_per_read)
+        ]
+    return np.concatenate(labels).astype(np.int64)
+
+
+def _read_layout(handle, path, image_size):
+    """Check every declared shape and label of a DeepLoc file; the loaders' one gate."""
+    chunks, labelled = _chunk_numbers(handle, path)
+    lengths, width = _check_shapes(handle, path, chunks, "data")
+    n_channels = _channels(path, width, image_size)
+    if sum(lengths) == 0:
+        raise ValueError(f"{path} holds no cells: every data chunk is empty.")
+    n_columns = 0
+    if labelled:
+        index_rows, n_columns = _check_shapes(handle, path, chunks, "Index")
+        for k, n_rows, n_cells in zip(chunks, index_rows, lengths):
+            if n_rows != n_cells:
+                raise ValueError(
+                    f"{path}: chunk Index{k} has {n_rows} rows but data{k} has {n_cells} "
+                    "cells; expected one label row per cell."
+                )
+    names = _label_names(handle, path, chunks[0], n_columns)
+    classes = (names if names is not None else np.arange(n_columns)) if labelled else None
+    labels = _read_labels(handle, path, chunks, n_columns) if labelled else None
+    return _Layout(chunks, np.concatenate([[0], np.cumsum(lengths)]), n_channels, classes, labels)
+
+
+def _read_crops(dataset, rows, path, key):
+    """Rows (sorted, unique) of one data chunk as float32, refusing non-finite values."""
+    contiguous = rows[-1] - rows[0] + 1 == len(rows)
+    values = dataset[rows[0] : rows[-1] + 1] if contiguous else dataset[rows]
+    with np.errstate(over="ignore"):  # overflow is reported below, by row
+        crops = values.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(crops).all(axis=1))
+    if bad.size:
+        first = bad[0]
+        what = (
+            "NaN or infinite values"
+            if not np.isfinite(values[first]).all()
+            else "values beyond the float32 range (about 3.4e38)"
+        )
+        raise ValueError(
+            f"{path}:{key} row {rows[first]} holds {what}; expected finite pixel values."
+        )
+    return crops
 
 
 def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
@@ -65,7 +198,7 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     Reads every ``data<k>`` / ``Index<k>`` pair in numeric order (``data2``
     before ``data10``). Each ``data`` row is one crop, flattened channel-major
     (``row[c * 4096:(c + 1) * 4096]`` is channel ``c``); each ``Index`` row is
-    one-hot over the classes.
+    one-hot over the classes. Files without ``Index`` chunks are unlabelled.
 
     Parameters
     ----------
@@ -78,39 +211,77 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     -------
     X : ndarray of shape (n, C, image_size, image_size), float32
         Raw pixel values (stretching is the estimators' job).
-    y : ndarray of shape (n,)
+    y : ndarray of shape (n,) or None
         Label names (object array of str) when the file names its ``Index``
         columns (a ``label_names`` dataset or attribute, or an
-        ``Index1_columns`` attribute), otherwise integer column indices.
+        ``Index1_columns`` attribute), otherwise integer column indices;
+        None for an unlabelled file.
+
+    Raises
+    ------
+    ValueError
+        The file is not HDF5, or not the DeepLoc layout: no cells, chunks of
+        different widths or ``Index`` column counts, ``Index`` rows that do not
+        match the ``data`` rows, label names that do not match the columns,
+        labels that are not one-hot, or pixels that are not finite float32.
+        The message names the file and the chunk.
 
     See Also
     --------
     DeepLocHDF5Dataset : the same file read lazily, cell by cell.
+    save_deeploc_hdf5 : write the layout.
 
     Examples
     --------
-    >>> from sklearn_deeploc.datasets import load_deeploc_hdf5
-    >>> X, y = load_deeploc_hdf5("../shared/data/Schuldiner_test_set.hdf5")  # doctest: +SKIP
-    >>> X.shape  # doctest: +SKIP
-    (36, 2, 64, 64)
+    >>> import numpy as np, tempfile, os
+    >>> from sklearn_deeploc.datasets import load_deeploc_hdf5, save_deeploc_hdf5
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5")
+    >>> save_deeploc_hdf5(path, np.zeros((3, 2, 64, 64)), ["ER", "bud", "ER"], chunk_size=2)
+    >>> X, y = load_deeploc_hdf5(path)
+    >>> X.shape, y.tolist()
+    ((3, 2, 64, 64), ['ER', 'bud', 'ER'])
     """
     with _open(path) as handle:
-        numbers = _chunk_numbers(handle, path)
-        crops = [check_crops(handle[f"data{k}"][()], image_size=image_size) for k in numbers]
-        labels = [_labels_from_one_hot(handle[f"Index{k}"][()], path, f"Index{k}") for k in numbers]
-        names = _label_names(handle, numbers[0], handle[f"Index{numbers[0]}"].shape[1])
-    X = np.concatenate(crops)
-    y = np.concatenate(labels)
-    return X, (names[y] if names is not None else y)
+        layout = _read_layout(handle, path, image_size)
+        X = np.empty((int(layout.starts[-1]), layout.n_channels * image_size**2), np.float32)
+        rows_per_read = max(1, _READ_BYTES // (X.shape[1] * 8))
+        for k, start, stop in zip(layout.chunks, layout.starts, layout.starts[1:]):
+            for first in range(start, stop, rows_per_read):
+                last = min(first + rows_per_read, stop)
+                rows = np.arange(first - start, last - start)
+                X[first:last] = _read_crops(handle[f"data{k}"], rows, path, f"data{k}")
+    y = layout.classes[layout.labels] if layout.labels is not None else None
+    return X.reshape(len(X), layout.n_channels, image_size, image_size), y
+
+
+_ACCEPTED_INDEX = (
+    "DeepLocHDF5Dataset takes an int, a slice, a 1-D sequence of ints or a boolean mask "
+    "of {n} entries; got {got}."
+)
+
+
+def _index_array(index, n):
+    try:
+        return np.asarray(index)
+    except ValueError as error:  # ragged nested sequences
+        got = f"{type(index).__name__} ({error})"
+        raise TypeError(_ACCEPTED_INDEX.format(n=n, got=got)) from error
 
 
 class DeepLocHDF5Dataset(Dataset):
     """A DeepLoc HDF5 file as a lazy torch ``Dataset``: only requested cells are read.
 
-    The file is opened on first access in each process (handles do not
-    pickle), so the dataset works in ``DataLoader`` workers and on Dask
-    workers. Indexing with an integer gives one cell; with a sorted or
-    unsorted sequence of integers, a batch read chunk by chunk.
+    The layout is checked when the dataset is made (the same check, and the
+    same messages, as :func:`load_deeploc_hdf5`); the labels are read then, the
+    crops on demand. The file is opened on first access in each process
+    (handles do not pickle), so the dataset works in ``DataLoader`` workers
+    and on Dask workers.
+
+    Indexing follows numpy's rules for one axis: an integer (negative counts
+    from the end) gives ``(crop tensor (C, H, W), int label)``; a slice (any
+    step), a 1-D sequence or array of integers, or a boolean mask with one
+    entry per cell gives ``(crops (n, C, H, W), labels (n,))`` tensors in the
+    order asked. Labels of an unlabelled file are -1.
 
     Parameters
     ----------
@@ -121,36 +292,40 @@ class DeepLocHDF5Dataset(Dataset):
 
     Attributes
     ----------
-    classes : ndarray
-        Label names (or column indices) in ``Index`` column order.
+    classes : ndarray or None
+        Label names (or column indices) in ``Index`` column order; None when
+        the file has no labels.
     n_channels : int
         Channels per crop.
 
+    See Also
+    --------
+    load_deeploc_hdf5 : the whole file in memory.
+
     Examples
     --------
-    >>> from sklearn_deeploc.datasets import DeepLocHDF5Dataset
-    >>> ds = DeepLocHDF5Dataset("../shared/data/Schuldiner_test_set.hdf5")  # doctest: +SKIP
-    >>> x, label = ds[0]  # doctest: +SKIP
-    >>> tuple(x.shape)  # doctest: +SKIP
-    (2, 64, 64)
+    >>> import numpy as np, tempfile, os
+    >>> from sklearn_deeploc.datasets import DeepLocHDF5Dataset, save_deeploc_hdf5
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5")
+    >>> save_deeploc_hdf5(path, np.zeros((5, 2, 64, 64)), [0, 1, 2, 1, 0], chunk_size=2)
+    >>> ds = DeepLocHDF5Dataset(path)
+    >>> x, label = ds[-2]
+    >>> tuple(x.shape), label
+    ((2, 64, 64), 1)
+    >>> crops, labels = ds[::-2]
+    >>> tuple(crops.shape), labels.tolist()
+    ((3, 2, 64, 64), [0, 2, 0])
     """
 
     def __init__(self, path, *, image_size=IMAGE_SIZE):
         self.path = path
         self.image_size = image_size
         with _open(path) as handle:
-            self._numbers = _chunk_numbers(handle, path)
-            lengths = [handle[f"data{k}"].shape[0] for k in self._numbers]
-            width = handle[f"data{self._numbers[0]}"].shape[1]
-            n_columns = handle[f"Index{self._numbers[0]}"].shape[1]
-            names = _label_names(handle, self._numbers[0], n_columns)
-        self.n_channels = width // (image_size * image_size)
-        if self.n_channels * image_size * image_size != width:
-            raise ValueError(
-                f"{path}: rows of {width} values are not whole {image_size}x{image_size} channels."
-            )
-        self._starts = np.concatenate([[0], np.cumsum(lengths)])
-        self.classes = names if names is not None else np.arange(n_columns)
+            layout = _read_layout(handle, path, image_size)
+        self._chunks, self._starts = layout.chunks, layout.starts
+        self._labels = layout.labels
+        self.classes = layout.classes
+        self.n_channels = layout.n_channels
         self._handle = None
 
     def __len__(self):
@@ -166,35 +341,226 @@ class DeepLocHDF5Dataset(Dataset):
             self._handle = h5py.File(self.path, "r")
         return self._handle
 
+    def _positions(self, index):
+        """Cell positions (non-negative int64, 1-D) for an index, and whether it was a scalar."""
+        n = len(self)
+        if isinstance(index, slice):
+            return np.arange(*index.indices(n)), False
+        array = _index_array(index, n)
+        if array.dtype == bool:
+            if array.shape != (n,):
+                raise IndexError(
+                    f"A boolean mask must have one entry per cell ({n}); got shape {array.shape}."
+                )
+            return np.flatnonzero(array), False
+        if array.ndim == 1 and array.size == 0:  # [] comes as float64
+            return np.empty(0, np.int64), False
+        if array.dtype.kind not in "iu" or array.ndim > 1:
+            raise TypeError(
+                _ACCEPTED_INDEX.format(n=n, got=f"{type(index).__name__} {index!r:.60}")
+            )
+        if array.size and (array.min() < -n or array.max() >= n):
+            bad = array[(array < -n) | (array >= n)][0]
+            raise IndexError(f"Cell index {bad} is out of range for {n} cells ({-n} to {n - 1}).")
+        return np.atleast_1d(array).astype(np.int64) % n, array.ndim == 0
+
     def read(self, indices):
-        """Crops ``(len(indices), C, H, W)`` float32 and integer labels, in the given order."""
-        indices = np.asarray(indices, dtype=np.int64)
-        if indices.size and (indices.min() < -len(self) or indices.max() >= len(self)):
-            raise IndexError(f"cell index out of range for {len(self)} cells.")
-        indices = indices % max(len(self), 1)
-        order = np.argsort(indices, kind="stable")
-        sorted_idx = indices[order]
-        chunk_of = np.searchsorted(self._starts, sorted_idx, side="right") - 1
-        handle = self._file()
-        X = np.empty((indices.size, self.n_channels * self.image_size**2), np.float32)
-        y = np.empty(indices.size, np.int64)
+        """Crops and labels of the given cells, in the given order.
+
+        Parameters
+        ----------
+        indices : int, slice, sequence of int or boolean mask
+            As for indexing the dataset (an int gives a batch of one).
+
+        Returns
+        -------
+        X : ndarray of shape (n, C, H, W), float32
+        y : ndarray of shape (n,), int64
+            ``Index`` columns (positions in :attr:`classes`), -1 when unlabelled.
+        """
+        positions, _ = self._positions(indices)
+        order = np.argsort(positions, kind="stable")
+        sorted_positions = positions[order]
+        chunk_of = np.searchsorted(self._starts, sorted_positions, side="right") - 1
+        X = np.empty((positions.size, self.n_channels * self.image_size**2), np.float32)
         for chunk in np.unique(chunk_of):
             in_chunk = chunk_of == chunk
-            local = sorted_idx[in_chunk] - self._starts[chunk]
-            unique_local, inverse = np.unique(local, return_inverse=True)
-            k = self._numbers[chunk]
-            X[order[in_chunk]] = handle[f"data{k}"][unique_local][inverse]
-            y[order[in_chunk]] = _labels_from_one_hot(
-                handle[f"Index{k}"][unique_local], self.path, f"Index{k}"
-            )[inverse]
+            rows, inverse = np.unique(
+                sorted_positions[in_chunk] - self._starts[chunk], return_inverse=True
+            )
+            key = f"data{self._chunks[chunk]}"
+            X[order[in_chunk]] = _read_crops(self._file()[key], rows, self.path, key)[inverse]
+        y = self._labels[positions] if self._labels is not None else np.full(positions.size, -1)
         side = self.image_size
         return X.reshape(-1, self.n_channels, side, side), y
 
     def __getitem__(self, index):
-        if isinstance(index, slice):
-            index = np.arange(len(self))[index]
-        if np.ndim(index) == 0:
-            X, y = self.read([index])
+        positions, scalar = self._positions(index)
+        X, y = self.read(positions)
+        if scalar:
             return torch.from_numpy(X[0]), int(y[0])
-        X, y = self.read(index)
         return torch.from_numpy(X), torch.from_numpy(y)
+
+
+def _flat_rows(X):
+    """Validated crops as rows of the layout: float64 input stays float64, else float32."""
+    crops = check_crops(X)
+    n, _, height, width = crops.shape
+    if height != width:
+        raise ValueError(
+            f"The DeepLoc layout holds square crops; got {height}x{width} pixels per channel."
+        )
+    source = X.to_numpy() if hasattr(X, "iloc") else X
+    if isinstance(source, np.ndarray) and source.dtype.kind == "f" and source.dtype.itemsize > 4:
+        return np.asarray(source, dtype=np.float64).reshape(n, -1)
+    return crops.reshape(n, -1)
+
+
+def _checked_names(label_names):
+    names = np.asarray(label_names, dtype=object).ravel()
+    if names.size == 0 or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"label_names must be a non-empty list of strings; got {label_names!r}.")
+    if len(set(names)) != len(names):
+        raise ValueError(f"label_names repeats a name: {names.tolist()}.")
+    return names
+
+
+def _integer_codes(y, names):
+    n_columns = int(y.max()) + 1 if names is None else len(names)
+    if y.min() < 0 or y.max() >= n_columns:
+        raise ValueError(
+            f"Integer labels must be Index columns 0 to {n_columns - 1} (one per label "
+            f"name); got values from {y.min()} to {y.max()}."
+        )
+    return y.astype(np.int64), n_columns
+
+
+def _string_codes(y, names):
+    known = np.asarray(names, dtype=str)
+    order = np.argsort(known)
+    where = order[np.searchsorted(known, y, sorter=order).clip(max=len(known) - 1)]
+    unknown = known[where] != y
+    if unknown.any():
+        raise ValueError(
+            f"y holds labels that are not in label_names: {sorted(set(y[unknown].tolist()))[:5]} "
+            f"(label_names: {list(names)})."
+        )
+    return where.astype(np.int64), len(known)
+
+
+def _label_values(y, n_cells):
+    """``y`` as int64 or str labels, refusing other and mixed kinds."""
+    # Lists go through object dtype: numpy would turn ["a", 1] into strings.
+    values = np.asarray(y) if hasattr(y, "dtype") else np.asarray(y, dtype=object)
+    if values.shape != (n_cells,):
+        raise ValueError(f"y must hold one label per cell ({n_cells}); got shape {values.shape}.")
+    if values.dtype.kind in "iu":
+        return values.astype(np.int64)
+    if values.dtype.kind in "US" or all(isinstance(label, str) for label in values):
+        return values.astype(str)
+    if all(isinstance(label, numbers.Integral) and not isinstance(label, bool) for label in values):
+        return values.astype(np.int64)
+    kinds = sorted({type(label).__name__ for label in values})
+    raise TypeError(f"y must hold integer columns or string labels, not mixed; got {kinds}.")
+
+
+def _one_hot_labels(y, label_names, n_cells):
+    """``Index`` rows (uint8 one-hot) and the column names for ``y``; None for no labels."""
+    if y is None:
+        if label_names is not None:
+            raise ValueError("label_names names the columns of y; it needs y.")
+        return None, None
+    names = None if label_names is None else _checked_names(label_names)
+    y = _label_values(y, n_cells)
+    if y.dtype.kind == "i":
+        codes, n_columns = _integer_codes(y, names)
+    else:
+        names = np.unique(y) if names is None else names
+        codes, n_columns = _string_codes(y, names)
+    one_hot = np.zeros((n_cells, n_columns), np.uint8)
+    one_hot[np.arange(n_cells), codes] = 1
+    return one_hot, names
+
+
+def _write_atomically(path, write):
+    """Call ``write(handle)`` on a new HDF5 file that appears at ``path`` only when complete.
+
+    The file is written under a temporary name in the same folder and renamed
+    (atomic within one file system), so an interrupted write leaves no file
+    that a later load would take for a whole one.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
+    try:
+        with h5py.File(temporary, "w") as handle:
+            write(handle)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
+    """Write crops (and labels) in the DeepLoc HDF5 layout.
+
+    Chunks ``data1``, ``data2``, ... hold ``chunk_size`` crops each, one per
+    row, flattened channel-major (float32, or float64 when ``X`` is); chunks
+    ``Index1``, ``Index2``, ... hold the one-hot labels (uint8), and a
+    ``label_names`` dataset of byte strings (UTF-8) names their columns.
+    :func:`load_deeploc_hdf5` reads the file back exactly. The file appears at
+    ``path`` only once complete (written under a temporary name, then
+    renamed), replacing any file there.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The HDF5 file to write.
+    X : array-like of shape (n, C, H, H) or (n, C * 64 * 64)
+        Crops, checked by :func:`~sklearn_deeploc.validation.check_crops`.
+        Crops of another side than 64 are read back with ``image_size=H``.
+    y : array-like of shape (n,), optional
+        Labels: strings, or integer ``Index`` columns. Without ``y`` the file
+        has no ``Index`` chunks, and the loaders give no labels.
+    label_names : sequence of str, optional
+        Names of the ``Index`` columns, in order. By default the sorted
+        distinct string labels (none for integer labels). Given with string
+        labels, every label must be one of them; given with integer labels,
+        they must be columns ``0 .. len(label_names) - 1``.
+    chunk_size : int, optional
+        Crops per chunk; None writes one chunk.
+
+    Raises
+    ------
+    ValueError
+        Invalid crops, labels or names (see above), or a ``chunk_size`` < 1.
+
+    See Also
+    --------
+    load_deeploc_hdf5, DeepLocHDF5Dataset : read the file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from sklearn_deeploc.datasets import load_deeploc_hdf5, save_deeploc_hdf5
+    >>> path = os.path.join(tempfile.mkdtemp(), "cells.h5")
+    >>> X = np.random.default_rng(0).random((5, 2, 64, 64), dtype=np.float32)
+    >>> save_deeploc_hdf5(path, X, [2, 0, 1, 0, 0], label_names=["ER", "bud", "vacuole"])
+    >>> X_back, y_back = load_deeploc_hdf5(path)
+    >>> np.array_equal(X_back, X), y_back.tolist()
+    (True, ['vacuole', 'ER', 'bud', 'ER', 'ER'])
+    """
+    rows = _flat_rows(X)
+    one_hot, names = _one_hot_labels(y, label_names, len(rows))
+    size = len(rows) if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+
+    def write(handle):
+        for k, start in enumerate(range(0, len(rows), size), start=1):
+            handle.create_dataset(f"data{k}", data=rows[start : start + size])
+            if one_hot is not None:
+                handle.create_dataset(f"Index{k}", data=one_hot[start : start + size])
+        if names is not None:
+            handle.create_dataset("label_names", data=np.char.encode(names.astype(str), "utf-8"))
+
+    _write_atomically(path, write)
