@@ -1,13 +1,25 @@
 """Screen analysis: cells from micrographs, well aggregation, localization and abundance changes."""
 
+import warnings
 from collections import namedtuple
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-CropResult = namedtuple("CropResult", ["crops", "index", "padded"])
+from .validation import check_labels, check_positive_int
+
+CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
+MAX_CHANNELS = 8  # more than this on the last axis of a field is not a channel axis
+
+
+def _check_channels_first(image):
+    if image.ndim == 3 and image.shape[2] <= MAX_CHANNELS < min(image.shape[:2]):
+        raise ValueError(
+            f"image has shape {image.shape}, which looks like (H, W, C) with the channels "
+            "last; expected (C, H, W), channels first. Use np.moveaxis(image, -1, 0)."
+        )
 
 
 def _centers_array(centers, x_column, y_column):
@@ -17,11 +29,29 @@ def _centers_array(centers, x_column, y_column):
                 "Centres given as a DataFrame need x_column= and y_column= (for example "
                 f"'Center_X', 'Center_Y'); columns are {list(centers.columns)}."
             )
-        return centers[[y_column, x_column]].to_numpy(dtype=float)
+        centers = centers[[y_column, x_column]].to_numpy(dtype=float)
     centers = np.asarray(centers, dtype=float)
     if centers.ndim != 2 or centers.shape[1] != 2:
         raise ValueError(f"centers must have shape (n, 2) as (row, col); got {centers.shape}.")
+    missing = ~np.isfinite(centers).all(axis=1)
+    if missing.any():
+        first = int(np.argmax(missing))
+        raise ValueError(
+            f"centers must be finite; {int(missing.sum())} centre(s) are NaN or infinite, "
+            f"the first is centre {first} at {centers[first].tolist()}. Drop the cells "
+            "without a position first."
+        )
     return centers
+
+
+def _warn_outside(outside, n_centers, height, width):
+    shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+    warnings.warn(
+        f"{len(outside)} of {n_centers} centre(s) lie outside the {height}x{width} field "
+        f"and were not cropped (positions {shown}; see CropResult.outside).",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column=None):
@@ -39,7 +69,8 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     border : {"pad", "drop"}, default="pad"
         Cells whose box crosses the field's edge are padded with each
         channel's median (the background: zeros would add a false edge for a
-        camera with an offset), or dropped.
+        camera with an offset), or dropped. A centre outside the field is
+        never a cell: it is skipped either way, with a warning.
     x_column, y_column : str, optional
         DataFrame column names of the centres.
 
@@ -48,7 +79,14 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     CropResult
         ``crops`` (k, C, size, size) float32; ``index``, the positions in
         ``centers`` of the k crops; ``padded``, a bool per crop telling
-        whether it was padded.
+        whether it was padded; ``outside``, the positions in ``centers`` of
+        centres outside the field (not cropped).
+
+    Raises
+    ------
+    ValueError
+        An image that is not (C, H, W) (channels last included), centres that
+        are not (n, 2) or not finite, a ``size`` below 1, an unknown ``border``.
 
     Examples
     --------
@@ -61,23 +99,37 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     """
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
+    size = check_positive_int(size, "size")
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
-    centers = np.rint(_centers_array(centers, x_column, y_column)).astype(np.int64)
+    _check_channels_first(image)
+    centers = np.rint(_centers_array(centers, x_column, y_column))
     _, height, width = image.shape
-    tops, lefts = centers[:, 0] - size // 2, centers[:, 1] - size // 2
-    inside = (tops >= 0) & (lefts >= 0) & (tops + size <= height) & (lefts + size <= width)
-    index = np.arange(len(centers)) if border == "pad" else np.flatnonzero(inside)
-    background = np.median(image.reshape(len(image), -1), axis=1).astype(np.float32)
-    padded_image = np.empty((len(image), height + 2 * size, width + 2 * size), np.float32)
+    in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
+    outside = np.flatnonzero(~in_field)
+    if len(outside):
+        _warn_outside(outside, len(centers), height, width)
+    candidates = np.flatnonzero(in_field)
+    tops, lefts = (centers[candidates].astype(np.int64) - size // 2).T
+    box_inside = (tops >= 0) & (lefts >= 0) & (tops + size <= height) & (lefts + size <= width)
+    keep = np.ones_like(box_inside) if border == "pad" else box_inside
+    crops = _gather_crops(image, tops[keep], lefts[keep], size)
+    return CropResult(crops, candidates[keep], ~box_inside[keep], outside)
+
+
+def _gather_crops(image, tops, lefts, size):
+    """Crops at the given corners, with each channel's median beyond the field's edge."""
+    channels, height, width = image.shape
+    background = np.median(image.reshape(channels, -1), axis=1).astype(np.float32)
+    padded_image = np.empty((channels, height + 2 * size, width + 2 * size), np.float32)
     padded_image[:] = background[:, None, None]
     padded_image[:, size : size + height, size : size + width] = image
     window = np.arange(size)
-    rows = np.clip(tops[index, None] + size + window, 0, height + 2 * size - 1)
-    cols = np.clip(lefts[index, None] + size + window, 0, width + 2 * size - 1)
+    rows = np.clip(tops[:, None] + size + window, 0, height + 2 * size - 1)
+    cols = np.clip(lefts[:, None] + size + window, 0, width + 2 * size - 1)
     crops = padded_image[:, rows[:, :, None], cols[:, None, :]].transpose(1, 0, 2, 3)
-    return CropResult(np.ascontiguousarray(crops), index, ~inside[index])
+    return np.ascontiguousarray(crops)
 
 
 def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
@@ -90,8 +142,10 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     Parameters
     ----------
     image : ndarray of shape (C, H, W) or (H, W)
-    channel : int, default=1
-        Channel with the cytosolic (or other whole-cell) marker.
+        Channels first; an image that looks like (H, W, C) is refused.
+    channel : int or None, default=1
+        Channel with the cytosolic (or other whole-cell) marker; None for an
+        (H, W) image.
     sigma : float, default=2.0
         Gaussian smoothing before thresholding, in pixels.
     min_distance : int, default=7
@@ -119,9 +173,7 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     from skimage.segmentation import watershed
 
     image = np.asarray(image, dtype=np.float32)
-    marker = image if channel is None else image[channel]
-    if marker.ndim != 2:
-        raise ValueError(f"Expected a (C, H, W) image with channel=, or (H, W); got {image.shape}.")
+    marker = _marker_channel(image, channel)
     smooth = ndimage.gaussian_filter(marker, sigma)
     foreground = smooth > threshold_otsu(smooth)
     distance = ndimage.distance_transform_edt(foreground)
@@ -138,15 +190,61 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     return np.asarray(centres, dtype=float).reshape(-1, 2)
 
 
+def _marker_channel(image, channel):
+    if channel is None:
+        if image.ndim != 2:
+            raise ValueError(f"With channel=None, expected an (H, W) image; got {image.shape}.")
+        marker = image
+    else:
+        if image.ndim != 3:
+            raise ValueError(f"Expected a (C, H, W) image with channel=; got {image.shape}.")
+        _check_channels_first(image)
+        if not -len(image) <= channel < len(image):
+            raise ValueError(f"channel={channel}, but the image has {len(image)} channel(s).")
+        marker = image[channel]
+    if not np.isfinite(marker).all():
+        raise ValueError("The marker channel has NaN or infinite pixels; expected finite ones.")
+    return marker
+
+
+def _check_cells(values, groups, name, groups_name, ndim=2):
+    """Per-cell values (probabilities or intensities) and their groups, both checked."""
+    values = np.asarray(values, dtype=float)
+    classes, codes = check_labels(groups, name=groups_name)
+    groups = classes[codes]
+    if values.ndim != ndim or len(values) != len(groups):
+        shape = "(n_cells, n_classes)" if ndim == 2 else "(n_cells,)"
+        raise ValueError(
+            f"{name} must be {shape} with one group per cell; got {name} of shape "
+            f"{values.shape} and {len(groups)} groups."
+        )
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{name} has NaN or infinite values for {int(bad.sum())} cell(s), the first "
+            f"is cell {int(np.argmax(bad))}; expected finite values for every cell "
+            "(drop those cells or predict them again)."
+        )
+    return values, groups
+
+
+def _class_names(classes, n_classes):
+    if classes is None:
+        return list(range(n_classes))
+    if len(classes) != n_classes:
+        raise ValueError(f"Got {len(classes)} class names for {n_classes} probability columns.")
+    return list(classes)
+
+
 def aggregate(proba, groups, classes=None):
     """Mean class probabilities per well (or strain, or protein), with cell counts.
 
     Parameters
     ----------
     proba : array-like of shape (n_cells, n_classes)
-        Per-cell probabilities (``predict_proba``).
+        Per-cell probabilities (``predict_proba``), finite.
     groups : array-like of shape (n_cells,)
-        Well or strain of each cell.
+        Well or strain of each cell; no missing values.
     classes : sequence, optional
         Column names (``clf.classes_``); default ``0 .. n_classes - 1``.
 
@@ -165,14 +263,8 @@ def aggregate(proba, groups, classes=None):
     A1           2  0.5     0.5
     B2           1  1.0     0.0
     """
-    proba = np.asarray(proba, dtype=float)
-    groups = np.asarray(groups)
-    if proba.ndim != 2 or len(proba) != len(groups):
-        raise ValueError(
-            f"proba must be (n_cells, n_classes) with one group per cell; got proba "
-            f"{proba.shape} and {len(groups)} groups."
-        )
-    classes = list(range(proba.shape[1])) if classes is None else list(classes)
+    proba, groups = _check_cells(proba, groups, "proba", "groups")
+    classes = _class_names(classes, proba.shape[1])
     frame = pd.DataFrame(proba, columns=classes)
     frame.insert(0, "group", groups)
     means = frame.groupby("group", sort=True)[classes].mean()
@@ -180,43 +272,49 @@ def aggregate(proba, groups, classes=None):
     return means
 
 
+def _welch(mean_a, var_a, n_a, mean_b, var_b, n_b):
+    """Welch's t from group moments; NaN where a group has fewer than two cells."""
+    difference = mean_b - mean_a
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.sqrt(var_b / n_b + var_a / n_a)
+        # No spread on either side: equal means are no change (0), different
+        # means are the largest change there is (+-inf), not 0.
+        t = np.where(difference == 0, 0.0, difference / scale)
+    return np.where((n_a < 2) | (n_b < 2), np.nan, t)
+
+
+def _exact_variance(variance, spread):
+    # The variance of identical values can come out a rounding error above 0
+    # (about 1e-33), which would turn "no spread" into a huge finite t.
+    return np.where(spread == 0, 0.0, variance)
+
+
 def welch_t(a, b):
     """Welch's t statistic of ``b`` against ``a`` along axis 0 (unequal variances).
+
+    Groups without spread but with different means differ as much as groups
+    can: t is +inf or -inf. Identical constant groups give 0. A group of
+    fewer than two cells has no variance to compare with: t is NaN.
 
     Examples
     --------
     >>> from sklearn_deeploc.screen import welch_t
     >>> float(welch_t([0.1, 0.2, 0.3], [0.5, 0.7, 0.9]).round(3))
     3.873
+    >>> float(welch_t([0.1, 0.1], [0.9, 0.9])), float(welch_t([0.1], [0.9, 0.9]))
+    (inf, nan)
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
-    difference = b.mean(axis=0) - a.mean(axis=0)
-    scale = np.sqrt(b.var(axis=0, ddof=1) / len(b) + a.var(axis=0, ddof=1) / len(a))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(scale > 0, difference / scale, 0.0)
+    if min(len(a), len(b)) < 2:
+        return np.full(a.shape[1:], np.nan)
+    moments = [
+        (x.mean(axis=0), _exact_variance(x.var(axis=0, ddof=1), np.ptp(x, axis=0)), len(x))
+        for x in (a, b)
+    ]
+    return _welch(*moments[0], *moments[1])
 
 
-def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8):
-    """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
-
-    The Gaussian (background: no change) has its mean and standard deviation
-    fitted by EM; the uniform spans the observed range with fixed prior
-    weight ``prior``, as in the paper (1%).
-
-    Returns
-    -------
-    ndarray of the scores' shape
-        A value above 0.5 means the score is more likely an outlier.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.screen import outlier_posterior
-    >>> scores = np.r_[np.random.default_rng(0).normal(size=500), 9.0]
-    >>> bool(outlier_posterior(scores)[-1] > 0.5), bool(outlier_posterior(scores)[0] < 0.5)
-    (True, True)
-    """
-    scores = np.asarray(scores, dtype=float)
+def _mixture_posterior(scores, prior, n_iter, tol):
     span = np.ptp(scores)
     if span == 0:
         return np.zeros_like(scores)
@@ -235,22 +333,78 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8):
     return uniform / (gaussian + uniform)
 
 
+def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8):
+    """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
+
+    The Gaussian (background: no change) has its mean and standard deviation
+    fitted by EM; the uniform spans the observed range with fixed prior
+    weight ``prior``, as in the paper (1%). Only finite scores are fitted:
+    an infinite score is a certain outlier (posterior 1), a NaN score (not
+    scored) gets a NaN posterior, and so do all scores when fewer than two
+    are finite (no mixture to fit).
+
+    Returns
+    -------
+    ndarray of the scores' shape
+        A value above 0.5 means the score is more likely an outlier.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.screen import outlier_posterior
+    >>> scores = np.r_[np.random.default_rng(0).normal(size=500), 9.0]
+    >>> bool(outlier_posterior(scores)[-1] > 0.5), bool(outlier_posterior(scores)[0] < 0.5)
+    (True, True)
+    >>> outlier_posterior(np.r_[scores, np.inf, np.nan])[-2:].tolist()
+    [1.0, nan]
+    """
+    scores = np.asarray(scores, dtype=float)
+    posterior = np.where(np.isinf(scores), 1.0, np.nan)
+    finite = np.isfinite(scores)
+    if finite.sum() >= 2:
+        posterior[finite] = _mixture_posterior(scores[finite], prior, n_iter, tol)
+    return posterior
+
+
+def _per_protein(proba, groups, proteins):
+    """Mean, variance and cell count of each protein's probabilities (NaN/0 if absent)."""
+    grouped = pd.DataFrame(proba).groupby(groups)
+    mean, variance, spread = (
+        frame.reindex(proteins).to_numpy()
+        for frame in (grouped.mean(), grouped.var(ddof=1), grouped.max() - grouped.min())
+    )
+    counts = grouped.size().reindex(proteins, fill_value=0).to_numpy()
+    return mean, _exact_variance(variance, spread), counts[:, None]
+
+
+def _status(n_a, n_b, posterior):
+    """Why each protein has a score, or has none: "scored" or the reason."""
+    conditions = [n_a == 0, n_b == 0, (n_a < 2) | (n_b < 2), np.isnan(posterior)]
+    reasons = ["only in screen B", "only in screen A", "too few cells", "too few proteins"]
+    return np.select(conditions, reasons, default="scored")
+
+
 def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, prior=0.01):
     """Per protein and class, the change in localization between two screens.
 
-    For each protein (group) present in both screens and each class, Welch's
-    t statistic compares the cells' probabilities in screen B (treated)
-    against screen A (untreated). Per class, a mixture of a Gaussian
-    (background) and a uniform (outliers, prior ``prior``) is fitted to the
-    proteins' t statistics; a protein whose score is more likely under the
-    uniform has a significant change.
+    For each protein (group) and each class, Welch's t statistic compares the
+    cells' probabilities in screen B (treated) against screen A (untreated).
+    Per class, a mixture of a Gaussian (background) and a uniform (outliers,
+    prior ``prior``) is fitted to the proteins' finite t statistics; a
+    protein whose score is more likely under the uniform has a significant
+    change. A protein whose cells do not vary in either screen but whose
+    mean moved has t = +-inf and is significant.
+
+    A protein that cannot be scored (absent from one screen, or fewer than
+    two cells in one) gets t = NaN, ``significant`` missing (``pd.NA``), and
+    a ``status`` saying why; it is never reported as unchanged.
 
     Parameters
     ----------
     proba_a, proba_b : array-like of shape (n_cells, n_classes)
-        Per-cell probabilities of the two screens.
+        Per-cell probabilities of the two screens; finite.
     groups_a, groups_b : array-like of shape (n_cells,)
-        Protein (or strain) of each cell.
+        Protein (or strain) of each cell; no missing values.
     classes : sequence, optional
         Class names.
     prior : float, default=0.01
@@ -259,7 +413,10 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     -------
     pandas.DataFrame
         Columns ``protein``, ``class``, ``t``, ``posterior`` (of the outlier
-        part) and ``significant``.
+        part), ``significant`` (nullable boolean), ``n_cells_a``,
+        ``n_cells_b`` and ``status`` (``"scored"``, ``"too few cells"``,
+        ``"only in screen A"``, ``"only in screen B"``, or ``"too few
+        proteins"`` when a class has fewer than two finite scores to fit).
 
     Examples
     --------
@@ -273,16 +430,25 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     >>> sorted(set(table.loc[table["significant"], "protein"]))
     ['p3']
     """
-    proba_a, proba_b = np.asarray(proba_a, float), np.asarray(proba_b, float)
-    groups_a, groups_b = np.asarray(groups_a), np.asarray(groups_b)
-    classes = list(range(proba_a.shape[1])) if classes is None else list(classes)
-    proteins = np.intersect1d(groups_a, groups_b)
-    if len(proteins) == 0:
+    proba_a, groups_a = _check_cells(proba_a, groups_a, "proba_a", "groups_a")
+    proba_b, groups_b = _check_cells(proba_b, groups_b, "proba_b", "groups_b")
+    if proba_a.shape[1] != proba_b.shape[1]:
+        raise ValueError(
+            f"The screens have {proba_a.shape[1]} and {proba_b.shape[1]} probability "
+            "columns; expected the same classes in both."
+        )
+    classes = _class_names(classes, proba_a.shape[1])
+    if len(np.intersect1d(groups_a, groups_b)) == 0:
         raise ValueError("No protein (group) is present in both screens.")
-    t = np.stack([welch_t(proba_a[groups_a == p], proba_b[groups_b == p]) for p in proteins])
+    proteins = np.union1d(groups_a, groups_b)
+    mean_a, var_a, n_a = _per_protein(proba_a, groups_a, proteins)
+    mean_b, var_b, n_b = _per_protein(proba_b, groups_b, proteins)
+    t = _welch(mean_a, var_a, n_a, mean_b, var_b, n_b)
     frames = []
     for k, name in enumerate(classes):
         posterior = outlier_posterior(t[:, k], prior)
+        significant = pd.array(posterior > 0.5, dtype="boolean")
+        significant[np.isnan(posterior)] = pd.NA
         frames.append(
             pd.DataFrame(
                 {
@@ -290,7 +456,10 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
                     "class": name,
                     "t": t[:, k],
                     "posterior": posterior,
-                    "significant": posterior > 0.5,
+                    "significant": significant,
+                    "n_cells_a": n_a[:, 0],
+                    "n_cells_b": n_b[:, 0],
+                    "status": _status(n_a[:, 0], n_b[:, 0], posterior),
                 }
             )
         )
@@ -304,16 +473,17 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     ----------
     intensity_a, intensity_b : array-like of shape (n_cells,)
         A per-cell intensity (for example the mean protein-channel intensity
-        above background).
+        above background); finite.
     groups_a, groups_b : array-like of shape (n_cells,)
-        Protein of each cell.
+        Protein of each cell; no missing values.
     threshold : float, default=1.0
         ``|log2 ratio| > threshold`` is significant (a two-fold change).
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``protein``, ``mean_a``, ``mean_b``, ``log2_ratio``, ``significant``.
+        Columns ``protein``, ``mean_a``, ``mean_b``, ``log2_ratio``,
+        ``significant``; one row per protein present in both screens.
 
     Examples
     --------
@@ -323,9 +493,13 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     0       p    10.0    40.0    2.000000         True
     1       q     5.0     6.0    0.263034        False
     """
-    a = pd.Series(np.asarray(intensity_a, float)).groupby(np.asarray(groups_a)).mean()
-    b = pd.Series(np.asarray(intensity_b, float)).groupby(np.asarray(groups_b)).mean()
-    both = pd.DataFrame({"mean_a": a, "mean_b": b}).dropna()
+    means = {}
+    for side, intensity, groups in (("a", intensity_a, groups_a), ("b", intensity_b, groups_b)):
+        intensity, groups = _check_cells(
+            intensity, groups, f"intensity_{side}", f"groups_{side}", ndim=1
+        )
+        means[f"mean_{side}"] = pd.Series(intensity).groupby(groups).mean()
+    both = pd.DataFrame(means).dropna()  # proteins in one screen only have no ratio
     if (both.to_numpy() <= 0).any():
         raise ValueError(
             "Mean intensities must be positive for a log ratio; subtract the "

@@ -152,3 +152,107 @@ def test_real_field_crops_and_cell_finding(shared_data):
         f"listed centres within 8 px, {extra} detections far from any listed centre"
     )
     assert recall >= 0.8
+
+
+def test_constant_groups_with_different_means_are_a_maximal_change():
+    assert welch_t([0.1, 0.1, 0.1], [0.7, 0.7, 0.7]) == np.inf
+    assert welch_t([0.7, 0.7, 0.7], [0.1, 0.1, 0.1]) == -np.inf
+    assert welch_t([0.3, 0.3], [0.3, 0.3, 0.3]) == 0
+
+
+def test_localization_changes_flags_a_change_without_spread(rng):
+    proteins = np.repeat([f"p{i}" for i in range(30)], 5)
+    proba_a, proba_b = rng.dirichlet([5, 5], 150), rng.dirichlet([5, 5], 150)
+    moved = proteins == "p4"
+    proba_a[moved], proba_b[moved] = [0.9, 0.1], [0.1, 0.9]  # every cell alike: no variance
+    table = localization_changes(proba_a, proteins, proba_b, proteins, ["NUCLEI", "ER"])
+    hits = table[table["significant"]]
+    assert set(hits["protein"]) == {"p4"}
+    assert hits.set_index("class")["t"].to_dict() == {"NUCLEI": -np.inf, "ER": np.inf}
+
+
+def test_unscorable_proteins_get_no_score_and_a_reason(rng):
+    groups_a = ["lonely"] + ["p"] * 5 + ["q"] * 5
+    groups_b = ["lonely"] * 4 + ["p"] * 5 + ["q"] * 5 + ["new"] * 3
+    proba_a, proba_b = rng.dirichlet([5, 5], 11), rng.dirichlet([5, 5], 17)
+    table = localization_changes(proba_a, groups_a, proba_b, groups_b)
+    row = table[table["class"] == 0].set_index("protein")
+    assert row.loc["lonely", "status"] == "too few cells"
+    assert row.loc["new", "status"] == "only in screen B"
+    assert row.loc[["p", "q"], "status"].tolist() == ["scored", "scored"]
+    assert row.loc[["lonely", "new"], "t"].isna().all()
+    assert row.loc[["lonely", "new"], "significant"].isna().all()
+    assert row.loc["lonely", ["n_cells_a", "n_cells_b"]].tolist() == [1, 4]
+
+
+def test_nan_probabilities_are_refused(rng):
+    proba, groups = rng.dirichlet([5, 5], 6), ["p"] * 3 + ["q"] * 3
+    proba[4, 1] = np.nan
+    with pytest.raises(ValueError, match="proba_b has NaN or infinite values for 1 cell.*cell 4"):
+        localization_changes(np.full((6, 2), 0.5), groups, proba, groups)
+    with pytest.raises(ValueError, match="proba has NaN or infinite values"):
+        aggregate(proba, groups)
+    with pytest.raises(ValueError, match="intensity_a has NaN"):
+        abundance_changes([1.0, np.nan], ["p", "p"], [1.0], ["p"])
+
+
+@pytest.mark.parametrize("missing", [None, np.nan])
+def test_missing_group_labels_are_refused(rng, missing):
+    proba, groups = rng.dirichlet([5, 5], 4), ["p", "p", missing, "p"]
+    with pytest.raises(ValueError, match="groups_a contains missing values.*position 2"):
+        localization_changes(proba, groups, proba, ["p"] * 4)
+    with pytest.raises(ValueError, match="groups contains missing values"):
+        aggregate(proba, groups)
+    with pytest.raises(ValueError, match="groups_b contains missing values"):
+        abundance_changes([1.0], ["p"], [1.0] * 4, groups)
+
+
+def test_class_names_must_match_the_probability_columns(rng):
+    proba = rng.dirichlet([5, 5], 4)
+    with pytest.raises(ValueError, match="3 class names for 2 probability columns"):
+        localization_changes(proba, list("ppqq"), proba, list("ppqq"), ["A", "B", "C"])
+
+
+def test_outlier_posterior_excludes_infinite_and_nan_scores_from_the_fit(rng):
+    scores = np.r_[rng.normal(size=300), 8.0]
+    posterior = outlier_posterior(np.r_[scores, np.inf, -np.inf, np.nan])
+    np.testing.assert_allclose(posterior[:301], outlier_posterior(scores))
+    assert posterior[301:303].tolist() == [1.0, 1.0] and np.isnan(posterior[303])
+    assert np.isnan(outlier_posterior([np.nan, 1.0])).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_centres_are_refused(field, bad):
+    with pytest.raises(ValueError, match=r"1 centre\(s\) are NaN or infinite.*centre 1"):
+        crop_cells(field, [[50, 60], [bad, 60]])
+    frame = pd.DataFrame({"Center_X": [60.0, 60.0], "Center_Y": [50.0, bad]})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        crop_cells(field, frame, x_column="Center_X", y_column="Center_Y")
+
+
+@pytest.mark.parametrize("border", ["pad", "drop"])
+def test_centres_outside_the_field_are_reported_and_never_cropped(field, border):
+    centres = [[50, 60], [-5, 60], [50, 120], [1e30, 0], [99, 119]]
+    with pytest.warns(UserWarning, match=r"3 of 5 centre\(s\) lie outside the 100x120 field"):
+        result = crop_cells(field, centres, size=64, border=border)
+    assert result.outside.tolist() == [1, 2, 3]
+    assert set(result.index.tolist()) <= {0, 4}
+    assert len(result.crops) == len(result.index) == len(result.padded)
+
+
+def test_crop_size_must_be_positive(field):
+    with pytest.raises(ValueError, match="size must be a positive integer; got 0"):
+        crop_cells(field, [[50, 60]], size=0)
+
+
+def test_channels_last_images_are_refused():
+    channels_last = np.zeros((120, 100, 2))
+    with pytest.raises(ValueError, match=r"\(120, 100, 2\).*\(H, W, C\).*expected \(C, H, W\)"):
+        find_cells(channels_last, channel=1)
+    with pytest.raises(ValueError, match=r"expected \(C, H, W\)"):
+        crop_cells(channels_last, [[50, 50]])
+
+
+def test_find_cells_names_a_missing_channel():
+    with pytest.raises(ValueError, match="channel=2, but the image has 2 channel"):
+        find_cells(np.zeros((2, 50, 50)), channel=2)
