@@ -17,13 +17,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from sklearn_deeploc import DeepLocClassifier
 from sklearn_deeploc.blocks import run_blocks
 from sklearn_deeploc.cli import block_table
-from sklearn_deeploc.datasets import make_yeast_cells
+from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
 
 WIDTHS = {"conv_channels": (16, 16, 32, 32, 64, 64, 64, 64), "fc_units": (128, 128)}
 CHUNK = 2000
@@ -31,15 +30,12 @@ CHUNK = 2000
 
 def write_screen(path, n_cells, X, y):
     """A DeepLoc HDF5 file of ``n_cells`` cells, in chunks of 2,000 (jittered copies)."""
-    classes = np.unique(y)
     rng = np.random.default_rng(0)
-    with h5py.File(path, "w") as f:
-        for k, start in enumerate(range(0, n_cells, CHUNK), start=1):
-            n = min(CHUNK, n_cells - start)
-            pick = rng.integers(0, len(X), n)
-            crops = X[pick] + rng.normal(0, 2, (n, *X.shape[1:])).astype(np.float32)
-            f[f"data{k}"] = crops.reshape(n, -1)
-            f[f"Index{k}"] = np.eye(len(classes), dtype=np.uint8)[np.searchsorted(classes, y[pick])]
+    pick = rng.integers(0, len(X), n_cells)
+    crops = rng.standard_normal((n_cells, *X.shape[1:]), dtype=np.float32)
+    crops *= 2
+    crops += X[pick]
+    save_deeploc_hdf5(path, crops, y[pick], chunk_size=CHUNK)
 
 
 PEAK_SCRIPT = """

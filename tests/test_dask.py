@@ -9,7 +9,7 @@ import pytest
 from sklearn_deeploc import DeepLocFeaturizer
 from sklearn_deeploc.blocks import parts_folder, run_blocks
 from sklearn_deeploc.cli import block_table, main
-from sklearn_deeploc.datasets import DeepLocHDF5Dataset, load_deeploc_hdf5
+from sklearn_deeploc.datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from sklearn_deeploc.model_selection import FEATURE_HEADS, compare_heads
 
 da = pytest.importorskip("dask.array")
@@ -31,12 +31,7 @@ def client():
 def hdf5_file(cells, tmp_path_factory):
     X, y = cells
     path = tmp_path_factory.mktemp("dask") / "cells.h5"
-    classes = np.unique(y)
-    with h5py.File(path, "w") as f:
-        f["data1"] = X[:10].reshape(10, -1)
-        f["Index1"] = np.eye(len(classes), dtype=np.uint8)[np.searchsorted(classes, y[:10])]
-        f["data2"] = X[10:].reshape(len(X) - 10, -1)
-        f["Index2"] = np.eye(len(classes), dtype=np.uint8)[np.searchsorted(classes, y[10:])]
+    save_deeploc_hdf5(path, X, y, chunk_size=10)
     return path
 
 
@@ -68,7 +63,7 @@ def test_lazy_hdf5_is_read_in_blocks(source_model, hdf5_file):
     with h5py.File(hdf5_file) as f:
         np.testing.assert_allclose(
             source_model.predict_proba(f["data2"]),
-            source_model.predict_proba(X[10:]),
+            source_model.predict_proba(X[10:20]),
             rtol=1e-5,
             atol=1e-6,
         )
