@@ -1,0 +1,413 @@
+"""Fields of view and their cell tables: which files hold each field, where its cells are.
+
+A cell table lists cells (one row each) with the field of view they lie in and
+their centre. Three layouts are read into one normalised table:
+
+- ``"token"``: an image column whose names carry a channel token (``ch1``),
+  substituted per channel (``r01c01f01p01-ch1sk1fk1fl1.tiff`` -> ``...-ch2...``);
+- ``"cellprofiler"``: CellProfiler per-object tables with one file-name column
+  per channel (``Image_FileName_GFP``, optional ``Image_PathName_GFP``) and
+  ``<objects>_Location_Center_X`` / ``_Y`` centres;
+- ``"stack"``: an image column naming one multi-page file per field (TIFF,
+  Opera ``.flex``) whose pages are the channels.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# "ch2" in "r01c01f01p01-ch2sk1fk1fl1.tiff", not in "batch2"
+CHANNEL_TOKEN = re.compile(r"(?<![A-Za-z])ch\d+")
+LAYOUTS = ("auto", "token", "cellprofiler", "stack")
+CELLPROFILER_FILE = "Image_FileName_"
+CELLPROFILER_PATH = "Image_PathName_"
+CELLPROFILER_CENTER = re.compile(r"_Location_Center_([XY])$")
+TOKEN_CHANNELS = ("ch1", "ch2")
+FILE_PREFIX = "file"
+
+
+def _missing_columns(frame, columns):
+    absent = [c for c in columns if c not in frame]
+    if absent:
+        raise ValueError(f"The cell table lacks columns {absent}; it has {list(frame.columns)}.")
+
+
+def _detect_layout(frame, image_column, channels):
+    if any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
+        return "cellprofiler"
+    _missing_columns(frame, [image_column])
+    names = frame[image_column].astype(str).map(lambda name: Path(name).name)
+    return "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
+
+
+def _cellprofiler_center(frame, axis, column):
+    """The centre column: the one ``*_Location_Center_<axis>`` unless named."""
+    if column is not None:
+        return column
+    found = [c for c in frame.columns if (m := CELLPROFILER_CENTER.search(c)) and m[1] == axis]
+    if len(found) != 1:
+        raise ValueError(
+            f"Cannot tell the {axis} centre column among {found or 'no *_Location_Center_' + axis}"
+            f" columns; pass {axis.lower()}_column=. The table has {list(frame.columns)}."
+        )
+    return found[0]
+
+
+def _channel_file(folder, name, channel):
+    """``folder/name`` with the file name's channel token replaced by ``channel``."""
+    path = folder / name
+    return str(path.with_name(CHANNEL_TOKEN.sub(channel, path.name, count=1)))
+
+
+def _token_files(frame, image_column, channels, folder):
+    names = frame[image_column].astype(str)
+    no_token = [name for name in names if not CHANNEL_TOKEN.search(Path(name).name)]
+    if no_token:
+        raise ValueError(
+            f"Image names must carry a channel token 'chN' to substitute {list(channels)} "
+            f"into; {no_token[0]!r} has none."
+        )
+    files = {
+        f"{FILE_PREFIX}_{channel}": [_channel_file(folder, name, channel) for name in names]
+        for channel in channels
+    }
+    return names, files
+
+
+def _cellprofiler_files(frame, channels, folder):
+    available = [
+        c.removeprefix(CELLPROFILER_FILE) for c in frame.columns if c.startswith(CELLPROFILER_FILE)
+    ]
+    channels = available if channels is None else list(channels)
+    _missing_columns(frame, [CELLPROFILER_FILE + channel for channel in channels])
+    names = {}
+    for channel in channels:
+        names[channel] = frame[CELLPROFILER_FILE + channel].astype(str)
+        if CELLPROFILER_PATH + channel in frame:
+            names[channel] = frame[CELLPROFILER_PATH + channel].astype(str) + "/" + names[channel]
+    files = {
+        f"{FILE_PREFIX}_{channel}": [str(folder / name) for name in names[channel]]
+        for channel in channels
+    }
+    return names[channels[0]], files
+
+
+def read_cell_table(
+    table,
+    *,
+    layout="auto",
+    channels=None,
+    folder=None,
+    image_column="Image Path",
+    x_column=None,
+    y_column=None,
+    label_column=None,
+):
+    """Read a table of cells into one row per cell: its field's files and its centre.
+
+    Parameters
+    ----------
+    table : str, path-like or DataFrame
+        A ``.csv`` or ``.parquet`` file, or the table itself.
+    layout : {"auto", "token", "cellprofiler", "stack"}, default="auto"
+        How the table names a field's channel files (see the module
+        docstring). ``"auto"``: ``"cellprofiler"`` when there are
+        ``Image_FileName_*`` columns, else ``"token"`` when image names
+        carry a ``chN`` token or ``channels`` is given, else ``"stack"``.
+    channels : list of str, optional
+        The channels in the order the model expects. Token layout: the tokens
+        substituted for ``chN`` (default ``["ch1", "ch2"]``); CellProfiler
+        layout: the names after ``Image_FileName_`` (default: every such
+        column, in table order). The stack layout takes every page.
+    folder : str or path-like, optional
+        Folder that relative file names start from; by default the table
+        file's folder (a DataFrame: the working directory).
+    image_column : str, default="Image Path"
+        Column of image names (token and stack layouts).
+    x_column, y_column : str, optional
+        Columns of the cell centres: x is the image column, y the row.
+        Default ``Center_X`` / ``Center_Y``, or for CellProfiler tables the
+        one ``*_Location_Center_X`` / ``_Y`` column.
+    label_column : str, optional
+        Column of cell labels, kept as ``label``.
+
+    Returns
+    -------
+    DataFrame
+        Indexed like the input, with columns ``field`` (the field's name as
+        the table gives it), ``file_<channel>`` (one per channel, in order;
+        ``file`` for the stack layout), ``x``, ``y`` and, with
+        ``label_column``, ``label``.
+
+    Raises
+    ------
+    ValueError
+        Missing columns (named, with those the table has), an unknown layout,
+        an image name without a channel token in the token layout.
+
+    See Also
+    --------
+    crop_fields : crops of every cell in the table.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.fields import read_cell_table
+    >>> cells = pd.DataFrame({"Image_FileName_GFP": ["a-GFP.tif"],
+    ...                       "Image_FileName_RFP": ["a-RFP.tif"],
+    ...                       "cells_Location_Center_X": [30.5],
+    ...                       "cells_Location_Center_Y": [12.0]})
+    >>> read_cell_table(cells, folder="images")
+           field          file_GFP          file_RFP     x     y
+    0  a-GFP.tif  images/a-GFP.tif  images/a-RFP.tif  30.5  12.0
+    >>> tokens = pd.DataFrame({"Image Path": ["r01c01f01-ch1.tiff"],
+    ...                        "Center_X": [5], "Center_Y": [7]})
+    >>> list(read_cell_table(tokens, channels=["ch2", "ch1"]).columns)
+    ['field', 'file_ch2', 'file_ch1', 'x', 'y']
+    """
+    from .blocks import read_table
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}.")
+    if isinstance(table, pd.DataFrame):
+        frame, default_folder = table, Path()
+    else:
+        frame, default_folder = read_table(table), Path(table).parent
+    folder = default_folder if folder is None else Path(folder)
+    if channels is not None and len(channels) == 0:
+        raise ValueError("channels must name at least one channel; got an empty list.")
+    if layout == "auto":
+        layout = _detect_layout(frame, image_column, channels)
+    if layout == "cellprofiler":
+        x_column = _cellprofiler_center(frame, "X", x_column)
+        y_column = _cellprofiler_center(frame, "Y", y_column)
+        fields, files = _cellprofiler_files(frame, channels, folder)
+    else:
+        x_column, y_column = x_column or "Center_X", y_column or "Center_Y"
+        _missing_columns(frame, [image_column])
+        if layout == "token":
+            fields, files = _token_files(frame, image_column, channels or TOKEN_CHANNELS, folder)
+        elif channels is not None:
+            raise ValueError(
+                "The stack layout reads every page of a field's file as a channel; "
+                f"channels={channels} does not apply (image names have no 'chN' token)."
+            )
+        else:
+            fields = frame[image_column].astype(str)
+            files = {FILE_PREFIX: [str(folder / name) for name in fields]}
+    _missing_columns(frame, [x_column, y_column] + ([label_column] if label_column else []))
+    cells = pd.DataFrame({"field": fields, **files}, index=frame.index)
+    cells["x"], cells["y"] = frame[x_column].to_numpy(), frame[y_column].to_numpy()
+    if label_column:
+        cells["label"] = frame[label_column].to_numpy()
+    return cells
+
+
+def file_columns(cells):
+    """The columns of a normalised cell table that name a field's channel files, in order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.fields import file_columns
+    >>> file_columns(pd.DataFrame(columns=["field", "file_GFP", "file_RFP", "x", "y"]))
+    ['file_GFP', 'file_RFP']
+    """
+    return [c for c in cells.columns if _is_file_column(c)]
+
+
+def _is_file_column(name):
+    return name == FILE_PREFIX or name.startswith(FILE_PREFIX + "_")
+
+
+def _read_image(path):
+    """One image file as (C, H, W): TIFF pages, Opera .flex planes or RGB samples are channels."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            image, axes = series.asarray(), series.axes
+    except tifffile.TiffFileError:
+        from skimage.io import imread
+
+        image = imread(path)
+        axes = "YXS" if image.ndim == 3 else "YX"
+    if axes.endswith("S"):  # samples per pixel (RGB) come last
+        image = np.moveaxis(image, -1, 0)
+    return image.reshape(-1, *image.shape[-2:])
+
+
+def _missing_files(paths, limit=10):
+    missing = sorted({str(p) for p in paths if not Path(p).is_file()})
+    if missing:
+        more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
+        raise FileNotFoundError(f"{len(missing)} image files not found: {missing[:limit]}{more}.")
+
+
+def read_field(files):
+    """Read one field of view as a (C, H, W) array, channel files in order.
+
+    Parameters
+    ----------
+    files : str, path-like, sequence of them, or a row of a cell table
+        The field's channel files, or a row of :func:`read_cell_table`'s
+        table (its ``file_*`` entries). Each file gives one channel per page
+        (multi-page TIFF, Opera ``.flex``), or per colour for RGB images.
+        TIFF-based files are read with tifffile, others with scikit-image.
+
+    Returns
+    -------
+    ndarray of shape (C, H, W)
+        The channels of all files, stacked in order, in the files' dtype.
+
+    Raises
+    ------
+    FileNotFoundError
+        Listing every missing file.
+    ValueError
+        When the files' images differ in size.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import tifffile
+    >>> from sklearn_deeploc.fields import read_field
+    >>> path = tempfile.mkdtemp() + "/field.tiff"
+    >>> tifffile.imwrite(path, np.zeros((3, 40, 50), np.uint16), photometric="minisblack")
+    >>> read_field(path).shape
+    (3, 40, 50)
+    >>> read_field([path, path]).shape
+    (6, 40, 50)
+    """
+    if isinstance(files, pd.Series):
+        files = [path for column, path in files.items() if _is_file_column(column)]
+    elif isinstance(files, (str, Path)):
+        files = [files]
+    _missing_files(files)
+    images = [_read_image(path) for path in files]
+    sizes = {str(path): image.shape[1:] for path, image in zip(files, images)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"The channel images of a field must have one size; got {sizes}.")
+    return np.concatenate(images)
+
+
+def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
+    """Crops of the cells of each field in turn, reading one field at a time.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        A table from :func:`read_cell_table`.
+    size : int, default=64
+        Side of the crops.
+    border : {"pad", "drop"}, default="pad"
+        Cells whose box crosses the field's edge: padded with each channel's
+        median, or dropped (see :func:`~sklearn_deeploc.screen.crop_cells`).
+    verbose : int, default=0
+        Show a progress bar over fields when > 0.
+
+    Yields
+    ------
+    crops : ndarray of shape (k, C, size, size), float32
+    kept : DataFrame
+        The k rows of ``cells`` cropped, in the same order, with a ``padded``
+        column.
+
+    Raises
+    ------
+    FileNotFoundError
+        Before any field is read, listing the missing image files.
+    ValueError
+        A table without file columns, or fields with different channel counts.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> import tifffile
+    >>> from sklearn_deeploc.fields import iter_field_crops, read_cell_table
+    >>> folder = tempfile.mkdtemp()
+    >>> tifffile.imwrite(folder + "/a.tiff", np.zeros((2, 100, 100), np.uint16),
+    ...                  photometric="minisblack")
+    >>> table = pd.DataFrame({"Image Path": ["a.tiff"] * 2, "Center_X": [50, 2],
+    ...                       "Center_Y": [50, 50]})
+    >>> cells = read_cell_table(table, folder=folder)
+    >>> [(crops.shape, kept["padded"].tolist()) for crops, kept in iter_field_crops(cells)]
+    [((2, 2, 64, 64), [False, True])]
+    """
+    from tqdm.auto import tqdm
+
+    from .screen import crop_cells
+
+    columns = file_columns(cells)
+    if not columns:
+        raise ValueError(
+            "cells must be a table from read_cell_table, with file_<channel> columns; "
+            f"got columns {list(cells.columns)}."
+        )
+    _missing_columns(cells, ["x", "y"])
+    _missing_files(cells[columns].to_numpy().ravel())
+    fields = cells.groupby(columns, sort=False)
+    n_channels = None
+    for _, field in tqdm(fields, total=fields.ngroups, unit="field", disable=not verbose):
+        image = read_field(field.iloc[0])
+        if n_channels not in (None, len(image)):
+            raise ValueError(
+                f"Field {field['field'].iloc[0]!r} has {len(image)} channels; the fields "
+                f"before it have {n_channels}."
+            )
+        n_channels = len(image)
+        result = crop_cells(image, field, size, border=border, x_column="x", y_column="y")
+        yield result.crops, field.iloc[result.index].assign(padded=result.padded)
+
+
+def crop_fields(cells, *, size=64, border="pad", verbose=0):
+    """Crops of every cell of a cell table, one field of view read at a time.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        A table from :func:`read_cell_table`.
+    size : int, default=64
+    border : {"pad", "drop"}, default="pad"
+    verbose : int, default=0
+        See :func:`iter_field_crops`.
+
+    Returns
+    -------
+    crops : ndarray of shape (n, C, size, size), float32
+    kept : DataFrame
+        The n rows of ``cells`` cropped (grouped by field), with a ``padded``
+        column; ``kept.index`` refers to the input table's rows.
+
+    See Also
+    --------
+    iter_field_crops : the same, field by field, for screens larger than memory.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> import tifffile
+    >>> from sklearn_deeploc.fields import crop_fields, read_cell_table
+    >>> folder = tempfile.mkdtemp()
+    >>> for channel in ("ch1", "ch2"):
+    ...     tifffile.imwrite(f"{folder}/r01c01-{channel}.tiff", np.ones((100, 100), np.uint16))
+    >>> table = pd.DataFrame({"Image Path": ["r01c01-ch1.tiff"] * 2,
+    ...                       "Center_X": [50, 2], "Center_Y": [50, 50], "Label": ["ER", "ER"]})
+    >>> cells = read_cell_table(table, folder=folder, label_column="Label")
+    >>> crops, kept = crop_fields(cells, border="drop")
+    >>> crops.shape, kept["label"].tolist()
+    ((1, 2, 64, 64), ['ER'])
+    """
+    parts = list(iter_field_crops(cells, size=size, border=border, verbose=verbose))
+    if not parts:
+        raise ValueError("The cell table has no cells.")
+    crops, kept = zip(*parts)
+    return np.concatenate(crops), pd.concat(kept)
