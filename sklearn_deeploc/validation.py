@@ -83,6 +83,18 @@ def _reject_none(X):
         )
 
 
+def _object_to_float(X):
+    _reject_none(X)
+    try:
+        return X.astype(np.float64)
+    except (TypeError, ValueError):
+        odd = next(v for v in X.flat if not isinstance(v, numbers.Real))  # error path only
+        raise TypeError(
+            "Expected numeric pixel values (integer or float); X holds "
+            f"{type(odd).__name__} values such as {odd!r}."
+        ) from None
+
+
 def _as_numeric_array(X):
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(
@@ -99,8 +111,7 @@ def _as_numeric_array(X):
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported: expected real pixel values.")
     if X.dtype.kind == "O":
-        _reject_none(X)
-        X = X.astype(np.float64)  # a non-number raises TypeError here, which says which
+        X = _object_to_float(X)
     elif X.dtype.kind not in "biuf":
         raise TypeError(f"Expected numeric pixel values (integer or float); got dtype {X.dtype}.")
     return X
@@ -123,9 +134,10 @@ def _check_finite(crops, original):
             f"pixel(s); the first is {_where(non_finite)}. Expected finite pixel values."
         )
     value = original[np.unravel_index(int(np.argmax(bad)), bad.shape)]
+    value = np.format_float_scientific(value, precision=6, trim="-")  # longdouble too
     raise ValueError(
         f"Input X holds {int(bad.sum())} value(s) that overflow float32 (largest "
-        f"magnitude {FLOAT32_MAX:.3g}); the first is {value:.6g} at {_where(bad)}. "
+        f"magnitude {FLOAT32_MAX:.3g}); the first is {value} at {_where(bad)}. "
         "Expected pixel values within float32's range; rescale the data."
     )
 
@@ -327,7 +339,7 @@ def check_labels(y, *, name="y"):
     y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
     if len(y) == 0:
         raise ValueError(f"{name} is empty; expected one label per cell.")
-    if y.dtype.kind in "fO":
+    if y.dtype.kind not in "biuSU":  # the kinds that cannot hold a missing value
         _check_no_missing(y, name)
     if y.dtype.kind == "O":
         _check_one_kind(y, name)

@@ -73,6 +73,8 @@ def test_non_finite_pixels_are_located():
 def test_non_numeric_and_sparse_input():
     with pytest.raises(TypeError, match="numeric pixel values"):
         check_crops(np.full((1, 2 * 4096), "a"))
+    with pytest.raises(TypeError, match="numeric pixel values.*str values such as 'a'"):
+        check_crops(np.array([[1.0, "a"] * 4096], dtype=object))
     with pytest.raises(TypeError, match="Sparse input"):
         check_crops(sp.csr_matrix(np.zeros((1, 2 * 4096))))
     with pytest.raises(ValueError, match="Complex"):
@@ -138,6 +140,8 @@ def test_labels_are_encoded_in_sorted_order():
         (np.array([0.0, np.nan]), "missing values.*position 1"),
         (pd.Series(["ER", pd.NA], dtype="string"), "missing values"),
         (pd.Series(["ER", np.nan]), "missing values"),
+        (pd.Series(["ER", None], dtype="category"), "missing values"),
+        (pd.to_datetime(["2020-01-01", None]), "missing values"),
         (["ER", 3], r"mixes label types: str \('ER'\), number \(3\)"),
         (np.array(["ER", 3], dtype=object), "mixes label types"),
         ([True, 2], "mixes label types: bool"),
