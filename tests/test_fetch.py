@@ -23,6 +23,8 @@ from sklearn_deeploc.datasets import (
     fetch_deeploc_model,
     get_data_home,
     load_deeploc_hdf5,
+    make_yeast_cells,
+    save_deeploc_hdf5,
 )
 
 SMALL = Path(__file__).parent / "fixtures" / "tf_deeploc_small"
@@ -49,26 +51,23 @@ def model_zip():
     return _zip(members)
 
 
-def _deeploc_hdf5(n_cells, classes, seed):
-    """A small DeepLoc HDF5 file (one chunk, one-hot labels, label names) as bytes."""
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as handle:
-        handle["data1"] = rng.random((n_cells, 2 * 64 * 64), dtype=np.float32)
-        handle["Index1"] = np.eye(len(classes), dtype=np.uint8)[np.arange(n_cells) % len(classes)]
-        handle["label_names"] = np.array(classes, dtype="S")
-    return buffer.getvalue()
+@pytest.fixture(scope="module")
+def subsets():
+    """Small Chong-like train and test sets."""
+    classes = ["ER", "NUCLEI", "VACUOLE"]
+    return {
+        "Chong_train": make_yeast_cells(2, classes, random_state=0),
+        "Chong_test": make_yeast_cells(1, classes, random_state=1),
+    }
 
 
 @pytest.fixture(scope="module")
-def datasets_zip():
-    """``datasets/<name>_set.hdf5`` as published."""
-    return _zip(
-        {
-            "datasets/Chong_train_set.hdf5": _deeploc_hdf5(6, ["ER", "NUCLEI", "VACUOLE"], 0),
-            "datasets/Chong_test_set.hdf5": _deeploc_hdf5(3, ["ER", "NUCLEI", "VACUOLE"], 1),
-        }
-    )
+def datasets_zip(subsets, tmp_path_factory):
+    """``datasets/<name>_set.hdf5`` as published, written by save_deeploc_hdf5."""
+    folder = tmp_path_factory.mktemp("datasets")
+    for name, (X, y) in subsets.items():
+        save_deeploc_hdf5(folder / f"{name}_set.hdf5", X, y)
+    return _zip({f"datasets/{p.name}": p.read_bytes() for p in folder.iterdir()})
 
 
 class ZipServer:
@@ -221,13 +220,13 @@ def test_unknown_model_name(tmp_path):
         fetch_deeploc_model("yeast", data_home=tmp_path)
 
 
-def test_datasets(server, datasets_zip, tmp_path):
+def test_datasets(server, datasets_zip, subsets, tmp_path):
     url = server.serve("/DeepLoc_full_datasets.zip", datasets_zip)
     files = fetch_deeploc_datasets(data_home=tmp_path, url=url)
     assert sorted(files) == ["Chong_test", "Chong_train"]
     X, y = load_deeploc_hdf5(files["Chong_train"])
-    assert X.shape == (6, 2, 64, 64)
-    assert list(y) == ["ER", "NUCLEI", "VACUOLE"] * 2
+    assert np.array_equal(X, subsets["Chong_train"][0])
+    assert np.array_equal(y, subsets["Chong_train"][1])
     test_only = fetch_deeploc_datasets("Chong_test", data_home=tmp_path, url=url)
     assert test_only == {"Chong_test": files["Chong_test"]}
     with pytest.raises(ValueError, match=r"Unknown subsets \['Chong_valid'\]; available: "):
