@@ -65,7 +65,7 @@ def get_data_home(data_home=None):
     (True, 'deeploc')
     """
     if data_home is None:
-        data_home = os.environ.get(DATA_HOME_VARIABLE, Path("~") / "sklearn_deeploc_data")
+        data_home = os.environ.get(DATA_HOME_VARIABLE) or Path("~") / "sklearn_deeploc_data"
     data_home = Path(data_home).expanduser()
     data_home.mkdir(parents=True, exist_ok=True)
     return data_home
