@@ -3,21 +3,29 @@
 A checkpoint ``<prefix>`` is an index file ``<prefix>.index`` and data shards
 ``<prefix>.data-<k>-of-<n>``. The index is an SSTable (the LevelDB table
 format) whose keys are tensor names and whose values are serialized
-``BundleEntryProto`` messages (dtype, shape, shard, offset, size); the empty
-key holds a ``BundleHeaderProto``. Tensor bytes are read from the shards at
-those offsets. Only what a tensor bundle uses is implemented: uncompressed
-blocks and unpartitioned tensors.
+``BundleEntryProto`` messages (dtype, shape, shard, offset, size, crc32c); the
+empty key holds a ``BundleHeaderProto``. Tensor bytes are read from the shards
+at those offsets. Every table block and every tensor is checked against its
+stored crc32c, so a damaged file is refused instead of read as wrong weights.
+Only what a tensor bundle uses is implemented: uncompressed blocks and
+unpartitioned tensors.
 """
 
+import math
 import re
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
+import google_crc32c
 import numpy as np
 
 TABLE_MAGIC = 0xDB4775248B80FB57
 FOOTER_SIZE = 48
-BLOCK_TRAILER_SIZE = 5  # compression type (1 byte) + crc32c (4 bytes)
+BLOCK_TRAILER_SIZE = 5  # compression type (1 byte) + masked crc32c (4 bytes)
+# LevelDB and TensorFlow store crc32c values "masked" (rotated, then offset) so
+# that a checksum of data that itself holds checksums stays well distributed.
+CRC_MASK_DELTA = 0xA282EAD8
 # TensorFlow DataType enum values -> numpy dtypes (the ones a DeepLoc graph holds).
 DTYPES = {
     1: np.float32,
@@ -30,6 +38,33 @@ DTYPES = {
     10: np.bool_,
     19: np.float16,
 }
+
+
+class _Malformed(ValueError):
+    """Raised by the parsers, which do not know the file; reported naming it."""
+
+
+# What a damaged or hand-made file raises while it is parsed (bytes past the end,
+# a field of the wrong wire type).
+_PARSE_ERRORS = (IndexError, struct.error, TypeError, _Malformed)
+
+
+class _Entry(NamedTuple):
+    """Where one tensor lies and what it must be (a ``BundleEntryProto``)."""
+
+    dtype: type | None  # None for dtypes a DeepLoc graph does not need (strings)
+    shape: list
+    shard: int
+    offset: int
+    size: int
+    masked_crc32c: int | None
+    partitioned: bool
+
+
+def _masked_crc32c(data):
+    """The crc32c of ``data``, masked as LevelDB and TensorFlow store it."""
+    crc = google_crc32c.value(data)
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + CRC_MASK_DELTA) & 0xFFFFFFFF
 
 
 def _varint(buffer, position):
@@ -59,7 +94,9 @@ def _protobuf_fields(buffer):
         elif wire_type == 5:
             value, position = buffer[position : position + 4], position + 4
         else:
-            raise ValueError(f"unsupported protobuf wire type {wire_type}")
+            raise _Malformed(f"unsupported protobuf wire type {wire_type}")
+        if position > len(buffer):
+            raise _Malformed(f"protobuf field {number} runs past the end of its message")
         fields.setdefault(number, []).append(value)
     return fields
 
@@ -70,23 +107,129 @@ def _block_handle(buffer, position):
     return (offset, size), position
 
 
-def _block_entries(table, handle, path):
-    """Key/value pairs of one SSTable block (keys are prefix-compressed)."""
+def _read_block(table, handle, path):
+    """The contents of one SSTable block, after checking its crc32c."""
     offset, size = handle
-    if table[offset + size] != 0:
+    trailer = offset + size
+    if trailer + BLOCK_TRAILER_SIZE > len(table) - FOOTER_SIZE:
+        raise ValueError(
+            f"{path} is damaged: a table block ({size} bytes at byte {offset}) lies past "
+            f"the end of the {len(table)}-byte file."
+        )
+    (stored,) = struct.unpack_from("<I", table, trailer + 1)
+    if _masked_crc32c(table[offset : trailer + 1]) != stored:  # contents + type byte
+        raise ValueError(
+            f"{path} is damaged: the table block at byte {offset} fails its crc32c check."
+        )
+    if table[trailer] != 0:
         raise ValueError(f"{path}: compressed table blocks are not supported")
-    block = table[offset : offset + size]
-    n_restarts = struct.unpack_from("<I", block, size - 4)[0]
-    end = size - 4 - 4 * n_restarts
+    return table[offset:trailer]
+
+
+def _block_entries(block):
+    """Key/value pairs of one SSTable block (keys are prefix-compressed)."""
+    (n_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
+    end = len(block) - 4 - 4 * n_restarts
     position, key = 0, b""
     while position < end:
         shared, position = _varint(block, position)
         unshared, position = _varint(block, position)
         value_length, position = _varint(block, position)
         key = key[:shared] + block[position : position + unshared]
-        position += unshared
-        yield key, block[position : position + value_length]
-        position += value_length
+        position += unshared + value_length
+        if position > end:
+            raise _Malformed("a table entry runs past the end of its block")
+        yield key, block[position - value_length : position]
+
+
+def _table_entries(index):
+    """Every key/value pair of the checkpoint's index table, blocks checked."""
+    table = index.read_bytes()
+    if (
+        len(table) < FOOTER_SIZE
+        or struct.unpack_from("<Q", table, len(table) - 8)[0] != TABLE_MAGIC
+    ):
+        raise ValueError(f"{index} is not a TensorFlow V2 checkpoint index (bad table footer).")
+    footer = table[-FOOTER_SIZE:]
+    _, position = _block_handle(footer, 0)  # the metaindex block is not used
+    index_handle, _ = _block_handle(footer, position)
+    entries = {}
+    for _, handle_bytes in _block_entries(_read_block(table, index_handle, index)):
+        handle, _ = _block_handle(handle_bytes, 0)
+        entries.update(_block_entries(_read_block(table, handle, index)))
+    return entries
+
+
+def _integer(fields, number):
+    """A varint field (0 when absent, as protobuf defaults)."""
+    value = fields.get(number, [0])[0]
+    if not isinstance(value, int):
+        raise _Malformed(f"field {number} should be an integer")
+    return value
+
+
+def _entry(value):
+    fields = _protobuf_fields(value)
+    dims = _protobuf_fields(fields[2][0]).get(2, []) if 2 in fields else []
+    crc = fields.get(6, [None])[0]
+    return _Entry(
+        dtype=DTYPES.get(_integer(fields, 1)),
+        shape=[_integer(_protobuf_fields(dim), 1) for dim in dims],
+        shard=_integer(fields, 3),
+        offset=_integer(fields, 4),
+        size=_integer(fields, 5),
+        masked_crc32c=None if crc is None else struct.unpack("<I", crc)[0],
+        partitioned=7 in fields,
+    )
+
+
+def _read_index(index):
+    """The number of data shards and every tensor's entry, by name."""
+    try:
+        entries = _table_entries(index)
+        if b"" not in entries:
+            raise _Malformed("it has no bundle header (the entry with the empty key)")
+        header = _protobuf_fields(entries.pop(b""))
+        n_shards, big_endian = _integer(header, 1), _integer(header, 2)
+    except _PARSE_ERRORS as error:
+        raise ValueError(f"{index} is damaged or not a checkpoint index: {error}") from error
+    if n_shards < 1:
+        raise ValueError(f"{index} is damaged: its header counts {n_shards} data shards.")
+    if big_endian:
+        raise ValueError(f"{index}: big-endian checkpoints are not supported")
+    parsed = {}
+    for key, value in entries.items():
+        name = key.decode(errors="replace")
+        try:
+            parsed[name] = _entry(value)
+        except _PARSE_ERRORS as error:
+            raise ValueError(
+                f"{index}: the entry of tensor {name!r} is damaged: {error}"
+            ) from error
+    return n_shards, parsed
+
+
+def _tensor(entry, shard, data, name):
+    """One tensor's value from its shard's bytes, after checking size and crc32c."""
+    dtype = np.dtype(entry.dtype)
+    expected = math.prod(entry.shape) * dtype.itemsize
+    if entry.size != expected:
+        raise ValueError(
+            f"{data}: tensor {name!r} holds {entry.size} bytes, expected {expected} for shape "
+            f"{entry.shape} of {dtype}."
+        )
+    if entry.offset + entry.size > len(shard):
+        raise ValueError(
+            f"{data} is truncated: tensor {name!r} needs bytes {entry.offset} to "
+            f"{entry.offset + entry.size}, the file has {len(shard)}."
+        )
+    raw = shard[entry.offset : entry.offset + entry.size]
+    if entry.masked_crc32c is None or _masked_crc32c(raw) != entry.masked_crc32c:
+        raise ValueError(
+            f"{data} is damaged: tensor {name!r} fails its crc32c check (stored "
+            f"{entry.masked_crc32c}, computed {_masked_crc32c(raw)}, both masked)."
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(entry.shape).copy()
 
 
 def checkpoint_prefix(path):
@@ -103,6 +246,9 @@ def checkpoint_prefix(path):
 def read_checkpoint(path):
     """All tensors of a TensorFlow V2 checkpoint as numpy arrays.
 
+    Every table block of the index and every tensor read is checked against
+    its stored crc32c checksum.
+
     Parameters
     ----------
     path : str or path-like
@@ -116,14 +262,16 @@ def read_checkpoint(path):
     Raises
     ------
     ValueError
-        The path is not a V2 checkpoint, or it uses features not supported here.
+        The path is not a V2 checkpoint, a file is damaged or truncated (the
+        message names the file and, where known, the tensor), or it uses
+        features not supported here.
 
     Examples
     --------
     >>> from sklearn_deeploc.tf_checkpoint import read_checkpoint
-    >>> tensors = read_checkpoint("pretrained_DeepLoc/model.ckpt-5000")  # doctest: +SKIP
-    >>> tensors["conv_1/weights/Variable"].shape  # doctest: +SKIP
-    (3, 3, 2, 64)
+    >>> tensors = read_checkpoint("tests/fixtures/tf_deeploc_small/model.ckpt-5000")
+    >>> tensors["conv_1/weights/Variable"].shape
+    (3, 3, 2, 4)
     """
     prefix = checkpoint_prefix(path)
     index = prefix.with_name(prefix.name + ".index")
@@ -132,50 +280,19 @@ def read_checkpoint(path):
             f"{path} is not a TensorFlow checkpoint: expected the index file {index} "
             "(give the prefix, for example model.ckpt-5000)."
         )
-    table = index.read_bytes()
-    if (
-        len(table) < FOOTER_SIZE
-        or struct.unpack_from("<Q", table, len(table) - 8)[0] != TABLE_MAGIC
-    ):
-        raise ValueError(f"{index} is not a TensorFlow V2 checkpoint index (bad table footer).")
-    footer = table[-FOOTER_SIZE:]
-    _, position = _block_handle(footer, 0)  # the metaindex block is not used
-    index_handle, _ = _block_handle(footer, position)
-    entries = {}
-    for _, handle_bytes in _block_entries(table, index_handle, index):
-        handle, _ = _block_handle(handle_bytes, 0)
-        entries.update(_block_entries(table, handle, index))
-    header = _protobuf_fields(entries.pop(b"", b""))
-    n_shards = header.get(1, [1])[0]
-    if header.get(2, [0])[0] != 0:
-        raise ValueError(f"{index}: big-endian checkpoints are not supported")
-    shards = {}
-    tensors = {}
-    for key, value in entries.items():
-        fields = _protobuf_fields(value)
-        dtype = DTYPES.get(fields.get(1, [0])[0])
-        if dtype is None:
+    n_shards, entries = _read_index(index)
+    shards, tensors = {}, {}
+    for name, entry in entries.items():
+        if entry.dtype is None:
             continue  # strings and other types a DeepLoc graph does not need
-        if 7 in fields:
-            raise ValueError(f"{index}: partitioned tensor {key.decode()!r} is not supported")
-        shape = (
-            [_protobuf_fields(d).get(1, [0])[0] for d in _protobuf_fields(fields[2][0]).get(2, [])]
-            if 2 in fields
-            else []
-        )
-        shard, offset, size = (fields.get(n, [0])[0] for n in (3, 4, 5))
-        if shard not in shards:
-            data = prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{n_shards:05d}")
-            if not data.is_file():
-                raise ValueError(f"{path}: data shard {data} is missing")
-            shards[shard] = data.read_bytes()
-        raw = shards[shard][offset : offset + size]
-        expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        if len(raw) != expected:
-            raise ValueError(
-                f"{index}: {key.decode()!r} holds {len(raw)} bytes, expected {expected}"
-            )
-        tensors[key.decode()] = np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+        if entry.partitioned:
+            raise ValueError(f"{path}: partitioned tensor {name!r} is not supported")
+        data = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{n_shards:05d}")
+        if entry.shard not in shards:
+            if entry.shard >= n_shards or not data.is_file():
+                raise ValueError(f"{path}: data shard {data} is missing (tensor {name!r})")
+            shards[entry.shard] = data.read_bytes()
+        tensors[name] = _tensor(entry, shards[entry.shard], data, name)
     return tensors
 
 
