@@ -425,7 +425,7 @@ class ResumableOutput:
         repeated = [key for key, count in Counter(self.keys).items() if count > 1]
         if repeated:
             raise ValueError(f"keys must be unique; {repeated[0]!r} appears more than once.")
-        self._key_set = set(self.keys)
+        self._file_names = {key: _part_name(key, self._suffix) for key in self.keys}
         self.manifest = {
             "format": MANIFEST_FORMAT,
             "package_version": __version__,
@@ -555,16 +555,19 @@ class ResumableOutput:
         if self._lock is None:
             raise RuntimeError("Open the output first: `with ResumableOutput(...) as parts:`.")
 
+    def _file_name(self, key):
+        key = _part_key(key)
+        if key not in self._file_names:
+            raise ValueError(f"{key!r} is not one of the {len(self.keys)} keys of {self.output}.")
+        return self._file_names[key]
+
     def path(self, key):
         """The file of part ``key`` in the parts folder."""
-        key = _part_key(key)
-        if key not in self._key_set:
-            raise ValueError(f"{key!r} is not one of the {len(self.keys)} keys of {self.output}.")
-        return self.parts / _part_name(key, self._suffix)
+        return self.parts / self._file_name(key)
 
     def is_done(self, key):
         """Whether part ``key`` is on disk and verified."""
-        return self.path(key).name in self._records
+        return self._file_name(key) in self._records
 
     def pending(self):
         """The keys of the parts still to compute, in output order."""
@@ -581,7 +584,7 @@ class ResumableOutput:
         write_table(frame, path)
         data = path.read_bytes()  # hashed as it lies on disk
         record = {
-            "key": _key_as_json(_part_key(key)),
+            "key": _key_as_json(_part_key(key)),  # for people reading the journal
             "file": path.name,
             "rows": len(frame),
             "bytes": len(data),

@@ -71,7 +71,9 @@ def test_same_manifest_resumes_computing_nothing(tmp_path, capsys):
     function = Recorder()
     assert run_blocks(out, 10, 4, function, manifest=MANIFEST) == 0
     assert function.calls == []
-    assert "3 of 3 blocks already done; computing 0\n" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "3 of 3 blocks already done; computing 0\n" in said
+    assert "taking over" not in said  # the first run released its lock
     pd.testing.assert_frame_equal(read_table(out), before)
 
 
@@ -223,6 +225,14 @@ def test_parts_folder_without_manifest_is_refused(tmp_path):
     with pytest.raises(OutputMismatchError, match="no manifest.json.*cannot be verified"):
         run_blocks(out, 10, 4, cell_rows, manifest=MANIFEST, verbose=0)
     assert run_blocks(out, 10, 4, cell_rows, manifest=MANIFEST, overwrite=True, verbose=0) == 3
+
+
+def test_damaged_manifest_is_refused(tmp_path):
+    out = tmp_path / "cells.csv"
+    complete_run(out)
+    (parts_folder(out) / "manifest.json").write_text('{"format": 1, "depends')
+    with pytest.raises(OutputMismatchError, match="manifest.json is damaged.*overwrite=True"):
+        run_blocks(out, 10, 4, cell_rows, manifest=MANIFEST, verbose=0)
 
 
 def test_existing_table_without_parts_is_refused_untouched(tmp_path):
