@@ -157,7 +157,16 @@ def _replace(**datasets):
     return change
 
 
+def _declare_without_writing(f):
+    del f["data3"]
+    f.create_dataset("data3", shape=(10**7, 8192), dtype="f4", chunks=(1, 8192))
+
+
 TAMPERINGS = {
+    "declared, never written": (
+        _declare_without_writing,
+        "data3 declares shape \\(10000000, 8192\\) \\(327680000000 bytes\\) but stores 0 bytes",
+    ),
     "chunk widths differ": (
         _replace(data2=np.zeros((3, 3 * 64 * 64))),
         "chunk data2 has 12288 columns but data1 has 8192",

@@ -53,6 +53,15 @@ def _dataset(handle, key, path):
         raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
     if dataset.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {key} must hold numbers; got dtype {dataset.dtype}.")
+    # A declared shape is only believed when the file stores that many bytes
+    # (compressed data aside): a few bytes must not make a loader allocate gigabytes.
+    unfiltered = dataset.id.get_create_plist().get_nfilters() == 0
+    stored = dataset.id.get_storage_size()
+    if unfiltered and not dataset.is_virtual and stored < dataset.nbytes:
+        raise ValueError(
+            f"{path}: {key} declares shape {dataset.shape} ({dataset.nbytes} bytes) but "
+            f"stores {stored} bytes; the file is truncated or was not completely written."
+        )
     return dataset
 
 
