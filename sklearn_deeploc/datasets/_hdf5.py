@@ -8,6 +8,7 @@ function before they read a pixel, so they accept and refuse the same files
 with the same message.
 """
 
+import math
 import numbers
 import os
 import re
@@ -122,13 +123,14 @@ def _label_names(handle, path, first_chunk, n_columns):
     ):
         if source is None:
             continue
-        names = np.asarray(source).ravel()
-        if len(names) != n_columns:
+        n_names = math.prod(np.shape(source))  # the declared shape, before reading
+        if n_names != n_columns:
             raise ValueError(
-                f"{path}: {where} holds {len(names)} names for {n_columns} Index columns; "
+                f"{path}: {where} holds {n_names} names for {n_columns} Index columns; "
                 "expected one name per column."
             )
-        names = np.asarray([n.decode() if isinstance(n, bytes) else str(n) for n in names], object)
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(source)]
+        names = np.asarray(names, dtype=object)
         if len(set(names)) != len(names):
             raise ValueError(f"{path}: {where} repeats a name: {names.tolist()}.")
         return names
@@ -148,7 +150,7 @@ def _labels_from_one_hot(one_hot, path, key, first_row):
 
 def _read_labels(handle, path, chunks, n_columns):
     """Every cell's ``Index`` column, read in pieces (the column count is the file's say)."""
-    rows_per_read = max(1, _READ_BYTES // n_columns)
+    rows_per_read = _READ_BYTES // max(n_columns, 1)
     labels = []
     for k in chunks:
         index = handle[f"Index{k}"]
@@ -161,6 +163,7 @@ def _read_labels(handle, path, chunks, n_columns):
 
 def _read_layout(handle, path, image_size):
     """Check every declared shape and label of a DeepLoc file; the loaders' one gate."""
+    check_positive_int(image_size, "image_size")
     chunks, labelled = _chunk_numbers(handle, path)
     lengths, width = _check_shapes(handle, path, chunks, "data")
     n_channels = _channels(path, width, image_size)
