@@ -196,7 +196,15 @@ TAMPERINGS = {
     ),
     "not one-hot": (
         _replace(Index3=np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], np.uint8)),
-        "Index3 must be one-hot .*row 1 has 2",
+        "Index3 must be one-hot .*row 1 holds \\[1 1 0\\]",
+    ),
+    "label not 0 or 1": (
+        _replace(Index1=np.array([[1, 0, 0], [np.nan, 0, 1], [0, 0, 1]])),
+        "Index1 must be one-hot .*row 1 holds \\[nan",
+    ),
+    "names not UTF-8": (
+        _replace(label_names=np.array([b"\xff", b"b", b"c"])),
+        "label_names dataset holds a name that is not UTF-8",
     ),
     "partial channels": (
         _replace(**{f"data{k}": np.zeros((3, 8000)) for k in (1, 2, 3)}),

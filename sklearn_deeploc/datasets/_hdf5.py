@@ -129,7 +129,10 @@ def _label_names(handle, path, first_chunk, n_columns):
                 f"{path}: {where} holds {n_names} names for {n_columns} Index columns; "
                 "expected one name per column."
             )
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(source)]
+        try:
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(source)]
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path}: {where} holds a name that is not UTF-8: {error}.") from error
         names = np.asarray(names, dtype=object)
         if len(set(names)) != len(names):
             raise ValueError(f"{path}: {where} repeats a name: {names.tolist()}.")
@@ -138,14 +141,15 @@ def _label_names(handle, path, first_chunk, n_columns):
 
 
 def _labels_from_one_hot(one_hot, path, key, first_row):
-    per_row = (one_hot != 0).sum(axis=1)
-    if np.any(per_row != 1):
-        row = int(np.flatnonzero(per_row != 1)[0])
+    ones = one_hot == 1
+    bad = (ones.sum(axis=1) != 1) | ~(ones | (one_hot == 0)).all(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
         raise ValueError(
-            f"{path}:{key} must be one-hot (exactly one non-zero per row); row "
-            f"{first_row + row} has {int(per_row[row])}."
+            f"{path}:{key} must be one-hot (a single 1 per row, 0 elsewhere); row "
+            f"{first_row + row} holds {np.array2string(one_hot[row], threshold=20)}."
         )
-    return np.argmax(one_hot, axis=1)
+    return np.argmax(ones, axis=1)
 
 
 def _read_labels(handle, path, chunks, n_columns):
