@@ -25,6 +25,11 @@ genome-wide screen has about 1e5 fields), while a journal line costs O(1), and
 a line torn by a crash only leaves its part unrecorded, hence recomputed.
 Every file is written under a temporary name, flushed to disk and renamed, so
 no reader ever sees half a file.
+
+Jobs build their manifest from what changes values (not from batch size or
+device), wrap the work in :class:`ResumableOutput` (or :func:`run_blocks` for
+cell ranges), and let a command line print any :class:`ResumableOutputError`
+as one line.
 """
 
 import fcntl
