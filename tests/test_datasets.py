@@ -241,6 +241,21 @@ def test_non_finite_and_overflowing_pixels_are_refused(tmp_path, rng):
     assert lazy[[0, 3, 5, 6, 7]][0].shape == (5, 2, 64, 64)  # the sound cells still read
 
 
+def test_damaged_compressed_chunk_is_refused(tmp_path, rng):
+    path = tmp_path / "cells.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("data1", data=_crops(rng, 4).reshape(4, -1), compression="gzip")
+        f["Index1"] = np.eye(2, dtype=np.uint8)[[0, 1, 0, 1]]
+        chunk = f["data1"].id.get_chunk_info(0)
+    content = bytearray(path.read_bytes())
+    content[chunk.byte_offset : chunk.byte_offset + 64] = bytes(64)
+    path.write_bytes(bytes(content))
+    with pytest.raises(ValueError, match="data1 cannot be read; the file is damaged"):
+        load_deeploc_hdf5(path)
+    with pytest.raises(ValueError, match="data1 cannot be read; the file is damaged"):
+        DeepLocHDF5Dataset(path)[0]
+
+
 @pytest.fixture
 def eleven_cells(tmp_path, rng):
     X = _crops(rng, 11)

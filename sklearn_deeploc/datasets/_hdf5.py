@@ -140,6 +140,14 @@ def _label_names(handle, path, first_chunk, n_columns):
     return None
 
 
+def _read(dataset, selection, path, key):
+    """``dataset[selection]``; HDF5's error for damaged stored data names the file."""
+    try:
+        return dataset[selection]
+    except OSError as error:
+        raise ValueError(f"{path}:{key} cannot be read; the file is damaged: {error}") from error
+
+
 def _labels_from_one_hot(one_hot, path, key, first_row):
     ones = one_hot == 1
     bad = (ones.sum(axis=1) != 1) | ~(ones | (one_hot == 0)).all(axis=1)
@@ -156,12 +164,10 @@ def _read_labels(handle, path, chunks, n_columns):
     """Every cell's ``Index`` column, read in pieces (the column count is the file's say)."""
     rows_per_read = _READ_BYTES // max(n_columns, 1)
     labels = []
-    for k in chunks:
-        index = handle[f"Index{k}"]
-        labels += [
-            _labels_from_one_hot(index[start : start + rows_per_read], path, f"Index{k}", start)
-            for start in range(0, len(index), rows_per_read)
-        ]
+    for key in (f"Index{k}" for k in chunks):
+        for start in range(0, len(handle[key]), rows_per_read):
+            one_hot = _read(handle[key], slice(start, start + rows_per_read), path, key)
+            labels.append(_labels_from_one_hot(one_hot, path, key, start))
     return np.concatenate(labels).astype(np.int64)
 
 
@@ -191,7 +197,7 @@ def _read_layout(handle, path, image_size):
 def _read_crops(dataset, rows, path, key):
     """Rows (sorted, unique) of one data chunk as float32, refusing non-finite values."""
     contiguous = rows[-1] - rows[0] + 1 == len(rows)
-    values = dataset[rows[0] : rows[-1] + 1] if contiguous else dataset[rows]
+    values = _read(dataset, slice(rows[0], rows[-1] + 1) if contiguous else rows, path, key)
     with np.errstate(over="ignore"):  # overflow is reported below, by row
         crops = values.astype(np.float32)
     bad = np.flatnonzero(~np.isfinite(crops).all(axis=1))
