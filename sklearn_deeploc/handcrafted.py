@@ -13,9 +13,13 @@ Libraries, chosen after timing each on 64x64 crops (one core, per cell):
   about 0.4 ms per distance at 32 grey levels) and Zernike moments (0.5 ms);
   it is CellProfiler's own texture dependency (through centrosome and
   cp-measure).
-- scikit-image for Otsu thresholds and Hu moments (0.1 ms each); its
-  ``graycoprops`` has 6 of the 13 Haralick features and no Zernike moments.
+- scikit-image for Otsu thresholds, Hu moments (0.1 ms each) and the
+  watershed that splits touching cells; its ``graycoprops`` has 6 of the 13
+  Haralick features and it has no Zernike moments.
 - scipy.ndimage for labels, hole filling and distance maps.
+
+All together about 5 ms of one core per cell, so 2 cores reach the goal of
+200 cells/s on a quiet machine (benchmarks/bench_classical.py).
 
 cp-measure (CellProfiler's measurements as a library) was tried first: its
 texture takes about 100 ms per cell (256 grey levels, label images of whole
@@ -23,6 +27,9 @@ fields), the rest about 12 ms per cell together, which is 10 to 80 cells/s
 per core against the 200 cells/s goal; and it pins pillow < 12 through
 centrosome, which would downgrade the pillow that matplotlib uses here.
 """
+
+import hashlib
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -33,16 +40,17 @@ from skimage.filters import threshold_otsu
 from skimage.measure import moments_central, moments_hu, moments_normalized
 from skimage.morphology import disk
 from skimage.segmentation import watershed
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.ensemble import BaggingClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .preprocessing import percentile_stretch
 from .streaming import apply_blockwise
-from .validation import IMAGE_SIZE, check_crops, check_positive_int
+from .validation import IMAGE_SIZE, check_crops
 
 # mahotas' order of the 13 Haralick features.
 HARALICK_FEATURES = (
@@ -88,6 +96,16 @@ MIN_SEED_DISTANCE = 3.0
 SEED_FOOTPRINT = disk(4)
 FALLBACK_RADIUS_FRACTION = 0.25  # a yeast cell is about 49x37 pixels in a 64x64 crop
 HU_FLOOR = 1e-12  # log10 of a Hu moment's magnitude, floored for empty patterns
+# The parameters a cell's features depend on (the feature cache's context).
+FEATURE_SETTINGS = (
+    "protein_channel",
+    "marker_channel",
+    "stretch",
+    "haralick_distances",
+    "gray_levels",
+    "zernike_degree",
+    "radial_bins",
+)
 
 
 def _stretched_pair(crops, protein_channel, marker_channel, stretch):
@@ -180,6 +198,7 @@ def _safe_ratio(numerator, denominator):
 
 
 def _intensity_features(protein, mask, centre, radius):
+    """The cell's area and protein statistics, in ``INTENSITY_FEATURES`` order."""
     inside = protein[mask]
     q25, median, q75 = np.percentile(inside, [25, 50, 75])
     edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
@@ -224,8 +243,9 @@ def _moment_features(protein, mask, centre, radius, zernike_degree):
     """Hu moments (log10 of magnitudes) and Zernike magnitudes of the protein in the cell.
 
     Zernike moments are taken on the circle about the cell's centroid that
-    holds the cell, so they are invariant to the cell's size too; the
-    constant moment (0, 0) is left out (mahotas normalises it away).
+    holds the cell, so they are invariant to the cell's size too. The moment
+    (0, 0) is left out: mahotas divides by the total intensity, which makes
+    it 1/pi for every cell.
     """
     pattern = np.where(mask, protein, 0.0)
     n_zernike = len(_zernike_orders(zernike_degree))
@@ -340,9 +360,11 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     - correlation with the marker: Pearson, Manders' coefficients (Otsu
       thresholds) and the overlap coefficient.
 
-    Every feature is finite, also for empty or constant crops, and all of
-    them are invariant to 90-degree rotations and flips of the crop (a
-    crop's pixel grid maps onto itself), except round-off.
+    Every feature is finite, also for empty or constant crops. All of them
+    are invariant to 90-degree rotations and flips of the crop, whose pixel
+    grid maps onto itself; only the watershed that splits touching cells
+    breaks ties in raster order, so after a quarter turn a mask can differ
+    by a pixel or two.
 
     Parameters
     ----------
@@ -367,6 +389,10 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         Rings of the radial distribution.
     n_jobs : int or None, default=None
         Processes over which the cells are shared (joblib; -1 for all cores).
+    cache : FeatureCache or None, default=None
+        Serve cells seen before from the ``FeatureCache`` of the DeepLoc
+        featurizer (shared, not copied, by ``clone``), so that a search
+        measures each cell once.
 
     Attributes
     ----------
@@ -401,6 +427,19 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     True
     """
 
+    _parameter_constraints = {
+        "protein_channel": [Interval(Integral, 0, None, closed="left")],
+        "marker_channel": [Interval(Integral, 0, None, closed="left")],
+        "stretch": [None, tuple, list],
+        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "haralick_distances": [tuple, list],
+        "gray_levels": [Interval(Integral, 1, 255, closed="both")],
+        "zernike_degree": [Interval(Integral, 1, None, closed="left")],
+        "radial_bins": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [None, Integral],
+        "cache": [None, HasMethods(["lookup"])],
+    }
+
     def __init__(
         self,
         *,
@@ -413,6 +452,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         zernike_degree=8,
         radial_bins=4,
         n_jobs=None,
+        cache=None,
     ):
         self.protein_channel = protein_channel
         self.marker_channel = marker_channel
@@ -423,7 +463,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         self.zernike_degree = zernike_degree
         self.radial_bins = radial_bins
         self.n_jobs = n_jobs
+        self.cache = cache
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check the crops and the settings; nothing is learnt from the cells.
 
@@ -436,28 +478,13 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         -------
         self : HandcraftedFeatures
         """
-        self._check_settings()
+        _check_distances(self.haralick_distances)
         crops = self._check_crops(X, reset=True)
         self.n_channels_ = crops.shape[1]
         for name in ("protein_channel", "marker_channel"):
-            channel = getattr(self, name)
-            if not 0 <= channel < self.n_channels_:
-                raise ValueError(
-                    f"{name}={channel} is not a channel of crops with {self.n_channels_} "
-                    f"channel(s); expected 0 to {self.n_channels_ - 1}."
-                )
+            _check_channel(name, getattr(self, name), self.n_channels_)
         self.n_features_out_ = len(self._names())
         return self
-
-    def _check_settings(self):
-        for name in ("image_size", "zernike_degree", "radial_bins"):
-            check_positive_int(getattr(self, name), name)
-        if check_positive_int(self.gray_levels, "gray_levels") > 255:
-            raise ValueError(f"gray_levels must be at most 255; got {self.gray_levels}.")
-        if not len(self.haralick_distances):
-            raise ValueError("haralick_distances must name at least one distance; got none.")
-        for distance in self.haralick_distances:
-            check_positive_int(distance, "each of haralick_distances")
 
     def _check_crops(self, X, *, reset):
         """sklearn's bookkeeping (``n_features_in_``, column names), then :func:`check_crops`."""
@@ -484,6 +511,16 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
 
     def _transform_in_memory(self, X):
         crops = self._check_crops(X, reset=False)
+        if self.cache is not None:
+            return self.cache.lookup(crops, self._cache_context(), self._measure)
+        return self._measure(crops)
+
+    def _cache_context(self):
+        """What a cell's features depend on besides its pixels: the settings."""
+        settings = {name: self.get_params()[name] for name in FEATURE_SETTINGS}
+        return hashlib.blake2b(f"HandcraftedFeatures|{settings}".encode(), digest_size=32).digest()
+
+    def _measure(self, crops):
         proteins, markers = _stretched_pair(
             crops, self.protein_channel, self.marker_channel, self.stretch
         )
@@ -511,6 +548,21 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
         return tags
+
+
+def _check_distances(distances):
+    if not len(distances) or any(not isinstance(d, Integral) or d < 1 for d in distances):
+        raise ValueError(
+            f"haralick_distances must be positive integers, at least one; got {distances!r}."
+        )
+
+
+def _check_channel(name, channel, n_channels):
+    if channel >= n_channels:
+        raise ValueError(
+            f"{name}={channel} is not a channel of crops with {n_channels} channel(s); "
+            f"expected 0 to {n_channels - 1}."
+        )
 
 
 def _chunks(n_cells, n_jobs):

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from joblib import parallel_config
+from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.svm import SVC
@@ -10,6 +11,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn_deeploc.datasets import make_yeast_cells
 from sklearn_deeploc.handcrafted import HandcraftedFeatures, feature_names, make_classical_head
 from sklearn_deeploc.metrics import mean_average_precision_scorer
+from sklearn_deeploc.model_selection import FeatureCache
 
 CLASSES = [
     "NUCLEI",
@@ -117,6 +119,16 @@ def test_camera_offset_and_gain_do_not_change_features(screen, features):
     np.testing.assert_allclose(moved, features, rtol=1e-3, atol=1e-3)
 
 
+def test_a_feature_cache_measures_each_cell_once(screen, features):
+    cache = FeatureCache()
+    featurizer = HandcraftedFeatures(cache=cache).fit(screen)
+    np.testing.assert_array_equal(featurizer.transform(screen), features)
+    clone(featurizer).fit(screen[:4]).transform(screen[::2])
+    assert (cache.n_computed, cache.n_hits) == (len(screen), len(screen) // 2)
+    HandcraftedFeatures(cache=cache, radial_bins=2).fit(screen).transform(screen[:3])
+    assert cache.n_computed == len(screen) + 3  # other settings, other features
+
+
 def test_lazy_and_dask_inputs_stream_in_blocks(screen, features, tmp_path):
     h5py = pytest.importorskip("h5py")
     da = pytest.importorskip("dask.array")
@@ -153,10 +165,11 @@ def test_classical_head_scores_average_precision():
     ("params", "message"),
     [
         ({"marker_channel": 2}, "marker_channel=2 is not a channel"),
-        ({"protein_channel": -1}, "protein_channel=-1 is not a channel"),
-        ({"gray_levels": 300}, "gray_levels must be at most 255"),
-        ({"haralick_distances": ()}, "at least one distance"),
-        ({"radial_bins": 0}, "radial_bins must be a positive integer"),
+        ({"protein_channel": -1}, "'protein_channel' parameter"),
+        ({"gray_levels": 300}, "'gray_levels' parameter"),
+        ({"haralick_distances": ()}, "haralick_distances must be positive integers"),
+        ({"haralick_distances": (1, 0)}, "haralick_distances must be positive integers"),
+        ({"radial_bins": 0}, "'radial_bins' parameter"),
     ],
 )
 def test_bad_settings_are_refused_at_fit(screen, params, message):
