@@ -21,8 +21,8 @@ import numpy as np
 
 from sklearn_deeploc import DeepLocClassifier
 from sklearn_deeploc.blocks import run_blocks
-from sklearn_deeploc.cli import block_table
 from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
+from sklearn_deeploc.jobs import block_table
 
 WIDTHS = {"conv_channels": (16, 16, 32, 32, 64, 64, 64, 64), "fc_units": (128, 128)}
 CHUNK = 2000

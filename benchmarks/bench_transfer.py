@@ -56,14 +56,14 @@ def main():
         source,
         sizes=(1, 5, 25),
         n_draws=args.draws,
-        methods=("transfer", "scratch", "svm"),
+        heads=("finetune_all", "scratch", "svm"),
         network_params=network,
         random_state=0,
     )
     summary = curve.pivot_table(
-        index="cells_per_class", columns="method", values="accuracy", aggfunc=["mean", "std"]
+        index="cells_per_class", columns="head", values="accuracy", aggfunc=["mean", "std"]
     )
-    summary.columns = [f"{method} {stat}" for stat, method in summary.columns]
+    summary.columns = [f"{head} {stat}" for stat, head in summary.columns]
     print(
         f"\nTransfer curve: target test set of {len(X_test)} cells, 10 classes, "
         f"{args.draws} draws per size, {args.steps} steps of 32 per network fit "

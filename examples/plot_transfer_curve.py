@@ -69,6 +69,6 @@ curve = transfer_curve(
     network_params={"max_iter": args.steps, "batch_size": 32},
     verbose=1,
 )
-print(curve.groupby(["method", "cells_per_class"])["accuracy"].agg(["mean", "std"]))
+print(curve.groupby(["head", "cells_per_class"])["accuracy"].agg(["mean", "std"]))
 plot_transfer_curve(curve).figure.savefig(args.output, dpi=100, bbox_inches="tight")
 print(f"wrote {args.output}")

@@ -48,7 +48,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import __version__
+from ._version import __version__
 
 FORMATS = {".csv", ".parquet"}
 MANIFEST_FORMAT = 1

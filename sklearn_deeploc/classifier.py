@@ -1,63 +1,32 @@
-"""``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict, over skorch."""
+"""``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict."""
+
+from numbers import Integral, Real
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.model_selection import train_test_split
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import (
-    check_consistent_length,
-    check_is_fitted,
-    column_or_1d,
-    validate_data,
-)
-from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, LRScheduler, ProgressBar
-from skorch.dataset import Dataset as SkorchDataset
-from skorch.helper import predefined_split
-from torch import nn
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
-from .inference import inference_copy, predict_batches, resolve_device
-from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS, DeepLocNet
-from .preprocessing import center_crop, stretch_as_stored
-from .pretrained import KeepPretrainedMixin, resolve_pretrained, write_model_folder
+from .model import DeepLocModel
+from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
+from .preprocessing import STRETCH_VARIANTS
+from .pretrained import KeepPretrainedMixin, resolve_model
 from .streaming import apply_blockwise, is_dask_array, take_labels
-from .training import CellBatches, StepSampler
-from .validation import IMAGE_SIZE, check_crops, check_positive_int
+from .training import Recipe, train_network
+from .validation import (
+    IMAGE_SIZE,
+    DeviceName,
+    PercentilePair,
+    PositiveInts,
+    validate_crops,
+)
 
 # The paper's recipe. Learning rate from scratch: see benchmarks/RESULTS.md for why
-# not the paper's 0.1 (Adam at 0.1 does not train this PyTorch network).
+# not the paper's 0.1 (Adam at 0.1 trains this PyTorch network, but ends worse).
 SCRATCH = {"lr": 1e-3, "max_iter": 10_000, "dropout": 0.0}
 FINE_TUNE = {"lr": 3e-3, "max_iter": 500, "dropout": 0.5}
-LR_DECAY = {"step_size": 25, "gamma": 0.96}
-FREEZE_OPTIONS = (None, "conv")
-
-
-def check_and_flatten(estimator, X, *, reset, n_channels, image_size, crop_size):
-    """Shared input check of the estimators: sklearn bookkeeping, then :func:`check_crops`.
-
-    ``n_features_in_`` counts values per cell (``C * H * W``, the flat layout's
-    width) whichever layout came; feature names are kept for DataFrames.
-    """
-    if not hasattr(X, "shape"):
-        X = np.asarray(X)
-    check = {"n_channels": n_channels, "image_size": image_size, "min_size": crop_size}
-    if len(X.shape) == 4:  # a channel mismatch is clearer said in channels than in columns
-        crops = check_crops(X, **check)
-        validate_data(estimator, crops.reshape(len(crops), -1), skip_check_array=True, reset=reset)
-        return crops
-    if len(X.shape) == 2:
-        validate_data(estimator, X, skip_check_array=True, reset=reset)
-    return check_crops(X, **check)
-
-
-def _channel_names(n_channels, names):
-    if names is not None:
-        if len(names) != n_channels:
-            raise ValueError(f"channel_names has {len(names)} names for {n_channels} channels.")
-        return list(names)
-    return ["protein", "marker"] if n_channels == 2 else [f"channel{i}" for i in range(n_channels)]
 
 
 class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
@@ -69,12 +38,15 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     Adam with exponential learning-rate decay (0.96 every 25 steps), a
     validation split with the best model kept. Prediction averages the
     softmax of five crops (centre and corners). A skorch
-    ``NeuralNetClassifier`` does the training (``net_``).
+    ``NeuralNetClassifier`` does the training (``net_``); the trained network
+    with its classes and preprocessing is ``model_``, a
+    :class:`~sklearn_deeploc.DeepLocModel`.
 
     Parameters
     ----------
-    pretrained : str, path-like, DeepLocClassifier or None, default=None
-        A model folder (see :meth:`save_pretrained`) or a fitted classifier.
+    pretrained : str, path-like, DeepLocClassifier, DeepLocModel or None, default=None
+        A model folder (see :meth:`save_pretrained`), the registered name
+        ``"deeploc-chong"``, a fitted classifier or a model.
         Every layer but the last is copied; a new output layer (with
         ``dropout``) is trained for the classes of ``y``. The architecture,
         crop size and stretch then come from the pretrained model and the
@@ -137,24 +109,29 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Values per cell (``C * H * W``).
     feature_names_in_ : ndarray of str
         Column names, when fitted on a DataFrame.
+    model_ : DeepLocModel
+        The trained network, classes, channel names and preprocessing.
     net_ : skorch.NeuralNetClassifier
-        The trained net; ``net_.module_`` is the :class:`DeepLocNet`.
-    history_ : skorch.History
-        Losses and accuracies per validation interval.
+        The trained net (after :meth:`fit`; not for loaded models);
+        ``net_.module_`` is the :class:`DeepLocNet`, shared with ``model_``.
+    history_ : skorch.History or None
+        Losses and accuracies per validation interval (None for loaded models).
     n_iter_ : int
         Optimizer steps taken.
     validation_ : str
         How the validation cells were chosen ("stratified", "random", "none").
     architecture_ : dict
-        Keyword arguments of the :class:`DeepLocNet`.
+        Keyword arguments of the :class:`DeepLocNet` (``model_.architecture``).
     preprocessing_ : dict
-        Stretch and crop settings used for training and prediction.
+        Stretch, sizes and ``tta`` (``model_.preprocessing``).
     channel_names_ : list of str
+        ``model_.channel_names``.
 
     See Also
     --------
     DeepLocFeaturizer : pretrained DeepLoc features for other classifiers.
     load_pretrained : load a saved model folder.
+    DeepLocModel : the trained network with its preprocessing.
 
     Examples
     --------
@@ -168,6 +145,30 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     >>> clf.predict_proba(X[:3]).sum(axis=1).round(5)
     array([1., 1., 1.], dtype=float32)
     """
+
+    _parameter_constraints = {
+        "pretrained": "no_validation",  # resolve_model says what it accepts
+        "conv_channels": [PositiveInts()],
+        "fc_units": [PositiveInts()],
+        "crop_size": [Interval(Integral, 1, None, closed="left")],
+        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "stretch": [None, PercentilePair()],
+        "stretch_variant": [StrOptions(set(STRETCH_VARIANTS))],
+        "augment": ["boolean"],
+        "tta": ["boolean"],
+        "freeze": [None, StrOptions({"conv"})],
+        "dropout": [None, Interval(Real, 0, 1, closed="left")],
+        "lr": [None, Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [None, Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "sampling": [StrOptions({"balanced", "uniform"})],
+        "channel_names": [None, list, tuple],
+        "device": [DeviceName()],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def __init__(
         self,
@@ -218,24 +219,39 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------
 
+    def _spec(self, source):
+        """Architecture and preprocessing: the pretrained model's, else the parameters'."""
+        if source is not None:
+            return source.architecture, dict(source.preprocessing, tta=self.tta)
+        architecture = {
+            "conv_channels": list(self.conv_channels),
+            "fc_units": list(self.fc_units),
+            "crop_size": self.crop_size,
+        }
+        preprocessing = {
+            "image_size": self.image_size,
+            "stretch": None if self.stretch is None else list(self.stretch),
+            "stretch_variant": self.stretch_variant,
+            "tta": self.tta,
+        }
+        return architecture, preprocessing
+
     def _recipe(self, fine_tuning):
         defaults = FINE_TUNE if fine_tuning else SCRATCH
-        lr = defaults["lr"] if self.lr is None else self.lr
-        max_iter = defaults["max_iter"] if self.max_iter is None else self.max_iter
+        recipe = Recipe(
+            lr=defaults["lr"] if self.lr is None else self.lr,
+            max_iter=defaults["max_iter"] if self.max_iter is None else self.max_iter,
+            batch_size=self.batch_size,
+            validation_fraction=self.validation_fraction,
+            validation_interval=self.validation_interval,
+            balanced=self.sampling == "balanced",
+            augment=self.augment,
+            freeze_conv=self.freeze == "conv",
+            device=self.device,
+            verbose=self.verbose,
+        )
         dropout = defaults["dropout"] if self.dropout is None else self.dropout
-        return lr, check_positive_int(max_iter, "max_iter"), dropout
-
-    def _check_params(self):
-        if self.freeze not in FREEZE_OPTIONS:
-            raise ValueError(f"freeze must be one of {FREEZE_OPTIONS}; got {self.freeze!r}.")
-        if self.sampling not in ("balanced", "uniform"):
-            raise ValueError(f"sampling must be 'balanced' or 'uniform'; got {self.sampling!r}.")
-        if not 0 <= self.validation_fraction < 1:
-            raise ValueError(
-                f"validation_fraction must be in [0, 1); got {self.validation_fraction!r}."
-            )
-        check_positive_int(self.batch_size, "batch_size")
-        check_positive_int(self.validation_interval, "validation_interval")
+        return recipe, dropout
 
     def _check_y(self, X, y):
         if y is None:
@@ -251,6 +267,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             )
         return classes, codes
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train (or fine-tune) on crops ``X`` with labels ``y``.
 
@@ -265,167 +282,106 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         -------
         self : DeepLocClassifier
         """
-        self._check_params()
-        source = resolve_pretrained(self.pretrained)
-        if source is None:
-            architecture = {
-                "conv_channels": list(self.conv_channels),
-                "fc_units": list(self.fc_units),
-                "crop_size": self.crop_size,
-            }
-            preprocessing = {
-                "image_size": self.image_size,
-                "stretch": None if self.stretch is None else list(self.stretch),
-                "stretch_variant": self.stretch_variant,
-            }
-            n_channels = None
-        else:
-            architecture = dict(source.architecture_)
-            preprocessing = dict(source.preprocessing_)
-            n_channels = architecture["n_channels"]
-        X = check_and_flatten(
+        source = resolve_model(self.pretrained)
+        architecture, preprocessing = self._spec(source)
+        X = validate_crops(
             self,
             X,
             reset=True,
-            n_channels=n_channels,
+            n_channels=None if source is None else source.n_channels,
             image_size=preprocessing["image_size"],
             crop_size=architecture["crop_size"],
         )
         classes, codes = self._check_y(X, y)
-        lr, max_iter, dropout = self._recipe(source is not None)
+        recipe, dropout = self._recipe(source is not None)
         architecture.update(n_channels=X.shape[1], n_classes=len(classes), dropout=dropout)
-
-        seeds = check_random_state(self.random_state).randint(np.iinfo(np.int32).max, size=4)
-        train_idx, valid_idx, validation = self._split(codes, seeds[0])
-        stretched = stretch_as_stored(torch.from_numpy(X), preprocessing)
-        valid = None
-        if len(valid_idx):
-            crops = center_crop(stretched[valid_idx], architecture["crop_size"]).contiguous()
-            valid = SkorchDataset(crops, codes[valid_idx])
-        net = self._build_net(architecture, lr, max_iter, codes[train_idx], seeds[1], valid)
-        train = CellBatches(
-            stretched[train_idx],
-            torch.from_numpy(codes[train_idx]),
-            architecture["crop_size"],
-            self.augment,
-            seeds[2],
+        trained = train_network(
+            X,
+            codes,
+            architecture=architecture,
+            preprocessing=preprocessing,
+            recipe=recipe,
+            random_state=check_random_state(self.random_state),
+            initial_state=None if source is None else source.transfer_state(),
         )
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seeds[3]))
-            net.initialize()
-            if source is not None:
-                self._copy_all_but_head(source.net_.module_, net.module_)
-            if self.freeze == "conv":
-                net.module_.freeze_features()
-            net.partial_fit(train, y=None)
-
-        # Free the validation cells and the sampler: they would be pickled with the model.
-        net.train_split = None
-        net.iterator_train__sampler = None
-        self.net_ = net
-        self.validation_ = validation
-        self.history_ = net.history
-        self.n_iter_ = sum("train_loss" in b for epoch in net.history for b in epoch["batches"])
-        self._finish(classes, architecture, preprocessing)
+        self.net_ = trained.net
+        self.history_ = trained.net.history
+        self.validation_ = trained.validation
+        self.n_iter_ = trained.n_iter
+        channel_names = self.channel_names
+        if channel_names is None and source is not None:
+            channel_names = source.channel_names
+        self._set_model(
+            DeepLocModel(
+                trained.net.module_,
+                classes,
+                channel_names=channel_names,
+                preprocessing=preprocessing,
+            )
+        )
         return self
 
-    def _finish(self, classes, architecture, preprocessing):
-        self.classes_ = classes
-        self.architecture_ = architecture
-        self.preprocessing_ = preprocessing
-        self.channel_names_ = _channel_names(architecture["n_channels"], self.channel_names)
-        self._fast = inference_copy(self.net_.module_, self.net_.device)
+    def _set_model(self, model):
+        self.model_ = model
+        self.classes_ = model.classes
 
-    def _split(self, codes, seed):
-        n_valid = int(round(self.validation_fraction * len(codes)))
-        counts = np.bincount(codes)
-        if n_valid == 0:
-            return np.arange(len(codes)), np.array([], int), "none"
-        try:
-            if counts.min() >= 2 and n_valid >= len(counts):
-                train, valid = train_test_split(
-                    np.arange(len(codes)), test_size=n_valid, stratify=codes, random_state=seed
-                )
-                return train, valid, "stratified"
-        except ValueError:
-            pass
-        # Too few cells per class to stratify: keep every class in training.
-        first_of_class = np.unique(codes, return_index=True)[1]
-        others = np.setdiff1d(np.arange(len(codes)), first_of_class)
-        if len(others) < n_valid:
-            return np.arange(len(codes)), np.array([], int), "none"
-        valid = np.random.default_rng(seed).choice(others, n_valid, replace=False)
-        return np.setdiff1d(np.arange(len(codes)), valid), valid, "random"
+    @classmethod
+    def from_model(cls, model):
+        """A fitted classifier around a :class:`DeepLocModel` (parameters from the model).
 
-    def _build_net(self, architecture, lr, max_iter, train_codes, seed, valid=None):
-        """The skorch net; with ``valid`` cells it validates each epoch and keeps the best."""
-        steps_per_epoch = min(self.validation_interval, max_iter)
-        callbacks = [("lr_decay", LRScheduler("StepLR", step_every="batch", **LR_DECAY))]
-        if valid is not None:
-            # Never stops early (patience beyond the last epoch): only restores the best.
-            best = EarlyStopping(monitor="valid_loss", patience=max_iter + 1, load_best=True)
-            callbacks.append(("best", best))
-        if self.verbose:
-            callbacks.append(("progress", ProgressBar(batches_per_epoch="count")))
-        sampler = StepSampler(
-            train_codes,
-            self.batch_size,
-            steps_per_epoch,
-            max_iter,
-            balanced=self.sampling == "balanced",
-            random_state=seed,
+        Examples
+        --------
+        >>> from sklearn_deeploc import DeepLocClassifier, DeepLocModel, DeepLocNet
+        >>> model = DeepLocModel(DeepLocNet(n_classes=2, conv_channels=(4,) * 8,
+        ...                                 fc_units=(8, 8)), ["a", "b"])
+        >>> DeepLocClassifier.from_model(model).classes_.tolist()
+        ['a', 'b']
+        """
+        architecture, preprocessing = model.architecture, model.preprocessing
+        clf = cls(
+            conv_channels=tuple(architecture["conv_channels"]),
+            fc_units=tuple(architecture["fc_units"]),
+            crop_size=architecture["crop_size"],
+            image_size=preprocessing["image_size"],
+            stretch=None if preprocessing["stretch"] is None else tuple(preprocessing["stretch"]),
+            stretch_variant=preprocessing["stretch_variant"],
+            tta=preprocessing["tta"],
+            channel_names=list(model.channel_names),
         )
-        return NeuralNetClassifier(
-            module=DeepLocNet,
-            **{f"module__{k}": v for k, v in architecture.items()},
-            criterion=nn.CrossEntropyLoss,
-            optimizer=torch.optim.Adam,
-            lr=lr,
-            batch_size=self.batch_size,
-            max_epochs=-(-max_iter // steps_per_epoch),
-            train_split=None if valid is None else predefined_split(valid),
-            iterator_train__sampler=sampler,
-            iterator_train__batch_size=None,
-            callbacks=callbacks,
-            classes=np.arange(architecture["n_classes"]),
-            device=resolve_device(self.device),
-            verbose=self.verbose,
-        )
+        clf._set_model(model)
+        clf.n_features_in_ = model.n_features_in
+        clf.n_iter_ = 0
+        clf.history_ = None
+        clf.validation_ = "none"
+        return clf
 
-    @staticmethod
-    def _copy_all_but_head(source, target):
-        state = {k: v for k, v in source.state_dict().items() if not k.startswith("head")}
-        missing, unexpected = target.load_state_dict(state, strict=False)
-        assert not unexpected and all(k.startswith("head") for k in missing)
+    # -- the model's description, for scripts written against the first API ----------
+
+    @property
+    def architecture_(self):
+        return self.model_.architecture
+
+    @property
+    def preprocessing_(self):
+        return self.model_.preprocessing
+
+    @property
+    def channel_names_(self):
+        return self.model_.channel_names
 
     # -- prediction --------------------------------------------------------------
 
-    def _check_fitted(self):
-        check_is_fitted(self, ["net_", "classes_"])
-
-    def _validate_for_prediction(self, X):
-        self._check_fitted()
-        return check_and_flatten(
+    def _predict_proba_in_memory(self, X):
+        X = validate_crops(
             self,
             X,
             reset=False,
-            n_channels=self.architecture_["n_channels"],
-            image_size=self.preprocessing_["image_size"],
-            crop_size=self.architecture_["crop_size"],
+            n_channels=self.model_.n_channels,
+            image_size=self.model_.image_size,
+            crop_size=self.model_.crop_size,
         )
-
-    def _predict_outputs(self, X, output):
-        X = self._validate_for_prediction(X)
-        return predict_batches(
-            self._fast,
-            X,
-            output=output,
-            crop_size=self.architecture_["crop_size"],
-            preprocessing=self.preprocessing_,
-            tta=self.tta,
-            batch_size=self.batch_size,
-            verbose=self.verbose,
+        return self.model_.predict_proba(
+            X, tta=self.tta, batch_size=self.batch_size, verbose=self.verbose
         )
 
     def predict_proba(self, X):
@@ -443,11 +399,8 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         ndarray of shape (n, n_classes), float32, or a dask array
             Columns follow ``classes_``; rows sum to 1.
         """
-        self._check_fitted()
+        check_is_fitted(self, "model_")
         return apply_blockwise(self._predict_proba_in_memory, X, len(self.classes_))
-
-    def _predict_proba_in_memory(self, X):
-        return self._predict_outputs(X, "proba")
 
     def predict(self, X):
         """Most probable class of each cell, as labels of ``classes_`` (lazy for dask input)."""
@@ -473,61 +426,49 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         pathlib.Path
             The folder, for :func:`load_pretrained` or ``pretrained=``.
         """
-        self._check_fitted()
-        return write_model_folder(
-            path,
-            architecture=self.architecture_,
-            classes=self.classes_,
-            channel_names=self.channel_names_,
-            preprocessing=self.preprocessing_,
-            state_dict=self.net_.module_.state_dict(),
-        )
-
-    @classmethod
-    def _from_model_folder(cls, config, state_dict):
-        """A fitted classifier from a model folder's config and weights."""
-        architecture = config["architecture"]
-        preprocessing = config["preprocessing"]
-        clf = cls(
-            conv_channels=tuple(architecture["conv_channels"]),
-            fc_units=tuple(architecture["fc_units"]),
-            crop_size=architecture["crop_size"],
-            image_size=preprocessing["image_size"],
-            stretch=None if preprocessing["stretch"] is None else tuple(preprocessing["stretch"]),
-            stretch_variant=preprocessing["stretch_variant"],
-            channel_names=config["channel_names"],
-        )
-        classes = np.asarray(
-            config["classes"], dtype=object if isinstance(config["classes"][0], str) else None
-        )
-        net = clf._build_net(architecture, FINE_TUNE["lr"], 1, np.arange(len(classes)), 0)
-        net.initialize()
-        try:
-            net.module_.load_state_dict(state_dict)
-        except RuntimeError as error:
-            raise ValueError(
-                f"The weights do not fit the architecture in config.json: {error}"
-            ) from error
-        net.iterator_train__sampler = None
-        clf.net_ = net
-        clf.history_ = net.history
-        clf.n_iter_ = 0
-        clf.validation_ = "none"
-        clf.n_features_in_ = architecture["n_channels"] * preprocessing["image_size"] ** 2
-        clf._finish(classes, dict(architecture), dict(preprocessing))
-        return clf
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop("_fast", None)  # rebuilt from net_ on load, on the loading machine's device
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if "net_" in state:
-            self._fast = inference_copy(self.net_.module_, self.net_.device)
+        check_is_fitted(self, "model_")
+        model = self.model_
+        if model.preprocessing["tta"] != self.tta:  # set after fit: predictions follow it
+            model = DeepLocModel(
+                model.network,
+                model.classes,
+                channel_names=model.channel_names,
+                preprocessing={**model.preprocessing, "tta": self.tta},
+            )
+        return model.save(path)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def load_pretrained(path):
+    """Load a model folder (or a registered name) as a fitted :class:`DeepLocClassifier`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder written by :meth:`DeepLocClassifier.save_pretrained`, or
+        ``"deeploc-chong"`` (the published DeepLoc, fetched once; a path that
+        exists always wins over a name).
+
+    Returns
+    -------
+    DeepLocClassifier
+        Fitted: ready for ``predict``, as ``pretrained=`` of another
+        estimator, or inside a :class:`DeepLocFeaturizer`.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier, load_pretrained
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> X, y = make_yeast_cells(4, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> clf = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                         batch_size=8, random_state=0).fit(X, y)
+    >>> import tempfile
+    >>> folder = clf.save_pretrained(tempfile.mkdtemp() + "/model")
+    >>> (load_pretrained(folder).predict_proba(X) == clf.predict_proba(X)).all()
+    np.True_
+    """
+    return DeepLocClassifier.from_model(resolve_model(path))

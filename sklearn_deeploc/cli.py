@@ -1,86 +1,133 @@
-"""The ``deeploc`` command line: train, predict, featurize, screen, demo."""
+"""The ``deeploc`` command line: arguments in, a job of :mod:`sklearn_deeploc.jobs` out.
+
+Every argument is checked by the parser before a job starts. Errors a user
+can fix are one line on stderr and exit code 2; Ctrl-C is exit code 130.
+"""
 
 import argparse
-import re
 import sys
-from pathlib import Path
 
-import numpy as np
-import pandas as pd
+from ._version import __version__
+from .blocks import ResumableOutputError
 
-from . import __version__
-from .datasets import DeepLocHDF5Dataset
+INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 
-DEFAULT_BLOCK = 4096
+
+def positive_int(text):
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
+    return value
+
+
+def fraction(text):
+    """An argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {value}")
+    return value
 
 
 def _add_train(commands):
     train = commands.add_parser("train", help="train (or fine-tune) DeepLoc on a DeepLoc HDF5 file")
     train.add_argument("data", help="DeepLoc HDF5 file (data<k>/Index<k>)")
     train.add_argument("-o", "--output", required=True, help="model folder to write")
-    train.add_argument("--pretrained", help="model folder to fine-tune from")
+    train.add_argument("--pretrained", help="model folder or name (deeploc-chong) to fine-tune")
     train.add_argument("--freeze", choices=["conv"], help="train the FC layers only")
-    train.add_argument("--max-iter", type=int, help="optimizer steps (paper: 10000 / 500)")
+    train.add_argument("--max-iter", type=positive_int, help="optimizer steps (paper: 10000/500)")
     train.add_argument("--lr", type=float, help="initial learning rate")
-    train.add_argument("--batch-size", type=int, default=128)
-    train.add_argument("--conv-channels", type=int, nargs=8, metavar="N")
-    train.add_argument("--fc-units", type=int, nargs=2, metavar="N")
-    train.add_argument("--validation-fraction", type=float, default=0.1)
+    train.add_argument("--batch-size", type=positive_int, default=128)
+    train.add_argument("--conv-channels", type=positive_int, nargs=8, metavar="N")
+    train.add_argument("--fc-units", type=positive_int, nargs=2, metavar="N")
+    train.add_argument("--validation-fraction", type=fraction, default=0.1)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     train.set_defaults(handler=_train)
 
 
+def _add_cell_job(commands, name, help_text, default_output):
+    sub = commands.add_parser(name, help=help_text)
+    sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
+    sub.add_argument("data", help="DeepLoc HDF5 file")
+    sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
+    sub.add_argument(
+        "--block-size", type=positive_int, default=4096, help="cells per resumable block"
+    )
+    sub.add_argument("--batch-size", type=positive_int, default=128)
+    sub.add_argument("--no-tta", action="store_true", help="centre crop only")
+    sub.add_argument("--device", default="auto")
+    sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
+    sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    sub.add_argument(
+        "--workers", type=positive_int, help="start a local Dask cluster of N worker processes"
+    )
+    return sub
+
+
 def _add_predict_and_featurize(commands):
-    for name, help_text, default_out in (
-        ("predict", "per-cell class probabilities and labels", "cells.csv"),
-        ("featurize", "per-cell DeepLoc features", "features.parquet"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("model", help="model folder")
-        sub.add_argument("data", help="DeepLoc HDF5 file")
-        sub.add_argument("-o", "--output", default=default_out, help=".csv or .parquet")
-        sub.add_argument(
-            "--block-size", type=int, default=DEFAULT_BLOCK, help="cells per resumable block"
-        )
-        sub.add_argument("--batch-size", type=int, default=128)
-        sub.add_argument("--no-tta", action="store_true", help="centre crop only")
-        sub.add_argument("--device", default="auto")
-        sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
-        sub.add_argument(
-            "--workers", type=int, help="start a local Dask cluster of N worker processes"
-        )
-        if name == "featurize":
-            sub.add_argument("--layer", default="fc2", choices=["fc2", "fc1", "conv8"])
-        sub.set_defaults(handler=_predict if name == "predict" else _featurize)
+    _add_cell_job(
+        commands, "predict", "per-cell class probabilities and labels", "cells.csv"
+    ).set_defaults(handler=_predict)
+    featurize = _add_cell_job(
+        commands, "featurize", "per-cell DeepLoc features", "features.parquet"
+    )
+    featurize.add_argument("--layer", default="fc2", choices=["fc2", "fc1", "conv8"])
+    featurize.set_defaults(handler=_featurize)
+
+
+def _add_cell_table_arguments(sub):
+    sub.add_argument(
+        "--coords",
+        required=True,
+        help="cell table: image names with a chN token, or a "
+        "CellProfiler per-object table (Image_FileName_<CH>, ..._Location_Center_X/Y)",
+    )
+    sub.add_argument("--images", help="folder the image names start from (default: the table's)")
+    sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
+    sub.add_argument(
+        "--channels",
+        nargs="+",
+        help="channels in the model's order: chN tokens (default ch1 ch2) or the CellProfiler "
+        "names after Image_FileName_ (default: all, in table order)",
+    )
+    sub.add_argument("--image-column", default="Image Path")
+    sub.add_argument("--x-column", help="column of x centres (default Center_X, or CellProfiler's)")
+    sub.add_argument("--y-column", help="column of y centres (default Center_Y, or CellProfiler's)")
 
 
 def _add_screen(commands):
     screen = commands.add_parser(
         "screen", help="crop cells from micrographs, predict, aggregate per well"
     )
-    screen.add_argument("model", help="model folder")
-    screen.add_argument("--images", required=True, help="folder of the field images")
-    screen.add_argument("--coords", required=True, help="CSV of cell centres (image, x, y columns)")
+    screen.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
     screen.add_argument("-o", "--output", required=True, help="output folder")
+    _add_cell_table_arguments(screen)
     screen.add_argument(
-        "--channels",
-        nargs="+",
-        default=["ch1", "ch2"],
-        help="channel tokens substituted for the 'chN' in each image name, in "
-        "the model's channel order (default: ch1 ch2)",
-    )
-    screen.add_argument("--image-column", default="Image Path")
-    screen.add_argument("--x-column", default="Center_X")
-    screen.add_argument("--y-column", default="Center_Y")
-    screen.add_argument(
-        "--well-pattern",
-        default=r"r\d+c\d+",
-        help="regular expression of the well in an image name",
+        "--well-pattern", default=r"r\d+c\d+", help="regular expression of the well in image names"
     )
     screen.add_argument("--border", choices=["pad", "drop"], default="pad")
     screen.add_argument("--device", default="auto")
+    screen.add_argument("--overwrite", action="store_true", help="start over (another model...)")
     screen.set_defaults(handler=_screen)
+
+
+def _add_crop(commands):
+    crop = commands.add_parser(
+        "crop", help="crop the cells of micrographs into a DeepLoc HDF5 training file"
+    )
+    crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
+    _add_cell_table_arguments(crop)
+    crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
+    crop.add_argument("--size", type=positive_int, default=64)
+    crop.add_argument("--border", choices=["drop", "pad"], default="drop")
+    crop.set_defaults(handler=_crop)
 
 
 def _add_demo(commands):
@@ -104,24 +151,6 @@ def _add_import_tf(commands):
     importer.set_defaults(handler=_import_tf)
 
 
-def _import_tf(args):
-    from .tf_import import from_tf_checkpoint
-
-    model = from_tf_checkpoint(
-        args.checkpoint,
-        args.output,
-        classes=args.classes,
-        channel_names=args.channel_names,
-        verbose=1,
-    )
-    print(
-        f"imported {len(model.tf_mapping_)} tensors: {len(model.classes_)} classes, "
-        f"conv {model.architecture_['conv_channels']}, fc {model.architecture_['fc_units']}; "
-        f"wrote {args.output}"
-    )
-    return 0
-
-
 def build_parser():
     """The argument parser of ``deeploc`` (one sub-command per job)."""
     parser = argparse.ArgumentParser(
@@ -129,17 +158,21 @@ def build_parser():
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_demo, _add_train, _add_predict_and_featurize, _add_screen, _add_import_tf):
+    for add in (
+        _add_demo,
+        _add_train,
+        _add_predict_and_featurize,
+        _add_crop,
+        _add_screen,
+        _add_import_tf,
+    ):
         add(commands)
     return parser
 
 
 def _train(args):
-    from .classifier import DeepLocClassifier
-    from .datasets import load_deeploc_hdf5
+    from .jobs import train
 
-    X, y = load_deeploc_hdf5(args.data)
-    print(f"{args.data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
     params = {
         "pretrained": args.pretrained,
         "freeze": args.freeze,
@@ -149,44 +182,13 @@ def _train(args):
         "device": args.device,
         "validation_fraction": args.validation_fraction,
         "random_state": args.seed,
-        "verbose": 1,
     }
     if args.conv_channels:
         params["conv_channels"] = tuple(args.conv_channels)
     if args.fc_units:
         params["fc_units"] = tuple(args.fc_units)
-    clf = DeepLocClassifier(**params).fit(X, y)
-    print(f"trained {clf.n_iter_} steps; model written to {clf.save_pretrained(args.output)}")
-    return 0
-
-
-def block_table(estimator, data, start, stop):
-    """Output rows of cells ``start:stop`` of a DeepLoc HDF5 file (runs on Dask workers too).
-
-    A classifier gives ``cell``, one ``p_<class>`` column per class and
-    ``label``; a featurizer gives ``cell`` and its feature columns.
-    """
-    from .featurizer import DeepLocFeaturizer
-
-    X = DeepLocHDF5Dataset(data).read(np.arange(start, stop))[0]
-    if isinstance(estimator, DeepLocFeaturizer):
-        frame = pd.DataFrame(estimator.transform(X), columns=estimator.get_feature_names_out())
-    else:
-        frame = probability_table(estimator, estimator.predict_proba(X))
-    frame.insert(0, "cell", np.arange(start, stop))
-    return frame
-
-
-def probability_columns(classifier):
-    """Column names of the per-class probabilities: ``p_<class>``."""
-    return [f"p_{c}" for c in classifier.classes_]
-
-
-def probability_table(classifier, proba):
-    """One ``p_<class>`` column per class and the most probable ``label``."""
-    frame = pd.DataFrame(proba, columns=probability_columns(classifier))
-    frame["label"] = classifier.classes_[np.asarray(proba).argmax(axis=1)]
-    return frame
+    classifier = train(args.data, args.output, **params)
+    print(f"trained {classifier.n_iter_} steps; model written to {args.output}")
 
 
 def _client(args):
@@ -200,130 +202,114 @@ def _client(args):
     return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True))
 
 
-def _blockwise(args, estimator):
-    from .blocks import run_blocks
-
-    n_cells = len(DeepLocHDF5Dataset(args.data))
-    print(f"{args.data}: {n_cells} cells")
+def _cell_job(args, job, **options):
     client = _client(args)
     try:
-        model = estimator if client is None else client.scatter(estimator, broadcast=True)
         if client is not None:
             print(f"Dask cluster: {client.dashboard_link}")
-        run_blocks(
-            args.output, n_cells, args.block_size, block_table, model, args.data, client=client
+        job(
+            args.model,
+            args.data,
+            args.output,
+            tta=not args.no_tta,
+            batch_size=args.batch_size,
+            block_size=args.block_size,
+            device=args.device,
+            overwrite=args.overwrite,
+            client=client,
+            **options,
         )
     finally:
         if client is not None:
             client.close()
     print(f"wrote {args.output}")
-    return 0
 
 
 def _predict(args):
-    from .pretrained import load_pretrained
+    from .jobs import predict
 
-    clf = load_pretrained(args.model).set_params(
-        tta=not args.no_tta, batch_size=args.batch_size, device=args.device
-    )
-    return _blockwise(args, clf)
+    _cell_job(args, predict)
 
 
 def _featurize(args):
-    from .featurizer import DeepLocFeaturizer
+    from .jobs import featurize
 
-    first_cell = DeepLocHDF5Dataset(args.data).read([0])[0]
-    featurizer = DeepLocFeaturizer(
-        args.model,
-        layer=args.layer,
-        tta=not args.no_tta,
-        batch_size=args.batch_size,
-        device=args.device,
-    )
-    return _blockwise(args, featurizer.fit(first_cell))
+    _cell_job(args, featurize, layer=args.layer)
 
 
-def _read_field(folder, image_name, channels):
-    from skimage.io import imread
-
-    path = Path(folder) / image_name
-    if not re.search(r"ch\d+", path.name):
-        raise ValueError(f"{path.name} has no 'chN' channel token to substitute {channels} into.")
-    files = [path.with_name(re.sub(r"ch\d+", token, path.name, count=1)) for token in channels]
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        raise FileNotFoundError(f"channel images not found: {missing}")
-    return np.stack([imread(f) for f in files])
+def _table_options(args):
+    return {
+        "images": args.images,
+        "layout": args.layout,
+        "channels": args.channels,
+        "image_column": args.image_column,
+        "x_column": args.x_column,
+        "y_column": args.y_column,
+    }
 
 
 def _screen(args):
-    from tqdm.auto import tqdm
+    from .jobs import run_screen
 
-    from .blocks import read_table, write_table
-    from .pretrained import load_pretrained
-    from .screen import aggregate, crop_cells
-
-    clf = load_pretrained(args.model).set_params(device=args.device)
-    coords = pd.read_csv(args.coords)
-    needed = [args.image_column, args.x_column, args.y_column]
-    absent = [c for c in needed if c not in coords]
-    if absent:
-        raise ValueError(f"{args.coords} lacks columns {absent}; it has {list(coords.columns)}.")
-    output = Path(args.output)
-    parts = output / "fields"
-    parts.mkdir(parents=True, exist_ok=True)
-    fields = coords.groupby(args.image_column, sort=True)
-    done = sum((parts / f"{Path(name).stem}.csv").exists() for name, _ in fields)
-    print(f"{len(coords)} cells in {fields.ngroups} fields; {done} fields already done")
-    for name, cells in tqdm(fields, unit="field"):
-        part = parts / f"{Path(name).stem}.csv"
-        if part.exists():
-            continue
-        image = _read_field(args.images, name, args.channels)
-        result = crop_cells(
-            image, cells, border=args.border, x_column=args.x_column, y_column=args.y_column
-        )
-        kept = cells.iloc[result.index]
-        well = re.search(args.well_pattern, Path(name).name)
-        table = pd.DataFrame(
-            {
-                "image": name,
-                "well": well.group(0) if well else Path(name).stem,
-                "x": kept[args.x_column].to_numpy(),
-                "y": kept[args.y_column].to_numpy(),
-                "padded": result.padded,
-            }
-        )
-        if len(result.crops):
-            proba = probability_table(clf, clf.predict_proba(result.crops))
-            table = pd.concat([table, proba], axis=1)
-        write_table(table, part)
-    cells_table = pd.concat([read_table(p) for p in sorted(parts.glob("*.csv"))], ignore_index=True)
-    write_table(cells_table, output / "cells.csv")
-    columns = probability_columns(clf)
-    wells = aggregate(cells_table[columns].to_numpy(), cells_table["well"], columns)
-    wells["label"] = clf.classes_[wells[columns].to_numpy().argmax(axis=1)]
-    write_table(wells.reset_index(), output / "wells.csv")
-    print(
-        f"wrote {output / 'cells.csv'} ({len(cells_table)} cells, "
-        f"{int(cells_table['padded'].sum())} padded at the border) and "
-        f"{output / 'wells.csv'} ({len(wells)} wells)"
+    cells, wells = run_screen(
+        args.model,
+        args.coords,
+        args.output,
+        well_pattern=args.well_pattern,
+        border=args.border,
+        device=args.device,
+        overwrite=args.overwrite,
+        **_table_options(args),
     )
-    return 0
+    print(
+        f"wrote {args.output}/cells.csv ({len(cells)} cells, {int(cells['padded'].sum())} "
+        f"padded at the border) and {args.output}/wells.csv ({len(wells)} wells)"
+    )
+
+
+def _crop(args):
+    from .jobs import crop
+
+    crop(
+        args.coords,
+        args.output,
+        label_column=args.label_column,
+        size=args.size,
+        border=args.border,
+        **_table_options(args),
+    )
 
 
 def _demo(args):
     from .demo import run_demo
 
     run_demo(args.output, quick=args.quick, random_state=args.seed)
-    return 0
+
+
+def _import_tf(args):
+    from .tf_import import from_tf_checkpoint
+
+    model, mapping = from_tf_checkpoint(
+        args.checkpoint,
+        args.output,
+        classes=args.classes,
+        channel_names=args.channel_names,
+        verbose=1,
+        return_mapping=True,
+    )
+    print(
+        f"imported {len(mapping)} tensors: {len(model.classes)} classes, "
+        f"conv {model.architecture['conv_channels']}, fc {model.architecture['fc_units']}; "
+        f"wrote {args.output}"
+    )
 
 
 def main(argv=None):
     """Run ``deeploc`` with ``argv`` (defaults to ``sys.argv[1:]``); returns the exit code.
 
-    Errors a user can fix (a missing file, a wrong layout) are printed as one
-    line and exit with code 2, without a traceback.
+    Errors a user can fix (a missing file, a wrong layout, a rerun that does
+    not match its output) are printed as one line and exit with code 2,
+    without a traceback; Ctrl-C exits with 130 after saying what was kept.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -331,10 +317,20 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args.handler(args)
-    except (OSError, ValueError, TypeError) as error:  # OSError: missing or unreadable files
-        print(f"deeploc {args.command}: error: {error}", file=sys.stderr)
+        args.handler(args)
+    except KeyboardInterrupt as interrupt:
+        detail = f" ({interrupt})" if str(interrupt) else ""
+        print(
+            f"deeploc {args.command}: interrupted{detail}; finished blocks are kept and a rerun "
+            "resumes them; no unfinished model or table was written.",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except (OSError, ValueError, TypeError, ResumableOutputError) as error:
+        message = " ".join(str(error).split())  # one line, whatever the library wrote
+        print(f"deeploc {args.command}: error: {message}", file=sys.stderr)
         return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .classifier import DeepLocClassifier
 from .datasets import make_yeast_cells
 from .model_selection import compare_heads, transfer_curve
@@ -218,14 +218,14 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         source_model,
         sizes=settings.curve_sizes,
         n_draws=settings.curve_draws,
-        methods=("transfer", "scratch", "svm"),
+        heads=("finetune_all", "scratch", "svm"),
         network_params=network_params,
         random_state=random_state,
         verbose=1,
     )
     curve.to_csv(output / "transfer_curve.csv", index=False)
     summary = (
-        curve.groupby(["method", "cells_per_class"])["accuracy"].agg(["mean", "std"]).reset_index()
+        curve.groupby(["head", "cells_per_class"])["accuracy"].agg(["mean", "std"]).reset_index()
     )
     _log(f"transfer curve:\n{summary.to_string(index=False, float_format='%.3f')}", start)
     plot_transfer_curve(curve).figure.savefig(

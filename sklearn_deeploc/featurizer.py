@@ -1,17 +1,81 @@
-"""``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor for other classifiers."""
+"""``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor, and its feature cache."""
 
-import copy
 import hashlib
+from numbers import Integral
 
 import numpy as np
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import check_and_flatten
-from .inference import inference_copy, predict_batches, resolve_device
-from .pretrained import KeepPretrainedMixin, resolve_pretrained
+from .pretrained import KeepPretrainedMixin, resolve_model
 from .streaming import apply_blockwise
-from .validation import check_positive_int
+from .validation import DeviceName, validate_crops
+
+
+class FeatureCache:
+    """Features keyed by each cell's pixels, so a cell is featurised once per search.
+
+    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features
+    depend on its pixels alone. The cache maps a digest of a cell's bytes (and
+    of the model and layer) to its feature vector. ``clone`` and ``deepcopy``
+    share the cache rather than copy it; in worker processes each worker has
+    the copy it was sent, so warm it (:meth:`DeepLocFeaturizer.transform` on
+    all cells) before a parallel search.
+
+    Attributes
+    ----------
+    n_computed : int
+        Cells featurised through this cache (misses).
+    n_hits : int
+        Cells served from the cache.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> from sklearn_deeploc.featurizer import FeatureCache
+    >>> X, y = make_yeast_cells(3, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> cache = FeatureCache()
+    >>> featurizer = DeepLocFeaturizer(source, cache=cache).fit(X)
+    >>> _ = featurizer.transform(X), featurizer.transform(X[:2])
+    >>> cache.n_computed, cache.n_hits
+    (6, 2)
+    """
+
+    def __init__(self):
+        self._features = {}
+        self.n_computed = 0
+        self.n_hits = 0
+
+    def __len__(self):
+        return len(self._features)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    @staticmethod
+    def digests(X, context):
+        """One 16-byte key per cell, from its pixels and ``context`` (model, layer, tta)."""
+        return [hashlib.blake2b(cell.tobytes(), digest_size=16, key=context).digest() for cell in X]
+
+    @staticmethod
+    def context(model, layer, tta):
+        """What a cell's features depend on besides its pixels: the model, layer and tta."""
+        return hashlib.blake2b(f"{model.digest()}|{layer}|{tta}".encode(), digest_size=32).digest()
+
+    def lookup(self, X, context, compute):
+        """Features of every cell of ``X``, calling ``compute`` on the misses only."""
+        keys = self.digests(X, context)
+        missing = [i for i, key in enumerate(keys) if key not in self._features]
+        if missing:
+            for i, row in zip(missing, compute(X[missing])):
+                self._features[keys[i]] = row
+        self.n_computed += len(missing)
+        self.n_hits += len(keys) - len(missing)
+        return np.stack([self._features[key] for key in keys])
 
 
 class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
@@ -25,9 +89,10 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    pretrained : str, path-like or DeepLocClassifier
-        A model folder (see :meth:`DeepLocClassifier.save_pretrained`) or a
-        fitted classifier (kept by reference under ``clone``; never changed).
+    pretrained : str, path-like, DeepLocClassifier or DeepLocModel
+        A model folder (see :meth:`DeepLocClassifier.save_pretrained`), the
+        registered name ``"deeploc-chong"``, a fitted classifier or a model
+        (kept by reference under ``clone``; never changed).
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         ``"fc2"`` is the second-to-last fully connected layer (512-d) the
         paper feeds to its heads; ``"conv8"`` is the last conv layer, max
@@ -43,17 +108,14 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         Progress bar when > 0.
     cache : FeatureCache or None, default=None
         Serve cells seen before from a
-        :class:`~sklearn_deeploc.model_selection.FeatureCache` (shared, not
-        copied, by ``clone``), so that a search featurises each cell once.
+        :class:`FeatureCache` (shared, not copied, by ``clone``), so that a
+        search featurises each cell once.
 
     Attributes
     ----------
-    network_ : DeepLocNet
-        An inference copy of the pretrained network (batch norm folded,
-        channels-last); the source model is left untouched.
-    preprocessing_ : dict
-        Stretch and crop settings of the pretrained model.
-    crop_size_ : int
+    model_ : DeepLocModel
+        The pretrained model on ``device`` (its fast inference copy is built
+        once; the source model is left untouched).
     n_features_in_ : int
         Values per cell (``C * H * W``).
     n_features_out_ : int
@@ -80,6 +142,16 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     >>> pipe = make_pipeline(DeepLocFeaturizer(source), SVC(kernel="linear")).fit(X, y)
     """
 
+    _parameter_constraints = {
+        "pretrained": "no_validation",  # resolve_model says what it accepts
+        "layer": [str],
+        "tta": ["boolean"],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [DeviceName()],
+        "verbose": ["verbose"],
+        "cache": [None, FeatureCache],
+    }
+
     def __init__(
         self,
         pretrained,
@@ -99,6 +171,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.cache = cache
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Load and check the pretrained network; ``X`` only sets the input checks.
 
@@ -111,44 +184,23 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         -------
         self : DeepLocFeaturizer
         """
-        check_positive_int(self.batch_size, "batch_size")
-        source = resolve_pretrained(self.pretrained)
-        if source is None:
+        model = resolve_model(self.pretrained)
+        if model is None:
             raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
-        layers = source.net_.module_.feature_layers
-        if self.layer not in layers:
-            raise ValueError(f"layer must be one of {layers}; got {self.layer!r}.")
-        self.preprocessing_ = dict(source.preprocessing_)
-        self.crop_size_ = source.architecture_["crop_size"]
-        self.n_channels_ = source.architecture_["n_channels"]
-        check_and_flatten(
-            self,
-            X,
-            reset=True,
-            n_channels=self.n_channels_,
-            image_size=self.preprocessing_["image_size"],
-            crop_size=self.crop_size_,
-        )
-        self.network_ = inference_copy(source.net_.module_, resolve_device(self.device))
-        self.n_features_out_ = self._layer_width()
-        if self.cache is not None:
-            self.cache_key_ = self._cache_key(source.net_.module_)
+        self.n_features_out_ = model.feature_width(self.layer)
+        self._validate(X, model, reset=True)
+        self.model_ = model.to(self.device)
         return self
 
-    def _cache_key(self, module):
-        """Digest of the weights, layer and crops: what a cell's features depend on."""
-        digest = hashlib.blake2b(digest_size=32)
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        digest.update(f"{self.layer}|{self.tta}|{self.preprocessing_}".encode())
-        return digest.digest()
-
-    def _layer_width(self):
-        fc = dict(self.network_.fc.named_children())
-        if self.layer in fc:
-            return fc[self.layer].linear.out_features
-        return getattr(self.network_.features, self.network_.last_conv).conv.out_channels
+    def _validate(self, X, model, *, reset):
+        return validate_crops(
+            self,
+            X,
+            reset=reset,
+            n_channels=model.n_channels,
+            image_size=model.image_size,
+            crop_size=model.crop_size,
+        )
 
     def transform(self, X):
         """Features of each cell, float32 of shape (n, n_features_out_).
@@ -158,50 +210,30 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         with the number of cells) or a ``dask.array`` (a lazy dask array
         comes back, computed block by block).
         """
-        check_is_fitted(self, "network_")
+        check_is_fitted(self, "model_")
         return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
 
     def _transform_in_memory(self, X):
-        X = check_and_flatten(
-            self,
-            X,
-            reset=False,
-            n_channels=self.n_channels_,
-            image_size=self.preprocessing_["image_size"],
-            crop_size=self.crop_size_,
-        )
+        X = self._validate(X, self.model_, reset=False)
         if self.cache is not None:
-            return self.cache.lookup(X, self.cache_key_, self._features)
+            context = FeatureCache.context(self.model_, self.layer, self.tta)
+            return self.cache.lookup(X, context, self._features)
         return self._features(X)
 
     def _features(self, X):
-        features = predict_batches(
-            self.network_,
-            X,
-            output=self.layer,
-            crop_size=self.crop_size_,
-            preprocessing=self.preprocessing_,
-            tta=self.tta,
-            batch_size=self.batch_size,
-            verbose=self.verbose,
+        return self.model_.features(
+            X, self.layer, tta=self.tta, batch_size=self.batch_size, verbose=self.verbose
         )
-        return features.astype(np.float32, copy=False)
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<layer>_0 ... <layer>_<n-1>`` (for ``set_output(transform="pandas")``)."""
         check_is_fitted(self, "n_features_out_")
         return np.asarray([f"{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        if "network_" in state:  # a GPU copy would not load on a CPU-only machine
-            state["network_"] = copy.deepcopy(self.network_).cpu()
-        return state
-
     def __setstate__(self, state):
         self.__dict__.update(state)
-        if "network_" in state:
-            self.network_ = self.network_.to(resolve_device(self.device))
+        if "model_" in state:  # pickles hold CPU models; go back to the chosen device
+            self.model_ = self.model_.to(self.device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

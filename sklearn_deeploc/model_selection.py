@@ -1,6 +1,5 @@
 """Comparing heads on pretrained DeepLoc features against fine-tuning, and transfer curves."""
 
-import hashlib
 import time
 
 import numpy as np
@@ -15,76 +14,29 @@ from sklearn.svm import SVC
 from sklearn.utils import check_random_state
 
 from .classifier import DeepLocClassifier
-from .featurizer import DeepLocFeaturizer
+from .featurizer import DeepLocFeaturizer, FeatureCache
 from .metrics import mean_average_precision_scorer
-from .pretrained import resolve_pretrained
-from .validation import check_crops
+from .pretrained import resolve_model
 
 FEATURE_HEADS = ("svm", "knn", "forest")
 NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
 HEADS = FEATURE_HEADS + NETWORK_HEADS
+HEAD_DESCRIPTIONS = {
+    "svm": "linear SVM (one-vs-one) on DeepLoc features",
+    "knn": "k-nearest neighbours on DeepLoc features",
+    "forest": "random forest on DeepLoc features",
+    "finetune_fc": "DeepLoc fine-tuned, conv layers frozen",
+    "finetune_all": "DeepLoc fine-tuned, every layer",
+    "scratch": "DeepLoc trained from scratch",
+}
 SCORING = {"accuracy": "accuracy", "average_precision": mean_average_precision_scorer}
 PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
 
 
-class FeatureCache:
-    """Features keyed by each cell's pixels, so a cell is featurised once per search.
-
-    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features
-    depend on its pixels alone. The cache maps a digest of a cell's bytes (and
-    of the model and layer) to its feature vector. ``clone`` and ``deepcopy``
-    share the cache rather than copy it; in worker processes each worker has
-    the copy it was sent, so warm it (:meth:`DeepLocFeaturizer.transform` on
-    all cells) before a parallel search.
-
-    Attributes
-    ----------
-    n_computed : int
-        Cells featurised through this cache (misses).
-    n_hits : int
-        Cells served from the cache.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
-    >>> from sklearn_deeploc.datasets import make_yeast_cells
-    >>> from sklearn_deeploc.model_selection import FeatureCache
-    >>> X, y = make_yeast_cells(3, ["NUCLEI", "VACUOLE"], random_state=0)
-    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
-    ...                            batch_size=8, random_state=0).fit(X, y)
-    >>> cache = FeatureCache()
-    >>> featurizer = DeepLocFeaturizer(source, cache=cache).fit(X)
-    >>> _ = featurizer.transform(X), featurizer.transform(X[:2])
-    >>> cache.n_computed, cache.n_hits
-    (6, 2)
-    """
-
-    def __init__(self):
-        self._features = {}
-        self.n_computed = 0
-        self.n_hits = 0
-
-    def __len__(self):
-        return len(self._features)
-
-    def __deepcopy__(self, memo):
-        return self
-
-    @staticmethod
-    def digests(X, context):
-        """One 16-byte key per cell, from its pixels and ``context`` (model, layer, tta)."""
-        return [hashlib.blake2b(cell.tobytes(), digest_size=16, key=context).digest() for cell in X]
-
-    def lookup(self, X, context, compute):
-        """Features of every cell of ``X``, calling ``compute`` on the misses only."""
-        keys = self.digests(X, context)
-        missing = [i for i, key in enumerate(keys) if key not in self._features]
-        if missing:
-            for i, row in zip(missing, compute(X[missing])):
-                self._features[keys[i]] = row
-        self.n_computed += len(missing)
-        self.n_hits += len(keys) - len(missing)
-        return np.stack([self._features[key] for key in keys])
+def _check_heads(heads):
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown or not len(heads):
+        raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {list(heads)}.")
 
 
 def _frozen_featurizer(source, X, layer, verbose):
@@ -101,17 +53,16 @@ def _frozen_featurizer(source, X, layer, verbose):
 def _candidates(featurizer, source, network_params, random_state):
     """(features step, head) for every head the comparison knows.
 
-    The network heads start from ``source``, the fitted pretrained classifier
+    The network heads start from ``source``, the resolved pretrained model
     (``clone`` keeps it by reference), so a model folder is read only once.
     """
-    architecture = source.architecture_
+    architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
         "fc_units": tuple(architecture["fc_units"]),
         "crop_size": architecture["crop_size"],
     }
     network = {"random_state": random_state, **network_params}
-    pretrained = source
     return {
         # SVC is one-vs-one inside, as in the paper.
         "svm": (featurizer, SVC(kernel="linear")),
@@ -119,9 +70,9 @@ def _candidates(featurizer, source, network_params, random_state):
         "forest": (featurizer, RandomForestClassifier(n_estimators=200, random_state=random_state)),
         "finetune_fc": (
             "passthrough",
-            DeepLocClassifier(pretrained=pretrained, freeze="conv", **network),
+            DeepLocClassifier(pretrained=source, freeze="conv", **network),
         ),
-        "finetune_all": ("passthrough", DeepLocClassifier(pretrained=pretrained, **network)),
+        "finetune_all": ("passthrough", DeepLocClassifier(pretrained=source, **network)),
         "scratch": ("passthrough", DeepLocClassifier(**scratch, **network)),
     }
 
@@ -157,8 +108,8 @@ def compare_heads(
         Crops of the target screen.
     y : array-like of shape (n,)
         Labels.
-    pretrained : str, path-like or DeepLocClassifier
-        The pretrained model (folder or fitted classifier).
+    pretrained : str, path-like, DeepLocClassifier or DeepLocModel
+        The pretrained model (folder, registered name, fitted classifier or model).
     heads : sequence of str, default=all six
         Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch"``.
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
@@ -197,15 +148,9 @@ def compare_heads(
     >>> sorted(table["head"])
     ['knn', 'svm']
     """
-    unknown = [h for h in heads if h not in HEADS]
-    if unknown or not heads:
-        raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {list(heads)}.")
-    source = resolve_pretrained(pretrained)
-    X = check_crops(
-        X,
-        n_channels=source.architecture_["n_channels"],
-        image_size=source.preprocessing_["image_size"],
-    )
+    _check_heads(heads)
+    source = resolve_model(pretrained)
+    X = source.check_crops(X)
     y = np.asarray(y)
     featurizer = None
     if any(h in FEATURE_HEADS for h in heads):
@@ -259,7 +204,8 @@ def transfer_curve(
     *,
     sizes=PAPER_SIZES,
     n_draws=5,
-    methods=("transfer", "scratch"),
+    heads=("finetune_all", "scratch"),
+    layer="fc2",
     network_params=None,
     scratch_params=None,
     random_state=0,
@@ -269,25 +215,28 @@ def transfer_curve(
 
     The paper's protocol (Figs 4C, 5C): for each size, ``n_draws`` random
     training sets of that many cells per class are drawn from the pool; each
-    method is trained on each and scored on the same fixed test set.
+    head is trained on each and scored on the same fixed test set.
 
     Parameters
     ----------
     X_pool, y_pool : crops and labels to draw training sets from.
     X_test, y_test : the fixed test set.
-    pretrained : str, path-like or DeepLocClassifier
+    pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model.
     sizes : sequence of int, default=(1, 3, 5, 10, 25, 50, 100, 250, 500)
         Cells per class. A class with fewer cells in the pool gives all it has
         (the ``n_train`` column says how many cells were used).
     n_draws : int, default=5
         Random training sets per size.
-    methods : sequence of str, default=("transfer", "scratch")
-        ``"transfer"`` (fine-tune every layer), ``"transfer_fc"`` (conv layers
+    heads : sequence of str, default=("finetune_all", "scratch")
+        Heads of :func:`compare_heads` (the same names): ``"finetune_all"``
+        (transfer, every layer fine-tuned), ``"finetune_fc"`` (conv layers
         frozen), ``"scratch"`` (same architecture, random initialisation), and
         the feature heads ``"svm"``, ``"knn"``, ``"forest"``.
+    layer : {"fc2", "fc1", "conv8"}, default="fc2"
+        Feature layer for the feature heads.
     network_params : dict, optional
-        :class:`DeepLocClassifier` parameters for all network methods.
+        :class:`DeepLocClassifier` parameters for all network heads.
     scratch_params : dict, optional
         Overrides for ``"scratch"`` (for example a longer ``max_iter``).
     random_state : int, default=0
@@ -297,8 +246,8 @@ def transfer_curve(
     Returns
     -------
     pandas.DataFrame
-        Columns ``method``, ``cells_per_class``, ``draw``, ``n_train``,
-        ``accuracy``, ``fit_time``; one row per method, size and draw.
+        Columns ``head``, ``cells_per_class``, ``draw``, ``n_train``,
+        ``accuracy``, ``fit_time``; one row per head, size and draw.
 
     See Also
     --------
@@ -314,41 +263,33 @@ def transfer_curve(
     ...                            batch_size=8, random_state=0).fit(X, y)
     >>> curve = transfer_curve(X, y, X, y, source, sizes=(1, 2), n_draws=2,
     ...                        network_params={"max_iter": 2, "batch_size": 8})
-    >>> curve.groupby("method").size().to_dict()
-    {'scratch': 4, 'transfer': 4}
+    >>> curve.groupby("head").size().to_dict()
+    {'finetune_all': 4, 'scratch': 4}
     """
-    known = {"transfer", "transfer_fc", "scratch", *FEATURE_HEADS}
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"methods must be among {sorted(known)}; got {unknown}.")
-    source = resolve_pretrained(pretrained)
-    check = {
-        "n_channels": source.architecture_["n_channels"],
-        "image_size": source.preprocessing_["image_size"],
-    }
-    X_pool, X_test = check_crops(X_pool, **check), check_crops(X_test, **check)
+    _check_heads(heads)
+    source = resolve_model(pretrained)
+    X_pool, X_test = source.check_crops(X_pool), source.check_crops(X_test)
     y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
     featurizer = None
-    if any(m in FEATURE_HEADS for m in methods):
+    if any(h in FEATURE_HEADS for h in heads):
         # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
-        featurizer = _frozen_featurizer(source, X_test, "fc2", verbose)
+        featurizer = _frozen_featurizer(source, X_test, layer, verbose)
     candidates = _candidates(featurizer, source, network_params or {}, random_state)
     candidates["scratch"][1].set_params(**(scratch_params or {}))
-    by_method = {"transfer": "finetune_all", "transfer_fc": "finetune_fc"}
     rng = check_random_state(random_state)
     rows = []
     for size in sizes:
         for draw in range(n_draws):
             train = _draw(y_pool, size, rng)
-            for method in methods:
-                features, head = candidates[by_method.get(method, method)]
-                model = Pipeline([("features", features), ("head", clone(head))])
-                if method == "knn":  # k cannot exceed the training set
+            for head in heads:
+                features, estimator = candidates[head]
+                model = Pipeline([("features", features), ("head", clone(estimator))])
+                if head == "knn":  # k cannot exceed the training set
                     model.set_params(head__n_neighbors=min(5, len(train)))
                 start = time.perf_counter()
                 model.fit(X_pool[train], y_pool[train])
                 row = {
-                    "method": method,
+                    "head": head,
                     "cells_per_class": size,
                     "draw": draw,
                     "n_train": len(train),

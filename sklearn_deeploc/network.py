@@ -108,6 +108,20 @@ class DeepLocNet(nn.Module):
         init_std=0.1,
     ):
         super().__init__()
+        # The keyword arguments, as model folders store them (plain JSON types).
+        self.architecture = {
+            "n_channels": int(n_channels),
+            "n_classes": int(n_classes),
+            "conv_channels": [int(c) for c in conv_channels],
+            "fc_units": [int(u) for u in fc_units],
+            "crop_size": int(crop_size),
+            "dropout": float(dropout),
+            "bias": bool(bias),
+            "bn_eps": float(bn_eps),
+            "bn_momentum": float(bn_momentum),
+            "normalize_logits": bool(normalize_logits),
+            "init_std": float(init_std),
+        }
         if not conv_channels or not fc_units:
             raise ValueError(
                 "DeepLocNet needs at least one conv layer and one FC layer; got "

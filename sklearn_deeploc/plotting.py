@@ -140,7 +140,7 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     >>> matplotlib.use("Agg")
     >>> import pandas as pd
     >>> from sklearn_deeploc.plotting import plot_transfer_curve
-    >>> curve = pd.DataFrame({"method": ["transfer"] * 4, "cells_per_class": [1, 1, 5, 5],
+    >>> curve = pd.DataFrame({"head": ["finetune_all"] * 4, "cells_per_class": [1, 1, 5, 5],
     ...                       "accuracy": [0.5, 0.6, 0.8, 0.9]})
     >>> len(plot_transfer_curve(curve).lines) > 0
     True
@@ -148,11 +148,11 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
-    summary = curve.groupby(["method", "cells_per_class"])[score].agg(["mean", "std"])
-    for method, rows in summary.groupby(level="method", sort=False):
+    summary = curve.groupby(["head", "cells_per_class"])[score].agg(["mean", "std"])
+    for head, rows in summary.groupby(level="head", sort=False):
         sizes = rows.index.get_level_values("cells_per_class")
         ax.errorbar(
-            sizes, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=method
+            sizes, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=head
         )
     ax.set_xscale("log")
     ax.set_xlabel("training cells per class")

@@ -8,7 +8,8 @@ parameter and stores the reference preprocessing with the model.
 import numpy as np
 import torch
 
-from .network import pooled_size
+from .model import DeepLocModel
+from .network import DeepLocNet, pooled_size
 from .tf_checkpoint import layer_tensors, read_checkpoint
 
 CHONG_CLASSES = (
@@ -33,17 +34,47 @@ CHONG_CLASSES = (
     "GHOST",
 )
 # The reference preprocessing (clip at 99.9, subtract 0.1, divide by larger ranges).
-REFERENCE_PREPROCESSING = {"image_size": 64, "stretch": [0.1, 99.9], "stretch_variant": "reference"}
+REFERENCE_PREPROCESSING = {
+    "image_size": 64,
+    "stretch": [0.1, 99.9],
+    "stretch_variant": "reference",
+    "tta": True,
+}
+
+
+N_REFERENCE_CONV = 8
+REFERENCE_LAYERS = (
+    *(f"conv_{i}" for i in range(1, N_REFERENCE_CONV + 1)),
+    "fc_1",
+    "fc_2",
+    "final_layer",
+)
+
+
+def _check_reference_layers(tensors):
+    """Refuse a checkpoint that lacks a layer of the reference network, or has extra ones."""
+    scopes = {part for name in tensors for part in name.split("/")}
+    present = {layer for layer in REFERENCE_LAYERS if {layer, f"{layer}_batch_norm"} & scopes}
+    missing = [layer for layer in REFERENCE_LAYERS if layer not in present]
+    extra = sorted(
+        part
+        for part in scopes
+        if part.startswith("conv_") and part[5:].isdigit() and int(part[5:]) > N_REFERENCE_CONV
+    )
+    if missing or extra:
+        raise ValueError(
+            "The checkpoint is not the DeepLoc reference graph (8 conv, 2 hidden FC and a "
+            f"final layer, each with batch norm): missing layers {missing}"
+            + (f", unexpected layers {extra}" if extra else "")
+            + "."
+        )
 
 
 def _tf_state_dict(tensors, crop_size):
     """Our DeepLocNet state and architecture from a reference checkpoint's tensors."""
-    n_conv = 0
-    while any(f"conv_{n_conv + 1}" in name.split("/") for name in tensors):
-        n_conv += 1
-    if n_conv == 0:
-        raise ValueError("The checkpoint is not a DeepLoc graph: no layer 'conv_1' in it.")
-    layers = [f"conv_{i}" for i in range(1, n_conv + 1)] + ["fc_1", "fc_2", "final_layer"]
+    _check_reference_layers(tensors)
+    n_conv = N_REFERENCE_CONV
+    layers = list(REFERENCE_LAYERS)
     ours = [f"features.conv{i}.conv" for i in range(1, n_conv + 1)]
     ours += ["fc.fc1.linear", "fc.fc2.linear", "head"]
     norms = [name.rsplit(".", 1)[0] + ".bn" for name in ours[:-1]] + ["head_bn"]
@@ -97,7 +128,14 @@ def _tf_state_dict(tensors, crop_size):
 
 
 def from_tf_checkpoint(
-    checkpoint, output=None, *, classes=None, channel_names=("GFP", "RFP"), crop_size=60, verbose=0
+    checkpoint,
+    output=None,
+    *,
+    classes=None,
+    channel_names=("GFP", "RFP"),
+    crop_size=60,
+    verbose=0,
+    return_mapping=False,
 ):
     """Import the published DeepLoc TensorFlow 1 checkpoint (no TensorFlow needed).
 
@@ -120,39 +158,38 @@ def from_tf_checkpoint(
     crop_size : int, default=60
     verbose : int, default=0
         Print the variable mapping when > 0.
+    return_mapping : bool, default=False
+        Also return the mapping of our parameters to checkpoint tensors.
 
     Returns
     -------
-    DeepLocClassifier
-        Fitted, with the attribute ``tf_mapping_`` (our parameter -> checkpoint name).
+    DeepLocModel
+        With ``return_mapping=True``, also the mapping (our parameter ->
+        checkpoint tensor name).
 
     Examples
     --------
     >>> from sklearn_deeploc.tf_import import from_tf_checkpoint
-    >>> clf = from_tf_checkpoint("pretrained_DeepLoc/model.ckpt-5000",
-    ...                          "deeploc-chong/")  # doctest: +SKIP
+    >>> model = from_tf_checkpoint("pretrained_DeepLoc/model.ckpt-5000",
+    ...                            "deeploc-chong/")  # doctest: +SKIP
     """
-    from .classifier import DeepLocClassifier
-    from .pretrained import FORMAT
-
     state, architecture, mapping = _tf_state_dict(read_checkpoint(checkpoint), crop_size)
     n_classes = architecture["n_classes"]
     if classes is None:
         classes = CHONG_CLASSES if n_classes == 19 else [f"class_{i}" for i in range(n_classes)]
     if len(classes) != n_classes:
         raise ValueError(f"{len(classes)} class names for a model with {n_classes} outputs.")
-    config = {
-        "format": FORMAT,
-        "architecture": architecture,
-        "classes": list(classes),
-        "channel_names": list(channel_names),
-        "preprocessing": dict(REFERENCE_PREPROCESSING),
-    }
-    model = DeepLocClassifier._from_model_folder(config, state)
-    model.tf_mapping_ = mapping
+    network = DeepLocNet(**architecture)
+    network.load_state_dict(state)
+    model = DeepLocModel(
+        network,
+        list(classes),
+        channel_names=list(channel_names),
+        preprocessing=REFERENCE_PREPROCESSING,
+    )
     if verbose:
         for ours, theirs in mapping.items():
             print(f"{ours:<34} <- {theirs}")
     if output is not None:
-        model.save_pretrained(output)
-    return model
+        model.save(output)
+    return (model, mapping) if return_mapping else model

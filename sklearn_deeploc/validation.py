@@ -87,11 +87,11 @@ def _object_to_float(X):
     _reject_none(X)
     try:
         return X.astype(np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as error:
         odd = next(v for v in X.flat if not isinstance(v, numbers.Real))  # error path only
         raise TypeError(
             "Expected numeric pixel values (integer or float); X holds "
-            f"{type(odd).__name__} values such as {odd!r}."
+            f"{type(odd).__name__} values such as {odd!r} ({error})."
         ) from None
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from sklearn_deeploc import DeepLocFeaturizer
 from sklearn_deeploc.blocks import parts_folder, run_blocks
-from sklearn_deeploc.cli import block_table, main
+from sklearn_deeploc.cli import main
 from sklearn_deeploc.datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
+from sklearn_deeploc.jobs import block_table
 from sklearn_deeploc.model_selection import FEATURE_HEADS, compare_heads
 
 da = pytest.importorskip("dask.array")

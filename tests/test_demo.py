@@ -25,7 +25,7 @@ def test_quick_demo_writes_a_sane_report(tmp_path, capsys):
     # Chance on 6 classes is 1/6: the best head must beat it clearly.
     assert heads["mean_accuracy"].max() > 0.3
     curve = pd.read_csv(tmp_path / "transfer_curve.csv")
-    assert set(curve["method"]) == {"transfer", "scratch", "svm"}
+    assert set(curve["head"]) == {"finetune_all", "scratch", "svm"}
     assert curve["accuracy"].between(0, 1).all()
     report = (tmp_path / "report.md").read_text()
     assert "## Head comparison" in report and "## Transfer-learning curve" in report

@@ -4,7 +4,8 @@ import pytest
 
 from sklearn_deeploc import DeepLocNet
 from sklearn_deeploc.datasets import make_yeast_cells
-from sklearn_deeploc.model_selection import HEADS, FeatureCache, compare_heads, transfer_curve
+from sklearn_deeploc.featurizer import FeatureCache
+from sklearn_deeploc.model_selection import HEADS, compare_heads, transfer_curve
 
 NETWORK = {"max_iter": 3, "batch_size": 16}
 
@@ -88,7 +89,7 @@ def test_transfer_curve_sizes_draws_and_reproducibility(source_model, target):
     kwargs = {
         "sizes": (1, 3),
         "n_draws": 2,
-        "methods": ("transfer", "scratch", "knn"),
+        "heads": ("finetune_all", "scratch", "knn"),
         "network_params": NETWORK,
         "random_state": 0,
     }
@@ -102,6 +103,6 @@ def test_transfer_curve_sizes_draws_and_reproducibility(source_model, target):
     pd.testing.assert_frame_equal(curve.drop(columns="fit_time"), again.drop(columns="fit_time"))
 
 
-def test_transfer_curve_bad_method(source_model, target):
-    with pytest.raises(ValueError, match="methods must be among"):
-        transfer_curve(*target, *target, source_model, methods=("magic",))
+def test_transfer_curve_bad_head(source_model, target):
+    with pytest.raises(ValueError, match="heads must be a non-empty subset"):
+        transfer_curve(*target, *target, source_model, heads=("magic",))

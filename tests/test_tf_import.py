@@ -30,24 +30,23 @@ def expected():
 
 def test_imported_model_reproduces_tensorflow(expected):
     model = from_tf_checkpoint(SMALL)
-    net = model.net_.module_.eval()
+    net = model.network.eval()
     x = torch.from_numpy(expected["inputs_nchw"])
     with torch.no_grad():
         logits = net(x).numpy()
         fc2 = net.forward_features(x, "fc2").numpy()
-        fast = model._fast(x.contiguous(memory_format=torch.channels_last)).numpy()
+        fast = model.inference_network()(x.contiguous(memory_format=torch.channels_last)).numpy()
     assert np.abs(logits - expected["logits"]).max() < 1e-4
     assert np.abs(fc2 - expected["fc2"]).max() < 1e-4
     assert np.abs(fast - expected["logits"]).max() < 1e-4
 
 
 def test_mapping_ignores_optimizer_slots_and_reports_every_parameter():
-    model = from_tf_checkpoint(SMALL)
-    mapping = model.tf_mapping_
+    model, mapping = from_tf_checkpoint(SMALL, return_mapping=True)
     assert not any("Adam" in name for name in mapping.values())
     assert mapping["features.conv1.conv.weight"] == "conv_1/weights/Variable"
     assert mapping["head_bn.running_var"].endswith("ExponentialMovingAverage")
-    parameters = {k for k in model.net_.module_.state_dict() if "num_batches" not in k}
+    parameters = {k for k in model.network.state_dict() if "num_batches" not in k}
     assert set(mapping) == parameters
 
 
@@ -86,11 +85,27 @@ def test_checkpoint_of_another_graph(monkeypatch):
     tensors = read_checkpoint(SMALL)
     missing_layer = {k: v for k, v in tensors.items() if "fc_2" not in k.split("/")[0]}
     monkeypatch.setattr(reader, "read_checkpoint", lambda path: missing_layer)
-    with pytest.raises(ValueError, match="not a DeepLoc graph: layer 'fc_2' lacks"):
+    with pytest.raises(
+        ValueError, match=r"not the DeepLoc reference graph.*missing layers \['fc_2'\]"
+    ):
         from_tf_checkpoint(SMALL)
     no_conv = {k: v for k, v in tensors.items() if "conv" not in k}
     monkeypatch.setattr(reader, "read_checkpoint", lambda path: no_conv)
-    with pytest.raises(ValueError, match="no layer 'conv_1'"):
+    with pytest.raises(ValueError, match=r"missing layers \['conv_1', 'conv_2'"):
+        from_tf_checkpoint(SMALL)
+    no_beta = {k: v for k, v in tensors.items() if not (k.startswith("fc_2") and "beta" in k)}
+    monkeypatch.setattr(reader, "read_checkpoint", lambda path: no_beta)
+    with pytest.raises(ValueError, match="not a DeepLoc graph: layer 'fc_2' lacks"):
+        from_tf_checkpoint(SMALL)
+
+
+def test_checkpoint_without_conv_8_is_refused(monkeypatch):
+    import sklearn_deeploc.tf_import as reader
+
+    tensors = read_checkpoint(SMALL)
+    seven_conv = {k: v for k, v in tensors.items() if not k.startswith("conv_8")}
+    monkeypatch.setattr(reader, "read_checkpoint", lambda path: seven_conv)
+    with pytest.raises(ValueError, match=r"missing layers \['conv_8'\]"):
         from_tf_checkpoint(SMALL)
 
 
@@ -107,7 +122,7 @@ def test_shape_mismatch():
 )
 def test_full_width_graph_converts():
     model = from_tf_checkpoint(FULL)
-    assert model.architecture_["conv_channels"] == [64, 64, 128, 128, 256, 256, 256, 256]
-    assert model.architecture_["fc_units"] == [512, 512]
-    assert list(model.classes_) == list(CHONG_CLASSES)
-    assert model.net_.module_.fc.fc1.linear.weight.shape == (512, 8 * 8 * 256)
+    assert model.architecture["conv_channels"] == [64, 64, 128, 128, 256, 256, 256, 256]
+    assert model.architecture["fc_units"] == [512, 512]
+    assert list(model.classes) == list(CHONG_CLASSES)
+    assert model.network.fc.fc1.linear.weight.shape == (512, 8 * 8 * 256)

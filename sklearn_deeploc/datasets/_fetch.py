@@ -178,14 +178,14 @@ def _checkpoint_prefix(folder):
 
 def _convert_checkpoint(zip_path, folder):
     """Write a model folder from the archive's checkpoint, then load it back to validate it."""
-    from .. import load_pretrained
+    from ..model import DeepLocModel
     from ..tf_import import from_tf_checkpoint
 
     unpacked = folder / "checkpoint"
     _unzip(zip_path, unpacked)
     from_tf_checkpoint(_checkpoint_prefix(unpacked), folder)
     shutil.rmtree(unpacked)
-    load_pretrained(folder)
+    DeepLocModel.load(folder)
 
 
 def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None):

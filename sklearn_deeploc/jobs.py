@@ -1,0 +1,430 @@
+"""The package's long jobs as Python functions: train, predict, featurize, crop, screen.
+
+Each job checks everything it was given before it computes anything, and
+writes its output so that a rerun after an interruption resumes the same work
+or refuses, saying what differs (see :mod:`sklearn_deeploc.blocks`). The
+``deeploc`` command line only parses arguments and calls these.
+"""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .blocks import ResumableOutput, file_identity, read_table, run_blocks, write_table
+from .classifier import DeepLocClassifier
+from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
+from .featurizer import DeepLocFeaturizer
+from .fields import crop_fields, iter_field_crops, read_cell_table
+from .pretrained import resolve_model
+from .screen import aggregate, crop_cells, find_cells
+from .validation import check_positive_int
+
+DEFAULT_BLOCK = 4096
+TABLE_FORMATS = (".csv", ".parquet")
+
+
+def _check_table_path(path):
+    path = Path(path)
+    if path.suffix not in TABLE_FORMATS:
+        raise ValueError(f"Output must end in one of {list(TABLE_FORMATS)}; got {path}.")
+    if path.is_dir():
+        raise ValueError(f"Output {path} is a folder; expected a table file name.")
+    return path
+
+
+def _check_data_file(path):
+    """A DeepLoc HDF5 file, checked and opened lazily (its layout is read, not its cells)."""
+    return DeepLocHDF5Dataset(path)
+
+
+def probability_table(classes, proba):
+    """One ``p_<class>`` column per class and the most probable ``label``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.jobs import probability_table
+    >>> probability_table(np.array(["ER", "NUCLEI"]), np.array([[0.2, 0.8]])).columns.tolist()
+    ['p_ER', 'p_NUCLEI', 'label']
+    """
+    frame = pd.DataFrame(proba, columns=[f"p_{c}" for c in classes])
+    frame["label"] = np.asarray(classes)[np.asarray(proba).argmax(axis=1)]
+    return frame
+
+
+def block_table(estimator, data, start, stop):
+    """Output rows of cells ``start:stop`` of a DeepLoc HDF5 file (runs on Dask workers too).
+
+    A classifier gives ``cell``, one ``p_<class>`` column per class and
+    ``label``; a featurizer gives ``cell`` and its feature columns.
+    """
+    X = DeepLocHDF5Dataset(data)[start:stop][0].numpy()
+    if isinstance(estimator, DeepLocFeaturizer):
+        frame = pd.DataFrame(estimator.transform(X), columns=estimator.get_feature_names_out())
+    else:
+        frame = probability_table(estimator.classes_, estimator.predict_proba(X))
+    frame.insert(0, "cell", np.arange(start, stop))
+    return frame
+
+
+def _run_cell_blocks(estimator, data, output, manifest, *, block_size, overwrite, client, verbose):
+    n_cells = len(_check_data_file(data))
+    model = estimator if client is None else client.scatter(estimator, broadcast=True)
+    run_blocks(
+        output,
+        n_cells,
+        block_size,
+        block_table,
+        model,
+        str(data),
+        manifest={**manifest, "input": file_identity(data)},
+        overwrite=overwrite,
+        client=client,
+        verbose=verbose,
+    )
+    return read_table(output)
+
+
+def predict(
+    model,
+    data,
+    output,
+    *,
+    tta=None,
+    batch_size=128,
+    block_size=DEFAULT_BLOCK,
+    device="auto",
+    overwrite=False,
+    client=None,
+    verbose=1,
+):
+    """Per-cell class probabilities and labels of a DeepLoc HDF5 file, written resumably.
+
+    Parameters
+    ----------
+    model : str, path-like, DeepLocModel or fitted DeepLocClassifier
+        A model folder or registered name (``"deeploc-chong"``).
+    data : str or path-like
+        A DeepLoc HDF5 file.
+    output : str or path-like
+        ``.csv`` or ``.parquet`` table: ``cell``, ``p_<class>`` ..., ``label``.
+    tta : bool, optional
+        Five-crop mean; None uses the model's stored choice.
+    batch_size : int, default=128
+    block_size : int, default=4096
+        Cells per resumable block.
+    device : str, default="auto"
+    overwrite : bool, default=False
+        Start over when the output was made from another model, options or
+        input (otherwise such a rerun is refused).
+    client : distributed.Client, optional
+        Compute blocks on a Dask cluster.
+    verbose : int, default=1
+
+    Returns
+    -------
+    pandas.DataFrame
+        The whole table, as written.
+    """
+    output = _check_table_path(output)
+    check_positive_int(block_size, "block_size")
+    classifier = DeepLocClassifier.from_model(resolve_model(model))
+    classifier.set_params(
+        tta=classifier.tta if tta is None else tta, batch_size=batch_size, device=device
+    )
+    classifier._validate_params()
+    manifest = {
+        "job": "predict",
+        "model": classifier.model_.digest(),
+        "tta": classifier.tta,
+    }
+    return _run_cell_blocks(
+        classifier,
+        data,
+        output,
+        manifest,
+        block_size=block_size,
+        overwrite=overwrite,
+        client=client,
+        verbose=verbose,
+    )
+
+
+def featurize(
+    model,
+    data,
+    output,
+    *,
+    layer="fc2",
+    tta=True,
+    batch_size=128,
+    block_size=DEFAULT_BLOCK,
+    device="auto",
+    overwrite=False,
+    client=None,
+    verbose=1,
+):
+    """Per-cell DeepLoc features of a DeepLoc HDF5 file, written resumably.
+
+    Parameters are those of :func:`predict`, plus ``layer`` ("fc2", "fc1",
+    "conv8"); the table has ``cell`` and ``<layer>_<i>`` columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    output = _check_table_path(output)
+    check_positive_int(block_size, "block_size")
+    dataset = _check_data_file(data)
+    featurizer = DeepLocFeaturizer(
+        resolve_model(model), layer=layer, tta=tta, batch_size=batch_size, device=device
+    ).fit(dataset[:1][0].numpy())
+    manifest = {
+        "job": "featurize",
+        "model": featurizer.model_.digest(),
+        "layer": layer,
+        "tta": tta,
+    }
+    return _run_cell_blocks(
+        featurizer,
+        data,
+        output,
+        manifest,
+        block_size=block_size,
+        overwrite=overwrite,
+        client=client,
+        verbose=verbose,
+    )
+
+
+def train(data, output, *, verbose=1, **params):
+    """Train (or fine-tune) DeepLoc on a DeepLoc HDF5 file and write the model folder.
+
+    The output path is checked before training starts, and the folder is
+    written only when training finished: Ctrl-C raises
+    :class:`~sklearn_deeploc.training.TrainingInterrupted` and writes nothing.
+
+    Parameters
+    ----------
+    data : str or path-like
+        A DeepLoc HDF5 file with labels.
+    output : str or path-like
+        The model folder to write (must not be a file).
+    verbose : int, default=1
+    **params
+        :class:`DeepLocClassifier` parameters.
+
+    Returns
+    -------
+    DeepLocClassifier
+    """
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"Cannot write the model folder {output}: a file is there.")
+    classifier = DeepLocClassifier(verbose=verbose, **params)
+    classifier._validate_params()
+    resolve_model(classifier.pretrained)  # a bad pretrained model fails before the data is read
+    X, y = load_deeploc_hdf5(data)
+    if y is None:
+        raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
+    if verbose:
+        print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
+    classifier.fit(X, y)
+    classifier.save_pretrained(output)
+    return classifier
+
+
+def _well(field, pattern):
+    match = re.search(pattern, Path(field).name)
+    return match.group(0) if match else Path(field).stem
+
+
+def _field_table(classifier, fields, well_pattern, border, field):
+    """Cells of one field: position, well, padding, then the probability columns."""
+    crops, kept = next(iter_field_crops(fields[field], border=border))
+    table = pd.DataFrame(
+        {
+            "image": field,
+            "well": _well(field, well_pattern),
+            "x": kept["x"].to_numpy(),
+            "y": kept["y"].to_numpy(),
+            "padded": kept["padded"].to_numpy(),
+        }
+    )
+    if len(crops):
+        proba = classifier.predict_proba(crops)
+        table = pd.concat([table, probability_table(classifier.classes_, proba)], axis=1)
+    return table
+
+
+def run_screen(
+    model,
+    coords,
+    output,
+    *,
+    images=None,
+    layout="auto",
+    channels=None,
+    image_column="Image Path",
+    x_column=None,
+    y_column=None,
+    well_pattern=r"r\d+c\d+",
+    border="pad",
+    device="auto",
+    overwrite=False,
+    verbose=1,
+):
+    """Crop the cells of a screen's fields, predict them, and aggregate them per well.
+
+    Each field is one resumable part of ``<output>/cells.csv``: a rerun after
+    an interruption computes only the missing fields, and a rerun with
+    another model or options is refused unless ``overwrite``.
+
+    Parameters
+    ----------
+    model : str, path-like, DeepLocModel or fitted DeepLocClassifier
+    coords : str, path-like or DataFrame
+        The cell table: image names with a ``chN`` channel token, or a
+        CellProfiler per-object table (``Image_FileName_<CH>``,
+        ``..._Location_Center_X/Y``); see
+        :func:`~sklearn_deeploc.fields.read_cell_table`.
+    output : str or path-like
+        Output folder: ``cells.csv`` (one row per cell) and ``wells.csv``.
+    images : str or path-like, optional
+        Folder that image names start from (default: the table's folder).
+    layout, channels, image_column, x_column, y_column
+        See :func:`~sklearn_deeploc.fields.read_cell_table`; ``channels`` in
+        the model's channel order.
+    well_pattern : str, default=r"r\\d+c\\d+"
+        Regular expression of the well in an image name (else its stem).
+    border : {"pad", "drop"}, default="pad"
+    device : str, default="auto"
+    overwrite : bool, default=False
+    verbose : int, default=1
+
+    Returns
+    -------
+    cells, wells : pandas.DataFrame
+    """
+    classifier = DeepLocClassifier.from_model(resolve_model(model)).set_params(device=device)
+    cells = read_cell_table(
+        coords,
+        layout=layout,
+        channels=channels,
+        folder=images,
+        image_column=image_column,
+        x_column=x_column,
+        y_column=y_column,
+    )
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ValueError(
+            f"Output {output} is a file; expected a folder for cells.csv and wells.csv."
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    fields = dict(tuple(cells.groupby("field", sort=False)))
+    manifest = {
+        "job": "screen",
+        "model": classifier.model_.digest(),
+        "cells": pd.util.hash_pandas_object(cells, index=False).sum().item(),
+        "well_pattern": well_pattern,
+        "border": border,
+    }
+    if verbose:
+        print(f"{len(cells)} cells in {len(fields)} fields")
+    with ResumableOutput(
+        output / "cells.csv", manifest, fields, unit="field", overwrite=overwrite, verbose=verbose
+    ) as parts:
+        parts.compute(_field_table, classifier, fields, well_pattern, border)
+        cells_table = parts.assemble()
+    columns = [f"p_{c}" for c in classifier.classes_]
+    scored = cells_table.dropna(subset=columns)
+    wells = aggregate(scored[columns].to_numpy(), scored["well"].to_numpy(), columns)
+    wells["label"] = classifier.classes_[wells[columns].to_numpy().argmax(axis=1)]
+    wells = wells.reset_index()
+    write_table(wells, output / "wells.csv")
+    return cells_table, wells
+
+
+def crop(
+    coords,
+    output,
+    *,
+    images=None,
+    layout="auto",
+    channels=None,
+    image_column="Image Path",
+    x_column=None,
+    y_column=None,
+    label_column=None,
+    size=64,
+    border="drop",
+    verbose=1,
+):
+    """From micrographs and a table of cell centres to a DeepLoc HDF5 training file.
+
+    Parameters
+    ----------
+    coords : str, path-like or DataFrame
+        The cell table (see :func:`~sklearn_deeploc.fields.read_cell_table`).
+    output : str or path-like
+        The HDF5 file to write (atomically), with label names when
+        ``label_column`` is given.
+    images, layout, channels, image_column, x_column, y_column, label_column
+        See :func:`~sklearn_deeploc.fields.read_cell_table`.
+    size : int, default=64
+    border : {"drop", "pad"}, default="drop"
+        Cells whose box crosses the field's edge: dropped, or padded.
+    verbose : int, default=1
+
+    Returns
+    -------
+    pandas.DataFrame
+        The cells kept, one row per crop written, in file order.
+    """
+    cells = read_cell_table(
+        coords,
+        layout=layout,
+        channels=channels,
+        folder=images,
+        image_column=image_column,
+        x_column=x_column,
+        y_column=y_column,
+        label_column=label_column,
+    )
+    crops, kept = crop_fields(cells, size=size, border=border, verbose=verbose)
+    if not len(crops):
+        raise ValueError(f"No cell of {coords} could be cropped (border={border!r}).")
+    labels = kept["label"].to_numpy() if label_column else None
+    save_deeploc_hdf5(output, crops, labels)
+    if verbose:
+        print(f"wrote {output}: {len(crops)} of {len(cells)} cells")
+    return kept
+
+
+def find_and_crop(image, output, *, channel=1, size=64, border="drop"):
+    """Find the cells of one field of view with :func:`find_cells`, crop them, write HDF5.
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W)
+    output : str or path-like
+        The HDF5 file to write (no labels).
+    channel : int, default=1
+        The marker channel cells are found in.
+    size : int, default=64
+    border : {"drop", "pad"}, default="drop"
+
+    Returns
+    -------
+    ndarray of shape (n, 2)
+        The (row, col) centres of the crops written.
+    """
+    centres = find_cells(image, channel=channel)
+    result = crop_cells(image, centres, size, border=border)
+    if not len(result.crops):
+        raise ValueError("No cell was found and cropped in the image.")
+    save_deeploc_hdf5(output, result.crops)
+    return centres[result.index]

@@ -1,0 +1,555 @@
+"""``DeepLocModel``: a trained DeepLoc network with everything needed to use it.
+
+The one object every part of the package shares: the network, its classes and
+channel names, and the preprocessing it was trained with (stretch, image and
+crop size, whether predictions average five crops). It is the one place that
+knows the model-folder schema (``config.json`` + ``weights.safetensors``),
+builds the fast inference copies, and defines how a model pickles.
+
+A model folder is checked before anything is allocated for it: first the
+schema of ``config.json``, then the tensor names, shapes and dtypes in the
+safetensors header against the network the config describes (built on the
+``meta`` device, which allocates nothing). Loading never unpickles.
+"""
+
+import copy
+import hashlib
+import json
+import numbers
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from ._version import __version__
+from .inference import inference_copy, predict_batches, resolve_device
+from .network import DeepLocNet
+from .preprocessing import STRETCH_VARIANTS
+from .validation import IMAGE_SIZE, check_crops
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "weights.safetensors"
+FORMAT = "sklearn-deeploc model"
+FORMAT_VERSION = 2  # 2 stores "tta" with the preprocessing
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
+DEFAULT_PREPROCESSING = {
+    "image_size": IMAGE_SIZE,
+    "stretch": [0.1, 99.9],
+    "stretch_variant": "clip",
+    "tta": True,
+}
+# Bounds of a sane DeepLoc: a config beyond them is refused before anything is built.
+MAX_LAYERS = 64
+
+
+class ModelFolderError(ValueError):
+    """A model folder (or config) that does not describe a usable DeepLoc model."""
+
+
+def _require(condition, where, expected, got):
+    if not condition:
+        raise ModelFolderError(f"{where}: expected {expected}; got {got!r}.")
+
+
+def _is_int(value, low=1):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _check_architecture(arch, where):
+    _require(isinstance(arch, dict), where, "a dict of DeepLocNet arguments", type(arch).__name__)
+    known = set(
+        DeepLocNet.__init__.__code__.co_varnames[1 : DeepLocNet.__init__.__code__.co_argcount]
+    )
+    unknown = sorted(set(arch) - known)
+    _require(not unknown, where, f"only DeepLocNet arguments {sorted(known)}", unknown)
+    for key in ("n_channels", "n_classes", "conv_channels", "fc_units", "crop_size"):
+        _require(key in arch, where, f"the key {key!r}", sorted(arch))
+    for key in ("n_channels", "n_classes", "crop_size"):
+        _require(_is_int(arch[key]), f"{where}.{key}", "a positive integer", arch[key])
+    for key in ("conv_channels", "fc_units"):
+        units = arch[key]
+        _require(
+            isinstance(units, list) and 0 < len(units) <= MAX_LAYERS and all(map(_is_int, units)),
+            f"{where}.{key}",
+            f"a list of 1 to {MAX_LAYERS} positive integers",
+            units,
+        )
+    for key in ("bias", "normalize_logits"):
+        if key in arch:
+            _require(isinstance(arch[key], bool), f"{where}.{key}", "true or false", arch[key])
+    for key, low, high in (
+        ("dropout", 0, 1),
+        ("bn_momentum", 0, 1),
+        ("bn_eps", 0, 1),
+        ("init_std", 0, 10),
+    ):
+        if key in arch:
+            value = arch[key]
+            _require(
+                _is_number(value) and low <= value <= high,
+                f"{where}.{key}",
+                f"a number in [{low}, {high}]",
+                value,
+            )
+
+
+def check_preprocessing(prep, where="preprocessing"):
+    """Validate a preprocessing dict (stretch, variant, image size, tta); return it completed.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.model import check_preprocessing
+    >>> check_preprocessing({"stretch": None})["tta"]
+    True
+    """
+    _require(isinstance(prep, dict), where, "a dict", type(prep).__name__)
+    unknown = sorted(set(prep) - set(DEFAULT_PREPROCESSING))
+    _require(not unknown, where, f"only the keys {sorted(DEFAULT_PREPROCESSING)}", unknown)
+    prep = {**DEFAULT_PREPROCESSING, **prep}
+    _require(
+        _is_int(prep["image_size"]), f"{where}.image_size", "a positive integer", prep["image_size"]
+    )
+    stretch = prep["stretch"]
+    _require(
+        stretch is None
+        or (
+            isinstance(stretch, (list, tuple))
+            and len(stretch) == 2
+            and all(map(_is_number, stretch))
+            and 0 <= stretch[0] < stretch[1] <= 100
+        ),
+        f"{where}.stretch",
+        "null or two percentiles [low, high] with 0 <= low < high <= 100",
+        stretch,
+    )
+    variant = prep["stretch_variant"]
+    _require(
+        variant in STRETCH_VARIANTS,
+        f"{where}.stretch_variant",
+        f"one of {STRETCH_VARIANTS}",
+        variant,
+    )
+    _require(isinstance(prep["tta"], bool), f"{where}.tta", "true or false", prep["tta"])
+    prep["stretch"] = None if stretch is None else [float(q) for q in stretch]
+    return prep
+
+
+def check_config(config, where=CONFIG_FILE):
+    """Validate a model config against the schema, before anything is built from it.
+
+    Raises
+    ------
+    ModelFolderError
+        A ``ValueError`` naming the first key that is missing, of the wrong
+        type or out of range.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.model import check_config
+    >>> check_config({"format": "sklearn-deeploc model", "format_version": 2})
+    Traceback (most recent call last):
+    ...
+    sklearn_deeploc.model.ModelFolderError: config.json: expected the key 'architecture'; ...
+    """
+    _require(isinstance(config, dict), where, "a JSON object", type(config).__name__)
+    _require(config.get("format") == FORMAT, f"{where}.format", repr(FORMAT), config.get("format"))
+    version = config.get("format_version", 1)
+    _require(
+        version in SUPPORTED_FORMAT_VERSIONS,
+        f"{where}.format_version",
+        f"one of {SUPPORTED_FORMAT_VERSIONS} (a newer sklearn-deeploc wrote this folder?)",
+        version,
+    )
+    for key in ("architecture", "classes", "channel_names", "preprocessing"):
+        _require(key in config, where, f"the key {key!r}", sorted(config))
+    arch = config["architecture"]
+    _check_architecture(arch, f"{where}.architecture")
+    classes = config["classes"]
+    _require(isinstance(classes, list), f"{where}.classes", "a list of labels", classes)
+    all_str = all(isinstance(c, str) for c in classes)
+    all_numbers = all(_is_number(c) for c in classes)
+    _require(
+        len(classes) == arch["n_classes"]
+        and (all_str or all_numbers)
+        and len(set(classes)) == len(classes),
+        f"{where}.classes",
+        f"a list of {arch['n_classes']} distinct labels, all strings or all numbers, one "
+        "per output of the network",
+        classes,
+    )
+    names = config["channel_names"]
+    _require(
+        isinstance(names, list)
+        and len(names) == arch["n_channels"]
+        and all(isinstance(n, str) for n in names),
+        f"{where}.channel_names",
+        f"a list of {arch['n_channels']} channel names",
+        names,
+    )
+    prep = check_preprocessing(config["preprocessing"], f"{where}.preprocessing")
+    _require(
+        arch["crop_size"] <= prep["image_size"],
+        f"{where}.architecture.crop_size",
+        f"at most preprocessing.image_size ({prep['image_size']})",
+        arch["crop_size"],
+    )
+    return {**config, "preprocessing": prep}
+
+
+def _empty_network(architecture):
+    """The network a config describes, on the ``meta`` device: shapes, no memory."""
+    with torch.device("meta"):
+        return DeepLocNet(**architecture)
+
+
+def _check_weights_header(path, network):
+    """Compare the safetensors header with the network's tensors; nothing is loaded."""
+    expected = network.state_dict()
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            found = {name: weights.get_slice(name) for name in weights.keys()}
+            shapes = {name: tuple(s.get_shape()) for name, s in found.items()}
+            dtypes = {name: s.get_dtype() for name, s in found.items()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelFolderError(f"{path} is not a readable safetensors file: {error}") from error
+    missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    if missing or unexpected:
+        raise ModelFolderError(
+            f"{path} does not fit the architecture in {CONFIG_FILE}: missing tensors "
+            f"{missing[:5]}, unexpected tensors {unexpected[:5]}."
+        )
+    for name, tensor in expected.items():
+        if shapes[name] != tuple(tensor.shape):
+            raise ModelFolderError(
+                f"{path}: tensor {name} has shape {list(shapes[name])}; the architecture in "
+                f"{CONFIG_FILE} expects {list(tensor.shape)}."
+            )
+        floating = tensor.dtype.is_floating_point
+        if floating != dtypes[name].startswith(("F", "BF")):
+            kind = "floating-point" if floating else "integer"
+            raise ModelFolderError(f"{path}: tensor {name} is {dtypes[name]}; expected {kind}.")
+
+
+def _json_label(label):
+    return label.item() if isinstance(label, np.generic) else label
+
+
+class DeepLocModel:
+    """A trained DeepLoc network with its classes, channels and preprocessing.
+
+    Crops go in raw (any layout :func:`~sklearn_deeploc.validation.check_crops`
+    accepts); the model stretches them as it was trained, runs a fast
+    inference copy of the network (batch norm folded, channels-last; built
+    once per precision) and averages five crops when ``tta`` is on.
+
+    Parameters
+    ----------
+    network : DeepLocNet
+        The trained network (kept as it is; inference uses copies).
+    classes : array-like of shape (n_classes,)
+        Labels of the network's outputs, in order.
+    channel_names : list of str, optional
+        Default ``["protein", "marker"]`` for two channels.
+    preprocessing : dict, optional
+        ``image_size`` (side of the stored crops), ``stretch`` (two
+        percentiles or None), ``stretch_variant`` ("clip" or "reference"),
+        ``tta`` (five-crop mean by default). Missing keys take the defaults
+        of :data:`DEFAULT_PREPROCESSING`.
+
+    Attributes
+    ----------
+    architecture : dict
+        The :class:`DeepLocNet` arguments.
+    device : torch.device
+
+    See Also
+    --------
+    DeepLocClassifier : trains models; ``model_`` is one.
+    DeepLocFeaturizer : features of a model for other classifiers.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from sklearn_deeploc import DeepLocModel, DeepLocNet
+    >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8)).eval()
+    >>> model = DeepLocModel(net, ["ER", "NUCLEI", "VACUOLE"])
+    >>> X = np.random.default_rng(0).random((5, 2, 64, 64))
+    >>> model.predict_proba(X).shape, model.features(X, "conv8").shape
+    ((5, 3), (5, 4))
+    >>> folder = model.save(tempfile.mkdtemp() + "/model")
+    >>> bool(np.allclose(DeepLocModel.load(folder).predict_proba(X), model.predict_proba(X)))
+    True
+    """
+
+    def __init__(self, network, classes, *, channel_names=None, preprocessing=None):
+        self.network = network
+        self.classes = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
+        n_channels = network.architecture["n_channels"]
+        if channel_names is None:
+            channel_names = (
+                ["protein", "marker"]
+                if n_channels == 2
+                else [f"channel{i}" for i in range(n_channels)]
+            )
+        self.channel_names = list(channel_names)
+        self.preprocessing = check_preprocessing(dict(preprocessing or {}))
+        check_config(self.config())
+        network.eval()
+        self._inference = {}
+
+    # -- description -------------------------------------------------------------
+
+    @property
+    def architecture(self):
+        return dict(self.network.architecture)
+
+    @property
+    def n_channels(self):
+        return self.network.architecture["n_channels"]
+
+    @property
+    def crop_size(self):
+        return self.network.architecture["crop_size"]
+
+    @property
+    def image_size(self):
+        return self.preprocessing["image_size"]
+
+    @property
+    def n_features_in(self):
+        """Values per cell in the flat layout (``C * image_size**2``)."""
+        return self.n_channels * self.image_size**2
+
+    @property
+    def device(self):
+        return network_device(self.network)
+
+    @property
+    def feature_layers(self):
+        return self.network.feature_layers
+
+    def feature_width(self, layer):
+        """Length of the feature vector of ``layer`` ("conv8", "fc1", "fc2", ...)."""
+        if layer not in self.feature_layers:
+            raise ValueError(f"layer must be one of {self.feature_layers}; got {layer!r}.")
+        arch = self.network.architecture
+        if layer == "conv8":
+            return arch["conv_channels"][-1]
+        return arch["fc_units"][int(layer[2:]) - 1]
+
+    def config(self):
+        """The ``config.json`` content (plain JSON types)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "architecture": self.architecture,
+            "classes": [_json_label(c) for c in self.classes],
+            "channel_names": list(self.channel_names),
+            "preprocessing": dict(self.preprocessing),
+        }
+
+    def digest(self):
+        """SHA-256 of the config (less the package version) and the weights, as hex.
+
+        Two models with this digest give the same outputs; jobs record it in
+        their manifests so that outputs of two models never mix.
+        """
+        if getattr(self, "_digest", None) is None:
+            config = {k: v for k, v in self.config().items() if k != "package_version"}
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+            for name, tensor in sorted(self.network.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def __repr__(self):
+        arch = self.network.architecture
+        return (
+            f"DeepLocModel({len(self.classes)} classes, channels {self.channel_names}, "
+            f"conv {arch['conv_channels']}, fc {arch['fc_units']})"
+        )
+
+    # -- folders -------------------------------------------------------------------
+
+    def save(self, path):
+        """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``).
+
+        Each file is written under a temporary name and renamed, so an
+        interrupted save never leaves a half-written model behind.
+
+        Returns
+        -------
+        pathlib.Path
+        """
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(f"Cannot write a model folder at {path}: a file is there.")
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
+        partial = path / (WEIGHTS_FILE + ".partial")
+        save_file(tensors, str(partial), metadata={"format": FORMAT})
+        os.replace(partial, path / WEIGHTS_FILE)
+        partial = path / (CONFIG_FILE + ".partial")
+        partial.write_text(json.dumps(self.config(), indent=2) + "\n")
+        os.replace(partial, path / CONFIG_FILE)
+        return path
+
+    @classmethod
+    def load(cls, path, *, device="cpu"):
+        """Read a model folder: schema, then tensor header, then the weights.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default="cpu"
+            Where the network goes ("auto": CUDA when present). Weights
+            saved from a GPU load anywhere.
+
+        Raises
+        ------
+        FileNotFoundError
+            ``path`` does not exist.
+        ModelFolderError
+            A ``ValueError``: not a model folder, an invalid config, or weights
+            that do not fit it.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"No model folder at {path}: the path does not exist.")
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+        if not path.is_dir() or missing:
+            raise ModelFolderError(
+                f"{path} is not a model folder: expected a directory with {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE} (as written by save_pretrained); missing {missing or [path.name]}."
+            )
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelFolderError(f"{path / CONFIG_FILE} is not valid JSON: {error}") from error
+        config = check_config(config, str(path / CONFIG_FILE))
+        network = _empty_network(config["architecture"])
+        _check_weights_header(path / WEIGHTS_FILE, network)
+        state = {}
+        with safe_open(str(path / WEIGHTS_FILE), framework="pt", device="cpu") as weights:
+            for name in weights.keys():
+                state[name] = weights.get_tensor(name)
+        # assign=True adopts the loaded tensors: the weights are allocated once.
+        network.load_state_dict(state, assign=True)
+        network.eval()
+        model = cls(
+            network.to(resolve_device(device)),
+            config["classes"],
+            channel_names=config["channel_names"],
+            preprocessing=config["preprocessing"],
+        )
+        return model
+
+    # -- devices and copies -----------------------------------------------------------
+
+    def to(self, device):
+        """This model on ``device`` ("auto": CUDA when present); ``self`` is unchanged.
+
+        Returns a new model (sharing the network when it is already there) with
+        its own inference copies.
+        """
+        device = torch.device(resolve_device(device))
+        network = self.network
+        if network_device(network) != device:
+            network = copy.deepcopy(network).to(device)
+        return type(self)(
+            network,
+            self.classes,
+            channel_names=self.channel_names,
+            preprocessing=self.preprocessing,
+        )
+
+    def transfer_state(self):
+        """The network's weights (and batch-norm statistics) less the output layer.
+
+        For fine-tuning: a new network for other classes loads these, and this
+        model is not changed.
+        """
+        return {
+            name: tensor.detach().clone()
+            for name, tensor in self.network.state_dict().items()
+            if not name.startswith("head")
+        }
+
+    def inference_network(self):
+        """The fast inference copy (batch norm folded, channels-last), built once."""
+        key = ("fp32", str(self.device))
+        if key not in self._inference:
+            self._inference[key] = inference_copy(self.network, self.device)
+        return self._inference[key]
+
+    # -- prediction --------------------------------------------------------------
+
+    def check_crops(self, X):
+        """Validate raw crops for this model: float32 ``(n, C, H, W)``."""
+        return check_crops(
+            X, n_channels=self.n_channels, image_size=self.image_size, min_size=self.crop_size
+        )
+
+    def _run(self, X, output, *, tta, batch_size, verbose):
+        return predict_batches(
+            self.inference_network(),
+            self.check_crops(X),
+            output=output,
+            crop_size=self.crop_size,
+            preprocessing=self.preprocessing,
+            tta=self.preprocessing["tta"] if tta is None else tta,
+            batch_size=batch_size,
+            verbose=verbose,
+        ).astype(np.float32, copy=False)
+
+    def predict_proba(self, X, *, tta=None, batch_size=128, verbose=0):
+        """Class probabilities of raw crops, columns in :attr:`classes` order.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, H, W) or (n, C * H * W)
+        tta : bool, optional
+            Five-crop mean; None uses the model's stored choice.
+        batch_size : int, default=128
+        verbose : int, default=0
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes), float32
+        """
+        return self._run(X, "proba", tta=tta, batch_size=batch_size, verbose=verbose)
+
+    def features(self, X, layer="fc2", *, tta=None, batch_size=128, verbose=0):
+        """Activations of ``layer`` for raw crops (five-crop mean unless ``tta=False``).
+
+        Returns
+        -------
+        ndarray of shape (n, feature_width(layer)), float32
+        """
+        self.feature_width(layer)
+        return self._run(X, layer, tta=tta, batch_size=batch_size, verbose=verbose)
+
+    # -- pickling --------------------------------------------------------------------
+
+    def __getstate__(self):
+        # One rule: pickles load on a CPU-only machine; inference copies are rebuilt.
+        state = self.__dict__.copy()
+        state["_inference"] = {}
+        if network_device(self.network).type != "cpu":
+            state["network"] = copy.deepcopy(self.network).cpu()
+        return state
+
+
+def network_device(network):
+    """The device of a network's parameters."""
+    return next(network.parameters()).device

@@ -1,0 +1,179 @@
+"""DeepLocModel: folders, predictions, pickling, and folders that must be refused."""
+
+import json
+import pickle
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import sklearn_deeploc.model as model_module
+from sklearn_deeploc import DeepLocClassifier, DeepLocModel, DeepLocNet, load_pretrained
+from sklearn_deeploc.model import ModelFolderError
+
+
+@pytest.fixture
+def tiny_model():
+    net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 6))
+    return DeepLocModel(net, ["ER", "NUCLEI", "VACUOLE"])
+
+
+def _edit_config(folder, edit):
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def test_folder_round_trip_keeps_everything(tiny_model, tmp_path, rng):
+    X = rng.random((4, 2, 64, 64)) * 1000
+    tiny_model.preprocessing["tta"] = False
+    folder = tiny_model.save(tmp_path / "model")
+    loaded = DeepLocModel.load(folder)
+    np.testing.assert_array_equal(loaded.predict_proba(X), tiny_model.predict_proba(X))
+    np.testing.assert_array_equal(loaded.features(X, "fc1"), tiny_model.features(X, "fc1"))
+    assert loaded.config() == tiny_model.config()
+    assert loaded.preprocessing["tta"] is False
+    assert loaded.digest() == tiny_model.digest()
+
+
+def test_predictions_equal_the_classifiers(source_model, cells):
+    X, _ = cells
+    np.testing.assert_array_equal(
+        source_model.model_.predict_proba(X), source_model.predict_proba(X)
+    )
+    assert source_model.net_.module_ is source_model.model_.network
+
+
+def test_classifier_tta_survives_save_and_load(source_folder, source_model, tmp_path, cells):
+    X, _ = cells
+    centre_only = load_pretrained(source_folder).set_params(tta=False)
+    loaded = load_pretrained(centre_only.save_pretrained(tmp_path / "model"))
+    assert loaded.tta is False
+    expected = source_model.model_.predict_proba(X, tta=False)
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+
+
+def test_pickle_loads_in_a_fresh_process(tiny_model, tmp_path, rng):
+    X = rng.random((3, 2, 64, 64)).astype(np.float32)
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(tiny_model))
+    np.save(tmp_path / "X.npy", X)
+    script = (
+        "import pickle, sys, numpy as np\n"
+        "folder = sys.argv[1]\n"
+        "m = pickle.load(open(folder + '/model.pkl', 'rb'))\n"
+        "np.save(folder + '/p.npy', m.predict_proba(np.load(folder + '/X.npy')))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), tiny_model.predict_proba(X), atol=1e-6)
+
+
+def test_a_gpu_model_pickles_as_a_cpu_model(tiny_model, monkeypatch):
+    # No GPU here: pretend the network sits on one, as after training on CUDA.
+    monkeypatch.setattr(model_module, "network_device", lambda net: torch.device("cuda", 0))
+    state = tiny_model.__getstate__()
+    assert state["network"] is not tiny_model.network
+    assert state["_inference"] == {}
+    assert all(t.device.type == "cpu" for t in state["network"].state_dict().values())
+
+
+def test_inference_copy_is_built_once(tiny_model, rng):
+    X = rng.random((2, 2, 64, 64))
+    tiny_model.predict_proba(X)
+    first = tiny_model.inference_network()
+    tiny_model.features(X)
+    assert tiny_model.inference_network() is first
+
+
+def test_to_returns_a_new_model_and_leaves_the_source(tiny_model):
+    moved = tiny_model.to("cpu")
+    assert moved is not tiny_model and moved.network is tiny_model.network
+
+
+def test_missing_or_not_a_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        DeepLocModel.load(tmp_path / "nope")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelFolderError, match="not a model folder"):
+        DeepLocModel.load(tmp_path / "file")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["classes"].append("EXTRA"), "classes: expected a list of 3 distinct"),
+        (lambda c: c["classes"].pop(), "classes: expected a list of 3 distinct"),
+        (lambda c: c.update(classes=[]), "classes: expected a list of 3"),
+        (lambda c: c.update(format_version=99), "format_version"),
+        (lambda c: c.pop("architecture"), "the key 'architecture'"),
+        (lambda c: c["architecture"].update(fc_units=[0, 8]), "fc_units"),
+        (lambda c: c["architecture"].update(conv_channels="64"), "conv_channels"),
+        (lambda c: c["architecture"].update(n_channels=True), "n_channels"),
+        (lambda c: c["architecture"].update(dropout=2.0), "dropout"),
+        (lambda c: c["architecture"].update(magic=1), "only DeepLocNet arguments"),
+        (lambda c: c["preprocessing"].update(stretch=[99, 1]), "stretch"),
+        (lambda c: c["preprocessing"].update(stretch_variant="x"), "stretch_variant"),
+        (lambda c: c["preprocessing"].update(image_size=32), "crop_size"),
+        (lambda c: c["preprocessing"].update(tta="yes"), "tta"),
+        (lambda c: c.update(channel_names=["one"]), "channel_names"),
+    ],
+)
+def test_tampered_config_is_refused_by_name(tiny_model, tmp_path, edit, message):
+    folder = tiny_model.save(tmp_path / "model")
+    _edit_config(folder, edit)
+    with pytest.raises(ModelFolderError, match=message):
+        DeepLocModel.load(folder)
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [{"fc_units": [30_000, 30_000]}, {"conv_channels": [1_000_000] * 8}],
+)
+def test_huge_config_is_refused_fast_without_allocating(tiny_model, tmp_path, architecture):
+    folder = tiny_model.save(tmp_path / "model")
+    _edit_config(folder, lambda c: c["architecture"].update(architecture))
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    with pytest.raises(ModelFolderError, match="has shape"):
+        DeepLocModel.load(folder)
+    assert time.perf_counter() - start < 1.0  # a bound on work done, not a benchmark
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before
+    assert grown < 100 * 1024
+
+
+def test_weights_that_do_not_fit_are_refused(tiny_model, tmp_path):
+    folder = tiny_model.save(tmp_path / "model")
+    state = load_file(folder / "weights.safetensors")
+    del state["head.weight"]
+    save_file(state, str(folder / "weights.safetensors"))
+    with pytest.raises(ModelFolderError, match=r"missing tensors \['head.weight'\]"):
+        DeepLocModel.load(folder)
+
+
+def test_integer_weights_are_refused(tiny_model, tmp_path):
+    folder = tiny_model.save(tmp_path / "model")
+    state = load_file(folder / "weights.safetensors")
+    state["head.weight"] = state["head.weight"].to(torch.int32)
+    save_file(state, str(folder / "weights.safetensors"))
+    with pytest.raises(ModelFolderError, match="head.weight is I32; expected floating-point"):
+        DeepLocModel.load(folder)
+
+
+def test_damaged_weights_file_is_refused(tiny_model, tmp_path):
+    folder = tiny_model.save(tmp_path / "model")
+    (folder / "weights.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(ModelFolderError, match="not a readable safetensors file"):
+        DeepLocModel.load(folder)
+
+
+def test_pretrained_accepts_a_model(tiny_model, make_tiny):
+    from sklearn_deeploc.datasets import make_yeast_cells
+
+    X, y = make_yeast_cells(3, ["ER", "GOLGI"], random_state=0)
+    clf = make_tiny(pretrained=tiny_model, max_iter=2).fit(X, y)
+    assert isinstance(clf, DeepLocClassifier) and list(clf.classes_) == ["ER", "GOLGI"]
+    assert clf.model_.channel_names == tiny_model.channel_names
