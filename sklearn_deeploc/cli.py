@@ -151,6 +151,19 @@ def _add_import_tf(commands):
     importer.set_defaults(handler=_import_tf)
 
 
+def _add_fetch(commands):
+    fetch = commands.add_parser(
+        "fetch", help="download the published DeepLoc model or datasets once, into the data home"
+    )
+    fetch.add_argument("what", choices=["model", "datasets"])
+    fetch.add_argument(
+        "--data-home", help="default: $SKLEARN_DEEPLOC_DATA or ~/sklearn_deeploc_data"
+    )
+    fetch.add_argument("--url", help="a mirror of the published archive")
+    fetch.add_argument("--archive", help="the archive, downloaded by hand (works offline)")
+    fetch.set_defaults(handler=_fetch)
+
+
 def build_parser():
     """The argument parser of ``deeploc`` (one sub-command per job)."""
     parser = argparse.ArgumentParser(
@@ -165,6 +178,7 @@ def build_parser():
         _add_crop,
         _add_screen,
         _add_import_tf,
+        _add_fetch,
     ):
         add(commands)
     return parser
@@ -284,6 +298,17 @@ def _demo(args):
     from .demo import run_demo
 
     run_demo(args.output, quick=args.quick, random_state=args.seed)
+
+
+def _fetch(args):
+    from .datasets import fetch_deeploc_datasets, fetch_deeploc_model
+
+    options = {"data_home": args.data_home, "url": args.url, "archive": args.archive}
+    if args.what == "model":
+        print(f"deeploc-chong: {fetch_deeploc_model(**options)}")
+        return
+    for name, path in fetch_deeploc_datasets(**options).items():
+        print(f"{name}: {path}")
 
 
 def _import_tf(args):

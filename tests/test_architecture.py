@@ -92,5 +92,5 @@ def test_cli_defines_argument_parsing_and_printing_only():
         for node in ast.walk(tree)
         if isinstance(node, ast.ImportFrom) and node.level and node.module
     }
-    # Jobs come from the jobs module (and the demo, the importer); nothing else computes.
-    assert package_imports <= {"_version", "jobs", "demo", "tf_import", "blocks"}
+    # Jobs come from the jobs module (and the demo, importer, fetchers); nothing else computes.
+    assert package_imports <= {"_version", "jobs", "demo", "tf_import", "blocks", "datasets"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -250,3 +251,38 @@ def test_data_home_from_environment(tmp_path, monkeypatch):
     assert get_data_home() == tmp_path / "from-env"
     assert get_data_home(tmp_path / "given") == tmp_path / "given"
     assert (tmp_path / "from-env").is_dir()
+
+
+def test_registered_name_resolves_through_the_cache(server, model_zip, tmp_path, monkeypatch):
+    from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
+    from sklearn_deeploc.cli import main
+
+    monkeypatch.setenv("SKLEARN_DEEPLOC_DATA", str(tmp_path / "home"))
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip)
+    assert main(["fetch", "model", "--url", url]) == 0
+    requests = len(server.requests)
+    X = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float32) * 1000
+    chong = load_pretrained("deeploc-chong")  # the default URL is never asked: it is cached
+    featurizer = DeepLocFeaturizer("deeploc-chong").fit(X)
+    assert featurizer.transform(X).shape == (3, chong.model_.feature_width("fc2"))
+    y = ["class_0", "class_1", "class_0"]
+    tuned = DeepLocClassifier(pretrained="deeploc-chong", max_iter=1, batch_size=4).fit(X, y)
+    assert list(tuned.classes_) == ["class_0", "class_1"]
+    save_deeploc_hdf5(tmp_path / "cells.h5", X)
+    out = tmp_path / "cells.csv"
+    assert main(["predict", "deeploc-chong", str(tmp_path / "cells.h5"), "-o", str(out)]) == 0
+    assert len(server.requests) == requests
+    np.testing.assert_allclose(
+        pd.read_csv(out).filter(like="p_").to_numpy(), chong.predict_proba(X), atol=1e-6
+    )
+
+
+def test_a_path_that_exists_wins_over_a_name(tmp_path, monkeypatch):
+    from sklearn_deeploc import DeepLocModel, DeepLocNet
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SKLEARN_DEEPLOC_DATA", str(tmp_path / "empty-home"))
+    net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    DeepLocModel(net, ["a", "b"]).save(tmp_path / "deeploc-chong")
+    assert list(load_pretrained("deeploc-chong").classes_) == ["a", "b"]
+    assert not (tmp_path / "empty-home" / "deeploc-chong").exists()
