@@ -1,0 +1,85 @@
+"""From a real micrograph to a training set: deeploc crop, then train and predict on it."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_deeploc.cli import main
+from sklearn_deeploc.datasets import load_deeploc_hdf5
+
+TINY = ["--conv-channels", *"4 4 4 4 4 4 4 4".split(), "--fc-units", "8", "8"]
+
+
+@pytest.fixture
+def field(shared_data):
+    return shared_data / "field_r01c01f01"
+
+
+def _train_and_predict(data, tmp_path):
+    model = tmp_path / "model"
+    train = ["train", str(data), "-o", str(model), *TINY, "--max-iter", "2", "--batch-size", "8"]
+    assert main(train) == 0
+    out = tmp_path / "cells.csv"
+    assert main(["predict", str(model), str(data), "-o", str(out), "--block-size", "100"]) == 0
+    return pd.read_csv(out)
+
+
+def test_crop_token_layout_then_train_and_predict(field, tmp_path):
+    listed = pd.read_csv(field / "cells.csv")
+    data = tmp_path / "field.h5"
+    args = ["crop", "--coords", str(field / "cells.csv"), "-o", str(data)]
+    assert main([*args, "--channels", "ch1", "ch3", "--label-column", "Saved Label"]) == 0
+    X, y = load_deeploc_hdf5(data)
+    inside = (
+        listed["Center_X"].between(32, 1080 - 32) & listed["Center_Y"].between(32, 1080 - 32)
+    ).to_numpy()
+    assert X.shape == (inside.sum(), 2, 64, 64)  # one row per cell kept (border: drop)
+    assert list(y) == listed.loc[inside, "Saved Label"].tolist()
+    predictions = _train_and_predict(data, tmp_path)
+    assert len(predictions) == len(X)
+    assert set(predictions["label"]) <= set(y)
+
+
+def test_crop_cellprofiler_layout_gives_the_same_crops(field, tmp_path):
+    listed = pd.read_csv(field / "cells.csv")
+    image = listed["Image Path"]
+    table = pd.DataFrame(
+        {
+            "Image_FileName_GFP": image,
+            "Image_FileName_RFP": image.str.replace("-ch1", "-ch3", regex=False),
+            "cells_Location_Center_X": listed["Center_X"],
+            "cells_Location_Center_Y": listed["Center_Y"],
+        }
+    )
+    table.to_csv(tmp_path / "SQL_data.csv", index=False)
+    common = ["--images", str(field), "--border", "pad"]
+    token, profiler = tmp_path / "token.h5", tmp_path / "profiler.h5"
+    tokens = ["--coords", str(field / "cells.csv"), "--channels", "ch1", "ch3"]
+    assert main(["crop", *tokens, "-o", str(token), *common]) == 0
+    assert (
+        main(["crop", "--coords", str(tmp_path / "SQL_data.csv"), "-o", str(profiler), *common])
+        == 0
+    )
+    X_token, _ = load_deeploc_hdf5(token)
+    X_profiler, y = load_deeploc_hdf5(profiler)
+    assert y is None and len(X_profiler) == len(listed)
+    np.testing.assert_array_equal(X_profiler, X_token)
+    out = tmp_path / "screen"
+    screen = ["screen", "--coords", str(tmp_path / "SQL_data.csv"), "--images", str(field)]
+    model = tmp_path / "model"
+    assert main(["train", str(token), "-o", str(model), *TINY, "--max-iter", "1"]) == 2  # no labels
+    labelled = tmp_path / "labelled.h5"
+    assert (
+        main(["crop", *tokens, "-o", str(labelled), "--label-column", "Saved Label", *common]) == 0
+    )
+    assert main(["train", str(labelled), "-o", str(model), *TINY, "--max-iter", "2"]) == 0
+    assert main([screen[0], str(model), *screen[1:], "-o", str(out)]) == 0
+    cells = pd.read_csv(out / "cells.csv")
+    assert len(cells) == len(listed)
+
+
+def test_crop_refuses_missing_columns(field, tmp_path, capsys):
+    table = tmp_path / "cells.csv"
+    pd.DataFrame({"Image Path": ["x.tiff"], "X": [1]}).to_csv(table, index=False)
+    assert main(["crop", "--coords", str(table), "-o", str(tmp_path / "x.h5")]) == 2
+    assert "Center_X" in capsys.readouterr().err
