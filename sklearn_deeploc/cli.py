@@ -82,12 +82,13 @@ def _add_predict_and_featurize(commands):
     featurize.set_defaults(handler=_featurize)
 
 
-def _add_cell_table_arguments(sub):
+def _add_cell_table_arguments(sub, required=True):
     sub.add_argument(
         "--coords",
-        required=True,
-        help="cell table: image names with a chN token, or a "
-        "CellProfiler per-object table (Image_FileName_<CH>, ..._Location_Center_X/Y)",
+        required=required,
+        help="cell table: image names with a chN token, or a CellProfiler per-object table "
+        "(Image_FileName_<CH>, ..._Location_Center_X/Y)"
+        + ("" if required else "; without it, cells are found in every field of --images"),
     )
     sub.add_argument("--images", help="folder the image names start from (default: the table's)")
     sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
@@ -123,7 +124,7 @@ def _add_crop(commands):
         "crop", help="crop the cells of micrographs into a DeepLoc HDF5 training file"
     )
     crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
-    _add_cell_table_arguments(crop)
+    _add_cell_table_arguments(crop, required=False)
     crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
     crop.add_argument("--size", type=positive_int, default=64)
     crop.add_argument("--border", choices=["drop", "pad"], default="drop")

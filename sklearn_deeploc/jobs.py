@@ -16,9 +16,9 @@ from .blocks import ResumableOutput, file_identity, read_table, run_blocks, writ
 from .classifier import DeepLocClassifier
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .featurizer import DeepLocFeaturizer
-from .fields import crop_fields, iter_field_crops, read_cell_table
+from .fields import crop_fields, iter_field_crops, read_cell_table, read_field
 from .pretrained import resolve_model
-from .screen import aggregate, crop_cells, find_cells
+from .screen import aggregate, find_cells
 from .validation import check_positive_int
 
 DEFAULT_BLOCK = 4096
@@ -367,8 +367,10 @@ def crop(
 
     Parameters
     ----------
-    coords : str, path-like or DataFrame
-        The cell table (see :func:`~sklearn_deeploc.fields.read_cell_table`).
+    coords : str, path-like, DataFrame or None
+        The cell table (see :func:`~sklearn_deeploc.fields.read_cell_table`);
+        None finds the cells of every field in ``images`` with
+        :func:`find_cell_table`.
     output : str or path-like
         The HDF5 file to write (atomically), with label names when
         ``label_column`` is given.
@@ -384,6 +386,11 @@ def crop(
     pandas.DataFrame
         The cells kept, one row per crop written, in file order.
     """
+    if coords is None:
+        if images is None or label_column is not None:
+            raise ValueError("Without a cell table, give --images (and no label column).")
+        coords = find_cell_table(images, channels=channels, verbose=verbose)
+        layout = "token"
     cells = read_cell_table(
         coords,
         layout=layout,
@@ -404,27 +411,44 @@ def crop(
     return kept
 
 
-def find_and_crop(image, output, *, channel=1, size=64, border="drop"):
-    """Find the cells of one field of view with :func:`find_cells`, crop them, write HDF5.
+def find_cell_table(images, *, channels=None, marker=1, verbose=1):
+    """A cell table of every field in a folder, with centres found by :func:`find_cells`.
+
+    Fields are the images whose name holds the first channel token (default
+    ``ch1``); their other channels are found by substituting the token, as in
+    the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`.
 
     Parameters
     ----------
-    image : ndarray of shape (C, H, W)
-    output : str or path-like
-        The HDF5 file to write (no labels).
-    channel : int, default=1
-        The marker channel cells are found in.
-    size : int, default=64
-    border : {"drop", "pad"}, default="drop"
+    images : str or path-like
+        Folder of the fields' channel images.
+    channels : list of str, optional
+        Channel tokens in the model's order (default ``["ch1", "ch2"]``).
+    marker : int, default=1
+        Index in ``channels`` of the whole-cell marker that cells are found in.
+    verbose : int, default=1
 
     Returns
     -------
-    ndarray of shape (n, 2)
-        The (row, col) centres of the crops written.
+    pandas.DataFrame
+        Columns ``Image Path``, ``Center_X``, ``Center_Y``: one row per cell.
     """
-    centres = find_cells(image, channel=channel)
-    result = crop_cells(image, centres, size, border=border)
-    if not len(result.crops):
-        raise ValueError("No cell was found and cropped in the image.")
-    save_deeploc_hdf5(output, result.crops)
-    return centres[result.index]
+    channels = channels or ["ch1", "ch2"]
+    names = sorted(p.name for p in Path(images).iterdir() if re.search(channels[0], p.name))
+    if not names:
+        raise ValueError(f"No image in {images} has the channel token {channels[0]!r}.")
+    fields = read_cell_table(
+        pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
+        layout="token",
+        channels=channels,
+        folder=images,
+    )
+    rows = []
+    for name, (_, field) in zip(names, fields.iterrows()):
+        centres = find_cells(read_field(field), channel=marker)
+        rows.append(
+            pd.DataFrame({"Image Path": name, "Center_X": centres[:, 1], "Center_Y": centres[:, 0]})
+        )
+        if verbose:
+            print(f"{name}: {len(centres)} cells found")
+    return pd.concat(rows, ignore_index=True)

@@ -83,3 +83,11 @@ def test_crop_refuses_missing_columns(field, tmp_path, capsys):
     pd.DataFrame({"Image Path": ["x.tiff"], "X": [1]}).to_csv(table, index=False)
     assert main(["crop", "--coords", str(table), "-o", str(tmp_path / "x.h5")]) == 2
     assert "Center_X" in capsys.readouterr().err
+
+
+def test_crop_without_a_table_finds_the_cells(field, tmp_path):
+    data = tmp_path / "found.h5"
+    args = ["crop", "--images", str(field), "--channels", "ch1", "ch3", "-o", str(data)]
+    assert main(args) == 0
+    X, y = load_deeploc_hdf5(data)
+    assert y is None and len(X) > 300  # about 600 cells are in the field; 390 are listed
