@@ -211,6 +211,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         comes back, computed block by block).
         """
         check_is_fitted(self, "model_")
+        self._validate_params()  # parameters set after fit (batch_size=0) are refused too
         return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
 
     def _transform_in_memory(self, X):

@@ -28,7 +28,7 @@ from ._version import __version__
 from .inference import inference_copy, predict_batches, resolve_device
 from .network import DeepLocNet
 from .preprocessing import STRETCH_VARIANTS
-from .validation import IMAGE_SIZE, check_crops
+from .validation import IMAGE_SIZE, check_batch_fits, check_crops
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -500,7 +500,14 @@ class DeepLocModel:
             X, n_channels=self.n_channels, image_size=self.image_size, min_size=self.crop_size
         )
 
+    def bytes_per_cell(self):
+        """Memory one cell of a batch needs in inference: its crops and two activations."""
+        arch = self.network.architecture
+        activation = max(arch["conv_channels"]) * arch["crop_size"] ** 2
+        return 4 * (self.n_channels * self.image_size**2 + 2 * activation)
+
     def _run(self, X, output, *, tta, batch_size, verbose):
+        check_batch_fits(batch_size, self.bytes_per_cell())
         return predict_batches(
             self.inference_network(),
             self.check_crops(X),

@@ -1,0 +1,139 @@
+"""The jobs (Python and command line) under reruns, tampering and interruption."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sklearn_deeploc import DeepLocModel, jobs
+from sklearn_deeploc.blocks import OutputMismatchError, parts_folder
+from sklearn_deeploc.cli import main
+from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
+
+CLASSES = ["NUCLEI", "VACUOLE", "ER"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, source_model):
+    folder = tmp_path_factory.mktemp("jobs")
+    X, y = make_yeast_cells(4, CLASSES, random_state=0)
+    save_deeploc_hdf5(folder / "cells.h5", X, y)
+    save_deeploc_hdf5(folder / "other.h5", X[::-1].copy(), y[::-1].copy())
+    other = DeepLocModel.load(source_model.save_pretrained(folder / "model"))
+    with torch.no_grad():  # another model: same classes, other weights
+        other.network.head.bias += torch.arange(len(other.classes), dtype=torch.float32)
+    other.save(folder / "other-model")
+    return folder
+
+
+def _predict(files, output, *, model="model", data="cells.h5", **options):
+    return jobs.predict(files / model, files / data, output, block_size=5, verbose=0, **options)
+
+
+def test_rerun_with_another_model_refuses(files, tmp_path):
+    out = tmp_path / "cells.csv"
+    first = _predict(files, out)
+    with pytest.raises(OutputMismatchError, match="model"):
+        _predict(files, out, model="other-model")
+    pd.testing.assert_frame_equal(pd.read_csv(out), first)
+    other = _predict(files, out, model="other-model", overwrite=True)
+    assert not np.allclose(other.filter(like="p_"), first.filter(like="p_"))
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [({"data": "other.h5"}, "input"), ({"tta": False}, "tta")],
+)
+def test_rerun_with_other_input_or_options_refuses(files, tmp_path, change, key):
+    out = tmp_path / "cells.csv"
+    _predict(files, out)
+    with pytest.raises(OutputMismatchError, match=key):
+        _predict(files, out, **change)
+
+
+def test_featurize_rerun_with_another_layer_refuses(files, tmp_path):
+    out = tmp_path / "features.parquet"
+    jobs.featurize(files / "model", files / "cells.h5", out, block_size=5, verbose=0)
+    with pytest.raises(OutputMismatchError, match="layer"):
+        jobs.featurize(
+            files / "model", files / "cells.h5", out, layer="conv8", block_size=5, verbose=0
+        )
+
+
+def test_rerun_with_the_same_inputs_resumes_and_recomputes_a_damaged_block(files, tmp_path):
+    out = tmp_path / "cells.csv"
+    complete = _predict(files, out)
+    block = sorted(parts_folder(out).glob("block-*.csv"))[1]
+    text = block.read_text()
+    block.write_text(text[: len(text) // 2])  # cut mid-row
+    again = _predict(files, out)
+    pd.testing.assert_frame_equal(again, complete)
+    assert len(again) == 12
+
+
+def test_cli_rerun_with_another_model_is_one_line_and_exit_2(files, tmp_path, capsys):
+    out = str(tmp_path / "cells.csv")
+    args = [str(files / "cells.h5"), "-o", out, "--block-size", "5"]
+    assert main(["predict", str(files / "model"), *args]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(files / "other-model"), *args]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "--overwrite" in error and "model" in error
+    assert main(["predict", str(files / "other-model"), *args, "--overwrite"]) == 0
+
+
+def test_train_refuses_an_existing_file_before_training(files, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "model"
+    target.write_text("not a folder")
+    monkeypatch.setattr(jobs, "load_deeploc_hdf5", pytest.fail)  # must not get that far
+    assert main(["train", str(files / "cells.h5"), "-o", str(target)]) == 2
+    assert "a file is there" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--block-size", "--batch-size"])
+def test_non_positive_sizes_are_refused_by_the_parser(files, option, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(files / "model"), str(files / "cells.h5"), option, "0"])
+    assert stop.value.code == 2
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_train_writes_no_model_and_exits_non_zero(
+    files, tmp_path, capsys, monkeypatch
+):
+    from sklearn_deeploc.training import CellBatches
+
+    calls = {"n": 0}
+    real = CellBatches.__getitem__
+
+    def interrupted(self, indices):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, indices)
+
+    monkeypatch.setattr(CellBatches, "__getitem__", interrupted)
+    tiny = ["--conv-channels", *"4 4 4 4 4 4 4 4".split(), "--fc-units", "8", "8"]
+    args = ["train", str(files / "cells.h5"), "-o", str(tmp_path / "model"), *tiny]
+    code = main([*args, "--max-iter", "6", "--batch-size", "4"])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def test_user_fixable_errors_are_one_line(files, tmp_path, capsys):
+    empty = tmp_path / "empty.h5"
+    import h5py
+
+    h5py.File(empty, "w").close()
+    broken = tmp_path / "broken"
+    (broken).mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "weights.safetensors").write_bytes(b"")
+    for args in (
+        ["predict", str(files / "model"), str(empty), "-o", str(tmp_path / "a.csv")],
+        ["predict", str(broken), str(files / "cells.h5"), "-o", str(tmp_path / "b.csv")],
+    ):
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Traceback" not in error
