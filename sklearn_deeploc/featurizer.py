@@ -5,9 +5,10 @@ from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .inference import PRECISIONS, check_precision
 from .pretrained import KeepPretrainedMixin, resolve_model
 from .streaming import apply_blockwise
 from .validation import DeviceName, validate_crops
@@ -62,9 +63,12 @@ class FeatureCache:
         return [hashlib.blake2b(cell.tobytes(), digest_size=16, key=context).digest() for cell in X]
 
     @staticmethod
-    def context(model, layer, tta):
-        """What a cell's features depend on besides its pixels: the model, layer and tta."""
-        return hashlib.blake2b(f"{model.digest()}|{layer}|{tta}".encode(), digest_size=32).digest()
+    def context(model, layer, tta, precision):
+        """What a cell's features depend on besides its pixels: model, layer, tta, precision."""
+        key = f"{model.digest()}|{layer}|{tta}|{precision}"
+        if precision == "int8":  # int8 features also depend on the calibration cells
+            key += hashlib.sha256(model.calibration).hexdigest()
+        return hashlib.blake2b(key.encode(), digest_size=32).digest()
 
     def lookup(self, X, context, compute):
         """Features of every cell of ``X``, calling ``compute`` on the misses only."""
@@ -104,6 +108,11 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         Cells per forward pass (bounds memory).
     device : str, default="auto"
         Torch device; "auto" takes CUDA when present.
+    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
+        Arithmetic of inference: ``"bf16"`` on CPUs with native bf16 and on
+        GPUs, ``"fp16"`` on GPUs, ``"int8"`` (x86 CPUs) calibrated on the
+        cells given to ``fit``. Check a reduced precision on your cells with
+        ``featurizer.model_.agreement(X, precision)`` before a large run.
     verbose : int, default=0
         Progress bar when > 0.
     cache : FeatureCache or None, default=None
@@ -148,6 +157,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         "tta": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [DeviceName()],
+        "precision": [StrOptions(set(PRECISIONS))],
         "verbose": ["verbose"],
         "cache": [None, FeatureCache],
     }
@@ -160,6 +170,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         tta=True,
         batch_size=128,
         device="auto",
+        precision="fp32",
         verbose=0,
         cache=None,
     ):
@@ -168,6 +179,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         self.tta = tta
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.verbose = verbose
         self.cache = cache
 
@@ -188,8 +200,11 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         if model is None:
             raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
         self.n_features_out_ = model.feature_width(self.layer)
-        self._validate(X, model, reset=True)
+        X = self._validate(X, model, reset=True)
+        check_precision(self.precision, self.device)
         self.model_ = model.to(self.device)
+        if self.precision == "int8":  # int8 ranges are measured on the target cells
+            self.model_.calibrate(X)
         return self
 
     def _validate(self, X, model, *, reset):
@@ -217,13 +232,18 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     def _transform_in_memory(self, X):
         X = self._validate(X, self.model_, reset=False)
         if self.cache is not None:
-            context = FeatureCache.context(self.model_, self.layer, self.tta)
+            context = FeatureCache.context(self.model_, self.layer, self.tta, self.precision)
             return self.cache.lookup(X, context, self._features)
         return self._features(X)
 
     def _features(self, X):
         return self.model_.features(
-            X, self.layer, tta=self.tta, batch_size=self.batch_size, verbose=self.verbose
+            X,
+            self.layer,
+            tta=self.tta,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            verbose=self.verbose,
         )
 
     def get_feature_names_out(self, input_features=None):

@@ -25,7 +25,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ._version import __version__
-from .inference import inference_copy, predict_batches, resolve_device
+from .inference import (
+    check_precision,
+    inference_copy,
+    precision_agreement,
+    predict_batches,
+    quantized_copy,
+    resolve_device,
+)
 from .network import DeepLocNet
 from .preprocessing import STRETCH_VARIANTS
 from .validation import IMAGE_SIZE, check_batch_fits, check_crops
@@ -41,6 +48,7 @@ DEFAULT_PREPROCESSING = {
     "stretch_variant": "clip",
     "tta": True,
 }
+CALIBRATION_CELLS = 128  # enough for int8 ranges; about 10 s to calibrate the paper network
 # Bounds of a sane DeepLoc: a config beyond them is refused before anything is built.
 MAX_LAYERS = 64
 
@@ -303,6 +311,7 @@ class DeepLocModel:
         self.preprocessing = check_preprocessing(dict(preprocessing or {}))
         check_config(self.config())
         network.eval()
+        self.calibration = None
         self._inference = {}
 
     # -- description -------------------------------------------------------------
@@ -466,12 +475,14 @@ class DeepLocModel:
         network = self.network
         if network_device(network) != device:
             network = copy.deepcopy(network).to(device)
-        return type(self)(
+        moved = type(self)(
             network,
             self.classes,
             channel_names=self.channel_names,
             preprocessing=self.preprocessing,
         )
+        moved.calibration = self.calibration
+        return moved
 
     def transfer_state(self):
         """The network's weights (and batch-norm statistics) less the output layer.
@@ -485,12 +496,62 @@ class DeepLocModel:
             if not name.startswith("head")
         }
 
-    def inference_network(self):
-        """The fast inference copy (batch norm folded, channels-last), built once."""
-        key = ("fp32", str(self.device))
+    def inference_network(self, precision="fp32"):
+        """The fast inference copy for ``precision``, built once per model and device.
+
+        fp32, bf16 and fp16 share the copy with batch norm folded and
+        channels-last (bf16 and fp16 run it under autocast); int8 is a
+        statically quantised copy calibrated on :attr:`calibration`.
+        """
+        kind = "int8" if precision == "int8" else "float"
+        key = (kind, str(self.device))
         if key not in self._inference:
-            self._inference[key] = inference_copy(self.network, self.device)
+            if kind == "int8":
+                self._inference[key] = quantized_copy(
+                    self.network,
+                    self._calibration_crops(),
+                    crop_size=self.crop_size,
+                    preprocessing=self.preprocessing,
+                    tta=self.preprocessing["tta"],
+                )
+            else:
+                self._inference[key] = inference_copy(self.network, self.device)
         return self._inference[key]
+
+    def calibrate(self, X, *, n_cells=CALIBRATION_CELLS, random_state=0):
+        """Keep a sample of raw cells to calibrate int8 inference on (and drop old copies).
+
+        Calibrate on cells like the ones to predict: int8 ranges are measured
+        on them. The sample is small (``n_cells``) and pickles with the model,
+        so the quantised copy is rebuilt identically after loading.
+
+        Parameters
+        ----------
+        X : array-like of crops
+        n_cells : int, default=128
+        random_state : int, default=0
+            Which cells are drawn when ``X`` has more than ``n_cells``.
+
+        Returns
+        -------
+        self
+        """
+        X = self.check_crops(X)
+        if len(X) > n_cells:
+            pick = np.random.default_rng(random_state).choice(len(X), n_cells, replace=False)
+            X = X[np.sort(pick)]
+        self.calibration = np.array(X)
+        self._inference.pop(("int8", str(self.device)), None)
+        return self
+
+    def _calibration_crops(self):
+        if self.calibration is None:
+            raise ValueError(
+                "precision='int8' needs calibration cells: call model.calibrate(X) with cells "
+                "like the ones to predict (DeepLocFeaturizer.fit and DeepLocClassifier.fit "
+                "do it when precision='int8')."
+            )
+        return self.calibration
 
     # -- prediction --------------------------------------------------------------
 
@@ -506,20 +567,22 @@ class DeepLocModel:
         activation = max(arch["conv_channels"]) * arch["crop_size"] ** 2
         return 4 * (self.n_channels * self.image_size**2 + 2 * activation)
 
-    def _run(self, X, output, *, tta, batch_size, verbose):
+    def _run(self, X, output, *, tta, batch_size, precision, verbose):
         check_batch_fits(batch_size, self.bytes_per_cell())
+        precision = check_precision(precision, self.device)
         return predict_batches(
-            self.inference_network(),
+            self.inference_network(precision),
             self.check_crops(X),
             output=output,
             crop_size=self.crop_size,
             preprocessing=self.preprocessing,
             tta=self.preprocessing["tta"] if tta is None else tta,
             batch_size=batch_size,
+            precision=precision,
             verbose=verbose,
         ).astype(np.float32, copy=False)
 
-    def predict_proba(self, X, *, tta=None, batch_size=128, verbose=0):
+    def predict_proba(self, X, *, tta=None, batch_size=128, precision="fp32", verbose=0):
         """Class probabilities of raw crops, columns in :attr:`classes` order.
 
         Parameters
@@ -528,15 +591,20 @@ class DeepLocModel:
         tta : bool, optional
             Five-crop mean; None uses the model's stored choice.
         batch_size : int, default=128
+        precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
+            Arithmetic of inference (see :mod:`sklearn_deeploc.inference`);
+            check a reduced one on your cells with :meth:`agreement` first.
         verbose : int, default=0
 
         Returns
         -------
         ndarray of shape (n, n_classes), float32
         """
-        return self._run(X, "proba", tta=tta, batch_size=batch_size, verbose=verbose)
+        return self._run(
+            X, "proba", tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
+        )
 
-    def features(self, X, layer="fc2", *, tta=None, batch_size=128, verbose=0):
+    def features(self, X, layer="fc2", *, tta=None, batch_size=128, precision="fp32", verbose=0):
         """Activations of ``layer`` for raw crops (five-crop mean unless ``tta=False``).
 
         Returns
@@ -544,7 +612,37 @@ class DeepLocModel:
         ndarray of shape (n, feature_width(layer)), float32
         """
         self.feature_width(layer)
-        return self._run(X, layer, tta=tta, batch_size=batch_size, verbose=verbose)
+        return self._run(
+            X, layer, tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
+        )
+
+    def agreement(self, X, precision, *, tta=None, batch_size=128):
+        """How a reduced precision agrees with fp32 on cells ``X``: check before a large run.
+
+        Returns
+        -------
+        dict
+            ``top1_agreement`` (fraction of cells with the same predicted
+            class) and ``<layer>_max_relative_error`` for every feature layer
+            (see :func:`~sklearn_deeploc.inference.precision_agreement`).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from sklearn_deeploc import DeepLocModel, DeepLocNet
+        >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8))
+        >>> X = np.random.default_rng(0).random((8, 2, 64, 64))
+        >>> model = DeepLocModel(net, ["a", "b", "c"]).calibrate(X)
+        >>> report = model.agreement(X, "int8")
+        >>> 0 <= report["top1_agreement"] <= 1, "fc2_max_relative_error" in report
+        (True, True)
+        """
+        X = self.check_crops(X)
+        outputs = ("proba", *self.feature_layers)
+        options = {"tta": tta, "batch_size": batch_size, "verbose": 0}
+        reference = {o: self._run(X, o, precision="fp32", **options) for o in outputs}
+        reduced = {o: self._run(X, o, precision=precision, **options) for o in outputs}
+        return precision_agreement(reference, reduced)
 
     # -- pickling --------------------------------------------------------------------
 
