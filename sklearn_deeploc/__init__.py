@@ -3,6 +3,7 @@
 from ._version import __version__
 from .classifier import DeepLocClassifier, load_pretrained
 from .featurizer import DeepLocFeaturizer
+from .handcrafted import HandcraftedFeatures
 from .model import DeepLocModel
 from .network import DeepLocNet
 
@@ -11,6 +12,7 @@ __all__ = [
     "DeepLocFeaturizer",
     "DeepLocModel",
     "DeepLocNet",
+    "HandcraftedFeatures",
     "__version__",
     "load_pretrained",
 ]

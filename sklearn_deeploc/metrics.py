@@ -93,10 +93,24 @@ def mean_average_precision_scorer(estimator, X, y):
     >>> mean_average_precision_scorer(SVC(kernel="linear").fit(X, y), X, y)
     1.0
     """
+    ap = per_class_average_precision(y, class_scores(estimator, X), estimator.classes_)
+    return float(ap.mean(skipna=True))
+
+
+def class_scores(estimator, X):
+    """Per-class scores to rank cells by: ``predict_proba``, else ``decision_function``.
+
+    Examples
+    --------
+    >>> from sklearn.svm import SVC
+    >>> from sklearn_deeploc.metrics import class_scores
+    >>> X, y = [[0.0], [0.1], [1.0], [1.1]], ["a", "a", "b", "b"]
+    >>> class_scores(SVC(kernel="linear").fit(X, y), X).shape
+    (4, 2)
+    """
     if hasattr(estimator, "predict_proba"):
-        scores = estimator.predict_proba(X)
-    else:
-        scores = estimator.decision_function(X)
-        if scores.ndim == 1:  # binary: the score of classes_[1]
-            scores = np.column_stack([-scores, scores])
-    return float(per_class_average_precision(y, scores, estimator.classes_).mean(skipna=True))
+        return estimator.predict_proba(X)
+    scores = estimator.decision_function(X)
+    if scores.ndim == 1:  # binary: the score of classes_[1]
+        scores = np.column_stack([-scores, scores])
+    return scores

@@ -15,12 +15,14 @@ from sklearn.utils import check_random_state
 
 from .classifier import DeepLocClassifier
 from .featurizer import DeepLocFeaturizer, FeatureCache
-from .metrics import mean_average_precision_scorer
+from .handcrafted import HandcraftedFeatures, make_classical_head
+from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
 from .pretrained import resolve_model
 
 FEATURE_HEADS = ("svm", "knn", "forest")
 NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
-HEADS = FEATURE_HEADS + NETWORK_HEADS
+CLASSICAL_HEADS = ("classical",)
+HEADS = FEATURE_HEADS + NETWORK_HEADS + CLASSICAL_HEADS
 HEAD_DESCRIPTIONS = {
     "svm": "linear SVM (one-vs-one) on DeepLoc features",
     "knn": "k-nearest neighbours on DeepLoc features",
@@ -28,6 +30,7 @@ HEAD_DESCRIPTIONS = {
     "finetune_fc": "DeepLoc fine-tuned, conv layers frozen",
     "finetune_all": "DeepLoc fine-tuned, every layer",
     "scratch": "DeepLoc trained from scratch",
+    "classical": "CellProfiler-style features, ensemble of linear SVMs (ensLOC)",
 }
 SCORING = {"accuracy": "accuracy", "average_precision": mean_average_precision_scorer}
 PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
@@ -39,18 +42,28 @@ def _check_heads(heads):
         raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {list(heads)}.")
 
 
-def _frozen_featurizer(source, X, layer, verbose):
-    """A featurizer fitted once and frozen, its cache warmed with every cell of ``X``.
+def _frozen(features, X):
+    """``features`` fitted once and frozen, its cache warmed with every cell of ``X``.
 
     Pipelines (and ``GridSearchCV`` clones) reuse it as it is: no refit per fold
     or per draw, no second pass over a cell.
     """
-    featurizer = DeepLocFeaturizer(source, layer=layer, cache=FeatureCache(), verbose=verbose)
-    featurizer.fit(X).transform(X)
-    return FrozenEstimator(featurizer)
+    features.fit(X).transform(X)
+    return FrozenEstimator(features)
 
 
-def _candidates(featurizer, source, network_params, random_state):
+def _feature_steps(source, X, heads, layer, verbose):
+    """The frozen feature steps the heads need: DeepLoc features, handcrafted features."""
+    steps = {}
+    if any(h in FEATURE_HEADS for h in heads):
+        deeploc = DeepLocFeaturizer(source, layer=layer, cache=FeatureCache(), verbose=verbose)
+        steps["deeploc"] = _frozen(deeploc, X)
+    if "classical" in heads:
+        steps["classical"] = _frozen(HandcraftedFeatures(cache=FeatureCache()), X)
+    return steps
+
+
+def _candidates(features, source, network_params, random_state):
     """(features step, head) for every head the comparison knows.
 
     The network heads start from ``source``, the resolved pretrained model
@@ -63,17 +76,19 @@ def _candidates(featurizer, source, network_params, random_state):
         "crop_size": architecture["crop_size"],
     }
     network = {"random_state": random_state, **network_params}
+    deeploc = features.get("deeploc")
     return {
         # SVC is one-vs-one inside, as in the paper.
-        "svm": (featurizer, SVC(kernel="linear")),
-        "knn": (featurizer, KNeighborsClassifier(n_neighbors=5)),
-        "forest": (featurizer, RandomForestClassifier(n_estimators=200, random_state=random_state)),
+        "svm": (deeploc, SVC(kernel="linear")),
+        "knn": (deeploc, KNeighborsClassifier(n_neighbors=5)),
+        "forest": (deeploc, RandomForestClassifier(n_estimators=200, random_state=random_state)),
         "finetune_fc": (
             "passthrough",
             DeepLocClassifier(pretrained=source, freeze="conv", **network),
         ),
         "finetune_all": ("passthrough", DeepLocClassifier(pretrained=source, **network)),
         "scratch": ("passthrough", DeepLocClassifier(**scratch, **network)),
+        "classical": (features.get("classical"), make_classical_head(random_state)),
     }
 
 
@@ -98,8 +113,11 @@ def compare_heads(
     default) into a linear SVM (one-vs-one), k-nearest neighbours or a random
     forest; or the raw crops (``"passthrough"``) into a
     :class:`DeepLocClassifier` fine-tuned with the conv layers frozen, fully
-    fine-tuned, or trained from scratch with the same architecture. All
-    candidates see the same folds. Each cell is featurised once for the whole
+    fine-tuned, or trained from scratch with the same architecture; or the
+    paper's classical baseline (``"classical"``: CellProfiler-style
+    :class:`~sklearn_deeploc.HandcraftedFeatures` into an ensemble of linear
+    SVMs, as ensLOC). All candidates see the same folds. Each cell is
+    featurised (and measured, for the classical head) once for the whole
     search (a shared :class:`FeatureCache`, warmed before the search).
 
     Parameters
@@ -110,8 +128,9 @@ def compare_heads(
         Labels.
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model (folder, registered name, fitted classifier or model).
-    heads : sequence of str, default=all six
-        Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch"``.
+    heads : sequence of str, default=all seven
+        Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch",
+        "classical"`` (:data:`HEAD_DESCRIPTIONS` says what each is).
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     cv : int or cross-validation generator, default=3
@@ -129,7 +148,8 @@ def compare_heads(
     Returns
     -------
     search : GridSearchCV
-        Fitted, refit on the best mean accuracy.
+        Fitted, refit on the best mean accuracy; ``head_names_`` names the
+        head of each candidate, in ``cv_results_`` order (see :func:`fit_head`).
     table : pandas.DataFrame
         One row per head: ``head``, ``mean_<score>``, ``std_<score>``,
         ``mean_fit_time``; best accuracy first.
@@ -152,10 +172,8 @@ def compare_heads(
     source = resolve_model(pretrained)
     X = source.check_crops(X)
     y = np.asarray(y)
-    featurizer = None
-    if any(h in FEATURE_HEADS for h in heads):
-        featurizer = _frozen_featurizer(source, X, layer, verbose)
-    candidates = _candidates(featurizer, source, network_params or {}, random_state)
+    features = _feature_steps(source, X, heads, layer, verbose)
+    candidates = _candidates(features, source, network_params or {}, random_state)
     grid = [{"features": [candidates[h][0]], "head": [candidates[h][1]]} for h in heads]
     if isinstance(cv, int):
         cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
@@ -170,6 +188,7 @@ def compare_heads(
         verbose=verbose,
         error_score="raise",
     ).fit(X, y)
+    search.head_names_ = list(heads)
     return search, _summary(search, heads)
 
 
@@ -231,8 +250,8 @@ def transfer_curve(
     heads : sequence of str, default=("finetune_all", "scratch")
         Heads of :func:`compare_heads` (the same names): ``"finetune_all"``
         (transfer, every layer fine-tuned), ``"finetune_fc"`` (conv layers
-        frozen), ``"scratch"`` (same architecture, random initialisation), and
-        the feature heads ``"svm"``, ``"knn"``, ``"forest"``.
+        frozen), ``"scratch"`` (same architecture, random initialisation), the
+        feature heads ``"svm"``, ``"knn"``, ``"forest"`` and ``"classical"``.
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     network_params : dict, optional
@@ -270,11 +289,9 @@ def transfer_curve(
     source = resolve_model(pretrained)
     X_pool, X_test = source.check_crops(X_pool), source.check_crops(X_test)
     y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
-    featurizer = None
-    if any(h in FEATURE_HEADS for h in heads):
-        # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
-        featurizer = _frozen_featurizer(source, X_test, layer, verbose)
-    candidates = _candidates(featurizer, source, network_params or {}, random_state)
+    # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
+    features = _feature_steps(source, X_test, heads, layer, verbose)
+    candidates = _candidates(features, source, network_params or {}, random_state)
     candidates["scratch"][1].set_params(**(scratch_params or {}))
     rng = check_random_state(random_state)
     rows = []
@@ -305,3 +322,60 @@ def transfer_curve(
                         )
                     )
     return pd.DataFrame(rows)
+
+
+def fit_head(search, head, X, y):
+    """The pipeline of one head of a :func:`compare_heads` search, fitted on ``X, y``.
+
+    Parameters
+    ----------
+    search : GridSearchCV
+        As returned by :func:`compare_heads`.
+    head : str
+        One of ``search.head_names_``.
+    X, y : crops and labels to fit on.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+    """
+    if head not in search.head_names_:
+        raise ValueError(f"head must be one of {search.head_names_}; got {head!r}.")
+    params = search.cv_results_["params"][search.head_names_.index(head)]
+    return clone(search.estimator).set_params(**params).fit(X, y)
+
+
+def per_class_comparison(models, X_test, y_test):
+    """Per-class average precision of fitted models on a test set (the paper's Fig 1D).
+
+    Parameters
+    ----------
+    models : dict of str to fitted classifier
+        For example the best DeepLoc head and the ``"classical"`` head (see
+        :func:`fit_head`); cells are ranked by ``predict_proba``, else by
+        ``decision_function``.
+    X_test, y_test : the test cells and their labels.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per class, one column of average precision per model, and a
+        last row ``"mean"``.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from sklearn_deeploc.model_selection import per_class_comparison
+    >>> X, y = [[0], [1], [2], [3]], ["a", "b", "a", "b"]
+    >>> dummy = DummyClassifier().fit(X, y)
+    >>> per_class_comparison({"dummy": dummy}, X, y).index.tolist()
+    ['a', 'b', 'mean']
+    """
+    table = pd.DataFrame(
+        {
+            name: per_class_average_precision(y_test, class_scores(model, X_test), model.classes_)
+            for name, model in models.items()
+        }
+    )
+    table.loc["mean"] = table.mean()
+    return table

@@ -120,6 +120,46 @@ def plot_head_comparison(table, *, score="accuracy", ax=None):
     return ax
 
 
+def plot_per_class_comparison(table, *, ax=None):
+    """Per-class average precision of two or more models side by side (the paper's Fig 1D).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Output of :func:`~sklearn_deeploc.model_selection.per_class_comparison`:
+        one row per class (and ``"mean"``), one column per model.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.plotting import plot_per_class_comparison
+    >>> table = pd.DataFrame({"DeepLoc": [0.9, 0.8], "classical": [0.6, 0.7]},
+    ...                      index=["VACUOLE", "mean"])
+    >>> len(plot_per_class_comparison(table).patches)
+    4
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 0.35 * len(table) * len(table.columns) + 1.5))
+    height = 0.8 / len(table.columns)
+    rows = np.arange(len(table))
+    for k, name in enumerate(table.columns):
+        ax.barh(rows + k * height, table[name].fillna(0), height=height, label=name)
+    ax.set_yticks(rows + height * (len(table.columns) - 1) / 2, table.index)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision")
+    ax.legend(loc="lower right")
+    return ax
+
+
 def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     """Score against cells per class, mean and standard deviation over draws (Fig 4C/5C).
 

@@ -17,6 +17,8 @@ def test_quick_demo_writes_a_sane_report(tmp_path, capsys):
         "target_cells.png",
         "heads.csv",
         "transfer_curve.csv",
+        "per_class.png",
+        "per_class_average_precision.csv",
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     heads = pd.read_csv(tmp_path / "heads.csv")
@@ -29,6 +31,10 @@ def test_quick_demo_writes_a_sane_report(tmp_path, capsys):
     assert curve["accuracy"].between(0, 1).all()
     report = (tmp_path / "report.md").read_text()
     assert "## Head comparison" in report and "## Transfer-learning curve" in report
+    assert "## DeepLoc against the classical pipeline" in report
+    per_class = pd.read_csv(tmp_path / "per_class_average_precision.csv", index_col=0)
+    assert per_class.columns[1] == "classical" and per_class.columns[0].startswith("DeepLoc (")
+    assert per_class.loc["mean"].between(0, 1).all()
     assert len(load_pretrained(tmp_path / "pretrained").classes_) == 17
 
 

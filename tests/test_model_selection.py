@@ -106,3 +106,21 @@ def test_transfer_curve_sizes_draws_and_reproducibility(source_model, target):
 def test_transfer_curve_bad_head(source_model, target):
     with pytest.raises(ValueError, match="heads must be a non-empty subset"):
         transfer_curve(*target, *target, source_model, heads=("magic",))
+
+
+def test_classical_head_measures_each_cell_once_across_folds(source_model, target, monkeypatch):
+    from sklearn_deeploc.handcrafted import HandcraftedFeatures
+
+    X, y = target
+    measured = []
+    real = HandcraftedFeatures._measure
+
+    def counting(self, crops):
+        measured.append(len(crops))
+        return real(self, crops)
+
+    monkeypatch.setattr(HandcraftedFeatures, "_measure", counting)
+    search, table = compare_heads(X, y, source_model, heads=["classical", "svm"], cv=3)
+    assert sum(measured) == len(X)
+    assert set(table["head"]) == {"classical", "svm"}
+    assert search.head_names_ == ["classical", "svm"]
