@@ -47,11 +47,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
 from .preprocessing import percentile_stretch
 from .streaming import apply_blockwise
-from .validation import IMAGE_SIZE, check_crops
+from .validation import IMAGE_SIZE, validate_crops
 
 # mahotas' order of the 13 Haralick features.
 HARALICK_FEATURES = (
@@ -490,17 +490,11 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def _check_crops(self, X, *, reset):
-        """sklearn's bookkeeping (``n_features_in_``, column names), then :func:`check_crops`."""
-        if not hasattr(X, "shape"):
-            X = np.asarray(X)
+        """sklearn's bookkeeping (``n_features_in_``, column names), then the crops check."""
         n_channels = None if reset else self.n_channels_
-        if len(X.shape) == 4:
-            crops = check_crops(X, n_channels=n_channels, image_size=self.image_size)
-            validate_data(self, crops.reshape(len(crops), -1), skip_check_array=True, reset=reset)
-            return crops
-        if len(X.shape) == 2:
-            validate_data(self, X, skip_check_array=True, reset=reset)
-        return check_crops(X, n_channels=n_channels, image_size=self.image_size)
+        return validate_crops(
+            self, X, reset=reset, n_channels=n_channels, image_size=self.image_size, crop_size=None
+        )
 
     def transform(self, X):
         """Features of each cell, float32 of shape (n, n_features_out_).
