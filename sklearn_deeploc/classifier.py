@@ -1,14 +1,15 @@
 """``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict."""
 
+import os
 from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
 
+from .inference import PRECISIONS
 from .model import DeepLocModel
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
 from .preprocessing import STRETCH_VARIANTS
@@ -95,11 +96,26 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Names stored with the model; default ``["protein", "marker"]``.
     device : str, default="auto"
         Torch device; "auto" takes CUDA when present.
+    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
+        Arithmetic of training (autocast, with fp32 master weights) and of
+        prediction. ``"fp16"`` needs a GPU (training scales the loss);
+        ``"int8"`` applies to prediction only, training then runs in fp32.
+    checkpoint_dir : str, path-like or None, default=None
+        Folder of training checkpoints. ``fit`` writes one every
+        ``checkpoint_interval`` steps, and a later ``fit`` with the same data
+        and parameters resumes from the newest one (and ends with the model
+        an uninterrupted run would have given); a checkpoint of other data or
+        parameters is refused. The last one is kept after training, so fitting
+        again returns at once. One folder per training run.
+    checkpoint_interval : int or None, default=None
+        Steps between checkpoints; None means every ``validation_interval``.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, sampling, augmentation and the validation split;
         an int makes CPU training reproducible.
     verbose : int, default=0
-        0 is silent; 1 prints a table per validation and progress bars.
+        0 is silent; 1 shows one progress bar over the whole run (loss,
+        learning rate, ETA) and a line per validation; when the output is not
+        a terminal, a plain line every 5% of the steps instead of the bar.
 
     Attributes
     ----------
@@ -166,6 +182,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         "sampling": [StrOptions({"balanced", "uniform"})],
         "channel_names": [None, list, tuple],
         "device": [DeviceName()],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "checkpoint_interval": [None, Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -192,6 +211,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         sampling="balanced",
         channel_names=None,
         device="auto",
+        precision="fp32",
+        checkpoint_dir=None,
+        checkpoint_interval=None,
         random_state=None,
         verbose=0,
     ):
@@ -214,6 +236,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         self.sampling = sampling
         self.channel_names = channel_names
         self.device = device
+        self.precision = precision
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_interval = checkpoint_interval
         self.random_state = random_state
         self.verbose = verbose
 
@@ -247,8 +272,11 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             balanced=self.sampling == "balanced",
             augment=self.augment,
             freeze_conv=self.freeze == "conv",
+            precision=self.precision,
             device=self.device,
             verbose=self.verbose,
+            checkpoint_dir=self.checkpoint_dir,
+            checkpoint_interval=self.checkpoint_interval,
         )
         dropout = defaults["dropout"] if self.dropout is None else self.dropout
         return recipe, dropout
@@ -301,7 +329,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             architecture=architecture,
             preprocessing=preprocessing,
             recipe=recipe,
-            random_state=check_random_state(self.random_state),
+            random_state=self.random_state,
             initial_state=None if source is None else source.transfer_state(),
         )
         self.net_ = trained.net

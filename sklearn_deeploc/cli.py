@@ -49,6 +49,19 @@ def _add_train(commands):
     train.add_argument("--validation-fraction", type=fraction, default=0.1)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
+    train.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="training arithmetic: autocast with fp32 master weights (fp16: GPU only)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        metavar="N",
+        help="steps between checkpoints in OUTPUT.checkpoint (default: every validation); "
+        "rerunning the same command after an interruption resumes from the newest",
+    )
     train.set_defaults(handler=_train)
 
 
@@ -197,6 +210,8 @@ def _train(args):
         "device": args.device,
         "validation_fraction": args.validation_fraction,
         "random_state": args.seed,
+        "precision": args.precision,
+        "checkpoint_interval": args.checkpoint_every,
     }
     if args.conv_channels:
         params["conv_channels"] = tuple(args.conv_channels)

@@ -7,6 +7,7 @@ or refuses, saying what differs (see :mod:`sklearn_deeploc.blocks`). The
 """
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,12 +200,33 @@ def featurize(
     )
 
 
+def checkpoint_folder(output):
+    """Where :func:`train` keeps the checkpoints of a run that writes ``output``.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.jobs import checkpoint_folder
+    >>> checkpoint_folder("models/yeast").as_posix()
+    'models/yeast.checkpoint'
+    """
+    output = Path(output)
+    return output.with_name(output.name + ".checkpoint")
+
+
 def train(data, output, *, verbose=1, **params):
     """Train (or fine-tune) DeepLoc on a DeepLoc HDF5 file and write the model folder.
 
-    The output path is checked before training starts, and the folder is
-    written only when training finished: Ctrl-C raises
-    :class:`~sklearn_deeploc.training.TrainingInterrupted` and writes nothing.
+    Training writes a checkpoint into :func:`checkpoint_folder` (``<output>.checkpoint``)
+    every ``checkpoint_interval`` steps (default: every validation). Running
+    the same job again after an interruption (Ctrl-C, a killed process, a lost
+    machine) resumes from the newest checkpoint and ends with the model an
+    uninterrupted run would have written; a rerun with other data or
+    parameters is refused, saying what differs. The model folder is written
+    only when training finished, and the checkpoint is removed after that: the
+    folder is then the result, and the checkpoint, about four times its size,
+    has nothing left to resume. Ctrl-C raises
+    :class:`~sklearn_deeploc.training.TrainingInterrupted`, whose message
+    names the checkpoint kept and its step.
 
     Parameters
     ----------
@@ -214,7 +236,8 @@ def train(data, output, *, verbose=1, **params):
         The model folder to write (must not be a file).
     verbose : int, default=1
     **params
-        :class:`DeepLocClassifier` parameters.
+        :class:`DeepLocClassifier` parameters (``checkpoint_interval``
+        included; ``checkpoint_dir`` defaults to :func:`checkpoint_folder`).
 
     Returns
     -------
@@ -223,6 +246,7 @@ def train(data, output, *, verbose=1, **params):
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"Cannot write the model folder {output}: a file is there.")
+    params = {"checkpoint_dir": str(checkpoint_folder(output)), **params}
     classifier = DeepLocClassifier(verbose=verbose, **params)
     classifier._validate_params()
     resolve_model(classifier.pretrained)  # a bad pretrained model fails before the data is read
@@ -233,6 +257,7 @@ def train(data, output, *, verbose=1, **params):
         print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
     classifier.fit(X, y)
     classifier.save_pretrained(output)
+    shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
     return classifier
 
 
