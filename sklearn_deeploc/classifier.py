@@ -347,6 +347,8 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
                 preprocessing=preprocessing,
             )
         )
+        if self.precision == "int8":  # int8 prediction calibrates on a sample of these cells
+            self.model_.calibrate(X, random_state=0)
         return self
 
     def _set_model(self, model):
@@ -409,7 +411,11 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             crop_size=self.model_.crop_size,
         )
         return self.model_.predict_proba(
-            X, tta=self.tta, batch_size=self.batch_size, verbose=self.verbose
+            X,
+            tta=self.tta,
+            batch_size=self.batch_size,
+            precision=self.precision,
+            verbose=self.verbose,
         )
 
     def predict_proba(self, X):
@@ -428,6 +434,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             Columns follow ``classes_``; rows sum to 1.
         """
         check_is_fitted(self, "model_")
+        self._validate_params()  # parameters set after fit (batch_size=0) are refused too
         return apply_blockwise(self._predict_proba_in_memory, X, len(self.classes_))
 
     def predict(self, X):

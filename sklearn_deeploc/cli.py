@@ -65,6 +65,16 @@ def _add_train(commands):
     train.set_defaults(handler=_train)
 
 
+def _add_precision(sub):
+    sub.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16", "int8"],
+        default="fp32",
+        help="inference arithmetic: bf16 (CPUs with AVX512-BF16, GPUs), fp16 (GPUs), "
+        "int8 (x86 CPUs, calibrated on the first cells)",
+    )
+
+
 def _add_cell_job(commands, name, help_text, default_output):
     sub = commands.add_parser(name, help=help_text)
     sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
@@ -76,6 +86,7 @@ def _add_cell_job(commands, name, help_text, default_output):
     sub.add_argument("--batch-size", type=positive_int, default=128)
     sub.add_argument("--no-tta", action="store_true", help="centre crop only")
     sub.add_argument("--device", default="auto")
+    _add_precision(sub)
     sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
     sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     sub.add_argument(
@@ -128,6 +139,7 @@ def _add_screen(commands):
     )
     screen.add_argument("--border", choices=["pad", "drop"], default="pad")
     screen.add_argument("--device", default="auto")
+    _add_precision(screen)
     screen.add_argument("--overwrite", action="store_true", help="start over (another model...)")
     screen.set_defaults(handler=_screen)
 
@@ -245,6 +257,7 @@ def _cell_job(args, job, **options):
             batch_size=args.batch_size,
             block_size=args.block_size,
             device=args.device,
+            precision=args.precision,
             overwrite=args.overwrite,
             client=client,
             **options,
@@ -288,6 +301,7 @@ def _screen(args):
         well_pattern=args.well_pattern,
         border=args.border,
         device=args.device,
+        precision=args.precision,
         overwrite=args.overwrite,
         **_table_options(args),
     )

@@ -18,6 +18,7 @@ from .classifier import DeepLocClassifier
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .featurizer import DeepLocFeaturizer
 from .fields import crop_fields, iter_field_crops, read_cell_table, read_field
+from .model import CALIBRATION_CELLS
 from .pretrained import resolve_model
 from .screen import aggregate, find_cells
 from .validation import check_positive_int
@@ -38,6 +39,19 @@ def _check_table_path(path):
 def _check_data_file(path):
     """A DeepLoc HDF5 file, checked and opened lazily (its layout is read, not its cells)."""
     return DeepLocHDF5Dataset(path)
+
+
+def _first_cells(dataset):
+    """The cells int8 inference calibrates on: the first of the input, a fixed choice."""
+    return dataset[:CALIBRATION_CELLS][0].numpy()
+
+
+def _model_for(model, device, precision, dataset):
+    """The model to predict with, calibrated on the input's first cells for int8."""
+    model = resolve_model(model).to(device)
+    if precision == "int8":
+        model.calibrate(_first_cells(dataset))
+    return model
 
 
 def probability_table(classes, proba):
@@ -97,6 +111,7 @@ def predict(
     batch_size=128,
     block_size=DEFAULT_BLOCK,
     device="auto",
+    precision="fp32",
     overwrite=False,
     client=None,
     verbose=1,
@@ -117,6 +132,8 @@ def predict(
     block_size : int, default=4096
         Cells per resumable block.
     device : str, default="auto"
+    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
+        Arithmetic of inference; int8 calibrates on the first cells of ``data``.
     overwrite : bool, default=False
         Start over when the output was made from another model, options or
         input (otherwise such a rerun is refused).
@@ -131,15 +148,20 @@ def predict(
     """
     output = _check_table_path(output)
     check_positive_int(block_size, "block_size")
-    classifier = DeepLocClassifier.from_model(resolve_model(model))
+    dataset = _check_data_file(data)
+    classifier = DeepLocClassifier.from_model(_model_for(model, device, precision, dataset))
     classifier.set_params(
-        tta=classifier.tta if tta is None else tta, batch_size=batch_size, device=device
+        tta=classifier.tta if tta is None else tta,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
     )
     classifier._validate_params()
     manifest = {
         "job": "predict",
         "model": classifier.model_.digest(),
         "tta": classifier.tta,
+        "precision": precision,
     }
     return _run_cell_blocks(
         classifier,
@@ -163,6 +185,7 @@ def featurize(
     batch_size=128,
     block_size=DEFAULT_BLOCK,
     device="auto",
+    precision="fp32",
     overwrite=False,
     client=None,
     verbose=1,
@@ -170,7 +193,9 @@ def featurize(
     """Per-cell DeepLoc features of a DeepLoc HDF5 file, written resumably.
 
     Parameters are those of :func:`predict`, plus ``layer`` ("fc2", "fc1",
-    "conv8"); the table has ``cell`` and ``<layer>_<i>`` columns.
+    "conv8"); the table has ``cell`` and ``<layer>_<i>`` columns. With
+    ``precision="int8"`` the featurizer is calibrated on the first cells of
+    ``data``.
 
     Returns
     -------
@@ -180,13 +205,19 @@ def featurize(
     check_positive_int(block_size, "block_size")
     dataset = _check_data_file(data)
     featurizer = DeepLocFeaturizer(
-        resolve_model(model), layer=layer, tta=tta, batch_size=batch_size, device=device
-    ).fit(dataset[:1][0].numpy())
+        resolve_model(model),
+        layer=layer,
+        tta=tta,
+        batch_size=batch_size,
+        device=device,
+        precision=precision,
+    ).fit(_first_cells(dataset))
     manifest = {
         "job": "featurize",
         "model": featurizer.model_.digest(),
         "layer": layer,
         "tta": tta,
+        "precision": precision,
     }
     return _run_cell_blocks(
         featurizer,
@@ -298,6 +329,7 @@ def run_screen(
     well_pattern=r"r\d+c\d+",
     border="pad",
     device="auto",
+    precision="fp32",
     overwrite=False,
     verbose=1,
 ):
@@ -326,6 +358,8 @@ def run_screen(
         Regular expression of the well in an image name (else its stem).
     border : {"pad", "drop"}, default="pad"
     device : str, default="auto"
+    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
+        Arithmetic of inference; int8 calibrates on the cells of the first field.
     overwrite : bool, default=False
     verbose : int, default=1
 
@@ -333,7 +367,6 @@ def run_screen(
     -------
     cells, wells : pandas.DataFrame
     """
-    classifier = DeepLocClassifier.from_model(resolve_model(model)).set_params(device=device)
     cells = read_cell_table(
         coords,
         layout=layout,
@@ -350,9 +383,14 @@ def run_screen(
         )
     output.mkdir(parents=True, exist_ok=True)
     fields = dict(tuple(cells.groupby("field", sort=False)))
+    model = resolve_model(model).to(device)
+    if precision == "int8":
+        model.calibrate(next(iter_field_crops(next(iter(fields.values())), border=border))[0])
+    classifier = DeepLocClassifier.from_model(model).set_params(device=device, precision=precision)
     manifest = {
         "job": "screen",
         "model": classifier.model_.digest(),
+        "precision": precision,
         "cells": pd.util.hash_pandas_object(cells, index=False).sum().item(),
         "well_pattern": well_pattern,
         "border": border,

@@ -137,3 +137,12 @@ def test_user_fixable_errors_are_one_line(files, tmp_path, capsys):
         assert main(args) == 2
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_rerun_with_another_precision_refuses(files, tmp_path):
+    out = tmp_path / "cells.csv"
+    fp32 = _predict(files, out)
+    with pytest.raises(OutputMismatchError, match="precision"):
+        _predict(files, out, precision="int8")
+    int8 = _predict(files, out, precision="int8", overwrite=True)
+    assert (int8["label"] == fp32["label"]).mean() >= 0.9

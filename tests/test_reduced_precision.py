@@ -67,3 +67,12 @@ def test_int8_without_calibration_says_how(tmp_path, source_model, cells):
     loaded = DeepLocModel.load(source_model.save_pretrained(tmp_path / "m"))
     with pytest.raises(ValueError, match=r"needs calibration cells: call model.calibrate"):
         loaded.predict_proba(X, precision="int8")
+
+
+def test_int8_classifier_calibrates_on_its_training_cells(cells, make_tiny):
+    X, y = cells
+    clf = make_tiny(precision="int8", max_iter=4).fit(X, y)
+    assert clf.model_.calibration is not None and len(clf.model_.calibration) == len(X)
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-3)
+    assert clf.model_.agreement(X, "int8")["top1_agreement"] >= 0.97
