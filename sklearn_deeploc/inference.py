@@ -12,25 +12,26 @@ Precisions (:data:`PRECISIONS`, checked by :func:`check_precision`):
   :func:`quantized_copy`, calibrated on raw crops.
 
 Why int8 uses FX graph mode quantisation (``torch.ao.quantization.quantize_fx``)
-with the ``"x86"`` backend, although PyTorch deprecates it in favour of the
-PT2E flow of the ``torchao`` package: in torch 2.13 on a 2-core AVX512-VNNI
-CPU, the paper network (60x60 crops, batch 128) measured, against a plain fp32
-eval loop on the same random-weight network:
+with the ``"x86"`` backend, although torch 2.13 deprecates it (and the
+``quint8`` tensors it makes) in favour of the PT2E flow of the ``torchao``
+package. Probed on a 2-core AVX512-VNNI CPU, the paper network on 60x60
+crops, as a ratio to a plain fp32 eval loop in the same run:
 
-- FX ``prepare_fx`` / ``convert_fx``: 4.6x, in eager mode, any batch size,
-  no compiler; the fbgemm/oneDNN int8 kernels run directly.
+- FX ``prepare_fx`` / ``convert_fx``: 4.6x (5.9x in
+  ``benchmarks/bench_throughput.py``), in eager mode, any batch size, no
+  compiler: the fbgemm/oneDNN int8 kernels run directly.
 - torchao 0.18 PT2E (``X86InductorQuantizer``), converted model in eager
   mode: 0.5-0.7x (quantise/dequantise in float around float kernels).
 - PT2E + ``lower_pt2e_quantized_to_x86`` (oneDNN int8 kernels, no compile):
-  2.3x, and the graph is fixed to the batch size it was exported with.
-- PT2E + ``torch.compile``: fails on the paper's 60x60 crops (Inductor's
-  quantised lowering breaks on the "same" pooling, ``ceil_mode=True``); on
-  64x64 crops 2.3-4.6x after about 6 s of compilation, recompiled per batch
-  shape, and it needs a C++ compiler at run time.
+  2.3x, with the graph fixed to the batch size it was exported with.
+- PT2E + ``torch.compile``: fails on 60x60 crops (Inductor's quantised
+  reshape fails after the odd-sized "same" pooling, 15 -> 8); on 64x64 crops
+  2.3-4.6x after about 6 s of compilation, recompiled per batch shape, with
+  a C++ compiler needed at run time.
 
-So the FX route is the one that is fast here and needs nothing beyond torch;
-its builders' deprecation warnings are silenced where they are called. When
-torch removes it, the PT2E lowering above is the replacement.
+So FX is the route that is fast here and needs nothing beyond torch; its
+deprecation warnings are silenced where the copy is built. When torch drops
+it, the PT2E lowering above is the replacement.
 """
 
 import contextlib
@@ -222,9 +223,10 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
     Batch norm is fused into the layers, weights are quantised per channel and
     activations per tensor, with ranges calibrated on the stretched views of
     ``calibration`` (the same stretch and crops as :func:`predict_batches`).
-    The result depends only on the weights and the calibration crops. On 2
-    CPU cores, 128 cells (five crops each) calibrate the paper network in
-    about 10 s; 64 to 256 cells like the ones to predict are enough.
+    The result depends only on the weights and the calibration crops; 64 to
+    256 cells like the ones to predict are enough. Building takes time in
+    proportion: 31 s for 128 cells (five crops each) and the paper network
+    on 2 busy CPU cores, mostly in the histogram observers.
 
     Parameters
     ----------
