@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from numbers import Integral
 from pathlib import Path
 
@@ -54,6 +54,7 @@ DEVICE_SHARE = 0.5  # crops stay on a GPU when they take at most this share of i
 STRETCH_CHUNK = 4096  # cells stretched at a time (bounds the memory of the percentiles)
 CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
 CHECKPOINT_VERSION = 1
+TENSOR_FILES = {"weights", "optimizer", "best", "random"}  # <name>.safetensors in a checkpoint
 # Recipe fields that change where or how visibly a run trains, never what it computes.
 RUN_ONLY_FIELDS = ("device", "verbose", "checkpoint_dir", "checkpoint_interval")
 
@@ -614,10 +615,6 @@ def _optimizer_state(tensors, param_groups):
     return {"state": state, "param_groups": param_groups}
 
 
-def _generator_state(rng):
-    return rng.bit_generator.state
-
-
 def _json_number(value):
     """JSON has no infinity: an unset threshold is stored as null."""
     return None if value is None or not np.isfinite(value) else float(value)
@@ -705,7 +702,8 @@ class CheckpointFolder:
         try:
             state = json.loads((folder / "state.json").read_text())
             tensors = {
-                name: load_file(folder / f"{name}.safetensors") for name in state["tensor_files"]
+                name: load_file(folder / f"{name}.safetensors")
+                for name in set(state["tensor_files"]) & TENSOR_FILES
             }
         except (OSError, ValueError, KeyError, SafetensorError) as error:
             raise ValueError(
@@ -844,8 +842,8 @@ class Checkpointing(Callback):
                 "threshold": _json_number(best.dynamic_threshold_),
             },
             "random": {
-                "sampler": _generator_state(sampler.rng),
-                "augmentation": _generator_state(self.train_data_.rng),
+                "sampler": sampler.rng.bit_generator.state,
+                "augmentation": self.train_data_.rng.bit_generator.state,
             },
         }
         self.folder.write(sampler.steps_done, state, tensors, net)
@@ -971,6 +969,8 @@ def train_network(
         When the checkpoint in ``recipe.checkpoint_dir`` belongs to another run.
     """
     device = torch.device(resolve_device(recipe.device))
+    # The arithmetic that runs, so that a checkpoint resumes on any device that computes alike.
+    recipe = replace(recipe, precision=training_precision(recipe.precision, device))
     seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)
     folder = resume = None
     if recipe.checkpoint_dir is not None:

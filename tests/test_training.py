@@ -114,7 +114,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(
     [
         ({"lr": 0.01}, r"parameters differ: lr \(checkpoint: 0.001, now: 0.01\)"),
         ({"random_state": 1}, r"random_state \(checkpoint: 0, now: 1\)"),
-        ({"precision": "bf16"}, "precision"),
+        ({"sampling": "uniform"}, r"balanced \(checkpoint: True, now: False\)"),
         ({"conv_channels": (4,) * 8}, "conv_channels"),
     ],
 )
