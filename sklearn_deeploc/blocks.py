@@ -40,6 +40,7 @@ import re
 import shutil
 import socket
 from collections import Counter
+from contextlib import contextmanager
 from datetime import datetime
 from io import BytesIO
 from numbers import Integral
@@ -313,6 +314,28 @@ def _release_lock(descriptor):
     os.ftruncate(descriptor, 0)  # emptied first: the next run must not think we died
     fcntl.flock(descriptor, fcntl.LOCK_UN)
     os.close(descriptor)
+
+
+@contextmanager
+def held_lock(path, output):
+    """Hold the lock file ``path`` while this run writes ``output``.
+
+    Raises :class:`OutputLockedError` at once, naming the other run, when a
+    running process holds it; the lock dies with its process.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_deeploc.blocks import held_lock
+    >>> folder = tempfile.mkdtemp()
+    >>> with held_lock(folder + "/model.lock", folder + "/model"):
+    ...     pass
+    """
+    descriptor, _ = _acquire_lock(path, output)
+    try:
+        yield
+    finally:
+        _release_lock(descriptor)
 
 
 def _journal_records(path):
@@ -613,7 +636,13 @@ class ResumableOutput:
             )
         frame = _read(BytesIO(data), self._suffix)
         if len(frame) != record["rows"]:
-            raise DamagedPartError(f"{path} reads as {len(frame)} rows; {record['rows']} written.")
+            # The journal and the part disagree: neither is trusted, the part is computed again.
+            path.unlink()
+            del self._records[path.name]
+            raise DamagedPartError(
+                f"{path} reads as {len(frame)} rows; its journal says {record['rows']}. The part "
+                "was removed: run again to compute it again."
+            )
         return frame
 
     def assemble(self):

@@ -21,6 +21,7 @@ from .validation import (
     DeviceName,
     PercentilePair,
     PositiveInts,
+    check_labels,
     validate_crops,
 )
 
@@ -286,8 +287,8 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             raise ValueError("DeepLocClassifier requires y to be passed, but the target y is None.")
         y = column_or_1d(y, warn=True)
         check_consistent_length(X, y)
+        classes, codes = check_labels(y)  # None, NaN and mixed types are named
         check_classification_targets(y)
-        classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(
                 "DeepLocClassifier needs cells of at least 2 classes; "

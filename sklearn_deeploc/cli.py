@@ -49,6 +49,7 @@ def _add_train(commands):
     train.add_argument("--validation-fraction", type=fraction, default=0.1)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
+    train.add_argument("--overwrite", action="store_true", help="replace a model in OUTPUT")
     train.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16"],
@@ -229,7 +230,7 @@ def _train(args):
         params["conv_channels"] = tuple(args.conv_channels)
     if args.fc_units:
         params["fc_units"] = tuple(args.fc_units)
-    classifier = train(args.data, args.output, **params)
+    classifier = train(args.data, args.output, overwrite=args.overwrite, **params)
     print(f"trained {classifier.n_iter_} steps; model written to {args.output}")
 
 

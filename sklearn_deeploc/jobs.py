@@ -6,6 +6,8 @@ or refuses, saying what differs (see :mod:`sklearn_deeploc.blocks`). The
 ``deeploc`` command line only parses arguments and calls these.
 """
 
+import hashlib
+import os
 import re
 import shutil
 from pathlib import Path
@@ -13,11 +15,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .blocks import ResumableOutput, file_identity, read_table, run_blocks, write_table
+from .blocks import (
+    ResumableOutput,
+    file_identity,
+    held_lock,
+    read_table,
+    run_blocks,
+    write_table,
+)
 from .classifier import DeepLocClassifier
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .featurizer import DeepLocFeaturizer
-from .fields import crop_fields, iter_field_crops, read_cell_table, read_field
+from .fields import crop_fields, file_columns, iter_field_crops, read_cell_table, read_field
+from .inference import check_precision
 from .model import CALIBRATION_CELLS
 from .pretrained import resolve_model
 from .screen import aggregate, find_cells
@@ -48,6 +58,7 @@ def _first_cells(dataset):
 
 def _model_for(model, device, precision, dataset):
     """The model to predict with, calibrated on the input's first cells for int8."""
+    check_precision(precision, device)  # before any output is written
     model = resolve_model(model).to(device)
     if precision == "int8":
         model.calibrate(_first_cells(dataset))
@@ -205,7 +216,7 @@ def featurize(
     check_positive_int(block_size, "block_size")
     dataset = _check_data_file(data)
     featurizer = DeepLocFeaturizer(
-        resolve_model(model),
+        _model_for(model, device, "fp32", dataset),
         layer=layer,
         tta=tta,
         batch_size=batch_size,
@@ -244,7 +255,7 @@ def checkpoint_folder(output):
     return output.with_name(output.name + ".checkpoint")
 
 
-def train(data, output, *, verbose=1, **params):
+def train(data, output, *, overwrite=False, verbose=1, **params):
     """Train (or fine-tune) DeepLoc on a DeepLoc HDF5 file and write the model folder.
 
     Training writes a checkpoint into :func:`checkpoint_folder` (``<output>.checkpoint``)
@@ -264,7 +275,10 @@ def train(data, output, *, verbose=1, **params):
     data : str or path-like
         A DeepLoc HDF5 file with labels.
     output : str or path-like
-        The model folder to write (must not be a file).
+        The model folder to write (must not be a file, nor a folder with files
+        in it unless ``overwrite``). A lock beside it makes a second training
+        into the same folder refuse while this one runs.
+    overwrite : bool, default=False
     verbose : int, default=1
     **params
         :class:`DeepLocClassifier` parameters (``checkpoint_interval``
@@ -277,19 +291,35 @@ def train(data, output, *, verbose=1, **params):
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"Cannot write the model folder {output}: a file is there.")
+    if output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise ValueError(
+            f"{output} exists and is not empty; pass overwrite=True (--overwrite) to replace "
+            "the model there, or choose another folder."
+        )
     params = {"checkpoint_dir": str(checkpoint_folder(output)), **params}
     classifier = DeepLocClassifier(verbose=verbose, **params)
     classifier._validate_params()
     resolve_model(classifier.pretrained)  # a bad pretrained model fails before the data is read
-    X, y = load_deeploc_hdf5(data)
-    if y is None:
-        raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
-    if verbose:
-        print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
-    classifier.fit(X, y)
-    classifier.save_pretrained(output)
-    shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    lock = output.with_name(output.name + ".lock")
+    with held_lock(lock, output):  # one training per output: checkpoints are not shared
+        X, y = load_deeploc_hdf5(data)
+        if y is None:
+            raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
+        if verbose:
+            print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
+        classifier.fit(X, y)
+        classifier.save_pretrained(output)
+        shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
+    lock.unlink(missing_ok=True)
     return classifier
+
+
+def _images_identity(cells):
+    """Size and modification time of every image file: a replaced image changes it."""
+    files = sorted({path for column in file_columns(cells) for path in cells[column]})
+    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()
 
 
 def _well(field, pattern):
@@ -383,6 +413,7 @@ def run_screen(
         )
     output.mkdir(parents=True, exist_ok=True)
     fields = dict(tuple(cells.groupby("field", sort=False)))
+    check_precision(precision, device)
     model = resolve_model(model).to(device)
     if precision == "int8":
         model.calibrate(next(iter_field_crops(next(iter(fields.values())), border=border))[0])
@@ -392,6 +423,7 @@ def run_screen(
         "model": classifier.model_.digest(),
         "precision": precision,
         "cells": pd.util.hash_pandas_object(cells, index=False).sum().item(),
+        "images": _images_identity(cells),
         "well_pattern": well_pattern,
         "border": border,
     }

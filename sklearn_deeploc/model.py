@@ -239,10 +239,12 @@ def _check_weights_header(path, network):
                 f"{path}: tensor {name} has shape {list(shapes[name])}; the architecture in "
                 f"{CONFIG_FILE} expects {list(tensor.shape)}."
             )
-        floating = tensor.dtype.is_floating_point
-        if floating != dtypes[name].startswith(("F", "BF")):
-            kind = "floating-point" if floating else "integer"
-            raise ModelFolderError(f"{path}: tensor {name} is {dtypes[name]}; expected {kind}.")
+        expected_dtype = "F32" if tensor.dtype.is_floating_point else "I64"
+        if dtypes[name] != expected_dtype:
+            kind = "float32" if expected_dtype == "F32" else "int64"
+            raise ModelFolderError(
+                f"{path}: tensor {name} is {dtypes[name]}; expected {expected_dtype} ({kind})."
+            )
 
 
 def _json_label(label):
@@ -452,6 +454,10 @@ class DeepLocModel:
         with safe_open(str(path / WEIGHTS_FILE), framework="pt", device="cpu") as weights:
             for name in weights.keys():
                 state[name] = weights.get_tensor(name)
+                if not torch.isfinite(state[name]).all():
+                    raise ModelFolderError(
+                        f"{path / WEIGHTS_FILE}: tensor {name} holds NaN or infinite values."
+                    )
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
         network.eval()

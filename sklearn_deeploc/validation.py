@@ -34,6 +34,7 @@ from sklearn.utils._param_validation import Options
 from sklearn.utils.validation import column_or_1d
 
 IMAGE_SIZE = 64
+MAX_CHANNELS_LAST = 8  # a last axis this short after two long ones is channels, not pixels
 PRECISIONS = {"fp32", "bf16", "fp16", "int8"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -202,6 +203,11 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     n, channels, height, width = X.shape
     if n == 0:
         raise ValueError(f"Expected at least one cell; got X of shape {X.shape}.")
+    if width <= MAX_CHANNELS_LAST < min(channels, height) and channels != n_channels:
+        raise ValueError(
+            f"X of shape {X.shape} looks like crops given channels-last (n, H, W, C); "
+            "expected (n, C, H, W). Use np.moveaxis(X, -1, 1)."
+        )
     if n_channels is not None and channels != n_channels:
         raise ValueError(f"Expected {n_channels} channel(s); got {channels} (X shape {X.shape}).")
     if min_size is not None and min(height, width) < min_size:

@@ -146,3 +146,46 @@ def test_rerun_with_another_precision_refuses(files, tmp_path):
         _predict(files, out, precision="int8")
     int8 = _predict(files, out, precision="int8", overwrite=True)
     assert (int8["label"] == fp32["label"]).mean() >= 0.9
+
+
+def test_train_refuses_a_folder_with_a_model_unless_overwrite(files, tmp_path, capsys):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    tiny = ["--conv-channels", *"4 4 4 4 4 4 4 4".split(), "--fc-units", "8", "8"]
+    args = ["train", str(files / "cells.h5"), "-o", str(target), *tiny, "--max-iter", "2"]
+    assert main(args) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert sorted(p.name for p in target.iterdir()) == ["notes.txt"]
+    assert main([*args, "--overwrite", "--batch-size", "4"]) == 0
+    assert (target / "weights.safetensors").is_file()
+
+
+def test_a_second_training_into_the_same_folder_refuses(files, tmp_path):
+    from sklearn_deeploc.blocks import OutputLockedError, held_lock
+
+    target = tmp_path / "model"
+    with held_lock(tmp_path / "model.lock", target), pytest.raises(OutputLockedError):
+        jobs.train(files / "cells.h5", target, verbose=0, max_iter=2)
+
+
+def test_a_refused_precision_leaves_no_output_behind(files, tmp_path):
+    out = tmp_path / "cells.csv"
+    with pytest.raises(ValueError, match="fp16' needs a GPU"):
+        _predict(files, out, precision="fp16", device="cpu")
+    assert not out.exists() and not parts_folder(out).exists()
+    _predict(files, out)
+
+
+def test_screen_rerun_after_an_image_changed_refuses(files, shared_data, tmp_path):
+    import shutil
+
+    field = tmp_path / "field"
+    shutil.copytree(shared_data / "field_r01c01f01", field)
+    options = {"channels": ["ch1", "ch3"], "verbose": 0}
+    jobs.run_screen(files / "model", field / "cells.csv", tmp_path / "out", **options)
+    image = field / "r01c01f01p01-ch1sk1fk1fl1.tiff"
+    image.chmod(0o644)
+    shutil.copy(field / "r01c01f01p01-ch3sk1fk1fl1.tiff", image)
+    with pytest.raises(OutputMismatchError, match="images"):
+        jobs.run_screen(files / "model", field / "cells.csv", tmp_path / "out", **options)

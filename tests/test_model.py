@@ -159,7 +159,21 @@ def test_integer_weights_are_refused(tiny_model, tmp_path):
     state = load_file(folder / "weights.safetensors")
     state["head.weight"] = state["head.weight"].to(torch.int32)
     save_file(state, str(folder / "weights.safetensors"))
-    with pytest.raises(ModelFolderError, match="head.weight is I32; expected floating-point"):
+    with pytest.raises(ModelFolderError, match=r"head.weight is I32; expected F32"):
+        DeepLocModel.load(folder)
+
+
+def test_double_or_non_finite_weights_are_refused(tiny_model, tmp_path):
+    folder = tiny_model.save(tmp_path / "model")
+    state = load_file(folder / "weights.safetensors")
+    save_file(
+        {**state, "head.weight": state["head.weight"].double()}, str(folder / "weights.safetensors")
+    )
+    with pytest.raises(ModelFolderError, match=r"head.weight is F64; expected F32"):
+        DeepLocModel.load(folder)
+    state["head.weight"][0, 0] = float("nan")
+    save_file(state, str(folder / "weights.safetensors"))
+    with pytest.raises(ModelFolderError, match="head.weight holds NaN or infinite values"):
         DeepLocModel.load(folder)
 
 

@@ -237,3 +237,9 @@ def test_batch_check_works_without_psutil(monkeypatch):
     monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil now fails
     with pytest.raises(ValueError, match="memory is available"):
         check_batch_fits(10**15, 2 * 64 * 64 * 4)
+
+
+def test_channels_last_crops_are_named():
+    with pytest.raises(ValueError, match=r"looks like crops given channels-last.*np.moveaxis"):
+        check_crops(np.zeros((3, 64, 64, 2)), n_channels=2)
+    assert check_crops(np.zeros((3, 2, 64, 64)), n_channels=2).shape == (3, 2, 64, 64)

@@ -91,7 +91,7 @@ def _download(archive, url, data_home):
         raise ConnectionError(
             f"Could not download {url} ({error}). Download it by hand, for example in a "
             f"browser, then pass the file: archive='{file_name}' in Python, or "
-            f"--archive {file_name} on the command line."
+            f"'deeploc fetch model|datasets --archive {file_name}' on the command line."
         ) from error
 
 

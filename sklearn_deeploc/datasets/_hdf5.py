@@ -43,7 +43,9 @@ def _open(path):
     try:
         return h5py.File(path, "r")
     except FileNotFoundError:
-        raise
+        raise FileNotFoundError(
+            f"No DeepLoc HDF5 file at {path}: the file does not exist."
+        ) from None
     except OSError as error:
         raise ValueError(f"{path} is not a readable HDF5 file: {error}") from error
 
