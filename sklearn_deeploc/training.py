@@ -641,7 +641,9 @@ class Resume:
         sampler.rng.bit_generator.state = self.state["random"]["sampler"]
         train_data.rng.bit_generator.state = self.state["random"]["augmentation"]
         torch.set_rng_state(self.tensors["random"]["torch"])
-        if "cuda" in self.tensors["random"]:
+        # A run may stop on a GPU and go on on a CPU (or another GPU model): exactness is
+        # promised for a run that stays on its device.
+        if "cuda" in self.tensors["random"] and torch.device(net.device).type == "cuda":
             torch.cuda.set_rng_state(self.tensors["random"]["cuda"], net.device)
 
     def restore_callbacks(self, net):
