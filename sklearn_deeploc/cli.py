@@ -377,8 +377,8 @@ def main(argv=None):
     except KeyboardInterrupt as interrupt:
         detail = f" ({interrupt})" if str(interrupt) else ""
         print(
-            f"deeploc {args.command}: interrupted{detail}; finished blocks are kept and a rerun "
-            "resumes them; no unfinished model or table was written.",
+            f"deeploc {args.command}: interrupted{detail}; nothing unfinished was written as "
+            "finished, and the same command resumes from what was kept.",
             file=sys.stderr,
         )
         return INTERRUPTED

@@ -384,7 +384,7 @@ def predict_batches(
         for views in tqdm(
             batches,
             total=-(-len(X) // batch_size),
-            disable=not verbose,
+            disable=None if verbose else True,  # None: no bar where output is not a terminal
             desc=output,
             unit="batch",
         ):
