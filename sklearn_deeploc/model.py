@@ -14,6 +14,7 @@ safetensors header against the network the config describes (built on the
 
 import copy
 import hashlib
+import inspect
 import json
 import numbers
 import os
@@ -72,9 +73,7 @@ def _is_number(value):
 
 def _check_architecture(arch, where):
     _require(isinstance(arch, dict), where, "a dict of DeepLocNet arguments", type(arch).__name__)
-    known = set(
-        DeepLocNet.__init__.__code__.co_varnames[1 : DeepLocNet.__init__.__code__.co_argcount]
-    )
+    known = set(inspect.signature(DeepLocNet).parameters)
     unknown = sorted(set(arch) - known)
     _require(not unknown, where, f"only DeepLocNet arguments {sorted(known)}", unknown)
     for key in ("n_channels", "n_classes", "conv_channels", "fc_units", "crop_size"):
