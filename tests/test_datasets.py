@@ -290,7 +290,7 @@ def test_lazy_dataset_indexes_like_numpy(eleven_cells, index):
     np.testing.assert_array_equal(labels.numpy(), y[index])
 
 
-@pytest.mark.parametrize("index", [0, 10, -1, -11, np.int64(5)])
+@pytest.mark.parametrize("index", [0, 10, -1, -11, np.int64(5), (3,)])
 def test_lazy_dataset_single_cells(eleven_cells, index):
     lazy, X, y = eleven_cells
     crop, label = lazy[index]
@@ -306,6 +306,8 @@ def test_lazy_dataset_single_cells(eleven_cells, index):
         (np.array([0.0, 1.0]), TypeError, "takes an int"),
         ("0", TypeError, "takes an int"),
         ([[0, 1], [2]], TypeError, "takes an int"),
+        ((0, 0), IndexError, "one axis \\(cells\\); got a tuple of 2 indices"),
+        ((), IndexError, "got a tuple of 0 indices"),
         (11, IndexError, "Cell index 11 is out of range for 11 cells \\(-11 to 10\\)"),
         ([0, -12], IndexError, "Cell index -12 is out of range"),
         (

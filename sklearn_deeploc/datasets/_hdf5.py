@@ -419,6 +419,13 @@ class DeepLocHDF5Dataset(Dataset):
         return X.reshape(-1, self.n_channels, side, side), y
 
     def __getitem__(self, index):
+        if isinstance(index, tuple):  # numpy's rule for one axis: (i,) is i, more is an error
+            if len(index) != 1:
+                raise IndexError(
+                    f"DeepLocHDF5Dataset has one axis (cells); got a tuple of {len(index)} "
+                    "indices. Pick several cells with a list, e.g. dataset[[0, 5]]."
+                )
+            (index,) = index
         positions, scalar = self._positions(index)
         X, y = self.read(positions)
         if scalar:
