@@ -228,6 +228,21 @@ def _check_cells(values, groups, name, groups_name, ndim=2):
     return values, groups
 
 
+def _check_probabilities(proba, name):
+    """Refuse rows that are not probabilities (logits or percentages passed by mistake)."""
+    sums = proba.sum(axis=1)
+    bad = (proba < 0).any(axis=1) | (proba > 1).any(axis=1) | ~np.isclose(sums, 1, atol=1e-3)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} must hold probabilities (values in [0, 1], each row summing to 1), as "
+            f"from predict_proba; {int(bad.sum())} row(s) do not, the first is cell {first} "
+            f"(values from {proba[first].min():.3g} to {proba[first].max():.3g}, sum "
+            f"{sums[first]:.3g}). Logits or decision_function scores are not probabilities."
+        )
+    return proba
+
+
 def _class_names(classes, n_classes):
     if classes is None:
         return list(range(n_classes))
@@ -242,7 +257,8 @@ def aggregate(proba, groups, classes=None):
     Parameters
     ----------
     proba : array-like of shape (n_cells, n_classes)
-        Per-cell probabilities (``predict_proba``), finite.
+        Per-cell probabilities (``predict_proba``): in [0, 1], rows summing
+        to 1.
     groups : array-like of shape (n_cells,)
         Well or strain of each cell; no missing values.
     classes : sequence, optional
@@ -264,6 +280,7 @@ def aggregate(proba, groups, classes=None):
     B2           1  1.0     0.0
     """
     proba, groups = _check_cells(proba, groups, "proba", "groups")
+    _check_probabilities(proba, "proba")
     classes = _class_names(classes, proba.shape[1])
     frame = pd.DataFrame(proba, columns=classes)
     frame.insert(0, "group", groups)
@@ -402,7 +419,8 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     Parameters
     ----------
     proba_a, proba_b : array-like of shape (n_cells, n_classes)
-        Per-cell probabilities of the two screens; finite.
+        Per-cell probabilities of the two screens (``predict_proba``): in
+        [0, 1], rows summing to 1.
     groups_a, groups_b : array-like of shape (n_cells,)
         Protein (or strain) of each cell; no missing values.
     classes : sequence, optional
@@ -432,6 +450,8 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     """
     proba_a, groups_a = _check_cells(proba_a, groups_a, "proba_a", "groups_a")
     proba_b, groups_b = _check_cells(proba_b, groups_b, "proba_b", "groups_b")
+    _check_probabilities(proba_a, "proba_a")
+    _check_probabilities(proba_b, "proba_b")
     if proba_a.shape[1] != proba_b.shape[1]:
         raise ValueError(
             f"The screens have {proba_a.shape[1]} and {proba_b.shape[1]} probability "

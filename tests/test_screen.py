@@ -196,6 +196,24 @@ def test_nan_probabilities_are_refused(rng):
         abundance_changes([1.0, np.nan], ["p", "p"], [1.0], ["p"])
 
 
+@pytest.mark.parametrize(
+    "mistake",
+    [
+        lambda proba: np.log(proba),  # logits-like: negative values
+        lambda proba: 100 * proba,  # percentages
+        lambda proba: proba[:, :1],  # one column of two
+    ],
+    ids=["logits", "percent", "subset"],
+)
+def test_values_that_are_not_probabilities_are_refused(rng, mistake):
+    proba, groups = rng.dirichlet([5, 5], 6), ["p"] * 3 + ["q"] * 3
+    wrong = mistake(proba)
+    with pytest.raises(ValueError, match="proba_b must hold probabilities .* 6 row\\(s\\)"):
+        localization_changes(rng.dirichlet([5] * wrong.shape[1], 6), groups, wrong, groups)
+    with pytest.raises(ValueError, match="proba must hold probabilities .* first is cell 0"):
+        aggregate(wrong, groups)
+
+
 @pytest.mark.parametrize("missing", [None, np.nan])
 def test_missing_group_labels_are_refused(rng, missing):
     proba, groups = rng.dirichlet([5, 5], 4), ["p", "p", missing, "p"]
