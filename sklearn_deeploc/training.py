@@ -8,29 +8,21 @@ optimizer steps as the paper does. What the fitted net keeps pickles (numpy
 generators, no lambdas); the data, the sampler and the progress bar are dropped
 after fit.
 
-Checkpoints are folders ``step-<n>`` of safetensors and JSON files only, written
-under a temporary name and renamed, so that loading one never unpickles and a
-kill mid-write leaves the previous one intact. skorch's ``Checkpoint`` and
+Checkpoints (their files: :mod:`sklearn_deeploc.checkpoints`) are written by a
+callback here and put back onto the net before training goes on. skorch's ``Checkpoint`` and
 ``LoadInitState`` do not fit this: the first saves at epoch ends only, in place,
 and cannot store an optimizer with safetensors; the second ignores a checkpoint
 it cannot load, so a damaged one would silently restart training. skorch's
 ``save_params`` and ``load_params`` still write and read the history.
 """
 
-import hashlib
-import json
 import os
-import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
-from numbers import Integral
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from skorch import NeuralNetClassifier
@@ -41,6 +33,13 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from .checkpoints import (
+    CheckpointFolder,
+    json_number,
+    optimizer_parts,
+    optimizer_state,
+    run_identity,
+)
 from .inference import check_precision, resolve_device
 from .network import DeepLocNet
 from .preprocessing import center_crop, random_augment, stretch_as_stored, to_tensor
@@ -52,11 +51,6 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMAT = torch.channels_last
 DEVICE_SHARE = 0.5  # crops stay on a GPU when they take at most this share of its free memory
 STRETCH_CHUNK = 4096  # cells stretched at a time (bounds the memory of the percentiles)
-CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
-CHECKPOINT_VERSION = 1
-TENSOR_FILES = {"weights", "optimizer", "best", "random"}  # <name>.safetensors in a checkpoint
-# Recipe fields that change where or how visibly a run trains, never what it computes.
-RUN_ONLY_FIELDS = ("device", "verbose", "checkpoint_dir", "checkpoint_interval")
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -547,211 +541,46 @@ class Progress(Callback):
 # -- checkpoints -----------------------------------------------------------------------
 
 
-def _digest(array):
-    data = np.ascontiguousarray(array)
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()[:16]
+def restore_run(checkpoint, net, train_data, sampler):
+    """Put weights, optimizer, history and random states back (before ``partial_fit``)."""
+    net.module_.load_state_dict(checkpoint.tensors["weights"])
+    net.optimizer_.load_state_dict(
+        optimizer_state(checkpoint.tensors["optimizer"], checkpoint.state["optimizer"])
+    )
+    net.grad_scaler_.load_state_dict(checkpoint.state["grad_scaler"])
+    net.load_params(f_history=checkpoint.folder / "history.json")
+    sampler.steps_done = checkpoint.step
+    sampler.rng.bit_generator.state = checkpoint.state["random"]["sampler"]
+    train_data.rng.bit_generator.state = checkpoint.state["random"]["augmentation"]
+    torch.set_rng_state(checkpoint.tensors["random"]["torch"])
+    # A run may stop on a GPU and go on on a CPU (or another GPU model): exactness is
+    # promised for a run that stays on its device.
+    if "cuda" in checkpoint.tensors["random"] and torch.device(net.device).type == "cuda":
+        torch.cuda.set_rng_state(checkpoint.tensors["random"]["cuda"], net.device)
 
 
-def _describe(array):
-    return f"shape {list(array.shape)} {array.dtype}, sha256 {_digest(array)}"
-
-
-def _state_digest(state):
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state):
-    """What a training run computes from: its data and every parameter that changes the result.
-
-    Two runs with the same identity train the same network, step for step; a
-    checkpoint resumes only a run of its own identity. Device, verbosity and the
-    checkpoint settings are left out (see :data:`RUN_ONLY_FIELDS`), and so is
-    ``tta``, which changes prediction only.
-
-    Returns
-    -------
-    dict
-        ``{"data": {"X": ..., "y": ...}, "parameters": {...}}`` in plain JSON types.
-    """
-    recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS}
-    parameters = {
-        **architecture,
-        **{k: v for k, v in preprocessing.items() if k != "tta"},
-        **recipe_fields,
-        "random_state": int(random_state) if isinstance(random_state, Integral) else None,
-        "pretrained": None if initial_state is None else _state_digest(initial_state),
-    }
-    identity = {"data": {"X": _describe(X), "y": _describe(codes)}, "parameters": parameters}
-    return json.loads(json.dumps(identity))  # tuples as lists, as they come back from JSON
-
-
-def _differences(saved, current):
-    for key in sorted(set(saved) | set(current)):
-        before, now = saved.get(key, "absent"), current.get(key, "absent")
-        if before != now:
-            yield f"{key} (checkpoint: {before!r}, now: {now!r})"
-
-
-def _optimizer_parts(optimizer):
-    """An optimizer's state as tensors (safetensors) and everything else (JSON)."""
-    state = optimizer.state_dict()
-    tensors = {
-        f"{index}.{name}": value.contiguous()
-        for index, entry in state["state"].items()
-        for name, value in entry.items()
-    }
-    return tensors, state["param_groups"]
-
-
-def _optimizer_state(tensors, param_groups):
-    state = {}
-    for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    return {"state": state, "param_groups": param_groups}
-
-
-def _json_number(value):
-    """JSON has no infinity: an unset threshold is stored as null."""
-    return None if value is None or not np.isfinite(value) else float(value)
-
-
-@dataclass
-class Resume:
-    """A checkpoint read back: where it is, its step, its JSON state and its tensors."""
-
-    folder: Path
-    step: int
-    state: dict
-    tensors: dict
-
-    def restore(self, net, train_data, sampler):
-        """Put weights, optimizer, history and random states back (before ``partial_fit``)."""
-        net.module_.load_state_dict(self.tensors["weights"])
-        net.optimizer_.load_state_dict(
-            _optimizer_state(self.tensors["optimizer"], self.state["optimizer"])
-        )
-        net.grad_scaler_.load_state_dict(self.state["grad_scaler"])
-        net.load_params(f_history=self.folder / "history.json")
-        sampler.steps_done = self.step
-        sampler.rng.bit_generator.state = self.state["random"]["sampler"]
-        train_data.rng.bit_generator.state = self.state["random"]["augmentation"]
-        torch.set_rng_state(self.tensors["random"]["torch"])
-        # A run may stop on a GPU and go on on a CPU (or another GPU model): exactness is
-        # promised for a run that stays on its device.
-        if "cuda" in self.tensors["random"] and torch.device(net.device).type == "cuda":
-            torch.cuda.set_rng_state(self.tensors["random"]["cuda"], net.device)
-
-    def restore_callbacks(self, net):
-        """Put back what skorch's callbacks reset when training begins."""
-        callbacks = dict(net.callbacks_)
-        callbacks["lr_decay"].lr_scheduler_.load_state_dict(self.state["lr_schedule"])
-        callbacks["lr_decay"].batch_idx_ = self.step
-        for callback in callbacks.values():
-            # EpochScoring reads its best score back from the history; PassthroughScoring does not.
-            if isinstance(callback, PassthroughScoring):
-                best = [e[callback.name] for e in net.history if e.get(f"{callback.name}_best")]
-                if best:
-                    callback.best_score_ = best[-1]
-        keep_best = self.state["keep_best"]
-        if keep_best is not None:
-            best = callbacks["best"]
-            best.misses_ = keep_best["misses"]
-            best.best_epoch_ = keep_best["best_epoch"]
-            threshold = keep_best["threshold"]
-            best.dynamic_threshold_ = np.inf if threshold is None else threshold
-            if "best" in self.tensors:
-                best.best_model_weights_ = {
-                    name: tensor.to(net.device) for name, tensor in self.tensors["best"].items()
-                }
-
-
-class CheckpointFolder:
-    """The checkpoints of one training run: ``step-<n>`` folders, the newest one counting.
-
-    Each is written under a temporary name and renamed when complete; older
-    ones are removed only after that. A kill at any point leaves at least one
-    complete checkpoint (or none, before the first).
-
-    Parameters
-    ----------
-    path : str or path-like
-    identity : dict
-        :func:`run_identity` of the run; a checkpoint of another identity is
-        refused.
-    """
-
-    def __init__(self, path, identity):
-        self.path = Path(path)
-        self.identity = identity
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"checkpoint_dir {self.path} is a file; expected a folder.")
-
-    def latest(self):
-        """The newest complete checkpoint folder, or None."""
-        folders = [p for p in self.path.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
-        return max(folders, key=lambda p: int(p.name[5:]), default=None)
-
-    def read(self):
-        """The newest checkpoint as a :class:`Resume`, None without one; refuses another run's."""
-        folder = self.latest()
-        if folder is None:
-            return None
-        try:
-            state = json.loads((folder / "state.json").read_text())
-            tensors = {
-                name: load_file(folder / f"{name}.safetensors")
-                for name in set(state["tensor_files"]) & TENSOR_FILES
+def restore_callbacks(checkpoint, net):
+    """Put back what skorch's callbacks reset when training begins."""
+    callbacks = dict(net.callbacks_)
+    callbacks["lr_decay"].lr_scheduler_.load_state_dict(checkpoint.state["lr_schedule"])
+    callbacks["lr_decay"].batch_idx_ = checkpoint.step
+    for callback in callbacks.values():
+        # EpochScoring reads its best score back from the history; PassthroughScoring does not.
+        if isinstance(callback, PassthroughScoring):
+            best = [e[callback.name] for e in net.history if e.get(f"{callback.name}_best")]
+            if best:
+                callback.best_score_ = best[-1]
+    keep_best = checkpoint.state["keep_best"]
+    if keep_best is not None:
+        best = callbacks["best"]
+        best.misses_ = keep_best["misses"]
+        best.best_epoch_ = keep_best["best_epoch"]
+        threshold = keep_best["threshold"]
+        best.dynamic_threshold_ = np.inf if threshold is None else threshold
+        if "best" in checkpoint.tensors:
+            best.best_model_weights_ = {
+                name: tensor.to(net.device) for name, tensor in checkpoint.tensors["best"].items()
             }
-        except (OSError, ValueError, KeyError, SafetensorError) as error:
-            raise ValueError(
-                f"The checkpoint {folder} cannot be read ({error}); delete it to start over."
-            ) from error
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{folder} is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT}; "
-                f"got format {state.get('format')!r}, version {state.get('version')!r}."
-            )
-        self._check_identity(folder, state["identity"])
-        return Resume(folder, state["step"], state, tensors)
-
-    def _check_identity(self, folder, saved):
-        data = list(_differences(saved["data"], self.identity["data"]))
-        parameters = list(_differences(saved["parameters"], self.identity["parameters"]))
-        if data or parameters:
-            what = (["training data differ: " + "; ".join(data)] if data else []) + (
-                ["parameters differ: " + "; ".join(parameters)] if parameters else []
-            )
-            raise ValueError(
-                f"The checkpoint {folder} belongs to another training run ({'; '.join(what)}). "
-                "Fit with the same data and parameters to resume it, or use another "
-                "checkpoint_dir (or delete this one) to start over."
-            )
-
-    def write(self, step, state, tensors, net):
-        """Write the checkpoint of ``step`` atomically; return its folder."""
-        final = self.path / f"step-{step:09d}"
-        partial = self.path / f".partial-step-{step:09d}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for name, group in tensors.items():
-            save_file(group, partial / f"{name}.safetensors")
-        net.save_params(f_history=partial / "history.json")
-        state = {**state, "tensor_files": sorted(tensors)}
-        (partial / "state.json").write_text(json.dumps(state, indent=1))
-        for file in partial.iterdir():
-            with open(file, "rb+") as handle:
-                os.fsync(handle.fileno())
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        for old in self.path.glob("*step-*"):
-            if old != final:
-                shutil.rmtree(old, ignore_errors=True)
-        return final
 
 
 class Checkpointing(Callback):
@@ -771,7 +600,7 @@ class Checkpointing(Callback):
     recipe : Recipe
     seeds : array-like of int
         The run's seeds (a resumed run without an int ``random_state`` reuses them).
-    resume : Resume, optional
+    resume : Checkpoint, optional
         The checkpoint this run continues.
     """
 
@@ -786,7 +615,7 @@ class Checkpointing(Callback):
         self.train_data_ = X
         self.continues_epoch_ = False
         if self.resume is not None:
-            self.resume.restore_callbacks(net)
+            restore_callbacks(self.resume, net)
             self.continues_epoch_ = self.resume.step % self.recipe.steps_per_epoch != 0
 
     def on_epoch_begin(self, net, **kwargs):
@@ -816,7 +645,7 @@ class Checkpointing(Callback):
         settle_losses(net.history[-1])
         callbacks = dict(net.callbacks_)
         sampler = net.iterator_train__sampler
-        optimizer_tensors, param_groups = _optimizer_parts(net.optimizer_)
+        optimizer_tensors, param_groups = optimizer_parts(net.optimizer_)
         tensors = {
             "weights": {k: v.contiguous() for k, v in net.module_.state_dict().items()},
             "optimizer": optimizer_tensors,
@@ -828,10 +657,7 @@ class Checkpointing(Callback):
         if best is not None and best.best_model_weights_ is not None:
             tensors["best"] = {k: v.contiguous() for k, v in best.best_model_weights_.items()}
         state = {
-            "format": CHECKPOINT_FORMAT,
-            "version": CHECKPOINT_VERSION,
             "step": sampler.steps_done,
-            "identity": self.folder.identity,
             "seeds": self.seeds,
             "optimizer": param_groups,
             "lr_schedule": callbacks["lr_decay"].lr_scheduler_.state_dict(),
@@ -841,7 +667,7 @@ class Checkpointing(Callback):
             else {
                 "misses": best.misses_,
                 "best_epoch": best.best_epoch_,
-                "threshold": _json_number(best.dynamic_threshold_),
+                "threshold": json_number(best.dynamic_threshold_),
             },
             "random": {
                 "sampler": sampler.rng.bit_generator.state,
@@ -1020,7 +846,7 @@ def train_network(
         if recipe.freeze_conv:
             net.module_.freeze_features()
         if resume is not None:
-            resume.restore(net, train, sampler)
+            restore_run(resume, net, train, sampler)
         net.module_.to(memory_format=MEMORY_FORMAT)
         net.partial_fit(train, y=None, epochs=recipe.epochs_left(sampler.steps_done))
     net.module_.to(memory_format=torch.contiguous_format)

@@ -14,8 +14,8 @@ import torch
 from conftest import SOURCE_CLASSES, TINY_NET, tiny_classifier
 from safetensors import safe_open
 
+from sklearn_deeploc import checkpoints as checkpoints_module
 from sklearn_deeploc import load_pretrained
-from sklearn_deeploc import training as training_module
 from sklearn_deeploc.cli import main
 from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
 from sklearn_deeploc.jobs import checkpoint_folder
@@ -85,7 +85,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(
     cells, make_tiny, uninterrupted, tmp_path, monkeypatch
 ):
     X, y = cells
-    write = training_module.save_file
+    write = checkpoints_module.save_file
     calls = {"n": 0}
 
     def write_or_die(*args, **kwargs):
@@ -95,7 +95,7 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_one(
         write(*args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(training_module, "save_file", write_or_die)
+        patch.setattr(checkpoints_module, "save_file", write_or_die)
         with pytest.raises(TrainingInterrupted, match="checkpoint of step 2 "):
             make_tiny(**RUN, checkpoint_dir=str(tmp_path)).fit(X, y)
     assert sorted(p.name for p in tmp_path.iterdir()) == [

@@ -1,0 +1,207 @@
+"""Training checkpoints on disk: folders of safetensors and JSON that resume exactly.
+
+A checkpoint is a folder ``step-<n>`` holding the tensors of a training run
+(weights, optimizer state, keep-best weights, random states) as safetensors
+files, the rest of its state as JSON and skorch's history. It is written under
+a temporary name and renamed when complete, so that loading one never
+unpickles and a kill mid-write leaves the previous one intact. Every checkpoint
+records the identity of its run (:func:`run_identity`), and a run of another
+identity is refused rather than silently continued. What goes into a
+checkpoint and how it is put back onto the skorch net lives in
+:mod:`sklearn_deeploc.training`.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
+CHECKPOINT_VERSION = 1
+TENSOR_FILES = {"weights", "optimizer", "best", "random"}  # <name>.safetensors in a checkpoint
+# Recipe fields that change where or how visibly a run trains, never what it computes.
+RUN_ONLY_FIELDS = ("device", "verbose", "checkpoint_dir", "checkpoint_interval")
+
+
+def _digest(array):
+    data = np.ascontiguousarray(array)
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()[:16]
+
+
+def _describe(array):
+    return f"shape {list(array.shape)} {array.dtype}, sha256 {_digest(array)}"
+
+
+def _state_digest(state):
+    digest = hashlib.sha256()
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state):
+    """What a training run computes from: its data and every parameter that changes the result.
+
+    Two runs with the same identity train the same network, step for step; a
+    checkpoint resumes only a run of its own identity. Device, verbosity and the
+    checkpoint settings are left out (see :data:`RUN_ONLY_FIELDS`), and so is
+    ``tta``, which changes prediction only.
+
+    Returns
+    -------
+    dict
+        ``{"data": {"X": ..., "y": ...}, "parameters": {...}}`` in plain JSON types.
+    """
+    recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS}
+    parameters = {
+        **architecture,
+        **{k: v for k, v in preprocessing.items() if k != "tta"},
+        **recipe_fields,
+        "random_state": int(random_state) if isinstance(random_state, Integral) else None,
+        "pretrained": None if initial_state is None else _state_digest(initial_state),
+    }
+    identity = {"data": {"X": _describe(X), "y": _describe(codes)}, "parameters": parameters}
+    return json.loads(json.dumps(identity))  # tuples as lists, as they come back from JSON
+
+
+def _differences(saved, current):
+    for key in sorted(set(saved) | set(current)):
+        before, now = saved.get(key, "absent"), current.get(key, "absent")
+        if before != now:
+            yield f"{key} (checkpoint: {before!r}, now: {now!r})"
+
+
+def optimizer_parts(optimizer):
+    """An optimizer's state as tensors (safetensors) and everything else (JSON)."""
+    state = optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": value.contiguous()
+        for index, entry in state["state"].items()
+        for name, value in entry.items()
+    }
+    return tensors, state["param_groups"]
+
+
+def optimizer_state(tensors, param_groups):
+    state = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": param_groups}
+
+
+def json_number(value):
+    """JSON has no infinity: an unset threshold is stored as null."""
+    return None if value is None or not np.isfinite(value) else float(value)
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: its folder, its step, its JSON state and its tensors."""
+
+    folder: Path
+    step: int
+    state: dict
+    tensors: dict
+
+
+class CheckpointFolder:
+    """The checkpoints of one training run: ``step-<n>`` folders, the newest one counting.
+
+    Each is written under a temporary name and renamed when complete; older
+    ones are removed only after that. A kill at any point leaves at least one
+    complete checkpoint (or none, before the first).
+
+    Parameters
+    ----------
+    path : str or path-like
+    identity : dict
+        :func:`run_identity` of the run; a checkpoint of another identity is
+        refused.
+    """
+
+    def __init__(self, path, identity):
+        self.path = Path(path)
+        self.identity = identity
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"checkpoint_dir {self.path} is a file; expected a folder.")
+
+    def latest(self):
+        """The newest complete checkpoint folder, or None."""
+        folders = [p for p in self.path.glob("step-*") if p.is_dir() and p.name[5:].isdigit()]
+        return max(folders, key=lambda p: int(p.name[5:]), default=None)
+
+    def read(self):
+        """The newest checkpoint (a :class:`Checkpoint`) or None; refuses another run's."""
+        folder = self.latest()
+        if folder is None:
+            return None
+        try:
+            state = json.loads((folder / "state.json").read_text())
+            tensors = {
+                name: load_file(folder / f"{name}.safetensors")
+                for name in set(state["tensor_files"]) & TENSOR_FILES
+            }
+        except (OSError, ValueError, KeyError, SafetensorError) as error:
+            raise ValueError(
+                f"The checkpoint {folder} cannot be read ({error}); delete it to start over."
+            ) from error
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"{folder} is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT}; "
+                f"got format {state.get('format')!r}, version {state.get('version')!r}."
+            )
+        self._check_identity(folder, state["identity"])
+        return Checkpoint(folder, state["step"], state, tensors)
+
+    def _check_identity(self, folder, saved):
+        data = list(_differences(saved["data"], self.identity["data"]))
+        parameters = list(_differences(saved["parameters"], self.identity["parameters"]))
+        if data or parameters:
+            what = (["training data differ: " + "; ".join(data)] if data else []) + (
+                ["parameters differ: " + "; ".join(parameters)] if parameters else []
+            )
+            raise ValueError(
+                f"The checkpoint {folder} belongs to another training run ({'; '.join(what)}). "
+                "Fit with the same data and parameters to resume it, or use another "
+                "checkpoint_dir (or delete this one) to start over."
+            )
+
+    def write(self, step, state, tensors, net):
+        """Write the checkpoint of ``step`` atomically; return its folder.
+
+        ``state`` (JSON) and ``tensors`` (groups of tensors, one safetensors
+        file each) are written beside ``net``'s skorch history.
+        """
+        final = self.path / f"step-{step:09d}"
+        partial = self.path / f".partial-step-{step:09d}"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for name, group in tensors.items():
+            save_file(group, partial / f"{name}.safetensors")
+        net.save_params(f_history=partial / "history.json")
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "identity": self.identity,
+            **state,
+            "tensor_files": sorted(tensors),
+        }
+        (partial / "state.json").write_text(json.dumps(state, indent=1))
+        for file in partial.iterdir():
+            with open(file, "rb+") as handle:
+                os.fsync(handle.fileno())
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        for old in self.path.glob("*step-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
