@@ -6,7 +6,13 @@ statistics from a few training batches):
 1. ``DeepLocFeaturizer.transform`` (fc2 features, five-crop mean) against a
    plain PyTorch eval loop over the same network, crops and five-crop mean
    (NCHW, batch norm as separate layers, ``torch.no_grad``); and the effect of
-   channels-last, ``torch.inference_mode`` and batch-norm folding one at a time.
+   channels-last, ``torch.inference_mode`` and batch-norm folding one at a time,
+   all in interleaved rounds (best of ``--rounds``), so that other load on the
+   machine falls on every variant alike. ``--before REVISION`` adds the
+   featurizer of an earlier commit to the same rounds (its package source is
+   extracted with ``git archive`` and imported beside this one, with the same
+   weights), to show a change costs no speed, and a second featurizer of the
+   current code, whose difference from the first is the measurement's noise.
 2. Achieved inference GFLOP/s against this machine's 2048x2048 float32 matmul.
 3. ``DeepLocClassifier.fit`` images/s against a plain PyTorch training loop
    (same augmentation, Adam, batch 128).
@@ -20,12 +26,19 @@ statistics from a few training batches):
    which is what matters.
 
 Run: ``python benchmarks/bench_throughput.py [--cells 128] [--steps 4]
-[--train-steps 200] [--only-precision]``.
+[--rounds 3] [--before REVISION] [--train-steps 200]
+[--only-inference | --only-precision]``.
 """
 
 import argparse
 import copy
+import importlib
+import io
 import platform
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -146,15 +159,19 @@ def cpu_description():
 def interleaved_rates(variants, n_cells, rounds=3):
     """Best cells/s of each variant over ``rounds`` rounds that take turns.
 
-    Taking turns spreads the load of other processes over all variants alike.
+    Taking turns spreads the load of other processes over all variants alike;
+    each round starts one variant later, so none always runs first or after
+    the same neighbour.
     """
     for fn in variants.values():
         fn()
-    best = dict.fromkeys(variants, float("inf"))
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    names = list(variants)
+    best = dict.fromkeys(names, float("inf"))
+    for round_ in range(rounds):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            fn()
+            variants[name]()
             best[name] = min(best[name], time.perf_counter() - start)
     return {name: n_cells / seconds for name, seconds in best.items()}
 
@@ -292,8 +309,34 @@ def precision_benchmark(args):
     )
 
 
+def featurizer_at_revision(revision, clf, X, y, workdir):
+    """``DeepLocFeaturizer`` of the package as it was at a git ``revision``, with ``clf``'s weights.
+
+    The package source of that commit is extracted under another name into
+    ``workdir`` and imported beside the current one, so that both featurizers
+    run in one process, on the same network and cells.
+    """
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "sklearn_deeploc"],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        check=True,
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(workdir, filter="data")
+    name = f"sklearn_deeploc_{revision}"
+    (Path(workdir) / "sklearn_deeploc").rename(Path(workdir) / name)
+    sys.path.insert(0, str(workdir))
+    before = importlib.import_module(name)
+    old = before.DeepLocClassifier(
+        max_iter=1, batch_size=32, validation_fraction=0.0, random_state=0
+    ).fit(X, y)
+    old.net_.module_.load_state_dict(clf.model_.network.state_dict())
+    return before.DeepLocFeaturizer(old).fit(X)
+
+
 def estimator_benchmark(args):
-    """Sections 1-3: featurizer and classifier against plain PyTorch loops."""
+    """Sections 1-2 (then 3): the featurizer against plain PyTorch eval loops."""
     print(
         f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}; paper network, {args.cells} cells x 5 crops of 60x60"
@@ -301,45 +344,58 @@ def estimator_benchmark(args):
 
     X, y = make_yeast_cells(-(-args.cells // 17), random_state=0)
     X, y = X[: args.cells], y[: args.cells]
-    codes = np.unique(y, return_inverse=True)[1]
     clf = DeepLocClassifier(max_iter=2, batch_size=32, validation_fraction=0.0, random_state=0).fit(
         X, y
     )
     net = copy.deepcopy(clf.net_.module_).eval()
+    channels_last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    folded = inference_copy(net).to(memory_format=torch.contiguous_format)
     featurizer = DeepLocFeaturizer(clf).fit(X)
 
     gflop_per_crop = forward_flops(net) / 1e9
     work = 5 * args.cells * gflop_per_crop
     matmul = matmul_gflops()
+    plain = "plain eval loop (NCHW, BN separate, no_grad)"
     variants = {
-        "plain eval loop (NCHW, BN separate, no_grad)": lambda: plain_eval_loop(net, X),
-        "  + channels-last": lambda: plain_eval_loop(
-            net.to(memory_format=torch.channels_last), X, channels_last=True
-        ),
-        "  + inference_mode": lambda: plain_eval_loop(
-            net.to(memory_format=torch.contiguous_format), X, inference_mode=True
-        ),
-        "  + BN folded (NCHW)": lambda: plain_eval_loop(
-            inference_copy(net).to(memory_format=torch.contiguous_format), X
-        ),
+        plain: lambda: plain_eval_loop(net, X),
+        "  + channels-last": lambda: plain_eval_loop(channels_last, X, channels_last=True),
+        "  + inference_mode": lambda: plain_eval_loop(net, X, inference_mode=True),
+        "  + BN folded (NCHW)": lambda: plain_eval_loop(folded, X),
         "DeepLocFeaturizer.transform": lambda: featurizer.transform(X),
     }
-    times = {name: timed(fn) for name, fn in variants.items()}
-    base = times["plain eval loop (NCHW, BN separate, no_grad)"]
+    with tempfile.TemporaryDirectory() as workdir:
+        if args.before:
+            before = featurizer_at_revision(args.before, clf, X, y, workdir)
+            np.testing.assert_allclose(before.transform(X), featurizer.transform(X), atol=1e-5)
+            variants[f"DeepLocFeaturizer.transform at {args.before}"] = lambda: before.transform(X)
+            # The same code twice: the spread between two identical featurizers is the noise
+            # floor against which the one at the earlier revision is compared.
+            twin = DeepLocFeaturizer(clf).fit(X)
+            variants["DeepLocFeaturizer.transform, a second one"] = lambda: twin.transform(X)
+        rates = interleaved_rates(variants, args.cells, rounds=args.rounds)
     print(
         f"\nforward pass: {gflop_per_crop:.3f} GFLOP per crop; "
-        f"matmul 2048x2048: {matmul:.0f} GFLOP/s"
+        f"matmul 2048x2048: {matmul:.0f} GFLOP/s; best of {args.rounds} interleaved rounds"
     )
-    for name, seconds in times.items():
+    for name, rate in rates.items():
+        gflops = rate * work / args.cells
         print(
-            f"{name:<46} {args.cells / seconds:7.1f} cells/s  {work / seconds:6.1f} GFLOP/s "
-            f"({work / seconds / matmul:.2f} of matmul)  {base / seconds:4.2f}x plain"
+            f"{name:<46} {rate:7.1f} cells/s  {gflops:6.1f} GFLOP/s "
+            f"({gflops / matmul:.2f} of matmul)  {rate / rates[plain]:4.2f}x plain"
         )
     np.testing.assert_allclose(
         featurizer.transform(X), plain_eval_loop(net, X).numpy(), atol=1e-4, rtol=1e-3
     )
     print("featurizer output equals the plain loop's (atol 1e-4)")
+    if args.before:
+        print(f"featurizer output equals the one at {args.before} (atol 1e-5)")
+    if not args.only_inference:
+        training_benchmark(args, X, y)
 
+
+def training_benchmark(args, X, y):
+    """Section 3: ``DeepLocClassifier.fit`` against a plain PyTorch training loop."""
+    codes = np.unique(y, return_inverse=True)[1]
     images = args.steps * 128
     t_plain = timed(lambda: plain_train_loop(X, codes, args.steps), repeats=1)
     fit = DeepLocClassifier(max_iter=args.steps, validation_fraction=0.0, random_state=0)
@@ -357,11 +413,20 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--calibration", type=int, default=128, help="cells calibrating int8")
-    parser.add_argument("--only-precision", action="store_true", help="section 4 only")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of section 1")
+    parser.add_argument(
+        "--before",
+        metavar="REVISION",
+        help="also time the featurizer of this git revision, in the same rounds",
+    )
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--only-inference", action="store_true", help="sections 1 and 2 only")
+    only.add_argument("--only-precision", action="store_true", help="section 4 only")
     args = parser.parse_args()
     if not args.only_precision:
         estimator_benchmark(args)
-    precision_benchmark(args)
+    if not args.only_inference:
+        precision_benchmark(args)
 
 
 if __name__ == "__main__":

@@ -127,9 +127,10 @@ def inference_copy(module, device="cpu"):
 
     Batch normalisation is folded into the preceding convolution or linear
     layer and the copy runs channels-last, with outputs equal to rounding
-    error. On 2 CPU cores, folding alone gave 1.12x and channels-last alone
-    1.20x a plain eval loop; with :func:`predict_batches` the featurizer ran
-    at 1.88x (``benchmarks/RESULTS.md``).
+    error. On 2 CPU cores, folding alone gave 1.06-1.12x and channels-last
+    alone 1.20-1.31x a plain eval loop; with :func:`predict_batches` the
+    featurizer ran at 1.41-1.88x, at the machine's matmul rate
+    (``benchmarks/RESULTS.md``).
 
     Examples
     --------
@@ -209,12 +210,15 @@ def _quiet_fx_quantization():
         yield
 
 
-def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device, memory_format):
-    """Per batch of raw crops: the stretched views (five crops or the centre) to average."""
+def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device):
+    """Per batch of raw crops: the stretched views (five crops or the centre) to average.
+
+    The views are slices of the stretched batch; each is laid out for the
+    network only when it runs, so one copy at a time is alive.
+    """
     for start in range(0, len(X), batch_size):
         x = stretch_as_stored(to_tensor(X[start : start + batch_size]).to(device), preprocessing)
-        views = five_crops(x, crop_size) if tta else (center_crop(x, crop_size),)
-        yield [view.contiguous(memory_format=memory_format) for view in views]
+        yield five_crops(x, crop_size) if tta else (center_crop(x, crop_size),)
 
 
 def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, batch_size=128):
@@ -278,14 +282,14 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
         tta=tta,
         batch_size=batch_size,
         device=cpu,
-        memory_format=torch.contiguous_format,
     )
     with _quiet_fx_quantization(), torch.no_grad():
         first = next(views)
-        observed = prepare_fx(network, get_default_qconfig_mapping("x86"), (first[0],))
+        example = first[0].contiguous()
+        observed = prepare_fx(network, get_default_qconfig_mapping("x86"), (example,))
         for batch in [first, *views]:
             for view in batch:
-                observed(view)
+                observed(view.contiguous())
         graph = convert_fx(observed)
     return QuantizedDeepLocNet(graph, module.feature_layers)
 
@@ -377,7 +381,6 @@ def predict_batches(
         tta=tta,
         batch_size=batch_size,
         device=device,
-        memory_format=layout,
     )
     chunks = []
     with torch.inference_mode(), autocast:
@@ -388,7 +391,9 @@ def predict_batches(
             desc=output,
             unit="batch",
         ):
-            total = sum(_outputs(module, view, output) for view in views)
+            total = sum(
+                _outputs(module, view.contiguous(memory_format=layout), output) for view in views
+            )
             chunks.append((total / len(views)).cpu().numpy())
     return np.concatenate(chunks)
 
