@@ -394,8 +394,25 @@ def predict_batches(
             total = sum(
                 _outputs(module, view.contiguous(memory_format=layout), output) for view in views
             )
-            chunks.append((total / len(views)).cpu().numpy())
+            chunks.append(_check_finite((total / len(views)).cpu().numpy(), output, precision))
     return np.concatenate(chunks)
+
+
+def _check_finite(values, output, precision):
+    """Refuse NaN or infinite outputs: argmax over NaN would name the first class for every cell.
+
+    Crops are checked finite before this, so the cause is the network (broken
+    weights) or the arithmetic (fp16 overflow).
+    """
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        overflow = " or fp16 overflowed (try 'bf16' or 'fp32')" if precision == "fp16" else ""
+        raise ValueError(
+            f"The network gave NaN or infinite {output!r} values for {int(bad.sum())} of "
+            f"{len(values)} cells of a batch at precision={precision!r}, from finite crops: its "
+            f"weights are broken (e.g. a negative batch-norm variance){overflow}."
+        )
+    return values
 
 
 def _max_relative_error(reference, other):

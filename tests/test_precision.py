@@ -133,3 +133,13 @@ def test_bf16_without_native_support_falls_back_to_fp32(monkeypatch):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_supported_precisions_pass_the_check(precision):
     assert check_precision(precision, "cpu") == precision
+
+
+@pytest.mark.parametrize("output", ["proba", "fc2"])
+def test_broken_weights_are_refused_rather_than_predicting_the_first_class(trained, output):
+    clf, X = trained
+    broken = inference_copy(clf.net_.module_)
+    with torch.no_grad():
+        broken.fc.fc1.linear.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=f"NaN or infinite '{output}' values for 16 of 16 cells"):
+        run(broken, X[:26], clf, "fp32", output)
