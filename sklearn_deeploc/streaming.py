@@ -80,6 +80,11 @@ def apply_blockwise(function, X, n_outputs, *, block_size=4096):
     if is_dask_array(X):
         import dask
 
+        if X.ndim not in (2, 4):
+            raise ValueError(
+                "Expected crops of shape (n, C, H, W) or the flat layout (n, C * H * W); got a "
+                f"dask array of shape {X.shape}."
+            )
         # One key for the function: the scheduler sends it to each worker once.
         shipped = dask.delayed(function, pure=False)
         X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
@@ -96,10 +101,23 @@ def apply_blockwise(function, X, n_outputs, *, block_size=4096):
         out = np.empty((n, n_outputs), np.float32)
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            out[start:stop] = function(read_block(X, start, stop))
+            out[start:stop] = _run_block(function, read_block(X, start, stop), start)
         return out
     return function(X)
 
 
-def _call(block, function):
-    return function(block)
+def _run_block(function, block, start):
+    """``function(block)``, with errors placed in the whole input rather than the block."""
+    try:
+        return function(block)
+    except ValueError as error:
+        stop = start + len(block) - 1
+        raise ValueError(
+            f"In the block of cells {start} to {stop} of the input (cell numbers below count "
+            f"from the block's first cell, {start}): {error}"
+        ) from error
+
+
+def _call(block, function, block_info=None):
+    start = 0 if block_info is None else block_info[0]["array-location"][0][0]
+    return _run_block(function, block, start)

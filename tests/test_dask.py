@@ -12,6 +12,7 @@ from sklearn_deeploc.cli import main
 from sklearn_deeploc.datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from sklearn_deeploc.jobs import block_table
 from sklearn_deeploc.model_selection import FEATURE_HEADS, compare_heads
+from sklearn_deeploc.streaming import apply_blockwise
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -52,6 +53,24 @@ def test_dask_arrays_equal_in_process_results(client, source_model, cells):
         atol=1e-6,
     )
     np.testing.assert_array_equal(source_model.predict(lazy).compute(), source_model.predict(X))
+
+
+def test_errors_of_a_block_name_its_place_in_the_whole_input(source_model, cells, tmp_path):
+    X, _ = cells
+    featurizer = DeepLocFeaturizer(source_model).fit(X)
+    broken = X.copy()
+    broken[17, 1, 3, 3] = np.inf
+    lazy = da.from_array(broken, chunks=(5, 2, 64, 64))
+    with pytest.raises(ValueError, match="block of cells 15 to 19 of the input.*cell 2"):
+        featurizer.transform(lazy).compute(scheduler="synchronous")
+    with h5py.File(tmp_path / "crops.h5", "w") as f:
+        f["crops"] = broken
+        with pytest.raises(ValueError, match="block of cells 15 to 19 of the input.*cell 2"):
+            apply_blockwise(
+                featurizer.transform, f["crops"], featurizer.n_features_out_, block_size=5
+            )
+    with pytest.raises(ValueError, match="got a dask array of shape \\(8192,\\)"):
+        featurizer.transform(da.zeros(8192, chunks=1000))
 
 
 def test_lazy_hdf5_is_read_in_blocks(source_model, hdf5_file):
