@@ -16,6 +16,7 @@ import copy
 import hashlib
 import inspect
 import json
+import math
 import numbers
 import os
 from pathlib import Path
@@ -40,6 +41,7 @@ from .validation import IMAGE_SIZE, check_batch_fits, check_crops
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 FORMAT = "sklearn-deeploc model"
 FORMAT_VERSION = 2  # 2 stores "tta" with the preprocessing
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
@@ -50,8 +52,12 @@ DEFAULT_PREPROCESSING = {
     "tta": True,
 }
 CALIBRATION_CELLS = 128  # enough for int8 ranges; about 10 s to calibrate the paper network
-# Bounds of a sane DeepLoc: a config beyond them is refused before anything is built.
+# Bounds of a sane DeepLoc (the paper's has 8 conv layers of at most 256 channels, 64-pixel
+# crops): a config beyond them is refused before anything is built.
 MAX_LAYERS = 64
+MAX_WIDTH = 65536  # input channels, conv channels, FC units and classes
+MAX_IMAGE_SIZE = 4096  # crop_size and image_size, in pixels
+INT64 = np.iinfo(np.int64)
 
 
 class ModelFolderError(ValueError):
@@ -63,12 +69,19 @@ def _require(condition, where, expected, got):
         raise ModelFolderError(f"{where}: expected {expected}; got {got!r}.")
 
 
-def _is_int(value, low=1):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+def _is_int(value, high=MAX_WIDTH):
+    return (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= high
+    )
 
 
 def _is_number(value):
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    """A finite real that numpy holds as it is (JSON integers are unbounded)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if isinstance(value, numbers.Integral):
+        return INT64.min <= value <= INT64.max
+    return math.isfinite(value)
 
 
 def _check_architecture(arch, where):
@@ -78,31 +91,38 @@ def _check_architecture(arch, where):
     _require(not unknown, where, f"only DeepLocNet arguments {sorted(known)}", unknown)
     for key in ("n_channels", "n_classes", "conv_channels", "fc_units", "crop_size"):
         _require(key in arch, where, f"the key {key!r}", sorted(arch))
-    for key in ("n_channels", "n_classes", "crop_size"):
-        _require(_is_int(arch[key]), f"{where}.{key}", "a positive integer", arch[key])
+    for key, high in (
+        ("n_channels", MAX_WIDTH),
+        ("n_classes", MAX_WIDTH),
+        ("crop_size", MAX_IMAGE_SIZE),
+    ):
+        _require(
+            _is_int(arch[key], high), f"{where}.{key}", f"an integer in [1, {high}]", arch[key]
+        )
     for key in ("conv_channels", "fc_units"):
         units = arch[key]
         _require(
             isinstance(units, list) and 0 < len(units) <= MAX_LAYERS and all(map(_is_int, units)),
             f"{where}.{key}",
-            f"a list of 1 to {MAX_LAYERS} positive integers",
+            f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]",
             units,
         )
     for key in ("bias", "normalize_logits"):
         if key in arch:
             _require(isinstance(arch[key], bool), f"{where}.{key}", "true or false", arch[key])
-    for key, low, high in (
-        ("dropout", 0, 1),
-        ("bn_momentum", 0, 1),
-        ("bn_eps", 0, 1),
-        ("init_std", 0, 10),
+    for key, in_range, expected in (
+        ("dropout", lambda v: 0 <= v <= 1, "[0, 1]"),
+        ("bn_momentum", lambda v: 0 <= v <= 1, "[0, 1]"),
+        # 0 would divide by a zero running variance: every output NaN.
+        ("bn_eps", lambda v: 0 < v <= 1, "(0, 1]"),
+        ("init_std", lambda v: 0 <= v <= 10, "[0, 10]"),
     ):
         if key in arch:
             value = arch[key]
             _require(
-                _is_number(value) and low <= value <= high,
+                _is_number(value) and in_range(value),
                 f"{where}.{key}",
-                f"a number in [{low}, {high}]",
+                f"a number in {expected}",
                 value,
             )
 
@@ -121,7 +141,10 @@ def check_preprocessing(prep, where="preprocessing"):
     _require(not unknown, where, f"only the keys {sorted(DEFAULT_PREPROCESSING)}", unknown)
     prep = {**DEFAULT_PREPROCESSING, **prep}
     _require(
-        _is_int(prep["image_size"]), f"{where}.image_size", "a positive integer", prep["image_size"]
+        _is_int(prep["image_size"], MAX_IMAGE_SIZE),
+        f"{where}.image_size",
+        f"an integer in [1, {MAX_IMAGE_SIZE}]",
+        prep["image_size"],
     )
     stretch = prep["stretch"]
     _require(
@@ -169,7 +192,7 @@ def check_config(config, where=CONFIG_FILE):
     _require(config.get("format") == FORMAT, f"{where}.format", repr(FORMAT), config.get("format"))
     version = config.get("format_version", 1)
     _require(
-        version in SUPPORTED_FORMAT_VERSIONS,
+        _is_int(version) and version in SUPPORTED_FORMAT_VERSIONS,
         f"{where}.format_version",
         f"one of {SUPPORTED_FORMAT_VERSIONS} (a newer sklearn-deeploc wrote this folder?)",
         version,
@@ -187,8 +210,8 @@ def check_config(config, where=CONFIG_FILE):
         and (all_str or all_numbers)
         and len(set(classes)) == len(classes),
         f"{where}.classes",
-        f"a list of {arch['n_classes']} distinct labels, all strings or all numbers, one "
-        "per output of the network",
+        f"a list of {arch['n_classes']} distinct labels, all strings or all numbers "
+        "(integers within int64), one per output of the network",
         classes,
     )
     names = config["channel_names"]
@@ -208,6 +231,35 @@ def check_config(config, where=CONFIG_FILE):
         arch["crop_size"],
     )
     return {**config, "preprocessing": prep}
+
+
+def _model_folder(path):
+    """``path`` as a Path, once it is known to be a folder holding the two model files."""
+    if not os.fspath(path):
+        raise ModelFolderError("Expected the path of a model folder; got an empty path.")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"No model folder at {path}: the path does not exist.")
+    if not path.is_dir():
+        hint = f" ({path.parent})" if path.name in MODEL_FILES else ""
+        raise ModelFolderError(
+            f"{path} is a file, not a model folder: give the folder that holds {CONFIG_FILE} "
+            f"and {WEIGHTS_FILE}{hint}."
+        )
+    missing = [name for name in MODEL_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelFolderError(
+            f"{path} is not a model folder: expected a directory with {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE} (as written by save_pretrained); missing {missing}."
+        )
+    return path
+
+
+def _read_config(file):
+    try:
+        return json.loads(file.read_text())
+    except (ValueError, RecursionError) as error:  # also bad UTF-8, integers of 5000 digits
+        raise ModelFolderError(f"{file} is not readable JSON: {error}") from error
 
 
 def _empty_network(architecture):
@@ -244,6 +296,29 @@ def _check_weights_header(path, network):
             raise ModelFolderError(
                 f"{path}: tensor {name} is {dtypes[name]}; expected {expected_dtype} ({kind})."
             )
+
+
+def weight_problem(name, tensor):
+    """Why a trained network cannot hold ``tensor`` as ``name``, or None when it can.
+
+    NaN and infinity make every output NaN, and so does a negative batch-norm
+    running variance (its square root is taken): the argmax of such outputs
+    silently gives the first class.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.model import weight_problem
+    >>> weight_problem("conv1.bn.running_var", torch.tensor([1.0, -0.5]))
+    'holds negative variances (a batch-norm running variance is >= 0)'
+    >>> weight_problem("conv1.bn.running_var", torch.tensor([1.0, 0.0])) is None
+    True
+    """
+    if not torch.isfinite(tensor).all():
+        return "holds NaN or infinite values"
+    if name.endswith("running_var") and (tensor < 0).any():
+        return "holds negative variances (a batch-norm running variance is >= 0)"
+    return None
 
 
 def _json_label(label):
@@ -433,30 +508,17 @@ class DeepLocModel:
             A ``ValueError``: not a model folder, an invalid config, or weights
             that do not fit it.
         """
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"No model folder at {path}: the path does not exist.")
-        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
-        if not path.is_dir() or missing:
-            raise ModelFolderError(
-                f"{path} is not a model folder: expected a directory with {CONFIG_FILE} and "
-                f"{WEIGHTS_FILE} (as written by save_pretrained); missing {missing or [path.name]}."
-            )
-        try:
-            config = json.loads((path / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelFolderError(f"{path / CONFIG_FILE} is not valid JSON: {error}") from error
-        config = check_config(config, str(path / CONFIG_FILE))
+        path = _model_folder(path)
+        config = check_config(_read_config(path / CONFIG_FILE), str(path / CONFIG_FILE))
         network = _empty_network(config["architecture"])
         _check_weights_header(path / WEIGHTS_FILE, network)
         state = {}
         with safe_open(str(path / WEIGHTS_FILE), framework="pt", device="cpu") as weights:
             for name in weights.keys():
                 state[name] = weights.get_tensor(name)
-                if not torch.isfinite(state[name]).all():
-                    raise ModelFolderError(
-                        f"{path / WEIGHTS_FILE}: tensor {name} holds NaN or infinite values."
-                    )
+                problem = weight_problem(name, state[name])
+                if problem:
+                    raise ModelFolderError(f"{path / WEIGHTS_FILE}: tensor {name} {problem}.")
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
         network.eval()

@@ -94,12 +94,17 @@ def test_to_returns_a_new_model_and_leaves_the_source(tiny_model):
     assert moved is not tiny_model and moved.network is tiny_model.network
 
 
-def test_missing_or_not_a_folder(tmp_path):
+def test_missing_or_not_a_folder(tiny_model, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         DeepLocModel.load(tmp_path / "nope")
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ModelFolderError, match="not a model folder"):
+    with pytest.raises(ModelFolderError, match="file is a file, not a model folder"):
         DeepLocModel.load(tmp_path / "file")
+    with pytest.raises(ModelFolderError, match="got an empty path"):
+        load_pretrained("")
+    folder = tiny_model.save(tmp_path / "model")
+    with pytest.raises(ModelFolderError, match=rf"give the folder .* \({folder}\)"):
+        DeepLocModel.load(folder / "config.json")
 
 
 @pytest.mark.parametrize(
@@ -109,15 +114,31 @@ def test_missing_or_not_a_folder(tmp_path):
         (lambda c: c["classes"].pop(), "classes: expected a list of 3 distinct"),
         (lambda c: c.update(classes=[]), "classes: expected a list of 3"),
         (lambda c: c.update(format_version=99), "format_version"),
+        (lambda c: c.update(format_version=True), "format_version: .* got True"),
+        (lambda c: c.update(classes=[10**400, 1, 2]), "classes: expected .* within int64"),
         (lambda c: c.pop("architecture"), "the key 'architecture'"),
         (lambda c: c["architecture"].update(fc_units=[0, 8]), "fc_units"),
         (lambda c: c["architecture"].update(conv_channels="64"), "conv_channels"),
         (lambda c: c["architecture"].update(n_channels=True), "n_channels"),
         (lambda c: c["architecture"].update(dropout=2.0), "dropout"),
+        (lambda c: c["architecture"].update(bn_eps=0), r"bn_eps: expected a number in \(0, 1\]"),
+        (lambda c: c["architecture"].update(n_classes=2**70), r"n_classes: .* \[1, 65536\]"),
+        (
+            lambda c: c["architecture"].update(conv_channels=[10**9] * 8),
+            r"conv_channels: expected a list of 1 to 64 integers in \[1, 65536\]",
+        ),
+        (
+            lambda c: (
+                c["architecture"].update(crop_size=10**10),
+                c["preprocessing"].update(image_size=10**10),
+            ),
+            r"crop_size: expected an integer in \[1, 4096\]",
+        ),
         (lambda c: c["architecture"].update(magic=1), "only DeepLocNet arguments"),
         (lambda c: c["preprocessing"].update(stretch=[99, 1]), "stretch"),
         (lambda c: c["preprocessing"].update(stretch_variant="x"), "stretch_variant"),
         (lambda c: c["preprocessing"].update(image_size=32), "crop_size"),
+        (lambda c: c["preprocessing"].update(image_size=10**12), "image_size: expected an integer"),
         (lambda c: c["preprocessing"].update(tta="yes"), "tta"),
         (lambda c: c.update(channel_names=["one"]), "channel_names"),
     ],
@@ -130,8 +151,21 @@ def test_tampered_config_is_refused_by_name(tiny_model, tmp_path, edit, message)
 
 
 @pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000 + "]" * 100_000, '{"format": ' + "9" * 5000 + "}", b"\xff\xfe{}"],
+    ids=["nested too deeply", "5000-digit integer", "not UTF-8"],
+)
+def test_unreadable_config_is_refused_naming_the_file(tiny_model, tmp_path, text):
+    folder = tiny_model.save(tmp_path / "model")
+    config = folder / "config.json"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ModelFolderError, match=f"{config} is not readable JSON"):
+        DeepLocModel.load(folder)
+
+
+@pytest.mark.parametrize(
     "architecture",
-    [{"fc_units": [30_000, 30_000]}, {"conv_channels": [1_000_000] * 8}],
+    [{"fc_units": [30_000, 30_000]}, {"conv_channels": [65536] * 8}],
 )
 def test_huge_config_is_refused_fast_without_allocating(tiny_model, tmp_path, architecture):
     folder = tiny_model.save(tmp_path / "model")
@@ -174,6 +208,15 @@ def test_double_or_non_finite_weights_are_refused(tiny_model, tmp_path):
     state["head.weight"][0, 0] = float("nan")
     save_file(state, str(folder / "weights.safetensors"))
     with pytest.raises(ModelFolderError, match="head.weight holds NaN or infinite values"):
+        DeepLocModel.load(folder)
+
+
+def test_negative_batch_norm_variance_is_refused(tiny_model, tmp_path):
+    folder = tiny_model.save(tmp_path / "model")
+    state = load_file(folder / "weights.safetensors")
+    state["features.conv3.bn.running_var"][1] = -1.0
+    save_file(state, str(folder / "weights.safetensors"))
+    with pytest.raises(ModelFolderError, match="conv3.bn.running_var holds negative variances"):
         DeepLocModel.load(folder)
 
 
