@@ -1,10 +1,13 @@
 """Class visualisation by activation maximisation (as in the paper's Fig 6)."""
 
 import copy
+import numbers
 
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from .network import DeepLocNet
 
 
 def _gaussian_kernel(sigma):
@@ -64,10 +67,11 @@ def maximize_activation(
 
     Parameters
     ----------
-    network : DeepLocNet
+    network : DeepLocNet, DeepLocModel or fitted DeepLocClassifier
         Not modified (a copy in eval mode is optimised against).
-    target : int
-        Index of the output class (position in ``classes_``).
+    target : int or class name
+        Index of the output class (position in ``classes_``), or its name
+        when ``network`` is a model or a classifier.
     n_steps : int, default=200
     step_size : float, default=0.05
     l2_decay : float, default=1e-3
@@ -75,8 +79,8 @@ def maximize_activation(
     blur_every : int, default=4
     clip_percentile : float, default=10.0
     marker : array-like of shape (crop, crop), optional
-        A stretched marker-channel crop of a real cell; its side sets the
-        input size (60 without a marker, the paper network's crop).
+        A stretched marker-channel crop of a real cell (values in [0, 1]),
+        of the network's crop size.
     marker_channel : int, default=1
     random_state : int, optional
         Seed of the starting noise.
@@ -96,14 +100,31 @@ def maximize_activation(
     >>> image.shape, bool(logits[-1] > logits[0])
     ((2, 60, 60), True)
     """
+    network, target = _network_and_target(network, target)
+    n_steps = _check_count(n_steps, "n_steps", minimum=0)
+    blur_every = _check_count(blur_every, "blur_every", minimum=1)
+    for name, value, low, high in [
+        ("step_size", step_size, 0, np.inf),
+        ("l2_decay", l2_decay, 0, 1),
+        ("blur_sigma", blur_sigma, 0, np.inf),
+        ("clip_percentile", clip_percentile, 0, 100),
+    ]:
+        if not (isinstance(value, numbers.Real) and low <= value <= high and np.isfinite(value)):
+            raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}.")
+    arch = network.architecture
+    crop, n_channels = arch["crop_size"], arch["n_channels"]
     net = copy.deepcopy(network).eval().requires_grad_(False)
-    first_conv = next(m for m in net.modules() if isinstance(m, torch.nn.Conv2d))
-    crop = 60 if marker is None else np.asarray(marker).shape[-1]
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
-    x = torch.rand(1, first_conv.in_channels, crop, crop, generator=generator)
+    x = torch.rand(1, n_channels, crop, crop, generator=generator)
     update_mask = torch.ones_like(x)
     if marker is not None:
-        marker = torch.as_tensor(np.asarray(marker), dtype=torch.float32)
+        marker = _check_marker(marker, crop)
+        if not (isinstance(marker_channel, numbers.Integral) and 0 <= marker_channel < n_channels):
+            raise ValueError(
+                f"marker_channel must be a channel index of the network (0 to {n_channels - 1}); "
+                f"got {marker_channel!r}."
+            )
+        marker = torch.as_tensor(marker)
         cell = (marker > marker.mean()).float()
         update_mask[:, :] = cell
         update_mask[:, marker_channel] = 0
@@ -128,3 +149,48 @@ def maximize_activation(
             # Only the free pixels change: the clamped marker and outside the cell stay.
             x = torch.where(update_mask > 0, new.clamp(0, 1), x.detach())
     return x.detach()[0].numpy().astype(np.float32), np.asarray(logits)
+
+
+def _network_and_target(network, target):
+    """The ``DeepLocNet`` of a network, model or fitted classifier, and the target's index."""
+    model = getattr(network, "model_", network)
+    net = getattr(model, "network", model)
+    if not isinstance(net, DeepLocNet):
+        raise TypeError(
+            "network must be a DeepLocNet, a DeepLocModel or a fitted DeepLocClassifier; "
+            f"got {type(network).__name__}."
+        )
+    n_classes = net.architecture["n_classes"]
+    classes = list(getattr(model, "classes", range(n_classes)))
+    if not isinstance(target, numbers.Integral) or isinstance(target, bool):
+        if target not in classes:
+            raise ValueError(
+                f"target must be a class index (0 to {n_classes - 1}) or one of the classes "
+                f"{classes}; got {target!r}."
+            )
+        return net, classes.index(target)
+    if not 0 <= target < n_classes:
+        raise ValueError(f"target must be a class index from 0 to {n_classes - 1}; got {target}.")
+    return net, int(target)
+
+
+def _check_count(value, name, minimum):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _check_marker(marker, crop):
+    marker = np.asarray(marker, dtype=np.float32)
+    if marker.shape != (crop, crop):
+        raise ValueError(
+            f"marker must be one channel of a crop of the network's size, ({crop}, {crop}); "
+            f"got shape {marker.shape}."
+        )
+    if not np.isfinite(marker).all() or marker.min() < 0 or marker.max() > 1:
+        raise ValueError(
+            "marker must be a stretched crop, finite with values in [0, 1] (the network's "
+            f"input); got values from {marker.min()} to {marker.max()}. Stretch it as the "
+            "model does (sklearn_deeploc.preprocessing.percentile_stretch)."
+        )
+    return marker

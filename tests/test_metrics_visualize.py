@@ -62,3 +62,39 @@ def test_activation_maximisation_keeps_the_marker_cell(calibrated_net):
 def test_gaussian_blur_preserves_constants():
     x = torch.full((1, 2, 10, 10), 3.0)
     torch.testing.assert_close(gaussian_blur(x, 1.0), x)
+
+
+def test_activation_maximisation_takes_a_model_and_a_class_name(calibrated_net):
+    from sklearn_deeploc import DeepLocModel
+
+    net, _ = calibrated_net
+    model = DeepLocModel(net, ["ER", "NUCLEI", "VACUOLE", "GOLGI"])
+    by_name = maximize_activation(model, "VACUOLE", n_steps=5, random_state=0)
+    by_index = maximize_activation(net, 2, n_steps=5, random_state=0)
+    np.testing.assert_array_equal(by_name[0], by_index[0])
+
+
+@pytest.mark.parametrize(
+    ("arguments", "match"),
+    [
+        ({"target": 4}, "class index from 0 to 3; got 4"),
+        ({"target": "ER"}, "class index \\(0 to 3\\) or one of the classes"),
+        ({"n_steps": -1}, "n_steps must be an integer >= 0; got -1"),
+        ({"blur_every": 0}, "blur_every must be an integer >= 1"),
+        ({"step_size": float("nan")}, "step_size must be a finite number"),
+        ({"marker": np.ones((40, 40))}, "crop of the network's size, \\(60, 60\\); got shape"),
+        ({"marker": np.full((60, 60), 566.0)}, "stretched crop, finite with values in \\[0, 1\\]"),
+        ({"marker": np.ones((60, 60)), "marker_channel": 2}, "marker_channel must be a channel"),
+    ],
+    ids=repr,
+)
+def test_activation_maximisation_refuses_bad_arguments(calibrated_net, arguments, match):
+    net, _ = calibrated_net
+    arguments = {"target": 0, "n_steps": 2, **arguments}
+    with pytest.raises(ValueError, match=match):
+        maximize_activation(net, arguments.pop("target"), **arguments)
+
+
+def test_activation_maximisation_refuses_what_is_not_a_network():
+    with pytest.raises(TypeError, match="DeepLocNet, a DeepLocModel or a fitted"):
+        maximize_activation("model folder", 0)
