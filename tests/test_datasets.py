@@ -1,3 +1,4 @@
+import os
 import pickle
 
 import h5py
@@ -122,6 +123,13 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, rng, monkeypatch):
         ({"y": list("abc"), "label_names": ["a", "a", "b", "c"]}, ValueError, "repeats a name"),
         ({"label_names": ["a"]}, ValueError, "label_names .* needs y"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be a positive integer"),
+        ({"y": ["a\x00", "a", "b"]}, ValueError, r"Label 'a\\x00' holds a NUL character"),
+        (
+            {"y": [0, 1, 0], "label_names": ["a", "b\x00c"]},
+            ValueError,
+            r"Label name 'b\\x00c' holds a NUL character",
+        ),
+        ({"y": ["a", "\ud800", "b"]}, ValueError, r"Label '\\ud800' cannot be written as UTF-8"),
     ],
 )
 def test_save_refuses_bad_labels_and_sizes(tmp_path, rng, arguments, error, match):
@@ -162,10 +170,70 @@ def _declare_without_writing(f):
     f.create_dataset("data3", shape=(10**7, 8192), dtype="f4", chunks=(1, 8192))
 
 
+def _declare_compressed_without_writing(f):
+    del f["data3"]
+    f.create_dataset(
+        "data3", (10**9, 8192), "f4", chunks=(1, 8192), compression="gzip", fillvalue=100
+    )
+
+
+def _write_compressed_partly(f):
+    del f["data2"]
+    f.create_dataset("data2", (3, 8192), "f4", chunks=(1, 8192), compression="gzip")
+    f["data2"][0] = 1.0
+
+
+def _make_virtual(f):
+    del f["data3"]
+    layout = h5py.VirtualLayout(shape=(3, 8192), dtype="f4")
+    layout[:] = h5py.VirtualSource("missing.h5", "data", shape=(3, 8192))
+    f.create_virtual_dataset("data3", layout)
+
+
+def _store_externally(f):
+    del f["data3"]
+    f.create_dataset("data3", (3, 8192), "f4", external=[("missing.bin", 0, h5py.h5f.UNLIMITED)])
+
+
+def _use_many_classes(f):
+    del f["label_names"]
+    for k in (1, 2, 3):
+        del f[f"Index{k}"]
+        f[f"Index{k}"] = np.eye(3, 10_001, dtype=np.uint8)
+
+
+def _declare_label_names_without_writing(f):
+    del f["label_names"]
+    f.create_dataset("label_names", (3,), "S1000")
+
+
 TAMPERINGS = {
     "declared, never written": (
         _declare_without_writing,
         "data3 declares shape \\(10000000, 8192\\) \\(327680000000 bytes\\) but stores 0 bytes",
+    ),
+    "compressed, never written": (
+        _declare_compressed_without_writing,
+        "data3 declares shape \\(1000000000, 8192\\) in 1000000000 chunks of \\(1, 8192\\) "
+        "but the file holds 0 of them; .* fill value 100.0",
+    ),
+    "compressed, partly written": (
+        _write_compressed_partly,
+        "data2 declares shape \\(3, 8192\\) in 3 chunks .* holds 1 of them",
+    ),
+    "virtual dataset": (_make_virtual, "data3 keeps its values in other files"),
+    "external storage": (_store_externally, "data3 keeps its values in other files"),
+    "too many classes": (
+        _use_many_classes,
+        "Index chunks have 10001 columns; expected at most 10000",
+    ),
+    "label_names never written": (
+        _declare_label_names_without_writing,
+        "label_names declares shape \\(3,\\) \\(3000 bytes\\) but stores 0 bytes",
+    ),
+    "label names too long": (
+        _replace(label_names=np.array([b"a", b"b", b"c"], dtype="S2000")),
+        "label_names dataset declares names of 2000 bytes .*at most 1000 bytes",
     ),
     "chunk widths differ": (
         _replace(data2=np.zeros((3, 3 * 64 * 64))),
@@ -223,6 +291,33 @@ def test_both_loaders_refuse_inconsistent_files_with_one_message(tmp_path, rng, 
         DeepLocHDF5Dataset(path)
     assert str(eager.value) == str(lazy.value)
     assert str(path) in str(eager.value)
+
+
+@pytest.mark.parametrize("change", ["replace", "touch"])
+def test_lazy_dataset_refuses_a_file_changed_after_its_check(tmp_path, rng, change):
+    path = tmp_path / "cells.h5"
+    save_deeploc_hdf5(path, _crops(rng, 4), list("abcd"))
+    lazy = DeepLocHDF5Dataset(path)
+    pickled = pickle.dumps(lazy)  # as DataLoader and Dask workers get it
+    if change == "replace":
+        save_deeploc_hdf5(path, _crops(rng, 2), list("zy"))
+    else:
+        status = path.stat()
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 1))
+    for dataset in (lazy, pickle.loads(pickled)):
+        with pytest.raises(ValueError, match="cells.h5 changed since this DeepLocHDF5Dataset"):
+            dataset[0]
+    crops, _ = DeepLocHDF5Dataset(path)[:]  # checked anew, the file reads
+    assert len(crops) == (2 if change == "replace" else 4)
+
+
+def test_directories_are_refused_by_name(tmp_path, rng):
+    with pytest.raises(IsADirectoryError, match="is a directory, expected an HDF5 file"):
+        load_deeploc_hdf5(tmp_path)
+    with pytest.raises(IsADirectoryError, match="is a directory, expected an HDF5 file"):
+        DeepLocHDF5Dataset(tmp_path)
+    with pytest.raises(IsADirectoryError, match="Cannot write .*: it is a directory"):
+        save_deeploc_hdf5(tmp_path, _crops(rng, 2))
 
 
 def test_non_finite_and_overflowing_pixels_are_refused(tmp_path, rng):

@@ -13,6 +13,7 @@ import numbers
 import os
 import re
 import secrets
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +27,10 @@ from ..validation import IMAGE_SIZE, check_crops, check_positive_int
 _CHUNK = re.compile(r"^(data|Index)(0|[1-9]\d*)$")
 # Whole chunks are read in pieces of about this size, so memory follows the output.
 _READ_BYTES = 64 * 2**20
+# Bounds on what a file may declare before anything is read: a few bytes of
+# HDF5 metadata must not make a loader allocate gigabytes for labels.
+_MAX_CLASSES = 10_000
+_MAX_LABEL_NAME_BYTES = 1_000
 
 
 class _Layout(NamedTuple):
@@ -38,6 +43,20 @@ class _Layout(NamedTuple):
     labels: np.ndarray | None  # the Index column of every cell
 
 
+class _FileIdentity(NamedTuple):
+    """What changes when a file is rewritten, replaced or touched."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def _identity(handle):
+    """The identity of the file an open handle reads (not of whatever its path names now)."""
+    status = os.fstat(handle.id.get_vfd_handle())
+    return _FileIdentity(status.st_size, status.st_mtime_ns, status.st_ino)
+
+
 def _open(path):
     """Open an HDF5 file read-only, saying which file when it is not one."""
     try:
@@ -46,6 +65,8 @@ def _open(path):
         raise FileNotFoundError(
             f"No DeepLoc HDF5 file at {path}: the file does not exist."
         ) from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{path} is a directory, expected an HDF5 file.") from None
     except OSError as error:
         raise ValueError(f"{path} is not a readable HDF5 file: {error}") from error
 
@@ -56,16 +77,41 @@ def _dataset(handle, key, path):
         raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
     if dataset.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {key} must hold numbers; got dtype {dataset.dtype}.")
-    # A declared shape is only believed when the file stores that many bytes
-    # (compressed data aside): a few bytes must not make a loader allocate gigabytes.
+    _check_stored(dataset, path, key)
+    return dataset
+
+
+def _check_stored(dataset, path, key):
+    """Believe a declared shape only when the file itself holds every value.
+
+    HDF5 reads anything never written as the fill value, so without this a
+    file of a few kilobytes could declare gigabytes of constant cells.
+    """
+    if dataset.is_virtual or dataset.external:
+        raise ValueError(
+            f"{path}: {key} keeps its values in other files (a virtual dataset or external "
+            "storage), which HDF5 reads as fill values when they are missing; the loaders "
+            "refuse such datasets. Expected the values stored in the file itself."
+        )
     unfiltered = dataset.id.get_create_plist().get_nfilters() == 0
     stored = dataset.id.get_storage_size()
-    if unfiltered and not dataset.is_virtual and stored < dataset.nbytes:
+    if unfiltered and stored < dataset.nbytes:
         raise ValueError(
             f"{path}: {key} declares shape {dataset.shape} ({dataset.nbytes} bytes) but "
             f"stores {stored} bytes; the file is truncated or was not completely written."
         )
-    return dataset
+    # Every chunk must exist: compressed chunks have no expected size, and padded
+    # edge chunks can make the byte count look complete with a chunk missing.
+    if dataset.chunks is not None:
+        needed = math.prod(-(-n // chunk) for n, chunk in zip(dataset.shape, dataset.chunks))
+        written = dataset.id.get_num_chunks()
+        if written < needed:
+            raise ValueError(
+                f"{path}: {key} declares shape {dataset.shape} in {needed} chunks of "
+                f"{dataset.chunks} but the file holds {written} of them; the rest were never "
+                f"written (HDF5 would read them as the fill value {dataset.fillvalue}). "
+                "Expected a completely written dataset."
+            )
 
 
 def _chunk_numbers(handle, path):
@@ -113,33 +159,49 @@ def _channels(path, width, image_size):
     return width // pixels
 
 
+def _label_name_source(handle, path, first_chunk):
+    """The first place that names the ``Index`` columns, unread: (where, source, read), or None.
+
+    ``source`` has the declared ``shape`` and ``dtype``; ``read()`` reads the names.
+    """
+    dataset = handle.get("label_names")
+    if dataset is not None:
+        if not isinstance(dataset, h5py.Dataset):
+            raise ValueError(f"{path}: label_names must be a dataset of names; got {dataset}.")
+        _check_stored(dataset, path, "label_names")
+        return "the label_names dataset", dataset, partial(_read, dataset, (), path, "label_names")
+    for name in ("label_names", f"Index{first_chunk}_columns"):
+        if name in handle.attrs:
+            attribute = handle.attrs.get_id(name)
+            return f"the {name} attribute", attribute, partial(handle.attrs.get, name)
+    return None
+
+
 def _label_names(handle, path, first_chunk, n_columns):
     """Names of the ``Index`` columns, from the first place that has them, or None."""
-    for where, source in (
-        ("the label_names dataset", handle.get("label_names")),
-        ("the label_names attribute", handle.attrs.get("label_names")),
-        (
-            f"the Index{first_chunk}_columns attribute",
-            handle.attrs.get(f"Index{first_chunk}_columns"),
-        ),
-    ):
-        if source is None:
-            continue
-        n_names = math.prod(np.shape(source))  # the declared shape, before reading
-        if n_names != n_columns:
-            raise ValueError(
-                f"{path}: {where} holds {n_names} names for {n_columns} Index columns; "
-                "expected one name per column."
-            )
-        try:
-            names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(source)]
-        except UnicodeDecodeError as error:
-            raise ValueError(f"{path}: {where} holds a name that is not UTF-8: {error}.") from error
-        names = np.asarray(names, dtype=object)
-        if len(set(names)) != len(names):
-            raise ValueError(f"{path}: {where} repeats a name: {names.tolist()}.")
-        return names
-    return None
+    found = _label_name_source(handle, path, first_chunk)
+    if found is None:
+        return None
+    where, source, read = found
+    n_names = math.prod(source.shape)
+    if n_names != n_columns:
+        raise ValueError(
+            f"{path}: {where} holds {n_names} names for {n_columns} Index columns; "
+            "expected one name per column."
+        )
+    if source.dtype.itemsize > _MAX_LABEL_NAME_BYTES:
+        raise ValueError(
+            f"{path}: {where} declares names of {source.dtype.itemsize} bytes (dtype "
+            f"{source.dtype}); expected at most {_MAX_LABEL_NAME_BYTES} bytes per name."
+        )
+    try:
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in np.ravel(read())]
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: {where} holds a name that is not UTF-8: {error}.") from error
+    names = np.asarray(names, dtype=object)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{path}: {where} repeats a name: {names.tolist()}.")
+    return names
 
 
 def _read(dataset, selection, path, key):
@@ -164,13 +226,31 @@ def _labels_from_one_hot(one_hot, path, key, first_row):
 
 def _read_labels(handle, path, chunks, n_columns):
     """Every cell's ``Index`` column, read in pieces (the column count is the file's say)."""
-    rows_per_read = _READ_BYTES // max(n_columns, 1)
     labels = []
     for key in (f"Index{k}" for k in chunks):
-        for start in range(0, len(handle[key]), rows_per_read):
-            one_hot = _read(handle[key], slice(start, start + rows_per_read), path, key)
+        one_hot_rows = handle[key]
+        rows_per_read = _READ_BYTES // max(n_columns * one_hot_rows.dtype.itemsize, 1)
+        for start in range(0, len(one_hot_rows), rows_per_read):
+            one_hot = _read(one_hot_rows, slice(start, start + rows_per_read), path, key)
             labels.append(_labels_from_one_hot(one_hot, path, key, start))
     return np.concatenate(labels).astype(np.int64)
+
+
+def _index_columns(handle, path, chunks, lengths):
+    """The ``Index`` column count, once every chunk has one row per cell and few columns."""
+    index_rows, n_columns = _check_shapes(handle, path, chunks, "Index")
+    for k, n_rows, n_cells in zip(chunks, index_rows, lengths):
+        if n_rows != n_cells:
+            raise ValueError(
+                f"{path}: chunk Index{k} has {n_rows} rows but data{k} has {n_cells} "
+                "cells; expected one label row per cell."
+            )
+    if n_columns > _MAX_CLASSES:
+        raise ValueError(
+            f"{path}: Index chunks have {n_columns} columns; expected at most "
+            f"{_MAX_CLASSES} (one column per class)."
+        )
+    return n_columns
 
 
 def _read_layout(handle, path, image_size):
@@ -181,15 +261,7 @@ def _read_layout(handle, path, image_size):
     n_channels = _channels(path, width, image_size)
     if sum(lengths) == 0:
         raise ValueError(f"{path} holds no cells: every data chunk is empty.")
-    n_columns = 0
-    if labelled:
-        index_rows, n_columns = _check_shapes(handle, path, chunks, "Index")
-        for k, n_rows, n_cells in zip(chunks, index_rows, lengths):
-            if n_rows != n_cells:
-                raise ValueError(
-                    f"{path}: chunk Index{k} has {n_rows} rows but data{k} has {n_cells} "
-                    "cells; expected one label row per cell."
-                )
+    n_columns = _index_columns(handle, path, chunks, lengths) if labelled else 0
     names = _label_names(handle, path, chunks[0], n_columns)
     classes = (names if names is not None else np.arange(n_columns)) if labelled else None
     labels = _read_labels(handle, path, chunks, n_columns) if labelled else None
@@ -243,12 +315,18 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
 
     Raises
     ------
+    FileNotFoundError, IsADirectoryError
+        Nothing at ``path``, or a directory.
     ValueError
         The file is not HDF5, or not the DeepLoc layout: no cells, chunks of
         different widths or ``Index`` column counts, ``Index`` rows that do not
-        match the ``data`` rows, label names that do not match the columns,
-        labels that are not one-hot, or pixels that are not finite float32.
-        The message names the file and the chunk.
+        match the ``data`` rows, more than 10,000 ``Index`` columns, label
+        names that do not match the columns or declare more than 1,000 bytes
+        each, labels that are not one-hot, or pixels that are not finite
+        float32. Also a dataset whose declared values are not all stored in
+        the file: truncated, never (completely) written, or kept in other
+        files (virtual datasets and external storage are refused). The message
+        names the file and the chunk.
 
     See Also
     --------
@@ -299,7 +377,9 @@ class DeepLocHDF5Dataset(Dataset):
     same messages, as :func:`load_deeploc_hdf5`); the labels are read then, the
     crops on demand. The file is opened on first access in each process
     (handles do not pickle), so the dataset works in ``DataLoader`` workers
-    and on Dask workers.
+    and on Dask workers. That first access refuses a file whose size,
+    modification time or inode differ from the checked one: a rewritten file
+    would pair its cells with the old labels.
 
     Indexing follows numpy's rules for one axis: an integer (negative counts
     from the end) gives ``(crop tensor (C, H, W), int label)``; a slice (any
@@ -345,6 +425,7 @@ class DeepLocHDF5Dataset(Dataset):
         self.path = path
         self.image_size = image_size
         with _open(path) as handle:
+            self._identity = _identity(handle)
             layout = _read_layout(handle, path, image_size)
         self._chunks, self._starts = layout.chunks, layout.starts
         self._labels = layout.labels
@@ -361,8 +442,18 @@ class DeepLocHDF5Dataset(Dataset):
         return state
 
     def _file(self):
+        """The open file, once it is known to be the one whose layout was checked."""
         if self._handle is None:
-            self._handle = h5py.File(self.path, "r")
+            handle = _open(self.path)
+            now = _identity(handle)
+            if now != self._identity:
+                handle.close()
+                raise ValueError(
+                    f"{self.path} changed since this DeepLocHDF5Dataset checked it (was "
+                    f"{self._identity}, now {now}); its checked layout and labels no longer "
+                    "describe the file. Make a new DeepLocHDF5Dataset."
+                )
+            self._handle = handle
         return self._handle
 
     def _positions(self, index):
@@ -447,10 +538,28 @@ def _flat_rows(X):
     return crops.reshape(n, -1)
 
 
+def _check_storable(texts, what):
+    """Refuse text that the ``label_names`` dataset (UTF-8 byte strings) would not give back."""
+    for text in set(texts):
+        if "\x00" in text:
+            raise ValueError(
+                f"{what} {text!r} holds a NUL character, which HDF5 strings treat as "
+                "padding; expected text without NUL."
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{what} {text!r} cannot be written as UTF-8 ({error.reason}); expected "
+                "valid Unicode text."
+            ) from None
+
+
 def _checked_names(label_names):
     names = np.asarray(label_names, dtype=object).ravel()
     if names.size == 0 or not all(isinstance(name, str) for name in names):
         raise ValueError(f"label_names must be a non-empty list of strings; got {label_names!r}.")
+    _check_storable(names, "Label name")
     if len(set(names)) != len(names):
         raise ValueError(f"label_names repeats a name: {names.tolist()}.")
     return names
@@ -487,7 +596,10 @@ def _label_values(y, n_cells):
         raise ValueError(f"y must hold one label per cell ({n_cells}); got shape {values.shape}.")
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
-    if values.dtype.kind in "US" or all(isinstance(label, str) for label in values):
+    if values.dtype.kind == "S":
+        values = values.astype(str)
+    if values.dtype.kind == "U" or all(isinstance(label, str) for label in values):
+        _check_storable(values.tolist(), "Label")  # before numpy drops trailing NULs
         return values.astype(str)
     if all(isinstance(label, numbers.Integral) and not isinstance(label, bool) for label in values):
         return values.astype(np.int64)
@@ -521,6 +633,8 @@ def _write_atomically(path, write):
     that a later load would take for a whole one.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Cannot write {path}: it is a directory, expected a file path.")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
@@ -565,7 +679,10 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
     Raises
     ------
     ValueError
-        Invalid crops, labels or names (see above), or a ``chunk_size`` < 1.
+        Invalid crops, labels or names (see above; names and string labels
+        must be valid Unicode without NUL characters), or a ``chunk_size`` < 1.
+    FileNotFoundError, IsADirectoryError
+        The folder of ``path`` does not exist, or ``path`` is a directory.
 
     See Also
     --------
