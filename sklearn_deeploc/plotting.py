@@ -17,6 +17,30 @@ def _pyplot():
     return plt
 
 
+def _check_columns(table, required, what):
+    missing = [c for c in required if c not in getattr(table, "columns", ())]
+    if missing or len(table) == 0:
+        raise ValueError(
+            f"{what} needs a non-empty table with columns {required}; got "
+            f"{len(table)} rows with columns {list(getattr(table, 'columns', []))}."
+        )
+
+
+def _check_same_length(first, second, names):
+    if len(first) != len(second):
+        raise ValueError(
+            f"Expected one {names[1]} per {names[0]}; got {len(first)} {names[0]}s and "
+            f"{len(second)} {names[1]}s."
+        )
+
+
+def _check_channels(channels, n_channels):
+    if not all(isinstance(c, (int, np.integer)) and 0 <= c < n_channels for c in channels):
+        raise ValueError(
+            f"channels must be channel indices from 0 to {n_channels - 1}; got {tuple(channels)}."
+        )
+
+
 def plot_montage(
     X, labels=None, *, channels=(0, 1), n_columns=8, title=None, ax_size=1.2, fig=None
 ):
@@ -58,6 +82,11 @@ def plot_montage(
     plt = _pyplot()
     crops = percentile_stretch(torch.from_numpy(check_crops(X))).numpy()
     n = len(crops)
+    if labels is not None:
+        _check_same_length(crops, labels, ("cell", "label"))
+    _check_channels(channels, crops.shape[1])
+    if not isinstance(n_columns, (int, np.integer)) or n_columns < 1:
+        raise ValueError(f"n_columns must be a positive integer; got {n_columns!r}.")
     grid_rows = -(-n // n_columns)
     columns = min(n, n_columns)
     rows = grid_rows * len(channels)
@@ -103,6 +132,7 @@ def plot_head_comparison(table, *, score="accuracy", ax=None):
     >>> plot_head_comparison(table).get_ylabel()
     'accuracy'
     """
+    _check_columns(table, ["head", f"mean_{score}", f"std_{score}"], "plot_head_comparison")
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 3.5))
@@ -145,6 +175,11 @@ def plot_per_class_comparison(table, *, ax=None):
     >>> len(plot_per_class_comparison(table).patches)
     4
     """
+    if len(table) == 0 or len(table.columns) == 0:
+        raise ValueError(
+            "plot_per_class_comparison needs a table of one row per class and one column per "
+            f"model; got shape {table.shape}."
+        )
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 0.35 * len(table) * len(table.columns) + 1.5))
@@ -185,6 +220,7 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     >>> len(plot_transfer_curve(curve).lines) > 0
     True
     """
+    _check_columns(curve, ["head", "cells_per_class", score], "plot_transfer_curve")
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 3.5))
@@ -275,6 +311,11 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
     plt = _pyplot()
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)
+    _check_same_length(features, labels, ("cell", "label"))
+    if features.ndim != 2 or len(features) < 3:
+        raise ValueError(
+            f"plot_tsne needs features of shape (n_cells >= 3, n_features); got {features.shape}."
+        )
     perplexity = min(perplexity, (len(features) - 1) / 3)
     embedding = TSNE(perplexity=perplexity, random_state=random_state, init="pca").fit_transform(
         features
@@ -322,6 +363,11 @@ def plot_precision_recall(y_true, proba, classes, *, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
     y_true, proba = np.asarray(y_true), np.asarray(proba)
+    _check_same_length(y_true, proba, ("label", "probability row"))
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ValueError(
+            f"proba must have one column per class ({len(classes)}); got shape {proba.shape}."
+        )
     for k, label in enumerate(classes):
         if (y_true == label).any():
             PrecisionRecallDisplay.from_predictions(
@@ -346,6 +392,9 @@ def plot_class_visualizations(images, titles, *, channels=(0, 1), ax_size=1.6):
     -------
     matplotlib.figure.Figure
     """
+    _check_same_length(images, titles, ("image", "title"))
+    for image in images:
+        _check_channels(channels, len(image))
     plt = _pyplot()
     fig, axes = plt.subplots(
         len(channels),
