@@ -19,12 +19,13 @@ import json
 import math
 import numbers
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as tensors_to_bytes
 
 from ._version import __version__
 from .inference import (
@@ -255,6 +256,75 @@ def _model_folder(path):
     return path
 
 
+def _replace_folder(path, files):
+    """Make ``path`` a folder of ``files`` (name -> bytes) plus what else it held, atomically.
+
+    The new folder is built whole beside ``path`` and renamed into place; an old
+    folder is moved aside just before and deleted just after that rename.
+    """
+    target = Path(path).resolve()  # a symbolic link to the folder stays a link
+    if target.exists() and Path.cwd().is_relative_to(target):
+        raise ValueError(
+            f"Cannot replace the folder {path}: it holds the current working directory. "
+            "Save the model into a folder of its own."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed save
+    staging.mkdir()
+    try:
+        for name, data in files.items():
+            _write_synced(staging / name, data)
+        if target.exists():
+            shutil.copymode(target, staging)
+            _keep_other_entries(target, staging)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_synced(file, data):
+    """Write a new file and flush it to disk (open() gives it the umask's permissions)."""
+    with open(file, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _keep_other_entries(old, new):
+    """Hard-link into ``new`` what ``old`` holds besides the model files: no data is copied."""
+    for entry in old.iterdir():
+        if entry.name in MODEL_FILES:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+
+def _link_or_copy(source, destination):
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:  # a file system without hard links, or a file of another user
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def _swap_in(staging, target):
+    """Rename ``staging`` to ``target``; an old ``target`` is deleted only once replaced."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    replaced = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.rename(target, replaced)
+    try:
+        os.rename(staging, target)
+    except BaseException:  # Ctrl-C or an OS error between the renames: the old one goes back
+        os.rename(replaced, target)
+        raise
+    shutil.rmtree(replaced)
+
+
 def _read_config(file):
     try:
         return json.loads(file.read_text())
@@ -469,8 +539,12 @@ class DeepLocModel:
     def save(self, path):
         """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``).
 
-        Each file is written under a temporary name and renamed, so an
-        interrupted save never leaves a half-written model behind.
+        The folder is written whole under a hidden sibling name and renamed to
+        ``path``; a folder already there is moved aside first and deleted only
+        after that, so an interrupted save leaves the old model or the new one,
+        never the weights of one with the classes of the other. Other files in
+        that folder are kept. A save killed midway may leave a hidden
+        ``.<name>.saving-<pid>`` folder beside ``path``, safe to delete.
 
         Returns
         -------
@@ -479,14 +553,16 @@ class DeepLocModel:
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise FileExistsError(f"Cannot write a model folder at {path}: a file is there.")
-        path.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        partial = path / (WEIGHTS_FILE + ".partial")
-        save_file(tensors, str(partial), metadata={"format": FORMAT})
-        os.replace(partial, path / WEIGHTS_FILE)
-        partial = path / (CONFIG_FILE + ".partial")
-        partial.write_text(json.dumps(self.config(), indent=2) + "\n")
-        os.replace(partial, path / CONFIG_FILE)
+        _replace_folder(
+            path,
+            {
+                # Bytes written by open(), not safetensors' save_file: that one makes its
+                # files 0600 whatever the umask, unreadable to the rest of a shared lab.
+                WEIGHTS_FILE: tensors_to_bytes(tensors, metadata={"format": FORMAT}),
+                CONFIG_FILE: (json.dumps(self.config(), indent=2) + "\n").encode(),
+            },
+        )
         return path
 
     @classmethod

@@ -1,8 +1,12 @@
 """DeepLocModel: folders, predictions, pickling, and folders that must be refused."""
 
+import itertools
 import json
+import os
 import pickle
 import resource
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -234,3 +238,67 @@ def test_pretrained_accepts_a_model(tiny_model, make_tiny):
     clf = make_tiny(pretrained=tiny_model, max_iter=2).fit(X, y)
     assert isinstance(clf, DeepLocClassifier) and list(clf.classes_) == ["ER", "GOLGI"]
     assert clf.model_.channel_names == tiny_model.channel_names
+
+
+def _two_models():
+    torch.manual_seed(0)
+    nets = [DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 6)) for _ in range(2)]
+    return DeepLocModel(nets[0], ["ER", "NUCLEI", "VACUOLE"]), DeepLocModel(nets[1], list("abc"))
+
+
+def _interrupt_rename(monkeypatch, n):
+    """Make the n-th rename (os.rename or os.replace) raise KeyboardInterrupt, as Ctrl-C would."""
+    count = itertools.count(1)
+
+    def interrupting(real):
+        def rename(*args, **kwargs):
+            if next(count) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return rename
+
+    monkeypatch.setattr(os, "rename", interrupting(os.rename))
+    monkeypatch.setattr(os, "replace", interrupting(os.replace))
+
+
+def test_an_interrupted_save_leaves_one_whole_model(tmp_path, monkeypatch):
+    old, new = _two_models()
+    folder = tmp_path / "model"
+    for step in itertools.count(1):
+        shutil.rmtree(folder, ignore_errors=True)
+        old.save(folder)
+        with monkeypatch.context() as patch:
+            _interrupt_rename(patch, step)
+            try:
+                new.save(folder)
+                finished = True
+            except KeyboardInterrupt:
+                finished = False
+        assert DeepLocModel.load(folder).digest() in (old.digest(), new.digest())
+        if finished:
+            break
+    assert step > 2 and DeepLocModel.load(folder).digest() == new.digest()
+
+
+def test_saving_over_a_folder_keeps_its_other_files(tmp_path):
+    old, new = _two_models()
+    folder = old.save(tmp_path / "model")
+    (folder / "notes.txt").write_text("keep me")
+    (folder / "plots").mkdir()
+    (folder / "plots" / "curve.svg").write_text("<svg/>")
+    new.save(folder)
+    assert DeepLocModel.load(folder).digest() == new.digest()
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert (folder / "plots" / "curve.svg").read_text() == "<svg/>"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # nothing left beside it
+
+
+def test_saved_files_are_as_readable_as_the_umask_allows(tiny_model, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        folder = tiny_model.save(tmp_path / "model")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
+    assert modes == {"model": 0o750, "config.json": 0o640, "weights.safetensors": 0o640}
