@@ -1,13 +1,15 @@
 """Comparing heads on pretrained DeepLoc features against fine-tuning, and transfer curves."""
 
+import numbers
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedKFold, check_cv
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
@@ -18,6 +20,7 @@ from .featurizer import DeepLocFeaturizer, FeatureCache
 from .handcrafted import HandcraftedFeatures, make_classical_head
 from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
 from .pretrained import resolve_model
+from .validation import check_labels, check_positive_int
 
 FEATURE_HEADS = ("svm", "knn", "forest")
 NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
@@ -34,12 +37,41 @@ HEAD_DESCRIPTIONS = {
 }
 SCORING = {"accuracy": "accuracy", "average_precision": mean_average_precision_scorer}
 PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
+KNN_NEIGHBOURS = 5
 
 
 def _check_heads(heads):
+    """``heads`` as a list of known, distinct head names (a single name is one head)."""
+    heads = [heads] if isinstance(heads, str) else list(heads)
     unknown = [h for h in heads if h not in HEADS]
-    if unknown or not len(heads):
-        raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {list(heads)}.")
+    if unknown or not heads:
+        raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {heads}.")
+    repeated = sorted({h for h in heads if heads.count(h) > 1})
+    if repeated:
+        raise ValueError(f"heads must name each head once; {repeated} repeats in {heads}.")
+    return heads
+
+
+def _check_cell_labels(y, crops, name, crops_name):
+    """Labels checked by :func:`check_labels`, one per crop."""
+    classes, codes = check_labels(y, name=name)
+    if len(codes) != len(crops):
+        raise ValueError(
+            f"{name} has {len(codes)} labels but {crops_name} has {len(crops)} cells; "
+            "expected one label per cell."
+        )
+    return classes[codes]
+
+
+def _check_sizes(sizes):
+    """Cells per class: a non-empty sequence of positive integers (or one integer)."""
+    sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
+    if not sizes:
+        raise ValueError("sizes must list at least one number of cells per class; got ().")
+    valid = [isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes]
+    if not all(valid):
+        raise ValueError(f"sizes must be positive integers (cells per class); got {sizes}.")
+    return [int(s) for s in sizes]
 
 
 def _frozen(features, X):
@@ -80,7 +112,7 @@ def _candidates(features, source, network_params, random_state):
     return {
         # SVC is one-vs-one inside, as in the paper.
         "svm": (deeploc, SVC(kernel="linear")),
-        "knn": (deeploc, KNeighborsClassifier(n_neighbors=5)),
+        "knn": (deeploc, KNeighborsClassifier(n_neighbors=KNN_NEIGHBOURS)),
         "forest": (deeploc, RandomForestClassifier(n_estimators=200, random_state=random_state)),
         "finetune_fc": (
             "passthrough",
@@ -125,12 +157,14 @@ def compare_heads(
     X : array-like of shape (n, C, H, W) or flat DeepLoc layout
         Crops of the target screen.
     y : array-like of shape (n,)
-        Labels.
+        Labels, strings or numbers (one type), none missing.
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model (folder, registered name, fitted classifier or model).
-    heads : sequence of str, default=all seven
+    heads : str or sequence of str, default=all seven
         Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch",
-        "classical"`` (:data:`HEAD_DESCRIPTIONS` says what each is).
+        "classical"``, each at most once (:data:`HEAD_DESCRIPTIONS` says what
+        each is). ``"knn"`` takes 5 neighbours, or every cell of the smallest
+        training fold when it has fewer.
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     cv : int or cross-validation generator, default=3
@@ -168,15 +202,18 @@ def compare_heads(
     >>> sorted(table["head"])
     ['knn', 'svm']
     """
-    _check_heads(heads)
+    heads = _check_heads(heads)
     source = resolve_model(pretrained)
     X = source.check_crops(X)
-    y = np.asarray(y)
+    y = _check_cell_labels(y, X, "y", "X")
+    if isinstance(cv, numbers.Integral):
+        cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
+    cv = check_cv(cv, y, classifier=True)
     features = _feature_steps(source, X, heads, layer, verbose)
     candidates = _candidates(features, source, network_params or {}, random_state)
+    if "knn" in heads:  # k cannot exceed the smallest training fold
+        candidates["knn"][1].set_params(n_neighbors=min(KNN_NEIGHBOURS, _smallest_fold(cv, X, y)))
     grid = [{"features": [candidates[h][0]], "head": [candidates[h][1]]} for h in heads]
-    if isinstance(cv, int):
-        cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     pipe = Pipeline([("features", "passthrough"), ("head", candidates[heads[0]][1])])
     search = GridSearchCV(
         pipe,
@@ -188,8 +225,15 @@ def compare_heads(
         verbose=verbose,
         error_score="raise",
     ).fit(X, y)
-    search.head_names_ = list(heads)
+    search.head_names_ = heads
     return search, _summary(search, heads)
+
+
+def _smallest_fold(cv, X, y):
+    """Cells in the smallest training fold of ``cv``."""
+    with warnings.catch_warnings():  # GridSearchCV warns about the same folds
+        warnings.simplefilter("ignore")
+        return min(len(train) for train, _ in cv.split(X, y))
 
 
 def _summary(search, heads):
@@ -239,14 +283,15 @@ def transfer_curve(
     Parameters
     ----------
     X_pool, y_pool : crops and labels to draw training sets from.
+        Labels as for :func:`compare_heads`, one per crop.
     X_test, y_test : the fixed test set.
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model.
-    sizes : sequence of int, default=(1, 3, 5, 10, 25, 50, 100, 250, 500)
-        Cells per class. A class with fewer cells in the pool gives all it has
+    sizes : int or sequence of int, default=(1, 3, 5, 10, 25, 50, 100, 250, 500)
+        Cells per class, each at least 1. A class with fewer cells in the pool gives all it has
         (the ``n_train`` column says how many cells were used).
     n_draws : int, default=5
-        Random training sets per size.
+        Random training sets per size, at least 1.
     heads : sequence of str, default=("finetune_all", "scratch")
         Heads of :func:`compare_heads` (the same names): ``"finetune_all"``
         (transfer, every layer fine-tuned), ``"finetune_fc"`` (conv layers
@@ -285,10 +330,13 @@ def transfer_curve(
     >>> curve.groupby("head").size().to_dict()
     {'finetune_all': 4, 'scratch': 4}
     """
-    _check_heads(heads)
+    heads = _check_heads(heads)
+    sizes = _check_sizes(sizes)
+    n_draws = check_positive_int(n_draws, "n_draws")
     source = resolve_model(pretrained)
     X_pool, X_test = source.check_crops(X_pool), source.check_crops(X_test)
-    y_pool, y_test = np.asarray(y_pool), np.asarray(y_test)
+    y_pool = _check_cell_labels(y_pool, X_pool, "y_pool", "X_pool")
+    y_test = _check_cell_labels(y_test, X_test, "y_test", "X_test")
     # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
     features = _feature_steps(source, X_test, heads, layer, verbose)
     candidates = _candidates(features, source, network_params or {}, random_state)
@@ -302,7 +350,7 @@ def transfer_curve(
                 features, estimator = candidates[head]
                 model = Pipeline([("features", features), ("head", clone(estimator))])
                 if head == "knn":  # k cannot exceed the training set
-                    model.set_params(head__n_neighbors=min(5, len(train)))
+                    model.set_params(head__n_neighbors=min(KNN_NEIGHBOURS, len(train)))
                 start = time.perf_counter()
                 model.fit(X_pool[train], y_pool[train])
                 row = {
@@ -327,6 +375,10 @@ def transfer_curve(
 def fit_head(search, head, X, y):
     """The pipeline of one head of a :func:`compare_heads` search, fitted on ``X, y``.
 
+    Each call returns a new, independent model (the search's candidates are
+    cloned, as ``GridSearchCV`` does); only the frozen featurizer and the
+    pretrained network, which fitting never changes, are shared.
+
     Parameters
     ----------
     search : GridSearchCV
@@ -338,11 +390,51 @@ def fit_head(search, head, X, y):
     Returns
     -------
     sklearn.pipeline.Pipeline
+
+    Examples
+    --------
+    >>> from sklearn_deeploc import DeepLocClassifier
+    >>> from sklearn_deeploc.datasets import make_yeast_cells
+    >>> from sklearn_deeploc.model_selection import compare_heads, fit_head
+    >>> X, y = make_yeast_cells(6, ["NUCLEI", "VACUOLE"], random_state=0)
+    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
+    ...                            batch_size=8, random_state=0).fit(X, y)
+    >>> search, _ = compare_heads(X, y, source, heads=["svm"], cv=2)
+    >>> first, second = fit_head(search, "svm", X, y), fit_head(search, "svm", X[:8], y[:8])
+    >>> first["head"] is second["head"]
+    False
     """
-    if head not in search.head_names_:
-        raise ValueError(f"head must be one of {search.head_names_}; got {head!r}.")
-    params = search.cv_results_["params"][search.head_names_.index(head)]
-    return clone(search.estimator).set_params(**params).fit(X, y)
+    names = getattr(search, "head_names_", None)
+    if names is None:
+        raise ValueError(
+            "search must be the GridSearchCV that compare_heads returns (with head_names_); "
+            f"got {type(search).__name__}."
+        )
+    if head not in names:
+        raise ValueError(f"head must be one of {names}; got {head!r}.")
+    params = search.cv_results_["params"][names.index(head)]
+    # The candidates in cv_results_ stay unfitted: fit clones, never them.
+    return clone(search.estimator).set_params(**clone(params, safe=False)).fit(X, y)
+
+
+def _scores_per_class(name, model, X):
+    """``class_scores`` of one model, refused unless it has one column per class."""
+    final = model[-1] if isinstance(model, Pipeline) else model
+    if not hasattr(model, "predict_proba") and (
+        getattr(final, "decision_function_shape", None) == "ovo"
+    ):
+        raise ValueError(
+            f"Model {name!r} has decision_function_shape='ovo' scores: one column per pair "
+            "of classes, not per class. Expected one column per class: use "
+            "decision_function_shape='ovr' (SVC's default) or probability=True."
+        )
+    scores = class_scores(model, X)
+    if scores.shape[1:] != (len(model.classes_),):
+        raise ValueError(
+            f"Model {name!r} gives scores of shape {scores.shape} for {len(model.classes_)} "
+            "classes; expected one column per class."
+        )
+    return scores
 
 
 def per_class_comparison(models, X_test, y_test):
@@ -353,7 +445,8 @@ def per_class_comparison(models, X_test, y_test):
     models : dict of str to fitted classifier
         For example the best DeepLoc head and the ``"classical"`` head (see
         :func:`fit_head`); cells are ranked by ``predict_proba``, else by
-        ``decision_function``.
+        ``decision_function``, which must give one column per class (not
+        ``decision_function_shape="ovo"``).
     X_test, y_test : the test cells and their labels.
 
     Returns
@@ -361,6 +454,11 @@ def per_class_comparison(models, X_test, y_test):
     pandas.DataFrame
         One row per class, one column of average precision per model, and a
         last row ``"mean"``.
+
+    Raises
+    ------
+    ValueError
+        No models, or a model whose scores are not one column per class.
 
     Examples
     --------
@@ -371,9 +469,13 @@ def per_class_comparison(models, X_test, y_test):
     >>> per_class_comparison({"dummy": dummy}, X, y).index.tolist()
     ['a', 'b', 'mean']
     """
+    if not models:
+        raise ValueError("models must name at least one fitted classifier; got none.")
     table = pd.DataFrame(
         {
-            name: per_class_average_precision(y_test, class_scores(model, X_test), model.classes_)
+            name: per_class_average_precision(
+                y_test, _scores_per_class(name, model, X_test), model.classes_
+            )
             for name, model in models.items()
         }
     )

@@ -5,7 +5,13 @@ import pytest
 from sklearn_deeploc import DeepLocNet
 from sklearn_deeploc.datasets import make_yeast_cells
 from sklearn_deeploc.featurizer import FeatureCache
-from sklearn_deeploc.model_selection import HEADS, compare_heads, transfer_curve
+from sklearn_deeploc.model_selection import (
+    HEADS,
+    compare_heads,
+    fit_head,
+    per_class_comparison,
+    transfer_curve,
+)
 
 NETWORK = {"max_iter": 3, "batch_size": 16}
 
@@ -124,3 +130,92 @@ def test_classical_head_measures_each_cell_once_across_folds(source_model, targe
     assert sum(measured) == len(X)
     assert set(table["head"]) == {"classical", "svm"}
     assert search.head_names_ == ["classical", "svm"]
+
+
+def test_fit_head_returns_independent_models(source_model, target):
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    X, y = target
+    X_other, y_other = make_yeast_cells(4, ["ACTIN", "BUDTIP"], style="target", random_state=5)
+    search, _ = compare_heads(X, y, source_model, heads=["svm"], cv=2)
+    a = fit_head(search, "svm", X, y)
+    b = fit_head(search, "svm", X_other, y_other)
+    assert a is not b and a[-1] is not b[-1]
+    assert a.classes_.tolist() == ["ER", "GOLGI", "MITOCHONDRIA"]
+    assert a[0] is b[0]  # the frozen featurizer is shared, not copied
+    with pytest.raises(NotFittedError):
+        check_is_fitted(search.cv_results_["params"][0]["head"])
+
+
+def test_fit_head_keeps_the_pretrained_network_by_reference(source_model, target):
+    X, y = target
+    search, _ = compare_heads(
+        X, y, source_model, heads=["finetune_fc"], cv=2, network_params=NETWORK
+    )
+    model = fit_head(search, "finetune_fc", X, y)
+    assert model[-1].pretrained is search.cv_results_["params"][0]["head"].pretrained
+    with pytest.raises(ValueError, match="head must be one of"):
+        fit_head(search, "svm", X, y)
+
+
+def test_compare_heads_checks_labels_and_heads(source_model, target):
+    X, y = target
+    missing = np.where(y == "ER", None, y)
+    with pytest.raises(ValueError, match="y contains missing values"):
+        compare_heads(X, missing, source_model, heads=["svm"], cv=2)
+    mixed = [1 if label == "ER" else label for label in y]
+    with pytest.raises(ValueError, match="y mixes label types"):
+        compare_heads(X, mixed, source_model, heads=["svm"], cv=2)
+    with pytest.raises(ValueError, match="y has 17 labels but X has 18 cells"):
+        compare_heads(X, y[:-1], source_model, heads=["svm"], cv=2)
+    with pytest.raises(ValueError, match=r"each head once; \['svm'\] repeats"):
+        compare_heads(X, y, source_model, heads=["svm", "knn", "svm"], cv=2)
+
+
+def test_compare_heads_knn_shrinks_k_to_the_smallest_training_fold(source_model, target):
+    X, y = target
+    search, table = compare_heads(X[:6], y[:6], source_model, heads=["knn"], cv=2)
+    assert search.best_estimator_[-1].n_neighbors == 3
+    assert table["mean_accuracy"].between(0, 1).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sizes": (0,)}, r"sizes must be positive integers .*; got \(0,\)"),
+        ({"sizes": (-1,)}, r"sizes must be positive integers .*; got \(-1,\)"),
+        ({"sizes": (1.5,)}, r"sizes must be positive integers .*; got \(1.5,\)"),
+        ({"sizes": ()}, "sizes must list at least one"),
+        ({"n_draws": 0}, "n_draws must be a positive integer; got 0"),
+    ],
+)
+def test_transfer_curve_refuses_bad_sizes_and_draws(source_model, target, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        transfer_curve(*target, *target, source_model, heads=("svm",), **kwargs)
+
+
+def test_transfer_curve_checks_labels_match_cells(source_model, target):
+    X, y = target
+    with pytest.raises(ValueError, match="y_pool has 18 labels but X_pool has 12 cells"):
+        transfer_curve(X[:12], y, X, y, source_model, sizes=(1,), heads=("svm",))
+    with pytest.raises(ValueError, match="y_pool has 17 labels but X_pool has 18 cells"):
+        transfer_curve(X, y[:-1], X, y, source_model, sizes=(1,), heads=("svm",))
+    with pytest.raises(ValueError, match="y_test has 18 labels but X_test has 6 cells"):
+        transfer_curve(X, y, X[:6], y, source_model, sizes=(1,), heads=("svm",))
+
+
+def test_per_class_comparison_needs_one_score_column_per_class():
+    from sklearn.svm import SVC
+
+    X, y = make_yeast_cells(3, ["ER", "GOLGI", "MITOCHONDRIA", "NUCLEI"], random_state=0)
+    flat = X.reshape(len(X), -1)
+    ovr = SVC(kernel="linear").fit(flat, y)
+    assert per_class_comparison({"ovr": ovr}, flat, y).shape == (5, 1)
+    for n_classes in (3, 4):  # three pairs of three classes: the shape alone cannot tell
+        keep = np.isin(y, np.unique(y)[:n_classes])
+        ovo = SVC(kernel="linear", decision_function_shape="ovo").fit(flat[keep], y[keep])
+        with pytest.raises(ValueError, match="'ovo' scores: one column per pair of classes"):
+            per_class_comparison({"ovo": ovo}, flat[keep], y[keep])
+    with pytest.raises(ValueError, match="at least one fitted classifier"):
+        per_class_comparison({}, flat, y)
