@@ -20,12 +20,13 @@ import math
 import numbers
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as tensors_to_bytes
+from safetensors.torch import save_file
 
 from ._version import __version__
 from .inference import (
@@ -256,11 +257,12 @@ def _model_folder(path):
     return path
 
 
-def _replace_folder(path, files):
-    """Make ``path`` a folder of ``files`` (name -> bytes) plus what else it held, atomically.
+def _replace_folder(path, write):
+    """Make ``path`` the folder ``write(folder)`` fills, plus what else it held, atomically.
 
-    The new folder is built whole beside ``path`` and renamed into place; an old
-    folder is moved aside just before and deleted just after that rename.
+    The new folder is built whole beside ``path``, flushed to disk and renamed
+    into place; an old folder is moved aside just before and deleted just after
+    that rename.
     """
     target = Path(path).resolve()  # a symbolic link to the folder stays a link
     if target.exists() and Path.cwd().is_relative_to(target):
@@ -273,22 +275,16 @@ def _replace_folder(path, files):
     shutil.rmtree(staging, ignore_errors=True)  # left by a killed save
     staging.mkdir()
     try:
-        for name, data in files.items():
-            _write_synced(staging / name, data)
+        write(staging)
+        for file in staging.iterdir():
+            with open(file, "rb+") as handle:
+                os.fsync(handle.fileno())
         if target.exists():
             shutil.copymode(target, staging)
             _keep_other_entries(target, staging)
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _write_synced(file, data):
-    """Write a new file and flush it to disk (open() gives it the umask's permissions)."""
-    with open(file, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def _keep_other_entries(old, new):
@@ -554,15 +550,16 @@ class DeepLocModel:
         if path.exists() and not path.is_dir():
             raise FileExistsError(f"Cannot write a model folder at {path}: a file is there.")
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
-        _replace_folder(
-            path,
-            {
-                # Bytes written by open(), not safetensors' save_file: that one makes its
-                # files 0600 whatever the umask, unreadable to the rest of a shared lab.
-                WEIGHTS_FILE: tensors_to_bytes(tensors, metadata={"format": FORMAT}),
-                CONFIG_FILE: (json.dumps(self.config(), indent=2) + "\n").encode(),
-            },
-        )
+
+        def write(folder):
+            config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+            config.write_text(json.dumps(self.config(), indent=2) + "\n")
+            save_file(tensors, str(weights), metadata={"format": FORMAT})
+            # save_file makes 0600 files whatever the umask, unreadable to the rest of a
+            # lab sharing models: the weights get the permissions open() gave the config.
+            os.chmod(weights, stat.S_IMODE(config.stat().st_mode))
+
+        _replace_folder(path, write)
         return path
 
     @classmethod
