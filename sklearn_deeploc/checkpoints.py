@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from dataclasses import asdict, dataclass
 from numbers import Integral
 from pathlib import Path
@@ -196,7 +197,11 @@ class CheckpointFolder:
             "tensor_files": sorted(tensors),
         }
         (partial / "state.json").write_text(json.dumps(state, indent=1))
+        # safetensors' save_file makes 0600 files whatever the umask: every file gets the
+        # permissions open() gave state.json, so a lab sharing checkpoints can read them.
+        mode = stat.S_IMODE((partial / "state.json").stat().st_mode)
         for file in partial.iterdir():
+            os.chmod(file, mode)
             with open(file, "rb+") as handle:
                 os.fsync(handle.fileno())
         shutil.rmtree(final, ignore_errors=True)
