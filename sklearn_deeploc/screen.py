@@ -1,5 +1,6 @@
 """Screen analysis: cells from micrographs, well aggregation, localization and abundance changes."""
 
+import numbers
 import warnings
 from collections import namedtuple
 
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from .validation import check_labels, check_positive_int
+from .validation import _available_memory, check_labels, check_positive_int
 
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
@@ -24,13 +25,10 @@ def _check_channels_first(image):
 
 def _centers_array(centers, x_column, y_column):
     if hasattr(centers, "columns"):
-        if x_column is None or y_column is None:
-            raise ValueError(
-                "Centres given as a DataFrame need x_column= and y_column= (for example "
-                f"'Center_X', 'Center_Y'); columns are {list(centers.columns)}."
-            )
-        centers = centers[[y_column, x_column]].to_numpy(dtype=float)
+        centers = _centre_columns(centers, x_column, y_column)
     centers = np.asarray(centers, dtype=float)
+    if centers.shape == (0,):  # an empty list: no cells, like np.zeros((0, 2))
+        centers = centers.reshape(0, 2)
     if centers.ndim != 2 or centers.shape[1] != 2:
         raise ValueError(f"centers must have shape (n, 2) as (row, col); got {centers.shape}.")
     missing = ~np.isfinite(centers).all(axis=1)
@@ -42,6 +40,21 @@ def _centers_array(centers, x_column, y_column):
             "without a position first."
         )
     return centers
+
+
+def _centre_columns(frame, x_column, y_column):
+    if x_column is None or y_column is None:
+        raise ValueError(
+            "Centres given as a DataFrame need x_column= and y_column= (for example "
+            f"'Center_X', 'Center_Y'); columns are {list(frame.columns)}."
+        )
+    absent = [column for column in (x_column, y_column) if column not in frame.columns]
+    if absent:
+        raise ValueError(
+            f"The centres have no column {', '.join(map(repr, absent))}; expected "
+            f"x_column and y_column among {list(frame.columns)}."
+        )
+    return frame[[y_column, x_column]].to_numpy(dtype=float)
 
 
 def _warn_outside(outside, n_centers, height, width):
@@ -85,8 +98,10 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     Raises
     ------
     ValueError
-        An image that is not (C, H, W) (channels last included), centres that
-        are not (n, 2) or not finite, a ``size`` below 1, an unknown ``border``.
+        An image that is not (C, H, W) (channels last included) or is empty,
+        centres that are not (n, 2) or not finite, DataFrame columns that do
+        not exist, a ``size`` below 1 or whose crops do not fit in memory, an
+        unknown ``border``.
 
     Examples
     --------
@@ -100,10 +115,7 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
     size = check_positive_int(size, "size")
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
-    _check_channels_first(image)
+    image = _check_field(image)
     centers = np.rint(_centers_array(centers, x_column, y_column))
     _, height, width = image.shape
     in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
@@ -114,22 +126,56 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     tops, lefts = (centers[candidates].astype(np.int64) - size // 2).T
     box_inside = (tops >= 0) & (lefts >= 0) & (tops + size <= height) & (lefts + size <= width)
     keep = np.ones_like(box_inside) if border == "pad" else box_inside
+    _check_crops_fit(int(keep.sum()), image.shape, size)
     crops = _gather_crops(image, tops[keep], lefts[keep], size)
     return CropResult(crops, candidates[keep], ~box_inside[keep], outside)
 
 
+def _check_field(image):
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
+    if image.size == 0:
+        raise ValueError(
+            f"image must have at least one channel and one pixel; got shape {image.shape}."
+        )
+    _check_channels_first(image)
+    return image
+
+
+def _check_crops_fit(n_crops, shape, size):
+    channels, height, width = shape
+    needed, available = n_crops * channels * size * size * 4, _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{n_crops} crop(s) of {channels}x{size}x{size} float32 need {needed / 1e9:.3g} GB, "
+            f"but {available / 1e9:.3g} GB of memory is available; expected a smaller size "
+            f"(the field is {height}x{width})."
+        )
+
+
 def _gather_crops(image, tops, lefts, size):
-    """Crops at the given corners, with each channel's median beyond the field's edge."""
+    """Crops at the given corners, with each channel's median beyond the field's edge.
+
+    Each crop is padded on its own: a padded copy of the whole field would
+    cost memory growing with ``size`` even when no crop crosses the edge.
+    """
     channels, height, width = image.shape
-    background = np.median(image.reshape(channels, -1), axis=1).astype(np.float32)
-    padded_image = np.empty((channels, height + 2 * size, width + 2 * size), np.float32)
-    padded_image[:] = background[:, None, None]
-    padded_image[:, size : size + height, size : size + width] = image
     window = np.arange(size)
-    rows = np.clip(tops[:, None] + size + window, 0, height + 2 * size - 1)
-    cols = np.clip(lefts[:, None] + size + window, 0, width + 2 * size - 1)
-    crops = padded_image[:, rows[:, :, None], cols[:, None, :]].transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(crops)
+    rows, cols = tops[:, None] + window, lefts[:, None] + window
+    crops = image.astype(np.float32, copy=False)[
+        np.arange(channels)[None, :, None, None],
+        np.clip(rows, 0, height - 1)[:, None, :, None],
+        np.clip(cols, 0, width - 1)[:, None, None, :],
+    ]
+    rows_out, cols_out = (rows < 0) | (rows >= height), (cols < 0) | (cols >= width)
+    if rows_out.any() or cols_out.any():
+        background = np.median(image.reshape(channels, -1), axis=1).astype(np.float32)
+        background = background[None, :, None, None]
+        # Two broadcast masks: no (k, C, size, size) temporary.
+        np.copyto(crops, background, where=rows_out[:, None, :, None])
+        np.copyto(crops, background, where=cols_out[:, None, None, :])
+    return crops
 
 
 def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
@@ -158,6 +204,14 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     ndarray of shape (n, 2)
         Centres as (row, col), float.
 
+    Raises
+    ------
+    ValueError
+        An image without pixels, an (H, W, C) image, a ``channel`` that is
+        not an integer index of an existing channel, a negative or infinite
+        ``sigma``, a ``min_distance`` below 1, a marker with NaN or infinite
+        pixels.
+
     Examples
     --------
     >>> import numpy as np
@@ -172,6 +226,9 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     from skimage.measure import regionprops
     from skimage.segmentation import watershed
 
+    if not isinstance(sigma, numbers.Real) or not 0 <= sigma < np.inf:
+        raise ValueError(f"sigma must be a finite number >= 0 (pixels); got {sigma!r}.")
+    min_distance = check_positive_int(min_distance, "min_distance")
     image = np.asarray(image, dtype=np.float32)
     marker = _marker_channel(image, channel)
     smooth = ndimage.gaussian_filter(marker, sigma)
@@ -196,12 +253,16 @@ def _marker_channel(image, channel):
             raise ValueError(f"With channel=None, expected an (H, W) image; got {image.shape}.")
         marker = image
     else:
+        if not isinstance(channel, numbers.Integral) or isinstance(channel, bool):
+            raise ValueError(f"channel must be an integer index or None; got {channel!r}.")
         if image.ndim != 3:
             raise ValueError(f"Expected a (C, H, W) image with channel=; got {image.shape}.")
         _check_channels_first(image)
         if not -len(image) <= channel < len(image):
             raise ValueError(f"channel={channel}, but the image has {len(image)} channel(s).")
         marker = image[channel]
+    if marker.size == 0:
+        raise ValueError(f"The image has no pixels (shape {image.shape}); expected a field.")
     if not np.isfinite(marker).all():
         raise ValueError("The marker channel has NaN or infinite pixels; expected finite ones.")
     return marker
@@ -243,12 +304,42 @@ def _check_probabilities(proba, name):
     return proba
 
 
+def _named_columns(proba, classes, name):
+    """A DataFrame's columns put in the order of ``classes`` (its own order when None).
+
+    Columns are matched by name, never by position: two tables of the same
+    classes in different orders describe the same cells.
+    """
+    if not hasattr(proba, "columns"):
+        return proba, classes
+    columns = list(proba.columns)
+    if len(set(columns)) < len(columns):
+        raise ValueError(f"{name} has duplicated column names {columns}; expected one per class.")
+    if classes is None:
+        return proba, columns
+    if set(columns) != set(classes):
+        raise ValueError(
+            f"{name} has the columns {columns}; expected the classes {list(classes)} "
+            "(in any order)."
+        )
+    return proba[list(classes)], classes
+
+
 def _class_names(classes, n_classes):
     if classes is None:
         return list(range(n_classes))
+    if np.ndim(classes) != 1:
+        raise ValueError(f"classes must be a sequence of class names; got {classes!r}.")
+    classes = list(classes)
     if len(classes) != n_classes:
         raise ValueError(f"Got {len(classes)} class names for {n_classes} probability columns.")
-    return list(classes)
+    repeated = pd.Index(classes).duplicated()
+    if repeated.any():
+        raise ValueError(
+            f"Class names must be distinct; {classes[int(np.argmax(repeated))]!r} appears "
+            f"more than once in {classes}."
+        )
+    return classes
 
 
 def aggregate(proba, groups, classes=None):
@@ -256,13 +347,15 @@ def aggregate(proba, groups, classes=None):
 
     Parameters
     ----------
-    proba : array-like of shape (n_cells, n_classes)
+    proba : array-like or DataFrame of shape (n_cells, n_classes)
         Per-cell probabilities (``predict_proba``): in [0, 1], rows summing
         to 1.
     groups : array-like of shape (n_cells,)
         Well or strain of each cell; no missing values.
     classes : sequence, optional
-        Column names (``clf.classes_``); default ``0 .. n_classes - 1``.
+        Distinct column names (``clf.classes_``); default a DataFrame's
+        column names, else ``0 .. n_classes - 1``. A DataFrame's columns are
+        taken by name in this order.
 
     Returns
     -------
@@ -279,6 +372,7 @@ def aggregate(proba, groups, classes=None):
     A1           2  0.5     0.5
     B2           1  1.0     0.0
     """
+    proba, classes = _named_columns(proba, classes, "proba")
     proba, groups = _check_cells(proba, groups, "proba", "groups")
     _check_probabilities(proba, "proba")
     classes = _class_names(classes, proba.shape[1])
@@ -331,34 +425,63 @@ def welch_t(a, b):
     return _welch(*moments[0], *moments[1])
 
 
-def _mixture_posterior(scores, prior, n_iter, tol):
-    span = np.ptp(scores)
-    if span == 0:
-        return np.zeros_like(scores)
-    uniform = prior / span
-    mean, std = np.median(scores), 1.4826 * stats.median_abs_deviation(scores) or scores.std()
+def _mixture_posterior(scores, prior, min_std, n_iter, tol):
+    # The uniform spans at least +-3 min_std: a narrower one would call the
+    # background's own bulk outliers, its density growing without bound as
+    # the range shrinks (a range of 1e-20 made every score an outlier).
+    uniform = prior / max(np.ptp(scores), 6 * min_std)
+    mean = np.median(scores)
+    std = max(1.4826 * stats.median_abs_deviation(scores) or scores.std(), min_std)
     for _ in range(n_iter):
         gaussian = (1 - prior) * stats.norm.pdf(scores, mean, std)
         background = gaussian / (gaussian + uniform)
         new_mean = np.average(scores, weights=background)
-        new_std = np.sqrt(np.average((scores - new_mean) ** 2, weights=background))
+        new_std = max(np.sqrt(np.average((scores - new_mean) ** 2, weights=background)), min_std)
         converged = abs(new_mean - mean) < tol and abs(new_std - std) < tol
-        mean, std = new_mean, max(new_std, 1e-12)
+        mean, std = new_mean, new_std
         if converged:
             break
     gaussian = (1 - prior) * stats.norm.pdf(scores, mean, std)
     return uniform / (gaussian + uniform)
 
 
-def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8):
+def _check_prior(prior):
+    if isinstance(prior, bool) or not isinstance(prior, numbers.Real) or not 0 < prior < 1:
+        raise ValueError(
+            f"prior must be a probability strictly between 0 and 1 (the paper uses 0.01); "
+            f"got {prior!r}."
+        )
+
+
+def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
 
     The Gaussian (background: no change) has its mean and standard deviation
-    fitted by EM; the uniform spans the observed range with fixed prior
-    weight ``prior``, as in the paper (1%). Only finite scores are fitted:
-    an infinite score is a certain outlier (posterior 1), a NaN score (not
-    scored) gets a NaN posterior, and so do all scores when fewer than two
-    are finite (no mixture to fit).
+    fitted by EM; the uniform spans the observed range (at least the
+    background's +-3 ``min_std``) with fixed prior weight ``prior``, as in
+    the paper (1%). Only finite scores are fitted: an infinite score is a
+    certain outlier (posterior 1), a NaN score (not scored) gets a NaN
+    posterior, and so do all scores when fewer than two are finite (no
+    mixture to fit).
+
+    Parameters
+    ----------
+    scores : array-like
+        Welch t statistics (or other scores in units of their null spread).
+    prior : float, default=0.01
+        Weight of the outliers, strictly between 0 and 1.
+    n_iter : int, default=200
+        Most EM iterations.
+    tol : float, default=1e-8
+        EM stops when the mean and standard deviation move less than this.
+    min_std : float, default=1.0
+        Floor of the background's standard deviation. Under no change a
+        Welch t statistic follows Student's t, whose standard deviation
+        sqrt(df / (df - 2)) is at least 1; a narrower fit comes from ties
+        (probabilities in steps of 1/k from a kNN or forest head, or
+        saturated at 0 and 1, give many t of exactly 0) and would make every
+        small nonzero t an outlier. Use another floor for scores in other
+        units.
 
     Returns
     -------
@@ -374,13 +497,45 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8):
     (True, True)
     >>> outlier_posterior(np.r_[scores, np.inf, np.nan])[-2:].tolist()
     [1.0, nan]
+
+    Ties do not shrink the background below the spread of a t statistic:
+
+    >>> bool(outlier_posterior(np.r_[np.zeros(50), 0.8, -1.2])[-1] < 0.5)
+    True
     """
+    _check_prior(prior)
+    if isinstance(min_std, bool) or not isinstance(min_std, numbers.Real) or not min_std > 0:
+        raise ValueError(f"min_std must be a number > 0; got {min_std!r}.")
     scores = np.asarray(scores, dtype=float)
     posterior = np.where(np.isinf(scores), 1.0, np.nan)
     finite = np.isfinite(scores)
     if finite.sum() >= 2:
-        posterior[finite] = _mixture_posterior(scores[finite], prior, n_iter, tol)
+        posterior[finite] = _mixture_posterior(scores[finite], prior, min_std, n_iter, tol)
     return posterior
+
+
+def _examples(labels):
+    shown = ", ".join(repr(label) for label in labels[:3].tolist())
+    return shown + (", ..." if len(labels) > 3 else "")
+
+
+def _check_shared_proteins(groups_a, groups_b):
+    """The proteins present in both screens; refused when there are none.
+
+    Matching uses pandas' equality, as the per-protein groupby does: numpy's
+    intersect1d would promote 1 and '1' (or b'p' and 'p') to one type and
+    find an overlap that the groupby then never matches.
+    """
+    proteins_a, proteins_b = pd.Index(np.unique(groups_a)), pd.Index(np.unique(groups_b))
+    shared = proteins_a.intersection(proteins_b)
+    if shared.empty:
+        raise ValueError(
+            f"No protein (group) is present in both screens: groups_a has "
+            f"{_examples(proteins_a.to_numpy())} and groups_b has "
+            f"{_examples(proteins_b.to_numpy())}. Expected the same names, of the same "
+            "type, in both screens (numbers never match strings, nor bytes match str)."
+        )
+    return shared
 
 
 def _per_protein(proba, groups, proteins):
@@ -418,14 +573,20 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
 
     Parameters
     ----------
-    proba_a, proba_b : array-like of shape (n_cells, n_classes)
+    proba_a, proba_b : array-like or DataFrame of shape (n_cells, n_classes)
         Per-cell probabilities of the two screens (``predict_proba``): in
-        [0, 1], rows summing to 1.
+        [0, 1], rows summing to 1. DataFrame columns are matched by name.
     groups_a, groups_b : array-like of shape (n_cells,)
-        Protein (or strain) of each cell; no missing values.
+        Protein (or strain) of each cell; no missing values; labels of the
+        same type in both screens.
     classes : sequence, optional
-        Class names.
+        Distinct class names; default a DataFrame's column names, else
+        ``0 .. n_classes - 1``.
     prior : float, default=0.01
+        Weight of the outliers in each class's mixture, strictly between 0
+        and 1 (the paper's 1%). The background's standard deviation is at
+        least 1, that of a t statistic under no change (see
+        :func:`outlier_posterior`).
 
     Returns
     -------
@@ -448,6 +609,9 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     >>> sorted(set(table.loc[table["significant"], "protein"]))
     ['p3']
     """
+    _check_prior(prior)
+    proba_a, classes = _named_columns(proba_a, classes, "proba_a")
+    proba_b, classes = _named_columns(proba_b, classes, "proba_b")
     proba_a, groups_a = _check_cells(proba_a, groups_a, "proba_a", "groups_a")
     proba_b, groups_b = _check_cells(proba_b, groups_b, "proba_b", "groups_b")
     _check_probabilities(proba_a, "proba_a")
@@ -458,9 +622,8 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
             "columns; expected the same classes in both."
         )
     classes = _class_names(classes, proba_a.shape[1])
-    if len(np.intersect1d(groups_a, groups_b)) == 0:
-        raise ValueError("No protein (group) is present in both screens.")
-    proteins = np.union1d(groups_a, groups_b)
+    _check_shared_proteins(groups_a, groups_b)
+    proteins = np.union1d(groups_a, groups_b)  # one type now: no promotion
     mean_a, var_a, n_a = _per_protein(proba_a, groups_a, proteins)
     mean_b, var_b, n_b = _per_protein(proba_b, groups_b, proteins)
     t = _welch(mean_a, var_a, n_a, mean_b, var_b, n_b)
@@ -497,13 +660,21 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     groups_a, groups_b : array-like of shape (n_cells,)
         Protein of each cell; no missing values.
     threshold : float, default=1.0
-        ``|log2 ratio| > threshold`` is significant (a two-fold change).
+        ``|log2 ratio| > threshold`` is significant (a two-fold change);
+        finite and >= 0.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``protein``, ``mean_a``, ``mean_b``, ``log2_ratio``,
         ``significant``; one row per protein present in both screens.
+
+    Raises
+    ------
+    ValueError
+        Non-finite intensities, missing groups, no protein in both screens
+        (group labels of different types never match), a protein's mean
+        that is not positive, a negative or non-finite ``threshold``.
 
     Examples
     --------
@@ -513,18 +684,33 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     0       p    10.0    40.0    2.000000         True
     1       q     5.0     6.0    0.263034        False
     """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ValueError(f"threshold must be a number >= 0 (log2 units); got {threshold!r}.")
+    if not 0 <= threshold < np.inf:
+        raise ValueError(f"threshold must be finite and >= 0 (log2 units); got {threshold!r}.")
     means = {}
     for side, intensity, groups in (("a", intensity_a, groups_a), ("b", intensity_b, groups_b)):
         intensity, groups = _check_cells(
             intensity, groups, f"intensity_{side}", f"groups_{side}", ndim=1
         )
-        means[f"mean_{side}"] = pd.Series(intensity).groupby(groups).mean()
-    both = pd.DataFrame(means).dropna()  # proteins in one screen only have no ratio
-    if (both.to_numpy() <= 0).any():
-        raise ValueError(
-            "Mean intensities must be positive for a log ratio; subtract the "
-            "background so that it stays above zero."
-        )
+        means[side] = pd.Series(intensity).groupby(groups).mean()
+    shared = _check_shared_proteins(means["a"].index, means["b"].index)
+    both = pd.DataFrame({f"mean_{side}": mean.reindex(shared) for side, mean in means.items()})
+    _check_positive_means(both)
     both["log2_ratio"] = np.log2(both["mean_b"] / both["mean_a"])
     both["significant"] = both["log2_ratio"].abs() > threshold
     return both.rename_axis("protein").reset_index()
+
+
+def _check_positive_means(both):
+    for side in "ab":
+        means = both[f"mean_{side}"]
+        bad = ~((means > 0) & np.isfinite(means))
+        if bad.any():
+            protein = means.index[bad.to_numpy()].tolist()[0]
+            raise ValueError(
+                f"Mean intensities must be positive and finite for a log ratio; in screen "
+                f"{side.upper()}, {int(bad.sum())} protein(s) are not, the first is "
+                f"{protein!r} (mean {means.loc[protein]:.3g}). Subtract a background that "
+                "keeps every protein above zero."
+            )

@@ -274,3 +274,144 @@ def test_channels_last_images_are_refused():
 def test_find_cells_names_a_missing_channel():
     with pytest.raises(ValueError, match="channel=2, but the image has 2 channel"):
         find_cells(np.zeros((2, 50, 50)), channel=2)
+
+
+@pytest.mark.parametrize(
+    ("groups_a", "groups_b", "shown"),
+    [
+        ([1, 1, 2, 2], ["1", "1", "2", "2"], r"groups_a has 1, 2 and groups_b has '1', '2'"),
+        ([b"p", b"p", b"q", b"q"], ["p", "p", "q", "q"], r"groups_a has b'p', b'q'"),
+    ],
+    ids=["int-vs-str", "bytes-vs-str"],
+)
+def test_groups_of_different_types_are_refused(rng, groups_a, groups_b, shown):
+    proba = rng.dirichlet([5, 5], 4)
+    with pytest.raises(ValueError, match=f"No protein .* both screens: {shown}"):
+        localization_changes(proba, groups_a, proba, groups_b)
+    with pytest.raises(ValueError, match=f"No protein .* both screens: {shown}"):
+        abundance_changes(np.ones(4), groups_a, np.ones(4), groups_b)
+
+
+def test_numbers_of_different_dtypes_still_match(rng):
+    proba = rng.dirichlet([5, 5], 6)
+    table = localization_changes(proba, [1, 1, 1, 2, 2, 2], proba, [1.0, 1.0, 1.0, 2.0, 2.0, 2.0])
+    assert (table["status"] == "scored").all()
+
+
+def test_ties_at_zero_do_not_make_every_other_score_an_outlier():
+    assert (outlier_posterior(np.r_[np.zeros(50), 1e-20]) < 0.5).all()
+    assert (outlier_posterior(np.r_[np.zeros(50), 1e-300]) < 0.5).all()
+    assert (outlier_posterior(np.r_[np.zeros(50), 0.9, -1.3, 2.0]) < 0.5).all()
+    assert outlier_posterior(np.r_[np.zeros(50), 0.9, 12.0])[-1] > 0.5
+
+
+def test_stepped_probabilities_without_change_are_not_significant():
+    # A kNN head (5 neighbours) gives probabilities in steps of 0.2: most
+    # proteins have identical cells in both screens, so t is exactly 0.
+    rng = np.random.default_rng(0)
+    proteins = np.repeat(np.arange(100), 10)
+
+    def knn_screen():
+        er_votes = np.where(proteins < 10, rng.binomial(1, 0.3, len(proteins)), 0)
+        return np.column_stack([5 - er_votes, er_votes]) / 5
+
+    table = localization_changes(knn_screen(), proteins, knn_screen(), proteins)
+    assert (table["t"] == 0).mean() > 0.8
+    assert not table["significant"].any()
+
+
+@pytest.mark.parametrize("prior", [0, 1, 2, -1, np.nan, True, "0.01"])
+def test_prior_must_be_a_probability(rng, prior):
+    proba = rng.dirichlet([5, 5], 6)
+    with pytest.raises(ValueError, match="prior must be a probability strictly between 0 and 1"):
+        localization_changes(proba, list("ppqqrr"), proba, list("ppqqrr"), prior=prior)
+    with pytest.raises(ValueError, match="prior must be a probability"):
+        outlier_posterior([0.0, 1.0, 2.0], prior=prior)
+
+
+def test_dataframe_columns_are_matched_by_name(rng):
+    proba = rng.dirichlet([2, 3, 4], 8)
+    groups = list("ppppqqqq")
+    frame_a = pd.DataFrame(proba, columns=["x", "y", "z"])
+    frame_b = pd.DataFrame(proba[:, ::-1], columns=["z", "y", "x"])  # same cells, reordered
+    table = localization_changes(frame_a, groups, frame_b, groups)
+    assert (table["t"] == 0).all()
+    assert list(table["class"].unique()) == ["x", "y", "z"]
+    with pytest.raises(ValueError, match=r"proba_b has the columns \['x', 'y', 'w'\]"):
+        localization_changes(frame_a, groups, frame_a.set_axis(["x", "y", "w"], axis=1), groups)
+    means = aggregate(frame_b, groups)
+    assert list(means.columns) == ["n_cells", "z", "y", "x"]
+    np.testing.assert_allclose(means.loc["p", "x"], proba[:4, 0].mean())
+    reordered = aggregate(frame_b, groups, classes=["x", "y", "z"])
+    np.testing.assert_allclose(reordered.loc["p", "x"], proba[:4, 0].mean())
+
+
+def test_duplicate_class_names_are_refused(rng):
+    proba = rng.dirichlet([5, 5, 5], 4)
+    with pytest.raises(ValueError, match="distinct; 'x' appears more than once"):
+        aggregate(proba, list("ppqq"), ["x", "x", "y"])
+    with pytest.raises(ValueError, match="distinct; 'x' appears more than once"):
+        localization_changes(proba, list("ppqq"), proba, list("ppqq"), ["x", "y", "x"])
+    with pytest.raises(ValueError, match="sequence of class names; got 'xyz'"):
+        aggregate(proba, list("ppqq"), "xyz")
+
+
+def test_abundance_changes_refuses_screens_without_shared_proteins():
+    with pytest.raises(ValueError, match="No protein .* both screens: groups_a has 'p'"):
+        abundance_changes([10.0], ["p"], [40.0], ["q"])
+
+
+@pytest.mark.parametrize("threshold", [-1, np.nan, np.inf, "1", True])
+def test_abundance_threshold_must_be_a_finite_non_negative_number(threshold):
+    with pytest.raises(ValueError, match="threshold must be"):
+        abundance_changes([10.0, 5.0], ["p", "q"], [40.0, 5.0], ["p", "q"], threshold=threshold)
+
+
+def test_non_positive_mean_names_the_screen_and_protein():
+    with pytest.raises(ValueError, match=r"in screen B, 1 protein\(s\) are not, the first is 'q'"):
+        abundance_changes([10.0, 5.0], ["p", "q"], [40.0, -2.0], ["p", "q"])
+
+
+def test_huge_crops_are_not_padded_field_copies(field):
+    dropped = crop_cells(field, [[50, 60]], size=10**6, border="drop")
+    assert dropped.crops.shape == (0, 2, 10**6, 10**6) and dropped.index.size == 0
+    with pytest.raises(ValueError, match="1 crop.* need .* GB.* expected a smaller size"):
+        crop_cells(field, [[50, 60]], size=10**6, border="pad")
+
+
+def test_dataframe_centres_name_the_missing_column(field):
+    frame = pd.DataFrame({"x": [60.0], "y": [50.0]})
+    with pytest.raises(ValueError, match=r"no column 'X'; .* among \['x', 'y'\]"):
+        crop_cells(field, frame, x_column="X", y_column="y")
+
+
+@pytest.mark.parametrize("shape", [(0, 100, 100), (2, 0, 0)])
+def test_crop_cells_refuses_empty_fields(shape):
+    with pytest.raises(ValueError, match="at least one channel and one pixel"):
+        crop_cells(np.zeros(shape), [[1, 1]])
+
+
+def test_an_empty_list_of_centres_gives_no_crops(field):
+    for centres in ([], np.zeros((0, 2))):
+        result = crop_cells(field, centres, size=32)
+        assert result.crops.shape == (0, 2, 32, 32) and result.index.size == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"channel": 1.5}, "channel must be an integer index or None; got 1.5"),
+        ({"channel": True}, "channel must be an integer index or None; got True"),
+        ({"channel": "1"}, "channel must be an integer index or None; got '1'"),
+        ({"min_distance": 0}, "min_distance must be a positive integer; got 0"),
+        ({"sigma": -1.0}, r"sigma must be a finite number >= 0 \(pixels\); got -1.0"),
+    ],
+)
+def test_find_cells_refuses_bad_arguments(options, message):
+    with pytest.raises(ValueError, match=message):
+        find_cells(np.zeros((2, 50, 50)), **options)
+
+
+def test_find_cells_refuses_an_image_without_pixels():
+    with pytest.raises(ValueError, match=r"no pixels \(shape \(2, 0, 0\)\)"):
+        find_cells(np.zeros((2, 0, 0)), channel=1)
