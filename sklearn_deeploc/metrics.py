@@ -1,9 +1,73 @@
 """The paper's evaluation: per-class average precision, mean AP, accuracy, confusion matrix."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix
-from sklearn.preprocessing import label_binarize
+
+from .validation import check_labels
+
+
+def _shown(labels, limit=5):
+    """Labels as their reprs, so that 0 and '0' (or b'ER' and 'ER') look different."""
+    labels = np.asarray(labels).tolist()
+    return repr(labels[:limit])[:-1] + (", ...]" if len(labels) > limit else "]")
+
+
+def _check_classes(classes):
+    if np.ndim(classes) != 1:
+        raise ValueError(f"classes must be a sequence of class labels; got {classes!r}.")
+    distinct, _ = check_labels(classes, name="classes")
+    if len(distinct) < len(classes):
+        raise ValueError(f"classes must be distinct; got {_shown(classes, limit=20)}.")
+    return np.asarray(list(classes))
+
+
+def _check_scores(y_true, proba, classes):
+    """Labels, scores and class names checked against each other, as arrays."""
+    classes = _check_classes(classes)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape[1] != len(classes):
+        raise ValueError(
+            f"proba must have one column per class, shape (n_cells, {len(classes)}); got "
+            f"shape {proba.shape}."
+        )
+    labels, codes = check_labels(y_true, name="y_true")
+    if len(codes) != len(proba):
+        raise ValueError(
+            f"y_true has {len(codes)} labels for {len(proba)} rows of proba; expected one "
+            "label per row."
+        )
+    if not np.isfinite(proba).all():
+        raise ValueError("proba has NaN or infinite values; expected finite scores.")
+    return labels[codes], proba, classes
+
+
+def _unknown_labels(y_true, classes):
+    """The labels of ``y_true`` that are not classes, and how many cells have them."""
+    unknown = ~np.isin(y_true, classes)
+    return np.unique(y_true[unknown]), int(unknown.sum())
+
+
+def _refuse_unknown_labels(y_true, classes):
+    unknown, n_cells = _unknown_labels(y_true, classes)
+    if n_cells:
+        raise ValueError(
+            f"y_true has {n_cells} cell(s) labelled {_shown(unknown)}, which are not among "
+            f"the classes {_shown(classes)}. Expected labels of the classes, of the same "
+            "type (0 and '0' differ); drop those cells or pass the classes they belong to."
+        )
+
+
+def _average_precisions(y_true, proba, classes):
+    """AP per class, one-vs-rest; cells of other labels are negatives of every class."""
+    truth = y_true[:, None] == classes[None, :]
+    ap = [
+        average_precision_score(truth[:, k], proba[:, k]) if truth[:, k].any() else np.nan
+        for k in range(len(classes))
+    ]
+    return pd.Series(ap, index=classes.tolist(), name="average_precision")
 
 
 def per_class_average_precision(y_true, proba, classes):
@@ -22,21 +86,22 @@ def per_class_average_precision(y_true, proba, classes):
     pandas.Series
         AP per class; NaN for a class with no cell in ``y_true``.
 
+    Raises
+    ------
+    ValueError
+        ``proba`` without one column per class, repeated classes, or labels
+        in ``y_true`` that are not classes (labels of another type included,
+        such as ``"0"`` for the class ``0``).
+
     Examples
     --------
     >>> from sklearn_deeploc.metrics import per_class_average_precision
     >>> per_class_average_precision(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"]).tolist()
     [1.0, 1.0]
     """
-    proba = np.asarray(proba, dtype=float)
-    truth = label_binarize(np.asarray(y_true), classes=list(classes))
-    if len(classes) == 2:  # label_binarize gives one column for two classes
-        truth = np.column_stack([1 - truth[:, 0], truth[:, 0]])
-    ap = [
-        average_precision_score(truth[:, k], proba[:, k]) if truth[:, k].any() else np.nan
-        for k in range(len(classes))
-    ]
-    return pd.Series(ap, index=list(classes), name="average_precision")
+    y_true, proba, classes = _check_scores(y_true, proba, classes)
+    _refuse_unknown_labels(y_true, classes)
+    return _average_precisions(y_true, proba, classes)
 
 
 def evaluate(y_true, proba, classes):
@@ -57,6 +122,11 @@ def evaluate(y_true, proba, classes):
         classes present), ``average_precision`` (Series) and ``confusion``
         (DataFrame, rows = true class, each row summing to 1).
 
+    Raises
+    ------
+    ValueError
+        As :func:`per_class_average_precision`.
+
     Examples
     --------
     >>> from sklearn_deeploc.metrics import evaluate
@@ -64,17 +134,17 @@ def evaluate(y_true, proba, classes):
     >>> round(result["accuracy"], 3), float(result["confusion"].loc["b", "a"])
     (0.667, 0.5)
     """
-    classes = list(classes)
-    proba = np.asarray(proba, dtype=float)
-    y_true = np.asarray(y_true)
-    y_pred = np.asarray(classes)[proba.argmax(axis=1)]
-    ap = per_class_average_precision(y_true, proba, classes)
+    y_true, proba, classes = _check_scores(y_true, proba, classes)
+    _refuse_unknown_labels(y_true, classes)
+    y_pred = classes[proba.argmax(axis=1)]
+    ap = _average_precisions(y_true, proba, classes)
     confusion = confusion_matrix(y_true, y_pred, labels=classes, normalize="true")
+    names = classes.tolist()
     return {
         "accuracy": accuracy_score(y_true, y_pred),
         "mean_average_precision": float(ap.mean(skipna=True)),
         "average_precision": ap,
-        "confusion": pd.DataFrame(confusion, index=classes, columns=classes),
+        "confusion": pd.DataFrame(confusion, index=names, columns=names),
     }
 
 
@@ -85,6 +155,10 @@ def mean_average_precision_scorer(estimator, X, y):
     (a linear SVM without probabilities), and works for string labels and for
     two classes, where sklearn's ``"average_precision"`` scorer does not.
 
+    Cells of a label the estimator was not trained on (a cross-validation
+    fold whose training part lacks a class) count as negatives of every
+    class, with a warning naming the label.
+
     Examples
     --------
     >>> from sklearn.svm import SVC
@@ -93,8 +167,17 @@ def mean_average_precision_scorer(estimator, X, y):
     >>> mean_average_precision_scorer(SVC(kernel="linear").fit(X, y), X, y)
     1.0
     """
-    ap = per_class_average_precision(y, class_scores(estimator, X), estimator.classes_)
-    return float(ap.mean(skipna=True))
+    y, scores, classes = _check_scores(y, class_scores(estimator, X), estimator.classes_)
+    unknown, n_cells = _unknown_labels(y, classes)
+    if n_cells:
+        warnings.warn(
+            f"{n_cells} cell(s) are labelled {_shown(unknown)}, which the estimator was not "
+            f"trained on (its classes are {_shown(classes)}); they count as negatives of "
+            "every class. In cross-validation, use fewer folds or more cells of that class.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return float(_average_precisions(y, scores, classes).mean(skipna=True))
 
 
 def class_scores(estimator, X):
@@ -110,7 +193,24 @@ def class_scores(estimator, X):
     """
     if hasattr(estimator, "predict_proba"):
         return estimator.predict_proba(X)
+    if not hasattr(estimator, "decision_function"):
+        raise ValueError(
+            f"{type(estimator).__name__} has neither predict_proba nor decision_function; "
+            "expected a fitted classifier."
+        )
+    _refuse_one_vs_one(estimator)
     scores = estimator.decision_function(X)
     if scores.ndim == 1:  # binary: the score of classes_[1]
         scores = np.column_stack([-scores, scores])
     return scores
+
+
+def _refuse_one_vs_one(estimator):
+    """Refuse pairwise scores: with three classes they have one column per class too."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    if getattr(final, "decision_function_shape", None) == "ovo" and len(final.classes_) > 2:
+        raise ValueError(
+            "decision_function_shape='ovo' gives one score per pair of classes, not one per "
+            "class; expected decision_function_shape='ovr' (SVC's default) to rank cells by "
+            "class."
+        )
