@@ -5,15 +5,19 @@ A checkpoint ``<prefix>`` is an index file ``<prefix>.index`` and data shards
 format) whose keys are tensor names and whose values are serialized
 ``BundleEntryProto`` messages (dtype, shape, shard, offset, size, crc32c); the
 empty key holds a ``BundleHeaderProto``. Tensor bytes are read from the shards
-at those offsets. Every table block and every tensor is checked against its
-stored crc32c, so a damaged file is refused instead of read as wrong weights.
+at those offsets, each tensor's byte range alone (a shard may be far larger than
+the tensors read from it). Every table block and every tensor is checked
+against its stored crc32c, so a damaged file is refused instead of read as
+wrong weights.
 Only what a tensor bundle uses is implemented: uncompressed blocks and
 unpartitioned tensors.
 """
 
 import math
+import os
 import re
 import struct
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
@@ -210,7 +214,7 @@ def _read_index(index):
 
 
 def _tensor(entry, shard, data, name):
-    """One tensor's value from its shard's bytes, after checking size and crc32c."""
+    """One tensor's value, read from the open file ``shard`` after checking size and crc32c."""
     dtype = np.dtype(entry.dtype)
     expected = math.prod(entry.shape) * dtype.itemsize
     if entry.size != expected:
@@ -218,12 +222,14 @@ def _tensor(entry, shard, data, name):
             f"{data}: tensor {name!r} holds {entry.size} bytes, expected {expected} for shape "
             f"{entry.shape} of {dtype}."
         )
-    if entry.offset + entry.size > len(shard):
+    length = os.fstat(shard.fileno()).st_size
+    if entry.offset + entry.size > length:
         raise ValueError(
             f"{data} is truncated: tensor {name!r} needs bytes {entry.offset} to "
-            f"{entry.offset + entry.size}, the file has {len(shard)}."
+            f"{entry.offset + entry.size}, the file has {length}."
         )
-    raw = shard[entry.offset : entry.offset + entry.size]
+    shard.seek(entry.offset)
+    raw = shard.read(entry.size)
     if entry.masked_crc32c is None or _masked_crc32c(raw) != entry.masked_crc32c:
         raise ValueError(
             f"{data} is damaged: tensor {name!r} fails its crc32c check (stored "
@@ -282,17 +288,18 @@ def read_checkpoint(path):
         )
     n_shards, entries = _read_index(index)
     shards, tensors = {}, {}
-    for name, entry in entries.items():
-        if entry.dtype is None:
-            continue  # strings and other types a DeepLoc graph does not need
-        if entry.partitioned:
-            raise ValueError(f"{path}: partitioned tensor {name!r} is not supported")
-        data = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{n_shards:05d}")
-        if entry.shard not in shards:
-            if entry.shard >= n_shards or not data.is_file():
-                raise ValueError(f"{path}: data shard {data} is missing (tensor {name!r})")
-            shards[entry.shard] = data.read_bytes()
-        tensors[name] = _tensor(entry, shards[entry.shard], data, name)
+    with ExitStack() as open_files:
+        for name, entry in entries.items():
+            if entry.dtype is None:
+                continue  # strings and other types a DeepLoc graph does not need
+            if entry.partitioned:
+                raise ValueError(f"{path}: partitioned tensor {name!r} is not supported")
+            data = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{n_shards:05d}")
+            if entry.shard not in shards:
+                if entry.shard >= n_shards or not data.is_file():
+                    raise ValueError(f"{path}: data shard {data} is missing (tensor {name!r})")
+                shards[entry.shard] = open_files.enter_context(open(data, "rb"))
+            tensors[name] = _tensor(entry, shards[entry.shard], data, name)
     return tensors
 
 

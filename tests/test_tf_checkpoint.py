@@ -1,7 +1,10 @@
 """The TensorFlow bundle reader refuses damaged checkpoints, naming the file and the tensor."""
 
+import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import google_crc32c
@@ -101,3 +104,20 @@ def test_index_with_valid_checksums_but_broken_entries_is_refused(checkpoint):
     index.write_bytes(bytes(content))
     with pytest.raises(ValueError, match="damaged or not a checkpoint index: a table entry runs"):
         read_checkpoint(checkpoint)
+
+
+def test_only_the_tensors_byte_ranges_are_read(checkpoint):
+    """A shard far larger than its tensors (here a sparse 1 GiB tail) is not read whole."""
+    data = checkpoint.with_name(DATA)
+    os.truncate(data, data.stat().st_size + 2**30)
+    script = (
+        "import resource, sys\n"
+        "from sklearn_deeploc.tf_checkpoint import read_checkpoint\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert len(read_checkpoint(sys.argv[1])) == 156\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(checkpoint)], capture_output=True, text=True, check=True
+    )
+    assert int(run.stdout) < 100 * 1024  # KiB of peak memory grown, on Linux
