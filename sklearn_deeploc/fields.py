@@ -34,11 +34,24 @@ def _missing_columns(frame, columns):
         raise ValueError(f"The cell table lacks columns {absent}; it has {list(frame.columns)}.")
 
 
+def _file_names(frame, column):
+    """The names in ``column`` as strings, refusing rows without one."""
+    names = frame[column]
+    missing = names.isna() | (names.astype(str).str.strip() == "")
+    if missing.any():
+        raise ValueError(
+            f"The cell table has no file name in column {column!r} for {int(missing.sum())} "
+            f"row(s), the first at index {names.index[missing].tolist()[0]!r}. Expected a "
+            "file name in every row; drop those cells first."
+        )
+    return names.astype(str)
+
+
 def _detect_layout(frame, image_column, channels):
     if any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
         return "cellprofiler"
     _missing_columns(frame, [image_column])
-    names = frame[image_column].astype(str).map(lambda name: Path(name).name)
+    names = _file_names(frame, image_column).map(lambda name: Path(name).name)
     return "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
 
 
@@ -62,7 +75,7 @@ def _channel_file(folder, name, channel):
 
 
 def _token_files(frame, image_column, channels, folder):
-    names = frame[image_column].astype(str)
+    names = _file_names(frame, image_column)
     no_token = [name for name in names if not CHANNEL_TOKEN.search(Path(name).name)]
     if no_token:
         raise ValueError(
@@ -84,9 +97,9 @@ def _cellprofiler_files(frame, channels, folder):
     _missing_columns(frame, [CELLPROFILER_FILE + channel for channel in channels])
     names = {}
     for channel in channels:
-        names[channel] = frame[CELLPROFILER_FILE + channel].astype(str)
+        names[channel] = _file_names(frame, CELLPROFILER_FILE + channel)
         if CELLPROFILER_PATH + channel in frame:
-            names[channel] = frame[CELLPROFILER_PATH + channel].astype(str) + "/" + names[channel]
+            names[channel] = _file_names(frame, CELLPROFILER_PATH + channel) + "/" + names[channel]
     files = {
         f"{FILE_PREFIX}_{channel}": [str(folder / name) for name in names[channel]]
         for channel in channels
@@ -116,11 +129,12 @@ def read_cell_table(
         docstring). ``"auto"``: ``"cellprofiler"`` when there are
         ``Image_FileName_*`` columns, else ``"token"`` when image names
         carry a ``chN`` token or ``channels`` is given, else ``"stack"``.
-    channels : list of str, optional
-        The channels in the order the model expects. Token layout: the tokens
-        substituted for ``chN`` (default ``["ch1", "ch2"]``); CellProfiler
-        layout: the names after ``Image_FileName_`` (default: every such
-        column, in table order). The stack layout takes every page.
+    channels : str or list of str, optional
+        The channels in the order the model expects (a string is one
+        channel). Token layout: the tokens substituted for ``chN`` (default
+        ``["ch1", "ch2"]``); CellProfiler layout: the names after
+        ``Image_FileName_`` (default: every such column, in table order).
+        The stack layout takes every page.
     folder : str or path-like, optional
         Folder that relative file names start from; by default the table
         file's folder (a DataFrame: the working directory).
@@ -145,7 +159,8 @@ def read_cell_table(
     ------
     ValueError
         Missing columns (named, with those the table has), an unknown layout,
-        an image name without a channel token in the token layout.
+        an image name without a channel token in the token layout, a row
+        without a file name, an empty table file.
 
     See Also
     --------
@@ -174,8 +189,15 @@ def read_cell_table(
     if isinstance(table, pd.DataFrame):
         frame, default_folder = table, Path()
     else:
-        frame, default_folder = read_table(table), Path(table).parent
+        try:
+            frame, default_folder = read_table(table), Path(table).parent
+        except pd.errors.EmptyDataError:
+            raise ValueError(
+                f"The cell table {table} is empty; expected a header row and one row per cell."
+            ) from None
     folder = default_folder if folder is None else Path(folder)
+    if isinstance(channels, str):
+        channels = [channels]
     if channels is not None and len(channels) == 0:
         raise ValueError("channels must name at least one channel; got an empty list.")
     if layout == "auto":
@@ -195,7 +217,7 @@ def read_cell_table(
                 f"channels={channels} does not apply (image names have no 'chN' token)."
             )
         else:
-            fields = frame[image_column].astype(str)
+            fields = _file_names(frame, image_column)
             files = {FILE_PREFIX: [str(folder / name) for name in fields]}
     _missing_columns(frame, [x_column, y_column] + ([label_column] if label_column else []))
     cells = pd.DataFrame({"field": fields, **files}, index=frame.index)
@@ -222,22 +244,44 @@ def _is_file_column(name):
     return name == FILE_PREFIX or name.startswith(FILE_PREFIX + "_")
 
 
-def _read_image(path):
-    """One image file as (C, H, W): TIFF pages, Opera .flex planes or RGB samples are channels."""
+def _channels_first(image, axes):
+    """An image series as (C, H, W): its pages, or RGB samples (last), are channels."""
+    if axes.endswith("S"):
+        image = np.moveaxis(image, -1, 0)
+    return image.reshape(-1, *image.shape[-2:])
+
+
+def _read_series(path):
+    """Every image series of a file, each as (C, H, W)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tiff:
-            series = tiff.series[0]
-            image, axes = series.asarray(), series.axes
-    except tifffile.TiffFileError:
+            # Pages appended one write at a time are one series each.
+            return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
+    except tifffile.TiffFileError:  # not a TIFF
         from skimage.io import imread
 
         image = imread(path)
-        axes = "YXS" if image.ndim == 3 else "YX"
-    if axes.endswith("S"):  # samples per pixel (RGB) come last
-        image = np.moveaxis(image, -1, 0)
-    return image.reshape(-1, *image.shape[-2:])
+        return [_channels_first(image, "YXS" if image.ndim == 3 else "YX")]
+
+
+def _read_image(path):
+    """One image file as (C, H, W): TIFF pages and series, Opera .flex planes or RGB samples."""
+    try:
+        stacks = _read_series(path)
+    except (ValueError, OSError) as error:  # tifffile and scikit-image do not name the file
+        raise ValueError(
+            f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
+            "or other image file."
+        ) from error
+    shapes = [stack.shape for stack in stacks]
+    if len({shape[1:] for shape in shapes}) > 1:
+        raise ValueError(
+            f"{path} holds {len(stacks)} series of different sizes {shapes}; expected "
+            "series of one size, read as channels."
+        )
+    return np.concatenate(stacks)
 
 
 def _missing_files(paths, limit=10):
@@ -268,7 +312,8 @@ def read_field(files):
     FileNotFoundError
         Listing every missing file.
     ValueError
-        When the files' images differ in size.
+        No files, a file that cannot be read (named), or images (or a file's
+        series) that differ in size.
 
     Examples
     --------
@@ -284,9 +329,14 @@ def read_field(files):
     (6, 40, 50)
     """
     if isinstance(files, pd.Series):
-        files = [path for column, path in files.items() if _is_file_column(column)]
+        row = files
+        files = [path for column, path in row.items() if _is_file_column(column)]
+        if not files:
+            raise ValueError(f"The row has no file_<channel> entries; it has {list(row.index)}.")
     elif isinstance(files, (str, Path)):
         files = [files]
+    if not len(files):
+        raise ValueError("Expected at least one image file; got none.")
     _missing_files(files)
     images = [_read_image(path) for path in files]
     sizes = {str(path): image.shape[1:] for path, image in zip(files, images)}

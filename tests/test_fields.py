@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from sklearn_deeploc.fields import crop_fields, read_cell_table, read_field
+from sklearn_deeploc.fields import crop_fields, file_columns, read_cell_table, read_field
 
 FIELD = "field_r01c01f01"
 CH1, CH2 = "r01c01f01p01-ch1sk1fk1fl1.tiff", "r01c01f01p01-ch2sk1fk1fl1.tiff"
@@ -145,3 +145,66 @@ def test_fields_with_different_channel_counts(tmp_path):
         ValueError, match="Field 'b.tiff' has 3 channels; the fields before it have 2"
     ):
         crop_fields(read_cell_table(table, folder=tmp_path))
+
+
+def test_appended_tiff_series_are_channels(tmp_path):
+    path = tmp_path / "appended.tiff"
+    tifffile.imwrite(path, np.full((20, 30), 1, np.uint16))
+    tifffile.imwrite(path, np.full((20, 30), 2, np.uint16), append=True)
+    assert read_field(path)[:, 0, 0].tolist() == [1, 2]
+    tifffile.imwrite(path, np.zeros((10, 30), np.uint16), append=True)
+    with pytest.raises(ValueError, match=r"appended.tiff holds 3 series of different sizes"):
+        read_field(path)
+
+
+@pytest.mark.parametrize("content", [b"garbage" * 10, b""])
+def test_unreadable_images_are_named(tmp_path, content):
+    (tmp_path / "broken.tiff").write_bytes(content)
+    with pytest.raises(ValueError, match=r"Cannot read image file .*broken.tiff: not a TIFF"):
+        read_field(tmp_path / "broken.tiff")
+
+
+def test_truncated_tiff_is_named(tmp_path):
+    path = tmp_path / "cut.tiff"
+    tifffile.imwrite(path, np.ones((3, 100, 100), np.uint16), photometric="minisblack")
+    with open(path, "r+b") as file:
+        file.truncate(5000)
+    with pytest.raises(ValueError, match=r"Cannot read image file .*cut.tiff: failed to read"):
+        read_field(path)
+
+
+def test_read_field_needs_a_file():
+    with pytest.raises(ValueError, match="Expected at least one image file; got none"):
+        read_field([])
+    with pytest.raises(ValueError, match=r"no file_<channel> entries; it has \['x', 'y'\]"):
+        read_field(pd.Series({"x": 1, "y": 2}))
+
+
+def test_one_channel_may_be_given_as_a_string():
+    table = pd.DataFrame({"Image Path": ["r01-ch1.tiff"], "Center_X": [1], "Center_Y": [1]})
+    cells = read_cell_table(table, channels="ch2")
+    assert file_columns(cells) == ["file_ch2"]
+
+
+@pytest.mark.parametrize("missing", [np.nan, None, " "])
+def test_missing_file_names_are_located(missing):
+    names = ["a-ch1.tiff", "b-ch1.tiff", missing]
+    table = pd.DataFrame({"Image Path": names, "Center_X": 1, "Center_Y": 1}, index=[5, 6, 7])
+    with pytest.raises(ValueError, match="no file name in column 'Image Path' .* at index 7"):
+        read_cell_table(table)
+    profiler = pd.DataFrame(
+        {
+            "Image_FileName_GFP": ["a.tiff"] * 3,
+            "Image_PathName_GFP": ["screen", missing, "screen"],
+            "cells_Location_Center_X": 1.0,
+            "cells_Location_Center_Y": 1.0,
+        }
+    )
+    with pytest.raises(ValueError, match="no file name in column 'Image_PathName_GFP' .* index 1"):
+        read_cell_table(profiler)
+
+
+def test_empty_csv_is_refused(tmp_path):
+    (tmp_path / "cells.csv").write_text("")
+    with pytest.raises(ValueError, match=r"cells.csv is empty"):
+        read_cell_table(tmp_path / "cells.csv")
