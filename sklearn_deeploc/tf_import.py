@@ -5,10 +5,12 @@ this module maps each reference layer to a :class:`~sklearn_deeploc.DeepLocNet`
 parameter and stores the reference preprocessing with the model.
 """
 
+import numbers
+
 import numpy as np
 import torch
 
-from .model import DeepLocModel
+from .model import DeepLocModel, weight_problem
 from .network import DeepLocNet, pooled_size
 from .tf_checkpoint import layer_tensors, read_checkpoint
 
@@ -49,6 +51,7 @@ REFERENCE_LAYERS = (
     "fc_2",
     "final_layer",
 )
+PER_OUTPUT_ROLES = ("biases", "gamma", "beta", "moving_mean", "moving_variance")
 
 
 def _check_reference_layers(tensors):
@@ -70,53 +73,86 @@ def _check_reference_layers(tensors):
         )
 
 
+def _check_shape(name, array, expected, why):
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(
+            f"The checkpoint tensor {name} has shape {list(array.shape)}; expected "
+            f"{list(expected)} ({why})."
+        )
+
+
+def _checked_weights(tf_layer, found, inputs, crop_size):
+    """The layer's weights (TensorFlow layout), once every tensor of it fits the layer before.
+
+    ``inputs`` is the width of the layer before; None for ``conv_1``, which
+    reads the image channels.
+    """
+    name, weights = found["weights"]
+    conv = tf_layer.startswith("conv_")
+    ndim = 4 if conv else 2
+    if weights.ndim != ndim or 0 in weights.shape:
+        layout = "height, width, inputs, outputs" if conv else "inputs, outputs"
+        raise ValueError(
+            f"The checkpoint tensor {name} has shape {list(weights.shape)}; expected {ndim} "
+            f"non-empty dimensions ({layout})."
+        )
+    inputs = weights.shape[2] if inputs is None else inputs
+    outputs = weights.shape[-1]
+    if conv:
+        expected, why = (3, 3, inputs, outputs), f"3x3 kernels over {inputs} input channels"
+    elif tf_layer == "fc_1":
+        side = pooled_size(crop_size)
+        expected = (side * side * inputs, outputs)
+        why = f"{side}x{side} positions of conv_8's {inputs} channels for crop_size={crop_size}"
+    else:
+        expected, why = (inputs, outputs), f"the {inputs} outputs of the layer before"
+    _check_shape(name, weights, expected, why)
+    for role in PER_OUTPUT_ROLES:
+        _check_shape(*found[role], (outputs,), f"one value per output of {tf_layer}")
+    return weights
+
+
+def _torch_layout(tf_layer, weights, crop_size):
+    if weights.ndim == 4:  # HWIO -> OIHW
+        return weights.transpose(3, 2, 0, 1)
+    if tf_layer == "fc_1":  # rows flattened NHWC; our flatten is NCHW
+        side = pooled_size(crop_size)
+        weights = weights.reshape(side, side, -1, weights.shape[1]).transpose(3, 2, 0, 1)
+        return weights.reshape(weights.shape[0], -1)
+    return weights.T
+
+
 def _tf_state_dict(tensors, crop_size):
     """Our DeepLocNet state and architecture from a reference checkpoint's tensors."""
     _check_reference_layers(tensors)
-    n_conv = N_REFERENCE_CONV
-    layers = list(REFERENCE_LAYERS)
-    ours = [f"features.conv{i}.conv" for i in range(1, n_conv + 1)]
+    ours = [f"features.conv{i}.conv" for i in range(1, N_REFERENCE_CONV + 1)]
     ours += ["fc.fc1.linear", "fc.fc2.linear", "head"]
     norms = [name.rsplit(".", 1)[0] + ".bn" for name in ours[:-1]] + ["head_bn"]
-    state, mapping = {}, {}
-    for tf_layer, weight_key, norm_key in zip(layers, ours, norms):
+    state, mapping, widths = {}, {}, []
+    for tf_layer, weight_key, norm_key in zip(REFERENCE_LAYERS, ours, norms):
         found = layer_tensors(tensors, tf_layer)
-        weights = found["weights"][1]
-        if weights.ndim == 4:  # HWIO -> OIHW
-            weights = weights.transpose(3, 2, 0, 1)
-        elif tf_layer == "fc_1":  # rows flattened NHWC; our flatten is NCHW
-            side = pooled_size(crop_size)
-            channels = weights.shape[0] // (side * side)
-            if channels * side * side != weights.shape[0]:
-                raise ValueError(
-                    f"fc_1 takes {weights.shape[0]} inputs, which is not {side}x{side}xC for "
-                    f"crop_size={crop_size}: a shape mismatch with the conv layers."
-                )
-            weights = weights.reshape(side, side, channels, -1).transpose(3, 2, 0, 1)
-            weights = weights.reshape(weights.shape[0], -1)
-        else:
-            weights = weights.T
+        weights = _checked_weights(tf_layer, found, widths[-1] if widths else None, crop_size)
+        widths.append(weights.shape[-1])
         values = {
-            f"{weight_key}.weight": weights,
-            f"{weight_key}.bias": found["biases"][1],
-            f"{norm_key}.weight": found["gamma"][1],
-            f"{norm_key}.bias": found["beta"][1],
-            f"{norm_key}.running_mean": found["moving_mean"][1],
-            f"{norm_key}.running_var": found["moving_variance"][1],
+            f"{weight_key}.weight": ("weights", _torch_layout(tf_layer, weights, crop_size)),
+            f"{weight_key}.bias": ("biases", found["biases"][1]),
+            f"{norm_key}.weight": ("gamma", found["gamma"][1]),
+            f"{norm_key}.bias": ("beta", found["beta"][1]),
+            f"{norm_key}.running_mean": ("moving_mean", found["moving_mean"][1]),
+            f"{norm_key}.running_var": ("moving_variance", found["moving_variance"][1]),
         }
-        roles = ("weights", "biases", "gamma", "beta", "moving_mean", "moving_variance")
-        for (key, value), role in zip(values.items(), roles):
+        for key, (role, value) in values.items():
             state[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
             mapping[key] = found[role][0]
+            problem = weight_problem(key, state[key])
+            if problem:
+                raise ValueError(f"The checkpoint tensor {mapping[key]} {problem}.")
         state[f"{norm_key}.num_batches_tracked"] = torch.tensor(0)
     architecture = {
         "n_channels": int(state["features.conv1.conv.weight"].shape[1]),
-        "n_classes": int(state["head.weight"].shape[0]),
-        "conv_channels": [int(state[f"{k}.weight"].shape[0]) for k in ours[:n_conv]],
-        "fc_units": [
-            int(state["fc.fc1.linear.weight"].shape[0]),
-            int(state["fc.fc2.linear.weight"].shape[0]),
-        ],
+        "n_classes": int(widths[-1]),
+        "conv_channels": [int(width) for width in widths[:N_REFERENCE_CONV]],
+        "fc_units": [int(width) for width in widths[N_REFERENCE_CONV:-1]],
         "crop_size": crop_size,
         "dropout": 0.0,
         "bias": True,
@@ -125,6 +161,20 @@ def _tf_state_dict(tensors, crop_size):
         "normalize_logits": True,
     }
     return state, architecture, mapping
+
+
+def _check_crop_size(crop_size):
+    image_size = REFERENCE_PREPROCESSING["image_size"]
+    if (
+        not isinstance(crop_size, numbers.Integral)
+        or isinstance(crop_size, bool)
+        or not 1 <= crop_size <= image_size
+    ):
+        raise ValueError(
+            f"crop_size must be an integer from 1 to {image_size} (the reference crops are "
+            f"{image_size} pixels wide); got {crop_size!r}."
+        )
+    return int(crop_size)
 
 
 def from_tf_checkpoint(
@@ -156,6 +206,8 @@ def from_tf_checkpoint(
         19-output model, ``class_0 ...`` otherwise.
     channel_names : tuple of str, default=("GFP", "RFP")
     crop_size : int, default=60
+        Side of the network's input crop, from 1 to 64 (the reference crops'
+        side); it sets the input width of ``fc_1``.
     verbose : int, default=0
         Print the variable mapping when > 0.
     return_mapping : bool, default=False
@@ -167,12 +219,21 @@ def from_tf_checkpoint(
         With ``return_mapping=True``, also the mapping (our parameter ->
         checkpoint tensor name).
 
+    Raises
+    ------
+    ValueError
+        The checkpoint is damaged or not the reference graph; a tensor's shape
+        does not fit the layer before it, or it holds values no trained
+        network holds (NaN, infinity, a negative moving variance): the message
+        names the checkpoint tensor. Also for a ``crop_size`` out of range.
+
     Examples
     --------
     >>> from sklearn_deeploc.tf_import import from_tf_checkpoint
     >>> model = from_tf_checkpoint("pretrained_DeepLoc/model.ckpt-5000",
     ...                            "deeploc-chong/")  # doctest: +SKIP
     """
+    crop_size = _check_crop_size(crop_size)
     state, architecture, mapping = _tf_state_dict(read_checkpoint(checkpoint), crop_size)
     n_classes = architecture["n_classes"]
     if classes is None:

@@ -110,7 +110,10 @@ def test_checkpoint_without_conv_8_is_refused(monkeypatch):
 
 
 def test_shape_mismatch():
-    with pytest.raises(ValueError, match="shape mismatch"):
+    with pytest.raises(
+        ValueError,
+        match=r"fc_1/weights/Variable has shape \[512, 16\]; expected \[200, 16\] \(5x5 positions",
+    ):
         from_tf_checkpoint(SMALL, crop_size=40)
     with pytest.raises(ValueError, match="6 class names for a model with 5 outputs"):
         from_tf_checkpoint(SMALL, classes=list("abcdef"))
@@ -126,3 +129,61 @@ def test_full_width_graph_converts():
     assert model.architecture["fc_units"] == [512, 512]
     assert list(model.classes) == list(CHONG_CLASSES)
     assert model.network.fc.fc1.linear.weight.shape == (512, 8 * 8 * 256)
+
+
+MOVING_VARIANCE = (
+    "conv_2_batch_norm/conv_2/batch_norm/conv_2_batch_norm/moments/Squeeze_1/"
+    "ExponentialMovingAverage"
+)
+
+
+def _tampered(name, value):
+    return lambda tensors: tensors.update({name: np.asarray(value, dtype=np.float32)})
+
+
+def _infinite_weight(tensors):
+    tensors["fc_2/weights/Variable"][0, 0] = np.inf
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (
+            _tampered("conv_3/weights/Variable", np.ones((3, 3, 5, 8))),
+            r"conv_3/weights/Variable has shape \[3, 3, 5, 8\]; expected \[3, 3, 4, 8\] "
+            r"\(3x3 kernels over 4 input channels\)",
+        ),
+        (
+            _tampered("conv_1/weights/Variable", 1.0),
+            r"conv_1/weights/Variable has shape \[\]; expected 4 non-empty dimensions",
+        ),
+        (
+            _tampered("fc_2/weights/Variable", np.ones((12, 12))),
+            r"fc_2/weights/Variable has shape \[12, 12\]; expected \[16, 12\]",
+        ),
+        (
+            _tampered("conv_3/biases/Variable", np.ones(3)),
+            r"conv_3/biases/Variable has shape \[3\]; expected \[8\] \(one value per output",
+        ),
+        (
+            _tampered(MOVING_VARIANCE, -np.ones(4)),
+            f"{MOVING_VARIANCE} holds negative variances",
+        ),
+        (_infinite_weight, "fc_2/weights/Variable holds NaN or infinite values"),
+    ],
+    ids=["conv inputs", "scalar weights", "fc inputs", "bias length", "variance", "infinity"],
+)
+def test_tensors_that_do_not_fit_are_refused_by_name(monkeypatch, tamper, message):
+    import sklearn_deeploc.tf_import as reader
+
+    tensors = read_checkpoint(SMALL)
+    tamper(tensors)
+    monkeypatch.setattr(reader, "read_checkpoint", lambda path: tensors)
+    with pytest.raises(ValueError, match=message):
+        from_tf_checkpoint(SMALL)
+
+
+@pytest.mark.parametrize("crop_size", [0, 65, "60", True, 60.0])
+def test_crop_size_is_checked(crop_size):
+    with pytest.raises(ValueError, match=r"crop_size must be an integer from 1 to 64 .*; got"):
+        from_tf_checkpoint(SMALL, crop_size=crop_size)
