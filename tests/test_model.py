@@ -302,3 +302,14 @@ def test_saved_files_are_as_readable_as_the_umask_allows(tiny_model, tmp_path):
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.iterdir()]}
     assert modes == {"model": 0o750, "config.json": 0o640, "weights.safetensors": 0o640}
+
+
+def test_save_refuses_a_file_and_the_working_directory(tiny_model, tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="a file is there"):
+        tiny_model.save(tmp_path / "file")
+    folder = tiny_model.save(tmp_path / "model")
+    monkeypatch.chdir(folder)
+    with pytest.raises(ValueError, match="holds the current working directory"):
+        tiny_model.save(".")
+    assert DeepLocModel.load(folder).digest() == tiny_model.digest()
