@@ -51,7 +51,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .preprocessing import percentile_stretch
 from .streaming import apply_blockwise
-from .validation import IMAGE_SIZE, validate_crops
+from .validation import IMAGE_SIZE, PercentilePair, PositiveInts, validate_crops
 
 # mahotas' order of the 13 Haralick features.
 HARALICK_FEATURES = (
@@ -119,11 +119,15 @@ def _stretched_pair(crops, protein_channel, marker_channel, stretch):
 
 
 def _fallback_mask(shape):
-    """A centred disc of a typical cell's size, symmetric under rotations and flips."""
+    """A centred disc of a typical cell's size, symmetric under rotations and flips.
+
+    In crops of a few pixels the disc still takes the pixels nearest the
+    centre (all four of a 2x2 crop), so that every mask holds a pixel.
+    """
     rows, cols = np.indices(shape)
     centre = (np.asarray(shape) - 1) / 2
-    radius = FALLBACK_RADIUS_FRACTION * max(shape)
-    return np.hypot(rows - centre[0], cols - centre[1]) <= max(radius, 0.5)
+    distance = np.hypot(rows - centre[0], cols - centre[1])
+    return distance <= max(FALLBACK_RADIUS_FRACTION * max(shape), distance.min())
 
 
 def _declump(foreground):
@@ -433,9 +437,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "protein_channel": [Interval(Integral, 0, None, closed="left")],
         "marker_channel": [Interval(Integral, 0, None, closed="left")],
-        "stretch": [None, tuple, list],
+        "stretch": [None, PercentilePair()],
         "image_size": [Interval(Integral, 1, None, closed="left")],
-        "haralick_distances": [tuple, list],
+        "haralick_distances": [PositiveInts()],
         "gray_levels": [Interval(Integral, 1, 255, closed="both")],
         "zernike_degree": [Interval(Integral, 1, None, closed="left")],
         "radial_bins": [Interval(Integral, 1, None, closed="left")],
@@ -481,13 +485,33 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         -------
         self : HandcraftedFeatures
         """
-        _check_distances(self.haralick_distances)
         crops = self._check_crops(X, reset=True)
         self.n_channels_ = crops.shape[1]
-        for name in ("protein_channel", "marker_channel"):
-            _check_channel(name, getattr(self, name), self.n_channels_)
+        self._check_channels()
         self.n_features_out_ = len(self._names())
         return self
+
+    def _check_channels(self):
+        for name in ("protein_channel", "marker_channel"):
+            _check_channel(name, getattr(self, name), self.n_channels_)
+
+    def _check_settings_since_fit(self):
+        """The checks of ``fit`` again, for parameters set after it (``set_params``).
+
+        The features' width is fixed at fit (lazy and dask outputs are laid
+        out before any cell is measured), so settings that change it need a
+        new fit.
+        """
+        check_is_fitted(self, "n_features_out_")
+        self._validate_params()
+        self._check_channels()
+        width = len(self._names())
+        if width != self.n_features_out_:
+            raise ValueError(
+                "haralick_distances, zernike_degree or radial_bins changed since fit: they "
+                f"give {width} features per cell, fit gave n_features_out_="
+                f"{self.n_features_out_}. Call fit again after changing them."
+            )
 
     def _check_crops(self, X, *, reset):
         """sklearn's bookkeeping (``n_features_in_``, column names), then the crops check."""
@@ -502,8 +526,12 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         ``X`` may also be a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
         ``h5py`` or ``zarr`` array (read in blocks) or a ``dask.array`` (a lazy
         dask array comes back, computed block by block).
+
+        Parameters set after ``fit`` are checked as ``fit`` checks them;
+        ``haralick_distances``, ``zernike_degree`` or ``radial_bins`` that
+        change the number of features need a new ``fit``.
         """
-        check_is_fitted(self, "n_features_out_")
+        self._check_settings_since_fit()
         return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
 
     def _transform_in_memory(self, X):
@@ -538,20 +566,13 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Readable feature names, e.g. ``haralick_contrast_d1``, ``zernike_4_2``."""
-        check_is_fitted(self, "n_features_out_")
+        self._check_settings_since_fit()
         return np.asarray(self._names(), dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
         return tags
-
-
-def _check_distances(distances):
-    if not len(distances) or any(not isinstance(d, Integral) or d < 1 for d in distances):
-        raise ValueError(
-            f"haralick_distances must be positive integers, at least one; got {distances!r}."
-        )
 
 
 def _check_channel(name, channel, n_channels):

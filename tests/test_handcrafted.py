@@ -167,14 +167,64 @@ def test_classical_head_scores_average_precision():
         ({"marker_channel": 2}, "marker_channel=2 is not a channel"),
         ({"protein_channel": -1}, "'protein_channel' parameter"),
         ({"gray_levels": 300}, "'gray_levels' parameter"),
-        ({"haralick_distances": ()}, "haralick_distances must be positive integers"),
-        ({"haralick_distances": (1, 0)}, "haralick_distances must be positive integers"),
+        ({"haralick_distances": ()}, "'haralick_distances' parameter"),
+        ({"haralick_distances": (1, 0)}, "'haralick_distances' parameter"),
         ({"radial_bins": 0}, "'radial_bins' parameter"),
+        ({"stretch": (50, 10)}, "'stretch' parameter"),
+        ({"stretch": (10, 10)}, "'stretch' parameter"),
+        ({"stretch": (-5, 200)}, "'stretch' parameter"),
+        ({"stretch": (0, 100, 3)}, "'stretch' parameter"),
+        ({"stretch": ("a", "b")}, "'stretch' parameter"),
     ],
 )
 def test_bad_settings_are_refused_at_fit(screen, params, message):
     with pytest.raises(ValueError, match=message):
         HandcraftedFeatures(**params).fit(screen[:2])
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"marker_channel": 3}, "marker_channel=3 is not a channel"),
+        ({"gray_levels": 300}, "'gray_levels' parameter"),
+        ({"gray_levels": 0}, "'gray_levels' parameter"),
+        ({"haralick_distances": ()}, "'haralick_distances' parameter"),
+        ({"radial_bins": 0}, "'radial_bins' parameter"),
+        ({"stretch": (50, 10)}, "'stretch' parameter"),
+    ],
+)
+def test_settings_set_after_fit_are_checked_again(screen, params, message):
+    featurizer = HandcraftedFeatures().fit(screen[:2]).set_params(**params)
+    with pytest.raises(ValueError, match=message):
+        featurizer.transform(screen[:2])
+
+
+def test_a_feature_count_changed_after_fit_needs_a_new_fit(screen):
+    featurizer = HandcraftedFeatures().fit(screen[:2]).set_params(zernike_degree=2)
+    for method in (featurizer.transform, lambda X: featurizer.get_feature_names_out()):
+        with pytest.raises(ValueError, match="72 features per cell.*Call fit again"):
+            method(screen[:2])
+    refitted = featurizer.fit(screen[:2])
+    assert refitted.transform(screen[:2]).shape == (2, 72) == (2, refitted.n_features_out_)
+
+
+def test_settings_that_keep_the_count_apply_after_fit(screen, features):
+    featurizer = HandcraftedFeatures().fit(screen[:2])
+    featurizer.set_params(gray_levels=16, haralick_distances=(1, 2, 8))
+    out = featurizer.transform(screen[:2])
+    fresh = HandcraftedFeatures(**featurizer.get_params()).fit(screen[:2])
+    np.testing.assert_array_equal(out, fresh.transform(screen[:2]))
+    assert "haralick_contrast_d8" in featurizer.get_feature_names_out()
+    assert not np.array_equal(out, features[:2])
+
+
+@pytest.mark.parametrize("side", [1, 2, 3, 4])
+def test_crops_of_a_few_pixels_get_finite_features(side):
+    crops = np.random.default_rng(0).random((3, 2, side, side))
+    crops[0] = 0.0  # no cell: the fallback disc must still hold a pixel
+    features = HandcraftedFeatures(image_size=side).fit_transform(crops)
+    assert features.shape == (3, len(feature_names()))
+    assert np.isfinite(features).all()
 
 
 def test_transform_refuses_another_channel_count(screen):
