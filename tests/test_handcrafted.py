@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,7 +11,12 @@ from sklearn.svm import SVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_deeploc.datasets import make_yeast_cells
-from sklearn_deeploc.handcrafted import HandcraftedFeatures, feature_names, make_classical_head
+from sklearn_deeploc.handcrafted import (
+    HandcraftedFeatures,
+    SubsetSVMEnsemble,
+    feature_names,
+    make_classical_head,
+)
 from sklearn_deeploc.metrics import mean_average_precision_scorer
 from sklearn_deeploc.model_selection import FeatureCache
 
@@ -162,6 +169,32 @@ def test_classical_head_scores_average_precision():
 
 
 @pytest.mark.parametrize(
+    "y", [["a", "b"], ["a", "a", "a", "a", "b"]], ids=["one_cell_each", "one_rare_cell"]
+)
+def test_classical_head_members_see_every_class(y):
+    # Random 80% subsets of all cells could leave a member one class (libsvm
+    # refuses); stratified subsets keep every class in every member.
+    X = np.arange(len(y), dtype=float)[:, None] ** 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning about small subsets either
+        head = make_classical_head(random_state=0).fit(X, y)
+    np.testing.assert_array_equal(head.predict(X), y)
+    np.testing.assert_array_equal(head.predict_proba(X[-1:]), [[0.0, 1.0]])
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (["a"] * 4, "at least two classes.*\\['a'\\]"),
+        (["a", 1, "b", 2], "mixes label types"),
+    ],
+)
+def test_classical_head_refuses_unusable_labels(y, message):
+    with pytest.raises(ValueError, match=message):
+        make_classical_head(random_state=0).fit(np.eye(4), y)
+
+
+@pytest.mark.parametrize(
     ("params", "message"),
     [
         ({"marker_channel": 2}, "marker_channel=2 is not a channel"),
@@ -240,10 +273,12 @@ ONE_COLUMN = (
 
 
 @parametrize_with_checks(
-    [HandcraftedFeatures(image_size=1)],
-    expected_failed_checks=lambda estimator: {"check_fit2d_1feature": ONE_COLUMN},
+    [HandcraftedFeatures(image_size=1), SubsetSVMEnsemble(n_estimators=3, random_state=0)],
+    expected_failed_checks=lambda estimator: (
+        {"check_fit2d_1feature": ONE_COLUMN} if isinstance(estimator, HandcraftedFeatures) else {}
+    ),
 )
 def test_sklearn_compatible(estimator, check):
     # The checks feed small tables: with image_size=1 a table of width C is C
-    # channels of 1x1 pixels.
+    # channels of 1x1 pixels. The classical head is an ordinary classifier.
     check(estimator)
