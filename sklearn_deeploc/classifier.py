@@ -7,7 +7,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d
+from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .inference import PRECISIONS
 from .model import DeepLocModel
@@ -21,6 +21,7 @@ from .validation import (
     DeviceName,
     PercentilePair,
     PositiveInts,
+    check_channel_names,
     check_labels,
     validate_crops,
 )
@@ -285,10 +286,16 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     def _check_y(self, X, y):
         if y is None:
             raise ValueError("DeepLocClassifier requires y to be passed, but the target y is None.")
-        y = column_or_1d(y, warn=True)
-        check_consistent_length(X, y)
+        # The labels as given: a list keeps its types (column_or_1d would make ["a", 1] strings).
         classes, codes = check_labels(y)  # None, NaN and mixed types are named
+        y = classes[codes]
+        check_consistent_length(X, y)
         check_classification_targets(y)
+        if classes.dtype == bool:
+            raise ValueError(
+                "y holds booleans; model folders store class names as strings or numbers. "
+                "Expected labels such as y.astype(int) or names (e.g. 'positive')."
+            )
         if len(classes) < 2:
             raise ValueError(
                 "DeepLocClassifier needs cells of at least 2 classes; "
@@ -322,6 +329,10 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             crop_size=architecture["crop_size"],
         )
         classes, codes = self._check_y(X, y)
+        channel_names = self.channel_names
+        if channel_names is None and source is not None:
+            channel_names = source.channel_names
+        check_channel_names(channel_names, X.shape[1])
         recipe, dropout = self._recipe(source is not None)
         architecture.update(n_channels=X.shape[1], n_classes=len(classes), dropout=dropout)
         trained = train_network(
@@ -337,9 +348,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         self.history_ = trained.net.history
         self.validation_ = trained.validation
         self.n_iter_ = trained.n_iter
-        channel_names = self.channel_names
-        if channel_names is None and source is not None:
-            channel_names = source.channel_names
         self._set_model(
             DeepLocModel(
                 trained.net.module_,

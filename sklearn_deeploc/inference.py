@@ -51,9 +51,30 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device):
-    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``."""
+    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others are checked.
+
+    Raises
+    ------
+    ValueError
+        A device this machine (or this PyTorch build) does not have.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.inference import resolve_device
+    >>> resolve_device("cpu")
+    'cpu'
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type != "cpu":
+        try:  # the one portable test: torch says why (no CUDA build, no such index, no MPS)
+            torch.empty(0, device=device)
+        except (AssertionError, RuntimeError, NotImplementedError) as error:
+            reason = str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__
+            raise ValueError(
+                f"device={str(device)!r} is not available on this machine ({reason}); "
+                "use 'cpu', or 'auto' to take a GPU when there is one."
+            ) from error
     return device
 
 

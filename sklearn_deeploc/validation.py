@@ -270,8 +270,47 @@ def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
         validate_data(estimator, X, skip_check_array=True, reset=reset)
         return check_crops(X, **check)
     crops = check_crops(X, **check)
+    side = crops.shape[2:]
+    if side != (image_size, image_size):
+        fix = (
+            f"crop the cells at {image_size} pixels, or set image_size={side[0]}"
+            if reset and side[0] == side[1]
+            else f"crop the cells at {image_size} pixels, as for fit"
+        )
+        raise ValueError(
+            f"Expected crops of {image_size}x{image_size} pixels (image_size={image_size}); "
+            f"got {side[0]}x{side[1]}: {fix}."
+        )
     validate_data(estimator, crops.reshape(len(crops), -1), skip_check_array=True, reset=reset)
     return crops
+
+
+def check_channel_names(names, n_channels):
+    """Check ``channel_names`` (None or one string per channel) before any long work.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_channel_names
+    >>> check_channel_names(["GFP", "RFP"], 2)
+    ['GFP', 'RFP']
+    >>> check_channel_names(["GFP"], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: channel_names must name each of the 2 channels of X with a string; got ['GFP'].
+    """
+    if names is None:
+        return None
+    names = list(names) if isinstance(names, (list, tuple)) else names
+    if not (
+        isinstance(names, list)
+        and len(names) == n_channels
+        and all(isinstance(name, str) for name in names)
+    ):
+        raise ValueError(
+            f"channel_names must name each of the {n_channels} channels of X with a string; "
+            f"got {names!r}."
+        )
+    return names
 
 
 def _label_kind(value):

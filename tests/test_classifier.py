@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
 
-from sklearn_deeploc import load_pretrained
+from sklearn_deeploc import DeepLocFeaturizer, load_pretrained
 from sklearn_deeploc.datasets import make_yeast_cells
 
 
@@ -191,6 +191,50 @@ def test_y_problems(cells, make_tiny):
         make_tiny().fit(X, y[:-1])
     with pytest.raises(ValueError, match="at least 2 classes; got 1 class"):
         make_tiny().fit(X, np.full(len(X), "NUCLEI"))
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (lambda y: [1 if i % 2 else "a" for i in range(len(y))], "mixes label types"),
+        (lambda y: [np.nan if i == 1 else v for i, v in enumerate(y)], "missing values"),
+        (lambda y: [v == "NUCLEI" for v in y], "y holds booleans"),
+    ],
+    ids=["mixed-list", "nan-in-list", "booleans"],
+)
+def test_labels_given_as_a_list_are_checked_before_training(cells, make_tiny, labels, match):
+    X, y = cells
+    with pytest.raises(ValueError, match=match):  # max_iter: training would not end in time
+        make_tiny(max_iter=10**6).fit(X, labels(y))
+
+
+def test_settings_that_cannot_make_a_model_are_refused_before_training(cells, make_tiny):
+    X, y = cells
+    slow = {"max_iter": 10**6}
+    with pytest.raises(ValueError, match="channel_names must name each of the 2 channels"):
+        make_tiny(**slow, channel_names=["GFP"]).fit(X, y)
+    with pytest.raises(ValueError, match="crops of 50x50 pixels \\(image_size=50\\); got 64x64"):
+        make_tiny(**slow, image_size=50).fit(X, y)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
+def test_a_device_the_machine_lacks_is_refused_before_training(cells, make_tiny, source_model):
+    X, y = cells
+    with pytest.raises(ValueError, match="device='cuda:7' is not available on this machine"):
+        make_tiny(max_iter=10**6, device="cuda:7").fit(X, y)
+    with pytest.raises(ValueError, match="device='cuda:7' is not available on this machine"):
+        DeepLocFeaturizer(source_model, device="cuda:7").fit(X)
+
+
+def test_crops_of_another_size_are_described_as_crops(source_model, cells, make_tiny):
+    X, y = cells
+    with pytest.raises(ValueError, match="crops of 64x64 pixels.*got 63x63: crop the cells at 64"):
+        source_model.predict(X[:, :, :63, :63])
+    large = np.tile(X, (1, 1, 2, 2))
+    with pytest.raises(ValueError, match="got 128x128: crop the cells at 64 pixels, or set image"):
+        make_tiny().fit(large, y)
+    fitted = make_tiny(max_iter=2, image_size=128).fit(large, y)
+    assert fitted.model_.image_size == 128 and fitted.predict(large).shape == (len(y),)
 
 
 def test_nan_pixels(cells, make_tiny):
