@@ -66,7 +66,8 @@ class FeatureCache:
     def context(model, layer, tta, precision):
         """What a cell's features depend on besides its pixels: model, layer, tta, precision."""
         key = f"{model.digest()}|{layer}|{tta}|{precision}"
-        if precision == "int8":  # int8 features also depend on the calibration cells
+        # int8 features also depend on the calibration cells (without them, int8 is refused).
+        if precision == "int8" and model.calibration is not None:
             key += hashlib.sha256(model.calibration).hexdigest()
         return hashlib.blake2b(key.encode(), digest_size=32).digest()
 
@@ -199,13 +200,19 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         model = resolve_model(self.pretrained)
         if model is None:
             raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
-        self.n_features_out_ = model.feature_width(self.layer)
+        model.feature_width(self.layer)  # an unknown layer is refused before any work
         X = self._validate(X, model, reset=True)
         check_precision(self.precision, self.device)
         self.model_ = model.to(self.device)
         if self.precision == "int8":  # int8 ranges are measured on the target cells
             self.model_.calibrate(X)
         return self
+
+    @property
+    def n_features_out_(self):
+        """Length of a feature vector: the width of ``layer`` (also after ``set_params``)."""
+        check_is_fitted(self, "model_")
+        return self.model_.feature_width(self.layer)
 
     def _validate(self, X, model, *, reset):
         return validate_crops(

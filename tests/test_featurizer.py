@@ -127,3 +127,20 @@ def test_joblib_round_trip_in_a_fresh_process(source_model, cells, tmp_path):
     subprocess.run([sys.executable, "-c", script], check=True)
     for name, values in expected.items():
         np.testing.assert_array_equal(np.load(tmp_path / f"{name}.npy", allow_pickle=True), values)
+
+
+def test_a_layer_set_after_fit_sets_the_width_everywhere(source_model, cells):
+    X, _ = cells
+    featurizer = DeepLocFeaturizer(source_model).fit(X).set_params(layer="conv8")
+    assert featurizer.n_features_out_ == 8 == featurizer.transform(X).shape[1]
+    frame = featurizer.set_output(transform="pandas").transform(X)
+    assert list(frame.columns) == [f"conv8_{i}" for i in range(8)]
+
+
+def test_int8_with_a_cache_but_no_calibration_gets_the_calibration_message(source_model, cells):
+    from sklearn_deeploc.featurizer import FeatureCache
+
+    X, _ = cells
+    featurizer = DeepLocFeaturizer(source_model, cache=FeatureCache()).fit(X)
+    with pytest.raises(ValueError, match="precision='int8' needs calibration cells"):
+        featurizer.set_params(precision="int8").transform(X)
