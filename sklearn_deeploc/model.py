@@ -39,7 +39,7 @@ from .inference import (
 )
 from .network import DeepLocNet
 from .preprocessing import STRETCH_VARIANTS
-from .validation import IMAGE_SIZE, check_batch_fits, check_crops
+from .validation import IMAGE_SIZE, check_batch_fits, check_crops, check_positive_int
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -391,6 +391,12 @@ def _json_label(label):
     return label.item() if isinstance(label, np.generic) else label
 
 
+def _check_tta(tta):
+    if not isinstance(tta, (bool, np.bool_)):
+        raise ValueError(f"tta must be True, False or None (the model's choice); got {tta!r}.")
+    return bool(tta)
+
+
 class DeepLocModel:
     """A trained DeepLoc network with its classes, channels and preprocessing.
 
@@ -676,6 +682,7 @@ class DeepLocModel:
         -------
         self
         """
+        n_cells = check_positive_int(n_cells, "n_cells")
         X = self.check_crops(X)
         if len(X) > n_cells:
             pick = np.random.default_rng(random_state).choice(len(X), n_cells, replace=False)
@@ -716,7 +723,7 @@ class DeepLocModel:
             output=output,
             crop_size=self.crop_size,
             preprocessing=self.preprocessing,
-            tta=self.preprocessing["tta"] if tta is None else tta,
+            tta=self.preprocessing["tta"] if tta is None else _check_tta(tta),
             batch_size=batch_size,
             precision=precision,
             verbose=verbose,

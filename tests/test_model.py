@@ -313,3 +313,19 @@ def test_save_refuses_a_file_and_the_working_directory(tiny_model, tmp_path, mon
     with pytest.raises(ValueError, match="holds the current working directory"):
         tiny_model.save(".")
     assert DeepLocModel.load(folder).digest() == tiny_model.digest()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda m, X: m.calibrate(X, n_cells=-1), "n_cells must be a positive integer; got -1"),
+        (lambda m, X: m.calibrate(X, n_cells=2.5), "n_cells must be a positive integer"),
+        (lambda m, X: m.calibrate(X, n_cells=0), "n_cells must be a positive integer; got 0"),
+        (lambda m, X: m.predict_proba(X, tta="no"), "tta must be True, False or None"),
+    ],
+    ids=["negative", "fraction", "zero", "tta-string"],
+)
+def test_model_arguments_are_checked(tiny_model, rng, call, match):
+    X = rng.random((3, 2, 64, 64), dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        call(tiny_model, X)
