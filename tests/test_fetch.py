@@ -6,6 +6,8 @@ reaches outside 127.0.0.1.
 """
 
 import io
+import os
+import stat
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -194,6 +196,18 @@ def test_archive_downloaded_by_hand_works_offline(model_zip, tmp_path):
     logits, expected = _logits(folder)
     assert np.abs(logits - expected).max() < 1e-4
     assert archive.is_file()  # the user's file is left in place
+
+
+def test_fetched_folders_are_as_readable_as_the_umask_allows(model_zip, tmp_path):
+    archive = tmp_path / "pretrained_DeepLoc.zip"
+    archive.write_bytes(model_zip)
+    previous = os.umask(0o022)
+    try:
+        folder = fetch_deeploc_model(data_home=tmp_path / "home", archive=archive)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # mkdtemp would give 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o644}
 
 
 def test_offline_error_says_where_to_download_and_how_to_pass_it(tmp_path, no_retries):

@@ -4,6 +4,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -275,3 +276,14 @@ def test_progress_is_one_bar_on_a_terminal_and_plain_lines_elsewhere(
     assert [line.split()[1] for line in validations] == ["6/12", "12/12"]
     if not terminal:
         assert "step 3/12  loss " in output and " ETA " in output
+
+
+def test_checkpoint_files_are_as_readable_as_the_umask_allows(cells, make_tiny, tmp_path):
+    previous = os.umask(0o027)
+    try:
+        make_tiny(**RUN, checkpoint_dir=str(tmp_path)).fit(*cells)
+    finally:
+        os.umask(previous)
+    (checkpoint,) = tmp_path.iterdir()
+    modes = {stat.S_IMODE(path.stat().st_mode) for path in checkpoint.iterdir()}
+    assert modes == {0o640}

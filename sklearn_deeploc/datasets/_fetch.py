@@ -8,8 +8,8 @@ half-written by an interrupted call is never taken for a finished one.
 """
 
 import os
+import secrets
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections import namedtuple
@@ -131,7 +131,8 @@ def _build_folder(final, build):
     The temporary folder is a hidden sibling of ``final``, so the rename is
     atomic and an interrupted build never leaves a folder named ``final``.
     """
-    building = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    building = final.parent / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
+    building.mkdir()  # unlike mkdtemp's 0700, follows the umask: a shared data home stays readable
     try:
         build(building)
         _move_into_place(building, final)
