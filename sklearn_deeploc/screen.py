@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
-from .validation import _available_memory, check_labels, check_positive_int
+from .validation import available_memory, check_labels, check_positive_int
 
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
@@ -145,7 +145,7 @@ def _check_field(image):
 
 def _check_crops_fit(n_crops, shape, size):
     channels, height, width = shape
-    needed, available = n_crops * channels * size * size * 4, _available_memory()
+    needed, available = n_crops * channels * size * size * 4, available_memory()
     if available is not None and needed > available:
         raise ValueError(
             f"{n_crops} crop(s) of {channels}x{size}x{size} float32 need {needed / 1e9:.3g} GB, "

@@ -394,7 +394,7 @@ def check_labels(y, *, name="y"):
     return classes, codes.astype(np.int64)
 
 
-def _available_memory():
+def available_memory():
     """Bytes of memory available now, or None where the platform cannot say."""
     try:
         import psutil
@@ -439,7 +439,7 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells"):
     ValueError: batch_size=1000000000000000 needs ... GB for one batch of cells ...
     """
     batch_size = check_positive_int(batch_size, "batch_size")
-    needed, available = batch_size * bytes_per_item, _available_memory()
+    needed, available = batch_size * bytes_per_item, available_memory()
     if available is not None and needed > available:
         raise ValueError(
             f"batch_size={batch_size} needs {needed / 1e9:.3g} GB for one batch of {what} "
