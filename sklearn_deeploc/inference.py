@@ -50,6 +50,12 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _auto(device):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def resolve_device(device):
     """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others are checked.
 
@@ -64,8 +70,7 @@ def resolve_device(device):
     >>> resolve_device("cpu")
     'cpu'
     """
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = _auto(device)
     if torch.device(device).type != "cpu":
         try:  # the one portable test: torch says why (no CUDA build, no such index, no MPS)
             torch.empty(0, device=device)
@@ -113,7 +118,7 @@ def check_precision(precision, device="cpu"):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
-    device = torch.device(resolve_device(device))
+    device = torch.device(_auto(device))  # the kind of device; whether it exists is fit's to say
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision='fp16' needs a GPU; use 'bf16' on CPU.")
     if precision == "int8" and device.type != "cpu":
