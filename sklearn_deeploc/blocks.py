@@ -348,7 +348,7 @@ def _journal_records(path):
             record = json.loads(line)
             if {"file", "rows", "bytes", "sha256"} <= record.keys():
                 records[record["file"]] = record
-        except (ValueError, AttributeError):  # a line torn by a crash, or not a record
+        except (ValueError, AttributeError, TypeError):  # torn by a crash, or not a record
             continue
     return records
 

@@ -85,7 +85,9 @@ def _add_cell_job(commands, name, help_text, default_output):
         "--block-size", type=positive_int, default=4096, help="cells per resumable block"
     )
     sub.add_argument("--batch-size", type=positive_int, default=128)
-    sub.add_argument("--no-tta", action="store_true", help="centre crop only")
+    sub.add_argument(
+        "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
+    )
     sub.add_argument("--device", default="auto")
     _add_precision(sub)
     sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
@@ -154,6 +156,7 @@ def _add_crop(commands):
     crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
     crop.add_argument("--size", type=positive_int, default=64)
     crop.add_argument("--border", choices=["drop", "pad"], default="drop")
+    crop.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     crop.set_defaults(handler=_crop)
 
 
@@ -254,7 +257,7 @@ def _cell_job(args, job, **options):
             args.model,
             args.data,
             args.output,
-            tta=not args.no_tta,
+            tta=False if args.no_tta else None,
             batch_size=args.batch_size,
             block_size=args.block_size,
             device=args.device,
@@ -321,6 +324,7 @@ def _crop(args):
         label_column=args.label_column,
         size=args.size,
         border=args.border,
+        overwrite=args.overwrite,
         **_table_options(args),
     )
 

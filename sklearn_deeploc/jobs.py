@@ -303,16 +303,24 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
     output.parent.mkdir(parents=True, exist_ok=True)
     lock = output.with_name(output.name + ".lock")
     with held_lock(lock, output):  # one training per output: checkpoints are not shared
-        X, y = load_deeploc_hdf5(data)
-        if y is None:
-            raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
-        if verbose:
-            print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
-        classifier.fit(X, y)
-        classifier.save_pretrained(output)
-        shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
-    lock.unlink(missing_ok=True)
+        try:
+            _train_and_save(classifier, data, output, verbose)
+        finally:
+            # Removed while still held: removed after release, a run that took it in
+            # between would hold a file a third run no longer sees.
+            lock.unlink(missing_ok=True)
     return classifier
+
+
+def _train_and_save(classifier, data, output, verbose):
+    X, y = load_deeploc_hdf5(data)
+    if y is None:
+        raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
+    if verbose:
+        print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
+    classifier.fit(X, y)
+    classifier.save_pretrained(output)
+    shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
 
 
 def _images_identity(cells):
@@ -343,6 +351,19 @@ def _field_table(classifier, fields, well_pattern, border, field):
         proba = classifier.predict_proba(crops)
         table = pd.concat([table, probability_table(classifier.classes_, proba)], axis=1)
     return table
+
+
+def _calibration_crops(cells, border):
+    """int8 calibration cells: the first fields' crops, up to the calibration sample's size."""
+    sample, n = [], 0
+    for crops, _ in iter_field_crops(cells, border=border):
+        sample.append(crops)
+        n += len(crops)
+        if n >= CALIBRATION_CELLS:
+            break
+    if not n:
+        raise ValueError("precision='int8' needs cells to calibrate on; no field had any.")
+    return np.concatenate(sample)
 
 
 def run_screen(
@@ -389,7 +410,7 @@ def run_screen(
     border : {"pad", "drop"}, default="pad"
     device : str, default="auto"
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        Arithmetic of inference; int8 calibrates on the cells of the first field.
+        Arithmetic of inference; int8 calibrates on the cells of the first fields.
     overwrite : bool, default=False
     verbose : int, default=1
 
@@ -406,17 +427,25 @@ def run_screen(
         x_column=x_column,
         y_column=y_column,
     )
+    if not len(cells):
+        raise ValueError(f"The cell table {coords} has no cells.")
+    try:
+        re.compile(well_pattern)
+    except re.error as error:
+        raise ValueError(
+            f"well_pattern {well_pattern!r} is not a regular expression: {error}."
+        ) from error
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(
             f"Output {output} is a file; expected a folder for cells.csv and wells.csv."
         )
-    output.mkdir(parents=True, exist_ok=True)
     fields = dict(tuple(cells.groupby("field", sort=False)))
     check_precision(precision, device)
     model = resolve_model(model).to(device)
     if precision == "int8":
-        model.calibrate(next(iter_field_crops(next(iter(fields.values())), border=border))[0])
+        model.calibrate(_calibration_crops(cells, border))
+    output.mkdir(parents=True, exist_ok=True)
     classifier = DeepLocClassifier.from_model(model).set_params(device=device, precision=precision)
     manifest = {
         "job": "screen",
@@ -435,12 +464,34 @@ def run_screen(
         parts.compute(_field_table, classifier, fields, well_pattern, border)
         cells_table = parts.assemble()
     columns = [f"p_{c}" for c in classifier.classes_]
+    if not set(columns) <= set(cells_table.columns):  # no field had a cell to predict
+        raise ValueError(
+            f"No cell of {coords} could be cropped (border={border!r}): every centre lies "
+            "outside its field or too close to its edge."
+        )
     scored = cells_table.dropna(subset=columns)
     wells = aggregate(scored[columns].to_numpy(), scored["well"].to_numpy(), columns)
     wells["label"] = classifier.classes_[wells[columns].to_numpy().argmax(axis=1)]
     wells = wells.reset_index()
     write_table(wells, output / "wells.csv")
     return cells_table, wells
+
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+
+
+def _check_crop_output(output, coords, overwrite):
+    """Refuse an output that is not HDF5, that exists (without overwrite) or is the table."""
+    output = Path(output)
+    if output.suffix.lower() not in HDF5_SUFFIXES:
+        raise ValueError(
+            f"The output of crop is a DeepLoc HDF5 file; expected a name ending in "
+            f"{list(HDF5_SUFFIXES)}, got {output}."
+        )
+    if isinstance(coords, (str, os.PathLike)) and output.resolve() == Path(coords).resolve():
+        raise ValueError(f"The output {output} is the cell table itself; choose another name.")
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
 
 
 def crop(
@@ -456,6 +507,7 @@ def crop(
     label_column=None,
     size=64,
     border="drop",
+    overwrite=False,
     verbose=1,
 ):
     """From micrographs and a table of cell centres to a DeepLoc HDF5 training file.
@@ -474,6 +526,8 @@ def crop(
     size : int, default=64
     border : {"drop", "pad"}, default="drop"
         Cells whose box crosses the field's edge: dropped, or padded.
+    overwrite : bool, default=False
+        Replace an existing ``output`` (never the cell table itself).
     verbose : int, default=1
 
     Returns
@@ -481,6 +535,7 @@ def crop(
     pandas.DataFrame
         The cells kept, one row per crop written, in file order.
     """
+    _check_crop_output(output, coords, overwrite)
     if coords is None:
         if images is None or label_column is not None:
             raise ValueError("Without a cell table, give --images (and no label column).")

@@ -43,6 +43,7 @@ from .checkpoints import (
 from .inference import check_precision, resolve_device
 from .network import DeepLocNet
 from .preprocessing import center_crop, random_augment, stretch_as_stored, to_tensor
+from .validation import check_batch_fits
 
 LR_DECAY = {"step_size": 25, "gamma": 0.96}  # the paper: x0.96 every 25 steps
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -797,6 +798,11 @@ def train_network(
         When the checkpoint in ``recipe.checkpoint_dir`` belongs to another run.
     """
     device = torch.device(resolve_device(recipe.device))
+    # A lower bound of a training cell's memory: its crop and one activation map (the
+    # backward pass keeps several), so that only batches that cannot fit are refused.
+    widest = architecture["n_channels"] + max(architecture["conv_channels"])
+    per_cell = 4 * architecture["crop_size"] ** 2 * widest
+    check_batch_fits(recipe.batch_size, per_cell, what="training cells")
     # The arithmetic that runs, so that a checkpoint resumes on any device that computes alike.
     recipe = replace(recipe, precision=training_precision(recipe.precision, device))
     seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)

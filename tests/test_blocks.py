@@ -308,3 +308,15 @@ def test_dask_client_writes_the_same_verified_blocks(tmp_path):
         block_path(out, 4, 8).write_bytes(b"damaged")
         assert run_blocks(out, 10, 4, cell_rows, manifest=MANIFEST, client=client, verbose=0) == 1
     pd.testing.assert_frame_equal(read_table(out), before)
+
+
+def test_journal_lines_of_the_wrong_shape_are_skipped(tmp_path):
+    out = tmp_path / "cells.csv"
+    before = complete_run(out)
+    journal = parts_folder(out) / "journal.jsonl"
+    with open(journal, "a") as handle:
+        handle.write('{"file": ["a"], "rows": 1, "bytes": 1, "sha256": "x"}\n[1, 2]\n')
+    function = Recorder()
+    assert run_blocks(out, 10, 4, function, manifest=MANIFEST, verbose=0) == 0
+    assert function.calls == []
+    pd.testing.assert_frame_equal(read_table(out), before)

@@ -91,3 +91,38 @@ def test_crop_without_a_table_finds_the_cells(field, tmp_path):
     assert main(args) == 0
     X, y = load_deeploc_hdf5(data)
     assert y is None and len(X) > 300  # about 600 cells are in the field; 390 are listed
+
+
+def test_crop_never_replaces_a_file_unasked(field, tmp_path, capsys):
+    import shutil
+
+    table = tmp_path / "cells.csv"
+    shutil.copy(field / "cells.csv", table)
+    before = table.read_bytes()
+    options = ["--coords", str(table), "--images", str(field)]
+    assert main(["crop", *options, "-o", str(tmp_path / "cells.h5")]) == 0
+    assert main(["crop", *options, "-o", str(tmp_path / "cells.h5")]) == 2
+    assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert main(["crop", *options, "-o", str(tmp_path / "cells.h5"), "--overwrite"]) == 0
+    assert main(["crop", *options, "-o", str(table), "--overwrite"]) == 2
+    assert "expected a name ending in ['.h5', '.hdf5', '.hdf']" in capsys.readouterr().err
+    assert table.read_bytes() == before  # the cell table survives
+
+
+def test_screen_without_any_croppable_cell_is_one_clear_error(field, tmp_path, capsys):
+    cells = pd.read_csv(field / "cells.csv").head(5).assign(Center_X=5000)
+    cells["Image Path"] = [str(field / p) for p in cells["Image Path"]]
+    cells.to_csv(tmp_path / "outside.csv", index=False)
+    model = tmp_path / "model"
+    from sklearn_deeploc import DeepLocModel, DeepLocNet
+
+    DeepLocModel(DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8)), ["a", "b"]).save(
+        model
+    )
+    screen = ["screen", str(model), "--coords", str(tmp_path / "outside.csv")]
+    assert main([*screen, "-o", str(tmp_path / "out"), "--channels", "ch1", "ch3"]) == 2
+    assert "could be cropped" in capsys.readouterr().err
+    bad = [*screen, "-o", str(tmp_path / "out2"), "--well-pattern", "(["]
+    assert main(bad) == 2
+    assert "is not a regular expression" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

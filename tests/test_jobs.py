@@ -189,3 +189,33 @@ def test_screen_rerun_after_an_image_changed_refuses(files, shared_data, tmp_pat
     shutil.copy(field / "r01c01f01p01-ch3sk1fk1fl1.tiff", image)
     with pytest.raises(OutputMismatchError, match="images"):
         jobs.run_screen(files / "model", field / "cells.csv", tmp_path / "out", **options)
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:7"])
+def test_a_device_that_is_not_there_is_one_line_and_exit_2(files, tmp_path, capsys, device):
+    if device == "cuda:7" and torch.cuda.device_count() > 7:  # pragma: no cover
+        pytest.skip("this machine has a GPU cuda:7")
+    out = str(tmp_path / "a.csv")
+    assert main(["predict", str(files / "model"), str(files / "cells.h5"), "-o", out,
+                 "--device", device]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert f"{device!r}" in error and error.count("\n") == 1
+
+
+def test_a_failed_training_leaves_no_lock_and_a_huge_batch_is_refused(files, tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(ValueError, match="batch_size=100000000000 needs .* GB"):
+        jobs.train(files / "cells.h5", target, verbose=0, max_iter=2, batch_size=10**11)
+    assert not target.with_name("model.lock").exists()
+
+
+def test_predict_from_the_command_line_keeps_the_models_tta(files, tmp_path, source_model):
+    model = DeepLocModel.load(files / "model")
+    model.preprocessing["tta"] = False
+    model.save(tmp_path / "centre-only")
+    out = tmp_path / "cells.csv"
+    assert main(["predict", str(tmp_path / "centre-only"), str(files / "cells.h5"),
+                 "-o", str(out)]) == 0  # fmt: skip
+    expected = jobs.predict(tmp_path / "centre-only", files / "cells.h5", tmp_path / "b.csv",
+                            tta=False, verbose=0)  # fmt: skip
+    pd.testing.assert_frame_equal(pd.read_csv(out), expected)
