@@ -200,6 +200,8 @@ def read_cell_table(
         channels = [channels]
     if channels is not None and len(channels) == 0:
         raise ValueError("channels must name at least one channel; got an empty list.")
+    if channels is not None and len(set(channels)) != len(channels):
+        raise ValueError(f"channels names a channel twice: {list(channels)}.")
     if layout == "auto":
         layout = _detect_layout(frame, image_column, channels)
     if layout == "cellprofiler":
@@ -298,8 +300,9 @@ def read_field(files):
     ----------
     files : str, path-like, sequence of them, or a row of a cell table
         The field's channel files, or a row of :func:`read_cell_table`'s
-        table (its ``file_*`` entries). Each file gives one channel per page
-        (multi-page TIFF, Opera ``.flex``), or per colour for RGB images.
+        table (its ``file_*`` entries). A single file gives one channel per
+        page (multi-page TIFF, Opera ``.flex``), or per colour for RGB images;
+        of several files, each must hold one channel.
         TIFF-based files are read with tifffile, others with scikit-image.
 
     Returns
@@ -325,8 +328,10 @@ def read_field(files):
     >>> tifffile.imwrite(path, np.zeros((3, 40, 50), np.uint16), photometric="minisblack")
     >>> read_field(path).shape
     (3, 40, 50)
-    >>> read_field([path, path]).shape
-    (6, 40, 50)
+    >>> gfp = tempfile.mkdtemp() + "/gfp.tiff"
+    >>> tifffile.imwrite(gfp, np.zeros((40, 50), np.uint16))
+    >>> read_field([gfp, gfp]).shape
+    (2, 40, 50)
     """
     if isinstance(files, pd.Series):
         row = files
@@ -339,10 +344,22 @@ def read_field(files):
         raise ValueError("Expected at least one image file; got none.")
     _missing_files(files)
     images = [_read_image(path) for path in files]
+    if len(files) > 1:  # one file per channel (a table's file_<channel> entries, or a list)
+        _check_one_channel_each(files, images)
     sizes = {str(path): image.shape[1:] for path, image in zip(files, images)}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"The channel images of a field must have one size; got {sizes}.")
     return np.concatenate(images)
+
+
+def _check_one_channel_each(files, images):
+    several = {str(path): len(image) for path, image in zip(files, images) if len(image) != 1}
+    if several:
+        raise ValueError(
+            f"Each channel file must hold one channel; these hold more {several} (RGB "
+            "samples or pages). Save one channel per file, or read a multi-channel image "
+            "alone (the stack layout)."
+        )
 
 
 def iter_field_crops(cells, *, size=64, border="pad", verbose=0):

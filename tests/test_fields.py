@@ -208,3 +208,15 @@ def test_empty_csv_is_refused(tmp_path):
     (tmp_path / "cells.csv").write_text("")
     with pytest.raises(ValueError, match=r"cells.csv is empty"):
         read_cell_table(tmp_path / "cells.csv")
+
+
+def test_a_channel_file_with_several_channels_and_repeated_channels_are_refused(tmp_path):
+    gfp, rgb = tmp_path / "f-ch1.tiff", tmp_path / "f-ch2.tiff"
+    tifffile.imwrite(gfp, np.zeros((40, 50), np.uint16))
+    tifffile.imwrite(rgb, np.zeros((40, 50, 3), np.uint8), photometric="rgb")
+    with pytest.raises(ValueError, match="Each channel file must hold one channel.*f-ch2.tiff"):
+        read_field([gfp, rgb])
+    assert read_field(rgb).shape == (3, 40, 50)  # alone, its colours are its channels
+    table = pd.DataFrame({"Image Path": ["f-ch1.tiff"], "Center_X": [20], "Center_Y": [20]})
+    with pytest.raises(ValueError, match="channels names a channel twice"):
+        read_cell_table(table, channels=["ch1", "ch1"], folder=tmp_path)
