@@ -223,7 +223,7 @@ def read_cell_table(
             files = {FILE_PREFIX: [str(folder / name) for name in fields]}
     _missing_columns(frame, [x_column, y_column] + ([label_column] if label_column else []))
     cells = pd.DataFrame({"field": fields, **files}, index=frame.index)
-    cells["x"], cells["y"] = frame[x_column].to_numpy(), frame[y_column].to_numpy()
+    cells["x"], cells["y"] = (_coordinates(frame, column) for column in (x_column, y_column))
     if label_column:
         cells["label"] = frame[label_column].to_numpy()
     return cells
@@ -240,6 +240,19 @@ def file_columns(cells):
     ['file_GFP', 'file_RFP']
     """
     return [c for c in cells.columns if _is_file_column(c)]
+
+
+def _coordinates(frame, column):
+    """A centre column as floats, naming the first row that is not a number."""
+    values = pd.to_numeric(frame[column], errors="coerce")
+    bad = values.isna() & frame[column].notna()
+    if bad.any():
+        first = bad.to_numpy().argmax()
+        raise ValueError(
+            f"Column {column!r} must hold pixel coordinates; row {first} holds "
+            f"{frame[column].iloc[first]!r}."
+        )
+    return values.to_numpy(dtype=float)
 
 
 def _is_file_column(name):
@@ -286,7 +299,8 @@ def _read_image(path):
     return np.concatenate(stacks)
 
 
-def _missing_files(paths, limit=10):
+def check_image_files(paths, limit=10):
+    """Raise one ``FileNotFoundError`` listing the image files (of ``paths``) that are missing."""
     missing = sorted({str(p) for p in paths if not Path(p).is_file()})
     if missing:
         more = f" and {len(missing) - limit} more" if len(missing) > limit else ""
@@ -342,7 +356,7 @@ def read_field(files):
         files = [files]
     if not len(files):
         raise ValueError("Expected at least one image file; got none.")
-    _missing_files(files)
+    check_image_files(files)
     images = [_read_image(path) for path in files]
     if len(files) > 1:  # one file per channel (a table's file_<channel> entries, or a list)
         _check_one_channel_each(files, images)
@@ -418,7 +432,7 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
             f"got columns {list(cells.columns)}."
         )
     _missing_columns(cells, ["x", "y"])
-    _missing_files(cells[columns].to_numpy().ravel())
+    check_image_files(cells[columns].to_numpy().ravel())
     fields = cells.groupby(columns, sort=False)
     n_channels = None
     for _, field in tqdm(fields, total=fields.ngroups, unit="field", disable=not verbose):

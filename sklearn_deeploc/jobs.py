@@ -26,12 +26,19 @@ from .blocks import (
 from .classifier import DeepLocClassifier
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .featurizer import DeepLocFeaturizer
-from .fields import crop_fields, file_columns, iter_field_crops, read_cell_table, read_field
+from .fields import (
+    check_image_files,
+    crop_fields,
+    file_columns,
+    iter_field_crops,
+    read_cell_table,
+    read_field,
+)
 from .inference import check_precision
 from .model import CALIBRATION_CELLS
 from .pretrained import resolve_model
 from .screen import aggregate, find_cells
-from .validation import check_positive_int
+from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
 TABLE_FORMATS = (".csv", ".parquet")
@@ -326,6 +333,7 @@ def _train_and_save(classifier, data, output, verbose):
 def _images_identity(cells):
     """Size and modification time of every image file: a replaced image changes it."""
     files = sorted({path for column in file_columns(cells) for path in cells[column]})
+    check_image_files(files)
     stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files]
     return hashlib.sha256(repr(stats).encode()).hexdigest()
 
@@ -555,6 +563,8 @@ def crop(
     if not len(crops):
         raise ValueError(f"No cell of {coords} could be cropped (border={border!r}).")
     labels = kept["label"].to_numpy() if label_column else None
+    if labels is not None:
+        check_labels(labels, name=f"The label column {label_column!r}")
     save_deeploc_hdf5(output, crops, labels)
     if verbose:
         print(f"wrote {output}: {len(crops)} of {len(cells)} cells")

@@ -126,3 +126,21 @@ def test_screen_without_any_croppable_cell_is_one_clear_error(field, tmp_path, c
     assert main(bad) == 2
     assert "is not a regular expression" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+
+def test_table_mistakes_are_named(field, tmp_path, capsys):
+    cells = pd.read_csv(field / "cells.csv").head(6)
+    cells["Image Path"] = [str(field / p) for p in cells["Image Path"]]
+    text = cells.astype({"Center_X": object})
+    text.loc[3, "Center_X"] = "abc"
+    text.to_csv(tmp_path / "text.csv", index=False)
+    out = ["-o", str(tmp_path / "x.h5"), "--channels", "ch1", "ch3"]
+    assert main(["crop", "--coords", str(tmp_path / "text.csv"), *out]) == 2
+    assert "Column 'Center_X' must hold pixel coordinates; row 3 holds 'abc'" in (
+        capsys.readouterr().err
+    )
+    cells.assign(label=["ER", None, "ER", "ER", "ER", "ER"]).to_csv(tmp_path / "l.csv", index=False)
+    assert main(["crop", "--coords", str(tmp_path / "l.csv"), *out, "--label-column", "label"]) == 2
+    assert "The label column 'label' contains missing values" in capsys.readouterr().err
+    assert main(["crop", "--coords", str(tmp_path / "l.csv"), *out[:2], "--channels", "ch9"]) == 2
+    assert "image files not found" in capsys.readouterr().err
