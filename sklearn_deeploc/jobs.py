@@ -480,7 +480,7 @@ def run_screen(
     scored = cells_table.dropna(subset=columns)
     wells = aggregate(scored[columns].to_numpy(), scored["well"].to_numpy(), columns)
     wells["label"] = classifier.classes_[wells[columns].to_numpy().argmax(axis=1)]
-    wells = wells.reset_index()
+    wells = wells.rename_axis("well").reset_index()  # the column name of cells.csv
     write_table(wells, output / "wells.csv")
     return cells_table, wells
 

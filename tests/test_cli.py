@@ -130,7 +130,7 @@ def test_screen_on_the_real_field(screen_files, shared_data, tmp_path, capsys):
     assert len(cells) == len(listed)
     assert {"image", "well", "x", "y", "padded", "p_ER", "label"} <= set(cells.columns)
     wells = pd.read_csv(out / "wells.csv")
-    assert wells["group"].tolist() == ["r01c01"] and wells["n_cells"].item() == len(listed)
+    assert wells["well"].tolist() == ["r01c01"] and wells["n_cells"].item() == len(listed)
     capsys.readouterr()
     assert main(args) == 0
     assert "1 fields already done" in capsys.readouterr().out
