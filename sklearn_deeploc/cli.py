@@ -11,6 +11,8 @@ from ._version import __version__
 from .blocks import ResumableOutputError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
+# Commands that keep their finished work (blocks, fields, checkpoints) across an interruption.
+RESUMABLE_COMMANDS = ("train", "predict", "featurize", "screen")
 
 
 def positive_int(text):
@@ -380,9 +382,14 @@ def main(argv=None):
         args.handler(args)
     except KeyboardInterrupt as interrupt:
         detail = f" ({interrupt})" if str(interrupt) else ""
+        resumes = (
+            ", and the same command resumes from what was kept"
+            if args.command in RESUMABLE_COMMANDS
+            else "; run the command again to start over"
+        )
         print(
             f"deeploc {args.command}: interrupted{detail}; nothing unfinished was written as "
-            "finished, and the same command resumes from what was kept.",
+            f"finished{resumes}.",
             file=sys.stderr,
         )
         return INTERRUPTED

@@ -138,3 +138,15 @@ def test_screen_on_the_real_field(screen_files, shared_data, tmp_path, capsys):
         part.unlink()
     assert main(args) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)
+
+
+def test_ctrl_c_says_whether_the_command_resumes(monkeypatch, capsys, tmp_path):
+    import sklearn_deeploc.jobs as jobs_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs_module, "crop", interrupted)
+    args = ["crop", "--coords", "cells.csv", "-o", str(tmp_path / "x.h5")]
+    assert main(args) == 130
+    assert "run the command again to start over" in capsys.readouterr().err
