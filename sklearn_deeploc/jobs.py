@@ -199,7 +199,7 @@ def featurize(
     output,
     *,
     layer="fc2",
-    tta=True,
+    tta=None,
     batch_size=128,
     block_size=DEFAULT_BLOCK,
     device="auto",
@@ -222,8 +222,10 @@ def featurize(
     output = _check_table_path(output)
     check_positive_int(block_size, "block_size")
     dataset = _check_data_file(data)
+    model = _model_for(model, device, "fp32", dataset)
+    tta = model.preprocessing["tta"] if tta is None else tta
     featurizer = DeepLocFeaturizer(
-        _model_for(model, device, "fp32", dataset),
+        model,
         layer=layer,
         tta=tta,
         batch_size=batch_size,
