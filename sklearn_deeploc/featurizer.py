@@ -1,6 +1,7 @@
 """``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor, and its feature cache."""
 
 import hashlib
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -261,7 +262,10 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     def __setstate__(self, state):
         self.__dict__.update(state)
         if "model_" in state:  # pickles hold CPU models; go back to the chosen device
-            self.model_ = self.model_.to(self.device)
+            try:
+                self.model_ = self.model_.to(self.device)
+            except ValueError as error:  # saved on a GPU machine, loaded on one without
+                warnings.warn(f"{error} The featurizer stays on the CPU.", stacklevel=2)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

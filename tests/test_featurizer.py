@@ -144,3 +144,16 @@ def test_int8_with_a_cache_but_no_calibration_gets_the_calibration_message(sourc
     featurizer = DeepLocFeaturizer(source_model, cache=FeatureCache()).fit(X)
     with pytest.raises(ValueError, match="precision='int8' needs calibration cells"):
         featurizer.set_params(precision="int8").transform(X)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
+def test_a_pickle_for_a_missing_gpu_loads_on_the_cpu_with_a_warning(source_model, cells):
+    import pickle
+
+    X, _ = cells
+    featurizer = DeepLocFeaturizer(source_model).fit(X)
+    expected = featurizer.transform(X)
+    saved = pickle.dumps(featurizer.set_params(device="cuda:7"))
+    with pytest.warns(UserWarning, match="'cuda:7' is not available.*stays on the CPU"):
+        loaded = pickle.loads(saved)
+    np.testing.assert_allclose(loaded.transform(X), expected, atol=1e-6)
