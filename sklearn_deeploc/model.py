@@ -770,8 +770,10 @@ class DeepLocModel:
         -------
         dict
             ``top1_agreement`` (fraction of cells with the same predicted
-            class) and ``<layer>_max_relative_error`` for every feature layer
-            (see :func:`~sklearn_deeploc.inference.precision_agreement`).
+            class), ``<layer>_max_relative_error`` for every feature layer
+            (see :func:`~sklearn_deeploc.inference.precision_agreement`) and
+            ``precision``, the arithmetic that ran (``"fp32"`` where bf16 is
+            not native, with a warning).
 
         Examples
         --------
@@ -785,11 +787,12 @@ class DeepLocModel:
         (True, True)
         """
         X = self.check_crops(X)
+        used = check_precision(precision, self.device)  # warns once where bf16 falls back
         outputs = ("proba", *self.feature_layers)
         options = {"tta": tta, "batch_size": batch_size, "verbose": 0}
         reference = {o: self._run(X, o, precision="fp32", **options) for o in outputs}
-        reduced = {o: self._run(X, o, precision=precision, **options) for o in outputs}
-        return precision_agreement(reference, reduced)
+        reduced = {o: self._run(X, o, precision=used, **options) for o in outputs}
+        return {**precision_agreement(reference, reduced), "precision": used}
 
     # -- pickling --------------------------------------------------------------------
 

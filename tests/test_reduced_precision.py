@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from sklearn_deeploc import DeepLocFeaturizer
 
@@ -76,3 +77,15 @@ def test_int8_classifier_calibrates_on_its_training_cells(cells, make_tiny):
     proba = clf.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-3)
     assert clf.model_.agreement(X, "int8")["top1_agreement"] >= 0.97
+
+
+def test_agreement_says_when_bf16_ran_as_fp32(source_model, cells, monkeypatch):
+    import warnings
+
+    X, _ = cells
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = source_model.model_.agreement(X[:4], "bf16")
+    assert report["precision"] == "fp32" and len(caught) == 1
