@@ -57,6 +57,10 @@ def _identity(handle):
     return _FileIdentity(status.st_size, status.st_mtime_ns, status.st_ino)
 
 
+def _same_array(a, b):
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
+
+
 def _open(path):
     """Open an HDF5 file read-only, saying which file when it is not one."""
     try:
@@ -446,15 +450,30 @@ class DeepLocHDF5Dataset(Dataset):
         if self._handle is None:
             handle = _open(self.path)
             now = _identity(handle)
-            if now != self._identity:
+            # A touched or copied file (opened for writing, a new attribute, a worker's own
+            # copy) is checked again; only a change of its cells' layout or labels refuses.
+            if now != self._identity and not self._same_layout(handle):
                 handle.close()
                 raise ValueError(
                     f"{self.path} changed since this DeepLocHDF5Dataset checked it (was "
-                    f"{self._identity}, now {now}); its checked layout and labels no longer "
-                    "describe the file. Make a new DeepLocHDF5Dataset."
+                    f"{self._identity}, now {now}): its chunks or labels differ from the ones "
+                    "checked. Make a new DeepLocHDF5Dataset."
                 )
-            self._handle = handle
+            self._identity, self._handle = now, handle
         return self._handle
+
+    def _same_layout(self, handle):
+        try:
+            layout = _read_layout(handle, self.path, self.image_size)
+        except ValueError:  # no longer a valid DeepLoc file
+            return False
+        return (
+            layout.chunks == self._chunks
+            and np.array_equal(layout.starts, self._starts)
+            and layout.n_channels == self.n_channels
+            and _same_array(layout.classes, self.classes)
+            and _same_array(layout.labels, self._labels)
+        )
 
     def _positions(self, index):
         """Cell positions (non-negative int64, 1-D) for an index, and whether it was a scalar."""
