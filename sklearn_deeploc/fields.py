@@ -300,7 +300,18 @@ def _read_image(path):
 
 
 def check_image_files(paths, limit=10):
-    """Raise one ``FileNotFoundError`` listing the image files (of ``paths``) that are missing."""
+    """Raise one ``FileNotFoundError`` listing the image files (of ``paths``) that are missing.
+
+    At most ``limit`` are named, then how many more.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.fields import check_image_files
+    >>> check_image_files(["no-such-field-ch1.tiff", "no-such-field-ch2.tiff"], limit=1)
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: 2 image files not found: ['no-such-field-ch1.tiff'] and 1 more.
+    """
     missing = sorted({str(p) for p in paths if not Path(p).is_file()})
     if missing:
         more = f" and {len(missing) - limit} more" if len(missing) > limit else ""

@@ -395,7 +395,15 @@ def check_labels(y, *, name="y"):
 
 
 def available_memory():
-    """Bytes of memory available now, or None where the platform cannot say."""
+    """Bytes of memory available now, or None where the platform cannot say.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import available_memory
+    >>> memory = available_memory()
+    >>> memory is None or memory > 0
+    True
+    """
     try:
         import psutil
     except ImportError:
