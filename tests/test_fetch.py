@@ -7,8 +7,12 @@ reaches outside 127.0.0.1.
 
 import io
 import os
+import re
+import shutil
 import stat
+import struct
 import threading
+import types
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -145,7 +149,8 @@ def test_first_call_downloads_and_converts_the_next_makes_no_request(server, mod
     folder = fetch_deeploc_model(data_home=tmp_path, url=url)
     logits, expected = _logits(folder)
     assert np.abs(logits - expected).max() < 1e-4
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == sorted([fetch.COMPLETE_MARKER, "config.json", "weights.safetensors"])
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # archive and temp folder gone
     assert fetch_deeploc_model(data_home=tmp_path, url=url) == folder
     assert len(server.requests) == 1
@@ -300,3 +305,139 @@ def test_a_path_that_exists_wins_over_a_name(tmp_path, monkeypatch):
     DeepLocModel(net, ["a", "b"]).save(tmp_path / "deeploc-chong")
     assert list(load_pretrained("deeploc-chong").classes_) == ["a", "b"]
     assert not (tmp_path / "empty-home" / "deeploc-chong").exists()
+
+
+def _broken_folder(home, kind):
+    """What an interrupted or foreign write may leave where the model folder belongs."""
+    target = home / "deeploc-chong"
+    if kind == "file":
+        target.write_text("not a folder")
+        return
+    target.mkdir()
+    if kind == "config only":
+        (target / "config.json").write_text("{}")
+
+
+@pytest.mark.parametrize("kind", ["empty", "config only", "file"])
+def test_incomplete_folder_in_the_data_home_is_fetched_again(server, model_zip, tmp_path, kind):
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip)
+    _broken_folder(tmp_path, kind)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    logits, expected = _logits(folder)
+    assert np.abs(logits - expected).max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]  # the broken one deleted
+    assert fetch_deeploc_model(data_home=tmp_path, url=url) == folder
+    assert len(server.requests) == 1
+
+
+def test_fetched_folder_with_a_file_cut_short_is_fetched_again(server, model_zip, tmp_path):
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert fetch_deeploc_model(data_home=tmp_path, url=url) == folder
+    assert len(server.requests) == 2
+    logits, expected = _logits(folder)
+    assert np.abs(logits - expected).max() < 1e-4
+
+
+def _corrupt_middle(data):
+    middle = slice(len(data) // 2, len(data) // 2 + 64)
+    corrupt = bytearray(data)
+    corrupt[middle] = bytes(b ^ 0xFF for b in corrupt[middle])
+    return bytes(corrupt)
+
+
+@pytest.mark.parametrize(
+    ("leftover", "downloads"), [("truncated", 1), ("corrupt", 1), ("whole", 0)]
+)
+def test_archive_left_in_the_data_home_is_used_only_if_whole(
+    server, model_zip, tmp_path, leftover, downloads
+):
+    left = {
+        "truncated": model_zip[: len(model_zip) // 2],
+        "corrupt": _corrupt_middle(model_zip),
+        "whole": model_zip,
+    }
+    (tmp_path / "pretrained_DeepLoc.zip").write_bytes(left[leftover])
+    url = server.serve("/pretrained_DeepLoc.zip", model_zip)
+    folder = fetch_deeploc_model(data_home=tmp_path, url=url)
+    assert len(server.requests) == downloads
+    logits, expected = _logits(folder)
+    assert np.abs(logits - expected).max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+
+
+def test_archive_past_the_size_limit_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "MAX_EXTRACTED_BYTES", 10_000)
+    archive = tmp_path / "DeepLoc_full_datasets.zip"
+    archive.write_bytes(_zip({"a.txt": b"small", "datasets/big_set.hdf5": bytes(20_005)}))
+    error = "would unpack to 20010 bytes; the limit is MAX_EXTRACTED_BYTES = 10000 bytes"
+    with pytest.raises(ValueError, match=error):
+        fetch._unzip(archive, tmp_path / "out")
+    assert list((tmp_path / "out").rglob("*")) == []
+    with pytest.raises(ValueError, match=error):
+        fetch_deeploc_datasets(data_home=tmp_path / "home", archive=archive)
+    assert list((tmp_path / "home").iterdir()) == []
+
+
+def test_member_past_the_compression_ratio_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "RATIO_FREE_BYTES", 1000)
+    archive = tmp_path / "bomb.zip"
+    archive.write_bytes(_zip({"zeros.bin": bytes(100_000)}))  # deflates about 1000:1
+    with pytest.raises(
+        ValueError, match=r"zeros.bin inflates .* the limit is MAX_COMPRESSION_RATIO = 100:1"
+    ):
+        fetch._unzip(archive, tmp_path / "out")
+    assert list((tmp_path / "out").rglob("*")) == []
+
+
+def test_archive_larger_than_the_free_space_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: types.SimpleNamespace(free=1000))
+    archive = tmp_path / "big.zip"
+    archive.write_bytes(_zip({"noise.bin": np.random.default_rng(0).bytes(20_000)}))
+    with pytest.raises(ValueError, match=r"would unpack to 20000 bytes; .*out has 1000 free"):
+        fetch._unzip(archive, tmp_path / "out")
+    assert list((tmp_path / "out").rglob("*")) == []
+
+
+def _with_declared_size(data, size):
+    """A one-member zip whose headers declare ``size`` bytes, whatever the member inflates to."""
+    data = bytearray(data)
+    local, central = data.find(b"PK\x03\x04"), data.find(b"PK\x01\x02")
+    data[local + 22 : local + 26] = struct.pack("<I", size)
+    data[central + 24 : central + 28] = struct.pack("<I", size)
+    return bytes(data)
+
+
+def test_member_inflating_past_its_declared_size_writes_no_more_than_declared(tmp_path):
+    # zipfile stops at the declared size too; this guards the bound whatever reads the member
+    archive = tmp_path / "lying.zip"
+    archive.write_bytes(_with_declared_size(_zip({"zeros.bin": bytes(50_000)}), 1000))
+    with pytest.raises(ValueError, match="lying.zip"):
+        fetch._unzip(archive, tmp_path / "out")
+    assert (tmp_path / "out" / "zeros.bin").stat().st_size <= 1000
+
+
+def test_member_outside_its_folder_is_refused(tmp_path):
+    archive = tmp_path / "DeepLoc_full_datasets.zip"
+    archive.write_bytes(_zip({"../escaped_set.hdf5": b"x"}))
+    with pytest.raises(ValueError, match=r"member \.\./escaped_set.hdf5 would unpack outside"):
+        fetch_deeploc_datasets(data_home=tmp_path / "home", archive=archive)
+    assert not (tmp_path / "escaped_set.hdf5").exists()
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_data_home_that_is_a_file_is_refused(tmp_path, below):
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    home = file / below
+    with pytest.raises(ValueError, match=f"data_home must be a folder; {re.escape(str(home))} "):
+        fetch_deeploc_model(data_home=home)
+
+
+def test_member_clashing_with_a_folder_is_refused(tmp_path):
+    archive = tmp_path / "clash.zip"
+    archive.write_bytes(_zip({"a": b"a file", "a/b": b"a file in a folder of the same name"}))
+    with pytest.raises(ValueError, match="clash.zip holds a file and a folder of the same name"):
+        fetch._unzip(archive, tmp_path / "out")

@@ -1,12 +1,16 @@
 """Fetching the published DeepLoc model and datasets into a local data home.
 
 Each archive is downloaded with pooch (temporary file, retries, progress bar),
-unpacked into a hidden temporary folder beside its final place, checked, and
-renamed into place only when complete. A later call finds the final folder and
-touches no network; the archive itself is deleted once unpacked, and a folder
-half-written by an interrupted call is never taken for a finished one.
+unpacked into a hidden temporary folder beside its final place, checked, given
+a completion marker (every file and its size) and renamed into place. A later
+call finds the final folder whole and touches no network; a folder without its
+marker, or with a file missing or of another size, is built again and replaces
+it. The archive is deleted once unpacked; one left behind by an interrupted call
+is used again only if it checks out whole. Unpacking is bounded in total size,
+in compression ratio and by the free disk space (the constants below).
 """
 
+import json
 import os
 import secrets
 import shutil
@@ -14,7 +18,7 @@ import zipfile
 import zlib
 from collections import namedtuple
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pooch
 import requests
@@ -41,6 +45,15 @@ DATASETS = Archive(
 DATA_HOME_VARIABLE = "SKLEARN_DEEPLOC_DATA"
 DOWNLOAD_RETRIES = 2
 HDF5_SUFFIXES = (".hdf5", ".h5")
+COMPLETE_MARKER = ".fetched.json"
+
+# Bounds on unpacking, so that a hostile or corrupt archive cannot fill the disk.
+# The published archives hold float64 images and float32 weights, which deflate
+# about 6:1 and 1.1:1; a deflate bomb reaches 1000:1.
+MAX_EXTRACTED_BYTES = 64 * 2**30
+MAX_COMPRESSION_RATIO = 100
+RATIO_FREE_BYTES = 2**20  # members this small may inflate more: they cannot fill a disk
+EXTRACT_CHUNK_BYTES = 2**16  # as shutil.copyfileobj: larger chunks unpack slower here
 
 
 def get_data_home(data_home=None):
@@ -67,7 +80,12 @@ def get_data_home(data_home=None):
     if data_home is None:
         data_home = os.environ.get(DATA_HOME_VARIABLE) or Path("~") / "sklearn_deeploc_data"
     data_home = Path(data_home).expanduser()
-    data_home.mkdir(parents=True, exist_ok=True)
+    try:
+        data_home.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as error:
+        raise ValueError(
+            f"data_home must be a folder; {data_home} is a file or lies under one."
+        ) from error
     return data_home
 
 
@@ -75,9 +93,36 @@ def _known_hash(archive):
     return None if archive.sha256 is None else f"sha256:{archive.sha256}"
 
 
+def _check_zip(path):
+    """Read every member of a zip, checking its CRC; a ValueError for a damaged archive."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+        raise ValueError(f"{path} is not a complete zip archive: {error}") from error
+    if damaged is not None:
+        raise ValueError(f"{path} is not a complete zip archive: member {damaged} is damaged.")
+
+
+def _discard_if_damaged(path, archive):
+    """Delete an archive left by an interrupted call unless it checks out whole.
+
+    pooch reuses a file already at its path without checking it when no hash
+    is published, so a truncated leftover would fail the call instead of being
+    downloaded again.
+    """
+    try:
+        if path.is_file():
+            _check_size_and_hash(path, archive, check_hash=True)
+            _check_zip(path)
+    except (ValueError, OSError):
+        path.unlink(missing_ok=True)
+
+
 def _download(archive, url, data_home):
     """Download ``url`` into ``data_home`` with pooch; a clear error when it cannot."""
     file_name = Path(archive.url).name
+    _discard_if_damaged(data_home / file_name, archive)
     fetcher = pooch.create(
         path=data_home,
         base_url="",
@@ -108,25 +153,124 @@ def _check_size_and_hash(path, archive, *, check_hash):
             )
 
 
+def _check_member(path, member):
+    """Refuse a member that inflates past the ratio, lands outside its folder or is encrypted."""
+    ratio = member.file_size / max(member.compress_size, 1)
+    if member.file_size > RATIO_FREE_BYTES and ratio > MAX_COMPRESSION_RATIO:
+        raise ValueError(
+            f"{path}: member {member.filename} inflates {member.compress_size} bytes to "
+            f"{member.file_size} ({ratio:.0f}:1); the limit is MAX_COMPRESSION_RATIO = "
+            f"{MAX_COMPRESSION_RATIO}:1 for members over {RATIO_FREE_BYTES} bytes."
+        )
+    name = PurePosixPath(member.filename)
+    if name.is_absolute() or ".." in name.parts:
+        raise ValueError(f"{path}: member {member.filename} would unpack outside its folder.")
+    if member.flag_bits & 0x1:
+        raise ValueError(f"{path}: member {member.filename} is encrypted.")
+
+
+def _check_listing(path, members, destination):
+    """Refuse, before writing anything, an archive that would unpack past the bounds."""
+    total = sum(member.file_size for member in members)
+    if total > MAX_EXTRACTED_BYTES:
+        raise ValueError(
+            f"{path} would unpack to {total} bytes; the limit is "
+            f"MAX_EXTRACTED_BYTES = {MAX_EXTRACTED_BYTES} bytes."
+        )
+    for member in members:
+        _check_member(path, member)
+    free = shutil.disk_usage(destination).free
+    if total > free:
+        raise ValueError(f"{path} would unpack to {total} bytes; {destination} has {free} free.")
+
+
+def _extract_member(archive, member, destination):
+    """Stream one member to disk in bounded chunks, never past the size its listing declares."""
+    target = destination / member.filename
+    if member.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with archive.open(member) as source, open(target, "wb") as sink:
+        while chunk := source.read(EXTRACT_CHUNK_BYTES):
+            written += len(chunk)
+            if written > member.file_size:
+                raise ValueError(
+                    f"{archive.filename}: member {member.filename} inflates past the "
+                    f"{member.file_size} bytes the archive lists for it."
+                )
+            sink.write(chunk)
+
+
 def _unzip(path, destination):
-    """Extract a zip, checking every member's CRC; a ValueError for a damaged archive."""
+    """Extract a zip within the bounds, checking every member's CRC.
+
+    A ValueError for a damaged archive or one past the bounds; what was
+    written by then is left for the caller's temporary folder to remove.
+    """
+    destination.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(path) as archive:
-            archive.extractall(destination)
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+            members = archive.infolist()
+            _check_listing(path, members, destination)
+            for member in members:
+                _extract_member(archive, member, destination)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
         raise ValueError(f"{path} is not a complete zip archive: {error}") from error
+    except (FileExistsError, IsADirectoryError, NotADirectoryError) as error:
+        raise ValueError(f"{path} holds a file and a folder of the same name: {error}") from error
+
+
+def _write_marker(folder):
+    """Record, last, every file of ``folder`` and its size."""
+    sizes = {
+        str(file.relative_to(folder)): file.stat().st_size
+        for file in sorted(folder.rglob("*"))
+        if file.is_file()
+    }
+    (folder / COMPLETE_MARKER).write_text(json.dumps(sizes, indent=1) + "\n")
+
+
+def _is_complete(folder):
+    """Whether ``folder`` holds its marker and every file listed there, at its size."""
+    try:
+        sizes = json.loads((folder / COMPLETE_MARKER).read_text())
+        return bool(sizes) and all((folder / f).stat().st_size == n for f, n in sizes.items())
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def _discard(path):
+    """Move ``path`` aside (atomic) and delete it: a file, a link or a folder."""
+    aside = path.with_name(f".{path.name}.discarded-{secrets.token_hex(4)}")
+    os.replace(path, aside)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink()
 
 
 def _move_into_place(building, final):
+    """Rename ``building`` to ``final``, replacing an incomplete ``final``."""
+    try:
+        os.replace(building, final)
+        return
+    except OSError:
+        if _is_complete(final):  # another process finished the same folder first
+            return
+        if not os.path.lexists(final):
+            raise
+    _discard(final)
     try:
         os.replace(building, final)
     except OSError:
-        if not final.is_dir():  # else another process finished the same folder first
+        if not _is_complete(final):
             raise
 
 
 def _build_folder(final, build):
-    """Run ``build(temporary_folder)`` and rename the folder to ``final`` when it succeeds.
+    """Run ``build(temporary_folder)``, mark the folder complete and rename it to ``final``.
 
     The temporary folder is a hidden sibling of ``final``, so the rename is
     atomic and an interrupted build never leaves a folder named ``final``.
@@ -135,6 +279,7 @@ def _build_folder(final, build):
     building.mkdir()  # unlike mkdtemp's 0700, follows the umask: a shared data home stays readable
     try:
         build(building)
+        _write_marker(building)
         _move_into_place(building, final)
     finally:
         shutil.rmtree(building, ignore_errors=True)
@@ -145,7 +290,7 @@ def _fetch_folder(archive, build, *, data_home, url, local_archive):
     """The finished folder of ``archive`` in the data home, downloaded and built if needed."""
     data_home = get_data_home(data_home)
     final = data_home / archive.folder
-    if final.is_dir():
+    if _is_complete(final):
         return final
     downloaded = local_archive is None
     path = _download(archive, url or archive.url, data_home) if downloaded else Path(local_archive)
@@ -196,7 +341,9 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
     trained on the Chong et al. 2015 screen, 19 classes), converts its
     TensorFlow checkpoint with :func:`~sklearn_deeploc.tf_import.from_tf_checkpoint`,
     loads the result back to validate it, and keeps the folder in the data
-    home. Later calls return that folder without any network access.
+    home. Later calls return that folder without any network access; a
+    folder found incomplete there (a file missing or of another size) is
+    fetched again and replaced.
 
     Parameters
     ----------
@@ -222,8 +369,11 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
         When the archive cannot be downloaded; the message says where to get
         it and how to pass it with ``archive=``.
     ValueError
-        When the archive is damaged or holds no DeepLoc checkpoint; a
-        downloaded archive is then deleted.
+        When ``data_home`` is a file, or the archive is damaged, holds no
+        DeepLoc checkpoint, or would unpack past ``MAX_EXTRACTED_BYTES``
+        (64 GiB), past ``MAX_COMPRESSION_RATIO`` (100:1 for a member over
+        1 MiB) or past the free disk space; a downloaded archive is then
+        deleted.
 
     See Also
     --------
@@ -271,7 +421,8 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     The first call downloads ``DeepLoc_full_datasets.zip`` (the Chong et al.
     training, validation and test sets and the transfer-learning screens),
     checks that every HDF5 file in it opens as a DeepLoc file, and keeps them
-    in the data home. Later calls touch no network.
+    in the data home. Later calls touch no network, unless the folder is
+    found incomplete: it is then fetched again and replaced.
 
     Parameters
     ----------
@@ -296,7 +447,8 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     ConnectionError
         When the archive cannot be downloaded (see :func:`fetch_deeploc_model`).
     ValueError
-        For an unknown subset (the message lists them), or a damaged archive.
+        For an unknown subset (the message lists them), or as
+        :func:`fetch_deeploc_model` for ``data_home`` and the archive.
 
     Examples
     --------
