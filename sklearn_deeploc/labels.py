@@ -1,0 +1,167 @@
+"""Cells from label images: one cell per non-zero label, its centroid and area.
+
+A label image is a 2-D integer array in which the pixels of object ``k`` hold
+``k`` and the background holds 0, as segmentation tools (CellProfiler,
+Cellpose, StarDist, OME-Zarr ``labels/``) write them.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CELL_COLUMNS = ("ObjectNumber", "center_x", "center_y", "area")
+
+
+def check_label_image(labels, name="labels"):
+    """Return ``labels`` as a 2-D integer array, refusing anything else.
+
+    Singleton axes (a ``(1, 1, H, W)`` stack) are dropped first.
+
+    Parameters
+    ----------
+    labels : array-like
+        The label image.
+    name : str, default="labels"
+        What to call it in errors (a file name, a plate field).
+
+    Returns
+    -------
+    numpy.ndarray of shape (H, W)
+        The labels, unchanged in type.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.labels import check_label_image
+    >>> check_label_image(np.zeros((1, 4, 5), dtype=np.uint16)).shape
+    (4, 5)
+    >>> check_label_image(np.zeros((4, 5)))
+    Traceback (most recent call last):
+    ...
+    ValueError: labels holds float64 values; expected integer labels (0 = background).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim > 2:
+        labels = labels.reshape([n for n in labels.shape if n != 1] or [1, 1])
+    if labels.ndim != 2:
+        raise ValueError(f"{name} has shape {labels.shape}; expected one 2-D label image (H, W).")
+    if labels.dtype == bool:
+        raise ValueError(
+            f"{name} is a boolean mask; expected integer labels, one value per cell "
+            "(label its connected components first, e.g. skimage.measure.label)."
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{name} holds {labels.dtype} values; expected integer labels (0 = background)."
+        )
+    if np.issubdtype(labels.dtype, np.signedinteger) and labels.size and labels.min() < 0:
+        raise ValueError(
+            f"{name} holds negative labels (down to {labels.min()}); expected 0 for the "
+            "background and positive cell labels."
+        )
+    return labels
+
+
+def _compact(values):
+    """Labels renumbered 0..k-1 where they are too sparse for a bincount, and their values."""
+    if values.size == 0 or int(values.max()) <= 4 * values.size:
+        return values, None
+    distinct, compact = np.unique(values, return_inverse=True)
+    return compact, distinct
+
+
+def cells_from_labels(labels):
+    """One row per cell of a label image: its label, centroid and area.
+
+    Parameters
+    ----------
+    labels : array-like of shape (H, W)
+        Integer label image, 0 the background (see :func:`check_label_image`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``ObjectNumber`` (the label value), ``center_x`` (mean
+        column), ``center_y`` (mean row), both in pixels from the first
+        pixel's centre, and ``area`` (pixels), sorted by ``ObjectNumber``.
+        Centroids are those of ``skimage.measure.regionprops``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.labels import cells_from_labels
+    >>> labels = np.zeros((6, 8), dtype=np.uint8)
+    >>> labels[1:3, 1:4] = 1
+    >>> labels[4, 5:8] = 7
+    >>> cells_from_labels(labels)
+       ObjectNumber  center_x  center_y  area
+    0             1       2.0       1.5     6
+    1             7       6.0       4.0     3
+    """
+    labels = check_label_image(labels)
+    flat = labels.ravel()
+    pixels = np.flatnonzero(flat)  # the background is most pixels: skip it early
+    rows, cols = np.divmod(pixels, labels.shape[1])
+    values, distinct = _compact(flat[pixels].astype(np.int64))
+    n_bins = int(values.max()) + 1 if values.size else 0
+    area = np.bincount(values, minlength=n_bins)
+    present = np.flatnonzero(area)
+    if distinct is None:
+        distinct = np.arange(n_bins)
+    return pd.DataFrame(
+        {
+            "ObjectNumber": distinct[present],
+            "center_x": np.bincount(values, cols, n_bins)[present] / area[present],
+            "center_y": np.bincount(values, rows, n_bins)[present] / area[present],
+            "area": area[present],
+        }
+    )
+
+
+def _read_pixels(path):
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    from skimage.io import imread
+
+    return imread(path)
+
+
+def read_label_image(path):
+    """Read a label image file (TIFF, PNG or ``.npy``) as a 2-D integer array.
+
+    Parameters
+    ----------
+    path : path-like
+        The file; singleton axes are dropped (see :func:`check_label_image`).
+
+    Returns
+    -------
+    numpy.ndarray of shape (H, W)
+        The labels in the file's integer type.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.labels import read_label_image
+    >>> path = Path(tempfile.mkdtemp()) / "field.npy"
+    >>> np.save(path, np.arange(12, dtype=np.uint16).reshape(3, 4))
+    >>> read_label_image(path).shape
+    (3, 4)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Label image {path} not found.")
+    try:
+        pixels = _read_pixels(path)
+    except (ValueError, OSError) as error:  # the readers do not always name the file
+        raise ValueError(
+            f"Cannot read label image {path}: {error}. Expected a TIFF, PNG or .npy file."
+        ) from error
+    return check_label_image(pixels, f"Label image {path}")

@@ -1,0 +1,98 @@
+"""Cells from label images: centroids and areas, label image files, refusals."""
+
+import numpy as np
+import pytest
+from skimage.measure import regionprops_table
+
+from sklearn_deeploc.labels import cells_from_labels, check_label_image, read_label_image
+
+
+def _random_labels(seed=0, shape=(64, 96), n_cells=12):
+    from skimage.segmentation import expand_labels
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, dtype=np.int32)
+    rows, cols = rng.integers(0, shape[0], n_cells), rng.integers(0, shape[1], n_cells)
+    labels[rows, cols] = rng.permutation(np.arange(1, 3 * n_cells))[:n_cells]
+    return expand_labels(labels, 4)
+
+
+def test_cells_match_regionprops():
+    labels = _random_labels()
+    cells = cells_from_labels(labels)
+    expected = regionprops_table(labels, properties=("label", "centroid", "area"))
+    np.testing.assert_array_equal(cells["ObjectNumber"], expected["label"])
+    np.testing.assert_allclose(cells["center_y"], expected["centroid-0"], rtol=1e-12)
+    np.testing.assert_allclose(cells["center_x"], expected["centroid-1"], rtol=1e-12)
+    np.testing.assert_array_equal(cells["area"], expected["area"])
+
+
+def test_sparse_label_values_give_the_same_cells():
+    labels = _random_labels(seed=1)
+    sparse = labels.astype(np.int64) * 1_000_003  # too sparse for one bin per value
+    cells, sparse_cells = cells_from_labels(labels), cells_from_labels(sparse)
+    np.testing.assert_array_equal(sparse_cells["ObjectNumber"], cells["ObjectNumber"] * 1_000_003)
+    np.testing.assert_allclose(
+        sparse_cells[["center_x", "center_y"]], cells[["center_x", "center_y"]]
+    )
+
+
+def test_empty_label_image_has_no_cells():
+    cells = cells_from_labels(np.zeros((5, 7), dtype=np.uint16))
+    assert list(cells.columns) == ["ObjectNumber", "center_x", "center_y", "area"]
+    assert len(cells) == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "match"),
+    [
+        (np.zeros((4, 5), dtype=np.float32), "float32 values; expected integer"),
+        (np.zeros((4, 5), dtype=bool), "boolean mask"),
+        (np.full((4, 5), -1, dtype=np.int16), "negative labels"),
+        (np.zeros((2, 4, 5), dtype=np.uint8), r"shape \(2, 4, 5\); expected one 2-D"),
+        (np.zeros(5, dtype=np.uint8), r"shape \(5,\)"),
+    ],
+)
+def test_refuses_what_is_not_a_label_image(labels, match):
+    with pytest.raises(ValueError, match=match):
+        cells_from_labels(labels)
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".npy"])
+def test_read_label_image_files(tmp_path, suffix):
+    labels = _random_labels(seed=2).astype(np.uint16)
+    path = tmp_path / f"field{suffix}"
+    if suffix == ".npy":
+        np.save(path, labels[None])  # a singleton axis is dropped
+    elif suffix == ".tif":
+        import tifffile
+
+        tifffile.imwrite(path, labels)
+    else:
+        from skimage.io import imsave
+
+        imsave(path, labels, check_contrast=False)
+    read = read_label_image(path)
+    assert read.dtype == np.uint16
+    np.testing.assert_array_equal(read, labels)
+
+
+def test_read_label_image_refuses_floats_and_names_the_file(tmp_path):
+    path = tmp_path / "probabilities.npy"
+    np.save(path, np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"probabilities\.npy holds float64"):
+        read_label_image(path)
+
+
+def test_read_label_image_missing_or_unreadable(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.tif not found"):
+        read_label_image(tmp_path / "absent.tif")
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a tiff")
+    with pytest.raises(ValueError, match="Cannot read label image .*broken.tif"):
+        read_label_image(broken)
+
+
+def test_check_label_image_keeps_the_type():
+    labels = np.arange(6, dtype=np.uint32).reshape(1, 2, 3)
+    assert check_label_image(labels).dtype == np.uint32
