@@ -6,8 +6,10 @@ files, the rest of its state as JSON and skorch's history. It is written under
 a temporary name and renamed when complete, so that loading one never
 unpickles and a kill mid-write leaves the previous one intact. Every checkpoint
 records the identity of its run (:func:`run_identity`), and a run of another
-identity is refused rather than silently continued. What goes into a
-checkpoint and how it is put back onto the skorch net lives in
+identity is refused rather than silently continued; a ``state.json`` that lacks
+an entry, or holds one of another type, is refused before anything is restored.
+One run at a time trains into a checkpoint folder (:func:`checkpoint_lock`).
+What goes into a checkpoint and how it is put back onto the skorch net lives in
 :mod:`sklearn_deeploc.training`.
 """
 
@@ -16,6 +18,8 @@ import json
 import os
 import shutil
 import stat
+import threading
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from numbers import Integral
 from pathlib import Path
@@ -24,11 +28,51 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .blocks import held_lock
+
 CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
 CHECKPOINT_VERSION = 1
 TENSOR_FILES = {"weights", "optimizer", "best", "random"}  # <name>.safetensors in a checkpoint
 # Recipe fields that change where or how visibly a run trains, never what it computes.
 RUN_ONLY_FIELDS = ("device", "verbose", "checkpoint_dir", "checkpoint_interval")
+LOCK_FILE = "lock"  # in the checkpoint folder, held while a run trains into it
+# Locks this process holds, by (lock file, process, thread): `deeploc train` holds its
+# checkpoint folder's lock across fit, which takes it again.
+_HELD = set()
+
+
+def _is(*types):
+    return lambda value: isinstance(value, types) and not isinstance(value, bool)
+
+
+def _names_tensor_files(value):
+    return isinstance(value, list) and all(isinstance(name, str) for name in value)
+
+
+def _four_seeds(value):
+    return isinstance(value, list) and len(value) == 4 and all(map(_is(int), value))
+
+
+# What training reads from state.json: each entry, what it must be, and a test of that.
+# Entry "a.b" is entry b of object a, required wherever a is an object.
+STATE_ENTRIES = {
+    "identity": ("an object", _is(dict)),
+    "identity.data": ("an object", _is(dict)),
+    "identity.parameters": ("an object", _is(dict)),
+    "step": ("an integer", _is(int)),
+    "seeds": ("a list of 4 integers", _four_seeds),
+    "optimizer": ("a list", _is(list)),
+    "lr_schedule": ("an object", _is(dict)),
+    "grad_scaler": ("an object", _is(dict)),
+    "keep_best": ("an object or null", _is(dict, type(None))),
+    "keep_best.misses": ("an integer", _is(int)),
+    "keep_best.best_epoch": ("an integer", _is(int)),
+    "keep_best.threshold": ("a number or null", _is(int, float, type(None))),
+    "random": ("an object", _is(dict)),
+    "random.sampler": ("an object", _is(dict)),
+    "random.augmentation": ("an object", _is(dict)),
+    "tensor_files": ("a list of names", _names_tensor_files),
+}
 
 
 def _digest(array):
@@ -104,6 +148,88 @@ def json_number(value):
     return None if value is None or not np.isfinite(value) else float(value)
 
 
+def _shown(value, width=40):
+    text = json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _state_problem(state):
+    """What makes ``state`` (a parsed state.json) unusable, or None."""
+    if not isinstance(state, dict):
+        kinds = {list: "list", str: "string", bool: "boolean", type(None): "null"}
+        return f"holds a JSON {kinds.get(type(state), 'number')}, expected an object"
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
+        return (
+            f"is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT} (format "
+            f"{_shown(state.get('format'))}, version {_shown(state.get('version'))})"
+        )
+    for entry, (expected, fits) in STATE_ENTRIES.items():
+        *parents, key = entry.split(".")
+        owner = state
+        for parent in parents:
+            owner = owner[parent]
+        if not isinstance(owner, dict):
+            continue  # an optional parent left out (keep_best is null without validation)
+        if key not in owner:
+            return f"has no entry {entry!r} (expected {expected})"
+        if not fits(owner[key]):
+            return f"entry {entry!r} is {_shown(owner[key])}, expected {expected}"
+    return None
+
+
+def unusable(folder, problem):
+    """The refusal of the checkpoint ``folder``: one line, saying how to start over."""
+    return ValueError(f"The checkpoint {folder} {problem}; delete {folder} to start over.")
+
+
+@contextmanager
+def checkpoint_lock(path):
+    """Hold the lock of the checkpoint folder ``path`` while a run trains into it.
+
+    A second run, in another process or thread, is refused at once with
+    :class:`~sklearn_deeploc.blocks.OutputLockedError` naming the process that
+    holds the lock (its pid, host and start time); the thread that holds it may
+    take it again. The system drops the lock when its process dies, so a killed
+    run never blocks the next one. A folder made only to hold the lock is
+    removed with it; ``None`` locks nothing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_deeploc.checkpoints import checkpoint_lock
+    >>> folder = tempfile.mkdtemp() + "/checkpoints"
+    >>> with checkpoint_lock(folder):
+    ...     pass
+    """
+    if path is None:
+        yield
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_dir {path} is a file; expected a folder.")
+    lock = path / LOCK_FILE
+    holder = (lock.resolve(), os.getpid(), threading.get_ident())
+    if holder in _HELD:
+        yield
+        return
+    made = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        with held_lock(lock, f"the checkpoint folder {path}"):
+            _HELD.add(holder)
+            try:
+                yield
+            finally:
+                _HELD.discard(holder)
+                # Removed while still held: removed after release, a run that took it in
+                # between would hold a file a third run no longer sees.
+                lock.unlink(missing_ok=True)
+    finally:
+        if made:
+            with suppress(OSError):  # not empty: it holds checkpoints
+                path.rmdir()
+
+
 @dataclass
 class Checkpoint:
     """A checkpoint read back: its folder, its step, its JSON state and its tensors."""
@@ -132,8 +258,6 @@ class CheckpointFolder:
     def __init__(self, path, identity):
         self.path = Path(path)
         self.identity = identity
-        if self.path.exists() and not self.path.is_dir():
-            raise ValueError(f"checkpoint_dir {self.path} is a file; expected a folder.")
 
     def latest(self):
         """The newest complete checkpoint folder, or None."""
@@ -147,19 +271,18 @@ class CheckpointFolder:
             return None
         try:
             state = json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError) as error:
+            raise unusable(folder, f"cannot be read ({error})") from error
+        problem = _state_problem(state)
+        if problem is not None:
+            raise unusable(folder, f"cannot be resumed: {folder / 'state.json'} {problem}")
+        try:
             tensors = {
                 name: load_file(folder / f"{name}.safetensors")
                 for name in set(state["tensor_files"]) & TENSOR_FILES
             }
-        except (OSError, ValueError, KeyError, SafetensorError) as error:
-            raise ValueError(
-                f"The checkpoint {folder} cannot be read ({error}); delete it to start over."
-            ) from error
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{folder} is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT}; "
-                f"got format {state.get('format')!r}, version {state.get('version')!r}."
-            )
+        except (OSError, SafetensorError) as error:
+            raise unusable(folder, f"cannot be read ({error})") from error
         self._check_identity(folder, state["identity"])
         return Checkpoint(folder, state["step"], state, tensors)
 

@@ -18,11 +18,11 @@ import pandas as pd
 from .blocks import (
     ResumableOutput,
     file_identity,
-    held_lock,
     read_table,
     run_blocks,
     write_table,
 )
+from .checkpoints import checkpoint_lock
 from .classifier import DeepLocClassifier
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .featurizer import DeepLocFeaturizer
@@ -285,8 +285,9 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
         A DeepLoc HDF5 file with labels.
     output : str or path-like
         The model folder to write (must not be a file, nor a folder with files
-        in it unless ``overwrite``). A lock beside it makes a second training
-        into the same folder refuse while this one runs.
+        in it unless ``overwrite``). The lock of its checkpoint folder makes a
+        second training into the same folder (or a ``fit`` with that
+        ``checkpoint_dir``) refuse while this one runs.
     overwrite : bool, default=False
     verbose : int, default=1
     **params
@@ -310,14 +311,10 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
     classifier._validate_params()
     resolve_model(classifier.pretrained)  # a bad pretrained model fails before the data is read
     output.parent.mkdir(parents=True, exist_ok=True)
-    lock = output.with_name(output.name + ".lock")
-    with held_lock(lock, output):  # one training per output: checkpoints are not shared
-        try:
-            _train_and_save(classifier, data, output, verbose)
-        finally:
-            # Removed while still held: removed after release, a run that took it in
-            # between would hold a file a third run no longer sees.
-            lock.unlink(missing_ok=True)
+    # The lock fit takes, held on until the checkpoint is removed: a run starting
+    # in between would resume from a checkpoint about to go.
+    with checkpoint_lock(classifier.checkpoint_dir or checkpoint_folder(output)):
+        _train_and_save(classifier, data, output, verbose)
     return classifier
 
 

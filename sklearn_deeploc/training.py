@@ -35,10 +35,12 @@ from tqdm import tqdm
 
 from .checkpoints import (
     CheckpointFolder,
+    checkpoint_lock,
     json_number,
     optimizer_parts,
     optimizer_state,
     run_identity,
+    unusable,
 )
 from .inference import check_precision, resolve_device
 from .network import DeepLocNet
@@ -543,7 +545,27 @@ class Progress(Callback):
 
 
 def restore_run(checkpoint, net, train_data, sampler):
-    """Put weights, optimizer, history and random states back (before ``partial_fit``)."""
+    """Put weights, optimizer, history and random states back (before ``partial_fit``).
+
+    Refuses, naming the checkpoint, what its files cannot give back: tensors
+    that do not fit the net, random states numpy or torch reject, a history
+    that does not record ``checkpoint.step`` training steps.
+    """
+    try:
+        _restore(checkpoint, net, train_data, sampler)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise unusable(checkpoint.folder, f"cannot be restored ({reason})") from error
+    recorded = steps_taken(net.history)
+    if recorded != checkpoint.step:
+        raise unusable(
+            checkpoint.folder,
+            f"cannot be resumed: its state.json says step {checkpoint.step} but its "
+            f"history.json records {recorded} training steps",
+        )
+
+
+def _restore(checkpoint, net, train_data, sampler):
     net.module_.load_state_dict(checkpoint.tensors["weights"])
     net.optimizer_.load_state_dict(
         optimizer_state(checkpoint.tensors["optimizer"], checkpoint.state["optimizer"])
@@ -795,7 +817,10 @@ def train_network(
     TrainingInterrupted
         On Ctrl-C, saying which checkpoint was kept.
     ValueError
-        When the checkpoint in ``recipe.checkpoint_dir`` belongs to another run.
+        When the checkpoint in ``recipe.checkpoint_dir`` belongs to another run,
+        or its files cannot be read or restored.
+    sklearn_deeploc.blocks.OutputLockedError
+        When another run trains into ``recipe.checkpoint_dir``.
     """
     device = torch.device(resolve_device(recipe.device))
     # A lower bound of a training cell's memory: its crop and one activation map (the
@@ -805,6 +830,22 @@ def train_network(
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
     # The arithmetic that runs, so that a checkpoint resumes on any device that computes alike.
     recipe = replace(recipe, precision=training_precision(recipe.precision, device))
+    # Two runs in one checkpoint folder would write, rename and remove each other's files.
+    with checkpoint_lock(recipe.checkpoint_dir):
+        return _train(
+            X,
+            codes,
+            architecture=architecture,
+            preprocessing=preprocessing,
+            recipe=recipe,
+            random_state=random_state,
+            initial_state=initial_state,
+            device=device,
+        )
+
+
+def _train(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state, device):
+    """:func:`train_network` once its checkpoint folder is locked: resume, train, check."""
     seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)
     folder = resume = None
     if recipe.checkpoint_dir is not None:

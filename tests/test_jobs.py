@@ -163,9 +163,12 @@ def test_train_refuses_a_folder_with_a_model_unless_overwrite(files, tmp_path, c
 
 def test_a_second_training_into_the_same_folder_refuses(files, tmp_path):
     from sklearn_deeploc.blocks import OutputLockedError, held_lock
+    from sklearn_deeploc.checkpoints import LOCK_FILE
 
     target = tmp_path / "model"
-    with held_lock(tmp_path / "model.lock", target), pytest.raises(OutputLockedError):
+    lock = jobs.checkpoint_folder(target) / LOCK_FILE
+    lock.parent.mkdir()
+    with held_lock(lock, "another run"), pytest.raises(OutputLockedError, match="checkpoint"):
         jobs.train(files / "cells.h5", target, verbose=0, max_iter=2)
 
 
@@ -206,7 +209,7 @@ def test_a_failed_training_leaves_no_lock_and_a_huge_batch_is_refused(files, tmp
     target = tmp_path / "model"
     with pytest.raises(ValueError, match="batch_size=100000000000 needs .* GB"):
         jobs.train(files / "cells.h5", target, verbose=0, max_iter=2, batch_size=10**11)
-    assert not target.with_name("model.lock").exists()
+    assert not jobs.checkpoint_folder(target).exists()
 
 
 def test_predict_from_the_command_line_keeps_the_models_tta(files, tmp_path, source_model):
