@@ -715,11 +715,12 @@ class DeepLocModel:
         return 4 * (self.n_channels * self.image_size**2 + 2 * activation)
 
     def _run(self, X, output, *, tta, batch_size, precision, verbose):
-        check_batch_fits(batch_size, self.bytes_per_cell())
+        X = self.check_crops(X)
+        check_batch_fits(batch_size, self.bytes_per_cell(), n_items=len(X))
         precision = check_precision(precision, self.device)
         return predict_batches(
             self.inference_network(precision),
-            self.check_crops(X),
+            X,
             output=output,
             crop_size=self.crop_size,
             preprocessing=self.preprocessing,

@@ -414,7 +414,7 @@ def available_memory():
     return psutil.virtual_memory().available
 
 
-def check_batch_fits(batch_size, bytes_per_item, what="cells"):
+def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     """Check that ``batch_size`` is a positive integer whose batch fits in memory.
 
     Parameters
@@ -425,6 +425,9 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells"):
         kept for it).
     what : str, default="cells"
         What the items are, for the message.
+    n_items : int, optional
+        How many items there are: a batch never holds more, whatever
+        ``batch_size`` says.
 
     Returns
     -------
@@ -445,12 +448,16 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells"):
     Traceback (most recent call last):
     ...
     ValueError: batch_size=1000000000000000 needs ... GB for one batch of cells ...
+    >>> check_batch_fits(10**15, 2 * 64 * 64 * 4, n_items=100)
+    1000000000000000
     """
     batch_size = check_positive_int(batch_size, "batch_size")
-    needed, available = batch_size * bytes_per_item, available_memory()
+    batch = batch_size if n_items is None else min(batch_size, n_items)
+    needed, available = batch * bytes_per_item, available_memory()
     if available is not None and needed > available:
+        count = f"{batch} " if batch < batch_size else ""  # the data is smaller than a batch
         raise ValueError(
-            f"batch_size={batch_size} needs {needed / 1e9:.3g} GB for one batch of {what} "
+            f"batch_size={batch_size} needs {needed / 1e9:.3g} GB for one batch of {count}{what} "
             f"({bytes_per_item} bytes each), but only {available / 1e9:.3g} GB of memory is "
             f"available. Expected batch_size <= {max(available // bytes_per_item, 1)}."
         )
