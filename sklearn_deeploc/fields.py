@@ -13,6 +13,7 @@ their centre. Three layouts are read into one normalised table:
 """
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,54 @@ def read_cell_table(
     return cells
 
 
+def drop_repeated_cells(cells, source="The cell table"):
+    """The cell table without rows that repeat an earlier one, with a warning naming them.
+
+    A repeated row (same field, centre and label) is the same cell listed
+    twice: cropped twice, it would weigh double and could land on both
+    sides of a train/validation split.
+
+    Parameters
+    ----------
+    cells : DataFrame
+        A table from :func:`read_cell_table`.
+    source : str, default="The cell table"
+        What the table is, for the warning (for example its file name).
+
+    Returns
+    -------
+    DataFrame
+        The first row of each cell, in table order; the index is kept.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.fields import drop_repeated_cells
+    >>> cells = pd.DataFrame({"field": ["a.tif"] * 3, "x": [5.0, 9.0, 5.0], "y": [7.0] * 3})
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     kept = drop_repeated_cells(cells)
+    >>> kept.index.tolist()
+    [0, 1]
+    >>> print(caught[0].message)
+    The cell table has 1 row(s) repeating ... row 2 repeats row 0; each cell is kept once.
+    """
+    rows = pd.util.hash_pandas_object(cells, index=False)
+    repeated = rows.duplicated()
+    if repeated.any():
+        example = rows.index[repeated.to_numpy()][0]
+        first = rows.index[(rows == rows[example]).to_numpy()][0]
+        warnings.warn(
+            f"{source} has {int(repeated.sum())} row(s) repeating an earlier row (same field, "
+            f"centre and label), for example row {example} repeats row {first}; each cell "
+            "is kept once.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return cells[~repeated.to_numpy()]
+
+
 def file_columns(cells):
     """The columns of a normalised cell table that name a field's channel files, in order.
 
@@ -266,12 +315,31 @@ def _channels_first(image, axes):
     return image.reshape(-1, *image.shape[-2:])
 
 
+class _TooLargeForMemory(ValueError):
+    """An image whose header claims more than the memory available; its message is complete."""
+
+
+def _check_fits_in_memory(path, series):
+    """Refuse, from the header alone, an image whose decoded pixels exceed the memory available."""
+    from .validation import available_memory
+
+    needed, available = sum(s.nbytes for s in series), available_memory()
+    if available is not None and needed > available:
+        shapes = ", ".join(f"{s.shape} {s.dtype}" for s in series)
+        raise _TooLargeForMemory(
+            f"Image file {path} claims {shapes} pixels ({needed / 1e9:.3g} GB decoded), but "
+            f"{available / 1e9:.3g} GB of memory is available; expected an image that fits in "
+            "memory (a damaged header claims sizes like this too)."
+        )
+
+
 def _read_series(path):
     """Every image series of a file, each as (C, H, W)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tiff:
+            _check_fits_in_memory(path, tiff.series)
             # Pages appended one write at a time are one series each.
             return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
     except tifffile.TiffFileError:  # not a TIFF
@@ -283,9 +351,18 @@ def _read_series(path):
 
 def _read_image(path):
     """One image file as (C, H, W): TIFF pages and series, Opera .flex planes or RGB samples."""
+    from PIL.Image import DecompressionBombError  # a PNG or JPEG header claiming a huge size
+
     try:
         stacks = _read_series(path)
-    except (ValueError, OSError) as error:  # tifffile and scikit-image do not name the file
+    except _TooLargeForMemory:
+        raise
+    except MemoryError as error:
+        raise ValueError(
+            f"Not enough memory to read image file {path} ({error}); expected an image that "
+            "fits in memory."
+        ) from None  # the traceback would keep the partial arrays alive
+    except (ValueError, OSError, DecompressionBombError) as error:  # they do not name the file
         raise ValueError(
             f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
             "or other image file."
@@ -296,7 +373,7 @@ def _read_image(path):
             f"{path} holds {len(stacks)} series of different sizes {shapes}; expected "
             "series of one size, read as channels."
         )
-    return np.concatenate(stacks)
+    return stacks[0] if len(stacks) == 1 else np.concatenate(stacks)
 
 
 def check_image_files(paths, limit=10):
@@ -454,7 +531,11 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
                 f"before it have {n_channels}."
             )
         n_channels = len(image)
-        result = crop_cells(image, field, size, border=border, x_column="x", y_column="y")
+        try:
+            result = crop_cells(image, field, size, border=border, x_column="x", y_column="y")
+        except ValueError as error:  # crop_cells sees an array: name the field's files
+            files = field[columns].iloc[0].tolist()
+            raise ValueError(f"Field {field['field'].iloc[0]!r} {files}: {error}") from error
         yield result.crops, field.iloc[result.index].assign(padded=result.padded)
 
 

@@ -10,6 +10,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from .featurizer import DeepLocFeaturizer
 from .fields import (
     check_image_files,
     crop_fields,
+    drop_repeated_cells,
     file_columns,
     iter_field_crops,
     read_cell_table,
@@ -337,9 +339,31 @@ def _images_identity(cells):
     return hashlib.sha256(repr(stats).encode()).hexdigest()
 
 
+def _table_name(coords):
+    """The cell table as messages name it: its file, or "The cell table" for a DataFrame."""
+    return (
+        f"The cell table {coords}" if isinstance(coords, (str, os.PathLike)) else "The cell table"
+    )
+
+
 def _well(field, pattern):
     match = re.search(pattern, Path(field).name)
     return match.group(0) if match else Path(field).stem
+
+
+def _warn_unmatched_wells(fields, pattern):
+    """Warn when image names hold no well: those fields become wells of their own."""
+    names = [Path(field).name for field in fields]
+    unmatched = [name for name in names if not re.search(pattern, name)]
+    if unmatched:
+        warnings.warn(
+            f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(names)} "
+            f"image names (for example {unmatched[0]!r}); each of those fields is a well of "
+            "its own, named by its file's stem. Pass --well-pattern (well_pattern=) matching "
+            "the well in these names.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _field_table(classifier, fields, well_pattern, border, field):
@@ -404,7 +428,8 @@ def run_screen(
         The cell table: image names with a ``chN`` channel token, or a
         CellProfiler per-object table (``Image_FileName_<CH>``,
         ``..._Location_Center_X/Y``); see
-        :func:`~sklearn_deeploc.fields.read_cell_table`.
+        :func:`~sklearn_deeploc.fields.read_cell_table`. A row repeating an
+        earlier one is the same cell: kept once, with a warning.
     output : str or path-like
         Output folder: ``cells.csv`` (one row per cell) and ``wells.csv``.
     images : str or path-like, optional
@@ -413,7 +438,8 @@ def run_screen(
         See :func:`~sklearn_deeploc.fields.read_cell_table`; ``channels`` in
         the model's channel order.
     well_pattern : str, default=r"r\\d+c\\d+"
-        Regular expression of the well in an image name (else its stem).
+        Regular expression of the well in an image name (else its stem, with
+        a warning naming an image name it finds no well in).
     border : {"pad", "drop"}, default="pad"
     device : str, default="auto"
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
@@ -436,6 +462,7 @@ def run_screen(
     )
     if not len(cells):
         raise ValueError(f"The cell table {coords} has no cells.")
+    cells = drop_repeated_cells(cells, _table_name(coords))
     try:
         re.compile(well_pattern)
     except re.error as error:
@@ -448,6 +475,7 @@ def run_screen(
             f"Output {output} is a file; expected a folder for cells.csv and wells.csv."
         )
     fields = dict(tuple(cells.groupby("field", sort=False)))
+    _warn_unmatched_wells(fields, well_pattern)
     check_precision(precision, device)
     model = resolve_model(model).to(device)
     if precision == "int8":
@@ -524,7 +552,8 @@ def crop(
     coords : str, path-like, DataFrame or None
         The cell table (see :func:`~sklearn_deeploc.fields.read_cell_table`);
         None finds the cells of every field in ``images`` with
-        :func:`find_cell_table`.
+        :func:`find_cell_table`. A row repeating an earlier one is the same
+        cell: cropped once, with a warning.
     output : str or path-like
         The HDF5 file to write (atomically), with label names when
         ``label_column`` is given.
@@ -558,6 +587,7 @@ def crop(
         y_column=y_column,
         label_column=label_column,
     )
+    cells = drop_repeated_cells(cells, _table_name(coords))
     crops, kept = crop_fields(cells, size=size, border=border, verbose=verbose)
     if not len(crops):
         raise ValueError(f"No cell of {coords} could be cropped (border={border!r}).")

@@ -13,6 +13,7 @@ from .validation import available_memory, check_labels, check_positive_int
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
 MAX_CHANNELS = 8  # more than this on the last axis of a field is not a channel axis
+_AXES = ("channel", "row", "column")
 
 
 def _check_channels_first(image):
@@ -20,6 +21,26 @@ def _check_channels_first(image):
         raise ValueError(
             f"image has shape {image.shape}, which looks like (H, W, C) with the channels "
             "last; expected (C, H, W), channels first. Use np.moveaxis(image, -1, 0)."
+        )
+
+
+def _check_float32_range(image):
+    """Refuse finite pixels that float32, the dtype of crops, would turn into infinities."""
+    if image.dtype.kind != "f" or image.dtype.itemsize <= 4:
+        return
+    limit = np.finfo(np.float32).max
+    with np.errstate(invalid="ignore"):  # NaN pixels compare False: they are not too large
+        beyond = np.isfinite(image) & (np.abs(image) > limit)
+    if beyond.any():
+        position = np.unravel_index(np.argmax(beyond), image.shape)
+        if image.ndim <= len(_AXES):
+            where = ", ".join(f"{axis} {int(i)}" for axis, i in zip(_AXES[-image.ndim :], position))
+        else:
+            where = f"index {tuple(int(i) for i in position)}"
+        raise ValueError(
+            f"image has {int(beyond.sum())} pixel(s) beyond the range of float32 (+-{limit:.3g}), "
+            f"which crops and cell finding compute in; the first is {image[position]:.3g} at "
+            f"{where}. Expected values float32 holds (rescale the field first)."
         )
 
 
@@ -140,6 +161,7 @@ def _check_field(image):
             f"image must have at least one channel and one pixel; got shape {image.shape}."
         )
     _check_channels_first(image)
+    _check_float32_range(image)
     return image
 
 
@@ -229,7 +251,9 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     if not isinstance(sigma, numbers.Real) or not 0 <= sigma < np.inf:
         raise ValueError(f"sigma must be a finite number >= 0 (pixels); got {sigma!r}.")
     min_distance = check_positive_int(min_distance, "min_distance")
-    image = np.asarray(image, dtype=np.float32)
+    image = np.asarray(image)
+    _check_float32_range(image)
+    image = image.astype(np.float32, copy=False)
     marker = _marker_channel(image, channel)
     smooth = ndimage.gaussian_filter(marker, sigma)
     foreground = smooth > threshold_otsu(smooth)

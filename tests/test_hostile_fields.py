@@ -1,0 +1,172 @@
+"""Hostile images and cell tables get clear answers: huge headers, duplicates, overflow."""
+
+import struct
+import time
+import warnings
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from skimage import io
+
+from sklearn_deeploc import DeepLocModel, DeepLocNet
+from sklearn_deeploc.cli import main
+from sklearn_deeploc.datasets import load_deeploc_hdf5
+from sklearn_deeploc.fields import read_field
+from sklearn_deeploc.jobs import run_screen
+from sklearn_deeploc.screen import crop_cells, find_cells
+
+CLAIMED = 1_000_000  # a 1e6 x 1e6 uint16 image: 2 TB, more than any machine holds
+
+
+def _tiff_claiming(path, side):
+    """A 4x4 TIFF whose header claims a side x side image (its strip stays 32 bytes)."""
+    tifffile.imwrite(path, np.zeros((4, 4), np.uint16), metadata=None)
+    with tifffile.TiffFile(path, mode="r+b") as tiff:
+        tags = tiff.pages[0].tags
+        for name in ("ImageWidth", "ImageLength", "RowsPerStrip"):
+            tags[name].overwrite(side)
+    return path
+
+
+def _fields(folder, names, value=1.0, dtype=np.uint16):
+    for name in names:
+        for channel in ("ch1", "ch2"):
+            image = np.full((100, 100), value, dtype)
+            tifffile.imwrite(folder / name.replace("ch1", channel), image)
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    return DeepLocModel(net, ["a", "b"]).save(tmp_path / "model")
+
+
+def test_an_image_claiming_more_pixels_than_memory_is_refused_from_its_header(tmp_path):
+    path = _tiff_claiming(tmp_path / "huge-ch1.tiff", CLAIMED)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"huge-ch1\.tiff.*\(1000000, 1000000\) uint16.*GB"):
+        read_field(path)
+    assert time.perf_counter() - start < 1  # read from the header: nothing allocated
+
+
+def test_crop_names_the_huge_image_in_one_line(tmp_path, capsys):
+    _tiff_claiming(tmp_path / "huge-ch1.tiff", CLAIMED)
+    _tiff_claiming(tmp_path / "huge-ch2.tiff", CLAIMED)
+    table = tmp_path / "cells.csv"
+    pd.DataFrame({"Image Path": ["huge-ch1.tiff"], "Center_X": [50], "Center_Y": [50]}).to_csv(
+        table, index=False
+    )
+    assert main(["crop", "--coords", str(table), "-o", str(tmp_path / "x.h5")]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert error.startswith("deeploc crop: error: Image file")
+    assert "huge-ch1.tiff" in error and "memory is available" in error
+
+
+def test_a_png_claiming_a_huge_size_is_named(tmp_path):
+    path = tmp_path / "huge.png"
+    io.imsave(path, np.ones((4, 4), np.uint8), check_contrast=False)
+    png = bytearray(path.read_bytes())
+    png[16:24] = struct.pack(">II", 100_000, 100_000)  # IHDR width and height
+    png[29:33] = struct.pack(">I", zlib.crc32(png[12:29]))
+    path.write_bytes(png)
+    with pytest.raises(ValueError, match=r"Cannot read image file .*huge\.png: Image size"):
+        read_field(path)
+
+
+def test_running_out_of_memory_while_reading_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "field.tiff"
+    tifffile.imwrite(path, np.zeros((8, 8), np.uint16))
+
+    def out_of_memory(self, *args, **kwargs):
+        raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(tifffile.TiffPageSeries, "asarray", out_of_memory)
+    with pytest.raises(ValueError, match=r"memory.*field\.tiff"):
+        read_field(path)
+
+
+def test_a_batch_larger_than_the_data_is_only_the_data(rng, monkeypatch):
+    net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    model = DeepLocModel(net, ["a", "b"])
+    X = rng.random((3, 2, 64, 64)).astype(np.float32)
+    huge = 10**12  # one batch of 1e12 cells would not fit; three cells do
+    np.testing.assert_allclose(
+        model.predict_proba(X, batch_size=huge, tta=False),
+        model.predict_proba(X, tta=False),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    # Memory for two cells: a batch of the three is refused, a batch of two is not.
+    room = 2 * model.bytes_per_cell()
+    monkeypatch.setattr("sklearn_deeploc.validation.available_memory", lambda: room)
+    with pytest.raises(ValueError, match=r"batch_size=1000000000000 needs .* batch of 3 cells"):
+        model.predict_proba(X, batch_size=huge)
+    assert model.predict_proba(X, batch_size=2).shape == (3, 2)
+
+
+def test_a_well_pattern_matching_no_image_name_is_reported(tmp_path, tiny_model):
+    names = ["plate1_A01-ch1.tiff", "plate1_A02-ch1.tiff"]
+    _fields(tmp_path, names)
+    table = pd.DataFrame({"Image Path": names, "Center_X": [50, 50], "Center_Y": [50, 50]})
+    with pytest.warns(
+        UserWarning, match=r"well_pattern 'r\\\\d\+c\\\\d\+'.*2 of 2.*plate1_A01-ch1\.tiff"
+    ):
+        cells, wells = run_screen(tiny_model, table, tmp_path / "out", images=tmp_path, verbose=0)
+    assert len(wells) == 2  # each field is its own well, as the warning says
+
+
+def test_a_well_pattern_matching_every_image_name_is_silent(tmp_path, tiny_model):
+    names = ["r01c01f01-ch1.tiff", "r01c01f02-ch1.tiff"]
+    _fields(tmp_path, names)
+    table = pd.DataFrame({"Image Path": names, "Center_X": [50, 50], "Center_Y": [50, 50]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, wells = run_screen(tiny_model, table, tmp_path / "out", images=tmp_path, verbose=0)
+    assert wells["well"].tolist() == ["r01c01"]
+
+
+def test_duplicate_rows_of_a_crop_table_are_reported_and_cropped_once(tmp_path):
+    _fields(tmp_path, ["r01c01-ch1.tiff"])
+    table = pd.DataFrame(
+        {
+            "Image Path": ["r01c01-ch1.tiff"] * 4,
+            "Center_X": [50, 40, 50, 50],
+            "Center_Y": [50, 40, 50, 50],
+            "Label": ["ER", "ER", "ER", "ER"],
+        }
+    )
+    table.to_csv(tmp_path / "cells.csv", index=False)
+    options = ["--coords", str(tmp_path / "cells.csv"), "--label-column", "Label"]
+    with pytest.warns(UserWarning, match=r"2 row\(s\) repeat.*row 2 repeats row 0.*once"):
+        assert main(["crop", *options, "-o", str(tmp_path / "cells.h5")]) == 0
+    X, y = load_deeploc_hdf5(tmp_path / "cells.h5")
+    assert len(X) == 2 and list(y) == ["ER", "ER"]
+
+
+def test_a_field_beyond_float32_range_is_refused_with_its_file(tmp_path):
+    _fields(tmp_path, ["r01c01-ch1.tiff"], value=1e300, dtype=np.float64)
+    table = pd.DataFrame({"Image Path": ["r01c01-ch1.tiff"], "Center_X": [50], "Center_Y": [50]})
+    table.to_csv(tmp_path / "cells.csv", index=False)
+    with pytest.raises(ValueError, match=r"r01c01-ch1\.tiff.*float32.*1e\+300"):
+        from sklearn_deeploc.jobs import crop
+
+        crop(tmp_path / "cells.csv", tmp_path / "x.h5", verbose=0)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e39])
+def test_crop_cells_and_find_cells_refuse_values_beyond_float32(value):
+    image = np.ones((2, 100, 100))
+    image[1, 10, 20] = value
+    with pytest.raises(ValueError, match=r"float32.*channel 1, row 10, column 20"):
+        crop_cells(image, [[50, 50]])
+    with pytest.raises(ValueError, match=r"float32.*channel 1, row 10, column 20"):
+        find_cells(image, channel=1)
+
+
+def test_infinite_and_nan_pixels_are_not_called_out_of_range():
+    image = np.ones((2, 100, 100))
+    image[0, 0, 0], image[0, 0, 1] = np.inf, np.nan
+    assert crop_cells(image, [[50, 50]]).crops.shape == (1, 2, 64, 64)
