@@ -1,0 +1,433 @@
+"""OME-Zarr HCS plates: list their fields, read one field (or its label image) at a time.
+
+A plate (NGFF 0.4 on Zarr v2, metadata in ``.zattrs``; NGFF 0.5 on Zarr v3,
+metadata under ``"ome"`` in ``zarr.json``) lists its wells (``"A/1"``), each
+well its fields (images ``"A/1/0"``), each field a multiscale image whose
+level 0 is read, with channel names in ``omero.channels[].label`` and label
+images under ``labels/<name>``. Only metadata is read when a plate is opened;
+pixels are read one field at a time.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .labels import check_label_image
+
+ZARR_VERSION_OF_NGFF = {"0.4": 2, "0.5": 3}
+AXES = ("t", "c", "z", "y", "x")
+NGFF_KEYS = {"plate", "well", "multiscales", "omero", "labels", "image-label"}
+FIELD_COLUMNS = ("plate", "well", "well_path", "row", "column", "site", "image_path")
+
+
+def _import_zarr():
+    try:
+        import zarr
+    except ImportError as error:
+        raise ImportError(
+            "Reading OME-Zarr plates needs zarr; pip install 'sklearn-deeploc[plates]'."
+        ) from error
+    return zarr
+
+
+def _zarr_format(group):
+    metadata = getattr(group, "metadata", None)  # zarr 2 groups have none, and are v2
+    return getattr(metadata, "zarr_format", 2)
+
+
+def _open_root(path):
+    zarr = _import_zarr()
+    local = Path(path)
+    if not local.exists():
+        raise FileNotFoundError(f"Plate {path} not found.")
+    if (local / "zarr.json").is_file() and int(zarr.__version__.split(".")[0]) < 3:
+        raise ValueError(
+            f"Plate {path} is a Zarr v3 store (NGFF 0.5); reading it needs zarr>=3, "
+            f"found zarr {zarr.__version__}."
+        )
+    try:
+        return zarr.open_group(str(path), mode="r")
+    except (FileNotFoundError, KeyError, ValueError) as error:
+        raise ValueError(
+            f"{path} is not a Zarr group (no .zgroup/.zattrs or zarr.json): {error}"
+        ) from error
+
+
+def _ngff_metadata(group, where):
+    """The group's NGFF metadata: top-level attributes (Zarr v2) or those under "ome" (v3)."""
+    attributes = group.attrs.asdict()
+    if _zarr_format(group) == 2:
+        return attributes
+    if isinstance(attributes.get("ome"), dict):
+        return attributes["ome"]
+    if NGFF_KEYS & set(attributes):
+        raise ValueError(
+            f"{where} is a Zarr v3 group whose NGFF metadata (keys {sorted(attributes)}) is "
+            "not under an 'ome' entry; NGFF 0.5 keeps its metadata under 'ome'."
+        )
+    return {}  # no NGFF metadata at all
+
+
+def _plate_version(metadata, zarr_format, path):
+    """The NGFF version, which must be the one of the store's Zarr version."""
+    if zarr_format == 3:
+        version = metadata.get("version", metadata["plate"].get("version"))
+    else:  # 0.4 plates usually name it; without, a Zarr v2 plate is taken as 0.4
+        version = metadata["plate"].get("version", "0.4")
+    if ZARR_VERSION_OF_NGFF.get(str(version)) != zarr_format:
+        raise ValueError(
+            f"Plate {path} declares NGFF version {version!r} on Zarr v{zarr_format}; "
+            "supported are NGFF 0.4 on Zarr v2 and 0.5 on Zarr v3."
+        )
+    return str(version)
+
+
+def _well_name(row, column):
+    """ "A01" from row "A" and column "1"; a column that is not a number is kept as is."""
+    return f"{row}{int(column):02d}" if str(column).isdigit() else f"{row}{column}"
+
+
+def _plate_name(plate_metadata, path):
+    name = plate_metadata.get("name")
+    if name:
+        return str(name)
+    return Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+
+
+def _levels_axes(metadata, where):
+    """Axis names and level-0 path of a multiscale image's metadata."""
+    multiscales = metadata.get("multiscales")
+    if not multiscales:
+        raise ValueError(
+            f"{where} has no 'multiscales' metadata (keys {sorted(metadata)}); expected a "
+            "multiscale image."
+        )
+    axes = [axis["name"] if isinstance(axis, dict) else axis for axis in multiscales[0]["axes"]]
+    if not set(axes) <= set(AXES) or not {"y", "x"} <= set(axes) or len(set(axes)) < len(axes):
+        raise ValueError(f"{where} has axes {axes}; expected y, x and some of t, c, z.")
+    return axes, multiscales[0]["datasets"][0]["path"]
+
+
+class Plate:
+    """An opened OME-Zarr HCS plate; make one with :func:`open_plate`.
+
+    Attributes
+    ----------
+    path : str
+        The plate's location.
+    name : str
+        The plate's name: its metadata's ``name``, else the folder's without
+        ``.zarr``.
+    version : str
+        The NGFF version, ``"0.4"`` or ``"0.5"``.
+    fields : pandas.DataFrame
+        One row per field: ``plate``, ``well`` (``"A01"``), ``well_path``
+        (``"A/1"``), ``row``, ``column`` (the plate's names), ``site`` (the
+        field's place in its well's list, from 0) and ``image_path``
+        (``"A/1/0"``), the key that :meth:`read_field` and
+        :meth:`read_labels` take.
+    """
+
+    def __init__(self, path, root, version, name, fields):
+        self.path, self.name, self.version = str(path), name, version
+        self._root, self.fields = root, fields
+
+    def __repr__(self):
+        return f"Plate({self.path!r}, NGFF {self.version}, {len(self.fields)} fields)"
+
+    def _where(self, image_path):
+        return f"Field {image_path} of plate {self.path}"
+
+    def _group(self, key, where, what):
+        try:
+            return self._root[key]
+        except KeyError:
+            raise ValueError(f"{where}: its {what} {key!r} is missing from the plate.") from None
+
+    def _image(self, key, where):
+        """(level-0 array, axes, metadata) of the multiscale image at ``key``."""
+        group = self._group(key, where, "image")
+        metadata = _ngff_metadata(group, where)
+        axes, level0 = _levels_axes(metadata, where)
+        array = self._group(f"{key}/{level0}", where, "level-0 array")
+        if array.ndim != len(axes):
+            raise ValueError(
+                f"{where}: level 0 has {array.ndim} dimensions {array.shape}, its metadata "
+                f"{len(axes)} axes {axes}."
+            )
+        return array, axes, metadata
+
+    def channel_names(self, image_path):
+        """The field's channel names (``omero.channels[].label``), or None without them."""
+        _, _, metadata = self._image(image_path, self._where(image_path))
+        return _channel_names(metadata)
+
+    def label_names(self, image_path):
+        """The names of the field's label images (``labels/<name>``), possibly none."""
+        where = self._where(image_path)
+        self._image(image_path, where)
+        try:
+            group = self._root[f"{image_path}/labels"]
+        except KeyError:
+            return []
+        return [str(name) for name in _ngff_metadata(group, where).get("labels", [])]
+
+    def _channel_indices(self, image_path, metadata, channels, n_channels):
+        """The channels' indices; a slice where they are all, in order (zarr reads it faster)."""
+        if channels is None:
+            return slice(None)
+        names = _channel_names(metadata)
+        indices = []
+        for channel in channels:
+            if isinstance(channel, (int, np.integer)) and 0 <= channel < n_channels:
+                indices.append(int(channel))
+            elif isinstance(channel, str) and names is not None and channel in names:
+                indices.append(names.index(channel))
+            else:
+                known = f"names {names} or " if names is not None else "(no names) "
+                raise ValueError(
+                    f"{self._where(image_path)} has no channel {channel!r}; it has channel "
+                    f"{known}indices 0..{n_channels - 1}."
+                )
+        if len(set(indices)) < len(indices):
+            raise ValueError(f"channels {list(channels)} name a channel twice.")
+        return slice(None) if indices == list(range(n_channels)) else indices
+
+    def read_field(self, image_path, channels=None, *, z="max", t=0):
+        """Read one field at full resolution as (C, H, W), channels in the requested order.
+
+        Only that field's level 0 is read, one z plane at a time.
+
+        Parameters
+        ----------
+        image_path : str
+            The field, a ``fields["image_path"]`` value (``"A/1/0"``).
+        channels : sequence of str or int, optional
+            Channel names (``omero.channels[].label``) or indices, in the
+            order wanted; default all, in the stored order.
+        z : "max" or int, default="max"
+            A z stack is projected by its maximum, or one plane is taken.
+        t : int, default=0
+            The time point read.
+
+        Returns
+        -------
+        numpy.ndarray of shape (C, H, W)
+            The pixels in the stored type.
+        """
+        where = self._where(image_path)
+        array, axes, metadata = self._image(image_path, where)
+        sizes = dict(zip(axes, array.shape))
+        index = {"t": _position(t, sizes.get("t", 1), "t", where), "y": slice(None)}
+        index["x"] = slice(None)
+        index["c"] = self._channel_indices(image_path, metadata, channels, sizes.get("c", 1))
+        if isinstance(z, str) and z == "max":
+            planes = range(sizes.get("z", 1))
+        else:
+            planes = [_position(z, sizes.get("z", 1), "z", where)]
+        field = None
+        for plane in planes:
+            index["z"] = plane
+            pixels = _read_plane(array, axes, index)
+            field = pixels if field is None else np.maximum(field, pixels, out=field)
+        return field
+
+    def _label_image(self, image_path, name):
+        """(level-0 array, axes, where) of a field's label image, checked on its metadata."""
+        where = self._where(image_path)
+        names = self.label_names(image_path)
+        if name not in names:
+            raise ValueError(f"{where} has no label image {name!r}; it has {names or 'none'}.")
+        label_where = f"Label image {name!r} of field {image_path} of plate {self.path}"
+        array, axes, _ = self._image(f"{image_path}/labels/{name}", label_where)
+        sizes = dict(zip(axes, array.shape))
+        if sizes.get("c", 1) != 1:
+            raise ValueError(f"{label_where} has {sizes['c']} channels; expected one.")
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(
+                f"{label_where} holds {array.dtype} values; expected integer labels "
+                "(0 = background)."
+            )
+        image, image_axes, _ = self._image(image_path, where)
+        field_size = [image.shape[image_axes.index(axis)] for axis in ("y", "x")]
+        if [sizes["y"], sizes["x"]] != field_size:
+            raise ValueError(
+                f"{label_where} is {sizes['y']}x{sizes['x']} pixels; the field's images are "
+                f"{field_size[0]}x{field_size[1]}."
+            )
+        return array, axes, label_where
+
+    def read_labels(self, image_path, name, *, z=None, t=0):
+        """Read a field's label image ``labels/<name>`` at full resolution as (H, W).
+
+        Parameters
+        ----------
+        image_path : str
+            The field, a ``fields["image_path"]`` value.
+        name : str
+            The label image's name, one of :meth:`label_names`.
+        z : int, optional
+            The plane of a 3-D label image; default its only plane (a label
+            image of several planes is refused then: planes cannot be merged).
+        t : int, default=0
+            The time point, where the label image has several.
+
+        Returns
+        -------
+        numpy.ndarray of shape (H, W)
+            Integer labels, 0 the background; the shape of the field's images.
+        """
+        array, axes, where = self._label_image(image_path, name)
+        sizes = dict(zip(axes, array.shape))
+        if z is None and sizes.get("z", 1) > 1:
+            raise ValueError(f"{where} has {sizes['z']} z planes; pass z= to choose one.")
+        index = {"t": _position(t, sizes.get("t", 1), "t", where), "c": slice(0, 1)}
+        index.update(z=_position(z or 0, sizes.get("z", 1), "z", where), y=slice(None))
+        index["x"] = slice(None)
+        return check_label_image(_read_plane(array, axes, index)[0], where)
+
+    def _field_problem(self, image_path, channels, labels):
+        """Why this field cannot be read as asked (metadata only), or None."""
+        try:
+            array, axes, metadata = self._image(image_path, self._where(image_path))
+            n_channels = dict(zip(axes, array.shape)).get("c", 1)
+            self._channel_indices(image_path, metadata, channels, n_channels)
+            if labels is not None:
+                self._label_image(image_path, labels)
+        except ValueError as error:
+            return str(error)
+        return None
+
+    def check(self, channels=None, labels=None, limit=10):
+        """Refuse, before any pixel is read, a plate whose fields cannot all be read as asked.
+
+        Every field's metadata is read: its image and level 0 exist, the
+        ``channels`` are known and the label image ``labels`` (if given)
+        exists with the field's height and width.
+
+        Parameters
+        ----------
+        channels : sequence of str or int, optional
+            As in :meth:`read_field`.
+        labels : str, optional
+            A label image name, as in :meth:`read_labels`.
+        limit : int, default=10
+            At most this many problems are listed.
+
+        Raises
+        ------
+        ValueError
+            Listing the fields that cannot be read and why.
+        """
+        problems = []
+        for image_path in self.fields["image_path"]:
+            problem = self._field_problem(image_path, channels, labels)
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
+            raise ValueError(
+                f"{len(problems)} of {len(self.fields)} fields cannot be read{more}: "
+                + " | ".join(problems[:limit])
+            )
+
+
+def _channel_names(metadata):
+    channels = metadata.get("omero", {}).get("channels")
+    return None if channels is None else [str(c.get("label", "")) for c in channels]
+
+
+def _position(value, size, axis, where):
+    if not isinstance(value, (int, np.integer)) or not 0 <= value < size:
+        raise ValueError(f"{where} has {size} {axis} position(s); {axis}={value!r} is not one.")
+    return int(value)
+
+
+def _read_plane(array, axes, index):
+    """Read ``array[index]`` (axis name -> int, list or slice) as (C, H, W)."""
+    selection = tuple(index[axis] for axis in axes)
+    pixels = array.oindex[selection]
+    return pixels if "c" in axes else pixels[np.newaxis]
+
+
+def _fields_of_well(root, well, plate_name, path):
+    well_path = str(well["path"])
+    where = f"Well {well_path} of plate {path}"
+    try:
+        group = root[well_path]
+    except KeyError:
+        raise ValueError(f"{where} is listed in the plate's metadata but missing.") from None
+    metadata = _ngff_metadata(group, where)
+    if "well" not in metadata:
+        raise ValueError(f"{where} has no 'well' metadata (keys {sorted(metadata)}).")
+    row, column = well_path.split("/")
+    return [
+        {
+            "plate": plate_name,
+            "well": _well_name(row, column),
+            "well_path": well_path,
+            "row": row,
+            "column": column,
+            "site": site,
+            "image_path": f"{well_path}/{image['path']}",
+        }
+        for site, image in enumerate(metadata["well"].get("images", []))
+    ]
+
+
+def open_plate(path):
+    """Open an OME-Zarr HCS plate (NGFF 0.4 or 0.5) and list its fields; no pixel is read.
+
+    Parameters
+    ----------
+    path : path-like
+        The plate's folder (``plate.zarr``).
+
+    Returns
+    -------
+    Plate
+        With ``fields`` (one row per field), :meth:`Plate.read_field`,
+        :meth:`Plate.read_labels`, :meth:`Plate.channel_names`,
+        :meth:`Plate.label_names` and :meth:`Plate.check`.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, zarr
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.plates import open_plate
+    >>> path = Path(tempfile.mkdtemp()) / "screen.zarr"
+    >>> root = zarr.open_group(path, mode="w", zarr_format=2)
+    >>> root.attrs["plate"] = {"version": "0.4", "rows": [{"name": "A"}],
+    ...     "columns": [{"name": "1"}], "wells": [{"path": "A/1", "rowIndex": 0, "columnIndex": 0}]}
+    >>> root.create_group("A/1").attrs["well"] = {"images": [{"path": "0"}]}
+    >>> image = root.create_group("A/1/0")
+    >>> image.attrs["multiscales"] = [{"version": "0.4", "axes": ["c", "y", "x"],
+    ...     "datasets": [{"path": "0"}]}]
+    >>> image.attrs["omero"] = {"channels": [{"label": "GFP"}, {"label": "RFP"}]}
+    >>> image.create_array("0", data=np.arange(24, dtype=np.uint16).reshape(2, 3, 4))
+    <...>
+    >>> plate = open_plate(path)
+    >>> plate.fields[["well", "site", "image_path"]]
+      well  site image_path
+    0  A01     0      A/1/0
+    >>> plate.read_field("A/1/0", ["RFP"]).shape
+    (1, 3, 4)
+    """
+    root = _open_root(path)
+    zarr_format = _zarr_format(root)
+    metadata = _ngff_metadata(root, f"Plate {path}")
+    if "plate" not in metadata:
+        kind = " (it is a single image, not a plate)" if "multiscales" in metadata else ""
+        raise ValueError(
+            f"{path} is not an OME-Zarr HCS plate{kind}: its metadata has keys "
+            f"{sorted(metadata)}; expected 'plate'."
+        )
+    version = _plate_version(metadata, zarr_format, path)
+    name = _plate_name(metadata["plate"], path)
+    records = [
+        record
+        for well in metadata["plate"].get("wells", [])
+        for record in _fields_of_well(root, well, name, path)
+    ]
+    return Plate(path, root, version, name, pd.DataFrame(records, columns=list(FIELD_COLUMNS)))
