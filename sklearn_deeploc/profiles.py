@@ -1,0 +1,416 @@
+"""Per-cell and per-well profiles in pycytominer and AnnData conventions.
+
+A profile table has one row per cell: metadata columns named as CellProfiler
+and pycytominer name them (``Metadata_Plate``, ``Metadata_Well`` "A01",
+``Metadata_Site``, ``Metadata_ObjectNumber``, ``Metadata_Location_Center_X``
+/ ``_Y``, ``Metadata_Predicted_Class``), then DeepLoc's class probabilities
+``Cells_DeepLoc_Prob_<class>`` and features ``Cells_DeepLoc_<name>``. The
+``Cells_`` prefix is one of the compartments that ``pycytominer`` infers
+features from (``features="infer"``), so ``pycytominer.aggregate`` and
+``pycytominer.normalize`` take these columns as features and every
+``Metadata_`` column as metadata without further arguments.
+"""
+
+import numbers
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._version import __version__
+from .blocks import _replace_atomically, write_table
+from .screen import localization_changes
+
+FEATURE_PREFIX = "Cells_DeepLoc_"
+PROBABILITY_PREFIX = FEATURE_PREFIX + "Prob_"
+PREDICTED = "Metadata_Predicted_Class"
+CELL_COUNT = "Metadata_Object_Count"  # pycytominer.aggregate's name for it
+# Names of cells_from_labels and Plate.fields -> pycytominer's
+METADATA = {
+    "plate": "Metadata_Plate",
+    "well": "Metadata_Well",
+    "site": "Metadata_Site",
+    "ObjectNumber": "Metadata_ObjectNumber",
+    "center_x": "Metadata_Location_Center_X",
+    "center_y": "Metadata_Location_Center_Y",
+}
+WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
+CELLS_FILE, WELLS_FILE, H5AD_FILE, CHANGES_FILE = (
+    "cells.parquet",
+    "wells.parquet",
+    "cells.h5ad",
+    "changes.parquet",
+)
+
+
+def _metadata(cells):
+    """The cells' metadata columns under their ``Metadata_`` names, others prefixed too."""
+    renamed = cells.rename(columns=METADATA)
+    absent = [name for name in METADATA.values() if name not in renamed]
+    if absent:
+        raise ValueError(
+            f"cells lacks the metadata columns {absent}; expected {list(METADATA)} (or their "
+            f"Metadata_ names), it has {list(cells.columns)}."
+        )
+    prefixed = {c: c if str(c).startswith("Metadata_") else f"Metadata_{c}" for c in renamed}
+    return renamed.rename(columns=prefixed).reset_index(drop=True)
+
+
+def _matrix(values, n_rows, n_columns, name):
+    values = np.asarray(values, dtype=np.float32)
+    if values.shape != (n_rows, n_columns):
+        raise ValueError(
+            f"{name} has shape {values.shape}; expected ({n_rows}, {n_columns}): one row per "
+            "cell, one column per name."
+        )
+    return values
+
+
+def cell_profiles(cells, proba, classes, features=None, feature_names=None):
+    """One profile per cell: metadata, predicted class, class probabilities, features.
+
+    Parameters
+    ----------
+    cells : pandas.DataFrame
+        One row per cell with ``plate``, ``well`` ("A01"), ``site``,
+        ``ObjectNumber``, ``center_x`` and ``center_y`` (the names of
+        :attr:`sklearn_deeploc.plates.Plate.fields` and
+        :func:`sklearn_deeploc.labels.cells_from_labels`), or the same under
+        their ``Metadata_`` names. Other columns are kept as metadata, with a
+        ``Metadata_`` prefix.
+    proba : array-like of shape (n_cells, n_classes)
+        Class probabilities (``predict_proba``).
+    classes : sequence of n_classes names
+        The classes, in the columns' order.
+    features : array-like of shape (n_cells, n_features), optional
+        Features (``DeepLocFeaturizer.transform``).
+    feature_names : sequence of str, optional
+        Their names (``get_feature_names_out()``); default ``feature_0``...
+
+    Returns
+    -------
+    pandas.DataFrame
+        The ``Metadata_`` columns, ``Metadata_Predicted_Class``, the
+        probabilities as float32 ``Cells_DeepLoc_Prob_<class>`` and the
+        features as float32 ``Cells_DeepLoc_<name>``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.profiles import cell_profiles
+    >>> cells = pd.DataFrame({"plate": "P1", "well": ["A01", "A01"], "site": 0,
+    ...     "ObjectNumber": [1, 2], "center_x": [10.0, 30.5], "center_y": [4.0, 8.0]})
+    >>> profiles = cell_profiles(cells, [[0.9, 0.1], [0.2, 0.8]], ["NUCLEI", "ER"])
+    >>> profiles[["Metadata_ObjectNumber", "Metadata_Predicted_Class",
+    ...     "Cells_DeepLoc_Prob_ER"]]
+       Metadata_ObjectNumber Metadata_Predicted_Class  Cells_DeepLoc_Prob_ER
+    0                      1                   NUCLEI                    0.1
+    1                      2                       ER                    0.8
+    """
+    metadata = _metadata(cells)
+    classes = [str(c) for c in classes]
+    if len(set(classes)) < len(classes):
+        raise ValueError(f"classes {classes} name a class twice; expected distinct names.")
+    proba = _matrix(proba, len(metadata), len(classes), "proba")
+    columns = {PREDICTED: np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
+    columns.update({PROBABILITY_PREFIX + c: proba[:, k] for k, c in enumerate(classes)})
+    if features is not None:
+        features = np.asarray(features, dtype=np.float32)
+        if feature_names is None:
+            names = [f"feature_{k}" for k in range(features.shape[-1])]
+        else:
+            names = [str(name) for name in feature_names]
+        features = _matrix(features, len(metadata), len(names), "features")
+        if set(names) & {f"Prob_{c}" for c in classes} or len(set(names)) < len(names):
+            raise ValueError(f"feature_names {names[:5]}... repeat a name or a class column.")
+        columns.update({FEATURE_PREFIX + n: features[:, k] for k, n in enumerate(names)})
+    return pd.concat([metadata, pd.DataFrame(columns)], axis=1)
+
+
+def _columns(profiles):
+    """(metadata, probability, feature) column names of a profile table."""
+    probability = [c for c in profiles.columns if c.startswith(PROBABILITY_PREFIX)]
+    feature = [c for c in profiles.columns if c.startswith(FEATURE_PREFIX) and c not in probability]
+    metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
+    if not probability:
+        raise ValueError(
+            f"The profile table has no {PROBABILITY_PREFIX}<class> columns; it has "
+            f"{list(profiles.columns)[:10]}..."
+        )
+    return metadata, probability, feature
+
+
+def well_profiles(profiles):
+    """Per plate and well: the mean of the cells' probabilities and features, and a count.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        Cell profiles (:func:`cell_profiles`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Object_Count``
+        (cells, the name ``pycytominer.aggregate`` gives it),
+        ``Metadata_Predicted_Class`` (the class of the highest mean
+        probability) and the mean of each ``Cells_DeepLoc_`` column.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.profiles import cell_profiles, well_profiles
+    >>> cells = pd.DataFrame({"plate": "P1", "well": ["A01", "A01", "B02"], "site": 0,
+    ...     "ObjectNumber": [1, 2, 1], "center_x": 5.0, "center_y": 5.0})
+    >>> proba = [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]]
+    >>> wells = well_profiles(cell_profiles(cells, proba, ["NUCLEI", "ER"]))
+    >>> wells[["Metadata_Well", "Metadata_Object_Count", "Metadata_Predicted_Class"]]
+      Metadata_Well  Metadata_Object_Count Metadata_Predicted_Class
+    0           A01                      2                   NUCLEI
+    1           B02                      1                       ER
+    """
+    _, probability, feature = _columns(profiles)
+    groups = profiles.groupby(WELL_KEYS, sort=True)
+    means = groups[probability + feature].mean().astype(np.float32)
+    classes = np.array([c.removeprefix(PROBABILITY_PREFIX) for c in probability], dtype=object)
+    means.insert(0, PREDICTED, classes[means[probability].to_numpy().argmax(axis=1)])
+    means.insert(0, CELL_COUNT, groups.size())
+    return means.reset_index()
+
+
+def _string_dataset(group, name, values, encoding="string-array"):
+    dataset = group.create_dataset(
+        name, data=np.asarray(values, dtype=object), dtype=_h5py().string_dtype()
+    )
+    dataset.attrs.update({"encoding-type": encoding, "encoding-version": "0.2.0"})
+
+
+def _h5py():
+    import h5py
+
+    return h5py
+
+
+def _array_dataset(group, name, values):
+    dataset = group.create_dataset(name, data=values)
+    dataset.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+
+
+def _categorical(group, name, values):
+    categories, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    column = group.create_group(name)
+    column.attrs.update(
+        {"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False}
+    )
+    _array_dataset(column, "codes", codes.astype(np.int32))
+    _string_dataset(column, "categories", categories)
+
+
+def _dataframe(group, name, index, columns):
+    """A dataframe group (AnnData on-disk format): its index and columns by type."""
+    frame = group.create_group(name)
+    frame.attrs.update(
+        {
+            "encoding-type": "dataframe",
+            "encoding-version": "0.2.0",
+            "_index": "_index",
+            "column-order": list(columns),  # h5py stores a list of str as UTF-8 strings
+        }
+    )
+    _string_dataset(frame, "_index", index)
+    for column, values in columns.items():
+        if pd.api.types.is_numeric_dtype(values) and not values.isna().any():
+            _array_dataset(frame, column, values.to_numpy())
+        else:  # text (and anything else) as categories: what AnnData makes of strings
+            _categorical(frame, column, values)
+
+
+def _uns_entry(group, name, value):
+    if isinstance(value, str):
+        _string_dataset(group, name, value, encoding="string")
+    elif isinstance(value, (bool, numbers.Number)):
+        dataset = group.create_dataset(name, data=value)
+        dataset.attrs.update({"encoding-type": "numeric-scalar", "encoding-version": "0.2.0"})
+    elif all(isinstance(item, str) for item in value):
+        _string_dataset(group, name, list(value))
+    else:
+        _array_dataset(group, name, np.asarray(value))
+
+
+def _empty_dict(file, name):
+    file.create_group(name).attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
+
+
+def _write_anndata(file, profiles, uns):
+    metadata, probability, feature = _columns(profiles)
+    matrix = feature or probability  # X: the features, else the probabilities
+    file.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
+    index = [str(i) for i in range(len(profiles))]
+    _dataframe(file, "obs", index, {c: profiles[c] for c in metadata})
+    prefix = FEATURE_PREFIX if feature else PROBABILITY_PREFIX
+    _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
+    for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+        _empty_dict(file, name)
+    if feature:  # the probabilities, named by uns["classes"]
+        _array_dataset(file["obsm"], "DeepLoc_Prob", profiles[probability].to_numpy(np.float32))
+    classes = [c.removeprefix(PROBABILITY_PREFIX) for c in probability]
+    entries = {"classes": classes, "package_version": __version__, **(uns or {})}
+    for name, value in entries.items():
+        _uns_entry(file["uns"], name, value)
+
+
+def write_h5ad(profiles, path, *, uns=None):
+    """Write cell profiles as an AnnData ``.h5ad`` file, atomically, without needing anndata.
+
+    The file follows the AnnData on-disk format (``encoding-type`` attributes)
+    and reads with ``anndata.read_h5ad``.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        Cell profiles (:func:`cell_profiles`).
+    path : path-like
+        The ``.h5ad`` file.
+    uns : dict, optional
+        More unstructured entries (strings, numbers, lists of them), such
+        as the model's digest and the precision; ``classes`` and
+        ``package_version`` are always written.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``. In the file, ``X`` holds the features (float32), or the
+        probabilities where there are none; ``var_names`` their names
+        (``fc2_0``..., or the classes); ``obs`` the ``Metadata_`` columns
+        (text as categories); ``obsm["DeepLoc_Prob"]`` the probabilities
+        when ``X`` holds features.
+
+    Examples
+    --------
+    >>> import tempfile, h5py, pandas as pd
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.profiles import cell_profiles, write_h5ad
+    >>> cells = pd.DataFrame({"plate": "P1", "well": ["A01", "B02"], "site": 0,
+    ...     "ObjectNumber": [1, 1], "center_x": 5.0, "center_y": 5.0})
+    >>> profiles = cell_profiles(cells, [[0.9, 0.1], [0.2, 0.8]], ["NUCLEI", "ER"])
+    >>> path = write_h5ad(profiles, Path(tempfile.mkdtemp()) / "cells.h5ad")
+    >>> with h5py.File(path) as file:
+    ...     print(file["X"].shape, file["var/_index"].asstr()[:].tolist())
+    (2, 2) ['NUCLEI', 'ER']
+    """
+    h5py = _h5py()
+
+    def write(temporary):
+        with h5py.File(temporary, "w") as file:
+            _write_anndata(file, profiles, uns)
+
+    return _replace_atomically(Path(path), write)
+
+
+def write_profiles(profiles, output, *, uns=None, csv=False):
+    """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, atomically.
+
+    Parameters
+    ----------
+    profiles : pandas.DataFrame
+        Cell profiles (:func:`cell_profiles`).
+    output : path-like
+        The folder (made if absent).
+    uns : dict, optional
+        As in :func:`write_h5ad`.
+    csv : bool, default=False
+        Also write ``cells.csv`` and ``wells.csv``.
+
+    Returns
+    -------
+    dict
+        Paths by file name.
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    wells = well_profiles(profiles)
+    tables = {CELLS_FILE: profiles, WELLS_FILE: wells}
+    if csv:
+        tables.update({"cells.csv": profiles, "wells.csv": wells})
+    written = {name: write_table(table, output / name) for name, table in tables.items()}
+    written[H5AD_FILE] = write_h5ad(profiles, output / H5AD_FILE, uns=uns)
+    return written
+
+
+def _probabilities(profiles, by, name):
+    if by not in profiles:
+        raise ValueError(
+            f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
+            f"{[c for c in profiles.columns if c.startswith('Metadata_')]}."
+        )
+    _, probability, _ = _columns(profiles)
+    proba = profiles[probability]
+    return proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX)), profiles[by]
+
+
+def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
+    """Localization changes between two screens' cell profiles, per group of cells.
+
+    :func:`sklearn_deeploc.screen.localization_changes` on the cells'
+    probabilities, grouped by a metadata column (the well, or a protein or
+    strain column joined to the profiles).
+
+    Parameters
+    ----------
+    profiles_a, profiles_b : pandas.DataFrame
+        Cell profiles (:func:`cell_profiles`) of screen A (untreated) and B
+        (treated), with the same classes.
+    by : str, default="Metadata_Well"
+        The column naming each cell's group.
+    prior : float, default=0.01
+        As in :func:`~sklearn_deeploc.screen.localization_changes`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`~sklearn_deeploc.screen.localization_changes`'s table, its
+        ``protein`` column named ``by``.
+    """
+    proba_a, groups_a = _probabilities(profiles_a, by, "A")
+    proba_b, groups_b = _probabilities(profiles_b, by, "B")
+    if list(proba_a.columns) != list(proba_b.columns):
+        raise ValueError(
+            f"The screens' classes differ: A has {list(proba_a.columns)}, B has "
+            f"{list(proba_b.columns)}; expected the same model's classes."
+        )
+    table = localization_changes(proba_a, groups_a, proba_b, groups_b, prior=prior)
+    return table.rename(columns={"protein": by})
+
+
+def _read_cells(screen):
+    path = Path(screen)
+    path = path / CELLS_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
+    return pd.read_parquet(path)
+
+
+def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
+    """Compare two screen outputs' ``cells.parquet`` and write ``changes.parquet``.
+
+    Parameters
+    ----------
+    screen_a, screen_b : path-like
+        Screen output folders (or their ``cells.parquet`` files): A
+        untreated, B treated.
+    output : path-like
+        Folder for ``changes.parquet`` (made if absent).
+    by, prior
+        As in :func:`profile_changes`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table written (:func:`profile_changes`).
+    """
+    table = profile_changes(_read_cells(screen_a), _read_cells(screen_b), by=by, prior=prior)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    write_table(table, output / CHANGES_FILE)
+    return table

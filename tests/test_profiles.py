@@ -1,0 +1,238 @@
+"""Cell and well profiles: pycytominer reads them as features, anndata reads the h5ad."""
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from sklearn_deeploc import profiles as profiles_module
+from sklearn_deeploc.profiles import (
+    cell_profiles,
+    profile_changes,
+    well_profiles,
+    write_changes,
+    write_h5ad,
+    write_profiles,
+)
+
+CLASSES = ["NUCLEI", "ER", "CELL PERIPHERY"]
+FEATURES = [f"fc2_{k}" for k in range(4)]
+
+
+def _cells(n_wells=3, per_well=4, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_wells * per_well
+    wells = [f"{chr(ord('A') + k)}{k + 1:02d}" for k in range(n_wells)]
+    return pd.DataFrame(
+        {
+            "plate": "P1",
+            "well": np.repeat(wells, per_well),
+            "site": np.tile(np.arange(per_well) % 2, n_wells),
+            "ObjectNumber": np.arange(1, n + 1),
+            "center_x": rng.random(n) * 96,
+            "center_y": rng.random(n) * 64,
+            "area": rng.integers(20, 90, n),
+        }
+    )
+
+
+def _profiles(features=True, seed=0):
+    cells = _cells(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    proba = rng.dirichlet(np.ones(len(CLASSES)), len(cells))
+    values = rng.normal(size=(len(cells), len(FEATURES))) if features else None
+    return cell_profiles(cells, proba, CLASSES, values, FEATURES if features else None), proba
+
+
+def test_cell_profiles_columns_and_predicted_class():
+    profiles, proba = _profiles()
+    metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
+    assert metadata == [
+        "Metadata_Plate",
+        "Metadata_Well",
+        "Metadata_Site",
+        "Metadata_ObjectNumber",
+        "Metadata_Location_Center_X",
+        "Metadata_Location_Center_Y",
+        "Metadata_area",
+        "Metadata_Predicted_Class",
+    ]
+    probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
+    features = [f"Cells_DeepLoc_{f}" for f in FEATURES]
+    assert list(profiles.columns[len(metadata) :]) == probability + features
+    assert (profiles[probability + features].dtypes == np.float32).all()
+    np.testing.assert_allclose(profiles[probability], proba, rtol=1e-6)
+    expected = np.array(CLASSES)[proba.argmax(axis=1)]
+    assert list(profiles["Metadata_Predicted_Class"]) == list(expected)
+
+
+def test_cell_profiles_accepts_metadata_names():
+    cells = _cells().rename(columns=profiles_module.METADATA)
+    proba = np.full((len(cells), 2), 0.5)
+    profiles = cell_profiles(cells, proba, ["a", "b"])
+    assert "Metadata_ObjectNumber" in profiles and "Metadata_area" in profiles
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (
+            lambda c, p: (c.drop(columns="site"), p),
+            r"lacks the metadata columns \['Metadata_Site'\]",
+        ),
+        (lambda c, p: (c, p[:, :2]), r"proba has shape \(12, 2\); expected \(12, 3\)"),
+        (lambda c, p: (c, p[:5]), r"proba has shape \(5, 3\)"),
+    ],
+)
+def test_cell_profiles_refuses_mismatched_inputs(change, match):
+    cells, proba = change(_cells(), np.full((12, 3), 1 / 3))
+    with pytest.raises(ValueError, match=match):
+        cell_profiles(cells, proba, CLASSES)
+
+
+def test_cell_profiles_refuses_repeated_names():
+    cells, proba = _cells(), np.full((12, 3), 1 / 3)
+    with pytest.raises(ValueError, match="name a class twice"):
+        cell_profiles(cells, proba, ["ER", "ER", "NUCLEI"])
+    with pytest.raises(ValueError, match=r"features has shape \(12, 2\); expected \(12, 3\)"):
+        cell_profiles(cells, proba, CLASSES, np.zeros((12, 2)), ["a", "b", "c"])
+    with pytest.raises(ValueError, match="repeat a name"):
+        cell_profiles(cells, proba, CLASSES, np.zeros((12, 2)), ["a", "a"])
+
+
+def test_well_profiles_mean_count_and_class():
+    profiles, proba = _profiles()
+    wells = well_profiles(profiles)
+    assert list(wells["Metadata_Well"]) == ["A01", "B02", "C03"]
+    assert list(wells["Metadata_Object_Count"]) == [4, 4, 4]
+    means = proba.reshape(3, 4, len(CLASSES)).mean(axis=1)
+    probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
+    np.testing.assert_allclose(wells[probability], means, rtol=1e-5, atol=1e-6)
+    assert list(wells["Metadata_Predicted_Class"]) == list(np.array(CLASSES)[means.argmax(1)])
+
+
+def test_pycytominer_infers_the_features_and_aggregates_like_wells():
+    pycytominer = pytest.importorskip("pycytominer")
+    from pycytominer.cyto_utils import infer_cp_features
+
+    profiles, _ = _profiles()
+    features = [c for c in profiles.columns if c.startswith("Cells_DeepLoc_")]
+    assert infer_cp_features(profiles) == features
+    metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
+    assert infer_cp_features(profiles, metadata=True) == metadata
+    aggregated = pycytominer.aggregate(
+        profiles, operation="mean", compute_object_count=True, output_type=None
+    )
+    wells = well_profiles(profiles)
+    assert list(aggregated["Metadata_Object_Count"]) == list(wells["Metadata_Object_Count"])
+    np.testing.assert_allclose(aggregated[features], wells[features], rtol=1e-5, atol=1e-6)
+
+
+def test_pycytominer_normalizes_only_the_features():
+    pycytominer = pytest.importorskip("pycytominer")
+    profiles, _ = _profiles()
+    normalized = pycytominer.normalize(profiles, method="standardize", output_type=None)
+    features = [c for c in profiles.columns if c.startswith("Cells_DeepLoc_")]
+    np.testing.assert_allclose(normalized[features].mean(), 0, atol=1e-5)
+    metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
+    pd.testing.assert_frame_equal(normalized[metadata], profiles[metadata])
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_write_profiles_files(tmp_path, features):
+    profiles, _ = _profiles(features)
+    written = write_profiles(profiles, tmp_path / "out", uns={"model_digest": "abc"}, csv=True)
+    names = ["cells.parquet", "wells.parquet", "cells.csv", "wells.csv", "cells.h5ad"]
+    assert sorted(written) == sorted(names)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(names)  # no leftovers
+    pd.testing.assert_frame_equal(pd.read_parquet(written["cells.parquet"]), profiles)
+    wells = pd.read_parquet(written["wells.parquet"])
+    pd.testing.assert_frame_equal(wells, well_profiles(profiles))
+
+
+def test_h5ad_layout_follows_the_anndata_spec(tmp_path):
+    profiles, _ = _profiles()
+    path = write_h5ad(profiles, tmp_path / "cells.h5ad", uns={"precision": "bf16"})
+    with h5py.File(path) as file:
+        assert file.attrs["encoding-type"] == "anndata"
+        assert file["obs"].attrs["encoding-type"] == "dataframe"
+        assert file["obs/Metadata_Well"].attrs["encoding-type"] == "categorical"
+        assert file["uns/precision"].attrs["encoding-type"] == "string"
+        assert file["var/_index"].asstr()[:].tolist() == FEATURES
+        np.testing.assert_array_equal(
+            file["X"][:], profiles[[f"Cells_DeepLoc_{f}" for f in FEATURES]]
+        )
+
+
+@pytest.mark.parametrize("features", [True, False])
+def test_anndata_reads_the_h5ad(tmp_path, features):
+    anndata = pytest.importorskip("anndata")
+    profiles, proba = _profiles(features)
+    uns = {"model_digest": "abc123", "precision": "fp32"}
+    adata = anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad", uns=uns))
+    names = FEATURES if features else CLASSES
+    assert list(adata.var_names) == names
+    prefix = "Cells_DeepLoc_" if features else "Cells_DeepLoc_Prob_"
+    np.testing.assert_array_equal(adata.X, profiles[[prefix + n for n in names]].to_numpy())
+    metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
+    assert list(adata.obs.columns) == metadata
+    assert list(adata.obs["Metadata_Well"]) == list(profiles["Metadata_Well"])
+    np.testing.assert_array_equal(
+        adata.obs["Metadata_ObjectNumber"], profiles["Metadata_ObjectNumber"]
+    )
+    assert list(adata.uns["classes"]) == CLASSES
+    assert (adata.uns["model_digest"], adata.uns["precision"]) == ("abc123", "fp32")
+    assert "package_version" in adata.uns
+    if features:
+        np.testing.assert_allclose(adata.obsm["DeepLoc_Prob"], proba, rtol=1e-6)
+
+
+def test_h5ad_is_replaced_atomically(tmp_path, monkeypatch):
+    profiles, _ = _profiles()
+    path = write_h5ad(profiles, tmp_path / "cells.h5ad")
+    before = path.read_bytes()
+
+    def interrupted(file, profiles, uns):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(profiles_module, "_write_anndata", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_h5ad(profiles, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["cells.h5ad"]
+
+
+def _screen(moving_well=None, seed=0, n_wells=30, per_well=12):
+    cells = _cells(n_wells=n_wells, per_well=per_well, seed=seed)
+    cells["well"] = np.repeat([f"W{k:02d}" for k in range(n_wells)], per_well)
+    proba = np.random.default_rng(seed).dirichlet([5, 5, 5], len(cells))
+    if moving_well is not None:
+        proba[cells["well"] == moving_well] = [0.05, 0.9, 0.05]
+    return cell_profiles(cells, proba, CLASSES)
+
+
+def test_profile_changes_finds_the_moving_well():
+    table = profile_changes(_screen(seed=1), _screen("W07", seed=2))
+    assert {"Metadata_Well", "class", "t", "significant", "status"} <= set(table.columns)
+    assert sorted(set(table.loc[table["significant"].fillna(False), "Metadata_Well"])) == ["W07"]
+
+
+def test_profile_changes_by_another_column_and_refusals():
+    a, b = _screen(seed=1), _screen("W07", seed=2)
+    for screen in (a, b):
+        screen["Metadata_Protein"] = screen["Metadata_Well"].str.replace("W", "P")
+    table = profile_changes(a, b, by="Metadata_Protein")
+    assert "P07" in set(table.loc[table["significant"].fillna(False), "Metadata_Protein"])
+    with pytest.raises(ValueError, match="Screen A has no column 'Metadata_Strain'"):
+        profile_changes(a, b, by="Metadata_Strain")
+    with pytest.raises(ValueError, match="The screens' classes differ"):
+        profile_changes(a, b.drop(columns="Cells_DeepLoc_Prob_ER"))
+
+
+def test_write_changes_reads_two_outputs(tmp_path):
+    write_profiles(_screen(seed=1), tmp_path / "a")
+    write_profiles(_screen("W07", seed=2), tmp_path / "b")
+    table = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "changes" / "changes.parquet"), table)
+    with pytest.raises(FileNotFoundError, match="nowhere.*cells.parquet"):
+        write_changes(tmp_path / "a", tmp_path / "nowhere", tmp_path / "changes")
