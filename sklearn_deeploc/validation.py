@@ -2,25 +2,13 @@
 
 - :func:`check_crops`: crops in (arrays, DataFrames, lists, torch tensors),
   float32 crops out, or an error saying what was expected and what came.
-- :func:`check_labels`: class labels (or screen groups) without missing values
-  or mixed types, as ``(classes, codes)``.
-- :func:`check_batch_fits`: a batch size whose batch fits in memory.
-- Constraints for scikit-learn's declarative parameter validation. An
-  estimator lists them in ``_parameter_constraints``; ``BaseEstimator`` checks
-  them in ``_validate_params()``, which the ``_fit_context`` decorator calls
-  at ``fit``::
-
-      _parameter_constraints = {
-          "stretch": [None, PercentilePair()],
-          "conv_channels": [PositiveInts()],
-          "fc_units": [PositiveInts()],
-          "device": [DeviceName()],
-          "precision": [StrOptions(PRECISIONS)],
-          "batch_size": [Interval(Integral, 1, None, closed="left")],
-      }
-
-  A parameter set after ``fit`` (``set_params(batch_size=0)``) is checked
-  when ``predict`` or ``transform`` calls ``self._validate_params()`` again.
+- :func:`check_labels`: class labels (or screen groups) as ``(classes, codes)``.
+- :func:`check_proba_table`: per-cell probabilities with their class names.
+- :func:`check_positive_int`, :func:`check_channels_first`,
+  :func:`check_fits_memory`, :func:`check_batch_fits`: one check each.
+- Constraints for scikit-learn's ``_parameter_constraints`` and
+  ``validate_params``: :class:`PositiveInt`, :class:`PositiveInts`,
+  :class:`PercentilePair`, :class:`DeviceName`.
 """
 
 import numbers
@@ -35,7 +23,6 @@ from sklearn.utils.validation import column_or_1d
 
 IMAGE_SIZE = 64
 MAX_CHANNELS_LAST = 8  # a last axis this short after two long ones is channels, not pixels
-PRECISIONS = {"fp32", "bf16", "fp16", "int8"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -166,16 +153,6 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     ndarray of shape (n, C, H, W), dtype float32
         C-contiguous and writable (a new array unless ``X`` already was one).
 
-    Raises
-    ------
-    ValueError
-        Wrong number of dimensions, crops of different shapes, a flat width
-        that is not ``C * image_size**2``, a channel count other than
-        ``n_channels``, crops smaller than ``min_size``, no cells, None,
-        NaN/inf pixels, or values that overflow float32.
-    TypeError
-        Non-numeric or sparse input.
-
     Examples
     --------
     >>> import numpy as np
@@ -203,11 +180,7 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     n, channels, height, width = X.shape
     if n == 0:
         raise ValueError(f"Expected at least one cell; got X of shape {X.shape}.")
-    if width <= MAX_CHANNELS_LAST < min(channels, height) and channels != n_channels:
-        raise ValueError(
-            f"X of shape {X.shape} looks like crops given channels-last (n, H, W, C); "
-            "expected (n, C, H, W). Use np.moveaxis(X, -1, 1)."
-        )
+    check_channels_first(X.shape, n_channels, what="X")
     if n_channels is not None and channels != n_channels:
         raise ValueError(f"Expected {n_channels} channel(s); got {channels} (X shape {X.shape}).")
     if min_size is not None and min(height, width) < min_size:
@@ -239,11 +212,50 @@ def _unflatten(X, n_channels, image_size):
     return X.reshape(n, channels, image_size, image_size)
 
 
+def _is_positive_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def check_positive_int(value, name):
-    """Raise a ValueError unless ``value`` is an integer >= 1."""
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    """``value`` as an int, or a ValueError unless it is an integer >= 1 (True is not).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_positive_int
+    >>> check_positive_int(3, "n_draws")
+    3
+    >>> check_positive_int(True, "n_draws")
+    Traceback (most recent call last):
+    ...
+    ValueError: n_draws must be a positive integer; got True.
+    """
+    if not _is_positive_int(value):
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
+
+
+def check_channels_first(shape, n_channels=None, *, what):
+    """Refuse an image (C, H, W) or crops (n, C, H, W) whose last axis looks like the channels.
+
+    A last axis of at most 8 after two longer ones is taken for channels,
+    unless the channel axis already holds ``n_channels``.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_channels_first
+    >>> check_channels_first((2, 100, 120), what="image")
+    >>> check_channels_first((100, 120, 2), what="image")
+    Traceback (most recent call last):
+    ...
+    ValueError: image of shape (100, 120, 2) looks like channels last (H, W, C); expected ...
+    """
+    channels, height, width = shape[-3:]
+    if width <= MAX_CHANNELS_LAST < min(channels, height) and channels != n_channels:
+        lead = "n, " * (len(shape) - 3)
+        raise ValueError(
+            f"{what} of shape {tuple(shape)} looks like channels last ({lead}H, W, C); expected "
+            f"({lead}C, H, W), channels first. Use np.moveaxis({what}, -1, {len(shape) - 3})."
+        )
 
 
 def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
@@ -363,12 +375,6 @@ def check_labels(y, *, name="y"):
     codes : ndarray of shape (n,), dtype int64
         Position of each label in ``classes``.
 
-    Raises
-    ------
-    ValueError
-        No labels, a 2-D ``y``, missing values (None, NaN, ``pd.NA``) or
-        labels of mixed types (for example strings and integers).
-
     Examples
     --------
     >>> from sklearn_deeploc.validation import check_labels
@@ -414,6 +420,34 @@ def available_memory():
     return psutil.virtual_memory().available
 
 
+class NotEnoughMemoryError(ValueError):
+    """Data that would not fit in the memory available now."""
+
+
+def check_fits_memory(n_items, bytes_per_item, *, what, expected):
+    """Raise :class:`NotEnoughMemoryError` unless ``n_items`` items fit in the memory available.
+
+    ``what`` is the subject of the message; ``expected`` says what would
+    fit, ``{fit}`` in it standing for how many items do.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_fits_memory
+    >>> check_fits_memory(10, 4, what="10 numbers", expected="fewer")
+    >>> check_fits_memory(10**15, 10**6, what="The stack", expected="at most {fit} crops")
+    Traceback (most recent call last):
+    ...
+    sklearn_deeploc.validation.NotEnoughMemoryError: The stack needs ... GB, but only ...
+    """
+    needed, available = n_items * bytes_per_item, available_memory()
+    if available is not None and needed > available:
+        fit = max(available // bytes_per_item, 1)
+        raise NotEnoughMemoryError(
+            f"{what} needs {needed / 1e9:.3g} GB, but only {available / 1e9:.3g} GB of memory is "
+            f"available; expected {expected.format(fit=fit)}."
+        )
+
+
 def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     """Check that ``batch_size`` is a positive integer whose batch fits in memory.
 
@@ -434,11 +468,6 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     int
         ``batch_size``.
 
-    Raises
-    ------
-    ValueError
-        ``batch_size`` below 1, or a batch larger than the memory available.
-
     Examples
     --------
     >>> from sklearn_deeploc.validation import check_batch_fits
@@ -447,32 +476,139 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     >>> check_batch_fits(10**15, 2 * 64 * 64 * 4)
     Traceback (most recent call last):
     ...
-    ValueError: batch_size=1000000000000000 needs ... GB for one batch of cells ...
+    sklearn_deeploc.validation.NotEnoughMemoryError: batch_size=1000000000000000 needs ... GB, ...
     >>> check_batch_fits(10**15, 2 * 64 * 64 * 4, n_items=100)
     1000000000000000
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     batch = batch_size if n_items is None else min(batch_size, n_items)
-    needed, available = batch * bytes_per_item, available_memory()
-    if available is not None and needed > available:
-        count = f"{batch} " if batch < batch_size else ""  # the data is smaller than a batch
-        raise ValueError(
-            f"batch_size={batch_size} needs {needed / 1e9:.3g} GB for one batch of {count}{what} "
-            f"({bytes_per_item} bytes each), but only {available / 1e9:.3g} GB of memory is "
-            f"available. Expected batch_size <= {max(available // bytes_per_item, 1)}."
-        )
+    count = f"{batch} " if batch < batch_size else ""  # the data is smaller than a batch
+    check_fits_memory(
+        batch,
+        bytes_per_item,
+        what=f"batch_size={batch_size}",
+        expected=f"batch_size <= {{fit}} (one batch of {count}{what}, {bytes_per_item} bytes each)",
+    )
     return batch_size
 
 
-class _Predicate(Options):
-    """A constraint that a predicate decides, for ``_parameter_constraints``.
+def _named_columns(proba, classes, name):
+    # Columns are matched by name, never by position: the same classes in
+    # another order describe the same cells.
+    columns = list(proba.columns)
+    if len(set(columns)) < len(columns):
+        raise ValueError(f"{name} has duplicated column names {columns}; expected one per class.")
+    if classes is None:
+        return proba, columns
+    if set(columns) != set(classes):
+        raise ValueError(
+            f"{name} has the columns {columns}; expected the classes {list(classes)} "
+            "(in any order)."
+        )
+    return proba[list(classes)], classes
 
-    scikit-learn's ``make_constraint`` passes its own constraint classes
-    (``Interval``, ``Options``, ``HasMethods``, ...) through and refuses any
-    other ``_Constraint``, so a custom constraint derives from ``Options``
-    (with no options of its own) to be accepted; ``__str__`` is what the
-    error message says the parameter must be.
+
+def _check_class_names(classes, n_columns, name):
+    if np.ndim(classes) != 1:
+        raise ValueError(f"classes must be a sequence of class names; got {classes!r}.")
+    classes = list(classes)
+    check_labels(classes, name="classes")
+    if len(classes) != n_columns:
+        raise ValueError(
+            f"{name} must have one column per class, shape (n_cells, {len(classes)}) for "
+            f"{len(classes)} class names; got {n_columns} column(s)."
+        )
+    repeated = pd.Index(classes).duplicated()
+    if repeated.any():
+        raise ValueError(
+            f"classes must be distinct; {classes[int(np.argmax(repeated))]!r} appears more "
+            f"than once in {classes}."
+        )
+    return classes
+
+
+def _check_rows_are_probabilities(proba, name):
+    # Logits or percentages passed by mistake would give meaningless averages.
+    sums = proba.sum(axis=1)
+    bad = (proba < 0).any(axis=1) | (proba > 1).any(axis=1) | ~np.isclose(sums, 1, atol=1e-3)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} must hold probabilities (values in [0, 1], each row summing to 1), as "
+            f"from predict_proba; {int(bad.sum())} row(s) do not, the first is cell {first} "
+            f"(values from {proba[first].min():.3g} to {proba[first].max():.3g}, sum "
+            f"{sums[first]:.3g}). Logits or decision_function scores are not probabilities."
+        )
+
+
+def check_proba_table(
+    proba, classes=None, *, name="proba", groups=None, groups_name="groups", probabilities=True
+):
+    """Per-cell class scores, their class names and the cells' groups, checked together.
+
+    Parameters
+    ----------
+    proba : array-like or DataFrame of shape (n_cells, n_classes)
+        Finite scores. A DataFrame's columns are taken by name, in the order
+        of ``classes`` (its own order when None).
+    classes : sequence, optional
+        Distinct class names; default a DataFrame's column names, else
+        ``0 .. n_classes - 1``.
+    name, groups_name : str
+        What to call ``proba`` and ``groups`` in messages.
+    groups : array-like of shape (n_cells,), optional
+        A label per cell (well, protein, true class), see :func:`check_labels`.
+    probabilities : bool, default=True
+        Require rows of probabilities (in [0, 1], summing to 1).
+
+    Returns
+    -------
+    proba : ndarray of shape (n_cells, n_classes), float64
+    classes : list
+    groups : ndarray of shape (n_cells,) or None
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import check_proba_table
+    >>> proba, classes, groups = check_proba_table([[0.2, 0.8]], groups=["A1"])
+    >>> classes, groups.tolist()
+    ([0, 1], ['A1'])
+    >>> check_proba_table([[2.0, -1.0]])
+    Traceback (most recent call last):
+    ...
+    ValueError: proba must hold probabilities (values in [0, 1], each row summing to 1), ...
     """
+    if hasattr(proba, "columns"):
+        proba, classes = _named_columns(proba, classes, name)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2:
+        raise ValueError(f"{name} must have shape (n_cells, n_classes); got shape {proba.shape}.")
+    if classes is None:
+        classes = list(range(proba.shape[1]))
+    else:
+        classes = _check_class_names(classes, proba.shape[1], name)
+    if groups is not None:
+        labels, codes = check_labels(groups, name=groups_name)
+        groups = labels[codes]
+        if len(groups) != len(proba):
+            raise ValueError(
+                f"{groups_name} has {len(groups)} labels for the {len(proba)} rows of {name}; "
+                "expected one per cell."
+            )
+    bad = ~np.isfinite(proba).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{name} has NaN or infinite values for {int(bad.sum())} cell(s), the first "
+            f"is cell {int(np.argmax(bad))}; expected finite values for every cell "
+            "(drop those cells or predict them again)."
+        )
+    if probabilities:
+        _check_rows_are_probabilities(proba, name)
+    return proba, classes, groups
+
+
+class _Predicate(Options):
+    """A constraint decided by ``is_satisfied_by`` (``make_constraint`` accepts Options only)."""
 
     def __init__(self):
         super().__init__(object, set())
@@ -502,6 +638,22 @@ class PercentilePair(_Predicate):
         )
 
 
+class PositiveInt(_Predicate):
+    """An integer >= 1; unlike ``Interval(Integral, 1, None)``, True is refused.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import PositiveInt
+    >>> PositiveInt().is_satisfied_by(3), PositiveInt().is_satisfied_by(True)
+    (True, False)
+    """
+
+    description = "a positive integer"
+
+    def is_satisfied_by(self, val):
+        return _is_positive_int(val)
+
+
 class PositiveInts(_Predicate):
     """A non-empty tuple (or list) of positive integers, such as layer widths.
 
@@ -515,13 +667,7 @@ class PositiveInts(_Predicate):
     description = "a non-empty tuple of positive integers"
 
     def is_satisfied_by(self, val):
-        return (
-            isinstance(val, (tuple, list))
-            and len(val) > 0
-            and all(
-                isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in val
-            )
-        )
+        return isinstance(val, (tuple, list)) and len(val) > 0 and all(map(_is_positive_int, val))
 
 
 class DeviceName(_Predicate):

@@ -1,5 +1,4 @@
 import sys
-from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -7,12 +6,13 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, InvalidParameterError, StrOptions
+from sklearn.utils._param_validation import InvalidParameterError, StrOptions
 
+from sklearn_deeploc.inference import PRECISIONS
 from sklearn_deeploc.validation import (
-    PRECISIONS,
     DeviceName,
     PercentilePair,
+    PositiveInt,
     PositiveInts,
     check_batch_fits,
     check_crops,
@@ -164,8 +164,8 @@ class _Toy(BaseEstimator):
         "stretch": [None, PercentilePair()],
         "conv_channels": [PositiveInts()],
         "device": [DeviceName()],
-        "precision": [StrOptions(PRECISIONS)],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "batch_size": [PositiveInt()],
     }
 
     def __init__(
@@ -217,7 +217,8 @@ def test_constraints_accept_good_values(params):
         ({"device": "gpu"}, r"'device' .* 'cuda:N'.*Got 'gpu'"),
         ({"device": "cuda:x"}, "device name"),
         ({"precision": "fp8"}, "'precision' parameter .* among"),
-        ({"batch_size": 0}, "'batch_size' parameter .* range"),
+        ({"batch_size": 0}, "'batch_size' parameter .* a positive integer. Got 0"),
+        ({"batch_size": True}, "'batch_size' parameter .* a positive integer. Got True"),
     ],
 )
 def test_constraints_refuse_bad_values_with_a_clear_message(params, match):
@@ -227,7 +228,7 @@ def test_constraints_refuse_bad_values_with_a_clear_message(params, match):
 
 def test_batch_too_large_for_memory_is_refused_before_allocating():
     assert check_batch_fits(64, 2 * 64 * 64 * 4) == 64
-    with pytest.raises(ValueError, match=r"batch_size=10+ needs .* GB for one batch of cells"):
+    with pytest.raises(ValueError, match=r"batch_size=10+ needs .* GB.*one batch of cells"):
         check_batch_fits(10**15, 2 * 64 * 64 * 4)
     with pytest.raises(ValueError, match="batch_size must be a positive integer; got 0"):
         check_batch_fits(0, 4)
@@ -240,6 +241,6 @@ def test_batch_check_works_without_psutil(monkeypatch):
 
 
 def test_channels_last_crops_are_named():
-    with pytest.raises(ValueError, match=r"looks like crops given channels-last.*np.moveaxis"):
+    with pytest.raises(ValueError, match=r"looks like channels last \(n, H, W, C\).*np.moveaxis"):
         check_crops(np.zeros((3, 64, 64, 2)), n_channels=2)
     assert check_crops(np.zeros((3, 2, 64, 64)), n_channels=2).shape == (3, 2, 64, 64)
