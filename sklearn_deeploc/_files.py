@@ -1,0 +1,346 @@
+"""File mechanics: atomic writes, folder swaps, safetensors permissions, digests and locks.
+
+A file or folder is built under a hidden name beside its final place, flushed to
+disk and renamed, so no reader ever sees half of it. This module imports nothing
+from the package: every module may use it.
+"""
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import stat
+import threading
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+FINGERPRINT_SPAN = 1 << 20  # bytes hashed at each end of an input file
+HOLDER_SUFFIX = ".holder"  # beside a lock file: filelock owns the lock file itself
+_ABSENT = object()
+_REENTERED = set()  # (lock file, thread) of the reentrant locks this process holds
+
+
+def _fsync(path):
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def sync_files(folder):
+    """Flush every file of ``folder`` to disk."""
+    for file in Path(folder).iterdir():
+        if file.is_file():
+            _fsync(file)
+
+
+def write_atomically(path, write, *, suffix=".tmp"):
+    """Call ``write(temporary)``, flush the file to disk, then rename it to ``path``.
+
+    The temporary file is a hidden sibling of ``path``, removed however the
+    write ends.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc._files import write_atomically
+    >>> path = Path(tempfile.mkdtemp()) / "done.txt"
+    >>> write_atomically(path, lambda file: file.write_text("whole")).read_text()
+    'whole'
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    try:
+        write(temporary)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def replace_folder(path, write, *, keep_others=False):
+    """Make ``path`` the folder ``write(folder)`` fills, atomically.
+
+    The folder is built whole in a hidden sibling, flushed and renamed into
+    place; an old folder is moved aside just before and deleted just after that
+    rename. With ``keep_others``, what else the old folder held is hard-linked
+    into the new one (no data is copied).
+    """
+    target = Path(path).resolve()  # a symbolic link to the folder stays a link
+    if target.exists() and Path.cwd().is_relative_to(target):
+        raise ValueError(
+            f"Cannot replace the folder {path}: it holds the current working directory. "
+            "Write into a folder of its own."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)  # left by a killed save
+    staging.mkdir()
+    try:
+        write(staging)
+        sync_files(staging)
+        if target.exists():
+            shutil.copymode(target, staging)
+            if keep_others:
+                _link_other_entries(target, staging)
+        _swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Path(path)
+
+
+def _link_other_entries(old, new):
+    for entry in old.iterdir():
+        if os.path.lexists(new / entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(entry, new / entry.name)
+
+
+def _link_or_copy(source, destination):
+    try:
+        os.link(source, destination, follow_symlinks=False)
+    except OSError:  # a file system without hard links, or a file of another user
+        shutil.copy2(source, destination, follow_symlinks=False)
+
+
+def _swap_in(staging, target):
+    """Rename ``staging`` to ``target``; an old ``target`` is deleted only once replaced."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    replaced = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+    shutil.rmtree(replaced, ignore_errors=True)
+    os.rename(target, replaced)
+    try:
+        os.rename(staging, target)
+    except BaseException:  # Ctrl-C or an OS error between the renames: the old one goes back
+        os.rename(replaced, target)
+        raise
+    shutil.rmtree(replaced)
+
+
+def build_folder(final, build, *, is_complete):
+    """Run ``build(temporary)`` in a hidden sibling of ``final``, then rename it to ``final``.
+
+    A ``final`` that another process completed meanwhile (``is_complete(final)``)
+    is kept; an incomplete one is replaced.
+    """
+    final = Path(final)
+    building = final.with_name(f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
+    building.mkdir()  # unlike mkdtemp's 0700, follows the umask: a shared folder stays readable
+    try:
+        build(building)
+        _move_into_place(building, final, is_complete)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return final
+
+
+def _move_into_place(building, final, is_complete):
+    try:
+        os.replace(building, final)
+        return
+    except OSError:
+        if is_complete(final):  # another process finished the same folder first
+            return
+        if not os.path.lexists(final):
+            raise
+    _discard(final)
+    try:
+        os.replace(building, final)
+    except OSError:
+        if not is_complete(final):
+            raise
+
+
+def _discard(path):
+    """Move ``path`` aside (atomic) and delete it: a file, a link or a folder."""
+    aside = path.with_name(f".{path.name}.discarded-{secrets.token_hex(4)}")
+    os.replace(path, aside)
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink()
+
+
+def save_safetensors(tensors, path, *, like, metadata=None):
+    """Save ``tensors`` with safetensors, with the permissions of the file ``like``.
+
+    safetensors makes 0600 files whatever the umask, unreadable to the rest of
+    a lab sharing them; ``like`` is a file ``open()`` made, so the umask decides.
+    """
+    from safetensors.torch import save_file  # torch only when saving: the CLI starts without
+
+    save_file(tensors, str(path), metadata=metadata)
+    os.chmod(path, stat.S_IMODE(Path(like).stat().st_mode))
+
+
+def file_identity(path):
+    """Identify an input file for a manifest without reading all of it.
+
+    Parameters
+    ----------
+    path : path-like
+        A regular file.
+
+    Returns
+    -------
+    identity : dict
+        ``path`` (resolved), ``size``, ``mtime_ns`` and ``fingerprint``: the
+        sha256 of the size and of the first and last MiB, so that another file
+        (or this one rewritten) is told apart even on a file system whose
+        modification times are coarse.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.blocks import file_identity
+    >>> path = Path(tempfile.mkdtemp()) / "cells.h5"
+    >>> _ = path.write_bytes(b"first version")
+    >>> before = file_identity(path)
+    >>> sorted(before)
+    ['fingerprint', 'mtime_ns', 'path', 'size']
+    >>> _ = path.write_bytes(b"other version")
+    >>> file_identity(path)["fingerprint"] == before["fingerprint"]
+    False
+    """
+    path = Path(path).resolve()
+    with open(path, "rb") as file:
+        status = os.fstat(file.fileno())
+        digest = hashlib.sha256(str(status.st_size).encode())
+        digest.update(file.read(FINGERPRINT_SPAN))
+        if status.st_size > FINGERPRINT_SPAN:
+            file.seek(max(FINGERPRINT_SPAN, status.st_size - FINGERPRINT_SPAN))
+            digest.update(file.read(FINGERPRINT_SPAN))
+    return {
+        "path": str(path),
+        "size": status.st_size,
+        "mtime_ns": status.st_mtime_ns,
+        "fingerprint": digest.hexdigest(),
+    }
+
+
+def sha256_hex(data):
+    """The sha256 of ``data`` (bytes) as hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def array_digest(array, *, length=16):
+    """The sha256 of an array's bytes (C order), as ``length`` hex digits."""
+    data = np.ascontiguousarray(array)
+    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()[:length]
+
+
+def tensor_digest(state, *, prefix=b"", length=None):
+    """The sha256 of ``prefix`` and of a state dict's names and tensors, in name order, as hex."""
+    digest = hashlib.sha256(prefix)
+    for name, tensor in sorted(state.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:length]
+
+
+def _as_text(value):
+    """A JSON value as text, so that 1, 1.0 and true differ."""
+    return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True)
+
+
+def _shown(value):
+    text = _as_text(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def differences(old, new, prefix=""):
+    """``['key: old -> new', ...]`` for each leaf that differs between two JSON dicts.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc._files import differences
+    >>> differences({"lr": 0.001, "net": {"bias": True}}, {"lr": 0.01, "net": {}})
+    ['lr: 0.001 -> 0.01', 'net.bias: true -> <absent>']
+    """
+    found = []
+    for key in [*new, *(key for key in old if key not in new)]:
+        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
+        if isinstance(before, dict) and isinstance(after, dict):
+            found += differences(before, after, f"{prefix}{key}.")
+        elif _as_text(before) != _as_text(after):
+            found.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
+    return found
+
+
+def _holder(path):
+    """How the holder file ``path`` describes its process."""
+    try:
+        holder = json.loads(path.read_text())
+        return f"pid {holder['pid']} on host {holder['host']}, started {holder['started']}"
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
+@contextmanager
+def held_lock(path, what, *, error=RuntimeError, reentrant=False):
+    """Hold the lock file ``path`` (filelock) while this process writes ``what``.
+
+    Another process holding it is refused at once with ``error`` naming it
+    (pid, host and start time, from the ``<path>.holder`` file). The system
+    drops the lock when its process dies; the context then yields that
+    earlier run's description (it never released the lock), else None. With
+    ``reentrant``, the thread that holds the lock may take it again. Both files
+    are removed before the lock is released.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn_deeploc._files import held_lock
+    >>> folder = tempfile.mkdtemp()
+    >>> with held_lock(folder + "/lock", "the output") as stale:
+    ...     print(stale)
+    None
+    """
+    path = Path(path)
+    key = (path.resolve(), threading.get_ident())
+    if reentrant and key in _REENTERED:
+        yield None
+        return
+    holder = path.with_name(path.name + HOLDER_SUFFIX)
+    lock = FileLock(path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        described = _holder(holder) or "a process that has not recorded itself yet"
+        raise error(
+            f"{what} is being written by another run ({described}); "
+            "wait for it to finish, or stop it, before running again."
+        ) from None
+    try:
+        stale = _holder(holder)  # left by a run that died holding the lock
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        write_atomically(holder, lambda file: file.write_text(json.dumps(me)))
+        if reentrant:
+            _REENTERED.add(key)
+        yield stale
+    finally:
+        _REENTERED.discard(key)
+        # Removed while held: removed after release, a run that took the lock in between
+        # would hold a file that a third run no longer sees.
+        holder.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        lock.release()
