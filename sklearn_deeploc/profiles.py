@@ -197,13 +197,14 @@ def _array_dataset(group, name, values):
 
 
 def _categorical(group, name, values):
-    categories, codes = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+    """Text as categories, a missing value as code -1 (AnnData's encoding)."""
+    categorical = pd.Categorical(values)
     column = group.create_group(name)
     column.attrs.update(
         {"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False}
     )
-    _array_dataset(column, "codes", codes.astype(np.int32))
-    _string_dataset(column, "categories", categories)
+    _array_dataset(column, "codes", categorical.codes.astype(np.int32))
+    _string_dataset(column, "categories", [str(c) for c in categorical.categories])
 
 
 def _dataframe(group, name, index, columns):
@@ -219,8 +220,9 @@ def _dataframe(group, name, index, columns):
     )
     _string_dataset(frame, "_index", index)
     for column, values in columns.items():
-        if pd.api.types.is_numeric_dtype(values) and not values.isna().any():
-            _array_dataset(frame, column, values.to_numpy())
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            missing = values.isna().any()  # nullable integers: NaN where missing
+            _array_dataset(frame, column, values.to_numpy(dtype=float if missing else None))
         else:  # text (and anything else) as categories: what AnnData makes of strings
             _categorical(frame, column, values)
 
@@ -231,10 +233,14 @@ def _uns_entry(group, name, value):
     elif isinstance(value, (bool, numbers.Number)):
         dataset = group.create_dataset(name, data=value)
         dataset.attrs.update({"encoding-type": "numeric-scalar", "encoding-version": "0.2.0"})
-    elif all(isinstance(item, str) for item in value):
+    elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         _string_dataset(group, name, list(value))
-    else:
+    elif isinstance(value, (list, tuple, np.ndarray)) and np.asarray(value).dtype.kind in "biuf":
         _array_dataset(group, name, np.asarray(value))
+    else:
+        raise ValueError(
+            f"uns[{name!r}] is {value!r}; expected a string, a number, or a list of either."
+        )
 
 
 def _empty_dict(file, name):

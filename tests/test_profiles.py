@@ -236,3 +236,23 @@ def test_write_changes_reads_two_outputs(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "changes" / "changes.parquet"), table)
     with pytest.raises(FileNotFoundError, match="nowhere.*cells.parquet"):
         write_changes(tmp_path / "a", tmp_path / "nowhere", tmp_path / "changes")
+
+
+def test_h5ad_keeps_missing_metadata_missing(tmp_path):
+    anndata = pytest.importorskip("anndata")
+    cells = _cells()
+    cells["strain"] = ["wt", None, "ko"] * 4
+    cells["dose"] = pd.array([1, None, 3] * 4, dtype="Int64")
+    profiles = cell_profiles(cells, np.full((12, 3), 1 / 3), CLASSES)
+    adata = anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad"))
+    assert adata.obs["Metadata_strain"].isna().tolist() == [False, True, False] * 4
+    np.testing.assert_array_equal(adata.obs["Metadata_dose"], [1.0, np.nan, 3.0] * 4)
+
+
+def test_h5ad_of_no_cells_and_refused_uns(tmp_path):
+    anndata = pytest.importorskip("anndata")
+    profiles = cell_profiles(_cells().iloc[:0], np.zeros((0, 3)), CLASSES)
+    assert anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad")).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"uns\['options'\] is \{'tta': True\}; expected"):
+        write_h5ad(profiles, tmp_path / "other.h5ad", uns={"options": {"tta": True}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.h5ad"]
