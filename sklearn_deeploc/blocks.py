@@ -1,47 +1,26 @@
 """Resumable, verified output: long runs keep finished parts and never mix two runs.
 
-A long job (predict or featurize a whole screen, screen its fields) writes its
-table in parts, keyed by cell ranges ``(start, stop)`` or by names such as a
-field's image. :class:`ResumableOutput` keeps them in ``<output>.parts/``:
-
-``manifest.json``
-    What the output depends on: the caller's dict (model digest, every option
-    that changes values, the input's :func:`file_identity`), the package
-    version and the part keys. A rerun with the same manifest resumes; any
-    difference refuses with :class:`OutputMismatchError`, naming what differs.
-``journal.jsonl``
-    One line per finished part: its file, row count, size and sha256. A part
-    is trusted only when its bytes match its line; a truncated, damaged,
-    deleted or unrecorded part is computed again.
-``lock``
-    Held with ``flock`` while a run writes (its pid, host and start time
-    inside): a second run refuses with :class:`OutputLockedError`. The system
-    drops the lock when its process dies, so a killed run never blocks the
-    next one.
+A long job writes its table in parts, keyed by cell ranges ``(start, stop)`` or
+by names such as a field's image. :class:`ResumableOutput` keeps them in
+``<output>.parts/``: ``manifest.json`` (what the output depends on; any
+difference refuses with :class:`OutputMismatchError`), ``journal.jsonl`` (one
+line per finished part: file, rows, size, sha256; a part is trusted only when
+its bytes match its line) and a lock (a second run refuses with
+:class:`OutputLockedError`; a killed run's lock blocks nobody).
 
 Parts are recorded in an append-only journal rather than in the manifest:
 rewriting the manifest after each part would cost O(parts) per part (a
 genome-wide screen has about 1e5 fields), while a journal line costs O(1), and
 a line torn by a crash only leaves its part unrecorded, hence recomputed.
-Every file is written under a temporary name, flushed to disk and renamed, so
-no reader ever sees half a file.
-
-Jobs build their manifest from what changes values (not from batch size or
-device), wrap the work in :class:`ResumableOutput` (or :func:`run_blocks` for
-cell ranges), and let a command line print any :class:`ResumableOutputError`
-as one line.
 """
 
-import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
-import socket
 from collections import Counter
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import ExitStack
+from functools import partial
 from io import BytesIO
 from numbers import Integral
 from pathlib import Path
@@ -49,12 +28,20 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from . import _files
+from ._files import (
+    differences,
+    file_identity,  # noqa: F401  (public here: jobs and manifests use it)
+    sha256_hex,
+    write_atomically,
+)
 from ._version import __version__
+from .validation import check_positive_int
 
 FORMATS = {".csv", ".parquet"}
 MANIFEST_FORMAT = 1
-FINGERPRINT_SPAN = 1 << 20  # bytes hashed at each end of an input file
-START_OVER = "pass overwrite=True (--overwrite on the command line) to start over"
+LOCK_FILES = {"lock", "lock" + _files.HOLDER_SUFFIX}
+START_OVER = "pass overwrite=True to start over"
 
 
 class ResumableOutputError(Exception):
@@ -89,89 +76,17 @@ def read_table(path):
     return _read(path, _suffix(path))
 
 
-def _replace_atomically(path, write):
-    """Call ``write(temporary)``, flush the file to disk, then rename it to ``path``."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        descriptor = os.open(temporary, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path
-
-
 def write_table(frame, path):
     """Write a table atomically (hidden temporary file, flushed, then renamed)."""
     if _suffix(path) == ".parquet":
-        return _replace_atomically(path, lambda file: frame.to_parquet(file, index=False))
-    return _replace_atomically(path, lambda file: frame.to_csv(file, index=False))
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_identity(path):
-    """Identify an input file for a manifest without reading all of it.
-
-    Parameters
-    ----------
-    path : path-like
-        A regular file.
-
-    Returns
-    -------
-    identity : dict
-        ``path`` (resolved), ``size``, ``mtime_ns`` and ``fingerprint``: the
-        sha256 of the size and of the first and last MiB, so that another file
-        (or this one rewritten) is told apart even on a file system whose
-        modification times are coarse.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> path = Path(tempfile.mkdtemp()) / "cells.h5"
-    >>> _ = path.write_bytes(b"first version")
-    >>> before = file_identity(path)
-    >>> sorted(before)
-    ['fingerprint', 'mtime_ns', 'path', 'size']
-    >>> _ = path.write_bytes(b"other version")
-    >>> file_identity(path)["fingerprint"] == before["fingerprint"]
-    False
-    """
-    path = Path(path).resolve()
-    with open(path, "rb") as file:
-        status = os.fstat(file.fileno())
-        digest = hashlib.sha256(str(status.st_size).encode())
-        digest.update(file.read(FINGERPRINT_SPAN))
-        if status.st_size > FINGERPRINT_SPAN:
-            file.seek(max(FINGERPRINT_SPAN, status.st_size - FINGERPRINT_SPAN))
-            digest.update(file.read(FINGERPRINT_SPAN))
-    return {
-        "path": str(path),
-        "size": status.st_size,
-        "mtime_ns": status.st_mtime_ns,
-        "fingerprint": digest.hexdigest(),
-    }
-
-
-def _positive_integer(value, name):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
+        return write_atomically(path, lambda file: frame.to_parquet(file, index=False))
+    return write_atomically(path, lambda file: frame.to_csv(file, index=False))
 
 
 def block_ranges(n_items, block_size):
     """``[(start, stop), ...]`` covering ``range(n_items)`` in blocks of ``block_size``."""
-    n_items = _positive_integer(n_items, "n_items")
-    block_size = _positive_integer(block_size, "block_size")
+    n_items = check_positive_int(n_items, "n_items")
+    block_size = check_positive_int(block_size, "block_size")
     return [(start, min(start + block_size, n_items)) for start in range(0, n_items, block_size)]
 
 
@@ -205,7 +120,7 @@ def _part_name(key, suffix):
     if isinstance(key, tuple):
         return f"block-{key[0]:010d}-{key[1]:010d}{suffix}"
     readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", key)[:60]
-    return f"part-{readable}-{_sha256(key.encode())[:12]}{suffix}"  # hash: names never collide
+    return f"part-{readable}-{sha256_hex(key.encode())[:12]}{suffix}"  # hash: names never collide
 
 
 def block_path(output, start, stop):
@@ -225,117 +140,25 @@ def _as_json(manifest):
         ) from None
 
 
-_ABSENT = object()
 _HEADER = ("format", "package_version")
+_replace_atomically = write_atomically  # the name profiles.py imports
+held_lock = partial(_files.held_lock, error=OutputLockedError)
+held_lock.__doc__ = (
+    "Hold a lock file while this run writes; see :func:`sklearn_deeploc._files.held_lock`."
+)
 
 
-def _as_text(value):
-    """A manifest value as JSON text, so that 1, 1.0 and true differ."""
-    return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True)
-
-
-def _shown(value):
-    text = _as_text(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _differences(old, new, prefix=""):
-    """``['key: old -> new', ...]`` for each leaf that differs between two JSON dicts."""
-    differences = []
-    for key in [*new, *(key for key in old if key not in new)]:
-        before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
-        if isinstance(before, dict) and isinstance(after, dict):
-            differences += _differences(before, after, f"{prefix}{key}.")
-        elif _as_text(before) != _as_text(after):
-            differences.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
-    return differences
+def _picked(manifest, keys):
+    return {key: manifest[key] for key in keys if key in manifest}
 
 
 def _manifest_differences(stored, wanted):
-    """The caller's entries that differ, then format and version; keys only if nothing else."""
+    """The caller's entries that differ, then format and version; the keys only if nothing else."""
     stored = stored if isinstance(stored, dict) else {}
     depends_on = stored.get("depends_on")
-    differences = _differences(
-        depends_on if isinstance(depends_on, dict) else {}, wanted["depends_on"]
-    )
-    differences += _differences(
-        {key: stored.get(key, _ABSENT) for key in _HEADER}, {key: wanted[key] for key in _HEADER}
-    )
-    if not differences and stored.get("keys") != wanted["keys"]:
-        differences.append(
-            f"keys: {_shown(stored.get('keys', _ABSENT))} -> {_shown(wanted['keys'])}"
-        )
-    return differences
-
-
-def _holder_of(descriptor):
-    """The process recorded in a lock file, or None when it records none."""
-    try:
-        holder = json.loads(os.pread(descriptor, 4096, 0))
-    except ValueError:
-        return None
-    return holder if isinstance(holder, dict) else None
-
-
-def _described(holder):
-    if holder is None:
-        return "a process that has not recorded itself yet"
-    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
-
-
-def _acquire_lock(path, output):
-    """Hold an exclusive ``flock`` on ``path``; return its descriptor and the stale holder."""
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder_of(descriptor)
-        os.close(descriptor)
-        raise OutputLockedError(
-            f"{output} is being written by another run ({_described(holder)}); "
-            "wait for it to finish, or stop it, before running again."
-        ) from None
-    except BaseException:
-        os.close(descriptor)
-        raise
-    # A holder recorded in a file we could lock is a run that died without releasing it.
-    stale = _holder_of(descriptor)
-    me = {
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-    }
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, json.dumps(me).encode(), 0)
-    return descriptor, stale
-
-
-def _release_lock(descriptor):
-    os.ftruncate(descriptor, 0)  # emptied first: the next run must not think we died
-    fcntl.flock(descriptor, fcntl.LOCK_UN)
-    os.close(descriptor)
-
-
-@contextmanager
-def held_lock(path, output):
-    """Hold the lock file ``path`` while this run writes ``output``.
-
-    Raises :class:`OutputLockedError` at once, naming the other run, when a
-    running process holds it; the lock dies with its process.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from sklearn_deeploc.blocks import held_lock
-    >>> folder = tempfile.mkdtemp()
-    >>> with held_lock(folder + "/model.lock", folder + "/model"):
-    ...     pass
-    """
-    descriptor, _ = _acquire_lock(path, output)
-    try:
-        yield
-    finally:
-        _release_lock(descriptor)
+    found = differences(depends_on if isinstance(depends_on, dict) else {}, wanted["depends_on"])
+    found += differences(_picked(stored, _HEADER), _picked(wanted, _HEADER))
+    return found or differences(_picked(stored, ["keys"]), _picked(wanted, ["keys"]))
 
 
 def _journal_records(path):
@@ -400,12 +223,10 @@ class ResumableOutput:
     Raises
     ------
     OutputMismatchError
-        On entering, when the manifest differs (the message names each key,
-        old and new value), or when what is on disk cannot be verified: a
-        parts folder without a manifest (older versions) or an output file
-        without a parts folder. ``overwrite=True`` starts over instead.
+        The manifest differs (each key, old and new value), or what is on
+        disk cannot be verified; ``overwrite=True`` starts over instead.
     OutputLockedError
-        On entering, when another running process holds the lock.
+        Another running process holds the lock.
 
     See Also
     --------
@@ -440,7 +261,7 @@ class ResumableOutput:
     ... except OutputMismatchError as error:
     ...     print("refused:", error)
     refused: ...cells.csv was made from other inputs or options (border: "pad" -> "drop"); pass
-    overwrite=True (--overwrite on the command line) to start over.
+    overwrite=True to start over.
     """
 
     def __init__(self, output, manifest, keys, *, unit="part", overwrite=False, verbose=1):
@@ -474,12 +295,13 @@ class ResumableOutput:
                 f"verified; {START_OVER} (this replaces it)."
             )
         self.parts.mkdir(parents=True, exist_ok=True)
-        self._lock, stale = _acquire_lock(self.parts / "lock", self.output)
+        self._lock = ExitStack()
         try:
+            stale = self._lock.enter_context(held_lock(self.parts / "lock", self.output))
             if stale is not None:
                 self._say(
                     "taking over the lock of an earlier run that ended without releasing it "
-                    f"({_described(stale)})"
+                    f"({stale})"
                 )
             self._prepare()
         except BaseException:
@@ -495,7 +317,7 @@ class ResumableOutput:
             os.close(self._journal)
             self._journal = None
         if self._lock is not None:
-            _release_lock(self._lock)
+            self._lock.close()
             self._lock = None
 
     def _say(self, message):
@@ -521,7 +343,7 @@ class ResumableOutput:
 
     def _remove_previous(self):
         for entry in self.parts.iterdir():
-            if entry.name == "lock":
+            if entry.name in LOCK_FILES:
                 continue
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -532,14 +354,13 @@ class ResumableOutput:
     def _check_manifest(self):
         path = self.parts / "manifest.json"
         if not path.exists():
-            if self.output.exists() or any(p.name != "lock" for p in self.parts.iterdir()):
+            if self.output.exists() or any(p.name not in LOCK_FILES for p in self.parts.iterdir()):
                 raise OutputMismatchError(
-                    f"{self.parts} has no manifest.json (written by an older version, or "
-                    f"damaged), so {self.output.name} and its parts cannot be verified; "
-                    f"{START_OVER}."
+                    f"{self.parts} has no manifest.json (damaged or not written by this package), "
+                    f"so {self.output.name} and its parts cannot be verified; {START_OVER}."
                 )
             text = json.dumps(self.manifest, indent=1)
-            _replace_atomically(path, lambda file: file.write_text(text))
+            write_atomically(path, lambda file: file.write_text(text))
             return
         try:
             stored = json.loads(path.read_text())
@@ -569,13 +390,13 @@ class ResumableOutput:
                 untrusted["missing"] += 1
             elif (
                 path.stat().st_size == record["bytes"]
-                and _sha256(path.read_bytes()) == record["sha256"]
+                and sha256_hex(path.read_bytes()) == record["sha256"]
             ):
                 self._records[path.name] = record
             else:
                 untrusted["damaged"] += 1
         lines = "".join(json.dumps(record) + "\n" for record in self._records.values())
-        _replace_atomically(journal, lambda file: file.write_text(lines))  # drops torn lines
+        write_atomically(journal, lambda file: file.write_text(lines))  # drops torn lines
         self._journal = os.open(journal, os.O_WRONLY | os.O_APPEND)
         return untrusted
 
@@ -616,7 +437,7 @@ class ResumableOutput:
             "file": path.name,
             "rows": len(frame),
             "bytes": len(data),
-            "sha256": _sha256(data),
+            "sha256": sha256_hex(data),
         }
         os.write(self._journal, (json.dumps(record) + "\n").encode())
         os.fsync(self._journal)
@@ -630,7 +451,7 @@ class ResumableOutput:
         if record is None:
             raise ValueError(f"Part {key!r} of {self.output} is not done yet.")
         data = path.read_bytes() if path.exists() else b""
-        if _sha256(data) != record["sha256"]:
+        if sha256_hex(data) != record["sha256"]:
             raise DamagedPartError(
                 f"{path} changed on disk during this run; run again to compute it again."
             )

@@ -59,7 +59,7 @@ def test_rerun_with_another_manifest_refuses_naming_what_differs(
     out = tmp_path / "cells.csv"
     before = complete_run(out)
     function = Recorder()
-    with pytest.raises(OutputMismatchError, match=f"{named}.*overwrite=True.*--overwrite"):
+    with pytest.raises(OutputMismatchError, match=f"{named}.*overwrite=True"):
         run_blocks(out, 10, block_size, function, manifest={**MANIFEST, **changes}, verbose=0)
     assert function.calls == []
     pd.testing.assert_frame_equal(read_table(out), before)
