@@ -391,12 +391,6 @@ def _json_label(label):
     return label.item() if isinstance(label, np.generic) else label
 
 
-def _check_tta(tta):
-    if not isinstance(tta, (bool, np.bool_)):
-        raise ValueError(f"tta must be True, False or None (the model's choice); got {tta!r}.")
-    return bool(tta)
-
-
 class DeepLocModel:
     """A trained DeepLoc network with its classes, channels and preprocessing.
 
@@ -714,23 +708,49 @@ class DeepLocModel:
         activation = max(arch["conv_channels"]) * arch["crop_size"] ** 2
         return 4 * (self.n_channels * self.image_size**2 + 2 * activation)
 
-    def _run(self, X, output, *, tta, batch_size, precision, verbose):
+    def check_inference_options(self, tta, batch_size, precision, *, n_items=None):
+        """The options of a prediction, checked once: ``(tta, batch_size, precision)``.
+
+        ``tta=None`` becomes the model's stored choice, ``batch_size`` must fit
+        in memory (a batch never holds more than ``n_items`` cells), and
+        ``precision`` is what runs on this model's device (see
+        :func:`~sklearn_deeploc.inference.check_precision`).
+
+        Examples
+        --------
+        >>> from sklearn_deeploc import DeepLocModel, DeepLocNet
+        >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8))
+        >>> DeepLocModel(net, ["a", "b", "c"]).check_inference_options(None, 64, "int8")
+        (True, 64, 'int8')
+        """
+        if tta is None:
+            tta = self.preprocessing["tta"]
+        elif not isinstance(tta, (bool, np.bool_)):
+            raise ValueError(f"tta must be True, False or None (the model's choice); got {tta!r}.")
+        batch_size = check_batch_fits(batch_size, self.bytes_per_cell(), n_items=n_items)
+        return bool(tta), batch_size, check_precision(precision, self.device)
+
+    def _checked(self, X, tta, batch_size, precision):
         X = self.check_crops(X)
-        check_batch_fits(batch_size, self.bytes_per_cell(), n_items=len(X))
-        precision = check_precision(precision, self.device)
+        return X, self.check_inference_options(tta, batch_size, precision, n_items=len(X))
+
+    def _run(self, X, output, *, tta, batch_size, precision, verbose):
+        """Trusting: X from :meth:`check_crops`, options from :meth:`check_inference_options`."""
         return predict_batches(
             self.inference_network(precision),
             X,
             output=output,
             crop_size=self.crop_size,
             preprocessing=self.preprocessing,
-            tta=self.preprocessing["tta"] if tta is None else _check_tta(tta),
+            tta=tta,
             batch_size=batch_size,
             precision=precision,
             verbose=verbose,
         ).astype(np.float32, copy=False)
 
-    def predict_proba(self, X, *, tta=None, batch_size=128, precision="fp32", verbose=0):
+    def predict_proba(
+        self, X, *, tta=None, batch_size=128, precision="fp32", verbose=0, check_input=True
+    ):
         """Class probabilities of raw crops, columns in :attr:`classes` order.
 
         Parameters
@@ -743,23 +763,40 @@ class DeepLocModel:
             Arithmetic of inference (see :mod:`sklearn_deeploc.inference`);
             check a reduced one on your cells with :meth:`agreement` first.
         verbose : int, default=0
+        check_input : bool, default=True
+            False trusts the caller: ``X`` as :meth:`check_crops` returns it and
+            the options as :meth:`check_inference_options` returns them.
 
         Returns
         -------
         ndarray of shape (n, n_classes), float32
         """
+        if check_input:
+            X, (tta, batch_size, precision) = self._checked(X, tta, batch_size, precision)
         return self._run(
             X, "proba", tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
         )
 
-    def features(self, X, layer="fc2", *, tta=None, batch_size=128, precision="fp32", verbose=0):
-        """Activations of ``layer`` for raw crops (five-crop mean unless ``tta=False``).
+    def features(
+        self,
+        X,
+        layer="fc2",
+        *,
+        tta=None,
+        batch_size=128,
+        precision="fp32",
+        verbose=0,
+        check_input=True,
+    ):
+        """Activations of ``layer`` for raw crops (``check_input`` as in :meth:`predict_proba`).
 
         Returns
         -------
         ndarray of shape (n, feature_width(layer)), float32
         """
         self.feature_width(layer)
+        if check_input:
+            X, (tta, batch_size, precision) = self._checked(X, tta, batch_size, precision)
         return self._run(
             X, layer, tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
         )
@@ -787,8 +824,7 @@ class DeepLocModel:
         >>> 0 <= report["top1_agreement"] <= 1, "fc2_max_relative_error" in report
         (True, True)
         """
-        X = self.check_crops(X)
-        used = check_precision(precision, self.device)  # warns once where bf16 falls back
+        X, (tta, batch_size, used) = self._checked(X, tta, batch_size, precision)
         outputs = ("proba", *self.feature_layers)
         options = {"tta": tta, "batch_size": batch_size, "verbose": 0}
         reference = {o: self._run(X, o, precision="fp32", **options) for o in outputs}
