@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._files import write_atomically
 from ._version import __version__
-from .blocks import _replace_atomically, write_table
+from .blocks import write_table
 from .screen import localization_changes
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
@@ -311,7 +312,7 @@ def write_h5ad(profiles, path, *, uns=None):
         with h5py.File(temporary, "w") as file:
             _write_anndata(file, profiles, uns)
 
-    return _replace_atomically(Path(path), write)
+    return write_atomically(Path(path), write)
 
 
 def write_profiles(profiles, output, *, uns=None, csv=False):
