@@ -1,4 +1,4 @@
-"""Fields of view and their cell tables: which files hold each field, where its cells are.
+"""Images to cells: cell tables, fields of view, crops around cells and cell finding.
 
 A cell table lists cells (one row each) with the field of view they lie in and
 their centre. Three layouts are read into one normalised table:
@@ -12,12 +12,21 @@ their centre. Three layouts are read into one normalised table:
   Opera ``.flex``) whose pages are the channels.
 """
 
+import numbers
 import re
 import warnings
+from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from .validation import (
+    NotEnoughMemoryError,
+    check_channels_first,
+    check_fits_memory,
+    check_positive_int,
+)
 
 # "ch2" in "r01c01f01p01-ch2sk1fk1fl1.tiff", not in "batch2"
 CHANNEL_TOKEN = re.compile(r"(?<![A-Za-z])ch\d+")
@@ -27,6 +36,9 @@ CELLPROFILER_PATH = "Image_PathName_"
 CELLPROFILER_CENTER = re.compile(r"_Location_Center_([XY])$")
 TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
+CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
+BORDER_POLICIES = ("pad", "drop")
+_AXES = ("channel", "row", "column")
 
 
 def _missing_columns(frame, columns):
@@ -155,13 +167,6 @@ def read_cell_table(
         the table gives it), ``file_<channel>`` (one per channel, in order;
         ``file`` for the stack layout), ``x``, ``y`` and, with
         ``label_column``, ``label``.
-
-    Raises
-    ------
-    ValueError
-        Missing columns (named, with those the table has), an unknown layout,
-        an image name without a channel token in the token layout, a row
-        without a file name, an empty table file.
 
     See Also
     --------
@@ -315,22 +320,15 @@ def _channels_first(image, axes):
     return image.reshape(-1, *image.shape[-2:])
 
 
-class _TooLargeForMemory(ValueError):
-    """An image whose header claims more than the memory available; its message is complete."""
-
-
-def _check_fits_in_memory(path, series):
-    """Refuse, from the header alone, an image whose decoded pixels exceed the memory available."""
-    from .validation import available_memory
-
-    needed, available = sum(s.nbytes for s in series), available_memory()
-    if available is not None and needed > available:
-        shapes = ", ".join(f"{s.shape} {s.dtype}" for s in series)
-        raise _TooLargeForMemory(
-            f"Image file {path} claims {shapes} pixels ({needed / 1e9:.3g} GB decoded), but "
-            f"{available / 1e9:.3g} GB of memory is available; expected an image that fits in "
-            "memory (a damaged header claims sizes like this too)."
-        )
+def _check_header_fits(path, series):
+    # Before decoding: a damaged header can claim any size.
+    shapes = ", ".join(f"{s.shape} {s.dtype}" for s in series)
+    check_fits_memory(
+        1,
+        sum(s.nbytes for s in series),
+        what=f"Image file {path}, whose header claims {shapes} pixels,",
+        expected="an image that fits in memory (a damaged header claims sizes like this too)",
+    )
 
 
 def _read_series(path):
@@ -339,7 +337,7 @@ def _read_series(path):
 
     try:
         with tifffile.TiffFile(path) as tiff:
-            _check_fits_in_memory(path, tiff.series)
+            _check_header_fits(path, tiff.series)
             # Pages appended one write at a time are one series each.
             return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
     except tifffile.TiffFileError:  # not a TIFF
@@ -355,7 +353,7 @@ def _read_image(path):
 
     try:
         stacks = _read_series(path)
-    except _TooLargeForMemory:
+    except NotEnoughMemoryError:  # its message is complete
         raise
     except MemoryError as error:
         raise ValueError(
@@ -416,9 +414,6 @@ def read_field(files):
     ------
     FileNotFoundError
         Listing every missing file.
-    ValueError
-        No files, a file that cannot be read (named), or images (or a file's
-        series) that differ in size.
 
     Examples
     --------
@@ -464,6 +459,249 @@ def _check_one_channel_each(files, images):
         )
 
 
+def _check_float32_range(image):
+    # Crops and cell finding compute in float32: larger finite pixels would become infinities.
+    if image.dtype.kind != "f" or image.dtype.itemsize <= 4:
+        return
+    limit = np.finfo(np.float32).max
+    with np.errstate(invalid="ignore"):  # NaN pixels compare False: they are not too large
+        beyond = np.isfinite(image) & (np.abs(image) > limit)
+    if beyond.any():
+        position = np.unravel_index(np.argmax(beyond), image.shape)
+        if image.ndim <= len(_AXES):
+            where = ", ".join(f"{axis} {int(i)}" for axis, i in zip(_AXES[-image.ndim :], position))
+        else:
+            where = f"index {tuple(int(i) for i in position)}"
+        raise ValueError(
+            f"image has {int(beyond.sum())} pixel(s) beyond the range of float32 (+-{limit:.3g}), "
+            f"which crops and cell finding compute in; the first is {image[position]:.3g} at "
+            f"{where}. Expected values float32 holds (rescale the field first)."
+        )
+
+
+def _centers_array(centers, x_column, y_column):
+    if hasattr(centers, "columns"):
+        centers = _centre_columns(centers, x_column, y_column)
+    centers = np.asarray(centers, dtype=float)
+    if centers.shape == (0,):  # an empty list: no cells, like np.zeros((0, 2))
+        centers = centers.reshape(0, 2)
+    if centers.ndim != 2 or centers.shape[1] != 2:
+        raise ValueError(f"centers must have shape (n, 2) as (row, col); got {centers.shape}.")
+    missing = ~np.isfinite(centers).all(axis=1)
+    if missing.any():
+        first = int(np.argmax(missing))
+        raise ValueError(
+            f"centers must be finite; {int(missing.sum())} centre(s) are NaN or infinite, "
+            f"the first is centre {first} at {centers[first].tolist()}. Drop the cells "
+            "without a position first."
+        )
+    return centers
+
+
+def _centre_columns(frame, x_column, y_column):
+    if x_column is None or y_column is None:
+        raise ValueError(
+            "Centres given as a DataFrame need x_column= and y_column= (for example "
+            f"'Center_X', 'Center_Y'); columns are {list(frame.columns)}."
+        )
+    absent = [column for column in (x_column, y_column) if column not in frame.columns]
+    if absent:
+        raise ValueError(
+            f"The centres have no column {', '.join(map(repr, absent))}; expected "
+            f"x_column and y_column among {list(frame.columns)}."
+        )
+    return frame[[y_column, x_column]].to_numpy(dtype=float)
+
+
+def _warn_outside(outside, n_centers, height, width):
+    shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+    warnings.warn(
+        f"{len(outside)} of {n_centers} centre(s) lie outside the {height}x{width} field "
+        f"and were not cropped (positions {shown}; see CropResult.outside).",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column=None):
+    """Square crops centred on cells of a multi-channel field of view.
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W)
+        The field, any numeric dtype.
+    centers : array-like of shape (n, 2) or DataFrame
+        Cell centres as (row, col); or a DataFrame with the columns named by
+        ``x_column`` (column coordinate) and ``y_column`` (row coordinate).
+    size : int, default=64
+        Side of the crops.
+    border : {"pad", "drop"}, default="pad"
+        Cells whose box crosses the field's edge are padded with each
+        channel's median (the background: zeros would add a false edge for a
+        camera with an offset), or dropped. A centre outside the field is
+        never a cell: it is skipped either way, with a warning.
+    x_column, y_column : str, optional
+        DataFrame column names of the centres.
+
+    Returns
+    -------
+    CropResult
+        ``crops`` (k, C, size, size) float32; ``index``, the positions in
+        ``centers`` of the k crops; ``padded``, a bool per crop telling
+        whether it was padded; ``outside``, the positions in ``centers`` of
+        centres outside the field (not cropped).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.screen import crop_cells
+    >>> field = np.random.default_rng(0).random((2, 100, 100))
+    >>> result = crop_cells(field, [[50, 50], [5, 5]], size=64, border="drop")
+    >>> result.crops.shape, result.index.tolist()
+    ((1, 2, 64, 64), [0])
+    """
+    if border not in BORDER_POLICIES:
+        raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
+    size = check_positive_int(size, "size")
+    image = _check_field(image)
+    centers = np.rint(_centers_array(centers, x_column, y_column))
+    channels, height, width = image.shape
+    in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
+    outside = np.flatnonzero(~in_field)
+    if len(outside):
+        _warn_outside(outside, len(centers), height, width)
+    candidates = np.flatnonzero(in_field)
+    tops, lefts = (centers[candidates].astype(np.int64) - size // 2).T
+    box_inside = (tops >= 0) & (lefts >= 0) & (tops + size <= height) & (lefts + size <= width)
+    keep = np.ones_like(box_inside) if border == "pad" else box_inside
+    check_fits_memory(
+        int(keep.sum()),
+        channels * size * size * 4,
+        what=f"{int(keep.sum())} crop(s) of {channels}x{size}x{size} float32",
+        expected=f"a smaller size (the field is {height}x{width})",
+    )
+    crops = _gather_crops(image, tops[keep], lefts[keep], size)
+    return CropResult(crops, candidates[keep], ~box_inside[keep], outside)
+
+
+def _check_field(image):
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
+    if image.size == 0:
+        raise ValueError(
+            f"image must have at least one channel and one pixel; got shape {image.shape}."
+        )
+    check_channels_first(image.shape, what="image")
+    _check_float32_range(image)
+    return image
+
+
+def _gather_crops(image, tops, lefts, size):
+    # Each crop is padded on its own: a padded copy of the whole field would
+    # cost memory growing with size even when no crop crosses the edge.
+    channels, height, width = image.shape
+    window = np.arange(size)
+    rows, cols = tops[:, None] + window, lefts[:, None] + window
+    crops = image.astype(np.float32, copy=False)[
+        np.arange(channels)[None, :, None, None],
+        np.clip(rows, 0, height - 1)[:, None, :, None],
+        np.clip(cols, 0, width - 1)[:, None, None, :],
+    ]
+    rows_out, cols_out = (rows < 0) | (rows >= height), (cols < 0) | (cols >= width)
+    if rows_out.any() or cols_out.any():
+        background = np.median(image.reshape(channels, -1), axis=1).astype(np.float32)
+        background = background[None, :, None, None]
+        # Two broadcast masks: no (k, C, size, size) temporary.
+        np.copyto(crops, background, where=rows_out[:, None, :, None])
+        np.copyto(crops, background, where=cols_out[:, None, None, :])
+    return crops
+
+
+def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
+    """Cell centres from a marker channel by seeded watershed (scikit-image).
+
+    The marker channel is smoothed, split into cells and background with
+    Otsu's threshold, and touching cells are separated by a watershed of the
+    distance transform seeded at its local maxima.
+
+    Parameters
+    ----------
+    image : ndarray of shape (C, H, W) or (H, W)
+        Channels first; an image that looks like (H, W, C) is refused.
+    channel : int or None, default=1
+        Channel with the cytosolic (or other whole-cell) marker; None for an
+        (H, W) image.
+    sigma : float, default=2.0
+        Gaussian smoothing before thresholding, in pixels.
+    min_distance : int, default=7
+        Smallest distance between two seeds (about a cell radius).
+    min_area : int, default=30
+        Regions smaller than this (pixels) are dropped as debris.
+
+    Returns
+    -------
+    ndarray of shape (n, 2)
+        Centres as (row, col), float.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.screen import find_cells
+    >>> yy, xx = np.mgrid[:80, :80]
+    >>> field = ((yy - 20) ** 2 + (xx - 25) ** 2 < 100) + ((yy - 55) ** 2 + (xx - 50) ** 2 < 100)
+    >>> np.round(find_cells(field.astype(float), channel=None)).tolist()
+    [[20.0, 25.0], [55.0, 50.0]]
+    """
+    from scipy import ndimage
+    from skimage.feature import peak_local_max
+    from skimage.filters import threshold_otsu
+    from skimage.measure import regionprops
+    from skimage.segmentation import watershed
+
+    if not isinstance(sigma, numbers.Real) or not 0 <= sigma < np.inf:
+        raise ValueError(f"sigma must be a finite number >= 0 (pixels); got {sigma!r}.")
+    min_distance = check_positive_int(min_distance, "min_distance")
+    image = np.asarray(image)
+    _check_float32_range(image)
+    marker = _marker_channel(image.astype(np.float32, copy=False), channel)
+    smooth = ndimage.gaussian_filter(marker, sigma)
+    foreground = smooth > threshold_otsu(smooth)
+    distance = ndimage.distance_transform_edt(foreground)
+    peaks = peak_local_max(
+        distance,
+        min_distance=min_distance,
+        labels=ndimage.label(foreground)[0],
+        exclude_border=False,
+    )
+    seeds = np.zeros(marker.shape, np.int32)
+    seeds[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+    regions = watershed(-distance, seeds, mask=foreground)
+    centres = [r.centroid for r in regionprops(regions) if r.area >= min_area]
+    return np.asarray(centres, dtype=float).reshape(-1, 2)
+
+
+def _marker_channel(image, channel):
+    if channel is None:
+        if image.ndim != 2:
+            raise ValueError(f"With channel=None, expected an (H, W) image; got {image.shape}.")
+        marker = image
+    else:
+        if not isinstance(channel, numbers.Integral) or isinstance(channel, bool):
+            raise ValueError(f"channel must be an integer index or None; got {channel!r}.")
+        if image.ndim != 3:
+            raise ValueError(f"Expected a (C, H, W) image with channel=; got {image.shape}.")
+        check_channels_first(image.shape, what="image")
+        if not -len(image) <= channel < len(image):
+            raise ValueError(f"channel={channel}, but the image has {len(image)} channel(s).")
+        marker = image[channel]
+    if marker.size == 0:
+        raise ValueError(f"The image has no pixels (shape {image.shape}); expected a field.")
+    if not np.isfinite(marker).all():
+        raise ValueError("The marker channel has NaN or infinite pixels; expected finite ones.")
+    return marker
+
+
 def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
     """Crops of the cells of each field in turn, reading one field at a time.
 
@@ -475,7 +713,7 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
         Side of the crops.
     border : {"pad", "drop"}, default="pad"
         Cells whose box crosses the field's edge: padded with each channel's
-        median, or dropped (see :func:`~sklearn_deeploc.screen.crop_cells`).
+        median, or dropped (see :func:`crop_cells`).
     verbose : int, default=0
         Show a progress bar over fields when > 0.
 
@@ -485,13 +723,6 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
     kept : DataFrame
         The k rows of ``cells`` cropped, in the same order, with a ``padded``
         column.
-
-    Raises
-    ------
-    FileNotFoundError
-        Before any field is read, listing the missing image files.
-    ValueError
-        A table without file columns, or fields with different channel counts.
 
     Examples
     --------
@@ -510,8 +741,6 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
     [((2, 2, 64, 64), [False, True])]
     """
     from tqdm.auto import tqdm
-
-    from .screen import crop_cells
 
     columns = file_columns(cells)
     if not columns:
