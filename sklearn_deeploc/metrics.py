@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix
 
-from .validation import check_labels
+from .validation import check_proba_table
 
 
 def _shown(labels, limit=5):
@@ -15,33 +15,11 @@ def _shown(labels, limit=5):
     return repr(labels[:limit])[:-1] + (", ...]" if len(labels) > limit else "]")
 
 
-def _check_classes(classes):
-    if np.ndim(classes) != 1:
-        raise ValueError(f"classes must be a sequence of class labels; got {classes!r}.")
-    distinct, _ = check_labels(classes, name="classes")
-    if len(distinct) < len(classes):
-        raise ValueError(f"classes must be distinct; got {_shown(classes, limit=20)}.")
-    return np.asarray(list(classes))
-
-
 def _check_scores(y_true, proba, classes):
-    """Labels, scores and class names checked against each other, as arrays."""
-    classes = _check_classes(classes)
-    proba = np.asarray(proba, dtype=float)
-    if proba.ndim != 2 or proba.shape[1] != len(classes):
-        raise ValueError(
-            f"proba must have one column per class, shape (n_cells, {len(classes)}); got "
-            f"shape {proba.shape}."
-        )
-    labels, codes = check_labels(y_true, name="y_true")
-    if len(codes) != len(proba):
-        raise ValueError(
-            f"y_true has {len(codes)} labels for {len(proba)} rows of proba; expected one "
-            "label per row."
-        )
-    if not np.isfinite(proba).all():
-        raise ValueError("proba has NaN or infinite values; expected finite scores.")
-    return labels[codes], proba, classes
+    proba, classes, y_true = check_proba_table(
+        proba, classes, groups=y_true, groups_name="y_true", probabilities=False
+    )
+    return y_true, proba, np.asarray(classes)
 
 
 def _unknown_labels(y_true, classes):
@@ -86,13 +64,6 @@ def per_class_average_precision(y_true, proba, classes):
     pandas.Series
         AP per class; NaN for a class with no cell in ``y_true``.
 
-    Raises
-    ------
-    ValueError
-        ``proba`` without one column per class, repeated classes, or labels
-        in ``y_true`` that are not classes (labels of another type included,
-        such as ``"0"`` for the class ``0``).
-
     Examples
     --------
     >>> from sklearn_deeploc.metrics import per_class_average_precision
@@ -121,11 +92,6 @@ def evaluate(y_true, proba, classes):
         ``accuracy`` (float), ``mean_average_precision`` (float, over the
         classes present), ``average_precision`` (Series) and ``confusion``
         (DataFrame, rows = true class, each row summing to 1).
-
-    Raises
-    ------
-    ValueError
-        As :func:`per_class_average_precision`.
 
     Examples
     --------

@@ -508,15 +508,15 @@ def _named_columns(proba, classes, name):
     return proba[list(classes)], classes
 
 
-def _check_class_names(classes, n_columns, name):
+def _check_class_names(classes, shape, name):
     if np.ndim(classes) != 1:
         raise ValueError(f"classes must be a sequence of class names; got {classes!r}.")
     classes = list(classes)
     check_labels(classes, name="classes")
-    if len(classes) != n_columns:
+    if len(classes) != shape[1]:
         raise ValueError(
-            f"{name} must have one column per class, shape (n_cells, {len(classes)}) for "
-            f"{len(classes)} class names; got {n_columns} column(s)."
+            f"{name} must have a column for each of the {len(classes)} class names, shape "
+            f"(n_cells, {len(classes)}); got shape {shape}."
         )
     repeated = pd.Index(classes).duplicated()
     if repeated.any():
@@ -586,7 +586,7 @@ def check_proba_table(
     if classes is None:
         classes = list(range(proba.shape[1]))
     else:
-        classes = _check_class_names(classes, proba.shape[1], name)
+        classes = _check_class_names(classes, proba.shape, name)
     if groups is not None:
         labels, codes = check_labels(groups, name=groups_name)
         groups = labels[codes]

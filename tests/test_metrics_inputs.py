@@ -45,7 +45,10 @@ def test_a_label_outside_the_classes_is_named(metric):
 
 
 def test_duplicate_classes_are_refused():
-    with pytest.raises(ValueError, match=r"classes must be distinct; got \['a', 'a', 'b'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"classes must be distinct; 'a' appears more than once in \['a', 'a', 'b'\]",
+    ):
         evaluate(["a", "b", "a", "b"], PROBA, ["a", "a", "b"])
 
 

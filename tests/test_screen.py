@@ -74,7 +74,9 @@ def test_aggregate_on_known_groups():
     assert table.loc["w1", "n_cells"] == 2
     np.testing.assert_allclose(table.loc["w1", ["NUCLEI", "ER"]], [0.8, 0.2])
     np.testing.assert_allclose(table.loc["w2", ["NUCLEI", "ER"]], [0.2, 0.8])
-    with pytest.raises(ValueError, match=r"groups has 1 labels for the 3 rows of proba; expected one per cell"):
+    with pytest.raises(
+        ValueError, match=r"groups has 1 labels for the 3 rows of proba; expected one per cell"
+    ):
         aggregate(proba, ["w1"])
 
 
@@ -227,7 +229,9 @@ def test_missing_group_labels_are_refused(rng, missing):
 
 def test_class_names_must_match_the_probability_columns(rng):
     proba = rng.dirichlet([5, 5], 4)
-    with pytest.raises(ValueError, match=r"shape \(n_cells, 3\) for 3 class names; got 2 column"):
+    with pytest.raises(
+        ValueError, match=r"3 class names, shape \(n_cells, 3\); got shape \(4, 2\)"
+    ):
         localization_changes(proba, list("ppqq"), proba, list("ppqq"), ["A", "B", "C"])
 
 
