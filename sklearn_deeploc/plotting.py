@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from .preprocessing import percentile_stretch
-from .validation import check_crops
+from .validation import check_crops, check_positive_int, check_proba_table
 
 
 def _pyplot():
@@ -85,8 +85,7 @@ def plot_montage(
     if labels is not None:
         _check_same_length(crops, labels, ("cell", "label"))
     _check_channels(channels, crops.shape[1])
-    if not isinstance(n_columns, (int, np.integer)) or n_columns < 1:
-        raise ValueError(f"n_columns must be a positive integer; got {n_columns!r}.")
+    n_columns = check_positive_int(n_columns, "n_columns")
     grid_rows = -(-n // n_columns)
     columns = min(n, n_columns)
     rows = grid_rows * len(channels)
@@ -362,12 +361,9 @@ def plot_precision_recall(y_true, proba, classes, *, ax=None):
     plt = _pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4))
-    y_true, proba = np.asarray(y_true), np.asarray(proba)
-    _check_same_length(y_true, proba, ("label", "probability row"))
-    if proba.ndim != 2 or proba.shape[1] != len(classes):
-        raise ValueError(
-            f"proba must have one column per class ({len(classes)}); got shape {proba.shape}."
-        )
+    proba, classes, y_true = check_proba_table(
+        proba, classes, groups=y_true, groups_name="y_true", probabilities=False
+    )
     for k, label in enumerate(classes):
         if (y_true == label).any():
             PrecisionRecallDisplay.from_predictions(

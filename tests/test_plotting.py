@@ -35,7 +35,7 @@ CROPS = np.random.default_rng(0).random((3, 2, 64, 64), dtype=np.float32)
         (lambda: plot_tsne(np.ones((1, 3)), ["a"]), "n_cells >= 3"),
         (
             lambda: plot_precision_recall(["a", "b"], [[0.5, 0.5], [0.2, 0.8]], ["a", "b", "c"]),
-            "one column per class \\(3\\); got shape \\(2, 2\\)",
+            "each of the 3 class names, shape \\(n_cells, 3\\); got shape \\(2, 2\\)",
         ),
         (
             lambda: plot_class_visualizations(list(CROPS[:, :, :60, :60]), ["a", "b"]),
