@@ -1,11 +1,4 @@
-"""Importing the published DeepLoc TensorFlow 1 checkpoint: role-based mapping to a model.
-
-The tensors come from :mod:`sklearn_deeploc.tf_checkpoint` (no TensorFlow needed);
-this module maps each reference layer to a :class:`~sklearn_deeploc.DeepLocNet`
-parameter and stores the reference preprocessing with the model.
-"""
-
-import numbers
+"""Importing the published DeepLoc TensorFlow 1 checkpoint: role-based mapping to a model."""
 
 import numpy as np
 import torch
@@ -13,6 +6,7 @@ import torch
 from .model import DeepLocModel, weight_problem
 from .network import DeepLocNet, pooled_size
 from .tf_checkpoint import layer_tensors, read_checkpoint
+from .validation import PositiveInt
 
 CHONG_CLASSES = (
     "ACTIN",
@@ -82,11 +76,7 @@ def _check_shape(name, array, expected, why):
 
 
 def _checked_weights(tf_layer, found, inputs, crop_size):
-    """The layer's weights (TensorFlow layout), once every tensor of it fits the layer before.
-
-    ``inputs`` is the width of the layer before; None for ``conv_1``, which
-    reads the image channels.
-    """
+    """The layer's weights (TF layout) once its tensors fit ``inputs`` (None: image channels)."""
     name, weights = found["weights"]
     conv = tf_layer.startswith("conv_")
     ndim = 4 if conv else 2
@@ -163,20 +153,6 @@ def _tf_state_dict(tensors, crop_size):
     return state, architecture, mapping
 
 
-def _check_crop_size(crop_size):
-    image_size = REFERENCE_PREPROCESSING["image_size"]
-    if (
-        not isinstance(crop_size, numbers.Integral)
-        or isinstance(crop_size, bool)
-        or not 1 <= crop_size <= image_size
-    ):
-        raise ValueError(
-            f"crop_size must be an integer from 1 to {image_size} (the reference crops are "
-            f"{image_size} pixels wide); got {crop_size!r}."
-        )
-    return int(crop_size)
-
-
 def from_tf_checkpoint(
     checkpoint,
     output=None,
@@ -219,21 +195,19 @@ def from_tf_checkpoint(
         With ``return_mapping=True``, also the mapping (our parameter ->
         checkpoint tensor name).
 
-    Raises
-    ------
-    ValueError
-        The checkpoint is damaged or not the reference graph; a tensor's shape
-        does not fit the layer before it, or it holds values no trained
-        network holds (NaN, infinity, a negative moving variance): the message
-        names the checkpoint tensor. Also for a ``crop_size`` out of range.
-
     Examples
     --------
     >>> from sklearn_deeploc.tf_import import from_tf_checkpoint
     >>> model = from_tf_checkpoint("pretrained_DeepLoc/model.ckpt-5000",
     ...                            "deeploc-chong/")  # doctest: +SKIP
     """
-    crop_size = _check_crop_size(crop_size)
+    image_size = REFERENCE_PREPROCESSING["image_size"]
+    if not PositiveInt().is_satisfied_by(crop_size) or crop_size > image_size:
+        raise ValueError(
+            f"crop_size must be an integer from 1 to {image_size} (the reference crops are "
+            f"{image_size} pixels wide); got {crop_size!r}."
+        )
+    crop_size = int(crop_size)
     state, architecture, mapping = _tf_state_dict(read_checkpoint(checkpoint), crop_size)
     n_classes = architecture["n_classes"]
     if classes is None:
