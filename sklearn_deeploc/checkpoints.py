@@ -13,12 +13,8 @@ What goes into a checkpoint and how it is put back onto the skorch net lives in
 :mod:`sklearn_deeploc.training`.
 """
 
-import hashlib
 import json
-import os
 import shutil
-import stat
-import threading
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from numbers import Integral
@@ -26,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from ._files import array_digest, differences, replace_folder, save_safetensors, tensor_digest
 from .blocks import held_lock
 
 CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
@@ -36,9 +33,6 @@ TENSOR_FILES = {"weights", "optimizer", "best", "random"}  # <name>.safetensors 
 # Recipe fields that change where or how visibly a run trains, never what it computes.
 RUN_ONLY_FIELDS = ("device", "verbose", "checkpoint_dir", "checkpoint_interval")
 LOCK_FILE = "lock"  # in the checkpoint folder, held while a run trains into it
-# Locks this process holds, by (lock file, process, thread): `deeploc train` holds its
-# checkpoint folder's lock across fit, which takes it again.
-_HELD = set()
 
 
 def _is(*types):
@@ -75,21 +69,8 @@ STATE_ENTRIES = {
 }
 
 
-def _digest(array):
-    data = np.ascontiguousarray(array)
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()[:16]
-
-
 def _describe(array):
-    return f"shape {list(array.shape)} {array.dtype}, sha256 {_digest(array)}"
-
-
-def _state_digest(state):
-    digest = hashlib.sha256()
-    for name, tensor in sorted(state.items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return f"shape {list(array.shape)} {array.dtype}, sha256 {array_digest(array)}"
 
 
 def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state):
@@ -111,17 +92,10 @@ def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state,
         **{k: v for k, v in preprocessing.items() if k != "tta"},
         **recipe_fields,
         "random_state": int(random_state) if isinstance(random_state, Integral) else None,
-        "pretrained": None if initial_state is None else _state_digest(initial_state),
+        "pretrained": None if initial_state is None else tensor_digest(initial_state, length=16),
     }
     identity = {"data": {"X": _describe(X), "y": _describe(codes)}, "parameters": parameters}
     return json.loads(json.dumps(identity))  # tuples as lists, as they come back from JSON
-
-
-def _differences(saved, current):
-    for key in sorted(set(saved) | set(current)):
-        before, now = saved.get(key, "absent"), current.get(key, "absent")
-        if before != now:
-            yield f"{key} (checkpoint: {before!r}, now: {now!r})"
 
 
 def optimizer_parts(optimizer):
@@ -187,11 +161,10 @@ def checkpoint_lock(path):
     """Hold the lock of the checkpoint folder ``path`` while a run trains into it.
 
     A second run, in another process or thread, is refused at once with
-    :class:`~sklearn_deeploc.blocks.OutputLockedError` naming the process that
-    holds the lock (its pid, host and start time); the thread that holds it may
-    take it again. The system drops the lock when its process dies, so a killed
-    run never blocks the next one. A folder made only to hold the lock is
-    removed with it; ``None`` locks nothing.
+    :class:`~sklearn_deeploc.blocks.OutputLockedError` naming the holder; the
+    thread that holds the lock may take it again, and a killed run's lock
+    blocks nobody. A folder made only to hold the lock is removed with it;
+    ``None`` locks nothing.
 
     Examples
     --------
@@ -207,23 +180,11 @@ def checkpoint_lock(path):
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"checkpoint_dir {path} is a file; expected a folder.")
-    lock = path / LOCK_FILE
-    holder = (lock.resolve(), os.getpid(), threading.get_ident())
-    if holder in _HELD:
-        yield
-        return
     made = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
-        with held_lock(lock, f"the checkpoint folder {path}"):
-            _HELD.add(holder)
-            try:
-                yield
-            finally:
-                _HELD.discard(holder)
-                # Removed while still held: removed after release, a run that took it in
-                # between would hold a file a third run no longer sees.
-                lock.unlink(missing_ok=True)
+        with held_lock(path / LOCK_FILE, f"the checkpoint folder {path}", reentrant=True):
+            yield
     finally:
         if made:
             with suppress(OSError):  # not empty: it holds checkpoints
@@ -287,14 +248,15 @@ class CheckpointFolder:
         return Checkpoint(folder, state["step"], state, tensors)
 
     def _check_identity(self, folder, saved):
-        data = list(_differences(saved["data"], self.identity["data"]))
-        parameters = list(_differences(saved["parameters"], self.identity["parameters"]))
+        data = differences(saved["data"], self.identity["data"])
+        parameters = differences(saved["parameters"], self.identity["parameters"])
         if data or parameters:
             what = (["training data differ: " + "; ".join(data)] if data else []) + (
                 ["parameters differ: " + "; ".join(parameters)] if parameters else []
             )
             raise ValueError(
-                f"The checkpoint {folder} belongs to another training run ({'; '.join(what)}). "
+                f"The checkpoint {folder} belongs to another training run (checkpoint -> now: "
+                f"{'; '.join(what)}). "
                 "Fit with the same data and parameters to resume it, or use another "
                 "checkpoint_dir (or delete this one) to start over."
             )
@@ -305,13 +267,6 @@ class CheckpointFolder:
         ``state`` (JSON) and ``tensors`` (groups of tensors, one safetensors
         file each) are written beside ``net``'s skorch history.
         """
-        final = self.path / f"step-{step:09d}"
-        partial = self.path / f".partial-step-{step:09d}"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for name, group in tensors.items():
-            save_file(group, partial / f"{name}.safetensors")
-        net.save_params(f_history=partial / "history.json")
         state = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -319,17 +274,15 @@ class CheckpointFolder:
             **state,
             "tensor_files": sorted(tensors),
         }
-        (partial / "state.json").write_text(json.dumps(state, indent=1))
-        # safetensors' save_file makes 0600 files whatever the umask: every file gets the
-        # permissions open() gave state.json, so a lab sharing checkpoints can read them.
-        mode = stat.S_IMODE((partial / "state.json").stat().st_mode)
-        for file in partial.iterdir():
-            os.chmod(file, mode)
-            with open(file, "rb+") as handle:
-                os.fsync(handle.fileno())
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(partial, final)
-        for old in self.path.glob("*step-*"):
+
+        def write(folder):
+            (folder / "state.json").write_text(json.dumps(state, indent=1))
+            for name, group in tensors.items():
+                save_safetensors(group, folder / f"{name}.safetensors", like=folder / "state.json")
+            net.save_params(f_history=folder / "history.json")
+
+        final = replace_folder(self.path / f"step-{step:09d}", write)
+        for old in self.path.glob("*step-*"):  # older checkpoints, and leftovers of killed writes
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
         return final

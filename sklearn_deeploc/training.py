@@ -1,19 +1,13 @@
 """Training DeepLoc with skorch: batches on the device, mixed precision, keep-best,
 checkpoints that resume exactly, and one progress display for the whole run.
 
-This is the only module besides the classifier that knows skorch. Training draws
-whole batches (a list of indices per step) so that augmentation runs once per
-batch, vectorised, on the device that trains, and so that training length counts
-optimizer steps as the paper does. What the fitted net keeps pickles (numpy
-generators, no lambdas); the data, the sampler and the progress bar are dropped
-after fit.
-
-Checkpoints (their files: :mod:`sklearn_deeploc.checkpoints`) are written by a
-callback here and put back onto the net before training goes on. skorch's ``Checkpoint`` and
-``LoadInitState`` do not fit this: the first saves at epoch ends only, in place,
-and cannot store an optimizer with safetensors; the second ignores a checkpoint
-it cannot load, so a damaged one would silently restart training. skorch's
-``save_params`` and ``load_params`` still write and read the history.
+Training draws whole batches (a list of indices per step) so that augmentation
+runs once per batch, vectorised, on the device that trains, and so that training
+length counts optimizer steps as the paper does. Checkpoints (their files:
+:mod:`sklearn_deeploc.checkpoints`) are written by a callback here, not by
+skorch's ``Checkpoint`` (epoch ends only, in place, no safetensors optimizer)
+nor read by ``LoadInitState`` (which ignores a damaged checkpoint and silently
+restarts).
 """
 
 import os
@@ -42,16 +36,13 @@ from .checkpoints import (
     run_identity,
     unusable,
 )
-from .inference import check_precision, resolve_device
+from .inference import _AUTOCAST_DTYPES, check_precision, resolve_device
 from .network import DeepLocNet
 from .preprocessing import center_crop, random_augment, stretch_as_stored, to_tensor
 from .validation import check_batch_fits
 
 LR_DECAY = {"step_size": 25, "gamma": 0.96}  # the paper: x0.96 every 25 steps
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# Channels-last measured 1.2x (fp32) and 1.35x (bf16) faster training on 2 CPU cores, and is
-# the layout of the GPUs' tensor-core convolutions.
-MEMORY_FORMAT = torch.channels_last
+MEMORY_FORMAT = torch.channels_last  # faster on CPU, native for tensor cores
 DEVICE_SHARE = 0.5  # crops stay on a GPU when they take at most this share of its free memory
 STRETCH_CHUNK = 4096  # cells stretched at a time (bounds the memory of the percentiles)
 
@@ -119,10 +110,7 @@ class Trained:
 
 
 def training_precision(precision, device):
-    """The autocast precision training runs at: ``"int8"`` (prediction only) trains in fp32.
-
-    Refuses what prediction would refuse on ``device`` (fp16 on a CPU, int8 on a
-    GPU), so that a long training never ends in a model that cannot predict.
+    """The autocast precision training runs at (int8 trains in fp32); refuses what predict would.
 
     Examples
     --------
@@ -138,24 +126,7 @@ def training_precision(precision, device):
 
 
 def place_crops(X, preprocessing, device):
-    """Stretched crops where training reads them: on ``device`` when they fit.
-
-    The stretch runs on ``device`` a chunk of cells at a time (it is per cell, so
-    chunks give the same result as one batch). On a GPU, crops that would take
-    more than :data:`DEVICE_SHARE` of the free memory stay in pinned host memory
-    and travel batch by batch, asynchronously.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n, C, H, W), float32
-        Raw crops.
-    preprocessing : dict
-        See :func:`~sklearn_deeploc.preprocessing.stretch_as_stored`.
-    device : str or torch.device
-
-    Returns
-    -------
-    torch.Tensor of shape (n, C, H, W), float32
+    """Stretched crops on ``device``, or in pinned host memory past :data:`DEVICE_SHARE` of a GPU.
 
     Examples
     --------
@@ -180,25 +151,8 @@ def place_crops(X, preprocessing, device):
 class CellBatches(Dataset):
     """Stretched crops served a batch at a time: ``dataset[indices] -> (x, y)`` on ``device``.
 
-    The crops stay where :func:`place_crops` put them. When that is host memory
-    and ``device`` a GPU, each batch is gathered into pinned memory and copied
-    without waiting, while the GPU still computes the step before. Augmentation
-    runs on ``device``; only its random parameters are drawn on the host.
-
-    Parameters
-    ----------
-    X : torch.Tensor of shape (n, C, H, W)
-        Stretched crops.
-    y : array-like of shape (n,)
-        Integer class codes.
-    crop_size : int
-        Side of the crops given to the network.
-    augment : bool
-        Random crop, flips and rotations (training); otherwise the centre crop.
-    random_state : int or None
-        Seed of the augmentation.
-    device : str or torch.device, default="cpu"
-        Where batches are served (channels-last).
+    Host-memory crops travel to a GPU without waiting; ``augment`` takes a
+    random crop, flips and rotations on ``device``, else the centre crop.
 
     Examples
     --------
@@ -233,24 +187,10 @@ class CellBatches(Dataset):
 
 
 class StepSampler(Sampler):
-    """Batches of indices drawn with replacement, a fixed number of steps in all.
+    """Full batches of indices drawn with replacement, ``total_steps`` in all.
 
-    Each epoch yields the batches up to the next multiple of
-    ``steps_per_epoch`` (a run resumed mid-epoch finishes that epoch) until
-    ``total_steps`` optimizer steps have been drawn. With ``balanced=True``
-    every class is equally likely in every batch, so a class with fewer cells
-    than needed is sampled with replacement (the paper's fine-tuning recipe).
-    Batches are always full, which keeps batch normalisation well defined.
-
-    Parameters
-    ----------
-    labels : ndarray of shape (n,)
-        Integer class codes of the training cells.
-    batch_size : int
-    steps_per_epoch : int
-    total_steps : int
-    balanced : bool
-    random_state : int
+    An epoch ends at the next multiple of ``steps_per_epoch`` (a resumed run
+    finishes its epoch); ``balanced`` makes every class equally likely.
 
     Examples
     --------
@@ -288,18 +228,8 @@ class StepSampler(Sampler):
 class BatchLoader:
     """skorch's batch iterator: ``dataset[indices]`` per batch of the sampler, else in order.
 
-    Used instead of torch's ``DataLoader``, which draws a seed from torch's
-    global generator at every epoch: a run resumed mid-epoch would then draw
-    other dropout masks than an uninterrupted one. Batches need no worker
-    processes: they are gathered and augmented on the device in one go.
-
-    Parameters
-    ----------
-    dataset : CellBatches
-    batch_size : int or None
-        Cells per batch when no sampler is given.
-    sampler : StepSampler, optional
-        Yields the indices of each batch.
+    Not torch's ``DataLoader``: it draws a seed from torch's global generator at
+    every epoch, so a run resumed mid-epoch would draw other dropout masks.
     """
 
     def __init__(self, dataset, batch_size=None, sampler=None):
@@ -321,11 +251,10 @@ class BatchLoader:
 
 
 def validation_split(codes, fraction, seed):
-    """``(train indices, validation indices, how)`` with every class kept in training.
+    """``(train, validation, how)`` indices keeping every class in training.
 
-    Stratified when every class has two cells and the validation set can hold
-    one of each; otherwise random among the cells beyond each class's first
-    (``how="random"``), or no validation at all (``how="none"``).
+    ``how``: "stratified" when possible, else "random" among the cells beyond
+    each class's first, else "none".
 
     Examples
     --------
@@ -375,18 +304,10 @@ def steps_taken(history):
 class DeepLocTrainingNet(NeuralNetClassifier):
     """skorch's classifier net with mixed precision, and losses read once per epoch.
 
-    Two departures from skorch's loop, both to keep a GPU busy:
-
-    - ``precision`` runs forward passes under ``torch.autocast`` (``"bf16"`` or
-      ``"fp16"``) with fp32 master weights; fp16 scales the loss with a
-      ``GradScaler`` so that small gradients survive.
-    - skorch reads each batch's loss with ``.item()``, which makes the CPU wait
-      for the GPU after every step. Here losses are recorded as device tensors
-      and become floats when the epoch's training steps end (or when a callback
-      calls :func:`settle_losses`), so the CPU prepares the next batch while the
-      GPU computes.
-
-    Internal: the classifier's ``net_``, never a scikit-learn estimator itself.
+    Forward passes run under ``torch.autocast`` at ``precision`` (fp16 with a
+    ``GradScaler``). Losses stay device tensors until the epoch ends (or
+    :func:`settle_losses`): skorch's ``.item()`` per step would make the CPU
+    wait for the GPU.
     """
 
     def __init__(self, module, *, precision="fp32", **kwargs):
@@ -401,7 +322,7 @@ class DeepLocTrainingNet(NeuralNetClassifier):
 
     def autocast(self):
         """The autocast context of ``precision`` (disabled for fp32)."""
-        dtype = AUTOCAST_DTYPES.get(self.precision)
+        dtype = _AUTOCAST_DTYPES.get(self.precision)
         return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=bool(dtype))
 
     def infer(self, x, **fit_params):
@@ -449,17 +370,8 @@ def _is_terminal(stream):
 class Progress(Callback):
     """One progress display for the whole run, and one line per validation.
 
-    On a terminal, a tqdm bar over all the run's steps with the recent loss,
-    the learning rate and the ETA. Elsewhere (a log file, CI) no carriage
-    returns: a plain line every ``every`` steps instead.
-
-    Parameters
-    ----------
-    total_steps : int
-    every : int
-        Steps between two plain lines (output that is not a terminal).
-    stream : file-like, optional
-        Default: ``sys.stderr`` when training starts.
+    A tqdm bar on a terminal; elsewhere (a log file, CI) a plain line every
+    ``every`` steps. ``stream`` defaults to ``sys.stderr``.
     """
 
     def __init__(self, total_steps, every, stream=None):
@@ -609,22 +521,9 @@ def restore_callbacks(checkpoint, net):
 class Checkpointing(Callback):
     """Write everything a rerun needs to continue exactly, every ``interval`` steps.
 
-    A checkpoint holds the weights, Adam's state, the learning-rate schedule,
-    the gradient scaler, the keep-best weights and threshold, the history, the
-    steps taken, and the random states of the sampler, the augmentation and
-    torch. A step that ends a validation interval is saved after the
-    validation, so a resumed run never validates twice.
-
-    Parameters
-    ----------
-    folder : CheckpointFolder
-    interval : int
-        Steps between checkpoints.
-    recipe : Recipe
-    seeds : array-like of int
-        The run's seeds (a resumed run without an int ``random_state`` reuses them).
-    resume : Checkpoint, optional
-        The checkpoint this run continues.
+    A step that ends a validation interval is saved after the validation, so a
+    resumed run never validates twice; ``resume`` is the checkpoint this run
+    continues.
     """
 
     def __init__(self, folder, interval, recipe, seeds, resume=None):
@@ -816,15 +715,13 @@ def train_network(
     ------
     TrainingInterrupted
         On Ctrl-C, saying which checkpoint was kept.
-    ValueError
-        When the checkpoint in ``recipe.checkpoint_dir`` belongs to another run,
-        or its files cannot be read or restored.
     sklearn_deeploc.blocks.OutputLockedError
         When another run trains into ``recipe.checkpoint_dir``.
     """
     device = torch.device(resolve_device(recipe.device))
     # A lower bound of a training cell's memory: its crop and one activation map (the
     # backward pass keeps several), so that only batches that cannot fit are refused.
+    # Training batches are drawn with replacement, hence full however few the cells.
     widest = architecture["n_channels"] + max(architecture["conv_channels"])
     per_cell = 4 * architecture["crop_size"] ** 2 * widest
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
