@@ -1,13 +1,15 @@
 """Class visualisation by activation maximisation (as in the paper's Fig 6)."""
 
 import copy
-import numbers
+from numbers import Integral, Real
 
 import numpy as np
 import torch
+from sklearn.utils._param_validation import Interval, validate_params
 from torch.nn import functional as F
 
 from .network import DeepLocNet
+from .validation import PositiveInt
 
 
 def _gaussian_kernel(sigma):
@@ -40,6 +42,17 @@ def gaussian_blur(x, sigma):
     return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), vertical, groups=channels)
 
 
+@validate_params(
+    {
+        "n_steps": [Interval(Integral, 0, None, closed="left")],
+        "step_size": [Interval(Real, 0, None, closed="left")],
+        "l2_decay": [Interval(Real, 0, 1, closed="both")],
+        "blur_sigma": [Interval(Real, 0, None, closed="left")],
+        "blur_every": [PositiveInt()],
+        "clip_percentile": [Interval(Real, 0, 100, closed="both")],
+    },
+    prefer_skip_nested_validation=True,
+)
 def maximize_activation(
     network,
     target,
@@ -101,16 +114,6 @@ def maximize_activation(
     ((2, 60, 60), True)
     """
     network, target = _network_and_target(network, target)
-    n_steps = _check_count(n_steps, "n_steps", minimum=0)
-    blur_every = _check_count(blur_every, "blur_every", minimum=1)
-    for name, value, low, high in [
-        ("step_size", step_size, 0, np.inf),
-        ("l2_decay", l2_decay, 0, 1),
-        ("blur_sigma", blur_sigma, 0, np.inf),
-        ("clip_percentile", clip_percentile, 0, 100),
-    ]:
-        if not (isinstance(value, numbers.Real) and low <= value <= high and np.isfinite(value)):
-            raise ValueError(f"{name} must be a finite number in [{low}, {high}]; got {value!r}.")
     arch = network.architecture
     crop, n_channels = arch["crop_size"], arch["n_channels"]
     net = copy.deepcopy(network).eval().requires_grad_(False)
@@ -119,7 +122,7 @@ def maximize_activation(
     update_mask = torch.ones_like(x)
     if marker is not None:
         marker = _check_marker(marker, crop)
-        if not (isinstance(marker_channel, numbers.Integral) and 0 <= marker_channel < n_channels):
+        if not (isinstance(marker_channel, Integral) and 0 <= marker_channel < n_channels):
             raise ValueError(
                 f"marker_channel must be a channel index of the network (0 to {n_channels - 1}); "
                 f"got {marker_channel!r}."
@@ -152,7 +155,6 @@ def maximize_activation(
 
 
 def _network_and_target(network, target):
-    """The ``DeepLocNet`` of a network, model or fitted classifier, and the target's index."""
     model = getattr(network, "model_", network)
     net = getattr(model, "network", model)
     if not isinstance(net, DeepLocNet):
@@ -162,7 +164,7 @@ def _network_and_target(network, target):
         )
     n_classes = net.architecture["n_classes"]
     classes = list(getattr(model, "classes", range(n_classes)))
-    if not isinstance(target, numbers.Integral) or isinstance(target, bool):
+    if not isinstance(target, Integral) or isinstance(target, bool):
         if target not in classes:
             raise ValueError(
                 f"target must be a class index (0 to {n_classes - 1}) or one of the classes "
@@ -172,12 +174,6 @@ def _network_and_target(network, target):
     if not 0 <= target < n_classes:
         raise ValueError(f"target must be a class index from 0 to {n_classes - 1}; got {target}.")
     return net, int(target)
-
-
-def _check_count(value, name, minimum):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
 
 
 def _check_marker(marker, crop):

@@ -79,9 +79,9 @@ def test_activation_maximisation_takes_a_model_and_a_class_name(calibrated_net):
     [
         ({"target": 4}, "class index from 0 to 3; got 4"),
         ({"target": "ER"}, "class index \\(0 to 3\\) or one of the classes"),
-        ({"n_steps": -1}, "n_steps must be an integer >= 0; got -1"),
-        ({"blur_every": 0}, "blur_every must be an integer >= 1"),
-        ({"step_size": float("nan")}, "step_size must be a finite number"),
+        ({"n_steps": -1}, r"'n_steps' .* int in the range \[0, inf\). Got -1"),
+        ({"blur_every": 0}, "'blur_every' .* a positive integer. Got 0"),
+        ({"step_size": float("nan")}, "'step_size' .* float in the range .* Got nan"),
         ({"marker": np.ones((40, 40))}, "crop of the network's size, \\(60, 60\\); got shape"),
         ({"marker": np.full((60, 60), 566.0)}, "stretched crop, finite with values in \\[0, 1\\]"),
         ({"marker": np.ones((60, 60)), "marker_channel": 2}, "marker_channel must be a channel"),
