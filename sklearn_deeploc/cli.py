@@ -286,15 +286,19 @@ def _featurize(args):
     _cell_job(args, featurize, layer=args.layer)
 
 
-def _table_options(args):
-    return {
-        "images": args.images,
-        "layout": args.layout,
-        "channels": args.channels,
-        "image_column": args.image_column,
-        "x_column": args.x_column,
-        "y_column": args.y_column,
-    }
+def _cell_table(args, label_column=None):
+    from .fields import read_cell_table
+
+    return read_cell_table(
+        args.coords,
+        layout=args.layout,
+        channels=args.channels,
+        folder=args.images,
+        image_column=args.image_column,
+        x_column=args.x_column,
+        y_column=args.y_column,
+        label_column=label_column,
+    )
 
 
 def _screen(args):
@@ -302,14 +306,13 @@ def _screen(args):
 
     cells, wells = run_screen(
         args.model,
-        args.coords,
         args.output,
+        cells=_cell_table(args),
         well_pattern=args.well_pattern,
         border=args.border,
         device=args.device,
         precision=args.precision,
         overwrite=args.overwrite,
-        **_table_options(args),
     )
     print(
         f"wrote {args.output}/cells.csv ({len(cells)} cells, {int(cells['padded'].sum())} "
@@ -320,15 +323,13 @@ def _screen(args):
 def _crop(args):
     from .jobs import crop
 
-    crop(
-        args.coords,
-        args.output,
-        label_column=args.label_column,
-        size=args.size,
-        border=args.border,
-        overwrite=args.overwrite,
-        **_table_options(args),
-    )
+    if args.coords is not None:
+        source = {"cells": _cell_table(args, label_column=args.label_column)}
+    elif args.images is None or args.label_column:
+        raise ValueError("Without --coords, give --images (cells are found there, unlabelled).")
+    else:
+        source = {"images": args.images, "channels": args.channels}
+    crop(args.output, size=args.size, border=args.border, overwrite=args.overwrite, **source)
 
 
 def _demo(args):
@@ -367,12 +368,7 @@ def _import_tf(args):
 
 
 def main(argv=None):
-    """Run ``deeploc`` with ``argv`` (defaults to ``sys.argv[1:]``); returns the exit code.
-
-    Errors a user can fix (a missing file, a wrong layout, a rerun that does
-    not match its output) are printed as one line and exit with code 2,
-    without a traceback; Ctrl-C exits with 130 after saying what was kept.
-    """
+    """Run ``deeploc`` with ``argv`` (defaults to ``sys.argv[1:]``); returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -395,6 +391,7 @@ def main(argv=None):
         return INTERRUPTED
     except (OSError, ValueError, TypeError, ResumableOutputError) as error:
         message = " ".join(str(error).split())  # one line, whatever the library wrote
+        message = message.replace("overwrite=True", "--overwrite")
         print(f"deeploc {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -1,9 +1,7 @@
 """The package's long jobs as Python functions: train, predict, featurize, crop, screen.
 
-Each job checks everything it was given before it computes anything, and
-writes its output so that a rerun after an interruption resumes the same work
-or refuses, saying what differs (see :mod:`sklearn_deeploc.blocks`). The
-``deeploc`` command line only parses arguments and calls these.
+Each job checks its inputs before computing, and a rerun resumes or refuses
+(:mod:`sklearn_deeploc.blocks`); the ``deeploc`` command line only calls these.
 """
 
 import hashlib
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .blocks import (
+    FORMATS,
     ResumableOutput,
     file_identity,
     read_table,
@@ -24,44 +23,34 @@ from .blocks import (
     write_table,
 )
 from .checkpoints import checkpoint_lock
-from .classifier import DeepLocClassifier
+from .classifier import DeepLocClassifier, resolve_model
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
+from .datasets._fetch import HDF5_SUFFIXES
 from .featurizer import DeepLocFeaturizer
 from .fields import (
     check_image_files,
     crop_fields,
     drop_repeated_cells,
     file_columns,
+    find_cells,
     iter_field_crops,
     read_cell_table,
     read_field,
 )
 from .inference import check_precision
 from .model import CALIBRATION_CELLS
-from .pretrained import resolve_model
-from .screen import aggregate, find_cells
+from .screen import aggregate
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
-TABLE_FORMATS = (".csv", ".parquet")
 
 
 def _check_table_path(path):
-    path = Path(path)
-    if path.suffix not in TABLE_FORMATS:
-        raise ValueError(f"Output must end in one of {list(TABLE_FORMATS)}; got {path}.")
-    if path.is_dir():
-        raise ValueError(f"Output {path} is a folder; expected a table file name.")
-    return path
-
-
-def _check_data_file(path):
-    """A DeepLoc HDF5 file, checked and opened lazily (its layout is read, not its cells)."""
-    return DeepLocHDF5Dataset(path)
+    if Path(path).suffix not in FORMATS:  # before the model is fetched; blocks checks the rest
+        raise ValueError(f"Output must end in one of {sorted(FORMATS)}; got {path}.")
 
 
 def _first_cells(dataset):
-    """The cells int8 inference calibrates on: the first of the input, a fixed choice."""
     return dataset[:CALIBRATION_CELLS][0].numpy()
 
 
@@ -90,11 +79,7 @@ def probability_table(classes, proba):
 
 
 def block_table(estimator, data, start, stop):
-    """Output rows of cells ``start:stop`` of a DeepLoc HDF5 file (runs on Dask workers too).
-
-    A classifier gives ``cell``, one ``p_<class>`` column per class and
-    ``label``; a featurizer gives ``cell`` and its feature columns.
-    """
+    """Rows ``cell``, then probabilities or features, of cells ``start:stop`` of an HDF5 file."""
     X = DeepLocHDF5Dataset(data)[start:stop][0].numpy()
     if isinstance(estimator, DeepLocFeaturizer):
         frame = pd.DataFrame(estimator.transform(X), columns=estimator.get_feature_names_out())
@@ -105,11 +90,10 @@ def block_table(estimator, data, start, stop):
 
 
 def _run_cell_blocks(estimator, data, output, manifest, *, block_size, overwrite, client, verbose):
-    n_cells = len(_check_data_file(data))
     model = estimator if client is None else client.scatter(estimator, broadcast=True)
     run_blocks(
         output,
-        n_cells,
+        len(DeepLocHDF5Dataset(data)),
         block_size,
         block_table,
         model,
@@ -166,9 +150,9 @@ def predict(
     pandas.DataFrame
         The whole table, as written.
     """
-    output = _check_table_path(output)
+    _check_table_path(output)
     check_positive_int(block_size, "block_size")
-    dataset = _check_data_file(data)
+    dataset = DeepLocHDF5Dataset(data)
     classifier = DeepLocClassifier.from_model(_model_for(model, device, precision, dataset))
     classifier.set_params(
         tta=classifier.tta if tta is None else tta,
@@ -221,9 +205,9 @@ def featurize(
     -------
     pandas.DataFrame
     """
-    output = _check_table_path(output)
+    _check_table_path(output)
     check_positive_int(block_size, "block_size")
-    dataset = _check_data_file(data)
+    dataset = DeepLocHDF5Dataset(data)
     model = _model_for(model, device, "fp32", dataset)
     tta = model.preprocessing["tta"] if tta is None else tta
     featurizer = DeepLocFeaturizer(
@@ -269,27 +253,19 @@ def checkpoint_folder(output):
 def train(data, output, *, overwrite=False, verbose=1, **params):
     """Train (or fine-tune) DeepLoc on a DeepLoc HDF5 file and write the model folder.
 
-    Training writes a checkpoint into :func:`checkpoint_folder` (``<output>.checkpoint``)
-    every ``checkpoint_interval`` steps (default: every validation). Running
-    the same job again after an interruption (Ctrl-C, a killed process, a lost
-    machine) resumes from the newest checkpoint and ends with the model an
-    uninterrupted run would have written; a rerun with other data or
-    parameters is refused, saying what differs. The model folder is written
-    only when training finished, and the checkpoint is removed after that: the
-    folder is then the result, and the checkpoint, about four times its size,
-    has nothing left to resume. Ctrl-C raises
-    :class:`~sklearn_deeploc.training.TrainingInterrupted`, whose message
-    names the checkpoint kept and its step.
+    Checkpoints go to :func:`checkpoint_folder` every ``checkpoint_interval``
+    steps; the same job run again after an interruption resumes from the
+    newest, and a rerun with other data or parameters is refused. The folder
+    is written when training finished; the checkpoint is then removed.
 
     Parameters
     ----------
     data : str or path-like
         A DeepLoc HDF5 file with labels.
     output : str or path-like
-        The model folder to write (must not be a file, nor a folder with files
-        in it unless ``overwrite``). The lock of its checkpoint folder makes a
-        second training into the same folder (or a ``fit`` with that
-        ``checkpoint_dir``) refuse while this one runs.
+        The model folder to write (not a file, nor a folder with files in it
+        unless ``overwrite``). A second training into it refuses while this
+        one runs.
     overwrite : bool, default=False
     verbose : int, default=1
     **params
@@ -305,7 +281,7 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
         raise ValueError(f"Cannot write the model folder {output}: a file is there.")
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise ValueError(
-            f"{output} exists and is not empty; pass overwrite=True (--overwrite) to replace "
+            f"{output} exists and is not empty; pass overwrite=True to replace "
             "the model there, or choose another folder."
         )
     params = {"checkpoint_dir": str(checkpoint_folder(output)), **params}
@@ -339,11 +315,17 @@ def _images_identity(cells):
     return hashlib.sha256(repr(stats).encode()).hexdigest()
 
 
-def _table_name(coords):
-    """The cell table as messages name it: its file, or "The cell table" for a DataFrame."""
-    return (
-        f"The cell table {coords}" if isinstance(coords, (str, os.PathLike)) else "The cell table"
-    )
+def _cell_table(cells):
+    """``cells`` as :func:`read_cell_table` returns it (a file or raw table is read), each once."""
+    if cells is None:
+        raise ValueError("Expected a cell table as cells= (a file or a DataFrame); got None.")
+    name = f"The cell table {cells}" if isinstance(cells, (str, os.PathLike)) else "The cell table"
+    is_read = isinstance(cells, pd.DataFrame) and {"field", "x", "y"} <= set(cells)
+    if not (is_read and file_columns(cells)):
+        cells = read_cell_table(cells)
+    if not len(cells):
+        raise ValueError(f"{name} has no cells.")
+    return drop_repeated_cells(cells, name)
 
 
 def _well(field, pattern):
@@ -352,15 +334,14 @@ def _well(field, pattern):
 
 
 def _warn_unmatched_wells(fields, pattern):
-    """Warn when image names hold no well: those fields become wells of their own."""
     names = [Path(field).name for field in fields]
     unmatched = [name for name in names if not re.search(pattern, name)]
     if unmatched:
         warnings.warn(
             f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(names)} "
             f"image names (for example {unmatched[0]!r}); each of those fields is a well of "
-            "its own, named by its file's stem. Pass --well-pattern (well_pattern=) matching "
-            "the well in these names.",
+            "its own, named by its file's stem. Pass a well_pattern matching the well in "
+            "these names.",
             UserWarning,
             stacklevel=3,
         )
@@ -399,15 +380,9 @@ def _calibration_crops(cells, border):
 
 def run_screen(
     model,
-    coords,
     output,
     *,
-    images=None,
-    layout="auto",
-    channels=None,
-    image_column="Image Path",
-    x_column=None,
-    y_column=None,
+    cells=None,
     well_pattern=r"r\d+c\d+",
     border="pad",
     device="auto",
@@ -424,19 +399,13 @@ def run_screen(
     Parameters
     ----------
     model : str, path-like, DeepLocModel or fitted DeepLocClassifier
-    coords : str, path-like or DataFrame
-        The cell table: image names with a ``chN`` channel token, or a
-        CellProfiler per-object table (``Image_FileName_<CH>``,
-        ``..._Location_Center_X/Y``); see
-        :func:`~sklearn_deeploc.fields.read_cell_table`. A row repeating an
-        earlier one is the same cell: kept once, with a warning.
     output : str or path-like
         Output folder: ``cells.csv`` (one row per cell) and ``wells.csv``.
-    images : str or path-like, optional
-        Folder that image names start from (default: the table's folder).
-    layout, channels, image_column, x_column, y_column
-        See :func:`~sklearn_deeploc.fields.read_cell_table`; ``channels`` in
-        the model's channel order.
+    cells : str, path-like or DataFrame
+        The cell table, as :func:`~sklearn_deeploc.fields.read_cell_table`
+        returns it (channels in the model's order); a file or another table
+        is read by it with its defaults. A row repeating an earlier one is
+        the same cell: kept once, with a warning.
     well_pattern : str, default=r"r\\d+c\\d+"
         Regular expression of the well in an image name (else its stem, with
         a warning naming an image name it finds no well in).
@@ -451,18 +420,7 @@ def run_screen(
     -------
     cells, wells : pandas.DataFrame
     """
-    cells = read_cell_table(
-        coords,
-        layout=layout,
-        channels=channels,
-        folder=images,
-        image_column=image_column,
-        x_column=x_column,
-        y_column=y_column,
-    )
-    if not len(cells):
-        raise ValueError(f"The cell table {coords} has no cells.")
-    cells = drop_repeated_cells(cells, _table_name(coords))
+    cells = _cell_table(cells)
     try:
         re.compile(well_pattern)
     except re.error as error:
@@ -501,8 +459,8 @@ def run_screen(
     columns = [f"p_{c}" for c in classifier.classes_]
     if not set(columns) <= set(cells_table.columns):  # no field had a cell to predict
         raise ValueError(
-            f"No cell of {coords} could be cropped (border={border!r}): every centre lies "
-            "outside its field or too close to its edge."
+            f"None of the {len(cells)} cells could be cropped (border={border!r}): every "
+            "centre lies outside its field or too close to its edge."
         )
     scored = cells_table.dropna(subset=columns)
     wells = aggregate(scored[columns].to_numpy(), scored["well"].to_numpy(), columns)
@@ -512,34 +470,12 @@ def run_screen(
     return cells_table, wells
 
 
-HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
-
-
-def _check_crop_output(output, coords, overwrite):
-    """Refuse an output that is not HDF5, that exists (without overwrite) or is the table."""
-    output = Path(output)
-    if output.suffix.lower() not in HDF5_SUFFIXES:
-        raise ValueError(
-            f"The output of crop is a DeepLoc HDF5 file; expected a name ending in "
-            f"{list(HDF5_SUFFIXES)}, got {output}."
-        )
-    if isinstance(coords, (str, os.PathLike)) and output.resolve() == Path(coords).resolve():
-        raise ValueError(f"The output {output} is the cell table itself; choose another name.")
-    if output.exists() and not overwrite:
-        raise ValueError(f"{output} exists; pass overwrite=True (--overwrite) to replace it.")
-
-
 def crop(
-    coords,
     output,
     *,
+    cells=None,
     images=None,
-    layout="auto",
     channels=None,
-    image_column="Image Path",
-    x_column=None,
-    y_column=None,
-    label_column=None,
     size=64,
     border="drop",
     overwrite=False,
@@ -549,21 +485,20 @@ def crop(
 
     Parameters
     ----------
-    coords : str, path-like, DataFrame or None
-        The cell table (see :func:`~sklearn_deeploc.fields.read_cell_table`);
-        None finds the cells of every field in ``images`` with
-        :func:`find_cell_table`. A row repeating an earlier one is the same
-        cell: cropped once, with a warning.
     output : str or path-like
-        The HDF5 file to write (atomically), with label names when
-        ``label_column`` is given.
-    images, layout, channels, image_column, x_column, y_column, label_column
-        See :func:`~sklearn_deeploc.fields.read_cell_table`.
+        The HDF5 file to write (atomically), with label names when the cell
+        table has a ``label`` column.
+    cells : str, path-like or DataFrame, optional
+        The cell table, as for :func:`run_screen`.
+    images : str or path-like, optional
+        Without ``cells``: a folder whose fields' cells are found by
+        :func:`find_cell_table`, with ``channels`` its channel tokens.
+    channels : list of str, optional
     size : int, default=64
     border : {"drop", "pad"}, default="drop"
         Cells whose box crosses the field's edge: dropped, or padded.
     overwrite : bool, default=False
-        Replace an existing ``output`` (never the cell table itself).
+        Replace an existing ``output``.
     verbose : int, default=1
 
     Returns
@@ -571,30 +506,33 @@ def crop(
     pandas.DataFrame
         The cells kept, one row per crop written, in file order.
     """
-    _check_crop_output(output, coords, overwrite)
-    if coords is None:
-        if images is None or label_column is not None:
-            raise ValueError("Without a cell table, give --images (and no label column).")
-        coords = find_cell_table(images, channels=channels, verbose=verbose)
-        layout = "token"
-    cells = read_cell_table(
-        coords,
-        layout=layout,
-        channels=channels,
-        folder=images,
-        image_column=image_column,
-        x_column=x_column,
-        y_column=y_column,
-        label_column=label_column,
-    )
-    cells = drop_repeated_cells(cells, _table_name(coords))
+    output = Path(output)
+    if output.suffix.lower() not in HDF5_SUFFIXES:
+        raise ValueError(
+            f"The output of crop is a DeepLoc HDF5 file; expected a name ending in "
+            f"{list(HDF5_SUFFIXES)}, got {output}."
+        )
+    if output.exists() and not overwrite:
+        raise ValueError(f"{output} exists; pass overwrite=True to replace it.")
+    if cells is None:
+        if images is None:
+            raise ValueError("crop needs cells= (a cell table) or images= (a folder of fields).")
+        found = find_cell_table(images, channels=channels, verbose=verbose)
+        cells = read_cell_table(found, layout="token", channels=channels, folder=images)
+    elif images is not None or channels is not None:
+        raise ValueError(
+            "images= and channels= are for finding cells; a cell table names its own files "
+            f"and channels (read_cell_table's folder= and channels=); got images={images!r}, "
+            f"channels={channels!r}."
+        )
+    cells = _cell_table(cells)
+    labelled = "label" in cells
+    if labelled:
+        check_labels(cells["label"], name="The label column of the cell table")
     crops, kept = crop_fields(cells, size=size, border=border, verbose=verbose)
     if not len(crops):
-        raise ValueError(f"No cell of {coords} could be cropped (border={border!r}).")
-    labels = kept["label"].to_numpy() if label_column else None
-    if labels is not None:
-        check_labels(labels, name=f"The label column {label_column!r}")
-    save_deeploc_hdf5(output, crops, labels)
+        raise ValueError(f"None of the {len(cells)} cells could be cropped (border={border!r}).")
+    save_deeploc_hdf5(output, crops, kept["label"].to_numpy() if labelled else None)
     if verbose:
         print(f"wrote {output}: {len(crops)} of {len(cells)} cells")
     return kept

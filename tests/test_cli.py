@@ -147,6 +147,6 @@ def test_ctrl_c_says_whether_the_command_resumes(monkeypatch, capsys, tmp_path):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(jobs_module, "crop", interrupted)
-    args = ["crop", "--coords", "cells.csv", "-o", str(tmp_path / "x.h5")]
+    args = ["crop", "--images", str(tmp_path), "-o", str(tmp_path / "x.h5")]
     assert main(args) == 130
     assert "run the command again to start over" in capsys.readouterr().err

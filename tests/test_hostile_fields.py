@@ -14,7 +14,7 @@ from skimage import io
 from sklearn_deeploc import DeepLocModel, DeepLocNet
 from sklearn_deeploc.cli import main
 from sklearn_deeploc.datasets import load_deeploc_hdf5
-from sklearn_deeploc.fields import read_field
+from sklearn_deeploc.fields import read_cell_table, read_field
 from sklearn_deeploc.jobs import run_screen
 from sklearn_deeploc.screen import crop_cells, find_cells
 
@@ -111,10 +111,11 @@ def test_a_well_pattern_matching_no_image_name_is_reported(tmp_path, tiny_model)
     names = ["plate1_A01-ch1.tiff", "plate1_A02-ch1.tiff"]
     _fields(tmp_path, names)
     table = pd.DataFrame({"Image Path": names, "Center_X": [50, 50], "Center_Y": [50, 50]})
+    table = read_cell_table(table, folder=tmp_path)
     with pytest.warns(
         UserWarning, match=r"well_pattern 'r\\\\d\+c\\\\d\+'.*2 of 2.*plate1_A01-ch1\.tiff"
     ):
-        cells, wells = run_screen(tiny_model, table, tmp_path / "out", images=tmp_path, verbose=0)
+        cells, wells = run_screen(tiny_model, tmp_path / "out", cells=table, verbose=0)
     assert len(wells) == 2  # each field is its own well, as the warning says
 
 
@@ -122,9 +123,10 @@ def test_a_well_pattern_matching_every_image_name_is_silent(tmp_path, tiny_model
     names = ["r01c01f01-ch1.tiff", "r01c01f02-ch1.tiff"]
     _fields(tmp_path, names)
     table = pd.DataFrame({"Image Path": names, "Center_X": [50, 50], "Center_Y": [50, 50]})
+    table = read_cell_table(table, folder=tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _, wells = run_screen(tiny_model, table, tmp_path / "out", images=tmp_path, verbose=0)
+        _, wells = run_screen(tiny_model, tmp_path / "out", cells=table, verbose=0)
     assert wells["well"].tolist() == ["r01c01"]
 
 
@@ -153,7 +155,7 @@ def test_a_field_beyond_float32_range_is_refused_with_its_file(tmp_path):
     with pytest.raises(ValueError, match=r"r01c01-ch1\.tiff.*float32.*1e\+300"):
         from sklearn_deeploc.jobs import crop
 
-        crop(tmp_path / "cells.csv", tmp_path / "x.h5", verbose=0)
+        crop(tmp_path / "x.h5", cells=tmp_path / "cells.csv", verbose=0)
 
 
 @pytest.mark.parametrize("value", [1e300, -1e39])

@@ -9,6 +9,7 @@ from sklearn_deeploc import DeepLocModel, jobs
 from sklearn_deeploc.blocks import OutputMismatchError, parts_folder
 from sklearn_deeploc.cli import main
 from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
+from sklearn_deeploc.fields import read_cell_table
 
 CLASSES = ["NUCLEI", "VACUOLE", "ER"]
 
@@ -185,13 +186,13 @@ def test_screen_rerun_after_an_image_changed_refuses(files, shared_data, tmp_pat
 
     field = tmp_path / "field"
     shutil.copytree(shared_data / "field_r01c01f01", field)
-    options = {"channels": ["ch1", "ch3"], "verbose": 0}
-    jobs.run_screen(files / "model", field / "cells.csv", tmp_path / "out", **options)
+    cells = read_cell_table(field / "cells.csv", channels=["ch1", "ch3"])
+    jobs.run_screen(files / "model", tmp_path / "out", cells=cells, verbose=0)
     image = field / "r01c01f01p01-ch1sk1fk1fl1.tiff"
     image.chmod(0o644)
     shutil.copy(field / "r01c01f01p01-ch3sk1fk1fl1.tiff", image)
     with pytest.raises(OutputMismatchError, match="images"):
-        jobs.run_screen(files / "model", field / "cells.csv", tmp_path / "out", **options)
+        jobs.run_screen(files / "model", tmp_path / "out", cells=cells, verbose=0)
 
 
 @pytest.mark.parametrize("device", ["nonsense", "cuda:7"])
