@@ -1,33 +1,24 @@
-"""``DeepLocModel``: a trained DeepLoc network with everything needed to use it.
+"""``DeepLocModel``: a trained DeepLoc network with its classes, channels and preprocessing.
 
-The one object every part of the package shares: the network, its classes and
-channel names, and the preprocessing it was trained with (stretch, image and
-crop size, whether predictions average five crops). It is the one place that
-knows the model-folder schema (``config.json`` + ``weights.safetensors``),
-builds the fast inference copies, and defines how a model pickles.
-
-A model folder is checked before anything is allocated for it: first the
-schema of ``config.json``, then the tensor names, shapes and dtypes in the
-safetensors header against the network the config describes (built on the
-``meta`` device, which allocates nothing). Loading never unpickles.
+The one place that knows the model-folder schema (``config.json`` +
+``weights.safetensors``), builds the fast inference copies and defines how a
+model pickles. A folder is checked before anything is allocated for it: the
+config against the schema tables, then the safetensors header against the
+network built on the ``meta`` device. Loading never unpickles.
 """
 
 import copy
-import hashlib
-import inspect
 import json
 import math
 import numbers
 import os
-import shutil
-import stat
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
+from ._files import replace_folder, save_safetensors, tensor_digest
 from ._version import __version__
 from .inference import (
     check_precision,
@@ -45,8 +36,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 FORMAT = "sklearn-deeploc model"
-FORMAT_VERSION = 2  # 2 stores "tta" with the preprocessing
-SUPPORTED_FORMAT_VERSIONS = (1, 2)
+FORMAT_VERSION = 2
 DEFAULT_PREPROCESSING = {
     "image_size": IMAGE_SIZE,
     "stretch": [0.1, 99.9],
@@ -71,12 +61,6 @@ def _require(condition, where, expected, got):
         raise ModelFolderError(f"{where}: expected {expected}; got {got!r}.")
 
 
-def _is_int(value, high=MAX_WIDTH):
-    return (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= high
-    )
-
-
 def _is_number(value):
     """A finite real that numpy holds as it is (JSON integers are unbounded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -86,47 +70,85 @@ def _is_number(value):
     return math.isfinite(value)
 
 
-def _check_architecture(arch, where):
-    _require(isinstance(arch, dict), where, "a dict of DeepLocNet arguments", type(arch).__name__)
-    known = set(inspect.signature(DeepLocNet).parameters)
-    unknown = sorted(set(arch) - known)
-    _require(not unknown, where, f"only DeepLocNet arguments {sorted(known)}", unknown)
-    for key in ("n_channels", "n_classes", "conv_channels", "fc_units", "crop_size"):
-        _require(key in arch, where, f"the key {key!r}", sorted(arch))
-    for key, high in (
-        ("n_channels", MAX_WIDTH),
-        ("n_classes", MAX_WIDTH),
-        ("crop_size", MAX_IMAGE_SIZE),
-    ):
-        _require(
-            _is_int(arch[key], high), f"{where}.{key}", f"an integer in [1, {high}]", arch[key]
-        )
-    for key in ("conv_channels", "fc_units"):
-        units = arch[key]
-        _require(
-            isinstance(units, list) and 0 < len(units) <= MAX_LAYERS and all(map(_is_int, units)),
-            f"{where}.{key}",
-            f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]",
-            units,
-        )
-    for key in ("bias", "normalize_logits"):
-        if key in arch:
-            _require(isinstance(arch[key], bool), f"{where}.{key}", "true or false", arch[key])
-    for key, in_range, expected in (
-        ("dropout", lambda v: 0 <= v <= 1, "[0, 1]"),
-        ("bn_momentum", lambda v: 0 <= v <= 1, "[0, 1]"),
-        # 0 would divide by a zero running variance: every output NaN.
-        ("bn_eps", lambda v: 0 < v <= 1, "(0, 1]"),
-        ("init_std", lambda v: 0 <= v <= 10, "[0, 10]"),
-    ):
-        if key in arch:
-            value = arch[key]
-            _require(
-                _is_number(value) and in_range(value),
-                f"{where}.{key}",
-                f"a number in {expected}",
-                value,
-            )
+def _is_integer(value, high):
+    return (
+        isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= high
+    )
+
+
+def _integer(high):
+    return lambda value: _is_integer(value, high), f"an integer in [1, {high}]"
+
+
+def _number(low, high, *, open_low=False):
+    def test(value):
+        return _is_number(value) and (low < value if open_low else low <= value) and value <= high
+
+    return test, f"a number in {'(' if open_low else '['}{low}, {high}]"
+
+
+def _is_layers(value):
+    return (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_LAYERS
+        and all(_is_integer(units, MAX_WIDTH) for units in value)
+    )
+
+
+def _is_percentiles(value):
+    return value is None or (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(map(_is_number, value))
+        and 0 <= value[0] < value[1] <= 100
+    )
+
+
+_BOOL = (lambda value: isinstance(value, bool), "true or false")
+_LAYERS = (_is_layers, f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]")
+
+# key: (required, test, expected). The keys are DeepLocNet's arguments (a test checks it).
+ARCHITECTURE_SCHEMA = {
+    "n_channels": (True, *_integer(MAX_WIDTH)),
+    "n_classes": (True, *_integer(MAX_WIDTH)),
+    "conv_channels": (True, *_LAYERS),
+    "fc_units": (True, *_LAYERS),
+    "crop_size": (True, *_integer(MAX_IMAGE_SIZE)),
+    "bias": (False, *_BOOL),
+    "normalize_logits": (False, *_BOOL),
+    "dropout": (False, *_number(0, 1)),
+    "bn_momentum": (False, *_number(0, 1)),
+    "bn_eps": (False, *_number(0, 1, open_low=True)),  # 0: a zero variance makes NaN outputs
+    "init_std": (False, *_number(0, 10)),
+}
+PREPROCESSING_SCHEMA = {
+    "image_size": (True, *_integer(MAX_IMAGE_SIZE)),
+    "stretch": (
+        True,
+        _is_percentiles,
+        "null or two percentiles [low, high] with 0 <= low < high <= 100",
+    ),
+    "stretch_variant": (
+        True,
+        lambda value: value in STRETCH_VARIANTS,
+        f"one of {STRETCH_VARIANTS}",
+    ),
+    "tta": (True, *_BOOL),
+}
+
+
+def _check_section(section, schema, where, *, what="the keys", defaults=None):
+    """``section`` completed with ``defaults`` and checked against ``schema``, key by key."""
+    _require(isinstance(section, dict), where, "a dict", type(section).__name__)
+    unknown = sorted(set(section) - set(schema))
+    _require(not unknown, where, f"only {what} {sorted(schema)}", unknown)
+    section = {**(defaults or {}), **section}
+    for key, (required, test, expected) in schema.items():
+        if key in section:
+            _require(test(section[key]), f"{where}.{key}", expected, section[key])
+        else:
+            _require(not required, where, f"the key {key!r}", sorted(section))
+    return section
 
 
 def check_preprocessing(prep, where="preprocessing"):
@@ -138,39 +160,9 @@ def check_preprocessing(prep, where="preprocessing"):
     >>> check_preprocessing({"stretch": None})["tta"]
     True
     """
-    _require(isinstance(prep, dict), where, "a dict", type(prep).__name__)
-    unknown = sorted(set(prep) - set(DEFAULT_PREPROCESSING))
-    _require(not unknown, where, f"only the keys {sorted(DEFAULT_PREPROCESSING)}", unknown)
-    prep = {**DEFAULT_PREPROCESSING, **prep}
-    _require(
-        _is_int(prep["image_size"], MAX_IMAGE_SIZE),
-        f"{where}.image_size",
-        f"an integer in [1, {MAX_IMAGE_SIZE}]",
-        prep["image_size"],
-    )
+    prep = _check_section(prep, PREPROCESSING_SCHEMA, where, defaults=DEFAULT_PREPROCESSING)
     stretch = prep["stretch"]
-    _require(
-        stretch is None
-        or (
-            isinstance(stretch, (list, tuple))
-            and len(stretch) == 2
-            and all(map(_is_number, stretch))
-            and 0 <= stretch[0] < stretch[1] <= 100
-        ),
-        f"{where}.stretch",
-        "null or two percentiles [low, high] with 0 <= low < high <= 100",
-        stretch,
-    )
-    variant = prep["stretch_variant"]
-    _require(
-        variant in STRETCH_VARIANTS,
-        f"{where}.stretch_variant",
-        f"one of {STRETCH_VARIANTS}",
-        variant,
-    )
-    _require(isinstance(prep["tta"], bool), f"{where}.tta", "true or false", prep["tta"])
-    prep["stretch"] = None if stretch is None else [float(q) for q in stretch]
-    return prep
+    return {**prep, "stretch": None if stretch is None else [float(q) for q in stretch]}
 
 
 def check_config(config, where=CONFIG_FILE):
@@ -179,8 +171,7 @@ def check_config(config, where=CONFIG_FILE):
     Raises
     ------
     ModelFolderError
-        A ``ValueError`` naming the first key that is missing, of the wrong
-        type or out of range.
+        Naming the first key that is missing, of the wrong type or out of range.
 
     Examples
     --------
@@ -192,24 +183,26 @@ def check_config(config, where=CONFIG_FILE):
     """
     _require(isinstance(config, dict), where, "a JSON object", type(config).__name__)
     _require(config.get("format") == FORMAT, f"{where}.format", repr(FORMAT), config.get("format"))
-    version = config.get("format_version", 1)
+    version = config.get("format_version")
     _require(
-        _is_int(version) and version in SUPPORTED_FORMAT_VERSIONS,
+        type(version) is int and version == FORMAT_VERSION,
         f"{where}.format_version",
-        f"one of {SUPPORTED_FORMAT_VERSIONS} (a newer sklearn-deeploc wrote this folder?)",
+        f"{FORMAT_VERSION}, the one version this sklearn-deeploc reads",
         version,
     )
     for key in ("architecture", "classes", "channel_names", "preprocessing"):
         _require(key in config, where, f"the key {key!r}", sorted(config))
-    arch = config["architecture"]
-    _check_architecture(arch, f"{where}.architecture")
+    arch = _check_section(
+        config["architecture"],
+        ARCHITECTURE_SCHEMA,
+        f"{where}.architecture",
+        what="DeepLocNet arguments",
+    )
     classes = config["classes"]
-    _require(isinstance(classes, list), f"{where}.classes", "a list of labels", classes)
-    all_str = all(isinstance(c, str) for c in classes)
-    all_numbers = all(_is_number(c) for c in classes)
     _require(
-        len(classes) == arch["n_classes"]
-        and (all_str or all_numbers)
+        isinstance(classes, list)
+        and len(classes) == arch["n_classes"]
+        and (all(isinstance(c, str) for c in classes) or all(map(_is_number, classes)))
         and len(set(classes)) == len(classes),
         f"{where}.classes",
         f"a list of {arch['n_classes']} distinct labels, all strings or all numbers "
@@ -255,70 +248,6 @@ def _model_folder(path):
             f"{WEIGHTS_FILE} (as written by save_pretrained); missing {missing}."
         )
     return path
-
-
-def _replace_folder(path, write):
-    """Make ``path`` the folder ``write(folder)`` fills, plus what else it held, atomically.
-
-    The new folder is built whole beside ``path``, flushed to disk and renamed
-    into place; an old folder is moved aside just before and deleted just after
-    that rename.
-    """
-    target = Path(path).resolve()  # a symbolic link to the folder stays a link
-    if target.exists() and Path.cwd().is_relative_to(target):
-        raise ValueError(
-            f"Cannot replace the folder {path}: it holds the current working directory. "
-            "Save the model into a folder of its own."
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)  # left by a killed save
-    staging.mkdir()
-    try:
-        write(staging)
-        for file in staging.iterdir():
-            with open(file, "rb+") as handle:
-                os.fsync(handle.fileno())
-        if target.exists():
-            shutil.copymode(target, staging)
-            _keep_other_entries(target, staging)
-        _swap_in(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _keep_other_entries(old, new):
-    """Hard-link into ``new`` what ``old`` holds besides the model files: no data is copied."""
-    for entry in old.iterdir():
-        if entry.name in MODEL_FILES:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(entry, new / entry.name)
-
-
-def _link_or_copy(source, destination):
-    try:
-        os.link(source, destination, follow_symlinks=False)
-    except OSError:  # a file system without hard links, or a file of another user
-        shutil.copy2(source, destination, follow_symlinks=False)
-
-
-def _swap_in(staging, target):
-    """Rename ``staging`` to ``target``; an old ``target`` is deleted only once replaced."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    replaced = target.with_name(f".{target.name}.replaced-{os.getpid()}")
-    shutil.rmtree(replaced, ignore_errors=True)
-    os.rename(target, replaced)
-    try:
-        os.rename(staging, target)
-    except BaseException:  # Ctrl-C or an OS error between the renames: the old one goes back
-        os.rename(replaced, target)
-        raise
-    shutil.rmtree(replaced)
 
 
 def _read_config(file):
@@ -440,8 +369,6 @@ class DeepLocModel:
     """
 
     def __init__(self, network, classes, *, channel_names=None, preprocessing=None):
-        self.network = network
-        self.classes = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
         n_channels = network.architecture["n_channels"]
         if channel_names is None:
             channel_names = (
@@ -449,10 +376,21 @@ class DeepLocModel:
                 if n_channels == 2
                 else [f"channel{i}" for i in range(n_channels)]
             )
+        self._fill(network, classes, channel_names, dict(preprocessing or {}))
+        self.preprocessing = check_config(self.config(), "DeepLocModel")["preprocessing"]
+
+    @classmethod
+    def _from_config(cls, network, config):
+        """A model from a config that :func:`check_config` returned; nothing is checked."""
+        model = cls.__new__(cls)
+        model._fill(network, config["classes"], config["channel_names"], config["preprocessing"])
+        return model
+
+    def _fill(self, network, classes, channel_names, preprocessing):
+        self.network = network.eval()
+        self.classes = np.asarray(classes, dtype=object if isinstance(classes[0], str) else None)
         self.channel_names = list(channel_names)
-        self.preprocessing = check_preprocessing(dict(preprocessing or {}))
-        check_config(self.config())
-        network.eval()
+        self.preprocessing = preprocessing
         self.calibration = None
         self._inference = {}
 
@@ -511,16 +449,12 @@ class DeepLocModel:
     def digest(self):
         """SHA-256 of the config (less the package version) and the weights, as hex.
 
-        Two models with this digest give the same outputs; jobs record it in
-        their manifests so that outputs of two models never mix.
+        Jobs record it in their manifests so that outputs of two models never mix.
         """
         if getattr(self, "_digest", None) is None:
             config = {k: v for k, v in self.config().items() if k != "package_version"}
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-            for name, tensor in sorted(self.network.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            self._digest = digest.hexdigest()
+            prefix = json.dumps(config, sort_keys=True).encode()
+            self._digest = tensor_digest(self.network.state_dict(), prefix=prefix)
         return self._digest
 
     def __repr__(self):
@@ -535,12 +469,10 @@ class DeepLocModel:
     def save(self, path):
         """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``).
 
-        The folder is written whole under a hidden sibling name and renamed to
-        ``path``; a folder already there is moved aside first and deleted only
-        after that, so an interrupted save leaves the old model or the new one,
-        never the weights of one with the classes of the other. Other files in
-        that folder are kept. A save killed midway may leave a hidden
-        ``.<name>.saving-<pid>`` folder beside ``path``, safe to delete.
+        The folder is built whole beside ``path`` and swapped in, so an
+        interrupted save leaves the old model or the new one (and may leave a
+        hidden ``.<name>.saving-<pid>`` folder, safe to delete). Other files in
+        the folder are kept.
 
         Returns
         -------
@@ -552,15 +484,12 @@ class DeepLocModel:
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.network.state_dict().items()}
 
         def write(folder):
-            config, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+            config = folder / CONFIG_FILE
             config.write_text(json.dumps(self.config(), indent=2) + "\n")
-            save_file(tensors, str(weights), metadata={"format": FORMAT})
-            # save_file makes 0600 files whatever the umask, unreadable to the rest of a
-            # lab sharing models: the weights get the permissions open() gave the config.
-            os.chmod(weights, stat.S_IMODE(config.stat().st_mode))
+            weights = folder / WEIGHTS_FILE
+            save_safetensors(tensors, weights, like=config, metadata={"format": FORMAT})
 
-        _replace_folder(path, write)
-        return path
+        return replace_folder(path, write, keep_others=True)
 
     @classmethod
     def load(cls, path, *, device="cpu"):
@@ -594,42 +523,22 @@ class DeepLocModel:
                     raise ModelFolderError(f"{path / WEIGHTS_FILE}: tensor {name} {problem}.")
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
-        network.eval()
-        model = cls(
-            network.to(resolve_device(device)),
-            config["classes"],
-            channel_names=config["channel_names"],
-            preprocessing=config["preprocessing"],
-        )
-        return model
+        return cls._from_config(network.to(resolve_device(device)), config)
 
     # -- devices and copies -----------------------------------------------------------
 
     def to(self, device):
-        """This model on ``device`` ("auto": CUDA when present); ``self`` is unchanged.
-
-        Returns a new model (sharing the network when it is already there) with
-        its own inference copies.
-        """
+        """A new model on ``device`` ("auto": CUDA when present), sharing what it can."""
         device = torch.device(resolve_device(device))
         network = self.network
         if network_device(network) != device:
             network = copy.deepcopy(network).to(device)
-        moved = type(self)(
-            network,
-            self.classes,
-            channel_names=self.channel_names,
-            preprocessing=self.preprocessing,
-        )
+        moved = self._from_config(network, self.config())
         moved.calibration = self.calibration
         return moved
 
     def transfer_state(self):
-        """The network's weights (and batch-norm statistics) less the output layer.
-
-        For fine-tuning: a new network for other classes loads these, and this
-        model is not changed.
-        """
+        """Copies of the weights and batch-norm statistics less the output layer (fine-tuning)."""
         return {
             name: tensor.detach().clone()
             for name, tensor in self.network.state_dict().items()
@@ -746,6 +655,7 @@ class DeepLocModel:
             batch_size=batch_size,
             precision=precision,
             verbose=verbose,
+            check_input=False,
         ).astype(np.float32, copy=False)
 
     def predict_proba(

@@ -1,5 +1,6 @@
 """DeepLocModel: folders, predictions, pickling, and folders that must be refused."""
 
+import inspect
 import itertools
 import json
 import os
@@ -119,6 +120,8 @@ def test_missing_or_not_a_folder(tiny_model, tmp_path):
         (lambda c: c.update(classes=[]), "classes: expected a list of 3"),
         (lambda c: c.update(format_version=99), "format_version"),
         (lambda c: c.update(format_version=True), "format_version: .* got True"),
+        (lambda c: c.pop("format_version"), "format_version: expected 2.* got None"),
+        (lambda c: c.update(format_version=1), "format_version: expected 2.* got 1"),
         (lambda c: c.update(classes=[10**400, 1, 2]), "classes: expected .* within int64"),
         (lambda c: c.pop("architecture"), "the key 'architecture'"),
         (lambda c: c["architecture"].update(fc_units=[0, 8]), "fc_units"),
@@ -152,6 +155,24 @@ def test_tampered_config_is_refused_by_name(tiny_model, tmp_path, edit, message)
     _edit_config(folder, edit)
     with pytest.raises(ModelFolderError, match=message):
         DeepLocModel.load(folder)
+
+
+def test_the_architecture_schema_has_every_network_argument():
+    assert set(model_module.ARCHITECTURE_SCHEMA) == set(inspect.signature(DeepLocNet).parameters)
+
+
+def test_inference_options_take_the_stored_tta_and_count_only_the_cells(tiny_model):
+    tiny_model.preprocessing["tta"] = False
+    options = tiny_model.check_inference_options(None, 10**12, "fp32", n_items=3)
+    assert options == (False, 10**12, "fp32")
+
+
+def test_a_bad_constructor_argument_is_named():
+    net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    with pytest.raises(ModelFolderError, match=r"DeepLocModel.preprocessing.stretch: .*\[99, 1\]"):
+        DeepLocModel(net, ["a", "b"], preprocessing={"stretch": [99, 1]})
+    with pytest.raises(ModelFolderError, match=r"DeepLocModel.classes: expected a list of 2"):
+        DeepLocModel(net, ["a", "b", "c"])
 
 
 @pytest.mark.parametrize(
@@ -322,8 +343,11 @@ def test_save_refuses_a_file_and_the_working_directory(tiny_model, tmp_path, mon
         (lambda m, X: m.calibrate(X, n_cells=2.5), "n_cells must be a positive integer"),
         (lambda m, X: m.calibrate(X, n_cells=0), "n_cells must be a positive integer; got 0"),
         (lambda m, X: m.predict_proba(X, tta="no"), "tta must be True, False or None"),
+        (lambda m, X: m.check_inference_options(1, 8, "fp32"), "tta must be True, False or None"),
+        (lambda m, X: m.features(X, batch_size=0), "batch_size must be a positive integer"),
+        (lambda m, X: m.agreement(X, "fp64"), "precision must be one of"),
     ],
-    ids=["negative", "fraction", "zero", "tta-string"],
+    ids=["negative", "fraction", "zero", "tta-string", "tta-int", "batch-zero", "precision"],
 )
 def test_model_arguments_are_checked(tiny_model, rng, call, match):
     X = rng.random((3, 2, 64, 64), dtype=np.float32)
