@@ -12,7 +12,6 @@ in compression ratio and by the free disk space (the constants below).
 
 import json
 import os
-import secrets
 import shutil
 import zipfile
 import zlib
@@ -22,6 +21,8 @@ from pathlib import Path, PurePosixPath
 
 import pooch
 import requests
+
+from .._files import build_folder
 
 Archive = namedtuple("Archive", ["url", "folder", "size", "sha256"])
 
@@ -135,8 +136,7 @@ def _download(archive, url, data_home):
     except requests.exceptions.RequestException as error:
         raise ConnectionError(
             f"Could not download {url} ({error}). Download it by hand, for example in a "
-            f"browser, then pass the file: archive='{file_name}' in Python, or "
-            f"'deeploc fetch model|datasets --archive {file_name}' on the command line."
+            f"browser, then pass the file: archive='{file_name}'."
         ) from error
 
 
@@ -241,49 +241,9 @@ def _is_complete(folder):
         return False
 
 
-def _discard(path):
-    """Move ``path`` aside (atomic) and delete it: a file, a link or a folder."""
-    aside = path.with_name(f".{path.name}.discarded-{secrets.token_hex(4)}")
-    os.replace(path, aside)
-    if aside.is_dir() and not aside.is_symlink():
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        aside.unlink()
-
-
-def _move_into_place(building, final):
-    """Rename ``building`` to ``final``, replacing an incomplete ``final``."""
-    try:
-        os.replace(building, final)
-        return
-    except OSError:
-        if _is_complete(final):  # another process finished the same folder first
-            return
-        if not os.path.lexists(final):
-            raise
-    _discard(final)
-    try:
-        os.replace(building, final)
-    except OSError:
-        if not _is_complete(final):
-            raise
-
-
-def _build_folder(final, build):
-    """Run ``build(temporary_folder)``, mark the folder complete and rename it to ``final``.
-
-    The temporary folder is a hidden sibling of ``final``, so the rename is
-    atomic and an interrupted build never leaves a folder named ``final``.
-    """
-    building = final.parent / f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-    building.mkdir()  # unlike mkdtemp's 0700, follows the umask: a shared data home stays readable
-    try:
-        build(building)
-        _write_marker(building)
-        _move_into_place(building, final)
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return final
+def _build_marked(build, archive_path, folder):
+    build(archive_path, folder)
+    _write_marker(folder)
 
 
 def _fetch_folder(archive, build, *, data_home, url, local_archive):
@@ -299,7 +259,7 @@ def _fetch_folder(archive, build, *, data_home, url, local_archive):
     try:
         # pooch has checked the hash of a download already
         _check_size_and_hash(path, archive, check_hash=not downloaded)
-        return _build_folder(final, partial(build, path))
+        return build_folder(final, partial(_build_marked, build, path), is_complete=_is_complete)
     finally:
         # Unpacked, or refused: either way the download is never trusted again.
         if downloaded:
@@ -366,14 +326,8 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
     Raises
     ------
     ConnectionError
-        When the archive cannot be downloaded; the message says where to get
-        it and how to pass it with ``archive=``.
-    ValueError
-        When ``data_home`` is a file, or the archive is damaged, holds no
-        DeepLoc checkpoint, or would unpack past ``MAX_EXTRACTED_BYTES``
-        (64 GiB), past ``MAX_COMPRESSION_RATIO`` (100:1 for a member over
-        1 MiB) or past the free disk space; a downloaded archive is then
-        deleted.
+        When the archive cannot be downloaded; the message says to pass it
+        with ``archive=``.
 
     See Also
     --------
@@ -446,9 +400,6 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     ------
     ConnectionError
         When the archive cannot be downloaded (see :func:`fetch_deeploc_model`).
-    ValueError
-        For an unknown subset (the message lists them), or as
-        :func:`fetch_deeploc_model` for ``data_home`` and the archive.
 
     Examples
     --------
