@@ -12,7 +12,6 @@ import math
 import numbers
 import os
 import re
-import secrets
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._files import write_atomically
 from ..validation import IMAGE_SIZE, check_crops, check_positive_int
 
 _CHUNK = re.compile(r"^(data|Index)(0|[1-9]\d*)$")
@@ -86,11 +86,7 @@ def _dataset(handle, key, path):
 
 
 def _check_stored(dataset, path, key):
-    """Believe a declared shape only when the file itself holds every value.
-
-    HDF5 reads anything never written as the fill value, so without this a
-    file of a few kilobytes could declare gigabytes of constant cells.
-    """
+    """Believe a declared shape only when the file holds every value (HDF5 fills the rest)."""
     if dataset.is_virtual or dataset.external:
         raise ValueError(
             f"{path}: {key} keeps its values in other files (a virtual dataset or external "
@@ -164,10 +160,7 @@ def _channels(path, width, image_size):
 
 
 def _label_name_source(handle, path, first_chunk):
-    """The first place that names the ``Index`` columns, unread: (where, source, read), or None.
-
-    ``source`` has the declared ``shape`` and ``dtype``; ``read()`` reads the names.
-    """
+    """The first place naming the ``Index`` columns: (where, source with shape, read), or None."""
     dataset = handle.get("label_names")
     if dataset is not None:
         if not isinstance(dataset, h5py.Dataset):
@@ -319,18 +312,9 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
 
     Raises
     ------
-    FileNotFoundError, IsADirectoryError
-        Nothing at ``path``, or a directory.
     ValueError
-        The file is not HDF5, or not the DeepLoc layout: no cells, chunks of
-        different widths or ``Index`` column counts, ``Index`` rows that do not
-        match the ``data`` rows, more than 10,000 ``Index`` columns, label
-        names that do not match the columns or declare more than 1,000 bytes
-        each, labels that are not one-hot, or pixels that are not finite
-        float32. Also a dataset whose declared values are not all stored in
-        the file: truncated, never (completely) written, or kept in other
-        files (virtual datasets and external storage are refused). The message
-        names the file and the chunk.
+        A file that is not HDF5 or not wholly the DeepLoc layout (every value
+        stored in the file itself), naming the file and the chunk.
 
     See Also
     --------
@@ -644,28 +628,6 @@ def _one_hot_labels(y, label_names, n_cells):
     return one_hot, names
 
 
-def _write_atomically(path, write):
-    """Call ``write(handle)`` on a new HDF5 file that appears at ``path`` only when complete.
-
-    The file is written under a temporary name in the same folder and renamed
-    (atomic within one file system), so an interrupted write leaves no file
-    that a later load would take for a whole one.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"Cannot write {path}: it is a directory, expected a file path.")
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"Cannot write {path}: the folder {path.parent} does not exist.")
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.part")
-    try:
-        with h5py.File(temporary, "w") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
     """Write crops (and labels) in the DeepLoc HDF5 layout.
 
@@ -697,9 +659,6 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
 
     Raises
     ------
-    ValueError
-        Invalid crops, labels or names (see above; names and string labels
-        must be valid Unicode without NUL characters), or a ``chunk_size`` < 1.
     FileNotFoundError, IsADirectoryError
         The folder of ``path`` does not exist, or ``path`` is a directory.
 
@@ -722,12 +681,20 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
     one_hot, names = _one_hot_labels(y, label_names, len(rows))
     size = len(rows) if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
 
-    def write(handle):
-        for k, start in enumerate(range(0, len(rows), size), start=1):
-            handle.create_dataset(f"data{k}", data=rows[start : start + size])
-            if one_hot is not None:
-                handle.create_dataset(f"Index{k}", data=one_hot[start : start + size])
-        if names is not None:
-            handle.create_dataset("label_names", data=np.char.encode(names.astype(str), "utf-8"))
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"Cannot write {path}: it is a directory, expected a file path.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot write {path}: the folder {path.parent} does not exist.")
 
-    _write_atomically(path, write)
+    def write(temporary):
+        with h5py.File(temporary, "w") as handle:
+            for k, start in enumerate(range(0, len(rows), size), start=1):
+                handle.create_dataset(f"data{k}", data=rows[start : start + size])
+                if one_hot is not None:
+                    handle.create_dataset(f"Index{k}", data=one_hot[start : start + size])
+            if names is not None:
+                names_utf8 = np.char.encode(names.astype(str), "utf-8")
+                handle.create_dataset("label_names", data=names_utf8)
+
+    write_atomically(path, write, suffix=".part")
