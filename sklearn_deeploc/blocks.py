@@ -60,7 +60,8 @@ class DamagedPartError(ResumableOutputError, ValueError):
     """A part changed on disk after this run had verified it."""
 
 
-def _suffix(path):
+def check_table_path(path):
+    """The suffix of an output table's ``path``, or a ValueError unless it is .csv or .parquet."""
     suffix = Path(path).suffix
     if suffix not in FORMATS:
         raise ValueError(f"Output must end in one of {sorted(FORMATS)}; got {path}.")
@@ -73,12 +74,12 @@ def _read(source, suffix):
 
 def read_table(path):
     """Read a ``.csv`` or ``.parquet`` table."""
-    return _read(path, _suffix(path))
+    return _read(path, check_table_path(path))
 
 
 def write_table(frame, path):
     """Write a table atomically (hidden temporary file, flushed, then renamed)."""
-    if _suffix(path) == ".parquet":
+    if check_table_path(path) == ".parquet":
         return write_atomically(path, lambda file: frame.to_parquet(file, index=False))
     return write_atomically(path, lambda file: frame.to_csv(file, index=False))
 
@@ -125,7 +126,7 @@ def _part_name(key, suffix):
 
 def block_path(output, start, stop):
     """File of the block of cells ``start:stop`` of ``output``, in ``output``'s format."""
-    return parts_folder(output) / _part_name(_part_key((start, stop)), _suffix(output))
+    return parts_folder(output) / _part_name(_part_key((start, stop)), check_table_path(output))
 
 
 def _as_json(manifest):
@@ -143,9 +144,6 @@ def _as_json(manifest):
 _HEADER = ("format", "package_version")
 _replace_atomically = write_atomically  # the name profiles.py imports
 held_lock = partial(_files.held_lock, error=OutputLockedError)
-held_lock.__doc__ = (
-    "Hold a lock file while this run writes; see :func:`sklearn_deeploc._files.held_lock`."
-)
 
 
 def _picked(manifest, keys):
@@ -184,11 +182,9 @@ def _call_arguments(key):
 class ResumableOutput:
     """A table written in parts that survive interruptions and are verified on resume.
 
-    Use it as a context manager: entering takes the lock, checks the manifest
-    (or writes it, for a new output) and verifies the parts already on disk;
-    leaving releases the lock, however the block ends (an error and
-    ``KeyboardInterrupt`` included). Only parts whose bytes match the journal
-    count as done.
+    A context manager: entering takes the lock, checks (or writes) the manifest
+    and verifies the parts on disk; leaving releases the lock, however the block
+    ends. Only parts whose bytes match the journal count as done.
 
     Parameters
     ----------
@@ -212,10 +208,6 @@ class ResumableOutput:
 
     Attributes
     ----------
-    output, parts : Path
-        The table and its parts folder.
-    keys : list
-        The part keys (ranges as ``(start, stop)`` tuples).
     status : str
         The state found on entering, e.g. ``"2 of 3 blocks already done;
         computing 1 (recomputing 1 damaged)"``.
@@ -266,7 +258,7 @@ class ResumableOutput:
 
     def __init__(self, output, manifest, keys, *, unit="part", overwrite=False, verbose=1):
         self.output = Path(output)
-        self._suffix = _suffix(self.output)
+        self._suffix = check_table_path(self.output)
         self.parts = parts_folder(self.output)
         self.keys = [_part_key(key) for key in keys]
         if not self.keys:
@@ -467,13 +459,7 @@ class ResumableOutput:
         return frame
 
     def assemble(self):
-        """Concatenate the verified parts, in key order, into ``output`` (atomically).
-
-        Returns
-        -------
-        table : DataFrame
-            The whole output, as written.
-        """
+        """Concatenate the verified parts, in key order, into ``output``; return the table."""
         self._check_open()
         pending = self.pending()
         if pending:
@@ -488,19 +474,9 @@ class ResumableOutput:
     def compute(self, function, *args, client=None):
         """Compute and write every pending part; return how many were computed.
 
-        Parameters
-        ----------
-        function : callable
-            ``function(*args, start, stop)`` for a cell range,
-            ``function(*args, name)`` for a named part; returns the part's
-            DataFrame. With a ``client`` it runs on the Dask workers, so it
-            must be importable there.
-        *args
-            Leading arguments of ``function`` (Dask futures are resolved on
-            the workers).
-        client : distributed.Client, optional
-            Compute the parts on a Dask cluster; each is written here as soon
-            as it arrives, and the rest is cancelled if this run stops.
+        ``function(*args, start, stop)`` (a cell range) or ``function(*args, name)``
+        returns a part's DataFrame; with a Dask ``client`` it runs on the workers,
+        each part is written here as it arrives, the rest cancelled if this run stops.
         """
         pending = self.pending()
         with tqdm(total=len(pending), disable=not self.verbose, unit=self.unit) as progress:
@@ -540,31 +516,21 @@ def run_blocks(
 ):
     """Compute the missing blocks of cells with ``function(*args, start, stop)``, then assemble.
 
-    A :class:`ResumableOutput` over :func:`block_ranges`: a rerun with the same
-    manifest computes only the blocks that are missing or fail verification;
-    one with another manifest refuses.
+    A :class:`ResumableOutput` over :func:`block_ranges` (see
+    :meth:`ResumableOutput.compute` for ``function``, ``args`` and ``client``).
 
     Parameters
     ----------
     output : path-like
         Final ``.csv`` or ``.parquet`` table.
-    n_items : int
-        Number of cells.
-    block_size : int
-        Cells per block (the last block may be shorter).
+    n_items, block_size : int
+        Number of cells, and cells per block (the last one may be shorter).
     function : callable
-        Returns the rows of cells ``start:stop`` as a DataFrame; with a
-        ``client`` it runs on the Dask workers, so it must be importable there.
     *args
-        Leading arguments of ``function`` (Dask futures are resolved on the workers).
     manifest : dict, optional
-        What the values depend on (see :class:`ResumableOutput`); ``n_items``
-        and ``block_size`` are added to it.
+        See :class:`ResumableOutput`; ``n_items`` and ``block_size`` are added.
     overwrite : bool, default=False
-        Remove the previous output and its blocks, and start over.
     client : distributed.Client, optional
-        Compute blocks on a Dask cluster; each finished block is written here
-        as soon as it arrives.
     verbose : int, default=1
 
     Returns
