@@ -1,17 +1,7 @@
-"""The main job, ``deeploc demo``: pretrain on one synthetic screen, transfer to another.
+"""``deeploc demo``: pretrain on one synthetic screen, transfer to a differently imaged one.
 
-1. A source screen (17 classes, automated-screen imaging) and a target screen
-   imaged differently (another camera offset, noise, focus, a rim-like marker)
-   are drawn with :func:`~sklearn_deeploc.datasets.make_yeast_cells`.
-2. DeepLoc is trained on the source screen and saved as a model folder.
-3. On a few target cells per class, feature heads (SVM, kNN, random forest)
-   and fine-tuning are cross-validated in one search.
-4. A short transfer-learning curve compares fine-tuning with training from
-   scratch at a few training-set sizes.
-5. Tables, plots and a markdown report go to the output folder.
-
-The networks are narrower than the paper's so that the demo runs in minutes
-on two CPU cores; the report says which widths were used.
+Feature heads and fine-tuning are compared on a few target cells, then along a
+transfer-learning curve; networks are narrower than the paper's, to run on a CPU.
 """
 
 import time

@@ -171,12 +171,7 @@ class DeepLocNet(nn.Module):
                     nn.init.zeros_(module.bias)
 
     def freeze_features(self):
-        """Freeze the conv layers: no gradients, batch-norm statistics kept as they are.
-
-        The frozen layers stay in eval mode even while the rest of the network
-        trains, so their outputs (and the features a featurizer reads) do not
-        change.
-        """
+        """Freeze the conv layers: no gradients, and eval mode even while the rest trains."""
         self.features.requires_grad_(False)
         self.features_frozen = True
         return self.train(self.training)

@@ -1,17 +1,4 @@
-"""Inputs larger than memory: lazy HDF5/zarr datasets streamed in blocks, Dask arrays block-wise.
-
-:func:`apply_blockwise` runs an in-memory function (numpy crops in, a 2-D numpy
-array out) over any kind of input:
-
-- a ``numpy`` array (or anything array-like) is processed as it is;
-- a lazy input (a torch ``Dataset`` of ``(crops, labels)`` such as
-  :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`, an ``h5py`` or a
-  ``zarr`` array) is read ``block_size`` cells at a time by slicing, so peak
-  memory follows the block size, not the number of cells;
-- a ``dask.array`` gives back a lazy ``dask.array``, computed block by block on
-  the workers, with the function (and the model it carries) shipped once per
-  worker (one graph key).
-"""
+"""Inputs larger than memory: lazy HDF5/zarr datasets streamed in blocks, Dask arrays block-wise."""
 
 import numpy as np
 import torch

@@ -1,16 +1,8 @@
 """Read TensorFlow "V2" checkpoints (tensor bundles) without TensorFlow.
 
-A checkpoint ``<prefix>`` is an index file ``<prefix>.index`` and data shards
-``<prefix>.data-<k>-of-<n>``. The index is an SSTable (the LevelDB table
-format) whose keys are tensor names and whose values are serialized
-``BundleEntryProto`` messages (dtype, shape, shard, offset, size, crc32c); the
-empty key holds a ``BundleHeaderProto``. Tensor bytes are read from the shards
-at those offsets, each tensor's byte range alone (a shard may be far larger than
-the tensors read from it). Every table block and every tensor is checked
-against its stored crc32c, so a damaged file is refused instead of read as
-wrong weights.
-Only what a tensor bundle uses is implemented: uncompressed blocks and
-unpartitioned tensors.
+``<prefix>.index`` is an SSTable (LevelDB format) of tensor name ->
+``BundleEntryProto`` (dtype, shape, shard, offset, size, crc32c); the bytes lie
+in ``<prefix>.data-<k>-of-<n>``. Uncompressed blocks, unpartitioned tensors only.
 """
 
 import math
@@ -250,10 +242,7 @@ def checkpoint_prefix(path):
 
 
 def read_checkpoint(path):
-    """All tensors of a TensorFlow V2 checkpoint as numpy arrays.
-
-    Every table block of the index and every tensor read is checked against
-    its stored crc32c checksum.
+    """All tensors of a TensorFlow V2 checkpoint as numpy arrays, each checked by its crc32c.
 
     Parameters
     ----------
@@ -264,13 +253,6 @@ def read_checkpoint(path):
     -------
     dict of str to ndarray
         Tensor name -> value (string tensors are skipped).
-
-    Raises
-    ------
-    ValueError
-        The path is not a V2 checkpoint, a file is damaged or truncated (the
-        message names the file and, where known, the tensor), or it uses
-        features not supported here.
 
     Examples
     --------
@@ -321,12 +303,9 @@ def _role(name):
 def layer_tensors(tensors, layer):
     """The tensors of one reference layer by role, with their checkpoint names.
 
-    A name belongs to ``layer`` when one of its path segments is ``layer`` or
-    ``<layer>_batch_norm``; optimizer slots (``.../Adam``) are ignored. Roles
-    come from the reference code's structure, not from one exact string:
-    ``weights``/``biases`` name scopes, ``beta``/``gamma``, and the two
-    moving averages (the variance's moment op is named ``..._1`` or
-    ``...variance``, depending on the TensorFlow version).
+    A name belongs to ``layer`` when a path segment is ``layer`` or
+    ``<layer>_batch_norm`` (optimizer slots ignored). Roles come from the scope
+    structure, not exact strings, which differ between TensorFlow versions.
 
     Returns
     -------

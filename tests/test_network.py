@@ -47,6 +47,7 @@ def test_forward_features_sizes():
 
 
 def test_batch_norm_before_every_relu_and_truncated_init():
+    torch.manual_seed(0)  # the std bound below holds for most draws of so few weights, not all
     net = DeepLocNet(**TINY)
     blocks = [*net.features.children(), *net.fc.children()]
     for block in (b for b in blocks if isinstance(b, torch.nn.Sequential)):
