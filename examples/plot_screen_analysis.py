@@ -2,73 +2,67 @@
 From a screen to its analyses
 =============================
 
-The paper's analyses after classification, on synthetic screens (and on the real
-field of view of ``../shared/data`` when present):
+The paper's analyses after classification, on synthetic screens (and on the
+real field of view of ``../shared/data`` beside the repository, when present):
 
-- cells found in a micrograph by seeded watershed, then cropped;
 - a t-SNE map of the last conv layer's features (max over space), coloured by class;
 - class visualisation by activation maximisation;
 - per-well mean probabilities, and localization changes between an untreated and
-  a treated screen (Welch's t and a Gaussian + uniform mixture).
-
-Run: ``python examples/plot_screen_analysis.py [-o OUTDIR]``.
+  a treated screen (Welch's t and a Gaussian + uniform mixture);
+- cells found in a real micrograph by seeded watershed, then cropped.
 """
 
-import argparse
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer  # noqa: E402
-from sklearn_deeploc.datasets import make_yeast_cells  # noqa: E402
-from sklearn_deeploc.plotting import plot_class_visualizations, plot_tsne  # noqa: E402
-from sklearn_deeploc.preprocessing import percentile_stretch  # noqa: E402
-from sklearn_deeploc.screen import aggregate, crop_cells, find_cells, localization_changes  # noqa: E402
-from sklearn_deeploc.visualize import maximize_activation  # noqa: E402
-
-parser = argparse.ArgumentParser(description="Screen analyses.")
-parser.add_argument("-o", "--output", default="screen-analysis")
-args = parser.parse_args()
-output = Path(args.output)
-output.mkdir(parents=True, exist_ok=True)
+from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
+from sklearn_deeploc.datasets import make_yeast_cells
+from sklearn_deeploc.plotting import plot_class_visualizations, plot_montage, plot_tsne
+from sklearn_deeploc.preprocessing import percentile_stretch
+from sklearn_deeploc.screen import aggregate, crop_cells, find_cells, localization_changes
+from sklearn_deeploc.visualize import maximize_activation
 
 # %%
 # A small DeepLoc trained on a synthetic screen
 # ---------------------------------------------
 classes = ["NUCLEI", "VACUOLE", "CELLPERIPHERY", "ER", "MITOCHONDRIA", "PEROXISOME"]
-X, y = make_yeast_cells(30, classes, random_state=0)
+X, y = make_yeast_cells(20, classes, random_state=0)
 clf = DeepLocClassifier(
-    conv_channels=(16, 16, 32, 32, 64, 64, 64, 64),
-    fc_units=(128, 128),
+    conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
+    fc_units=(64, 64),
     batch_size=32,
-    max_iter=250,
+    max_iter=150,
     random_state=0,
 ).fit(X, y)
 
 # %%
-# t-SNE of conv8 features, and the classes as the network sees them
-# ------------------------------------------------------------------
+# t-SNE of conv8 features
+# -----------------------
 X_test, y_test = make_yeast_cells(15, classes, random_state=1)
 conv8 = DeepLocFeaturizer(clf, layer="conv8").fit(X_test).transform(X_test)
-plot_tsne(conv8, y_test).figure.savefig(output / "tsne.png", dpi=100, bbox_inches="tight")
-# As in the paper's Fig 6, the marker channel is clamped to a real cell and the protein
-# pattern is drawn inside it.
+plot_tsne(conv8, y_test)
+
+# %%
+# The classes as the network sees them
+# ------------------------------------
+# As in the paper's Fig 6, the marker channel is clamped to a real cell and the
+# protein pattern is drawn inside it by gradient ascent on the class's output.
 marker = percentile_stretch(torch.from_numpy(X_test[:1]))[0, 1, 2:62, 2:62].numpy()
 images = [
-    maximize_activation(clf.net_.module_, k, marker=marker, blur_sigma=1.0, random_state=0)[0]
+    maximize_activation(
+        clf.net_.module_, k, n_steps=100, marker=marker, blur_sigma=1.0, random_state=0
+    )[0]
     for k in range(len(classes))
 ]
-plot_class_visualizations(images, clf.classes_).savefig(output / "classes.png", dpi=100)
+plot_class_visualizations(images, clf.classes_)
 
 # %%
 # Wells, and a localization change between two screens
 # ----------------------------------------------------
-# Each "protein" is one class here; in the treated screen, ER proteins move to the nucleus.
+# Each "protein" is one class here; in the treated screen, ER proteins move to
+# the nucleus.
 untreated, untreated_labels = make_yeast_cells(10, classes, random_state=2)
 treated_labels = np.where(untreated_labels == "ER", "NUCLEI", untreated_labels)
 treated = np.concatenate(
@@ -82,7 +76,12 @@ print(changes[changes["significant"]])
 # %%
 # A real micrograph: find cells, crop them
 # ----------------------------------------
-field = Path(__file__).resolve().parents[2] / "shared/data/field_r01c01f01"
+# Shown only where the project's real samples lie beside the repository.
+try:
+    examples = Path(__file__).resolve().parent
+except NameError:  # sphinx-gallery runs each example in its folder, without __file__
+    examples = Path.cwd()
+field = examples.parent.parent / "shared/data/field_r01c01f01"
 if field.exists():
     from skimage.io import imread
 
@@ -90,4 +89,4 @@ if field.exists():
     centres = find_cells(image, channel=1)
     crops = crop_cells(image, centres, border="drop")
     print(f"{len(centres)} cells found; {len(crops.crops)} cropped away from the border")
-print(f"wrote {output}/tsne.png and {output}/classes.png")
+    plot_montage(crops.crops[:16], title="first 16 cells of the real field")
