@@ -1,16 +1,10 @@
 """Training checkpoints on disk: folders of safetensors and JSON that resume exactly.
 
-A checkpoint is a folder ``step-<n>`` holding the tensors of a training run
-(weights, optimizer state, keep-best weights, random states) as safetensors
-files, the rest of its state as JSON and skorch's history. It is written under
-a temporary name and renamed when complete, so that loading one never
-unpickles and a kill mid-write leaves the previous one intact. Every checkpoint
-records the identity of its run (:func:`run_identity`), and a run of another
-identity is refused rather than silently continued; a ``state.json`` that lacks
-an entry, or holds one of another type, is refused before anything is restored.
-One run at a time trains into a checkpoint folder (:func:`checkpoint_lock`).
-What goes into a checkpoint and how it is put back onto the skorch net lives in
-:mod:`sklearn_deeploc.training`.
+A checkpoint ``step-<n>`` holds tensors as safetensors (loading never
+unpickles), the rest of the state as JSON, and skorch's history. A checkpoint of
+another run (:func:`run_identity`), or whose ``state.json`` misses an entry, is
+refused before anything is restored. What goes into one, and how it is put
+back onto the net, lives in :mod:`sklearn_deeploc.training`.
 """
 
 import json
@@ -74,17 +68,10 @@ def _describe(array):
 
 
 def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state):
-    """What a training run computes from: its data and every parameter that changes the result.
+    """``{"data": ..., "parameters": ...}``: what a run computes from, as JSON values.
 
-    Two runs with the same identity train the same network, step for step; a
-    checkpoint resumes only a run of its own identity. Device, verbosity and the
-    checkpoint settings are left out (see :data:`RUN_ONLY_FIELDS`), and so is
-    ``tta``, which changes prediction only.
-
-    Returns
-    -------
-    dict
-        ``{"data": {"X": ..., "y": ...}, "parameters": {...}}`` in plain JSON types.
+    Two runs of one identity train the same network step for step; device,
+    verbosity, checkpoint settings (:data:`RUN_ONLY_FIELDS`) and ``tta`` are left out.
     """
     recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS}
     parameters = {
@@ -160,11 +147,9 @@ def unusable(folder, problem):
 def checkpoint_lock(path):
     """Hold the lock of the checkpoint folder ``path`` while a run trains into it.
 
-    A second run, in another process or thread, is refused at once with
-    :class:`~sklearn_deeploc.blocks.OutputLockedError` naming the holder; the
-    thread that holds the lock may take it again, and a killed run's lock
-    blocks nobody. A folder made only to hold the lock is removed with it;
-    ``None`` locks nothing.
+    Another run is refused with :class:`~sklearn_deeploc.blocks.OutputLockedError`
+    (see :func:`sklearn_deeploc._files.held_lock`); the thread holding the lock
+    may take it again. A folder made for the lock goes with it; ``None`` locks nothing.
 
     Examples
     --------
@@ -202,18 +187,10 @@ class Checkpoint:
 
 
 class CheckpointFolder:
-    """The checkpoints of one training run: ``step-<n>`` folders, the newest one counting.
+    """The checkpoints of the run ``identity``: ``step-<n>`` folders, the newest counting.
 
-    Each is written under a temporary name and renamed when complete; older
-    ones are removed only after that. A kill at any point leaves at least one
-    complete checkpoint (or none, before the first).
-
-    Parameters
-    ----------
-    path : str or path-like
-    identity : dict
-        :func:`run_identity` of the run; a checkpoint of another identity is
-        refused.
+    Older ones are removed only once a newer one is complete, so a kill at any
+    point leaves at least one complete checkpoint (or none, before the first).
     """
 
     def __init__(self, path, identity):

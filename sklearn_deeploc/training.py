@@ -457,12 +457,7 @@ class Progress(Callback):
 
 
 def restore_run(checkpoint, net, train_data, sampler):
-    """Put weights, optimizer, history and random states back (before ``partial_fit``).
-
-    Refuses, naming the checkpoint, what its files cannot give back: tensors
-    that do not fit the net, random states numpy or torch reject, a history
-    that does not record ``checkpoint.step`` training steps.
-    """
+    """Put weights, optimizer, history and random states back, or refuse naming the checkpoint."""
     try:
         _restore(checkpoint, net, train_data, sampler)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
@@ -683,23 +678,18 @@ def train_network(
     With ``recipe.checkpoint_dir``, a checkpoint is written every
     ``recipe.checkpoint_interval`` steps (default: every validation), and a
     run of the same data and parameters continues from the newest one: the
-    result equals that of an uninterrupted run. The last checkpoint is kept
-    after a finished run, so fitting again gives the same model at once.
+    result equals that of an uninterrupted run.
 
     Parameters
     ----------
     X : ndarray of shape (n, C, H, W), float32
-        Raw crops (see :func:`~sklearn_deeploc.validation.check_crops`).
+        Raw crops, checked.
     codes : ndarray of shape (n,)
         Integer class codes ``0 .. n_classes - 1``.
-    architecture : dict
-        :class:`DeepLocNet` arguments (``n_classes`` included).
-    preprocessing : dict
-        The stretch to apply (see
-        :func:`~sklearn_deeploc.preprocessing.stretch_as_stored`).
+    architecture, preprocessing : dict
+        :class:`DeepLocNet` arguments, and the stretch to apply.
     recipe : Recipe
     random_state : int, RandomState instance or None
-        Seeds the split, the initialisation, the sampler and the augmentation.
         A resumed run with an int must have the checkpoint's; otherwise it
         continues with the checkpoint's seeds.
     initial_state : dict, optional
@@ -708,8 +698,6 @@ def train_network(
     Returns
     -------
     Trained
-        The fitted skorch net (``net.module_`` is the trained network), how the
-        validation cells were chosen, and the steps taken.
 
     Raises
     ------

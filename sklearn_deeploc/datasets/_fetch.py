@@ -1,13 +1,10 @@
 """Fetching the published DeepLoc model and datasets into a local data home.
 
-Each archive is downloaded with pooch (temporary file, retries, progress bar),
-unpacked into a hidden temporary folder beside its final place, checked, given
-a completion marker (every file and its size) and renamed into place. A later
-call finds the final folder whole and touches no network; a folder without its
-marker, or with a file missing or of another size, is built again and replaces
-it. The archive is deleted once unpacked; one left behind by an interrupted call
-is used again only if it checks out whole. Unpacking is bounded in total size,
-in compression ratio and by the free disk space (the constants below).
+Each archive is downloaded with pooch, unpacked (within the bounds below) into a
+hidden folder beside its final place, checked, given a completion marker (every
+file and its size) and renamed into place. A folder without its marker, or with
+a file missing or of another size, is built again; a leftover archive is used
+again only if it checks out whole.
 """
 
 import json
@@ -106,12 +103,7 @@ def _check_zip(path):
 
 
 def _discard_if_damaged(path, archive):
-    """Delete an archive left by an interrupted call unless it checks out whole.
-
-    pooch reuses a file already at its path without checking it when no hash
-    is published, so a truncated leftover would fail the call instead of being
-    downloaded again.
-    """
+    """Delete a leftover archive unless whole: pooch reuses it unchecked when no hash is known."""
     try:
         if path.is_file():
             _check_size_and_hash(path, archive, check_hash=True)
@@ -204,11 +196,7 @@ def _extract_member(archive, member, destination):
 
 
 def _unzip(path, destination):
-    """Extract a zip within the bounds, checking every member's CRC.
-
-    A ValueError for a damaged archive or one past the bounds; what was
-    written by then is left for the caller's temporary folder to remove.
-    """
+    """Extract a zip within the bounds, checking every member's CRC (else a ValueError)."""
     destination.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(path) as archive:
@@ -301,9 +289,7 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
     trained on the Chong et al. 2015 screen, 19 classes), converts its
     TensorFlow checkpoint with :func:`~sklearn_deeploc.tf_import.from_tf_checkpoint`,
     loads the result back to validate it, and keeps the folder in the data
-    home. Later calls return that folder without any network access; a
-    folder found incomplete there (a file missing or of another size) is
-    fetched again and replaced.
+    home; later calls touch no network.
 
     Parameters
     ----------
@@ -375,8 +361,7 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     The first call downloads ``DeepLoc_full_datasets.zip`` (the Chong et al.
     training, validation and test sets and the transfer-learning screens),
     checks that every HDF5 file in it opens as a DeepLoc file, and keeps them
-    in the data home. Later calls touch no network, unless the folder is
-    found incomplete: it is then fetched again and replaced.
+    in the data home; later calls touch no network.
 
     Parameters
     ----------

@@ -289,9 +289,7 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     """Load a DeepLoc-format HDF5 file into memory.
 
     Reads every ``data<k>`` / ``Index<k>`` pair in numeric order (``data2``
-    before ``data10``). Each ``data`` row is one crop, flattened channel-major
-    (``row[c * 4096:(c + 1) * 4096]`` is channel ``c``); each ``Index`` row is
-    one-hot over the classes. Files without ``Index`` chunks are unlabelled.
+    before ``data10``); files without ``Index`` chunks are unlabelled.
 
     Parameters
     ----------
@@ -361,13 +359,10 @@ def _index_array(index, n):
 class DeepLocHDF5Dataset(Dataset):
     """A DeepLoc HDF5 file as a lazy torch ``Dataset``: only requested cells are read.
 
-    The layout is checked when the dataset is made (the same check, and the
-    same messages, as :func:`load_deeploc_hdf5`); the labels are read then, the
-    crops on demand. The file is opened on first access in each process
-    (handles do not pickle), so the dataset works in ``DataLoader`` workers
-    and on Dask workers. That first access refuses a file whose size,
-    modification time or inode differ from the checked one: a rewritten file
-    would pair its cells with the old labels.
+    The layout is checked as by :func:`load_deeploc_hdf5` and the labels read
+    when the dataset is made; the file is opened on first access in each
+    process (handles do not pickle), which refuses a file whose chunks or
+    labels changed since.
 
     Indexing follows numpy's rules for one axis: an integer (negative counts
     from the end) gives ``(crop tensor (C, H, W), int label)``; a slice (any
@@ -631,13 +626,9 @@ def _one_hot_labels(y, label_names, n_cells):
 def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
     """Write crops (and labels) in the DeepLoc HDF5 layout.
 
-    Chunks ``data1``, ``data2``, ... hold ``chunk_size`` crops each, one per
-    row, flattened channel-major (float32, or float64 when ``X`` is); chunks
-    ``Index1``, ``Index2``, ... hold the one-hot labels (uint8), and a
-    ``label_names`` dataset of byte strings (UTF-8) names their columns.
-    :func:`load_deeploc_hdf5` reads the file back exactly. The file appears at
-    ``path`` only once complete (written under a temporary name, then
-    renamed), replacing any file there.
+    Crops are stored float32 (float64 when ``X`` is), labels one-hot (uint8),
+    their names as UTF-8 ``label_names``; :func:`load_deeploc_hdf5` reads the
+    file back exactly. The file appears at ``path`` only once complete.
 
     Parameters
     ----------
