@@ -42,20 +42,7 @@ def sync_files(folder):
 
 
 def write_atomically(path, write, *, suffix=".tmp"):
-    """Call ``write(temporary)``, flush the file to disk, then rename it to ``path``.
-
-    The temporary file is a hidden sibling of ``path``, removed however the
-    write ends.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from sklearn_deeploc._files import write_atomically
-    >>> path = Path(tempfile.mkdtemp()) / "done.txt"
-    >>> write_atomically(path, lambda file: file.write_text("whole")).read_text()
-    'whole'
-    """
+    """Call ``write(temporary)`` on a hidden sibling, flush it to disk, rename it to ``path``."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
     try:
@@ -68,12 +55,10 @@ def write_atomically(path, write, *, suffix=".tmp"):
 
 
 def replace_folder(path, write, *, keep_others=False):
-    """Make ``path`` the folder ``write(folder)`` fills, atomically.
+    """Make ``path`` the folder ``write(folder)`` fills, built whole in a hidden sibling.
 
-    The folder is built whole in a hidden sibling, flushed and renamed into
-    place; an old folder is moved aside just before and deleted just after that
-    rename. With ``keep_others``, what else the old folder held is hard-linked
-    into the new one (no data is copied).
+    An old folder is moved aside just before the rename and deleted just after;
+    with ``keep_others``, its other entries are hard-linked into the new one.
     """
     target = Path(path).resolve()  # a symbolic link to the folder stays a link
     if target.exists() and Path.cwd().is_relative_to(target):
@@ -190,18 +175,8 @@ def save_safetensors(tensors, path, *, like, metadata=None):
 def file_identity(path):
     """Identify an input file for a manifest without reading all of it.
 
-    Parameters
-    ----------
-    path : path-like
-        A regular file.
-
-    Returns
-    -------
-    identity : dict
-        ``path`` (resolved), ``size``, ``mtime_ns`` and ``fingerprint``: the
-        sha256 of the size and of the first and last MiB, so that another file
-        (or this one rewritten) is told apart even on a file system whose
-        modification times are coarse.
+    ``fingerprint`` hashes the size and the first and last MiB, so that a
+    rewritten file is told apart even where modification times are coarse.
 
     Examples
     --------
