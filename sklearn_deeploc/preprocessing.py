@@ -12,11 +12,7 @@ STRETCH_VARIANTS = ("clip", "reference")
 
 
 def _order_statistics(flat, ranks):
-    """Values of the given ascending ranks along the last axis, without a full sort.
-
-    ``topk`` from the nearer end costs far less than sorting for the extreme
-    percentiles the stretch uses.
-    """
+    # topk from the nearer end costs far less than a sort for extreme percentiles.
     n = flat.shape[-1]
     lowest, highest = min(ranks), max(ranks)
     if lowest >= n - 1 - highest:

@@ -349,11 +349,7 @@ def make_yeast_cells(
 
 
 def _field(label, size, style, bud_fraction, rng):
-    """The centred cell plus up to three neighbours at the crop's edge.
-
-    Neighbours are of the same strain, as in a well, so they show the same
-    localization; they are cut by the crop border as in real screens.
-    """
+    # Neighbours of the same strain (as in a well), cut by the crop's edge.
     middle = size / 2 - 0.5
     image = 0.0
     centres = [middle + rng.uniform(-2, 2, 2)]
