@@ -140,13 +140,9 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     tol : float, default=1e-8
         EM stops when the mean and standard deviation move less than this.
     min_std : float, default=1.0
-        Floor of the background's standard deviation. Under no change a
-        Welch t statistic follows Student's t, whose standard deviation
-        sqrt(df / (df - 2)) is at least 1; a narrower fit comes from ties
-        (probabilities in steps of 1/k from a kNN or forest head, or
-        saturated at 0 and 1, give many t of exactly 0) and would make every
-        small nonzero t an outlier. Use another floor for scores in other
-        units.
+        Floor of the background's standard deviation: 1 is that of Student's
+        t, so ties (many t of exactly 0 from probabilities in steps of 1/k)
+        do not make every small nonzero t an outlier.
 
     Returns
     -------
@@ -220,13 +216,11 @@ def _status(n_a, n_b, posterior):
 def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, prior=0.01):
     """Per protein and class, the change in localization between two screens.
 
-    For each protein (group) and each class, Welch's t statistic compares the
-    cells' probabilities in screen B (treated) against screen A (untreated).
-    Per class, a mixture of a Gaussian (background) and a uniform (outliers,
-    prior ``prior``) is fitted to the proteins' finite t statistics; a
-    protein whose score is more likely under the uniform has a significant
-    change. A protein whose cells do not vary in either screen but whose
-    mean moved has t = +-inf and is significant.
+    Welch's t compares each protein's probabilities of a class in screen B
+    (treated) against screen A (untreated); per class, a protein whose t is
+    more likely under the outlier part of :func:`outlier_posterior`'s
+    mixture has a significant change (t = +-inf, no spread but a moved
+    mean, always is).
 
     A protein that cannot be scored (absent from one screen, or fewer than
     two cells in one) gets t = NaN, ``significant`` missing (``pd.NA``), and
@@ -244,9 +238,7 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
         Distinct class names; default a DataFrame's column names, else
         ``0 .. n_classes - 1``.
     prior : float, default=0.01
-        Weight of the outliers in each class's mixture, strictly between 0
-        and 1 (the paper's 1%). The background's standard deviation is at
-        least 1, that of a t statistic under no change (see
+        Weight of the outliers in each class's mixture (the paper's 1%; see
         :func:`outlier_posterior`).
 
     Returns
