@@ -12,6 +12,7 @@ import json
 import math
 import numbers
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,13 +62,13 @@ def _require(condition, where, expected, got):
         raise ModelFolderError(f"{where}: expected {expected}; got {got!r}.")
 
 
-def _is_number(value):
-    """A finite real that numpy holds as it is (JSON integers are unbounded)."""
+def _is_number(value, low=-math.inf, high=math.inf, *, open_low=False):
+    """A finite real in the bounds that numpy holds as it is (JSON integers are unbounded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    if isinstance(value, numbers.Integral):
-        return INT64.min <= value <= INT64.max
-    return math.isfinite(value)
+    if isinstance(value, numbers.Integral) and not INT64.min <= value <= INT64.max:
+        return False
+    return math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
 
 
 def _is_integer(value, high):
@@ -76,23 +77,24 @@ def _is_integer(value, high):
     )
 
 
-def _integer(high):
-    return lambda value: _is_integer(value, high), f"an integer in [1, {high}]"
-
-
-def _number(low, high, *, open_low=False):
-    def test(value):
-        return _is_number(value) and (low < value if open_low else low <= value) and value <= high
-
-    return test, f"a number in {'(' if open_low else '['}{low}, {high}]"
-
-
 def _is_layers(value):
     return (
         isinstance(value, list)
         and 0 < len(value) <= MAX_LAYERS
         and all(_is_integer(units, MAX_WIDTH) for units in value)
     )
+
+
+def _is_labels(value):
+    return (
+        isinstance(value, list)
+        and (all(isinstance(c, str) for c in value) or all(map(_is_number, value)))
+        and len(set(value)) == len(value)
+    )
+
+
+def _is_names(value):
+    return isinstance(value, list) and all(isinstance(name, str) for name in value)
 
 
 def _is_percentiles(value):
@@ -104,11 +106,40 @@ def _is_percentiles(value):
     )
 
 
-_BOOL = (lambda value: isinstance(value, bool), "true or false")
-_LAYERS = (_is_layers, f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]")
+def _integer(high):
+    return partial(_is_integer, high=high), f"an integer in [1, {high}]"
 
-# key: (required, test, expected). The keys are DeepLocNet's arguments (a test checks it).
-ARCHITECTURE_SCHEMA = {
+
+def _number(low, high, *, open_low=False):
+    bounds = f"{'(' if open_low else '['}{low}, {high}]"
+    return partial(_is_number, low=low, high=high, open_low=open_low), f"a number in {bounds}"
+
+
+_VERSION = (
+    lambda value: type(value) is int and value == FORMAT_VERSION,
+    f"{FORMAT_VERSION}, the version this sklearn-deeploc reads",
+)
+_BOOL = (lambda value: isinstance(value, bool), "true or false")
+_SECTION = (lambda value: isinstance(value, dict), "a JSON object")
+_LAYERS = (_is_layers, f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]")
+_PERCENTILES = (_is_percentiles, "null or two percentiles [low, high] with 0 <= low < high <= 100")
+_VARIANT = (lambda value: value in STRETCH_VARIANTS, f"one of {STRETCH_VARIANTS}")
+_LABELS = (
+    _is_labels,
+    "a list of distinct labels, all strings or all numbers (integers within int64)",
+)
+
+# Each table: key -> (required, test, expected). check_config adds the rules across keys.
+CONFIG_SCHEMA = {
+    "format": (True, lambda value: value == FORMAT, repr(FORMAT)),
+    "format_version": (True, *_VERSION),
+    "architecture": (True, *_SECTION),
+    "classes": (True, *_LABELS),
+    "channel_names": (True, _is_names, "a list of channel names"),
+    "preprocessing": (True, *_SECTION),
+    "package_version": (False, lambda value: isinstance(value, str), "a version string"),
+}
+ARCHITECTURE_SCHEMA = {  # the keys are DeepLocNet's arguments (a test checks it)
     "n_channels": (True, *_integer(MAX_WIDTH)),
     "n_classes": (True, *_integer(MAX_WIDTH)),
     "conv_channels": (True, *_LAYERS),
@@ -123,31 +154,24 @@ ARCHITECTURE_SCHEMA = {
 }
 PREPROCESSING_SCHEMA = {
     "image_size": (True, *_integer(MAX_IMAGE_SIZE)),
-    "stretch": (
-        True,
-        _is_percentiles,
-        "null or two percentiles [low, high] with 0 <= low < high <= 100",
-    ),
-    "stretch_variant": (
-        True,
-        lambda value: value in STRETCH_VARIANTS,
-        f"one of {STRETCH_VARIANTS}",
-    ),
+    "stretch": (True, *_PERCENTILES),
+    "stretch_variant": (True, *_VARIANT),
     "tta": (True, *_BOOL),
 }
 
 
 def _check_section(section, schema, where, *, what="the keys", defaults=None):
     """``section`` completed with ``defaults`` and checked against ``schema``, key by key."""
-    _require(isinstance(section, dict), where, "a dict", type(section).__name__)
-    unknown = sorted(set(section) - set(schema))
-    _require(not unknown, where, f"only {what} {sorted(schema)}", unknown)
+    _require(isinstance(section, dict), where, "a JSON object", type(section).__name__)
     section = {**(defaults or {}), **section}
     for key, (required, test, expected) in schema.items():
         if key in section:
             _require(test(section[key]), f"{where}.{key}", expected, section[key])
         else:
             _require(not required, where, f"the key {key!r}", sorted(section))
+    # Unknown keys last: a folder of a newer format is named by its format_version first.
+    unknown = sorted(set(section) - set(schema))
+    _require(not unknown, where, f"only {what} {sorted(schema)}", unknown)
     return section
 
 
@@ -181,44 +205,19 @@ def check_config(config, where=CONFIG_FILE):
     ...
     sklearn_deeploc.model.ModelFolderError: config.json: expected the key 'architecture'; ...
     """
-    _require(isinstance(config, dict), where, "a JSON object", type(config).__name__)
-    _require(config.get("format") == FORMAT, f"{where}.format", repr(FORMAT), config.get("format"))
-    version = config.get("format_version")
-    _require(
-        type(version) is int and version == FORMAT_VERSION,
-        f"{where}.format_version",
-        f"{FORMAT_VERSION}, the one version this sklearn-deeploc reads",
-        version,
-    )
-    for key in ("architecture", "classes", "channel_names", "preprocessing"):
-        _require(key in config, where, f"the key {key!r}", sorted(config))
+    _check_section(config, CONFIG_SCHEMA, where)
     arch = _check_section(
         config["architecture"],
         ARCHITECTURE_SCHEMA,
         f"{where}.architecture",
         what="DeepLocNet arguments",
     )
-    classes = config["classes"]
-    _require(
-        isinstance(classes, list)
-        and len(classes) == arch["n_classes"]
-        and (all(isinstance(c, str) for c in classes) or all(map(_is_number, classes)))
-        and len(set(classes)) == len(classes),
-        f"{where}.classes",
-        f"a list of {arch['n_classes']} distinct labels, all strings or all numbers "
-        "(integers within int64), one per output of the network",
-        classes,
-    )
-    names = config["channel_names"]
-    _require(
-        isinstance(names, list)
-        and len(names) == arch["n_channels"]
-        and all(isinstance(n, str) for n in names),
-        f"{where}.channel_names",
-        f"a list of {arch['n_channels']} channel names",
-        names,
-    )
     prep = check_preprocessing(config["preprocessing"], f"{where}.preprocessing")
+    for key, n, expected in (
+        ("classes", arch["n_classes"], "distinct labels, one per output of the network"),
+        ("channel_names", arch["n_channels"], "channel names"),
+    ):
+        _require(len(config[key]) == n, f"{where}.{key}", f"a list of {n} {expected}", config[key])
     _require(
         arch["crop_size"] <= prep["image_size"],
         f"{where}.architecture.crop_size",
@@ -263,14 +262,14 @@ def _empty_network(architecture):
         return DeepLocNet(**architecture)
 
 
-def _check_weights_header(path, network):
-    """Compare the safetensors header with the network's tensors; nothing is loaded."""
+def _read_weights(path, network):
+    """The tensors of ``path``, read once its header fits the tensors of ``network``."""
     expected = network.state_dict()
     try:
-        with safe_open(str(path), framework="pt") as weights:
-            found = {name: weights.get_slice(name) for name in weights.keys()}
-            shapes = {name: tuple(s.get_shape()) for name, s in found.items()}
-            dtypes = {name: s.get_dtype() for name, s in found.items()}
+        weights = safe_open(str(path), framework="pt", device="cpu")
+        found = {name: weights.get_slice(name) for name in weights.keys()}
+        shapes = {name: tuple(s.get_shape()) for name, s in found.items()}
+        dtypes = {name: s.get_dtype() for name, s in found.items()}
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFolderError(f"{path} is not a readable safetensors file: {error}") from error
     missing, unexpected = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
@@ -291,6 +290,12 @@ def _check_weights_header(path, network):
             raise ModelFolderError(
                 f"{path}: tensor {name} is {dtypes[name]}; expected {expected_dtype} ({kind})."
             )
+    state = {name: weights.get_tensor(name) for name in expected}
+    for name, tensor in state.items():
+        problem = weight_problem(name, tensor)
+        if problem:
+            raise ModelFolderError(f"{path}: tensor {name} {problem}.")
+    return state
 
 
 def weight_problem(name, tensor):
@@ -507,20 +512,12 @@ class DeepLocModel:
         FileNotFoundError
             ``path`` does not exist.
         ModelFolderError
-            A ``ValueError``: not a model folder, an invalid config, or weights
-            that do not fit it.
+            A ``ValueError``: not a model folder, a bad config, or weights that do not fit it.
         """
         path = _model_folder(path)
         config = check_config(_read_config(path / CONFIG_FILE), str(path / CONFIG_FILE))
         network = _empty_network(config["architecture"])
-        _check_weights_header(path / WEIGHTS_FILE, network)
-        state = {}
-        with safe_open(str(path / WEIGHTS_FILE), framework="pt", device="cpu") as weights:
-            for name in weights.keys():
-                state[name] = weights.get_tensor(name)
-                problem = weight_problem(name, state[name])
-                if problem:
-                    raise ModelFolderError(f"{path / WEIGHTS_FILE}: tensor {name} {problem}.")
+        state = _read_weights(path / WEIGHTS_FILE, network)
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
         return cls._from_config(network.to(resolve_device(device)), config)
