@@ -451,22 +451,9 @@ def check_fits_memory(n_items, bytes_per_item, *, what, expected):
 def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     """Check that ``batch_size`` is a positive integer whose batch fits in memory.
 
-    Parameters
-    ----------
-    batch_size : int
-    bytes_per_item : int
-        Memory one item of the batch needs (its input and the activations
-        kept for it).
-    what : str, default="cells"
-        What the items are, for the message.
-    n_items : int, optional
-        How many items there are: a batch never holds more, whatever
-        ``batch_size`` says.
-
-    Returns
-    -------
-    int
-        ``batch_size``.
+    ``bytes_per_item`` counts an item's input and the activations kept for
+    it; ``what`` names the items; a batch never holds more than ``n_items``
+    (the data), whatever ``batch_size`` says. Returns ``batch_size``.
 
     Examples
     --------
@@ -546,26 +533,11 @@ def check_proba_table(
 ):
     """Per-cell class scores, their class names and the cells' groups, checked together.
 
-    Parameters
-    ----------
-    proba : array-like or DataFrame of shape (n_cells, n_classes)
-        Finite scores. A DataFrame's columns are taken by name, in the order
-        of ``classes`` (its own order when None).
-    classes : sequence, optional
-        Distinct class names; default a DataFrame's column names, else
-        ``0 .. n_classes - 1``.
-    name, groups_name : str
-        What to call ``proba`` and ``groups`` in messages.
-    groups : array-like of shape (n_cells,), optional
-        A label per cell (well, protein, true class), see :func:`check_labels`.
-    probabilities : bool, default=True
-        Require rows of probabilities (in [0, 1], summing to 1).
-
-    Returns
-    -------
-    proba : ndarray of shape (n_cells, n_classes), float64
-    classes : list
-    groups : ndarray of shape (n_cells,) or None
+    A DataFrame's columns are taken by name in the order of ``classes``
+    (default: its columns, else ``0 .. n_classes - 1``); ``groups`` (a label
+    per cell) go through :func:`check_labels`; ``probabilities`` requires
+    rows in [0, 1] summing to 1. ``name`` and ``groups_name`` are for the
+    messages. Returns ``(proba as float64, classes as a list, groups)``.
 
     Examples
     --------
