@@ -193,7 +193,7 @@ def train_paper_network(steps):
 
 
 def all_outputs(module, X, clf, precision):
-    spec = {"crop_size": clf.crop_size, "preprocessing": clf.preprocessing_}
+    spec = {"crop_size": clf.crop_size, "preprocessing": clf.model_.preprocessing}
     return {
         name: predict_batches(module, X, output=name, precision=precision, **spec)
         for name in ("proba", *FEATURE_LAYERS)
@@ -216,7 +216,7 @@ def precision_networks(clf, calibration, device):
                 clf.net_.module_,
                 calibration,
                 crop_size=clf.crop_size,
-                preprocessing=clf.preprocessing_,
+                preprocessing=clf.model_.preprocessing,
             )
             build_seconds = time.perf_counter() - start
         else:
@@ -274,7 +274,11 @@ def precision_benchmark(args):
         print(f"int8 copy built in {build_seconds:.1f} s ({len(calibration)} calibration cells)")
 
     naive = copy.deepcopy(clf.net_.module_).eval()
-    spec = {"output": "proba", "crop_size": clf.crop_size, "preprocessing": clf.preprocessing_}
+    spec = {
+        "output": "proba",
+        "crop_size": clf.crop_size,
+        "preprocessing": clf.model_.preprocessing,
+    }
     variants = {"plain fp32 loop": lambda: plain_eval_loop(naive, X, output="proba")}
     variants.update(
         {

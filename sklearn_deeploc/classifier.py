@@ -1,10 +1,12 @@
-"""``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict."""
+"""``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict; ``pretrained=`` resolved."""
 
 import os
+from functools import partial
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
@@ -13,8 +15,7 @@ from .inference import PRECISIONS
 from .model import DeepLocModel
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
 from .preprocessing import STRETCH_VARIANTS
-from .pretrained import KeepPretrainedMixin, resolve_model
-from .streaming import apply_blockwise, is_dask_array, take_labels
+from .streaming import apply_blockwise, is_dask_array, n_cells, take_labels
 from .training import Recipe, train_network
 from .validation import (
     IMAGE_SIZE,
@@ -30,6 +31,74 @@ from .validation import (
 # not the paper's 0.1 (Adam at 0.1 trains this PyTorch network, but ends worse).
 SCRATCH = {"lr": 1e-3, "max_iter": 10_000, "dropout": 0.0}
 FINE_TUNE = {"lr": 3e-3, "max_iter": 500, "dropout": 0.5}
+# Names that resolve to a published model, fetched and converted on first use.
+REGISTERED_MODELS = {"deeploc-chong": "chong"}
+
+
+def resolve_model(pretrained):
+    """The :class:`DeepLocModel` behind a ``pretrained`` parameter, or None.
+
+    Parameters
+    ----------
+    pretrained : None, str, path-like, DeepLocModel or fitted estimator
+        A model folder (a path that exists always wins), a registered name
+        (``"deeploc-chong"``: the published DeepLoc, downloaded once by
+        :func:`~sklearn_deeploc.datasets.fetch_deeploc_model`), a model, or a
+        fitted estimator holding one as ``model_``.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.classifier import resolve_model
+    >>> resolve_model(None) is None
+    True
+    >>> resolve_model("no-such-folder")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: No model folder at no-such-folder ...
+    """
+    if pretrained is None or isinstance(pretrained, DeepLocModel):
+        return pretrained
+    if isinstance(pretrained, (str, os.PathLike)):
+        if Path(pretrained).exists() or str(pretrained) not in REGISTERED_MODELS:
+            if not Path(pretrained).exists():
+                raise FileNotFoundError(
+                    f"No model folder at {pretrained} (the path does not exist), and it is "
+                    f"not a registered model name ({sorted(REGISTERED_MODELS)})."
+                )
+            return DeepLocModel.load(pretrained)
+        from .datasets import fetch_deeploc_model
+
+        return DeepLocModel.load(fetch_deeploc_model(REGISTERED_MODELS[str(pretrained)]))
+    model = getattr(pretrained, "model_", None)
+    if isinstance(model, DeepLocModel):
+        return model
+    if hasattr(pretrained, "get_params"):
+        raise ValueError(
+            f"pretrained is an unfitted {type(pretrained).__name__}: fit it first, or pass a "
+            "model folder."
+        )
+    raise TypeError(
+        "pretrained must be a model folder path, a registered model name, a DeepLocModel or a "
+        f"fitted DeepLocClassifier; got {type(pretrained).__name__}."
+    )
+
+
+def known_cells(X):
+    """The number of cells of ``X`` (a batch never holds more), or None where it has none."""
+    try:
+        return n_cells(X)
+    except (TypeError, IndexError):  # not a sequence of cells: validate_crops says so
+        return None
+
+
+class KeepPretrainedMixin:
+    """``clone`` keeps ``pretrained`` by reference: it is only read, and a deep clone unfits it."""
+
+    def __sklearn_clone__(self):
+        params = self.get_params(deep=False)
+        pretrained = params.pop("pretrained")
+        params = {name: clone(value, safe=False) for name, value in params.items()}
+        return type(self)(pretrained=pretrained, **params)
 
 
 class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
@@ -138,12 +207,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Optimizer steps taken.
     validation_ : str
         How the validation cells were chosen ("stratified", "random", "none").
-    architecture_ : dict
-        Keyword arguments of the :class:`DeepLocNet` (``model_.architecture``).
-    preprocessing_ : dict
-        Stretch, sizes and ``tta`` (``model_.preprocessing``).
-    channel_names_ : list of str
-        ``model_.channel_names``.
 
     See Also
     --------
@@ -305,19 +368,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        """Train (or fine-tune) on crops ``X`` with labels ``y``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
-            Raw crops (integer or float).
-        y : array-like of shape (n,)
-            Labels of any type; ``predict`` gives them back.
-
-        Returns
-        -------
-        self : DeepLocClassifier
-        """
+        """Train (or fine-tune) on raw crops ``X`` with labels ``y`` of any type."""
         source = resolve_model(self.pretrained)
         architecture, preprocessing = self._spec(source)
         X = validate_crops(
@@ -394,23 +445,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         clf.validation_ = "none"
         return clf
 
-    # -- the model's description, for scripts written against the first API ----------
-
-    @property
-    def architecture_(self):
-        return self.model_.architecture
-
-    @property
-    def preprocessing_(self):
-        return self.model_.preprocessing
-
-    @property
-    def channel_names_(self):
-        return self.model_.channel_names
-
     # -- prediction --------------------------------------------------------------
 
-    def _predict_proba_in_memory(self, X):
+    def _predict_proba_in_memory(self, X, options):
         X = validate_crops(
             self,
             X,
@@ -419,12 +456,14 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             image_size=self.model_.image_size,
             crop_size=self.model_.crop_size,
         )
+        tta, batch_size, precision = options
         return self.model_.predict_proba(
             X,
-            tta=self.tta,
-            batch_size=self.batch_size,
-            precision=self.precision,
+            tta=tta,
+            batch_size=batch_size,
+            precision=precision,
             verbose=self.verbose,
+            check_input=False,
         )
 
     def predict_proba(self, X):
@@ -444,7 +483,11 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self, "model_")
         self._validate_params()  # parameters set after fit (batch_size=0) are refused too
-        return apply_blockwise(self._predict_proba_in_memory, X, len(self.classes_))
+        options = self.model_.check_inference_options(
+            self.tta, self.batch_size, self.precision, n_items=known_cells(X)
+        )
+        predict = partial(self._predict_proba_in_memory, options=options)
+        return apply_blockwise(predict, X, len(self.classes_))
 
     def predict(self, X):
         """Most probable class of each cell, as labels of ``classes_`` (lazy for dask input)."""
@@ -458,17 +501,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     # -- persistence -------------------------------------------------------------
 
     def save_pretrained(self, path):
-        """Write the fitted model as a folder: ``config.json`` + ``weights.safetensors``.
+        """Write the fitted model as a folder (``config.json``, ``weights.safetensors``).
 
-        Parameters
-        ----------
-        path : str or path-like
-            Folder to write (created if needed).
-
-        Returns
-        -------
-        pathlib.Path
-            The folder, for :func:`load_pretrained` or ``pretrained=``.
+        Returns the folder's path, for :func:`load_pretrained` or ``pretrained=``.
         """
         check_is_fitted(self, "model_")
         model = self.model_

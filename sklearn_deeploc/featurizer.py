@@ -2,6 +2,7 @@
 
 import hashlib
 import warnings
+from functools import partial
 from numbers import Integral
 
 import numpy as np
@@ -9,8 +10,8 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .classifier import KeepPretrainedMixin, known_cells, resolve_model
 from .inference import PRECISIONS, check_precision
-from .pretrained import KeepPretrainedMixin, resolve_model
 from .streaming import apply_blockwise
 from .validation import DeviceName, validate_crops
 
@@ -187,17 +188,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Load and check the pretrained network; ``X`` only sets the input checks.
-
-        Parameters
-        ----------
-        X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
-        y : ignored
-
-        Returns
-        -------
-        self : DeepLocFeaturizer
-        """
+        """Load and check the pretrained network; ``X`` sets the input checks (and int8 ranges)."""
         model = resolve_model(self.pretrained)
         if model is None:
             raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
@@ -228,30 +219,35 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Features of each cell, float32 of shape (n, n_features_out_).
 
-        ``X`` may also be a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
-        ``h5py`` or ``zarr`` array (read in blocks, so memory does not grow
-        with the number of cells) or a ``dask.array`` (a lazy dask array
-        comes back, computed block by block).
+        ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array``
+        (a lazy one comes back).
         """
         check_is_fitted(self, "model_")
         self._validate_params()  # parameters set after fit (batch_size=0) are refused too
-        return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
+        width = self.n_features_out_  # an unknown layer is refused here
+        options = self.model_.check_inference_options(
+            self.tta, self.batch_size, self.precision, n_items=known_cells(X)
+        )
+        return apply_blockwise(partial(self._transform_in_memory, options=options), X, width)
 
-    def _transform_in_memory(self, X):
+    def _transform_in_memory(self, X, options):
         X = self._validate(X, self.model_, reset=False)
+        features = partial(self._features, options=options)
         if self.cache is not None:
             context = FeatureCache.context(self.model_, self.layer, self.tta, self.precision)
-            return self.cache.lookup(X, context, self._features)
-        return self._features(X)
+            return self.cache.lookup(X, context, features)
+        return features(X)
 
-    def _features(self, X):
+    def _features(self, X, options):
+        tta, batch_size, precision = options
         return self.model_.features(
             X,
             self.layer,
-            tta=self.tta,
-            batch_size=self.batch_size,
-            precision=self.precision,
+            tta=tta,
+            batch_size=batch_size,
+            precision=precision,
             verbose=self.verbose,
+            check_input=False,
         )
 
     def get_feature_names_out(self, input_features=None):

@@ -15,11 +15,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 from sklearn.utils import check_random_state
 
-from .classifier import DeepLocClassifier
+from .classifier import DeepLocClassifier, resolve_model
 from .featurizer import DeepLocFeaturizer, FeatureCache
 from .handcrafted import HandcraftedFeatures, make_classical_head
 from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
-from .pretrained import resolve_model
 from .validation import check_labels, check_positive_int
 
 FEATURE_HEADS = ("svm", "knn", "forest")

@@ -134,8 +134,8 @@ def test_save_and_load_give_identical_outputs(source_model, source_folder, cells
     loaded = load_pretrained(source_folder)
     np.testing.assert_array_equal(loaded.predict_proba(X), source_model.predict_proba(X))
     np.testing.assert_array_equal(loaded.classes_, source_model.classes_)
-    assert loaded.channel_names_ == ["protein", "marker"]
-    assert loaded.preprocessing_ == source_model.preprocessing_
+    assert loaded.model_.channel_names == ["protein", "marker"]
+    assert loaded.model_.preprocessing == source_model.model_.preprocessing
     assert sorted(p.name for p in source_folder.iterdir()) == ["config.json", "weights.safetensors"]
 
 

@@ -41,7 +41,7 @@ def run(module, X, clf, precision, output="proba"):
         X,
         output=output,
         crop_size=clf.crop_size,
-        preprocessing=clf.preprocessing_,
+        preprocessing=clf.model_.preprocessing,
         precision=precision,
         batch_size=16,
     )
@@ -53,7 +53,7 @@ def network_for(clf, precision, calibration):
             clf.net_.module_,
             calibration,
             crop_size=clf.crop_size,
-            preprocessing=clf.preprocessing_,
+            preprocessing=clf.model_.preprocessing,
         )
     device = "cuda" if precision == "fp16" else "cpu"
     return inference_copy(clf.net_.module_, device)

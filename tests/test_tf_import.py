@@ -53,8 +53,8 @@ def test_mapping_ignores_optimizer_slots_and_reports_every_parameter():
 def test_model_folder_and_featurizer(tmp_path, expected):
     assert main(["import-tf", str(SMALL), "-o", str(tmp_path / "chong")]) == 0
     model = load_pretrained(tmp_path / "chong")
-    assert model.preprocessing_["stretch_variant"] == "reference"
-    assert model.channel_names_ == ["GFP", "RFP"]
+    assert model.model_.preprocessing["stretch_variant"] == "reference"
+    assert model.model_.channel_names == ["GFP", "RFP"]
     assert list(model.classes_) == [f"class_{i}" for i in range(5)]
     crops = np.random.default_rng(0).random((3, 2, 64, 64)).astype(np.float32) * 1000
     features = DeepLocFeaturizer(tmp_path / "chong").fit(crops).transform(crops)
