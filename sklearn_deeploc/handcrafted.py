@@ -7,26 +7,8 @@ features per cell, then an ensemble of SVMs. This module gives both halves:
 protein-marker correlation) and :func:`make_classical_head` is the
 ensemble of linear SVMs.
 
-Libraries, chosen after timing each on 64x64 crops (one core, per cell):
-
-- mahotas for Haralick texture (13 features, CellProfiler's definitions,
-  about 0.4 ms per distance at 32 grey levels) and Zernike moments (0.5 ms);
-  it is CellProfiler's own texture dependency (through centrosome and
-  cp-measure).
-- scikit-image for Otsu thresholds, Hu moments (0.1 ms each) and the
-  watershed that splits touching cells; its ``graycoprops`` has 6 of the 13
-  Haralick features and it has no Zernike moments.
-- scipy.ndimage for labels, hole filling and distance maps.
-
-All together about 5 ms of one core per cell, so 2 cores reach the goal of
-200 cells/s on a quiet machine (benchmarks/bench_classical.py).
-
-cp-measure (CellProfiler's measurements as a library) was tried first: its
-texture takes about 100 ms per cell (256 grey levels, label images of whole
-fields) and its intensity, shape, Zernike and radial measurements another
-12 ms, so 10 to 80 cells/s per core against the goal of 200 cells/s; and
-it pins pillow < 12 through centrosome, which would downgrade the pillow
-that matplotlib uses here.
+Libraries: mahotas (Haralick, Zernike), scikit-image, scipy.ndimage; see
+benchmarks/RESULTS.md for why.
 """
 
 import hashlib
@@ -120,11 +102,7 @@ def _stretched_pair(crops, protein_channel, marker_channel, stretch):
 
 
 def _fallback_mask(shape):
-    """A centred disc of a typical cell's size, symmetric under rotations and flips.
-
-    In crops of a few pixels the disc still takes the pixels nearest the
-    centre (all four of a 2x2 crop), so that every mask holds a pixel.
-    """
+    """A centred disc of a typical cell's size (at least the pixels nearest the centre)."""
     rows, cols = np.indices(shape)
     centre = (np.asarray(shape) - 1) / 2
     distance = np.hypot(rows - centre[0], cols - centre[1])
@@ -132,12 +110,7 @@ def _fallback_mask(shape):
 
 
 def _declump(foreground):
-    """Label touching cells apart: a watershed of the distance to the background.
-
-    CellProfiler's default ("shape") declumping: each smoothed-distance peak
-    at least ``MIN_SEED_DISTANCE`` deep seeds one cell. Pixels no seed reaches
-    stay 0.
-    """
+    """Label touching cells apart as CellProfiler's "shape" declumping: a distance watershed."""
     distance = ndimage.gaussian_filter(ndimage.distance_transform_edt(foreground), 1.0)
     peaks = distance == ndimage.maximum_filter(distance, footprint=SEED_FOOTPRINT)
     seeds, _ = ndimage.label(peaks & (distance >= MIN_SEED_DISTANCE))
@@ -227,12 +200,8 @@ def _intensity_features(protein, mask, centre, radius):
 
 
 def _texture_features(protein, mask, distances, gray_levels):
-    """Haralick features at each distance, the mean over the 4 directions (rotation invariant).
-
-    Grey levels 1..``gray_levels`` inside the cell, 0 outside, so that mahotas
-    (``ignore_zeros``) counts pixel pairs inside the cell only. A distance
-    with no such pair in some direction (a tiny or thin cell) gives zeros.
-    """
+    """Haralick features per distance, the mean over the 4 directions; zeros without pairs."""
+    # Levels from 1 inside the cell, 0 outside: mahotas' ignore_zeros then counts inside pairs.
     levels = 1 + np.minimum(protein * gray_levels, gray_levels - 1).astype(np.uint8)
     quantised = np.where(mask, levels, 0).astype(np.uint8)
     features = []
@@ -246,30 +215,20 @@ def _texture_features(protein, mask, distances, gray_levels):
 
 
 def _moment_features(protein, mask, centre, radius, zernike_degree):
-    """Hu moments (log10 of magnitudes) and Zernike magnitudes of the protein in the cell.
-
-    Zernike moments are taken on the circle about the cell's centroid that
-    holds the cell, so they are invariant to the cell's size too. The moment
-    (0, 0) is left out: mahotas divides by the total intensity, which makes
-    it 1/pi for every cell.
-    """
+    """Hu moments (log10 magnitudes) and Zernike magnitudes on the circle holding the cell."""
     pattern = np.where(mask, protein, 0.0)
     n_zernike = len(_zernike_orders(zernike_degree))
     if pattern.sum() <= 0:
         return np.concatenate([np.full(7, np.log10(HU_FLOOR)), np.zeros(n_zernike)])
     normalised = moments_normalized(moments_central(pattern, order=3), order=3)
     hu = np.log10(np.abs(moments_hu(normalised)) + HU_FLOOR)
+    # (0, 0) is 1/pi for every cell: mahotas divides by the total intensity.
     zernike = zernike_moments(pattern, radius, degree=zernike_degree, cm=centre)[1:]
     return np.concatenate([hu, zernike])
 
 
 def _radial_features(protein, mask, centre, n_bins):
-    """CellProfiler's radial distribution: intensity by normalised distance from the centre.
-
-    A pixel's position is ``d_centre / (d_centre + d_edge)`` (0 at the
-    centroid, 1 at the edge). Per ring: the fraction of the cell's protein in
-    it, and that fraction divided by the ring's fraction of the cell's area.
-    """
+    """CellProfiler's radial distribution: protein fraction (and per area) per ring to the edge."""
     rows, cols = np.indices(mask.shape)
     from_centre = np.hypot(rows - centre[0], cols - centre[1])[mask]
     to_edge = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1][mask]
@@ -475,17 +434,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Check the crops and the settings; nothing is learnt from the cells.
-
-        Parameters
-        ----------
-        X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
-        y : ignored
-
-        Returns
-        -------
-        self : HandcraftedFeatures
-        """
+        """Check the crops (as ``transform`` takes them) and the settings; nothing is learnt."""
         crops = self._check_crops(X, reset=True)
         self.n_channels_ = crops.shape[1]
         self._check_channels()
@@ -497,12 +446,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
             _check_channel(name, getattr(self, name), self.n_channels_)
 
     def _check_settings_since_fit(self):
-        """The checks of ``fit`` again, for parameters set after it (``set_params``).
-
-        The features' width is fixed at fit (lazy and dask outputs are laid
-        out before any cell is measured), so settings that change it need a
-        new fit.
-        """
+        """The checks of ``fit`` again, for ``set_params`` after it; the width is fixed at fit."""
         check_is_fitted(self, "n_features_out_")
         self._validate_params()
         self._check_channels()
@@ -524,13 +468,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Features of each cell, float32 of shape (n, n_features_out_).
 
-        ``X`` may also be a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
-        ``h5py`` or ``zarr`` array (read in blocks) or a ``dask.array`` (a lazy
-        dask array comes back, computed block by block).
-
-        Parameters set after ``fit`` are checked as ``fit`` checks them;
-        ``haralick_distances``, ``zernike_degree`` or ``radial_bins`` that
-        change the number of features need a new ``fit``.
+        ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array``
+        (a lazy one comes back). Settings that change the number of features
+        need a new ``fit``.
         """
         self._check_settings_since_fit()
         return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
@@ -654,18 +594,7 @@ class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
-        """Fit each member on its own subset of the cells.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_cells, n_features)
-        y : array-like of shape (n_cells,)
-            Class labels, at least two classes.
-
-        Returns
-        -------
-        self : SubsetSVMEnsemble
-        """
+        """Fit each member on its own subset of the cells (``y``: at least two classes)."""
         X, _ = validate_data(self, X, y)
         check_classification_targets(y)
         self.classes_, codes = check_labels(y)  # from y as given: refuses mixed label types
@@ -699,9 +628,7 @@ def make_classical_head(random_state=None):
     """ensLOC's classifier: 25 linear SVMs, each on a stratified 80% of the cells.
 
     ensLOC (Chong et al. 2015) trained 60 binary SVMs on sub-datasets of its
-    labelled cells. Here 25 members each take a random 80% of every class's
-    training cells (:class:`SubsetSVMEnsemble`), standardise them and fit a
-    linear SVM; the ensemble votes.
+    labelled cells; here a :class:`SubsetSVMEnsemble` of 25 votes.
 
     Parameters
     ----------

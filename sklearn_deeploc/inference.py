@@ -11,27 +11,9 @@ Precisions (:data:`PRECISIONS`, checked by :func:`check_precision`):
 - ``"int8"`` (x86 CPU only): a statically quantised copy from
   :func:`quantized_copy`, calibrated on raw crops.
 
-Why int8 uses FX graph mode quantisation (``torch.ao.quantization.quantize_fx``)
-with the ``"x86"`` backend, although torch 2.13 deprecates it (and the
-``quint8`` tensors it makes) in favour of the PT2E flow of the ``torchao``
-package. Probed on a 2-core AVX512-VNNI CPU, the paper network on 60x60
-crops, as a ratio to a plain fp32 eval loop in the same run:
-
-- FX ``prepare_fx`` / ``convert_fx``: 4.6x (5.9x in
-  ``benchmarks/bench_throughput.py``), in eager mode, any batch size, no
-  compiler: the fbgemm/oneDNN int8 kernels run directly.
-- torchao 0.18 PT2E (``X86InductorQuantizer``), converted model in eager
-  mode: 0.5-0.7x (quantise/dequantise in float around float kernels).
-- PT2E + ``lower_pt2e_quantized_to_x86`` (oneDNN int8 kernels, no compile):
-  2.3x, with the graph fixed to the batch size it was exported with.
-- PT2E + ``torch.compile``: fails on 60x60 crops (Inductor's quantised
-  reshape fails after the odd-sized "same" pooling, 15 -> 8); on 64x64 crops
-  2.3-4.6x after about 6 s of compilation, recompiled per batch shape, with
-  a C++ compiler needed at run time.
-
-So FX is the route that is fast here and needs nothing beyond torch; its
-deprecation warnings are silenced where the copy is built. When torch drops
-it, the PT2E lowering above is the replacement.
+int8 uses FX graph mode quantisation, deprecated by torch: it runs fast in eager mode and
+needs nothing beyond torch (its deprecation notices are silenced). When torch drops it,
+torchao's PT2E lowering is the replacement (benchmarks/RESULTS.md).
 """
 
 import contextlib
@@ -64,11 +46,6 @@ def _auto(device):
 
 def resolve_device(device):
     """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others are checked.
-
-    Raises
-    ------
-    ValueError
-        A device this machine (or this PyTorch build) does not have.
 
     Examples
     --------
@@ -159,10 +136,7 @@ def inference_copy(module, device="cpu"):
 
     Batch normalisation is folded into the preceding convolution or linear
     layer and the copy runs channels-last, with outputs equal to rounding
-    error. On 2 CPU cores, folding alone gave 1.06-1.12x and channels-last
-    alone 1.20-1.31x a plain eval loop; with :func:`predict_batches` the
-    featurizer ran at 1.41-1.88x, at the machine's matmul rate
-    (``benchmarks/RESULTS.md``).
+    error.
 
     Examples
     --------
@@ -186,11 +160,7 @@ def inference_copy(module, device="cpu"):
 
 
 class _EveryOutput(nn.Module):
-    """Logits and every feature layer of a ``DeepLocNet`` from one forward pass.
-
-    Mirrors ``DeepLocNet.forward`` and ``forward_features`` so that one
-    quantised graph serves predictions and features alike.
-    """
+    """Logits and every feature layer from one pass, so one int8 graph serves both."""
 
     def __init__(self, network):
         super().__init__()
@@ -234,7 +204,7 @@ class QuantizedDeepLocNet(nn.Module):
 
 @contextlib.contextmanager
 def _quiet_fx_quantization():
-    """Silence the legacy quantisation API's deprecation notices (see the module docstring)."""
+    """Silence the deprecation notices of FX quantisation (see the module docstring)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
         warnings.filterwarnings("ignore", "Please use quant_min and quant_max", UserWarning)
@@ -243,11 +213,7 @@ def _quiet_fx_quantization():
 
 
 def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device):
-    """Per batch of raw crops: the stretched views (five crops or the centre) to average.
-
-    The views are slices of the stretched batch; each is laid out for the
-    network only when it runs, so one copy at a time is alive.
-    """
+    """Per batch: the stretched views to average, laid out only when run (one copy alive)."""
     for start in range(0, len(X), batch_size):
         x = stretch_as_stored(to_tensor(X[start : start + batch_size]).to(device), preprocessing)
         yield five_crops(x, crop_size) if tta else (center_crop(x, crop_size),)
@@ -260,9 +226,8 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
     activations per tensor, with ranges calibrated on the stretched views of
     ``calibration`` (the same stretch and crops as :func:`predict_batches`).
     The result depends only on the weights and the calibration crops; 64 to
-    256 cells like the ones to predict are enough. Building takes time in
-    proportion: 31 s for 128 cells (five crops each) and the paper network
-    on 2 busy CPU cores, mostly in the histogram observers.
+    256 cells like the ones to predict are enough, and building takes time in
+    proportion to them.
 
     Parameters
     ----------
@@ -343,8 +308,7 @@ def _outputs(module, crops, output):
 def _check_module_precision(module, precision):
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
-    quantized = isinstance(module, QuantizedDeepLocNet)
-    if quantized != (precision == "int8"):
+    if isinstance(module, QuantizedDeepLocNet) != (precision == "int8"):
         raise ValueError(
             "precision='int8' runs a quantized_copy of the network, and a quantized copy "
             f"runs only at 'int8'; got precision={precision!r} with a "
@@ -363,6 +327,7 @@ def predict_batches(
     batch_size=128,
     precision="fp32",
     verbose=0,
+    check_input=True,
 ):
     """Run a network over validated crops batch by batch, under ``inference_mode``.
 
@@ -391,12 +356,15 @@ def predict_batches(
         first with :func:`check_precision`.
     verbose : int, default=0
         Show a progress bar when > 0.
+    check_input : bool, default=True
+        Check ``precision`` against ``module``; False trusts a caller that did.
 
     Returns
     -------
     ndarray of shape (n, n_outputs), float32
     """
-    _check_module_precision(module, precision)
+    if check_input:
+        _check_module_precision(module, precision)
     device = _device_of(module)
     # Five channels-last passes beat one concatenated NCHW batch on CPU; the
     # quantised kernels measured faster on NCHW input.
@@ -431,11 +399,7 @@ def predict_batches(
 
 
 def _check_finite(values, output, precision):
-    """Refuse NaN or infinite outputs: argmax over NaN would name the first class for every cell.
-
-    Crops are checked finite before this, so the cause is the network (broken
-    weights) or the arithmetic (fp16 overflow).
-    """
+    """Refuse NaN or infinite outputs (from finite crops): argmax would name the first class."""
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         overflow = " or fp16 overflowed (try 'bf16' or 'fp32')" if precision == "fp16" else ""
@@ -448,11 +412,7 @@ def _check_finite(values, output, precision):
 
 
 def _max_relative_error(reference, other):
-    """Largest absolute difference over the largest fp32 magnitude of the layer.
-
-    Relative to the layer's range rather than to each value, so that the many
-    ReLU zeros and near-zeros do not blow the ratio up.
-    """
+    """Largest difference over the layer's largest fp32 magnitude (ReLU zeros would blow up)."""
     scale = np.abs(reference).max()
     error = np.abs(other - reference).max()
     if scale == 0:
@@ -475,8 +435,8 @@ def precision_agreement(reference, other):
     dict
         ``"top1_agreement"``: the fraction of cells with the same most probable
         class; ``"<layer>_max_relative_error"`` for each feature layer: the
-        largest per-cell L2 error relative to the cell's fp32 feature norm
-        (inf where an all-zero fp32 vector became non-zero).
+        largest absolute error over the layer's largest fp32 magnitude (inf
+        where an all-zero fp32 layer became non-zero).
 
     Examples
     --------
