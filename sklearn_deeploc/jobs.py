@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from .blocks import (
-    FORMATS,
     ResumableOutput,
+    check_table_path,
     file_identity,
     read_table,
     run_blocks,
@@ -43,11 +43,6 @@ from .screen import aggregate
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
-
-
-def _check_table_path(path):
-    if Path(path).suffix not in FORMATS:  # before the model is fetched; blocks checks the rest
-        raise ValueError(f"Output must end in one of {sorted(FORMATS)}; got {path}.")
 
 
 def _first_cells(dataset):
@@ -89,16 +84,24 @@ def block_table(estimator, data, start, stop):
     return frame
 
 
-def _run_cell_blocks(estimator, data, output, manifest, *, block_size, overwrite, client, verbose):
-    model = estimator if client is None else client.scatter(estimator, broadcast=True)
+def _run_cell_blocks(estimator, data, output, job, *, block_size, overwrite, client, verbose):
+    manifest = {
+        "job": job,
+        "model": estimator.model_.digest(),
+        "layer": getattr(estimator, "layer", None),
+        "tta": estimator.tta,
+        "precision": estimator.precision,
+        "input": file_identity(data),
+    }
+    shipped = estimator if client is None else client.scatter(estimator, broadcast=True)
     run_blocks(
         output,
         len(DeepLocHDF5Dataset(data)),
         block_size,
         block_table,
-        model,
+        shipped,
         str(data),
-        manifest={**manifest, "input": file_identity(data)},
+        manifest=manifest,
         overwrite=overwrite,
         client=client,
         verbose=verbose,
@@ -150,7 +153,7 @@ def predict(
     pandas.DataFrame
         The whole table, as written.
     """
-    _check_table_path(output)
+    check_table_path(output)  # before the model is fetched
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
     classifier = DeepLocClassifier.from_model(_model_for(model, device, precision, dataset))
@@ -161,17 +164,11 @@ def predict(
         precision=precision,
     )
     classifier._validate_params()
-    manifest = {
-        "job": "predict",
-        "model": classifier.model_.digest(),
-        "tta": classifier.tta,
-        "precision": precision,
-    }
     return _run_cell_blocks(
         classifier,
         data,
         output,
-        manifest,
+        "predict",
         block_size=block_size,
         overwrite=overwrite,
         client=client,
@@ -205,7 +202,7 @@ def featurize(
     -------
     pandas.DataFrame
     """
-    _check_table_path(output)
+    check_table_path(output)  # before the model is fetched
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
     model = _model_for(model, device, "fp32", dataset)
@@ -218,18 +215,11 @@ def featurize(
         device=device,
         precision=precision,
     ).fit(_first_cells(dataset))
-    manifest = {
-        "job": "featurize",
-        "model": featurizer.model_.digest(),
-        "layer": layer,
-        "tta": tta,
-        "precision": precision,
-    }
     return _run_cell_blocks(
         featurizer,
         data,
         output,
-        manifest,
+        "featurize",
         block_size=block_size,
         overwrite=overwrite,
         client=client,
