@@ -19,7 +19,7 @@ from .classifier import DeepLocClassifier, resolve_model
 from .featurizer import DeepLocFeaturizer, FeatureCache
 from .handcrafted import HandcraftedFeatures, make_classical_head
 from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
-from .validation import check_labels, check_positive_int
+from .validation import PositiveInt, check_labels, check_positive_int
 
 FEATURE_HEADS = ("svm", "knn", "forest")
 NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
@@ -63,22 +63,16 @@ def _check_cell_labels(y, crops, name, crops_name):
 
 
 def _check_sizes(sizes):
-    """Cells per class: a non-empty sequence of positive integers (or one integer)."""
     sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-    if not sizes:
-        raise ValueError("sizes must list at least one number of cells per class; got ().")
-    valid = [isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in sizes]
-    if not all(valid):
-        raise ValueError(f"sizes must be positive integers (cells per class); got {sizes}.")
+    if not sizes or not all(map(PositiveInt().is_satisfied_by, sizes)):
+        raise ValueError(
+            f"sizes must be positive integers (cells per class), one or more; got {sizes}."
+        )
     return [int(s) for s in sizes]
 
 
 def _frozen(features, X):
-    """``features`` fitted once and frozen, its cache warmed with every cell of ``X``.
-
-    Pipelines (and ``GridSearchCV`` clones) reuse it as it is: no refit per fold
-    or per draw, no second pass over a cell.
-    """
+    # Fitted once, its cache warmed with every cell: folds and draws reuse it as it is.
     features.fit(X).transform(X)
     return FrozenEstimator(features)
 
@@ -95,11 +89,8 @@ def _feature_steps(source, X, heads, layer, verbose):
 
 
 def _candidates(features, source, network_params, random_state):
-    """(features step, head) for every head the comparison knows.
-
-    The network heads start from ``source``, the resolved pretrained model
-    (``clone`` keeps it by reference), so a model folder is read only once.
-    """
+    # The network heads share the resolved model (clone keeps it by reference):
+    # a model folder is read only once.
     architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
@@ -139,17 +130,9 @@ def compare_heads(
 ):
     """Cross-validate feature heads against fine-tuning in one ``GridSearchCV``.
 
-    Every candidate is a two-step :class:`~sklearn.pipeline.Pipeline`
-    ``features -> head``: pretrained DeepLoc features (layer ``fc2`` by
-    default) into a linear SVM (one-vs-one), k-nearest neighbours or a random
-    forest; or the raw crops (``"passthrough"``) into a
-    :class:`DeepLocClassifier` fine-tuned with the conv layers frozen, fully
-    fine-tuned, or trained from scratch with the same architecture; or the
-    paper's classical baseline (``"classical"``: CellProfiler-style
-    :class:`~sklearn_deeploc.HandcraftedFeatures` into an ensemble of linear
-    SVMs, as ensLOC). All candidates see the same folds. Each cell is
-    featurised (and measured, for the classical head) once for the whole
-    search (a shared :class:`FeatureCache`, warmed before the search).
+    Every candidate is a :class:`~sklearn.pipeline.Pipeline` ``features ->
+    head`` (:data:`HEAD_DESCRIPTIONS`); all see the same folds, and each cell
+    is featurised once for the whole search (a shared :class:`FeatureCache`).
 
     Parameters
     ----------
@@ -229,7 +212,6 @@ def compare_heads(
 
 
 def _smallest_fold(cv, X, y):
-    """Cells in the smallest training fold of ``cv``."""
     with warnings.catch_warnings():  # GridSearchCV warns about the same folds
         warnings.simplefilter("ignore")
         return min(len(train) for train, _ in cv.split(X, y))
@@ -292,10 +274,7 @@ def transfer_curve(
     n_draws : int, default=5
         Random training sets per size, at least 1.
     heads : sequence of str, default=("finetune_all", "scratch")
-        Heads of :func:`compare_heads` (the same names): ``"finetune_all"``
-        (transfer, every layer fine-tuned), ``"finetune_fc"`` (conv layers
-        frozen), ``"scratch"`` (same architecture, random initialisation), the
-        feature heads ``"svm"``, ``"knn"``, ``"forest"`` and ``"classical"``.
+        Heads of :func:`compare_heads` (:data:`HEAD_DESCRIPTIONS`).
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     network_params : dict, optional
@@ -453,11 +432,6 @@ def per_class_comparison(models, X_test, y_test):
     pandas.DataFrame
         One row per class, one column of average precision per model, and a
         last row ``"mean"``.
-
-    Raises
-    ------
-    ValueError
-        No models, or a model whose scores are not one column per class.
 
     Examples
     --------

@@ -186,7 +186,7 @@ def test_compare_heads_knn_shrinks_k_to_the_smallest_training_fold(source_model,
         ({"sizes": (0,)}, r"sizes must be positive integers .*; got \(0,\)"),
         ({"sizes": (-1,)}, r"sizes must be positive integers .*; got \(-1,\)"),
         ({"sizes": (1.5,)}, r"sizes must be positive integers .*; got \(1.5,\)"),
-        ({"sizes": ()}, "sizes must list at least one"),
+        ({"sizes": ()}, r"sizes must be positive integers .*one or more; got \(\)"),
         ({"n_draws": 0}, "n_draws must be a positive integer; got 0"),
     ],
 )
