@@ -308,7 +308,8 @@ def held_lock(path, what, *, error=RuntimeError, reentrant=False):
             "host": socket.gethostname(),
             "started": datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        write_atomically(holder, lambda file: file.write_text(json.dumps(me)))
+        # One small write, read whole: a temporary file would show the pid before this one does.
+        holder.write_text(json.dumps(me))
         if reentrant:
             _REENTERED.add(key)
         yield stale
