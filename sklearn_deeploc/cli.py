@@ -15,26 +15,23 @@ INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 RESUMABLE_COMMANDS = ("train", "predict", "featurize", "screen")
 
 
-def positive_int(text):
-    """An argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
+def _argument_type(convert, accepts, expected):
+    """An argparse type: ``convert(text)`` if ``accepts`` it, else "expected <expected>"."""
+
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}; got {value}")
+        return value
+
+    return parse
 
 
-def fraction(text):
-    """An argparse type: a number in [0, 1)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {value}")
-    return value
+positive_int = _argument_type(int, lambda value: value >= 1, "a positive integer")
+fraction = _argument_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
 def _add_train(commands):
