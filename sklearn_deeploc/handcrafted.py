@@ -466,7 +466,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         )
 
     def transform(self, X):
-        """Features of each cell, float32 of shape (n, n_features_out_).
+        """Features of each cell, float32 of shape ``(n, n_features_out_)``.
 
         ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array``
         (a lazy one comes back). Settings that change the number of features
