@@ -59,13 +59,13 @@ def resolve_model(pretrained):
     if pretrained is None or isinstance(pretrained, DeepLocModel):
         return pretrained
     if isinstance(pretrained, (str, os.PathLike)):
-        if Path(pretrained).exists() or str(pretrained) not in REGISTERED_MODELS:
-            if not Path(pretrained).exists():
-                raise FileNotFoundError(
-                    f"No model folder at {pretrained} (the path does not exist), and it is "
-                    f"not a registered model name ({sorted(REGISTERED_MODELS)})."
-                )
+        if Path(pretrained).exists():
             return DeepLocModel.load(pretrained)
+        if str(pretrained) not in REGISTERED_MODELS:
+            raise FileNotFoundError(
+                f"No model folder at {pretrained} (the path does not exist), and it is "
+                f"not a registered model name ({sorted(REGISTERED_MODELS)})."
+            )
         from .datasets import fetch_deeploc_model
 
         return DeepLocModel.load(fetch_deeploc_model(REGISTERED_MODELS[str(pretrained)]))
@@ -105,24 +105,19 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     """DeepLoc: a deep network that classifies protein localization in single cells.
 
     Trains the network of Kraus et al. (2017) from scratch, or fine-tunes a
-    pretrained one, on crops of single cells. Training follows the paper:
-    per-cell percentile stretch, random 60x60 crops with flips and rotations,
-    Adam with exponential learning-rate decay (0.96 every 25 steps), a
-    validation split with the best model kept. Prediction averages the
-    softmax of five crops (centre and corners). A skorch
-    ``NeuralNetClassifier`` does the training (``net_``); the trained network
-    with its classes and preprocessing is ``model_``, a
+    pretrained one, on crops of single cells, with the paper's recipe
+    (per-cell stretch, augmented random crops, Adam with exponential decay,
+    the best model on a validation split kept). Prediction averages the
+    softmax of five crops. The result is ``model_``, a
     :class:`~sklearn_deeploc.DeepLocModel`.
 
     Parameters
     ----------
     pretrained : str, path-like, DeepLocClassifier, DeepLocModel or None, default=None
         A model folder (see :meth:`save_pretrained`), the registered name
-        ``"deeploc-chong"``, a fitted classifier or a model.
-        Every layer but the last is copied; a new output layer (with
-        ``dropout``) is trained for the classes of ``y``. The architecture,
-        crop size and stretch then come from the pretrained model and the
-        parameters for them here are ignored. None trains from scratch.
+        ``"deeploc-chong"``, a fitted classifier or a model. Every layer but
+        the last is copied, with the model's architecture and stretch (the
+        parameters for them here are ignored). None trains from scratch.
     conv_channels : tuple of int, default=(64, 64, 128, 128, 256, 256, 256, 256)
         Feature maps of the conv layers.
     fc_units : tuple of int, default=(512, 512)
@@ -155,9 +150,8 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Optimizer steps (not epochs); None means 500 when fine-tuning and
         10,000 from scratch, as in the paper.
     validation_fraction : float, default=0.1
-        Cells held out (stratified) to pick the best model. With too few
-        cells per class the split is unstratified or skipped; ``validation_``
-        says which.
+        Cells held out (stratified where there are enough) to pick the best
+        model; ``validation_`` says how they were drawn.
     validation_interval : int, default=500
         Steps between validations (one skorch epoch).
     sampling : {"balanced", "uniform"}, default="balanced"
@@ -172,21 +166,17 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         prediction. ``"fp16"`` needs a GPU (training scales the loss);
         ``"int8"`` applies to prediction only, training then runs in fp32.
     checkpoint_dir : str, path-like or None, default=None
-        Folder of training checkpoints. ``fit`` writes one every
-        ``checkpoint_interval`` steps, and a later ``fit`` with the same data
-        and parameters resumes from the newest one (and ends with the model
-        an uninterrupted run would have given); a checkpoint of other data or
-        parameters is refused. The last one is kept after training, so fitting
-        again returns at once. One folder per training run.
+        Folder of training checkpoints, one per training run: a later ``fit``
+        with the same data and parameters resumes from the newest one (README,
+        "Resuming an interrupted training"); other data or parameters are refused.
     checkpoint_interval : int or None, default=None
         Steps between checkpoints; None means every ``validation_interval``.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, sampling, augmentation and the validation split;
         an int makes CPU training reproducible.
     verbose : int, default=0
-        0 is silent; 1 shows one progress bar over the whole run (loss,
-        learning rate, ETA) and a line per validation; when the output is not
-        a terminal, a plain line every 5% of the steps instead of the bar.
+        1 shows a progress bar (loss, learning rate, ETA) and a line per
+        validation (a line every 5% of the steps where output is not a terminal).
 
     Attributes
     ----------

@@ -88,11 +88,9 @@ class FeatureCache:
 class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     """Features of a pretrained DeepLoc network for SVM, kNN or random-forest heads.
 
-    ``fit`` loads and checks the network; it never trains on the data, so the
-    same features come out whatever cells it is fitted on. ``transform``
-    preprocesses the crops as the network was trained (stored with the model)
-    and returns the activations of one layer, averaged over the five
-    prediction crops.
+    ``fit`` loads and checks the network and never trains, so the features
+    do not depend on the cells it is fitted on. ``transform`` preprocesses
+    the crops as the model stores and returns one layer's activations.
 
     Parameters
     ----------
@@ -112,22 +110,17 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     device : str, default="auto"
         Torch device; "auto" takes CUDA when present.
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        Arithmetic of inference: ``"bf16"`` on CPUs with native bf16 and on
-        GPUs, ``"fp16"`` on GPUs, ``"int8"`` (x86 CPUs) calibrated on the
-        cells given to ``fit``. Check a reduced precision on your cells with
-        ``featurizer.model_.agreement(X, precision)`` before a large run.
+        Arithmetic of inference (README, "Faster inference"); int8 calibrates
+        on the cells given to ``fit``. Check with ``model_.agreement`` first.
     verbose : int, default=0
         Progress bar when > 0.
     cache : FeatureCache or None, default=None
-        Serve cells seen before from a
-        :class:`FeatureCache` (shared, not copied, by ``clone``), so that a
-        search featurises each cell once.
+        Serve cells seen before (shared, not copied, by ``clone``).
 
     Attributes
     ----------
     model_ : DeepLocModel
-        The pretrained model on ``device`` (its fast inference copy is built
-        once; the source model is left untouched).
+        The pretrained model on ``device`` (the source model is left untouched).
     n_features_in_ : int
         Values per cell (``C * H * W``).
     n_features_out_ : int

@@ -308,9 +308,8 @@ def feature_names(distances=(1, 2, 4), zernike_degree=8, radial_bins=4):
 class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     """CellProfiler-style features of single-cell crops: the classical baseline.
 
-    Each crop is stretched per cell and channel (as DeepLoc's input is), the
-    cell is found in the marker channel (:func:`cell_mask`), and the protein
-    pattern inside it is measured:
+    Each crop is stretched per cell, the cell is found in the marker channel
+    (:func:`cell_mask`), and the protein pattern inside it is measured:
 
     - intensity: area, mean, spread, quartiles, maximum, median absolute
       deviation, mean at the edge, fraction of the crop's protein inside the
@@ -340,10 +339,8 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         CellProfiler pipeline segmented. Brightfield works too, with rougher
         masks (its halos pass the threshold).
     stretch : tuple of float or None, default=(0.1, 99.9)
-        Percentiles of the per-cell stretch to [0, 1]
-        (:func:`~sklearn_deeploc.preprocessing.percentile_stretch`), so that
-        cameras with different offsets and gains give comparable features.
-        None expects crops already in [0, 1].
+        Percentiles of the per-cell stretch to [0, 1], so that cameras with
+        other offsets and gains compare; None expects crops in [0, 1].
     image_size : int, default=64
         Side of the square crops in the flat layout ``(n, C * 64 * 64)``.
     haralick_distances : tuple of int, default=(1, 2, 4)
@@ -357,9 +354,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Processes over which the cells are shared (joblib; -1 for all cores).
     cache : FeatureCache or None, default=None
-        Serve cells seen before from the ``FeatureCache`` of the DeepLoc
-        featurizer (shared, not copied, by ``clone``), so that a search
-        measures each cell once.
+        Serve cells seen before (shared, not copied, by ``clone``).
 
     Attributes
     ----------

@@ -1,15 +1,7 @@
 """Fast batched inference: folded batch norm, channels-last, five-crop mean, reduced precision.
 
-Precisions (:data:`PRECISIONS`, checked by :func:`check_precision`):
-
-- ``"fp32"``: the folded channels-last copy of :func:`inference_copy`; equal
-  to the plain network up to rounding.
-- ``"bf16"`` (CPU and GPU) and ``"fp16"`` (GPU only): ``torch.autocast`` over
-  the same copy; outputs come back as float32. A CPU without native bf16
-  (AVX512-BF16 or AMX) would emulate it more slowly than fp32, so it falls
-  back to fp32 with a warning.
-- ``"int8"`` (x86 CPU only): a statically quantised copy from
-  :func:`quantized_copy`, calibrated on raw crops.
+fp32 runs :func:`inference_copy`, bf16 and fp16 run it under ``torch.autocast``, and int8
+runs a :func:`quantized_copy` (README, "Faster inference"). Outputs are float32.
 
 int8 uses FX graph mode quantisation, deprecated by torch: it runs fast in eager mode and
 needs nothing beyond torch (its deprecation notices are silenced). When torch drops it,
@@ -235,15 +227,8 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
         Left untouched.
     calibration : ndarray of shape (n, C, H, W), float32
         Raw crops, validated as for :func:`predict_batches`.
-    crop_size : int
-        The network's input side.
-    preprocessing : dict
-        The model's stored preprocessing; see :func:`predict_batches`.
-    tta : bool, default=True
-        Calibrate on the five crops (as five-crop prediction sees them) or on
-        the centre crop only.
-    batch_size : int, default=128
-        Cells per calibration pass.
+    crop_size, preprocessing, tta, batch_size
+        As for :func:`predict_batches`: calibrate on the views it will run.
 
     Returns
     -------
@@ -343,8 +328,7 @@ def predict_batches(
     crop_size : int
         The network's input side.
     preprocessing : dict
-        The model's stored preprocessing (``stretch`` percentiles or None,
-        ``stretch_variant``); see
+        The model's stored preprocessing; see
         :func:`~sklearn_deeploc.preprocessing.stretch_as_stored`.
     tta : bool, default=True
         Mean over the five crops (centre and corners) instead of the centre only.

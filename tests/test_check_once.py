@@ -95,3 +95,15 @@ def test_load_checks_config_and_preprocessing_once(tiny, calls, tmp_path):
     calls.clear()
     DeepLocModel.load(folder)
     assert calls == {"check_config": 1, "check_preprocessing": 1}
+
+
+@pytest.mark.parametrize("kind", ["classifier", "featurizer"])
+def test_the_edge_memory_check_counts_the_cells_given(tiny, kind):
+    deeploc, X = tiny
+    if kind == "classifier":
+        estimator = DeepLocClassifier.from_model(deeploc)
+    else:
+        estimator = DeepLocFeaturizer(deeploc).fit(X)
+    estimator.set_params(batch_size=10**12)  # a batch holds at most the 3 cells
+    run = estimator.predict_proba if kind == "classifier" else estimator.transform
+    assert len(run(X[:3])) == 3
