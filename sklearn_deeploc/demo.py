@@ -142,12 +142,8 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     test = np.zeros(len(y_target), bool)
     for label in settings.target_classes:
         test[np.flatnonzero(y_target == label)[: settings.target_test_per_class]] = True
-    X_pool, y_pool, X_test, y_test = (
-        X_target[~test],
-        y_target[~test],
-        X_target[test],
-        y_target[test],
-    )
+    X_pool, y_pool = X_target[~test], y_target[~test]
+    X_test, y_test = X_target[test], y_target[test]
     _log(
         f"screens drawn: source {len(X_source)} cells / {len(set(y_source))} classes, "
         f"target pool {len(X_pool)} + test {len(X_test)} cells / "
@@ -230,18 +226,8 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         output / "transfer_curve.png", dpi=90, bbox_inches="tight"
     )
 
-    report = output / "report.md"
-    report.write_text(
-        _report(
-            settings,
-            quick,
-            heads,
-            summary,
-            per_class,
-            test_accuracy,
-            time.perf_counter() - start,
-        )
-    )
+    report, seconds = output / "report.md", time.perf_counter() - start
+    report.write_text(_report(settings, quick, heads, summary, per_class, test_accuracy, seconds))
     _log(f"report written to {report}", start)
     return {
         "heads": heads,

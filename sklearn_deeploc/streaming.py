@@ -18,11 +18,7 @@ def is_lazy_array(X):
 
 
 def read_block(X, start, stop):
-    """Cells ``start:stop`` of a lazy input as a numpy array.
-
-    A torch dataset's slice is a ``(crops, labels)`` pair, as datasets of
-    labelled samples give; the crops are taken.
-    """
+    """Cells ``start:stop`` of a lazy input as a numpy array (the crops of a torch dataset)."""
     block = X[start:stop]
     if isinstance(block, tuple):
         block = block[0]
