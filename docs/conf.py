@@ -30,7 +30,6 @@ exclude_patterns = ["_build"]
 default_role = "literal"
 
 autosummary_generate = True
-autodoc_default_options = {"members": False}
 autodoc_typehints = "none"
 
 # Methods are listed by the class template (one page per class); numpydoc would
@@ -51,6 +50,8 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "remove_config_comments": True,
     "matplotlib_animations": False,
+    # A last line that draws returns an Axes or Colorbar: show no repr for it.
+    "capture_repr": ("_repr_html_",),
 }
 
 html_theme = "pydata_sphinx_theme"
@@ -62,3 +63,14 @@ html_theme_options = {
 }
 html_sidebars = {"index": [], "getting_started": []}
 html_static_path = []
+
+
+def skip_metadata_requests(app, what, name, obj, skip, options):
+    """Leave out scikit-learn's generated ``set_*_request`` methods (metadata routing)."""
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", skip_metadata_requests)

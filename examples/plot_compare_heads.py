@@ -8,7 +8,7 @@ random forest; the network is also fine-tuned with its conv layers frozen,
 fine-tuned whole, and trained from scratch; and the classical pipeline
 (CellProfiler-style features into an ensemble of SVMs, as ensLOC) runs
 beside them. All seven run on the same folds of one
-:class:`~sklearn.model_selection.GridSearchCV`, and every cell is featurised
+scikit-learn ``GridSearchCV``, and every cell is featurised
 once.
 
 Here a tiny DeepLoc is pretrained on a synthetic source screen and the heads
@@ -35,7 +35,7 @@ pretrained = DeepLocClassifier(
     conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
     fc_units=(64, 64),
     batch_size=32,
-    max_iter=120,
+    max_iter=80,
     random_state=0,
 ).fit(X_source, y_source)
 

@@ -73,7 +73,7 @@ for ax, (well, field) in zip(axes.flat, fields.items()):
 # %%
 # A tiny DeepLoc
 # --------------
-# A network with a few channels per layer, trained for 150 steps on other
+# A network with a few channels per layer, trained for 100 steps on other
 # synthetic cells of the same four classes: enough for this example, not a
 # model for real cells (use the published one, ``"deeploc-chong"``, or fine-tune it).
 X_train, y_train = make_yeast_cells(20, classes, random_state=10)
@@ -81,7 +81,7 @@ clf = DeepLocClassifier(
     conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
     fc_units=(64, 64),
     batch_size=32,
-    max_iter=150,
+    max_iter=100,
     random_state=0,
 ).fit(X_train, y_train)
 

@@ -33,7 +33,7 @@ clf = DeepLocClassifier(
     conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
     fc_units=(64, 64),
     batch_size=32,
-    max_iter=150,
+    max_iter=100,
     random_state=0,
 ).fit(X, y)
 
@@ -52,7 +52,7 @@ plot_tsne(conv8, y_test)
 marker = percentile_stretch(torch.from_numpy(X_test[:1]))[0, 1, 2:62, 2:62].numpy()
 images = [
     maximize_activation(
-        clf.net_.module_, k, n_steps=100, marker=marker, blur_sigma=1.0, random_state=0
+        clf.net_.module_, k, n_steps=50, marker=marker, blur_sigma=1.0, random_state=0
     )[0]
     for k in range(len(classes))
 ]

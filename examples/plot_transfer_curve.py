@@ -32,7 +32,7 @@ pretrained = DeepLocClassifier(
     conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
     fc_units=(64, 64),
     batch_size=32,
-    max_iter=100,
+    max_iter=80,
     random_state=0,
 ).fit(X_source, y_source)
 
