@@ -2,9 +2,11 @@
 
 The checks feed small tables (1 to 10 columns). The classifier reads a table
 of width C as C channels of 1x1 pixels (``image_size=1, crop_size=1``) and
-passes every check. The featurizer's input width is fixed by its pretrained
-network (here 3 channels of 1x1), so the checks that feed another width
-cannot pass: each is listed with that reason.
+passes every check but one that asks for more than float32 can promise (listed
+with the reason below; sklearn makes it a non-strict xfail, so it passes where the
+CPU's kernels happen to agree). The featurizer's input width is fixed by its
+pretrained network (here 3 channels of 1x1), so the checks that feed another
+width cannot pass: each is listed with that reason.
 """
 
 import numpy as np
@@ -12,9 +14,13 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
 
+# Wide enough to learn check_classifiers_train's blobs on any CPU: 0.91 to 0.92
+# (3 classes) and 0.935 to 0.97 (2 classes) over seeds 0, 1, 2 and 42, where the
+# check asks for 0.83. Four channels throughout reached 0.59 with seed 1 here and
+# fell below 0.83 with seed 0 on an AMX Xeon: a chain that narrow can die.
 TINY_TABULAR = {
-    "conv_channels": (4,) * 8,
-    "fc_units": (8, 8),
+    "conv_channels": (8,) * 8,
+    "fc_units": (16, 16),
     "crop_size": 1,
     "image_size": 1,
     "stretch": None,
@@ -54,10 +60,19 @@ FEATURIZER_EXPECTED_FAILURES = {
 }
 
 
+CLASSIFIER_EXPECTED_FAILURES = {
+    "check_methods_sample_order_invariance": (
+        "predict_proba is float32 and the check allows rtol 1e-7, atol 1e-9, finer than "
+        "float32's spacing (6e-8 to 1.2e-7 relative); on AMX Xeons the kernels round a cell "
+        "by its position in the batch, and a permuted set differs by 3e-9"
+    ),
+}
+
+
 def _expected_failed_checks(estimator):
     if isinstance(estimator, DeepLocFeaturizer):
         return FEATURIZER_EXPECTED_FAILURES
-    return {}
+    return CLASSIFIER_EXPECTED_FAILURES
 
 
 @parametrize_with_checks(

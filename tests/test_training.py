@@ -144,6 +144,7 @@ def test_a_finished_checkpoint_gives_the_model_back_whatever_the_device_or_verbo
     reference, folder = uninterrupted
     again = make_tiny(**RUN, checkpoint_dir=str(folder), verbose=1, device="cpu").fit(*cells)
     assert f"resuming from {folder / 'step-000000012'} (step 12)" in capsys.readouterr().err
+    # The same weights come back and predict through the same path: exact.
     np.testing.assert_array_equal(again.predict_proba(cells[0]), reference.predict_proba(cells[0]))
 
 
