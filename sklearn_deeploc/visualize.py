@@ -106,8 +106,10 @@ def maximize_activation(
 
     Examples
     --------
+    >>> import torch
     >>> from sklearn_deeploc import DeepLocNet
     >>> from sklearn_deeploc.visualize import maximize_activation
+    >>> _ = torch.manual_seed(0)  # the network's initial weights
     >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8))
     >>> image, logits = maximize_activation(net, 1, n_steps=20, random_state=0)
     >>> image.shape, bool(logits[-1] > logits[0])
