@@ -142,7 +142,6 @@ def _as_json(manifest):
 
 
 _HEADER = ("format", "package_version")
-_replace_atomically = write_atomically  # the name profiles.py imports
 held_lock = partial(_files.held_lock, error=OutputLockedError)
 
 
