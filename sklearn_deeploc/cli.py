@@ -90,10 +90,7 @@ def _add_cell_job(commands, name, help_text, default_output):
     sub.add_argument("--device", default="auto")
     _add_precision(sub)
     sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
-    sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
-    sub.add_argument(
-        "--workers", type=positive_int, help="start a local Dask cluster of N worker processes"
-    )
+    _add_dask(sub)
     return sub
 
 
@@ -108,41 +105,67 @@ def _add_predict_and_featurize(commands):
     featurize.set_defaults(handler=_featurize)
 
 
-def _add_cell_table_arguments(sub, required=True):
+def _add_field_sources(sub):
+    """The fields of a screen: a cell table, a folder of fields, or an OME-Zarr plate."""
     sub.add_argument(
         "--coords",
-        required=required,
         help="cell table: image names with a chN token, or a CellProfiler per-object table "
-        "(Image_FileName_<CH>, ..._Location_Center_X/Y)"
-        + ("" if required else "; without it, cells are found in every field of --images"),
+        "(Image_FileName_<CH>, ..._Location_Center_X/Y)",
     )
-    sub.add_argument("--images", help="folder the image names start from (default: the table's)")
-    sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
+    sub.add_argument(
+        "--images",
+        help="with --coords, the folder its image names start from (default: the table's); "
+        "without, a folder of fields whose cells come from --labels or are found",
+    )
+    sub.add_argument("--plate", help="OME-Zarr HCS plate (NGFF 0.4 or 0.5)")
+    sub.add_argument(
+        "--labels",
+        help="label images, one cell per object: a folder of them (with --images) or the "
+        "name of the plate's label images (with --plate); without, cells are found",
+    )
     sub.add_argument(
         "--channels",
         nargs="+",
-        help="channels in the model's order: chN tokens (default ch1 ch2) or the CellProfiler "
-        "names after Image_FileName_ (default: all, in table order)",
+        help="channels in the model's order: chN tokens (default ch1 ch2), CellProfiler names "
+        "after Image_FileName_ (default: all), or a plate's channel names or indices "
+        "(default: the model's channel names)",
     )
+    sub.add_argument(
+        "--marker", type=int, default=1, help="channel cells are found in, without labels"
+    )
+    sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
     sub.add_argument("--image-column", default="Image Path")
     sub.add_argument("--x-column", help="column of x centres (default Center_X, or CellProfiler's)")
     sub.add_argument("--y-column", help="column of y centres (default Center_Y, or CellProfiler's)")
 
 
+def _add_dask(sub):
+    sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    sub.add_argument(
+        "--workers", type=positive_int, help="start a local Dask cluster of N worker processes"
+    )
+
+
 def _add_screen(commands):
     screen = commands.add_parser(
-        "screen", help="crop cells from micrographs, predict, aggregate per well"
+        "screen", help="find or read the cells of a screen's fields, predict, profile cells/wells"
     )
     screen.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
     screen.add_argument("-o", "--output", required=True, help="output folder")
-    _add_cell_table_arguments(screen)
+    _add_field_sources(screen)
     screen.add_argument(
         "--well-pattern", default=r"r\d+c\d+", help="regular expression of the well in image names"
     )
     screen.add_argument("--border", choices=["pad", "drop"], default="pad")
+    screen.add_argument(
+        "--features", choices=["fc2", "fc1", "conv8"], help="also write this layer's features"
+    )
+    screen.add_argument("--csv", action="store_true", help="also write cells.csv and wells.csv")
+    screen.add_argument("--batch-size", type=positive_int, default=128)
     screen.add_argument("--device", default="auto")
     _add_precision(screen)
     screen.add_argument("--overwrite", action="store_true", help="start over (another model...)")
+    _add_dask(screen)
     screen.set_defaults(handler=_screen)
 
 
@@ -151,12 +174,24 @@ def _add_crop(commands):
         "crop", help="crop the cells of micrographs into a DeepLoc HDF5 training file"
     )
     crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
-    _add_cell_table_arguments(crop, required=False)
+    _add_field_sources(crop)
     crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
     crop.add_argument("--size", type=positive_int, default=64)
     crop.add_argument("--border", choices=["drop", "pad"], default="drop")
     crop.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     crop.set_defaults(handler=_crop)
+
+
+def _add_changes(commands):
+    changes = commands.add_parser(
+        "changes", help="localization changes between two screen outputs (A untreated, B treated)"
+    )
+    changes.add_argument("screen_a", help="output folder (or cells.parquet) of screen A")
+    changes.add_argument("screen_b", help="output folder (or cells.parquet) of screen B")
+    changes.add_argument("-o", "--output", default="changes.parquet", help=".parquet or .csv")
+    changes.add_argument("--by", default="Metadata_Well", help="column grouping the cells")
+    changes.add_argument("--prior", type=fraction, default=0.01, help="prior of a change")
+    changes.set_defaults(handler=_changes)
 
 
 def _add_demo(commands):
@@ -206,6 +241,7 @@ def build_parser():
         _add_predict_and_featurize,
         _add_crop,
         _add_screen,
+        _add_changes,
         _add_import_tf,
         _add_fetch,
     ):
@@ -247,12 +283,22 @@ def _client(args):
     return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True))
 
 
-def _cell_job(args, job, **options):
+def _with_client(args, job):
+    """Run ``job(client)`` with the Dask client of the arguments, closed afterwards."""
     client = _client(args)
     try:
         if client is not None:
             print(f"Dask cluster: {client.dashboard_link}")
-        job(
+        return job(client)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _cell_job(args, job, **options):
+    _with_client(
+        args,
+        lambda client: job(
             args.model,
             args.data,
             args.output,
@@ -264,10 +310,8 @@ def _cell_job(args, job, **options):
             overwrite=args.overwrite,
             client=client,
             **options,
-        )
-    finally:
-        if client is not None:
-            client.close()
+        ),
+    )
     print(f"wrote {args.output}")
 
 
@@ -283,50 +327,85 @@ def _featurize(args):
     _cell_job(args, featurize, layer=args.layer)
 
 
-def _cell_table(args, label_column=None):
+def _plate_channel(text):
+    return int(text) if text.isdigit() else text
+
+
+def _source(args, label_column=None):
+    """The field source arguments of a job: a cell table, a folder or a plate."""
     from .fields import read_cell_table
 
-    return read_cell_table(
-        args.coords,
-        layout=args.layout,
-        channels=args.channels,
-        folder=args.images,
-        image_column=args.image_column,
-        x_column=args.x_column,
-        y_column=args.y_column,
-        label_column=label_column,
-    )
+    if args.coords is not None:
+        if args.plate or args.labels:
+            raise ValueError("--coords names the cells; --plate and --labels are other sources.")
+        cells = read_cell_table(
+            args.coords,
+            layout=args.layout,
+            channels=args.channels,
+            folder=args.images,
+            image_column=args.image_column,
+            x_column=args.x_column,
+            y_column=args.y_column,
+            label_column=label_column,
+        )
+        return {"cells": cells}
+    if label_column:
+        raise ValueError("--label-column needs --coords: only a cell table labels cells.")
+    source = {"labels": args.labels, "marker": args.marker}
+    if args.plate is not None:
+        if args.images:
+            raise ValueError("Give --plate or --images, not both.")
+        channels = args.channels and [_plate_channel(c) for c in args.channels]
+        return {"plate": args.plate, "channels": channels, **source}
+    if args.images is None:
+        raise ValueError("Give the fields: --coords TABLE, --images FOLDER or --plate PLATE.")
+    return {"images": args.images, "channels": args.channels, **source}
 
 
 def _screen(args):
     from .jobs import run_screen
 
-    cells, wells = run_screen(
-        args.model,
-        args.output,
-        cells=_cell_table(args),
-        well_pattern=args.well_pattern,
-        border=args.border,
-        device=args.device,
-        precision=args.precision,
-        overwrite=args.overwrite,
+    cells, wells = _with_client(
+        args,
+        lambda client: run_screen(
+            args.model,
+            args.output,
+            **_source(args),
+            features=args.features,
+            well_pattern=args.well_pattern,
+            border=args.border,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            csv=args.csv,
+            overwrite=args.overwrite,
+            client=client,
+        ),
     )
     print(
-        f"wrote {args.output}/cells.csv ({len(cells)} cells, {int(cells['padded'].sum())} "
-        f"padded at the border) and {args.output}/wells.csv ({len(wells)} wells)"
+        f"wrote {args.output}/cells.parquet ({len(cells)} cells, "
+        f"{int(cells['Metadata_Padded'].sum())} padded at the border), wells.parquet "
+        f"({len(wells)} wells) and cells.h5ad"
     )
 
 
 def _crop(args):
     from .jobs import crop
 
-    if args.coords is not None:
-        source = {"cells": _cell_table(args, label_column=args.label_column)}
-    elif args.images is None or args.label_column:
-        raise ValueError("Without --coords, give --images (cells are found there, unlabelled).")
-    else:
-        source = {"images": args.images, "channels": args.channels}
-    crop(args.output, size=args.size, border=args.border, overwrite=args.overwrite, **source)
+    crop(
+        args.output,
+        **_source(args, label_column=args.label_column),
+        size=args.size,
+        border=args.border,
+        overwrite=args.overwrite,
+    )
+
+
+def _changes(args):
+    from .profiles import write_changes
+
+    table = write_changes(args.screen_a, args.screen_b, args.output, by=args.by, prior=args.prior)
+    print(f"wrote {args.output} ({len(table)} groups, {int(table['significant'].sum())} changed)")
 
 
 def _demo(args):

@@ -4,11 +4,8 @@ Each job checks its inputs before computing, and a rerun resumes or refuses
 (:mod:`sklearn_deeploc.blocks`); the ``deeploc`` command line only calls these.
 """
 
-import hashlib
 import os
-import re
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,26 +17,17 @@ from .blocks import (
     file_identity,
     read_table,
     run_blocks,
-    write_table,
 )
 from .checkpoints import checkpoint_lock
 from .classifier import DeepLocClassifier, resolve_model
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .datasets._fetch import HDF5_SUFFIXES
 from .featurizer import DeepLocFeaturizer
-from .fields import (
-    check_image_files,
-    crop_fields,
-    drop_repeated_cells,
-    file_columns,
-    find_cells,
-    iter_field_crops,
-    read_cell_table,
-    read_field,
-)
+from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_columns, read_cell_table
 from .inference import check_precision
 from .model import CALIBRATION_CELLS
-from .screen import aggregate
+from .profiles import CELLS_FILE, cell_profiles, well_profiles, write_profiles
+from .sources import WELL_PATTERN, FolderFields, PlateFields, TableFields, plate_channels
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
@@ -297,18 +285,8 @@ def _train_and_save(classifier, data, output, verbose):
     shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
 
 
-def _images_identity(cells):
-    """Size and modification time of every image file: a replaced image changes it."""
-    files = sorted({path for column in file_columns(cells) for path in cells[column]})
-    check_image_files(files)
-    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in files]
-    return hashlib.sha256(repr(stats).encode()).hexdigest()
-
-
 def _cell_table(cells):
     """``cells`` as :func:`read_cell_table` returns it (a file or raw table is read), each once."""
-    if cells is None:
-        raise ValueError("Expected a cell table as cells= (a file or a DataFrame); got None.")
     name = f"The cell table {cells}" if isinstance(cells, (str, os.PathLike)) else "The cell table"
     is_read = isinstance(cells, pd.DataFrame) and {"field", "x", "y"} <= set(cells)
     if not (is_read and file_columns(cells)):
@@ -318,47 +296,88 @@ def _cell_table(cells):
     return drop_repeated_cells(cells, name)
 
 
-def _well(field, pattern):
-    match = re.search(pattern, Path(field).name)
-    return match.group(0) if match else Path(field).stem
+def field_source(
+    *,
+    cells=None,
+    images=None,
+    plate=None,
+    labels=None,
+    channels=None,
+    marker=1,
+    well_pattern=WELL_PATTERN,
+    model=None,
+):
+    """The fields of a screen from exactly one of a cell table, a folder or a plate.
 
+    ``cells`` is read by :func:`read_cell_table` with its defaults (a table
+    names its own files and channels); ``images`` is a folder of fields with
+    ``chN`` tokens (``channels``) and ``labels`` a folder of label images;
+    ``plate`` an OME-Zarr plate with ``channels`` names or indices (default:
+    the ``model``'s channel names) and ``labels`` a label image name.
 
-def _warn_unmatched_wells(fields, pattern):
-    names = [Path(field).name for field in fields]
-    unmatched = [name for name in names if not re.search(pattern, name)]
-    if unmatched:
-        warnings.warn(
-            f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(names)} "
-            f"image names (for example {unmatched[0]!r}); each of those fields is a well of "
-            "its own, named by its file's stem. Pass a well_pattern matching the well in "
-            "these names.",
-            UserWarning,
-            stacklevel=3,
+    Returns
+    -------
+    sklearn_deeploc.sources.FieldSource
+    """
+    sources = {"cells": cells, "images": images, "plate": plate}
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "Expected one source of fields: cells= (a cell table), images= (a folder of "
+            f"fields) or plate= (an OME-Zarr plate); got {given or 'none'}."
         )
+    if cells is not None:
+        if labels is not None or channels is not None:
+            raise ValueError(
+                "A cell table names its own files, channels and cells (read_cell_table's "
+                f"folder= and channels=); labels= and channels= are for images= or plate=; got "
+                f"labels={labels!r}, channels={channels!r}."
+            )
+        return TableFields(_cell_table(cells), well_pattern)
+    if images is not None:
+        return FolderFields(images, channels, labels, marker=marker, well_pattern=well_pattern)
+    if channels is None and model is not None:
+        from .plates import open_plate
+
+        channels = plate_channels(open_plate(plate), model.channel_names, model.n_channels)
+    return PlateFields(plate, channels, labels, marker=marker)
 
 
-def _field_table(classifier, fields, well_pattern, border, field):
-    """Cells of one field: position, well, padding, then the probability columns."""
-    crops, kept = next(iter_field_crops(fields[field], border=border))
-    table = pd.DataFrame(
-        {
-            "image": field,
-            "well": _well(field, well_pattern),
-            "x": kept["x"].to_numpy(),
-            "y": kept["y"].to_numpy(),
-            "padded": kept["padded"].to_numpy(),
-        }
-    )
+def _cropped_cells(source, key, *, size=64, border="pad"):
+    """Crops of one field's cells, and those cells with the field's metadata first."""
+    image, cells = source.read(key)
+    try:
+        result = crop_cells(
+            image, cells, size, border=border, x_column="center_x", y_column="center_y"
+        )
+    except ValueError as error:  # crop_cells sees an array: name the field
+        raise ValueError(f"Field {key}: {error}") from error
+    metadata = source.metadata(key)
+    kept = cells.iloc[result.index].assign(padded=result.padded, **metadata)
+    return result.crops, kept[[*metadata, *cells.columns, "padded"]].reset_index(drop=True)
+
+
+def _field_profiles(model, options, source, border, layer, key):
+    """Profiles of the cells of one field: metadata, probabilities, features."""
+    crops, kept = _cropped_cells(source, key, border=border)
+    tta, batch_size, precision = options
+    run = {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
     if len(crops):
-        proba = classifier.predict_proba(crops)
-        table = pd.concat([table, probability_table(classifier.classes_, proba)], axis=1)
-    return table
+        crops = model.check_crops(crops)
+        proba = model.predict_proba(crops, **run)
+        features = None if layer is None else model.features(crops, layer, **run)
+    else:
+        proba = np.empty((0, len(model.classes)), np.float32)
+        features = None if layer is None else np.empty((0, model.feature_width(layer)))
+    names = None if layer is None else [f"{layer}_{k}" for k in range(model.feature_width(layer))]
+    return cell_profiles(kept, proba, model.classes, features, names)
 
 
-def _calibration_crops(cells, border):
+def _calibration_crops(source, border):
     """int8 calibration cells: the first fields' crops, up to the calibration sample's size."""
     sample, n = [], 0
-    for crops, _ in iter_field_crops(cells, border=border):
+    for key in source.keys:
+        crops, _ = _cropped_cells(source, key, border=border)
         sample.append(crops)
         n += len(crops)
         if n >= CALIBRATION_CELLS:
@@ -373,91 +392,171 @@ def run_screen(
     output,
     *,
     cells=None,
-    well_pattern=r"r\d+c\d+",
+    images=None,
+    plate=None,
+    labels=None,
+    channels=None,
+    marker=1,
+    features=None,
+    well_pattern=WELL_PATTERN,
     border="pad",
+    tta=None,
+    batch_size=128,
     device="auto",
     precision="fp32",
+    csv=False,
     overwrite=False,
+    client=None,
     verbose=1,
 ):
-    """Crop the cells of a screen's fields, predict them, and aggregate them per well.
+    """Find or read the cells of a screen's fields, predict them, and profile cells and wells.
 
-    Each field is one resumable part of ``<output>/cells.csv``: a rerun after
-    an interruption computes only the missing fields, and a rerun with
-    another model or options is refused unless ``overwrite``.
+    The fields come from one source (see :func:`field_source`): a cell
+    table, a folder of fields (cells from label images or found by
+    :func:`~sklearn_deeploc.fields.find_cells`) or an OME-Zarr plate (cells
+    from its label images or found). Each field is one resumable part of
+    ``<output>/cells.parquet``, read, cropped and predicted alone: a rerun
+    after an interruption computes only the missing fields, and a rerun with
+    another model, input or option is refused unless ``overwrite``.
 
     Parameters
     ----------
     model : str, path-like, DeepLocModel or fitted DeepLocClassifier
     output : str or path-like
-        Output folder: ``cells.csv`` (one row per cell) and ``wells.csv``.
-    cells : str, path-like or DataFrame
-        The cell table, as :func:`~sklearn_deeploc.fields.read_cell_table`
-        returns it (channels in the model's order); a file or another table
-        is read by it with its defaults. A row repeating an earlier one is
-        the same cell: kept once, with a warning.
+        Output folder: ``cells.parquet`` (one row per cell),
+        ``wells.parquet`` (per plate and well) and ``cells.h5ad`` (AnnData),
+        in the conventions of :mod:`sklearn_deeploc.profiles`.
+    cells : str, path-like or DataFrame, optional
+        A cell table, as :func:`~sklearn_deeploc.fields.read_cell_table`
+        returns it (channels in the model's order); a file or another
+        table is read by it with its defaults. A row repeating an earlier
+        one is the same cell: kept once, with a warning.
+    images : str or path-like, optional
+        A folder of fields whose channel images carry ``chN`` tokens.
+    plate : str or path-like, optional
+        An OME-Zarr HCS plate (NGFF 0.4 or 0.5).
+    labels : str or path-like, optional
+        With ``images``: a folder of label images, one per field, named
+        after the field's first channel file (``<stem>[_suffix].png``, ``.tif``,
+        ``.npy``); with ``plate``: the name of the fields' label images.
+        One cell per object; without labels, cells are found.
+    channels : list, optional
+        With ``images``: the ``chN`` tokens in the model's order (default
+        ch1 ch2); with ``plate``: channel names or indices (default the
+        model's channel names, or all channels where their number is the
+        model's).
+    marker : int, default=1
+        The channel cells are found in, without labels.
+    features : {"fc2", "fc1", "conv8"}, optional
+        Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
     well_pattern : str, default=r"r\\d+c\\d+"
-        Regular expression of the well in an image name (else its stem, with
-        a warning naming an image name it finds no well in).
+        Regular expression of the well in an image name (cell tables and
+        folders), else the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
+    tta : bool, optional
+        Five-crop mean; default the model's choice.
+    batch_size : int, default=128
     device : str, default="auto"
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
         Arithmetic of inference; int8 calibrates on the cells of the first fields.
+    csv : bool, default=False
+        Also write ``cells.csv`` and ``wells.csv``.
     overwrite : bool, default=False
+    client : distributed.Client, optional
+        Run one task per field on a Dask cluster.
     verbose : int, default=1
 
     Returns
     -------
     cells, wells : pandas.DataFrame
+        The cell and well profiles written.
+
+    Examples
+    --------
+    A field of two channel images and its label image (two cells):
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import tifffile
+    >>> from sklearn_deeploc import DeepLocModel, DeepLocNet
+    >>> from sklearn_deeploc.jobs import run_screen
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> rng = np.random.default_rng(0)
+    >>> for channel in ("ch1", "ch2"):
+    ...     pixels = rng.integers(0, 4000, (128, 128), dtype=np.uint16)
+    ...     tifffile.imwrite(folder / f"r01c01f01-{channel}.tiff", pixels)
+    >>> labels = np.zeros((128, 128), np.uint16)
+    >>> labels[20:40, 20:40], labels[70:90, 60:80] = 1, 2
+    >>> (folder / "masks").mkdir()
+    >>> np.save(folder / "masks" / "r01c01f01-ch1_cp_masks.npy", labels)
+    >>> net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    >>> model = DeepLocModel(net, ["ER", "NUCLEI"])
+    >>> cells, wells = run_screen(
+    ...     model, folder / "out", images=folder, labels=folder / "masks", verbose=0
+    ... )
+    >>> cells[["Metadata_Well", "Metadata_ObjectNumber", "Metadata_Location_Center_X"]]
+      Metadata_Well  Metadata_ObjectNumber  Metadata_Location_Center_X
+    0        r01c01                      1                        29.5
+    1        r01c01                      2                        69.5
+    >>> sorted(p.name for p in (folder / "out").glob("*.*"))
+    ['cells.h5ad', 'cells.parquet', 'cells.parquet.parts', 'wells.parquet']
     """
-    cells = _cell_table(cells)
-    try:
-        re.compile(well_pattern)
-    except re.error as error:
-        raise ValueError(
-            f"well_pattern {well_pattern!r} is not a regular expression: {error}."
-        ) from error
     output = Path(output)
     if output.exists() and not output.is_dir():
-        raise ValueError(
-            f"Output {output} is a file; expected a folder for cells.csv and wells.csv."
-        )
-    fields = dict(tuple(cells.groupby("field", sort=False)))
-    _warn_unmatched_wells(fields, well_pattern)
-    check_precision(precision, device)
+        raise ValueError(f"Output {output} is a file; expected a folder for the profiles.")
     model = resolve_model(model).to(device)
+    if features is not None:
+        model.feature_width(features)
+    options = model.check_inference_options(tta, batch_size, precision)
+    source = field_source(
+        cells=cells,
+        images=images,
+        plate=plate,
+        labels=labels,
+        channels=channels,
+        marker=marker,
+        well_pattern=well_pattern,
+        model=model,
+    )
+    if border not in BORDER_POLICIES:
+        raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
     if precision == "int8":
-        model.calibrate(_calibration_crops(cells, border))
-    output.mkdir(parents=True, exist_ok=True)
-    classifier = DeepLocClassifier.from_model(model).set_params(device=device, precision=precision)
+        model.calibrate(_calibration_crops(source, border))
     manifest = {
         "job": "screen",
-        "model": classifier.model_.digest(),
+        "model": model.digest(),
         "precision": precision,
-        "cells": pd.util.hash_pandas_object(cells, index=False).sum().item(),
-        "images": _images_identity(cells),
-        "well_pattern": well_pattern,
+        "tta": options[0],
+        "features": features,
         "border": border,
+        "source": source.identity(),
     }
     if verbose:
-        print(f"{len(cells)} cells in {len(fields)} fields")
+        print(f"{len(source.keys)} fields")
+    output.mkdir(parents=True, exist_ok=True)
+    shipped = (model, source) if client is None else client.scatter([model, source], broadcast=True)
     with ResumableOutput(
-        output / "cells.csv", manifest, fields, unit="field", overwrite=overwrite, verbose=verbose
+        output / CELLS_FILE,
+        manifest,
+        source.keys,
+        unit="field",
+        overwrite=overwrite,
+        verbose=verbose,
     ) as parts:
-        parts.compute(_field_table, classifier, fields, well_pattern, border)
-        cells_table = parts.assemble()
-    columns = [f"p_{c}" for c in classifier.classes_]
-    if not set(columns) <= set(cells_table.columns):  # no field had a cell to predict
-        raise ValueError(
-            f"None of the {len(cells)} cells could be cropped (border={border!r}): every "
-            "centre lies outside its field or too close to its edge."
+        shipped_model, shipped_source = shipped
+        parts.compute(
+            _field_profiles, shipped_model, options, shipped_source, border, features, client=client
         )
-    scored = cells_table.dropna(subset=columns)
-    wells = aggregate(scored[columns].to_numpy(), scored["well"].to_numpy(), columns)
-    wells["label"] = classifier.classes_[wells[columns].to_numpy().argmax(axis=1)]
-    wells = wells.rename_axis("well").reset_index()  # the column name of cells.csv
-    write_table(wells, output / "wells.csv")
-    return cells_table, wells
+        profiles = parts.assemble()
+    if not len(profiles):
+        raise ValueError(
+            f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
+            "none was found, or every centre lies outside its field or too close to its edge."
+        )
+    uns = {"model": model.digest(), "precision": precision, "tta": options[0]}
+    write_profiles(profiles, output, uns=uns, csv=csv)
+    return profiles, well_profiles(profiles)
 
 
 def crop(
@@ -465,25 +564,25 @@ def crop(
     *,
     cells=None,
     images=None,
+    plate=None,
+    labels=None,
     channels=None,
+    marker=1,
     size=64,
     border="drop",
     overwrite=False,
     verbose=1,
 ):
-    """From micrographs and a table of cell centres to a DeepLoc HDF5 training file.
+    """From micrographs and their cells to a DeepLoc HDF5 training file.
 
     Parameters
     ----------
     output : str or path-like
         The HDF5 file to write (atomically), with label names when the cell
         table has a ``label`` column.
-    cells : str, path-like or DataFrame, optional
-        The cell table, as for :func:`run_screen`.
-    images : str or path-like, optional
-        Without ``cells``: a folder whose fields' cells are found by
-        :func:`find_cell_table`, with ``channels`` its channel tokens.
-    channels : list of str, optional
+    cells, images, plate, labels, channels, marker
+        The fields and their cells, as in :func:`run_screen`; only a cell
+        table gives the cells class labels.
     size : int, default=64
     border : {"drop", "pad"}, default="drop"
         Cells whose box crosses the field's edge: dropped, or padded.
@@ -494,8 +593,12 @@ def crop(
     Returns
     -------
     pandas.DataFrame
-        The cells kept, one row per crop written, in file order.
+        The cells kept, one row per crop written, in file order: ``plate``,
+        ``well``, ``site``, ``image``, ``ObjectNumber``, ``center_x``,
+        ``center_y``, ``padded`` (and ``area``, ``label`` where known).
     """
+    from tqdm.auto import tqdm
+
     output = Path(output)
     if output.suffix.lower() not in HDF5_SUFFIXES:
         raise ValueError(
@@ -504,32 +607,32 @@ def crop(
         )
     if output.exists() and not overwrite:
         raise ValueError(f"{output} exists; pass overwrite=True to replace it.")
-    if cells is None:
-        if images is None:
-            raise ValueError("crop needs cells= (a cell table) or images= (a folder of fields).")
-        found = find_cell_table(images, channels=channels, verbose=verbose)
-        cells = read_cell_table(found, layout="token", channels=channels, folder=images)
-    elif images is not None or channels is not None:
+    size = check_positive_int(size, "size")
+    if border not in BORDER_POLICIES:
+        raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
+    source = field_source(
+        cells=cells, images=images, plate=plate, labels=labels, channels=channels, marker=marker
+    )
+    if isinstance(source, TableFields) and "label" in source.cells:
+        check_labels(source.cells["label"], name="The label column of the cell table")
+    fields = []
+    with tqdm(source.keys, unit="field", disable=not verbose) as keys:
+        fields.extend(_cropped_cells(source, key, size=size, border=border) for key in keys)
+    crops = np.concatenate([crops for crops, _ in fields])
+    kept = pd.concat([kept for _, kept in fields], ignore_index=True)
+    if not len(kept):
         raise ValueError(
-            "images= and channels= are for finding cells; a cell table names its own files "
-            f"and channels (read_cell_table's folder= and channels=); got images={images!r}, "
-            f"channels={channels!r}."
+            f"No cell of the {len(source.keys)} fields could be cropped (border={border!r})."
         )
-    cells = _cell_table(cells)
-    labelled = "label" in cells
-    if labelled:
-        check_labels(cells["label"], name="The label column of the cell table")
-    crops, kept = crop_fields(cells, size=size, border=border, verbose=verbose)
-    if not len(crops):
-        raise ValueError(f"None of the {len(cells)} cells could be cropped (border={border!r}).")
+    labelled = "label" in kept
     save_deeploc_hdf5(output, crops, kept["label"].to_numpy() if labelled else None)
     if verbose:
-        print(f"wrote {output}: {len(crops)} of {len(cells)} cells")
+        print(f"wrote {output}: {len(kept)} cells")
     return kept
 
 
-def find_cell_table(images, *, channels=None, marker=1, verbose=1):
-    """A cell table of every field in a folder, with centres found by :func:`find_cells`.
+def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
+    """A cell table of every field in a folder: the objects of its label images, or found.
 
     Fields are the images whose name holds the first channel token (default
     ``ch1``); their other channels are found by substituting the token, as in
@@ -541,31 +644,26 @@ def find_cell_table(images, *, channels=None, marker=1, verbose=1):
         Folder of the fields' channel images.
     channels : list of str, optional
         Channel tokens in the model's order (default ``["ch1", "ch2"]``).
+    labels : str or path-like, optional
+        Folder of label images, one per field (see :func:`run_screen`).
     marker : int, default=1
-        Index in ``channels`` of the whole-cell marker that cells are found in.
+        Without labels, index in ``channels`` of the whole-cell marker that
+        cells are found in.
     verbose : int, default=1
 
     Returns
     -------
     pandas.DataFrame
-        Columns ``Image Path``, ``Center_X``, ``Center_Y``: one row per cell.
+        Columns ``Image Path``, ``Center_X``, ``Center_Y``, ``ObjectNumber``
+        (and ``Area`` from label images): one row per cell.
     """
-    channels = channels or ["ch1", "ch2"]
-    names = sorted(p.name for p in Path(images).iterdir() if re.search(channels[0], p.name))
-    if not names:
-        raise ValueError(f"No image in {images} has the channel token {channels[0]!r}.")
-    fields = read_cell_table(
-        pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
-        layout="token",
-        channels=channels,
-        folder=images,
-    )
+    source = FolderFields(images, channels, labels, marker=marker)
     rows = []
-    for name, (_, field) in zip(names, fields.iterrows()):
-        centres = find_cells(read_field(field), channel=marker)
-        rows.append(
-            pd.DataFrame({"Image Path": name, "Center_X": centres[:, 1], "Center_Y": centres[:, 0]})
-        )
+    for key in source.keys:
+        _, cells = source.read(key)
+        renamed = {"center_x": "Center_X", "center_y": "Center_Y", "area": "Area"}
+        rows.append(cells.rename(columns=renamed).assign(**{"Image Path": key}))
         if verbose:
-            print(f"{name}: {len(centres)} cells found")
-    return pd.concat(rows, ignore_index=True)
+            print(f"{key}: {len(cells)} cells")
+    table = pd.concat(rows, ignore_index=True)
+    return table[["Image Path", *[c for c in table.columns if c != "Image Path"]]]

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._files import write_atomically
 from ._version import __version__
-from .blocks import write_table
+from .blocks import check_table_path, write_table
 from .screen import localization_changes
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
@@ -35,18 +35,19 @@ METADATA = {
     "center_x": "Metadata_Location_Center_X",
     "center_y": "Metadata_Location_Center_Y",
 }
+OPTIONAL_METADATA = {
+    "image": "Metadata_Image",
+    "area": "Metadata_Area",
+    "padded": "Metadata_Padded",
+    "label": "Metadata_Label",
+}
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-CELLS_FILE, WELLS_FILE, H5AD_FILE, CHANGES_FILE = (
-    "cells.parquet",
-    "wells.parquet",
-    "cells.h5ad",
-    "changes.parquet",
-)
+CELLS_FILE, WELLS_FILE, H5AD_FILE = "cells.parquet", "wells.parquet", "cells.h5ad"
 
 
 def _metadata(cells):
     """The cells' metadata columns under their ``Metadata_`` names, others prefixed too."""
-    renamed = cells.rename(columns=METADATA)
+    renamed = cells.rename(columns={**METADATA, **OPTIONAL_METADATA})
     absent = [name for name in METADATA.values() if name not in renamed]
     if absent:
         raise ValueError(
@@ -399,7 +400,7 @@ def _read_cells(screen):
 
 
 def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
-    """Compare two screen outputs' ``cells.parquet`` and write ``changes.parquet``.
+    """Compare two screen outputs' ``cells.parquet`` and write the changes table.
 
     Parameters
     ----------
@@ -407,7 +408,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         Screen output folders (or their ``cells.parquet`` files): A
         untreated, B treated.
     output : path-like
-        Folder for ``changes.parquet`` (made if absent).
+        The table to write (atomically): ``.parquet`` or ``.csv``.
     by, prior
         As in :func:`profile_changes`.
 
@@ -416,8 +417,8 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     pandas.DataFrame
         The table written (:func:`profile_changes`).
     """
+    check_table_path(output)
     table = profile_changes(_read_cells(screen_a), _read_cells(screen_b), by=by, prior=prior)
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    write_table(table, output / CHANGES_FILE)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, output)
     return table

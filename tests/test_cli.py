@@ -124,20 +124,24 @@ def test_screen_on_the_real_field(screen_files, shared_data, tmp_path, capsys):
         "ch1",
         "ch3",
     ]
-    assert main(args) == 0
-    cells = pd.read_csv(out / "cells.csv")
+    assert main([*args, "--csv"]) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
     listed = pd.read_csv(field / "cells.csv")
     assert len(cells) == len(listed)
-    assert {"image", "well", "x", "y", "padded", "p_ER", "label"} <= set(cells.columns)
-    wells = pd.read_csv(out / "wells.csv")
-    assert wells["well"].tolist() == ["r01c01"] and wells["n_cells"].item() == len(listed)
+    assert cells["Metadata_ObjectNumber"].tolist() == list(range(1, len(listed) + 1))
+    np.testing.assert_array_equal(cells["Metadata_Location_Center_X"], listed["Center_X"])
+    assert {"Metadata_Image", "Metadata_Padded", "Cells_DeepLoc_Prob_ER"} <= set(cells.columns)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells, check_dtype=False)
+    wells = pd.read_parquet(out / "wells.parquet")
+    assert wells["Metadata_Well"].tolist() == ["r01c01"]
+    assert wells["Metadata_Object_Count"].item() == len(listed)
     capsys.readouterr()
-    assert main(args) == 0
+    assert main([*args, "--csv"]) == 0
     assert "1 fields already done" in capsys.readouterr().out
-    for part in parts_folder(out / "cells.csv").glob("*.csv"):
+    for part in parts_folder(out / "cells.parquet").glob("*.parquet"):
         part.unlink()
-    assert main(args) == 0
-    pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)
+    assert main([*args, "--csv"]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "cells.parquet"), cells)
 
 
 def test_ctrl_c_says_whether_the_command_resumes(monkeypatch, capsys, tmp_path):

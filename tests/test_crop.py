@@ -74,7 +74,7 @@ def test_crop_cellprofiler_layout_gives_the_same_crops(field, tmp_path):
     )
     assert main(["train", str(labelled), "-o", str(model), *TINY, "--max-iter", "2"]) == 0
     assert main([screen[0], str(model), *screen[1:], "-o", str(out)]) == 0
-    cells = pd.read_csv(out / "cells.csv")
+    cells = pd.read_parquet(out / "cells.parquet")
     assert len(cells) == len(listed)
 
 

@@ -54,7 +54,7 @@ def test_cell_profiles_columns_and_predicted_class():
         "Metadata_ObjectNumber",
         "Metadata_Location_Center_X",
         "Metadata_Location_Center_Y",
-        "Metadata_area",
+        "Metadata_Area",
         "Metadata_Predicted_Class",
     ]
     probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
@@ -70,7 +70,7 @@ def test_cell_profiles_accepts_metadata_names():
     cells = _cells().rename(columns=profiles_module.METADATA)
     proba = np.full((len(cells), 2), 0.5)
     profiles = cell_profiles(cells, proba, ["a", "b"])
-    assert "Metadata_ObjectNumber" in profiles and "Metadata_area" in profiles
+    assert "Metadata_ObjectNumber" in profiles and "Metadata_Area" in profiles
 
 
 @pytest.mark.parametrize(
@@ -232,10 +232,10 @@ def test_profile_changes_by_another_column_and_refusals():
 def test_write_changes_reads_two_outputs(tmp_path):
     write_profiles(_screen(seed=1), tmp_path / "a")
     write_profiles(_screen("W07", seed=2), tmp_path / "b")
-    table = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes")
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "changes" / "changes.parquet"), table)
+    table = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "changes.parquet"), table)
     with pytest.raises(FileNotFoundError, match="nowhere.*cells.parquet"):
-        write_changes(tmp_path / "a", tmp_path / "nowhere", tmp_path / "changes")
+        write_changes(tmp_path / "a", tmp_path / "nowhere", tmp_path / "changes.parquet")
 
 
 def test_h5ad_keeps_missing_metadata_missing(tmp_path):

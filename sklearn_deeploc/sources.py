@@ -1,0 +1,322 @@
+"""Where a screen's fields and cells come from: a cell table, a folder, an OME-Zarr plate.
+
+A source lists its fields (:attr:`FieldSource.fields`: one row per field with
+its ``key``, ``plate``, ``well`` and ``site``) and reads one field at a time
+(:meth:`FieldSource.read`): its (C, H, W) image in the model's channel order,
+and its cells, one row each with ``ObjectNumber``, ``center_x``, ``center_y``
+(and ``area`` when they come from a label image, ``label`` from a cell
+table's label column). Cells come from the table, from a label image (one
+cell per object, the label value its number) or, without either, from
+:func:`~sklearn_deeploc.fields.find_cells`.
+"""
+
+import hashlib
+import os
+import re
+import warnings
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .fields import check_image_files, file_columns, find_cells, read_cell_table, read_field
+from .labels import cells_from_labels, read_label_image
+
+WELL_PATTERN = r"r\d+c\d+"
+LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+
+
+def _files_identity(paths):
+    """Digest of the size and modification time of files: a replaced file changes it."""
+    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
+    return hashlib.sha256(repr(sorted(stats)).encode()).hexdigest()
+
+
+def _tree_files(folder):
+    for root, _, names in os.walk(folder):
+        yield from (Path(root) / name for name in names)
+
+
+def _cells_found(image, marker):
+    centres = find_cells(image, channel=marker)
+    return pd.DataFrame(
+        {
+            "ObjectNumber": np.arange(1, len(centres) + 1),
+            "center_x": centres[:, 1].astype(float),
+            "center_y": centres[:, 0].astype(float),
+        }
+    )
+
+
+def _cells_of_labels(labels, image, where):
+    if labels.shape != image.shape[1:]:
+        raise ValueError(
+            f"{where}: the label image is {labels.shape[0]}x{labels.shape[1]} pixels, the "
+            f"field {image.shape[1]}x{image.shape[2]}; expected one label image per field."
+        )
+    return cells_from_labels(labels)
+
+
+def _well(name, pattern):
+    match = re.search(pattern, Path(name).name)
+    return match.group(0) if match else Path(name).stem
+
+
+def _check_well_pattern(pattern, names):
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ValueError(
+            f"well_pattern {pattern!r} is not a regular expression: {error}."
+        ) from None
+    unmatched = [Path(name).name for name in names if not re.search(pattern, Path(name).name)]
+    if unmatched:
+        warnings.warn(
+            f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(names)} "
+            f"image names (for example {unmatched[0]!r}); each of those fields is a well of "
+            "its own, named by its file's stem. Pass a well_pattern matching the well in "
+            "these names.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
+def _named_fields(keys, plates, pattern):
+    """Fields named by files: the well from ``pattern``, sites numbered within each well."""
+    fields = pd.DataFrame(
+        {"key": keys, "plate": plates, "well": [_well(key, pattern) for key in keys]}
+    )
+    fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
+    return fields
+
+
+class FieldSource:
+    """The fields of a screen, read one at a time; see the module docstring.
+
+    Attributes
+    ----------
+    fields : pandas.DataFrame
+        One row per field: ``key`` (what :meth:`read` takes), ``plate``,
+        ``well``, ``site`` (the field's place in its well, from 0).
+    """
+
+    fields = None
+
+    @property
+    def keys(self):
+        return self.fields["key"].tolist()
+
+    def metadata(self, key):
+        """The field's ``plate``, ``well``, ``site`` and ``image`` (its key)."""
+        row = self.fields.loc[self.fields["key"] == key].iloc[0]
+        return {"plate": row["plate"], "well": row["well"], "site": int(row["site"]), "image": key}
+
+    def read(self, key):
+        """``(image, cells)`` of one field: (C, H, W) pixels and one row per cell."""
+        raise NotImplementedError
+
+    def identity(self):
+        """What the source's results depend on, as JSON values (for a resumable manifest)."""
+        raise NotImplementedError
+
+
+class TableFields(FieldSource):
+    """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
+
+    The plate is the folder of a field's first channel file; cells are
+    numbered in table order within their field, from 1.
+    """
+
+    def __init__(self, cells, well_pattern=WELL_PATTERN):
+        self.cells = cells
+        self._cells = dict(tuple(cells.groupby("field", sort=False)))
+        keys = list(self._cells)
+        _check_well_pattern(well_pattern, keys)
+        first_files = [self._cells[key][file_columns(cells)[0]].iloc[0] for key in keys]
+        self.fields = _named_fields(keys, [Path(f).parent.name for f in first_files], well_pattern)
+        self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
+        self._well_pattern = well_pattern
+
+    def read(self, key):
+        field = self._cells[key]
+        cells = pd.DataFrame(
+            {
+                "ObjectNumber": np.arange(1, len(field) + 1),
+                "center_x": field["x"].to_numpy(),
+                "center_y": field["y"].to_numpy(),
+            }
+        )
+        if "label" in field:
+            cells["label"] = field["label"].to_numpy()
+        return read_field(field.iloc[0]), cells
+
+    def identity(self):
+        files = {path for field in self._cells.values() for path in _first_row_files(field)}
+        check_image_files(sorted(files))
+        return {
+            "cells": self._digest,
+            "images": _files_identity(files),
+            "well_pattern": self._well_pattern,
+        }
+
+
+def _first_row_files(field):
+    return field[file_columns(field)].iloc[0].tolist()
+
+
+def _label_file(labels, field_file, token):
+    """The one label image in folder ``labels`` named after a field's first channel file.
+
+    Its stem is the file's stem (``r01c01f01-ch1_cp_masks.png``) or the stem
+    without its channel token (``r01c01f01.tiff``), followed by nothing or a
+    separator and a suffix.
+    """
+    stem = Path(field_file).stem
+    names = [stem, re.sub(r"[-_. ]*$", "", stem.replace(token, ""))]
+    for name in names:
+        found = [
+            path
+            for path in labels.iterdir()
+            if path.suffix.lower() in LABEL_SUFFIXES
+            and path.stem.startswith(name)
+            and re.fullmatch(r"([-_. ].*)?", path.stem[len(name) :])
+        ]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ValueError(
+                f"{len(found)} label images in {labels} match field {Path(field_file).name} "
+                f"({sorted(p.name for p in found)[:4]}); expected one."
+            )
+    raise FileNotFoundError(
+        f"No label image in {labels} for field {Path(field_file).name}: expected a "
+        f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[1]}[_suffix]."
+    )
+
+
+class FolderFields(FieldSource):
+    """The fields of a folder of channel images named with ``chN`` tokens.
+
+    A field is an image whose name holds the first channel token; its other
+    channels are found by substituting the token (the token layout of
+    :func:`~sklearn_deeploc.fields.read_cell_table`). With ``labels``, a
+    folder of label images, each field's cells are the objects of its label
+    image (see :func:`_label_file` for how it is found); without, they are
+    found by :func:`~sklearn_deeploc.fields.find_cells` in channel ``marker``.
+    The plate is the folder's name.
+    """
+
+    def __init__(self, images, channels=None, labels=None, *, marker=1, well_pattern=WELL_PATTERN):
+        images = Path(images)
+        if not images.is_dir():
+            raise ValueError(f"images={images} is not a folder of field images.")
+        self._channels = list(channels or ["ch1", "ch2"])
+        names = sorted(p.name for p in images.iterdir() if self._channels[0] in p.name)
+        if not names:
+            raise ValueError(f"No image in {images} has the channel token {self._channels[0]!r}.")
+        _check_well_pattern(well_pattern, names)
+        table = read_cell_table(
+            pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
+            layout="token",
+            channels=self._channels,
+            folder=images,
+        )
+        self._files = dict(zip(names, table[file_columns(table)].to_numpy().tolist()))
+        self._labels = {}
+        if labels is not None:
+            labels = Path(labels)
+            if not labels.is_dir():
+                raise ValueError(f"labels={labels} is not a folder of label images.")
+            self._labels = {name: _label_file(labels, name, self._channels[0]) for name in names}
+        if not 0 <= marker < len(self._channels) and not self._labels:
+            raise ValueError(f"marker={marker} is not one of the {len(self._channels)} channels.")
+        self._marker, self._well_pattern = marker, well_pattern
+        self.fields = _named_fields(names, images.resolve().name, well_pattern)
+
+    def read(self, key):
+        image = read_field(self._files[key])
+        if not self._labels:
+            return image, _cells_found(image, self._marker)
+        labels = read_label_image(self._labels[key])
+        return image, _cells_of_labels(labels, image, f"Field {key}")
+
+    def identity(self):
+        files = [path for paths in self._files.values() for path in paths]
+        check_image_files(files)
+        return {
+            "images": _files_identity(files),
+            "labels": _files_identity(self._labels.values()) if self._labels else None,
+            "channels": self._channels,
+            "marker": None if self._labels else self._marker,
+            "well_pattern": self._well_pattern,
+        }
+
+
+def plate_channels(plate, channel_names, n_channels):
+    """The channels to read from a plate for a model with these channel names.
+
+    The model's channel names where the plate names them all, else every
+    channel of the plate where it has the model's number of channels.
+    """
+    first = plate.fields["image_path"].iloc[0]
+    names = plate.channel_names(first)
+    if names is not None and set(channel_names) <= set(names):
+        return list(channel_names)
+    if names is not None and len(names) == n_channels:
+        return list(range(n_channels))
+    raise ValueError(
+        f"Plate {plate.path} has channels {names}; the model takes {n_channels} "
+        f"({channel_names}). Pass channels= (names or indices, in the model's order)."
+    )
+
+
+class PlateFields(FieldSource):
+    """The fields of an OME-Zarr HCS plate (:func:`~sklearn_deeploc.plates.open_plate`).
+
+    ``channels`` are names or indices in the model's order; ``labels`` the
+    name of the label images (``labels/<name>``) giving each field's cells,
+    else they are found by :func:`~sklearn_deeploc.fields.find_cells` in
+    channel ``marker``. Every field's metadata is checked when the source is
+    made; pixels are read one field at a time.
+    """
+
+    def __init__(self, plate, channels=None, labels=None, *, marker=1):
+        self._path, self._channels, self._labels = str(plate), channels, labels
+        self._marker = marker
+        if not len(self._plate.fields):
+            raise ValueError(f"Plate {self._path} lists no field.")
+        self._plate.check(channels, labels)
+        self.fields = self._plate.fields.rename(columns={"image_path": "key"})[
+            ["key", "plate", "well", "site"]
+        ]
+
+    @cached_property
+    def _plate(self):
+        from .plates import open_plate
+
+        return open_plate(self._path)
+
+    def __getstate__(self):  # workers reopen the plate: a zarr group is not shipped
+        state = self.__dict__.copy()
+        state.pop("_plate", None)
+        return state
+
+    def read(self, key):
+        image = self._plate.read_field(key, self._channels)
+        if self._labels is None:
+            return image, _cells_found(image, self._marker)
+        labels = self._plate.read_labels(key, self._labels)
+        return image, _cells_of_labels(labels, image, f"Field {key} of plate {self._path}")
+
+    def identity(self):
+        root = Path(self._path).resolve()
+        files = sorted(_tree_files(root))
+        return {
+            "plate": str(root),
+            "version": self._plate.version,
+            "files": _files_identity(files),
+            "channels": None if self._channels is None else list(self._channels),
+            "labels": self._labels,
+            "marker": None if self._labels else self._marker,
+        }

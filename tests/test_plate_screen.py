@@ -1,0 +1,271 @@
+"""Screens from OME-Zarr plates (0.4 and 0.5, written by ome-zarr) and folders of label images."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from conftest import assert_same_float32
+
+pytest.importorskip("zarr")
+pytest.importorskip("ome_zarr")
+from skimage.measure import regionprops  # noqa: E402
+from test_plates import FORMATS, write_plate  # noqa: E402
+
+from sklearn_deeploc import DeepLocModel, DeepLocNet  # noqa: E402
+from sklearn_deeploc.cli import main  # noqa: E402
+from sklearn_deeploc.datasets import load_deeploc_hdf5  # noqa: E402
+from sklearn_deeploc.fields import crop_cells  # noqa: E402
+from sklearn_deeploc.jobs import run_screen  # noqa: E402
+
+CLASSES = ["ER", "NUCLEI", "VACUOLE"]
+
+
+def _model(path, seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    net = DeepLocNet(n_classes=len(CLASSES), conv_channels=(4,) * 8, fc_units=(8, 8))
+    with torch.no_grad():  # not the initial zeros of the last layer: outputs tell inputs apart
+        for parameter in net.parameters():
+            parameter.normal_(0, 0.3)
+    return DeepLocModel(net, CLASSES).save(path)
+
+
+@pytest.fixture(scope="module")
+def plates(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("screen_plates")
+    return {v: (folder / f"{v}.zarr", write_plate(folder / f"{v}.zarr", v)) for v in FORMATS}
+
+
+@pytest.fixture(params=list(FORMATS))
+def plate(request, plates, tmp_path):
+    source, written = plates[request.param]
+    return shutil.copytree(source, tmp_path / "P1.zarr"), written
+
+
+@pytest.fixture
+def model(tmp_path):
+    return _model(tmp_path / "model")
+
+
+def _expected(written, model):
+    """One row per label object: centroids by scikit-image, probabilities of crops cut here."""
+    rows, probabilities = [], []
+    for image_path, (pixels, labels) in written.items():
+        row, column, site = image_path.split("/")
+        regions = regionprops(labels)
+        centres = np.array([region.centroid for region in regions])
+        crops = crop_cells(pixels, centres, border="pad").crops
+        probabilities.append(model.predict_proba(crops))
+        rows += [
+            (f"{row}0{column}", int(site), region.label, region.area, *region.centroid[::-1])
+            for region in regions
+        ]
+    columns = ["well", "site", "object", "area", "x", "y"]
+    return pd.DataFrame(rows, columns=columns), np.concatenate(probabilities)
+
+
+def _screen(plate, model, out, *options):
+    return main(
+        ["screen", str(model), "--plate", str(plate), "--labels", "cells", "-o", str(out), *options]
+    )
+
+
+def test_a_plate_with_labels_gives_one_row_per_object(plate, model, tmp_path):
+    path, written = plate
+    assert _screen(path, model, tmp_path / "out") == 0
+    cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    expected, proba = _expected(written, DeepLocModel.load(model))
+    assert len(cells) == len(expected) == 20
+    assert set(cells["Metadata_Plate"]) == {"P1"}
+    assert cells["Metadata_Well"].tolist() == expected["well"].tolist()
+    assert cells["Metadata_Site"].tolist() == expected["site"].tolist()
+    assert cells["Metadata_ObjectNumber"].tolist() == expected["object"].tolist()
+    np.testing.assert_allclose(cells["Metadata_Location_Center_X"], expected["x"])
+    np.testing.assert_allclose(cells["Metadata_Location_Center_Y"], expected["y"])
+    assert cells["Metadata_Area"].tolist() == expected["area"].tolist()
+    probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
+    assert_same_float32(cells[probability].to_numpy(), proba)
+    wells = pd.read_parquet(tmp_path / "out" / "wells.parquet")
+    assert wells[["Metadata_Well", "Metadata_Object_Count"]].values.tolist() == [
+        ["A01", 10],
+        ["B03", 10],
+    ]
+
+
+def test_channels_are_chosen_by_name_or_index(plate, model, tmp_path):
+    path, _ = plate
+    assert _screen(path, model, tmp_path / "default") == 0
+    assert _screen(path, model, tmp_path / "names", "--channels", "RFP", "GFP") == 0
+    assert _screen(path, model, tmp_path / "indices", "--channels", "1", "0") == 0
+    read = {
+        name: pd.read_parquet(tmp_path / name / "cells.parquet") for name in ("names", "indices")
+    }
+    pd.testing.assert_frame_equal(read["names"], read["indices"])
+    default = pd.read_parquet(tmp_path / "default" / "cells.parquet")
+    assert (
+        default["Metadata_ObjectNumber"].tolist() == read["names"]["Metadata_ObjectNumber"].tolist()
+    )
+
+
+def test_plate_mistakes_are_one_clear_line(plate, model, tmp_path, capsys):
+    path, _ = plate
+    assert _screen(path, model, tmp_path / "a", "--channels", "GFP", "DAPI") == 2
+    assert "has no channel 'DAPI'; it has channel names ['GFP', 'RFP']" in capsys.readouterr().err
+    args = ["screen", str(model), "--plate", str(path), "--labels", "nuclei", "-o", str(tmp_path)]
+    assert main(args) == 2
+    assert "has no label image 'nuclei'; it has ['cells']" in capsys.readouterr().err
+    assert main([*args[:3], str(tmp_path / "none.zarr"), "-o", str(tmp_path / "b")]) == 2
+    assert "none.zarr not found" in capsys.readouterr().err
+    both = [*args[:4], "--images", str(tmp_path), "-o", str(tmp_path / "c")]
+    assert main(both) == 2
+    assert "Give --plate or --images, not both" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def _killed_after(n_fields, plate, model, out):
+    """Run the screen in another process and SIGKILL it when ``n_fields`` fields are written."""
+    code = f"""
+import os, signal
+import sklearn_deeploc.blocks as blocks
+from sklearn_deeploc.cli import main
+write = blocks.ResumableOutput.write
+def write_then_die(self, key, frame):
+    write(self, key, frame)
+    if len(self._records) == {n_fields}:
+        os.kill(os.getpid(), signal.SIGKILL)
+blocks.ResumableOutput.write = write_then_die
+main(["screen", {str(model)!r}, "--plate", {str(plate)!r}, "--labels", "cells", "-o", {str(out)!r}])
+"""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=300)
+
+
+def test_a_killed_plate_screen_resumes_and_another_model_is_refused(plate, model, tmp_path, capsys):
+    path, _ = plate
+    killed = _killed_after(2, path, model, tmp_path / "out")
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert not (tmp_path / "out" / "cells.parquet").exists()
+    assert _screen(path, model, tmp_path / "out") == 0
+    assert "2 of 4 fields already done; computing 2" in capsys.readouterr().out
+    assert _screen(path, model, tmp_path / "clean") == 0
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "out" / "cells.parquet"),
+        pd.read_parquet(tmp_path / "clean" / "cells.parquet"),
+    )
+    other = _model(tmp_path / "other", seed=1)
+    assert _screen(path, other, tmp_path / "out") == 2
+    error = capsys.readouterr().err
+    assert "made from other inputs or options (model:" in error and "--overwrite" in error
+    assert _screen(path, other, tmp_path / "out", "--overwrite") == 0
+
+
+def test_a_changed_plate_is_refused(plate, model, tmp_path, capsys):
+    path, _ = plate
+    assert _screen(path, model, tmp_path / "out") == 0
+    chunk = next(p for p in sorted((path / "A" / "1" / "0").rglob("*")) if p.is_file())
+    chunk.write_bytes(chunk.read_bytes())  # same bytes, touched: the plate may have changed
+    os.utime(chunk, ns=(chunk.stat().st_atime_ns, chunk.stat().st_mtime_ns + 10**9))
+    assert _screen(path, model, tmp_path / "out") == 2
+    assert "source" in capsys.readouterr().err
+
+
+def test_outputs_read_back_in_pycytominer_and_anndata(plate, model, tmp_path):
+    path, _ = plate
+    assert _screen(path, model, tmp_path / "out", "--features", "fc2") == 0
+    cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    assert sum(c.startswith("Cells_DeepLoc_fc2_") for c in cells.columns) == 8
+    anndata = pytest.importorskip("anndata")
+    adata = anndata.read_h5ad(tmp_path / "out" / "cells.h5ad")
+    assert adata.X.shape == (20, 8)
+    assert list(adata.obs["Metadata_Well"].astype(str)) == cells["Metadata_Well"].tolist()
+    assert list(adata.uns["classes"]) == CLASSES
+    assert adata.uns["model"] == DeepLocModel.load(model).digest()
+    pycytominer = pytest.importorskip("pycytominer")
+    wells = pycytominer.aggregate(cells, strata=["Metadata_Plate", "Metadata_Well"])
+    assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
+    ours = pd.read_parquet(tmp_path / "out" / "wells.parquet")
+    np.testing.assert_allclose(
+        wells["Cells_DeepLoc_Prob_ER"], ours["Cells_DeepLoc_Prob_ER"], rtol=1e-5
+    )
+
+
+def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
+    for version, (path, _) in plates.items():
+        assert _screen(path, model, tmp_path / version) == 0
+    out = tmp_path / "changes.parquet"
+    args = ["changes", str(tmp_path / "0.4"), str(tmp_path / "0.5"), "-o", str(out)]
+    assert main(args) == 0
+    table = pd.read_parquet(out)
+    assert sorted(set(table["Metadata_Well"])) == ["A01", "B03"]
+    assert not table["significant"].any()  # the same cells in both: nothing changed
+    assert main([*args[:2], str(tmp_path / "none"), "-o", str(out)]) == 2
+    assert "cells.parquet" in capsys.readouterr().err
+
+
+def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    path, _ = plates["0.5"]
+    local, _ = run_screen(model, tmp_path / "local", plate=path, labels="cells", verbose=0)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote, _ = run_screen(
+            model, tmp_path / "dask", plate=path, labels="cells", client=client, verbose=0
+        )
+    pd.testing.assert_frame_equal(local, remote, check_exact=False, rtol=1e-5, atol=1e-6)
+
+
+def _blobs(shape, centres, seed):
+    """A marker channel of bright discs on a dim background, and a protein channel."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.indices(shape)
+    marker = rng.normal(100, 5, shape)
+    for row, col in centres:
+        marker[(rows - row) ** 2 + (cols - col) ** 2 < 64] += 1000
+    return np.stack([rng.normal(300, 20, shape), marker]).astype(np.uint16)
+
+
+def test_a_folder_of_fields_with_cellpose_masks(model, tmp_path, capsys):
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    centres = [(30, 30), (30, 90), (90, 60)]
+    for name, seed in (("r01c01f01", 0), ("r01c02f01", 1)):
+        pixels = _blobs((128, 128), centres, seed)
+        for channel, plane in zip(("ch1", "ch2"), pixels):
+            tifffile.imwrite(images / f"{name}-{channel}.tiff", plane)
+        labels = np.zeros((128, 128), np.uint16)
+        for value, (row, col) in zip((3, 5, 9), centres):
+            labels[row - 4 : row + 4, col - 4 : col + 4] = value
+        tifffile.imwrite(masks / f"{name}-ch1_cp_masks.tif", labels)
+    out = tmp_path / "out"
+    args = ["screen", str(model), "--images", str(images), "--labels", str(masks), "-o", str(out)]
+    assert main(args) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert cells["Metadata_ObjectNumber"].tolist() == [3, 5, 9] * 2
+    assert cells["Metadata_Well"].tolist() == ["r01c01"] * 3 + ["r01c02"] * 3
+    assert set(cells["Metadata_Plate"]) == {"images"}
+    np.testing.assert_allclose(cells["Metadata_Location_Center_Y"], [29.5, 29.5, 89.5] * 2)
+    found = main(["screen", str(model), "--images", str(images), "-o", str(tmp_path / "found")])
+    assert found == 0  # without labels, the discs are found in the marker channel
+    found = pd.read_parquet(tmp_path / "found" / "cells.parquet")
+    assert len(found) == 6 and found["Metadata_ObjectNumber"].tolist() == [1, 2, 3] * 2
+    data = tmp_path / "cells.h5"
+    crop = ["crop", "--images", str(images), "--labels", str(masks), "--border", "pad"]
+    assert main([*crop, "-o", str(data)]) == 0
+    X, y = load_deeploc_hdf5(data)
+    assert X.shape == (6, 2, 64, 64) and y is None
+    (masks / "r01c02f01-ch1_cp_masks.tif").unlink()
+    assert main([*args[:-1], str(tmp_path / "missing")]) == 2
+    assert "No label image in" in capsys.readouterr().err
+    tifffile.imwrite(masks / "r01c02f01.png.tif", np.zeros((64, 64), np.uint16))
+    assert main([*args[:-1], str(tmp_path / "small")]) == 2
+    assert "the label image is 64x64 pixels, the field 128x128" in capsys.readouterr().err
