@@ -597,21 +597,34 @@ def _check_field(image):
     return image
 
 
+def _histogram_median(channel):
+    """The exact median of an 8- or 16-bit channel from its histogram (no sort)."""
+    cumulative = np.cumsum(np.bincount(channel.ravel()))
+    n = channel.size
+    low, high = np.searchsorted(cumulative, [(n - 1) // 2, n // 2], side="right")
+    return (low + high) / 2
+
+
+def _channel_medians(image):
+    if image.dtype.kind == "u" and image.dtype.itemsize <= 2:
+        return np.array([_histogram_median(channel) for channel in image], np.float32)
+    return np.median(image.reshape(len(image), -1), axis=1).astype(np.float32)
+
+
 def _gather_crops(image, tops, lefts, size):
     # Each crop is padded on its own: a padded copy of the whole field would
     # cost memory growing with size even when no crop crosses the edge.
     channels, height, width = image.shape
     window = np.arange(size)
     rows, cols = tops[:, None] + window, lefts[:, None] + window
-    crops = image.astype(np.float32, copy=False)[
+    crops = image[
         np.arange(channels)[None, :, None, None],
         np.clip(rows, 0, height - 1)[:, None, :, None],
         np.clip(cols, 0, width - 1)[:, None, None, :],
-    ]
+    ].astype(np.float32, copy=False)  # only the crops are converted, not the field
     rows_out, cols_out = (rows < 0) | (rows >= height), (cols < 0) | (cols >= width)
     if rows_out.any() or cols_out.any():
-        background = np.median(image.reshape(channels, -1), axis=1).astype(np.float32)
-        background = background[None, :, None, None]
+        background = _channel_medians(image)[None, :, None, None]
         # Two broadcast masks: no (k, C, size, size) temporary.
         np.copyto(crops, background, where=rows_out[:, None, :, None])
         np.copyto(crops, background, where=cols_out[:, None, None, :])

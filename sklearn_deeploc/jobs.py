@@ -27,7 +27,14 @@ from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_colum
 from .inference import check_precision
 from .model import CALIBRATION_CELLS
 from .profiles import CELLS_FILE, cell_profiles, well_profiles, write_profiles
-from .sources import WELL_PATTERN, FolderFields, PlateFields, TableFields, plate_channels
+from .sources import (
+    WELL_PATTERN,
+    FolderFields,
+    PlateFields,
+    Prefetched,
+    TableFields,
+    plate_channels,
+)
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
@@ -535,7 +542,6 @@ def run_screen(
     if verbose:
         print(f"{len(source.keys)} fields")
     output.mkdir(parents=True, exist_ok=True)
-    shipped = (model, source) if client is None else client.scatter([model, source], broadcast=True)
     with ResumableOutput(
         output / CELLS_FILE,
         manifest,
@@ -544,10 +550,20 @@ def run_screen(
         overwrite=overwrite,
         verbose=verbose,
     ) as parts:
-        shipped_model, shipped_source = shipped
-        parts.compute(
-            _field_profiles, shipped_model, options, shipped_source, border, features, client=client
-        )
+        if client is None:
+            with Prefetched(source, parts.pending()) as prefetched:
+                parts.compute(_field_profiles, model, options, prefetched, border, features)
+        else:
+            shipped_model, shipped_source = client.scatter([model, source], broadcast=True)
+            parts.compute(
+                _field_profiles,
+                shipped_model,
+                options,
+                shipped_source,
+                border,
+                features,
+                client=client,
+            )
         profiles = parts.assemble()
     if not len(profiles):
         raise ValueError(

@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -320,3 +321,41 @@ class PlateFields(FieldSource):
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
         }
+
+
+class Prefetched(FieldSource):
+    """A source that reads the next field in a background thread while one is processed.
+
+    Reading (decompression, label images) overlaps prediction; at most two
+    fields are in memory. Use it as a context manager, reading ``keys`` in order.
+
+    Parameters
+    ----------
+    source : FieldSource
+    keys : sequence
+        The fields that will be read, in order.
+    """
+
+    def __init__(self, source, keys):
+        self._source, self.fields = source, source.fields
+        self._following = dict(zip(keys, list(keys)[1:]))
+        self._pool, self._reads = ThreadPoolExecutor(1), {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def metadata(self, key):
+        return self._source.metadata(key)
+
+    def identity(self):
+        return self._source.identity()
+
+    def read(self, key):
+        read = self._reads.pop(key, None) or self._pool.submit(self._source.read, key)
+        following = self._following.get(key)
+        if following is not None and following not in self._reads:
+            self._reads[following] = self._pool.submit(self._source.read, following)
+        return read.result()

@@ -25,6 +25,15 @@ def test_crop_inside_is_exact(field):
     assert result.index.tolist() == [0] and result.padded.tolist() == [False]
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 41, 50), (1, 40, 41)])  # an odd and an even count
+def test_padding_is_each_channels_exact_median(dtype, shape):
+    field = np.random.default_rng(3).integers(0, 200, shape).astype(dtype)
+    crops = crop_cells(field, [[0, 0]], size=16, border="pad").crops
+    expected = np.median(field.reshape(shape[0], -1), axis=1)
+    np.testing.assert_array_equal(crops[0, :, 0, 0], expected.astype(np.float32))
+
+
 def test_corner_and_half_outside_cells(field):
     centres = [[0, 0], [50, 119], [50, 60]]
     padded = crop_cells(field, centres, size=64, border="pad")
