@@ -108,10 +108,14 @@ class FieldSource:
     def keys(self):
         return self.fields["key"].tolist()
 
+    @cached_property
+    def _rows(self):
+        return {row.key: row for row in self.fields.itertuples(index=False)}
+
     def metadata(self, key):
         """The field's ``plate``, ``well``, ``site`` and ``image`` (its key)."""
-        row = self.fields.loc[self.fields["key"] == key].iloc[0]
-        return {"plate": row["plate"], "well": row["well"], "site": int(row["site"]), "image": key}
+        row = self._rows[key]
+        return {"plate": row.plate, "well": row.well, "site": int(row.site), "image": key}
 
     def read(self, key):
         """``(image, cells)`` of one field: (C, H, W) pixels and one row per cell."""
@@ -166,8 +170,19 @@ def _first_row_files(field):
     return field[file_columns(field)].iloc[0].tolist()
 
 
-def _label_file(labels, field_file, token):
-    """The one label image in folder ``labels`` named after a field's first channel file.
+def _label_index(labels):
+    """Label image files by every name they answer to: the stem, and the stem cut at a separator."""
+    index = {}
+    for path in labels.iterdir():
+        if path.suffix.lower() in LABEL_SUFFIXES and path.is_file():
+            stem = path.stem
+            for name in {stem} | {stem[: cut.start()] for cut in re.finditer(r"[-_. ]", stem)}:
+                index.setdefault(name, []).append(path)
+    return index
+
+
+def _label_file(index, labels, field_file, token):
+    """The one label image named after a field's first channel file.
 
     Its stem is the file's stem (``r01c01f01-ch1_cp_masks.png``) or the stem
     without its channel token (``r01c01f01.tiff``), followed by nothing or a
@@ -176,13 +191,7 @@ def _label_file(labels, field_file, token):
     stem = Path(field_file).stem
     names = [stem, re.sub(r"[-_. ]*$", "", stem.replace(token, ""))]
     for name in names:
-        found = [
-            path
-            for path in labels.iterdir()
-            if path.suffix.lower() in LABEL_SUFFIXES
-            and path.stem.startswith(name)
-            and re.fullmatch(r"([-_. ].*)?", path.stem[len(name) :])
-        ]
+        found = index.get(name, [])
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -213,7 +222,8 @@ class FolderFields(FieldSource):
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or ["ch1", "ch2"])
-        names = sorted(p.name for p in images.iterdir() if self._channels[0] in p.name)
+        token = re.compile(rf"(?<![A-Za-z]){re.escape(self._channels[0])}(?!\d)")
+        names = sorted(p.name for p in images.iterdir() if p.is_file() and token.search(p.name))
         if not names:
             raise ValueError(f"No image in {images} has the channel token {self._channels[0]!r}.")
         _check_well_pattern(well_pattern, names)
@@ -229,7 +239,10 @@ class FolderFields(FieldSource):
             labels = Path(labels)
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
-            self._labels = {name: _label_file(labels, name, self._channels[0]) for name in names}
+            index = _label_index(labels)
+            self._labels = {
+                name: _label_file(index, labels, name, self._channels[0]) for name in names
+            }
         if not 0 <= marker < len(self._channels) and not self._labels:
             raise ValueError(f"marker={marker} is not one of the {len(self._channels)} channels.")
         self._marker, self._well_pattern = marker, well_pattern

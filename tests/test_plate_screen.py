@@ -269,3 +269,23 @@ def test_a_folder_of_fields_with_cellpose_masks(model, tmp_path, capsys):
     tifffile.imwrite(masks / "r01c02f01.png.tif", np.zeros((64, 64), np.uint16))
     assert main([*args[:-1], str(tmp_path / "small")]) == 2
     assert "the label image is 64x64 pixels, the field 128x128" in capsys.readouterr().err
+
+
+def test_label_images_are_paired_by_name_and_never_guessed(tmp_path):
+    from sklearn_deeploc.sources import FolderFields
+
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    images.mkdir(), masks.mkdir()
+    for name in ("r01c01f01", "r01c01f10"):
+        for channel in ("ch1", "ch2", "ch10"):
+            tifffile.imwrite(images / f"{name}-{channel}.tiff", np.zeros((8, 8), np.uint16))
+    labels = np.zeros((8, 8), np.uint16)
+    labels[2:4, 2:4] = 7
+    np.save(masks / "r01c01f01.npy", labels)  # the field's name without its channel token
+    np.save(masks / "r01c01f10-ch1_cp_masks.npy", labels * 2)  # Cellpose's name
+    source = FolderFields(images, labels=masks)
+    assert source.keys == ["r01c01f01-ch1.tiff", "r01c01f10-ch1.tiff"]  # not the ch10 images
+    assert [source.read(key)[1]["ObjectNumber"].item() for key in source.keys] == [7, 14]
+    np.save(masks / "r01c01f10-ch1_seg.npy", labels)
+    with pytest.raises(ValueError, match=r"2 label images in .* match field r01c01f10-ch1\.tiff"):
+        FolderFields(images, labels=masks)
