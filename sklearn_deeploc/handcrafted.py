@@ -1,14 +1,9 @@
 """``HandcraftedFeatures``: CellProfiler-style measurements per cell, the classical baseline.
 
-The paper compares DeepLoc with ensLOC (Chong et al. 2015): CellProfiler
-features per cell, then an ensemble of SVMs. This module gives both halves:
-:class:`HandcraftedFeatures` measures each crop in the spirit of CellProfiler
-(intensity, Haralick texture, Hu and Zernike moments, radial distribution,
-protein-marker correlation) and :func:`make_classical_head` is the
-ensemble of linear SVMs.
-
-Libraries: mahotas (Haralick, Zernike), scikit-image, scipy.ndimage; see
-benchmarks/RESULTS.md for why.
+The paper compares DeepLoc with ensLOC (Chong et al. 2015): CellProfiler features per
+cell (:class:`HandcraftedFeatures`), then an ensemble of linear SVMs
+(:func:`make_classical_head`). Libraries: mahotas (Haralick, Zernike), scikit-image,
+scipy.ndimage; benchmarks/RESULTS.md says why.
 """
 
 import hashlib
@@ -120,11 +115,9 @@ def _declump(foreground):
 def cell_mask(marker):
     """The centred cell of a crop: Otsu on the smoothed marker, holes filled, declumped.
 
-    Of the cells found (:func:`_declump`), the one nearest the crop's centre
-    is taken (a crop is centred on its cell; neighbours are cut by the
-    edges); ties go to the larger. A cell smaller than ``MIN_CELL_FRACTION``
-    of the crop, or none (a constant marker), gives a centred disc instead, so
-    that every crop gets a mask.
+    Of the cells found, the one nearest the crop's centre is taken (neighbours are cut
+    by the edges); ties go to the larger. A cell smaller than ``MIN_CELL_FRACTION`` of
+    the crop, or none (a constant marker), gives a centred disc, so every crop gets a mask.
 
     Parameters
     ----------
@@ -324,11 +317,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     - correlation with the marker: Pearson, Manders' coefficients (Otsu
       thresholds) and the overlap coefficient.
 
-    Every feature is finite, also for empty or constant crops. All of them
-    are invariant to 90-degree rotations and flips of the crop, whose pixel
-    grid maps onto itself; only the watershed that splits touching cells
-    breaks ties in raster order, so after a quarter turn a mask can differ
-    by a pixel or two.
+    Every feature is finite, also for empty or constant crops, and invariant to
+    90-degree rotations and flips of the crop, except that the watershed splitting
+    touching cells breaks ties in raster order (a mask can differ by a pixel or two).
 
     Parameters
     ----------
@@ -463,9 +454,8 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X):
         """Features of each cell, float32 of shape ``(n, n_features_out_)``.
 
-        ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array``
-        (a lazy one comes back). Settings that change the number of features
-        need a new ``fit``.
+        ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array`` (a lazy
+        one comes back). Settings that change the number of features need a new ``fit``.
         """
         self._check_settings_since_fit()
         return apply_blockwise(self._transform_in_memory, X, self.n_features_out_)
@@ -539,23 +529,20 @@ def _stratified_subset(codes, fraction, rng):
 class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
     """Linear SVMs, each fitted on a random stratified subset of the cells, voting.
 
-    Each member standardises its subset and fits a linear SVM (one-vs-one,
-    as the DeepLoc ``"svm"`` head). A subset takes ``subset_fraction`` of
-    every class's cells (at least one), drawn without replacement, so every
-    member sees every class, however few cells a class has.
-    :meth:`predict_proba` is the fraction of members that vote for each
-    class, which the average-precision scorer ranks cells by.
+    Each member standardises its subset and fits a linear SVM (one-vs-one, as the
+    DeepLoc ``"svm"`` head). Subsets are drawn per class (at least one cell each), so
+    every member sees every class. :meth:`predict_proba` is the fraction of votes for
+    each class, which the average-precision scorer ranks cells by.
 
-    Not :class:`~sklearn.ensemble.BaggingClassifier`: its subsets are drawn
-    from all cells at once, so with few or unbalanced cells a member can get
-    a single class, which libsvm refuses; it has no stratified draws.
+    Not :class:`~sklearn.ensemble.BaggingClassifier`: it draws from all cells at once,
+    so with few or unbalanced cells a member can get a single class, which libsvm refuses.
 
     Parameters
     ----------
     n_estimators : int, default=25
         Members of the ensemble.
     subset_fraction : float in (0, 1], default=0.8
-        Fraction of each class's cells in a member's subset.
+        Fraction of each class's cells in a member's subset (drawn without replacement).
     random_state : int, RandomState instance or None, default=None
         Seeds the subsets.
 
