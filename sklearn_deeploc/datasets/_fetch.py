@@ -1,10 +1,9 @@
 """Fetching the published DeepLoc model and datasets into a local data home.
 
-Each archive is downloaded with pooch, unpacked (within the bounds below) into a
-hidden folder beside its final place, checked, given a completion marker (every
-file and its size) and renamed into place. A folder without its marker, or with
-a file missing or of another size, is built again; a leftover archive is used
-again only if it checks out whole.
+Each archive is downloaded with pooch, unpacked within the bounds below beside its final
+place, checked, given a completion marker (every file and its size) and renamed into
+place. A folder whose marker does not match is built again; a leftover archive is reused
+only if it checks out whole.
 """
 
 import json
@@ -87,10 +86,6 @@ def get_data_home(data_home=None):
     return data_home
 
 
-def _known_hash(archive):
-    return None if archive.sha256 is None else f"sha256:{archive.sha256}"
-
-
 def _check_zip(path):
     """Read every member of a zip, checking its CRC; a ValueError for a damaged archive."""
     try:
@@ -119,7 +114,7 @@ def _download(archive, url, data_home):
     fetcher = pooch.create(
         path=data_home,
         base_url="",
-        registry={file_name: _known_hash(archive)},
+        registry={file_name: None if archive.sha256 is None else f"sha256:{archive.sha256}"},
         urls={file_name: url},
         retry_if_failed=DOWNLOAD_RETRIES,
     )

@@ -1,11 +1,9 @@
 """The DeepLoc HDF5 layout: ``data<k>`` crops with one-hot ``Index<k>`` labels.
 
-A file holds numbered chunks: ``data<k>`` has one crop per row, flattened
-channel-major, and ``Index<k>`` (when the file is labelled) one one-hot row per
-crop; an optional ``label_names`` dataset names the ``Index`` columns. Both
-loaders check the whole layout (every declared shape, every label) through one
-function before they read a pixel, so they accept and refuse the same files
-with the same message.
+``data<k>`` has one crop per row, flattened channel-major; ``Index<k>`` (when labelled)
+one one-hot row per crop; an optional ``label_names`` dataset names the ``Index``
+columns. Both loaders check every declared shape and label through :func:`_read_layout`
+before reading a pixel, so they accept and refuse the same files, with the same message.
 """
 
 import math
@@ -303,16 +301,9 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     X : ndarray of shape (n, C, image_size, image_size), float32
         Raw pixel values (stretching is the estimators' job).
     y : ndarray of shape (n,) or None
-        Label names (object array of str) when the file names its ``Index``
-        columns (a ``label_names`` dataset or attribute, or an
-        ``Index1_columns`` attribute), otherwise integer column indices;
-        None for an unlabelled file.
-
-    Raises
-    ------
-    ValueError
-        A file that is not HDF5 or not wholly the DeepLoc layout (every value
-        stored in the file itself), naming the file and the chunk.
+        Label names (object array of str) when the file names its ``Index`` columns
+        (``label_names`` dataset or attribute, ``Index1_columns`` attribute), else
+        integer column indices; None for an unlabelled file.
 
     See Also
     --------
@@ -359,16 +350,14 @@ def _index_array(index, n):
 class DeepLocHDF5Dataset(Dataset):
     """A DeepLoc HDF5 file as a lazy torch ``Dataset``: only requested cells are read.
 
-    The layout is checked as by :func:`load_deeploc_hdf5` and the labels read
-    when the dataset is made; the file is opened on first access in each
-    process (handles do not pickle), which refuses a file whose chunks or
-    labels changed since.
+    The layout is checked as by :func:`load_deeploc_hdf5` and the labels read when the
+    dataset is made; the file is opened on first access in each process (handles do not
+    pickle), which refuses a file whose chunks or labels changed since.
 
-    Indexing follows numpy's rules for one axis: an integer (negative counts
-    from the end) gives ``(crop tensor (C, H, W), int label)``; a slice (any
-    step), a 1-D sequence or array of integers, or a boolean mask with one
-    entry per cell gives ``(crops (n, C, H, W), labels (n,))`` tensors in the
-    order asked. Labels of an unlabelled file are -1.
+    Indexing follows numpy's rules for one axis: an integer gives ``(crop tensor
+    (C, H, W), int label)``; a slice, a 1-D sequence of integers or a boolean mask with
+    one entry per cell gives ``(crops (n, C, H, W), labels (n,))`` tensors in the order
+    asked. Labels of an unlabelled file are -1.
 
     Parameters
     ----------
@@ -641,17 +630,11 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
         Labels: strings, or integer ``Index`` columns. Without ``y`` the file
         has no ``Index`` chunks, and the loaders give no labels.
     label_names : sequence of str, optional
-        Names of the ``Index`` columns, in order. By default the sorted
-        distinct string labels (none for integer labels). Given with string
-        labels, every label must be one of them; given with integer labels,
-        they must be columns ``0 .. len(label_names) - 1``.
+        Names of the ``Index`` columns, in order; by default the sorted distinct string
+        labels (none for integer labels). Integer labels must then be columns
+        ``0 .. len(label_names) - 1``; string labels must be among them.
     chunk_size : int, optional
         Crops per chunk; None writes one chunk.
-
-    Raises
-    ------
-    FileNotFoundError, IsADirectoryError
-        The folder of ``path`` does not exist, or ``path`` is a directory.
 
     See Also
     --------

@@ -1,10 +1,9 @@
 """A synthetic screen of yeast-like cells, for examples, tests and the demo.
 
-Each crop holds one budding (or unbudded) cell: a cytosolic marker in channel 1
-and, in channel 0, a tagged protein whose pattern names the class. The camera is
-simulated too: offset, photon (Poisson) noise, read (Gaussian) noise and optical
-blur, set by an imaging style, so that a "source" and a differently imaged
-"target" screen can be generated for transfer-learning experiments.
+Each crop holds one cell: a marker in channel 1 and a tagged protein in channel 0 whose
+pattern names the class. The simulated camera (offset, photon and read noise, blur) is
+set by an imaging style, so that a "source" and a differently imaged "target" screen can
+be generated for transfer-learning experiments.
 """
 
 import numpy as np
@@ -129,12 +128,8 @@ def _nucleus(cell, rng):
 def _nucleolus(cell, rng):
     side = rng.uniform(0, 2 * np.pi)
     spot = cell.nucleus_centre + np.array([np.sin(side), np.cos(side)]) * cell.nucleus_radius * 0.55
-    return (
-        _ellipse_distance(
-            cell.yy, cell.xx, *spot, cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8, side
-        )
-        < 1
-    )
+    radii = cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8
+    return _ellipse_distance(cell.yy, cell.xx, *spot, *radii, side) < 1
 
 
 def _nuclear_periphery(cell, rng):
@@ -201,9 +196,8 @@ def _actin(cell, rng):
     region = cell.body & (cell.outline(1.5) > 0.3)
     if cell.bud is not None:
         region |= cell.bud < 1
-    return _spots(
-        cell.yy, cell.xx, _points_in(region, int(rng.integers(8, 16)), rng, cell.yy, cell.xx), 0.7
-    )
+    points = _points_in(region, int(rng.integers(8, 16)), rng, cell.yy, cell.xx)
+    return _spots(cell.yy, cell.xx, points, 0.7)
 
 
 def _spindle_pole(cell, rng):
