@@ -91,9 +91,8 @@ def welch_t(a, b):
 
 
 def _mixture_posterior(scores, prior, min_std, n_iter, tol):
-    # The uniform spans at least +-3 min_std: a narrower one would call the
-    # background's own bulk outliers, its density growing without bound as
-    # the range shrinks (a range of 1e-20 made every score an outlier).
+    # The uniform spans at least +-3 min_std: a narrower one would call the background's
+    # own bulk outliers, its density growing without bound as the range shrinks.
     uniform = prior / max(np.ptp(scores), 6 * min_std)
     mean = np.median(scores)
     std = max(1.4826 * stats.median_abs_deviation(scores) or scores.std(), min_std)
@@ -121,13 +120,11 @@ def _check_prior(prior):
 def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
 
-    The Gaussian (background: no change) has its mean and standard deviation
-    fitted by EM; the uniform spans the observed range (at least the
-    background's +-3 ``min_std``) with fixed prior weight ``prior``, as in
-    the paper (1%). Only finite scores are fitted: an infinite score is a
-    certain outlier (posterior 1), a NaN score (not scored) gets a NaN
-    posterior, and so do all scores when fewer than two are finite (no
-    mixture to fit).
+    The Gaussian (background: no change) has its mean and standard deviation fitted by
+    EM; the uniform spans the observed range (at least the background's +-3
+    ``min_std``) with fixed weight ``prior``, as in the paper (1%). Only finite scores
+    are fitted: an infinite score is a certain outlier (posterior 1), a NaN score gets
+    a NaN posterior, and so do all scores when fewer than two are finite.
 
     Parameters
     ----------
@@ -216,15 +213,12 @@ def _status(n_a, n_b, posterior):
 def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, prior=0.01):
     """Per protein and class, the change in localization between two screens.
 
-    Welch's t compares each protein's probabilities of a class in screen B
-    (treated) against screen A (untreated); per class, a protein whose t is
-    more likely under the outlier part of :func:`outlier_posterior`'s
-    mixture has a significant change (t = +-inf, no spread but a moved
-    mean, always is).
-
-    A protein that cannot be scored (absent from one screen, or fewer than
-    two cells in one) gets t = NaN, ``significant`` missing (``pd.NA``), and
-    a ``status`` saying why; it is never reported as unchanged.
+    Welch's t compares each protein's probabilities of a class in screen B (treated)
+    against screen A (untreated); per class, a protein whose t is more likely under the
+    outlier part of :func:`outlier_posterior`'s mixture has a significant change (as
+    has t = +-inf: no spread but a moved mean). A protein that cannot be scored gets
+    t = NaN, ``significant`` missing (``pd.NA``) and a ``status`` saying why; it is
+    never reported as unchanged.
 
     Parameters
     ----------
