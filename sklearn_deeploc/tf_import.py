@@ -36,8 +36,6 @@ REFERENCE_PREPROCESSING = {
     "stretch_variant": "reference",
     "tta": True,
 }
-
-
 N_REFERENCE_CONV = 8
 REFERENCE_LAYERS = (
     *(f"conv_{i}" for i in range(1, N_REFERENCE_CONV + 1)),
@@ -187,13 +185,12 @@ def from_tf_checkpoint(
     verbose : int, default=0
         Print the variable mapping when > 0.
     return_mapping : bool, default=False
-        Also return the mapping of our parameters to checkpoint tensors.
+        Also return the mapping of our parameter names to checkpoint tensor names.
 
     Returns
     -------
     DeepLocModel
-        With ``return_mapping=True``, also the mapping (our parameter ->
-        checkpoint tensor name).
+        With ``return_mapping=True``, ``(model, mapping)``.
 
     Examples
     --------
