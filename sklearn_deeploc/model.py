@@ -1,10 +1,9 @@
 """``DeepLocModel``: a trained DeepLoc network with its classes, channels and preprocessing.
 
-The one place that knows the model-folder schema (``config.json`` +
-``weights.safetensors``), builds the fast inference copies and defines how a
-model pickles. A folder is checked before anything is allocated for it: the
-config against the schema tables, then the safetensors header against the
-network built on the ``meta`` device. Loading never unpickles.
+Owns the model-folder schema (``config.json`` + ``weights.safetensors``), the fast
+inference copies and pickling. A folder is checked before anything is allocated: the config
+against the schema tables, then the safetensors header against a ``meta``-device network.
+Loading never unpickles.
 """
 
 import copy
@@ -301,9 +300,8 @@ def _read_weights(path, network):
 def weight_problem(name, tensor):
     """Why a trained network cannot hold ``tensor`` as ``name``, or None when it can.
 
-    NaN and infinity make every output NaN, and so does a negative batch-norm
-    running variance (its square root is taken): the argmax of such outputs
-    silently gives the first class.
+    NaN, infinity and negative batch-norm running variances (square-rooted) make every output
+    NaN, whose argmax silently gives the first class.
 
     Examples
     --------
@@ -328,10 +326,9 @@ def _json_label(label):
 class DeepLocModel:
     """A trained DeepLoc network with its classes, channels and preprocessing.
 
-    Crops go in raw (any layout :func:`~sklearn_deeploc.validation.check_crops`
-    accepts); the model stretches them as it was trained, runs a fast
-    inference copy of the network (batch norm folded, channels-last; built
-    once per precision) and averages five crops when ``tta`` is on.
+    Crops go in raw (any layout :func:`~sklearn_deeploc.validation.check_crops` accepts); the
+    model stretches them as it was trained, runs a fast inference copy of the network (batch
+    norm folded, channels-last; built once per precision) and averages five crops with ``tta``.
 
     Parameters
     ----------
@@ -342,10 +339,8 @@ class DeepLocModel:
     channel_names : list of str, optional
         Default ``["protein", "marker"]`` for two channels.
     preprocessing : dict, optional
-        ``image_size`` (side of the stored crops), ``stretch`` (two
-        percentiles or None), ``stretch_variant`` ("clip" or "reference"),
-        ``tta`` (five-crop mean by default). Missing keys take the defaults
-        of :data:`DEFAULT_PREPROCESSING`.
+        ``image_size`` (side of the stored crops), ``stretch`` (two percentiles or None),
+        ``stretch_variant`` and ``tta``; missing keys take :data:`DEFAULT_PREPROCESSING`.
 
     Attributes
     ----------
@@ -452,7 +447,7 @@ class DeepLocModel:
         }
 
     def digest(self):
-        """SHA-256 of the config (less the package version) and the weights, as hex.
+        """SHA-256 (hex) of the config less its package version, and of the weights.
 
         Jobs record it in their manifests so that outputs of two models never mix.
         """
@@ -474,10 +469,9 @@ class DeepLocModel:
     def save(self, path):
         """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``).
 
-        The folder is built whole beside ``path`` and swapped in, so an
-        interrupted save leaves the old model or the new one (and may leave a
-        hidden ``.<name>.saving-<pid>`` folder, safe to delete). Other files in
-        the folder are kept.
+        Built whole beside ``path`` and swapped in: an interrupted save leaves the old model or
+        the new one (and maybe a hidden ``.<name>.saving-<pid>`` folder, safe to delete). Other
+        files in the folder are kept.
 
         Returns
         -------
@@ -504,8 +498,7 @@ class DeepLocModel:
         ----------
         path : str or path-like
         device : str, default="cpu"
-            Where the network goes ("auto": CUDA when present). Weights
-            saved from a GPU load anywhere.
+            Where the network goes ("auto": CUDA when present); GPU-saved weights load anywhere.
 
         Raises
         ------
@@ -545,9 +538,8 @@ class DeepLocModel:
     def inference_network(self, precision="fp32"):
         """The fast inference copy for ``precision``, built once per model and device.
 
-        fp32, bf16 and fp16 share the copy with batch norm folded and
-        channels-last (bf16 and fp16 run it under autocast); int8 is a
-        statically quantised copy calibrated on :attr:`calibration`.
+        fp32, bf16 and fp16 share the copy with batch norm folded and channels-last (bf16 and
+        fp16 under autocast); int8 is a static quantised copy calibrated on :attr:`calibration`.
         """
         kind = "int8" if precision == "int8" else "float"
         key = (kind, str(self.device))
@@ -567,9 +559,8 @@ class DeepLocModel:
     def calibrate(self, X, *, n_cells=CALIBRATION_CELLS, random_state=0):
         """Keep a sample of raw cells to calibrate int8 inference on (and drop old copies).
 
-        Calibrate on cells like the ones to predict: int8 ranges are measured
-        on them. The sample is small (``n_cells``) and pickles with the model,
-        so the quantised copy is rebuilt identically after loading.
+        Calibrate on cells like the ones to predict: int8 ranges are measured on them. The
+        sample pickles with the model, so the quantised copy is rebuilt identically after loading.
 
         Parameters
         ----------
@@ -617,10 +608,9 @@ class DeepLocModel:
     def check_inference_options(self, tta, batch_size, precision, *, n_items=None):
         """The options of a prediction, checked once: ``(tta, batch_size, precision)``.
 
-        ``tta=None`` becomes the model's stored choice, ``batch_size`` must fit
-        in memory (a batch never holds more than ``n_items`` cells), and
-        ``precision`` is what runs on this model's device (see
-        :func:`~sklearn_deeploc.inference.check_precision`).
+        ``tta=None`` becomes the model's stored choice, ``batch_size`` must fit in memory (a
+        batch never holds more than ``n_items`` cells), and ``precision`` is what runs on this
+        model's device (see :func:`~sklearn_deeploc.inference.check_precision`).
 
         Examples
         --------
@@ -667,12 +657,11 @@ class DeepLocModel:
             Five-crop mean; None uses the model's stored choice.
         batch_size : int, default=128
         precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-            Arithmetic of inference (see :mod:`sklearn_deeploc.inference`);
-            check a reduced one on your cells with :meth:`agreement` first.
+            Arithmetic of inference; check a reduced one with :meth:`agreement` first.
         verbose : int, default=0
         check_input : bool, default=True
-            False trusts the caller: ``X`` as :meth:`check_crops` returns it and
-            the options as :meth:`check_inference_options` returns them.
+            False trusts ``X`` from :meth:`check_crops` and options from
+            :meth:`check_inference_options`.
 
         Returns
         -------
@@ -714,11 +703,10 @@ class DeepLocModel:
         Returns
         -------
         dict
-            ``top1_agreement`` (fraction of cells with the same predicted
-            class), ``<layer>_max_relative_error`` for every feature layer
-            (see :func:`~sklearn_deeploc.inference.precision_agreement`) and
-            ``precision``, the arithmetic that ran (``"fp32"`` where bf16 is
-            not native, with a warning).
+            ``top1_agreement`` (fraction of cells with the same predicted class),
+            ``<layer>_max_relative_error`` per feature layer (see
+            :func:`~sklearn_deeploc.inference.precision_agreement`) and ``precision``, the
+            arithmetic that ran (``"fp32"``, with a warning, where bf16 is not native).
 
         Examples
         --------

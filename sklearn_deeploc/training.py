@@ -1,13 +1,11 @@
 """Training DeepLoc with skorch: batches on the device, mixed precision, keep-best,
 checkpoints that resume exactly, and one progress display for the whole run.
 
-Training draws whole batches (a list of indices per step) so that augmentation
-runs once per batch, vectorised, on the device that trains, and so that training
-length counts optimizer steps as the paper does. Checkpoints (their files:
-:mod:`sklearn_deeploc.checkpoints`) are written by a callback here, not by
-skorch's ``Checkpoint`` (epoch ends only, in place, no safetensors optimizer)
-nor read by ``LoadInitState`` (which ignores a damaged checkpoint and silently
-restarts).
+Training draws whole batches (a list of indices per step) so that augmentation runs once per
+batch, vectorised, on the training device, and training length counts optimizer steps as in the
+paper. Checkpoints (files: :mod:`sklearn_deeploc.checkpoints`) are written by a callback here,
+not skorch's ``Checkpoint`` (epoch ends only, in place, no safetensors optimizer), nor read by
+``LoadInitState`` (which ignores a damaged checkpoint and silently restarts).
 """
 
 import os
@@ -151,8 +149,8 @@ def place_crops(X, preprocessing, device):
 class CellBatches(Dataset):
     """Stretched crops served a batch at a time: ``dataset[indices] -> (x, y)`` on ``device``.
 
-    Host-memory crops travel to a GPU without waiting; ``augment`` takes a
-    random crop, flips and rotations on ``device``, else the centre crop.
+    Host-memory crops travel to a GPU without waiting; ``augment`` takes a random crop, flips
+    and rotations on ``device``, else the centre crop.
 
     Examples
     --------
@@ -189,8 +187,8 @@ class CellBatches(Dataset):
 class StepSampler(Sampler):
     """Full batches of indices drawn with replacement, ``total_steps`` in all.
 
-    An epoch ends at the next multiple of ``steps_per_epoch`` (a resumed run
-    finishes its epoch); ``balanced`` makes every class equally likely.
+    An epoch ends at the next multiple of ``steps_per_epoch`` (a resumed run finishes its
+    epoch); ``balanced`` makes every class equally likely.
 
     Examples
     --------
@@ -228,8 +226,8 @@ class StepSampler(Sampler):
 class BatchLoader:
     """skorch's batch iterator: ``dataset[indices]`` per batch of the sampler, else in order.
 
-    Not torch's ``DataLoader``: it draws a seed from torch's global generator at
-    every epoch, so a run resumed mid-epoch would draw other dropout masks.
+    Not torch's ``DataLoader``: it draws a seed from torch's global generator every epoch, so
+    a run resumed mid-epoch would draw other dropout masks.
     """
 
     def __init__(self, dataset, batch_size=None, sampler=None):
@@ -253,8 +251,8 @@ class BatchLoader:
 def validation_split(codes, fraction, seed):
     """``(train, validation, how)`` indices keeping every class in training.
 
-    ``how``: "stratified" when possible, else "random" among the cells beyond
-    each class's first, else "none".
+    ``how``: "stratified" when possible, else "random" among the cells beyond each class's
+    first, else "none".
 
     Examples
     --------
@@ -304,10 +302,9 @@ def steps_taken(history):
 class DeepLocTrainingNet(NeuralNetClassifier):
     """skorch's classifier net with mixed precision, and losses read once per epoch.
 
-    Forward passes run under ``torch.autocast`` at ``precision`` (fp16 with a
-    ``GradScaler``). Losses stay device tensors until the epoch ends (or
-    :func:`settle_losses`): skorch's ``.item()`` per step would make the CPU
-    wait for the GPU.
+    Forward passes run under ``torch.autocast`` at ``precision`` (fp16 with a ``GradScaler``).
+    Losses stay device tensors until the epoch ends (or :func:`settle_losses`): skorch's
+    ``.item()`` per step would make the CPU wait for the GPU.
     """
 
     def __init__(self, module, *, precision="fp32", **kwargs):
@@ -370,8 +367,8 @@ def _is_terminal(stream):
 class Progress(Callback):
     """One progress display for the whole run, and one line per validation.
 
-    A tqdm bar on a terminal; elsewhere (a log file, CI) a plain line every
-    ``every`` steps. ``stream`` defaults to ``sys.stderr``.
+    A tqdm bar on a terminal; elsewhere (a log file, CI) a plain line every ``every`` steps.
+    ``stream`` defaults to ``sys.stderr``.
     """
 
     def __init__(self, total_steps, every, stream=None):
@@ -483,8 +480,7 @@ def _restore(checkpoint, net, train_data, sampler):
     sampler.rng.bit_generator.state = checkpoint.state["random"]["sampler"]
     train_data.rng.bit_generator.state = checkpoint.state["random"]["augmentation"]
     torch.set_rng_state(checkpoint.tensors["random"]["torch"])
-    # A run may stop on a GPU and go on on a CPU (or another GPU model): exactness is
-    # promised for a run that stays on its device.
+    # A run may move between devices; exactness is promised only for one that stays.
     if "cuda" in checkpoint.tensors["random"] and torch.device(net.device).type == "cuda":
         torch.cuda.set_rng_state(checkpoint.tensors["random"]["cuda"], net.device)
 
@@ -516,9 +512,8 @@ def restore_callbacks(checkpoint, net):
 class Checkpointing(Callback):
     """Write everything a rerun needs to continue exactly, every ``interval`` steps.
 
-    A step that ends a validation interval is saved after the validation, so a
-    resumed run never validates twice; ``resume`` is the checkpoint this run
-    continues.
+    A step that ends a validation interval is saved after the validation, so a resumed run
+    never validates twice; ``resume`` is the checkpoint this run continues.
     """
 
     def __init__(self, folder, interval, recipe, seeds, resume=None):
@@ -675,10 +670,9 @@ def train_network(
 ):
     """Train a :class:`DeepLocNet` on validated crops with skorch.
 
-    With ``recipe.checkpoint_dir``, a checkpoint is written every
-    ``recipe.checkpoint_interval`` steps (default: every validation), and a
-    run of the same data and parameters continues from the newest one: the
-    result equals that of an uninterrupted run.
+    With ``recipe.checkpoint_dir``, a checkpoint is written every ``recipe.checkpoint_interval``
+    steps (default: every validation), and a run of the same data and parameters continues
+    from the newest one: the result equals that of an uninterrupted run.
 
     Parameters
     ----------
@@ -690,8 +684,7 @@ def train_network(
         :class:`DeepLocNet` arguments, and the stretch to apply.
     recipe : Recipe
     random_state : int, RandomState instance or None
-        A resumed run with an int must have the checkpoint's; otherwise it
-        continues with the checkpoint's seeds.
+        A resumed run with an int must have the checkpoint's; others take its seeds.
     initial_state : dict, optional
         Weights of every layer but the output layer (fine-tuning).
 
@@ -707,9 +700,8 @@ def train_network(
         When another run trains into ``recipe.checkpoint_dir``.
     """
     device = torch.device(resolve_device(recipe.device))
-    # A lower bound of a training cell's memory: its crop and one activation map (the
-    # backward pass keeps several), so that only batches that cannot fit are refused.
-    # Training batches are drawn with replacement, hence full however few the cells.
+    # A lower bound of a cell's memory (its crop and one activation map), so that only batches
+    # that cannot fit are refused; batches are drawn with replacement, hence always full.
     widest = architecture["n_channels"] + max(architecture["conv_channels"])
     per_cell = 4 * architecture["crop_size"] ** 2 * widest
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
