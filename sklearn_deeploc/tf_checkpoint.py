@@ -141,10 +141,7 @@ def _block_entries(block):
 def _table_entries(index):
     """Every key/value pair of the checkpoint's index table, blocks checked."""
     table = index.read_bytes()
-    if (
-        len(table) < FOOTER_SIZE
-        or struct.unpack_from("<Q", table, len(table) - 8)[0] != TABLE_MAGIC
-    ):
+    if len(table) < FOOTER_SIZE or table[-8:] != struct.pack("<Q", TABLE_MAGIC):
         raise ValueError(f"{index} is not a TensorFlow V2 checkpoint index (bad table footer).")
     footer = table[-FOOTER_SIZE:]
     _, position = _block_handle(footer, 0)  # the metaindex block is not used
@@ -315,11 +312,8 @@ def layer_tensors(tensors, layer):
     found = {}
     for name, value in tensors.items():
         parts = name.split("/")
-        if OPTIMIZER_SLOT.match(parts[-1]) or not (
-            layer in parts or f"{layer}_batch_norm" in parts
-        ):
-            continue
-        role = _role(name)
+        in_layer = layer in parts or f"{layer}_batch_norm" in parts
+        role = _role(name) if in_layer and not OPTIMIZER_SLOT.match(parts[-1]) else None
         if role is None:
             continue
         if role in found:
