@@ -3,9 +3,8 @@
 fp32 runs :func:`inference_copy`, bf16 and fp16 run it under ``torch.autocast``, and int8
 runs a :func:`quantized_copy` (README, "Faster inference"). Outputs are float32.
 
-int8 uses FX graph mode quantisation, deprecated by torch: it runs fast in eager mode and
-needs nothing beyond torch (its deprecation notices are silenced). When torch drops it,
-torchao's PT2E lowering is the replacement (benchmarks/RESULTS.md).
+int8 uses FX graph mode quantisation (deprecated, notices silenced): fast in eager mode and
+nothing beyond torch. torchao's PT2E lowering replaces it when torch drops it.
 """
 
 import contextlib
@@ -78,8 +77,7 @@ def check_precision(precision, device="cpu"):
     Returns
     -------
     str
-        ``precision``, or ``"fp32"`` (with a warning) for ``"bf16"`` on a
-        device without native bf16.
+        ``precision``, or ``"fp32"`` (with a warning) for ``"bf16"`` without native bf16.
 
     Examples
     --------
@@ -126,9 +124,8 @@ def _fold_block(block, layer_name):
 def inference_copy(module, device="cpu"):
     """An eval-mode copy of a ``DeepLocNet`` for prediction, leaving ``module`` untouched.
 
-    Batch normalisation is folded into the preceding convolution or linear
-    layer and the copy runs channels-last, with outputs equal to rounding
-    error.
+    Batch normalisation is folded into the preceding layer and the copy runs channels-last;
+    outputs are equal to rounding error.
 
     Examples
     --------
@@ -173,10 +170,7 @@ class _EveryOutput(nn.Module):
 
 
 class QuantizedDeepLocNet(nn.Module):
-    """An int8 ``DeepLocNet`` (from :func:`quantized_copy`) with the float network's interface.
-
-    It runs on the CPU, takes NCHW float crops and returns float outputs.
-    """
+    """An int8 ``DeepLocNet`` (:func:`quantized_copy`): CPU, NCHW float crops in, floats out."""
 
     def __init__(self, graph, feature_layers):
         super().__init__()
@@ -214,12 +208,10 @@ def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device):
 def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, batch_size=128):
     """A statically quantised int8 copy of a ``DeepLocNet`` for the x86 CPU.
 
-    Batch norm is fused into the layers, weights are quantised per channel and
-    activations per tensor, with ranges calibrated on the stretched views of
-    ``calibration`` (the same stretch and crops as :func:`predict_batches`).
-    The result depends only on the weights and the calibration crops; 64 to
-    256 cells like the ones to predict are enough, and building takes time in
-    proportion to them.
+    Batch norm is fused, weights are quantised per channel and activations per tensor, with
+    ranges calibrated on the views of ``calibration`` that :func:`predict_batches` would run.
+    The result depends only on the weights and the calibration crops; 64 to 256 cells like the
+    ones to predict are enough (building time grows with them).
 
     Parameters
     ----------
@@ -319,8 +311,7 @@ def predict_batches(
     Parameters
     ----------
     module : DeepLocNet or QuantizedDeepLocNet
-        Usually an :func:`inference_copy`, or a :func:`quantized_copy` for
-        ``precision="int8"``; it is not switched to eval here.
+        Usually an :func:`inference_copy` (a :func:`quantized_copy` for int8); not set to eval.
     X : ndarray of shape (n, C, H, W), float32
         Raw crops (see :func:`~sklearn_deeploc.validation.check_crops`).
     output : {"proba", "logits", "conv8", "fc1", "fc2"}
@@ -328,16 +319,14 @@ def predict_batches(
     crop_size : int
         The network's input side.
     preprocessing : dict
-        The model's stored preprocessing; see
-        :func:`~sklearn_deeploc.preprocessing.stretch_as_stored`.
+        The model's stored preprocessing (:func:`~sklearn_deeploc.preprocessing.stretch_as_stored`).
     tta : bool, default=True
         Mean over the five crops (centre and corners) instead of the centre only.
     batch_size : int, default=128
         Cells per forward pass; bounds the memory used.
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        ``"bf16"`` and ``"fp16"`` run ``module`` under ``torch.autocast``;
-        ``"int8"`` needs a quantised ``module``. Check it against the device
-        first with :func:`check_precision`.
+        bf16 and fp16 run under ``torch.autocast``; int8 needs a quantised ``module``. Check it
+        against the device first with :func:`check_precision`.
     verbose : int, default=0
         Show a progress bar when > 0.
     check_input : bool, default=True
@@ -350,8 +339,7 @@ def predict_batches(
     if check_input:
         _check_module_precision(module, precision)
     device = _device_of(module)
-    # Five channels-last passes beat one concatenated NCHW batch on CPU; the
-    # quantised kernels measured faster on NCHW input.
+    # Five channels-last passes beat one NCHW batch on CPU; quantised kernels are faster on NCHW.
     layout = torch.contiguous_format if precision == "int8" else torch.channels_last
     autocast = (
         torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
@@ -410,17 +398,15 @@ def precision_agreement(reference, other):
     Parameters
     ----------
     reference, other : dict of str to ndarray of shape (n, n_outputs)
-        Outputs of :func:`predict_batches` at fp32 and at the reduced
-        precision, keyed by output name: ``"proba"`` (required) and any
-        feature layers (``"conv8"``, ``"fc1"``, ``"fc2"``).
+        Outputs of :func:`predict_batches` at fp32 and at the reduced precision, keyed by
+        output name: ``"proba"`` (required) and any feature layers.
 
     Returns
     -------
     dict
-        ``"top1_agreement"``: the fraction of cells with the same most probable
-        class; ``"<layer>_max_relative_error"`` for each feature layer: the
-        largest absolute error over the layer's largest fp32 magnitude (inf
-        where an all-zero fp32 layer became non-zero).
+        ``"top1_agreement"``: the fraction of cells with the same most probable class;
+        ``"<layer>_max_relative_error"`` per feature layer: the largest absolute error over the
+        layer's largest fp32 magnitude (inf where an all-zero fp32 layer became non-zero).
 
     Examples
     --------

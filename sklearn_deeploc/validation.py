@@ -1,14 +1,8 @@
 """Input and parameter checks shared by every estimator and command.
 
-- :func:`check_crops`: crops in (arrays, DataFrames, lists, torch tensors),
-  float32 crops out, or an error saying what was expected and what came.
-- :func:`check_labels`: class labels (or screen groups) as ``(classes, codes)``.
-- :func:`check_proba_table`: per-cell probabilities with their class names.
-- :func:`check_positive_int`, :func:`check_channels_first`,
-  :func:`check_fits_memory`, :func:`check_batch_fits`: one check each.
-- Constraints for scikit-learn's ``_parameter_constraints`` and
-  ``validate_params``: :class:`PositiveInt`, :class:`PositiveInts`,
-  :class:`PercentilePair`, :class:`DeviceName`.
+Crops (:func:`check_crops`), labels (:func:`check_labels`), probability tables
+(:func:`check_proba_table`), sizes and memory, and constraints for scikit-learn's
+``_parameter_constraints``: each says what was expected and what came.
 """
 
 import numbers
@@ -136,13 +130,11 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     Parameters
     ----------
     X : array-like, pandas.DataFrame, list of crops or torch.Tensor
-        Either crops of shape ``(n, C, H, W)`` or the DeepLoc HDF5 layout
-        ``(n, C * image_size * image_size)``: each row holds the channels one
-        after another, each channel row-major. Integer or float dtypes. A
-        tensor is detached and copied to the CPU.
+        Crops ``(n, C, H, W)`` or the DeepLoc HDF5 layout ``(n, C * image_size * image_size)``
+        (channels one after another, each row-major), of integers or floats. A tensor is
+        detached and copied to the CPU.
     n_channels : int, optional
-        Expected channel count. For the flat layout it also fixes how a row is
-        split; when None, ``C = width // image_size**2``.
+        Expected channel count; it also splits a flat row (None: ``width // image_size**2``).
     image_size : int, default=64
         Side of the square crops in the flat layout.
     min_size : int, optional
@@ -237,8 +229,8 @@ def check_positive_int(value, name):
 def check_channels_first(shape, n_channels=None, *, what):
     """Refuse an image (C, H, W) or crops (n, C, H, W) whose last axis looks like the channels.
 
-    A last axis of at most 8 after two longer ones is taken for channels,
-    unless the channel axis already holds ``n_channels``.
+    A last axis of at most 8 after two longer ones is taken for channels, unless the channel
+    axis already holds ``n_channels``.
 
     Examples
     --------
@@ -261,8 +253,8 @@ def check_channels_first(shape, n_channels=None, *, what):
 def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
     """The estimators' input check: scikit-learn bookkeeping, then :func:`check_crops`.
 
-    ``n_features_in_`` counts values per cell (``C * H * W``, the flat layout's
-    width) whichever layout came; feature names are kept for DataFrames.
+    ``n_features_in_`` counts values per cell (``C * H * W``) whichever layout came; feature
+    names are kept for DataFrames.
 
     Examples
     --------
@@ -427,8 +419,8 @@ class NotEnoughMemoryError(ValueError):
 def check_fits_memory(n_items, bytes_per_item, *, what, expected):
     """Raise :class:`NotEnoughMemoryError` unless ``n_items`` items fit in the memory available.
 
-    ``what`` is the subject of the message; ``expected`` says what would
-    fit, ``{fit}`` in it standing for how many items do.
+    ``what`` is the subject of the message; ``expected`` says what would fit, ``{fit}`` in it
+    standing for how many items do.
 
     Examples
     --------
@@ -451,9 +443,8 @@ def check_fits_memory(n_items, bytes_per_item, *, what, expected):
 def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     """Check that ``batch_size`` is a positive integer whose batch fits in memory.
 
-    ``bytes_per_item`` counts an item's input and the activations kept for
-    it; ``what`` names the items; a batch never holds more than ``n_items``
-    (the data), whatever ``batch_size`` says. Returns ``batch_size``.
+    ``bytes_per_item`` counts an item's input and its activations; ``what`` names the items; a
+    batch never holds more than ``n_items``, whatever ``batch_size`` says. Returns ``batch_size``.
 
     Examples
     --------
@@ -480,8 +471,7 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
 
 
 def _named_columns(proba, classes, name):
-    # Columns are matched by name, never by position: the same classes in
-    # another order describe the same cells.
+    # By name, never by position: the same classes in another order describe the same cells.
     columns = list(proba.columns)
     if len(set(columns)) < len(columns):
         raise ValueError(f"{name} has duplicated column names {columns}; expected one per class.")
@@ -533,11 +523,10 @@ def check_proba_table(
 ):
     """Per-cell class scores, their class names and the cells' groups, checked together.
 
-    A DataFrame's columns are taken by name in the order of ``classes``
-    (default: its columns, else ``0 .. n_classes - 1``); ``groups`` (a label
-    per cell) go through :func:`check_labels`; ``probabilities`` requires
-    rows in [0, 1] summing to 1. ``name`` and ``groups_name`` are for the
-    messages. Returns ``(proba as float64, classes as a list, groups)``.
+    A DataFrame's columns are taken by name in the order of ``classes`` (default: its columns,
+    else ``0 .. n_classes - 1``); ``groups`` (a label per cell) go through :func:`check_labels`;
+    ``probabilities`` requires rows in [0, 1] summing to 1. ``name`` and ``groups_name`` are
+    for the messages. Returns ``(proba as float64, classes as a list, groups)``.
 
     Examples
     --------
