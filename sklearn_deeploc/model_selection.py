@@ -143,10 +143,9 @@ def compare_heads(
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model (folder, registered name, fitted classifier or model).
     heads : str or sequence of str, default=all seven
-        Any of ``"svm", "knn", "forest", "finetune_fc", "finetune_all", "scratch",
-        "classical"``, each at most once (:data:`HEAD_DESCRIPTIONS` says what
-        each is). ``"knn"`` takes 5 neighbours, or every cell of the smallest
-        training fold when it has fewer.
+        Any of :data:`HEADS`, each at most once (:data:`HEAD_DESCRIPTIONS` says what
+        each is). ``"knn"`` takes 5 neighbours, or every cell of the smallest training
+        fold when it has fewer.
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     cv : int or cross-validation generator, default=3
@@ -341,12 +340,8 @@ def transfer_curve(
                 }
                 rows.append(row)
                 if verbose:
-                    print(
-                        ", ".join(
-                            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in row.items()
-                        )
-                    )
+                    shown = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in row.items()}
+                    print(", ".join(f"{k}={v}" for k, v in shown.items()))
     return pd.DataFrame(rows)
 
 

@@ -282,14 +282,11 @@ def make_yeast_cells(
 ):
     """Generate a synthetic screen of single yeast-like cells.
 
-    Each cell is an ellipse of random size, aspect and orientation, budded
-    with probability ``bud_fraction``, with a nucleus and a vacuole; up to
-    three neighbours of the same strain are cut by the crop's edge. Channel 1
-    is a cytosolic marker (or a rim, for the "target" style); channel 0 is the
-    tagged protein whose pattern gives the class (nuclear, vacuolar membrane,
-    punctate, ...), at a log-normally varying expression level. The camera adds
-    blur, Poisson and Gaussian noise and an offset, so values are raw counts
-    that need :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
+    Each cell is an ellipse of random size, aspect and orientation with a nucleus and a
+    vacuole; up to three neighbours of the same strain are cut by the crop's edge. The
+    marker is cytosolic (a rim for the "target" style); the protein's pattern gives the
+    class, at a log-normally varying expression level. The simulated camera gives raw
+    counts, which need :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
 
     Parameters
     ----------
@@ -301,10 +298,8 @@ def make_yeast_cells(
     image_size : int, default=64
         Side of the square crops.
     style : {"source", "target"} or dict, default="source"
-        Imaging style: a name from :data:`IMAGING_STYLES`, or a dict
-        overriding some of its keys (``offset``, ``photons``, ``read_noise``,
-        ``blur``, ``cell_radius``, ``marker`` ("cytosol" or "rim"),
-        ``marker_level``, ``protein_level``, ``expression_spread``).
+        A name from :data:`IMAGING_STYLES`, or a dict overriding some of the
+        "source" style's keys (``marker`` is "cytosol" or "rim").
     bud_fraction : float, default=0.6
         Fraction of budded cells (bud neck and bud tip cells are always budded).
     shuffle : bool, default=True
