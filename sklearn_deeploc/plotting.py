@@ -316,9 +316,8 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
             f"plot_tsne needs features of shape (n_cells >= 3, n_features); got {features.shape}."
         )
     perplexity = min(perplexity, (len(features) - 1) / 3)
-    embedding = TSNE(perplexity=perplexity, random_state=random_state, init="pca").fit_transform(
-        features
-    )
+    tsne = TSNE(perplexity=perplexity, random_state=random_state, init="pca")
+    embedding = tsne.fit_transform(features)
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 5))
     for label in np.unique(labels):
