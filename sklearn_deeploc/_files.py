@@ -1,8 +1,7 @@
 """File mechanics: atomic writes, folder swaps, safetensors permissions, digests and locks.
 
-A file or folder is built under a hidden name beside its final place, flushed to
-disk and renamed, so no reader ever sees half of it. This module imports nothing
-from the package: every module may use it.
+A file or folder is built under a hidden name beside its final place, flushed and renamed,
+so no reader ever sees half of it. It imports nothing from the package: every module may use it.
 """
 
 import hashlib
@@ -57,8 +56,8 @@ def write_atomically(path, write, *, suffix=".tmp"):
 def replace_folder(path, write, *, keep_others=False):
     """Make ``path`` the folder ``write(folder)`` fills, built whole in a hidden sibling.
 
-    An old folder is moved aside just before the rename and deleted just after;
-    with ``keep_others``, its other entries are hard-linked into the new one.
+    An old folder is moved aside just before the rename and deleted just after; with
+    ``keep_others``, its other entries are hard-linked into the new one.
     """
     target = Path(path).resolve()  # a symbolic link to the folder stays a link
     if target.exists() and Path.cwd().is_relative_to(target):
@@ -119,8 +118,8 @@ def _swap_in(staging, target):
 def build_folder(final, build, *, is_complete):
     """Run ``build(temporary)`` in a hidden sibling of ``final``, then rename it to ``final``.
 
-    A ``final`` that another process completed meanwhile (``is_complete(final)``)
-    is kept; an incomplete one is replaced.
+    A ``final`` that another process completed meanwhile (``is_complete(final)``) is kept; an
+    incomplete one is replaced.
     """
     final = Path(final)
     building = final.with_name(f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
@@ -163,8 +162,8 @@ def _discard(path):
 def save_safetensors(tensors, path, *, like, metadata=None):
     """Save ``tensors`` with safetensors, with the permissions of the file ``like``.
 
-    safetensors makes 0600 files whatever the umask, unreadable to the rest of
-    a lab sharing them; ``like`` is a file ``open()`` made, so the umask decides.
+    safetensors makes 0600 files whatever the umask, unreadable to the rest of a lab sharing
+    them; ``like`` is a file ``open()`` made, so the umask decides.
     """
     from safetensors.torch import save_file  # torch only when saving: the CLI starts without
 
@@ -175,8 +174,8 @@ def save_safetensors(tensors, path, *, like, metadata=None):
 def file_identity(path):
     """Identify an input file for a manifest without reading all of it.
 
-    ``fingerprint`` hashes the size and the first and last MiB, so that a
-    rewritten file is told apart even where modification times are coarse.
+    ``fingerprint`` hashes the size and the first and last MiB, so that a rewritten file is
+    told apart even where modification times are coarse.
 
     Examples
     --------
@@ -270,12 +269,10 @@ def _holder(path):
 def held_lock(path, what, *, error=RuntimeError, reentrant=False):
     """Hold the lock file ``path`` (filelock) while this process writes ``what``.
 
-    Another process holding it is refused at once with ``error`` naming it
-    (pid, host and start time, from the ``<path>.holder`` file). The system
-    drops the lock when its process dies; the context then yields that
-    earlier run's description (it never released the lock), else None. With
-    ``reentrant``, the thread that holds the lock may take it again. Both files
-    are removed before the lock is released.
+    Another process holding it is refused at once with ``error`` naming it (pid, host and
+    start time, from ``<path>.holder``). The system drops the lock when its process dies; the
+    context then yields that dead run's description, else None. With ``reentrant``, the
+    thread holding the lock may take it again. Both files are removed before the release.
 
     Examples
     --------
@@ -315,8 +312,8 @@ def held_lock(path, what, *, error=RuntimeError, reentrant=False):
         yield stale
     finally:
         _REENTERED.discard(key)
-        # Removed while held: removed after release, a run that took the lock in between
-        # would hold a file that a third run no longer sees.
+        # While held: after the release, a run taking the lock in between would hold a file
+        # that a third run no longer sees.
         holder.unlink(missing_ok=True)
         path.unlink(missing_ok=True)
         lock.release()

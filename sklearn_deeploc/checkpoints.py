@@ -1,10 +1,9 @@
 """Training checkpoints on disk: folders of safetensors and JSON that resume exactly.
 
-A checkpoint ``step-<n>`` holds tensors as safetensors (loading never
-unpickles), the rest of the state as JSON, and skorch's history. A checkpoint of
-another run (:func:`run_identity`), or whose ``state.json`` misses an entry, is
-refused before anything is restored. What goes into one, and how it is put
-back onto the net, lives in :mod:`sklearn_deeploc.training`.
+A checkpoint ``step-<n>`` holds tensors as safetensors (loading never unpickles), the rest of
+the state as JSON, and skorch's history. One of another run (:func:`run_identity`), or whose
+``state.json`` misses an entry, is refused before anything is restored. What goes into one,
+and how it is put back onto the net, lives in :mod:`sklearn_deeploc.training`.
 """
 
 import json
@@ -70,8 +69,8 @@ def _describe(array):
 def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state):
     """``{"data": ..., "parameters": ...}``: what a run computes from, as JSON values.
 
-    Two runs of one identity train the same network step for step; device,
-    verbosity, checkpoint settings (:data:`RUN_ONLY_FIELDS`) and ``tta`` are left out.
+    Two runs of one identity train the same network step for step; :data:`RUN_ONLY_FIELDS`
+    and ``tta`` are left out.
     """
     recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS}
     parameters = {
@@ -147,9 +146,9 @@ def unusable(folder, problem):
 def checkpoint_lock(path):
     """Hold the lock of the checkpoint folder ``path`` while a run trains into it.
 
-    Another run is refused with :class:`~sklearn_deeploc.blocks.OutputLockedError`
-    (see :func:`sklearn_deeploc._files.held_lock`); the thread holding the lock
-    may take it again. A folder made for the lock goes with it; ``None`` locks nothing.
+    Another run is refused with :class:`~sklearn_deeploc.blocks.OutputLockedError` (see
+    :func:`sklearn_deeploc._files.held_lock`); the thread holding the lock may take it again.
+    A folder made for the lock goes with it; ``None`` locks nothing.
 
     Examples
     --------
@@ -189,8 +188,8 @@ class Checkpoint:
 class CheckpointFolder:
     """The checkpoints of the run ``identity``: ``step-<n>`` folders, the newest counting.
 
-    Older ones are removed only once a newer one is complete, so a kill at any
-    point leaves at least one complete checkpoint (or none, before the first).
+    Older ones are removed only once a newer one is complete, so a kill at any point leaves
+    at least one complete checkpoint (or none, before the first).
     """
 
     def __init__(self, path, identity):
@@ -241,8 +240,8 @@ class CheckpointFolder:
     def write(self, step, state, tensors, net):
         """Write the checkpoint of ``step`` atomically; return its folder.
 
-        ``state`` (JSON) and ``tensors`` (groups of tensors, one safetensors
-        file each) are written beside ``net``'s skorch history.
+        ``state`` (JSON) and ``tensors`` (groups, one safetensors file each) go beside ``net``'s
+        skorch history.
         """
         state = {
             "format": CHECKPOINT_FORMAT,
