@@ -1,17 +1,15 @@
 """Resumable, verified output: long runs keep finished parts and never mix two runs.
 
-A long job writes its table in parts, keyed by cell ranges ``(start, stop)`` or
-by names such as a field's image. :class:`ResumableOutput` keeps them in
-``<output>.parts/``: ``manifest.json`` (what the output depends on; any
-difference refuses with :class:`OutputMismatchError`), ``journal.jsonl`` (one
-line per finished part: file, rows, size, sha256; a part is trusted only when
-its bytes match its line) and a lock (a second run refuses with
-:class:`OutputLockedError`; a killed run's lock blocks nobody).
+A long job writes its table in parts, keyed by cell ranges ``(start, stop)`` or by names such
+as a field's image. :class:`ResumableOutput` keeps them in ``<output>.parts/``:
+``manifest.json`` (what the output depends on; any difference refuses with
+:class:`OutputMismatchError`), ``journal.jsonl`` (one line per finished part: file, rows,
+size, sha256; a part is trusted only when its bytes match its line) and a lock (a second run
+refuses with :class:`OutputLockedError`; a killed run's lock blocks nobody).
 
-Parts are recorded in an append-only journal rather than in the manifest:
-rewriting the manifest after each part would cost O(parts) per part (a
-genome-wide screen has about 1e5 fields), while a journal line costs O(1), and
-a line torn by a crash only leaves its part unrecorded, hence recomputed.
+Parts are journalled rather than listed in the manifest: rewriting it per part costs O(parts)
+(a genome-wide screen has about 1e5 fields), a journal line O(1), and a line torn by a crash
+only leaves its part unrecorded, hence recomputed.
 """
 
 import json
@@ -181,41 +179,39 @@ def _call_arguments(key):
 class ResumableOutput:
     """A table written in parts that survive interruptions and are verified on resume.
 
-    A context manager: entering takes the lock, checks (or writes) the manifest
-    and verifies the parts on disk; leaving releases the lock, however the block
-    ends. Only parts whose bytes match the journal count as done.
+    A context manager: entering takes the lock, checks (or writes) the manifest and verifies
+    the parts on disk; leaving releases the lock, however the block ends. Only parts whose
+    bytes match the journal count as done.
 
     Parameters
     ----------
     output : path-like
-        The final ``.csv`` or ``.parquet`` table; its parts go to
-        ``<output>.parts/``, in the same format.
+        The final ``.csv`` or ``.parquet`` table; its parts go to ``<output>.parts/``.
     manifest : dict
-        What the values depend on, as JSON values: the model's digest, every
-        option that changes values, each input's :func:`file_identity`. The
-        package version and the keys are recorded beside it.
+        What the values depend on, as JSON values: the model's digest, every option that
+        changes values, each input's :func:`file_identity` (the package version and the keys
+        are recorded beside it).
     keys : sequence
-        The parts, in output order: cell ranges ``(start, stop)`` (see
-        :func:`block_ranges`) or names (str), such as a field's image path.
+        The parts, in output order: cell ranges ``(start, stop)`` (see :func:`block_ranges`)
+        or names (str), such as a field's image path.
     unit : str, default="part"
         What a part is called in messages ("block", "field").
     overwrite : bool, default=False
         Remove the previous output and all its parts, and start over.
     verbose : int, default=1
-        Print the state found on entering (and a stale lock taken over), and
-        a progress bar in :meth:`compute`.
+        Print the state found on entering (and a stale lock taken over), and a progress bar in
+        :meth:`compute`.
 
     Attributes
     ----------
     status : str
-        The state found on entering, e.g. ``"2 of 3 blocks already done;
-        computing 1 (recomputing 1 damaged)"``.
+        The state found on entering, e.g. ``"2 of 3 blocks already done; computing 1"``.
 
     Raises
     ------
     OutputMismatchError
-        The manifest differs (each key, old and new value), or what is on
-        disk cannot be verified; ``overwrite=True`` starts over instead.
+        The manifest differs (each key, old and new value), or what is on disk cannot be
+        verified; ``overwrite=True`` starts over instead.
     OutputLockedError
         Another running process holds the lock.
 
@@ -473,9 +469,9 @@ class ResumableOutput:
     def compute(self, function, *args, client=None):
         """Compute and write every pending part; return how many were computed.
 
-        ``function(*args, start, stop)`` (a cell range) or ``function(*args, name)``
-        returns a part's DataFrame; with a Dask ``client`` it runs on the workers,
-        each part is written here as it arrives, the rest cancelled if this run stops.
+        ``function(*args, start, stop)`` (a cell range) or ``function(*args, name)`` returns a
+        part's DataFrame; with a Dask ``client`` it runs on the workers, each part is written
+        here as it arrives, the rest cancelled if this run stops.
         """
         pending = self.pending()
         with tqdm(total=len(pending), disable=not self.verbose, unit=self.unit) as progress:
@@ -515,8 +511,8 @@ def run_blocks(
 ):
     """Compute the missing blocks of cells with ``function(*args, start, stop)``, then assemble.
 
-    A :class:`ResumableOutput` over :func:`block_ranges` (see
-    :meth:`ResumableOutput.compute` for ``function``, ``args`` and ``client``).
+    A :class:`ResumableOutput` over :func:`block_ranges` (:meth:`ResumableOutput.compute`
+    describes ``function``, ``args`` and ``client``).
 
     Parameters
     ----------

@@ -502,8 +502,6 @@ class DeepLocModel:
 
         Raises
         ------
-        FileNotFoundError
-            ``path`` does not exist.
         ModelFolderError
             A ``ValueError``: not a model folder, a bad config, or weights that do not fit it.
         """
