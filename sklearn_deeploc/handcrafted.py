@@ -304,10 +304,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     Each crop is stretched per cell, the cell is found in the marker channel
     (:func:`cell_mask`), and the protein pattern inside it is measured:
 
-    - intensity: area, mean, spread, quartiles, maximum, median absolute
-      deviation, mean at the edge, fraction of the crop's protein inside the
-      cell, and the mass displacement (protein centroid to cell centroid, in
-      cell radii);
+    - intensity: area, mean, spread, quartiles, maximum, median absolute deviation, mean at the
+      edge, fraction of the crop's protein inside the cell, and the mass displacement (protein
+      centroid to cell centroid, in cell radii);
     - texture: the 13 Haralick features of grey-level co-occurrence at each
       of ``haralick_distances``, averaged over the 4 directions;
     - moments: the 7 Hu moments (log10 of magnitudes) and Zernike magnitudes
@@ -326,9 +325,8 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     protein_channel : int, default=0
         Channel of the tagged protein (the package's order: protein, marker).
     marker_channel : int, default=1
-        Channel that outlines the cell: a cytosolic marker, as ensLOC's
-        CellProfiler pipeline segmented. Brightfield works too, with rougher
-        masks (its halos pass the threshold).
+        Channel that outlines the cell: a cytosolic marker, as ensLOC's CellProfiler pipeline
+        segmented. Brightfield works too, with rougher masks (its halos pass the threshold).
     stretch : tuple of float or None, default=(0.1, 99.9)
         Percentiles of the per-cell stretch to [0, 1], so that cameras with
         other offsets and gains compare; None expects crops in [0, 1].

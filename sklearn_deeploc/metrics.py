@@ -121,9 +121,8 @@ def mean_average_precision_scorer(estimator, X, y):
     (a linear SVM without probabilities), and works for string labels and for
     two classes, where sklearn's ``"average_precision"`` scorer does not.
 
-    Cells of a label the estimator was not trained on (a cross-validation
-    fold whose training part lacks a class) count as negatives of every
-    class, with a warning naming the label.
+    Cells of a label the estimator was not trained on (a cross-validation fold whose training part
+    lacks a class) count as negatives of every class, with a warning naming the label.
 
     Examples
     --------

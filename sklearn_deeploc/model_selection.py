@@ -143,9 +143,8 @@ def compare_heads(
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
         The pretrained model (folder, registered name, fitted classifier or model).
     heads : str or sequence of str, default=all seven
-        Any of :data:`HEADS`, each at most once (:data:`HEAD_DESCRIPTIONS` says what
-        each is). ``"knn"`` takes 5 neighbours, or every cell of the smallest training
-        fold when it has fewer.
+        Any of :data:`HEADS`, each at most once (:data:`HEAD_DESCRIPTIONS` says what each is).
+        ``"knn"`` takes 5 neighbours, or every cell of the smallest training fold when it has fewer.
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
         Feature layer for the feature heads.
     cv : int or cross-validation generator, default=3
@@ -425,8 +424,7 @@ def per_class_comparison(models, X_test, y_test):
     Returns
     -------
     pandas.DataFrame
-        One row per class, one column of average precision per model, and a
-        last row ``"mean"``.
+        One row per class, one column of average precision per model, and a last row ``"mean"``.
 
     Examples
     --------

@@ -28,8 +28,7 @@ def aggregate(proba, groups, classes=None):
     Returns
     -------
     pandas.DataFrame
-        Indexed by group: ``n_cells``, then one column of mean probability
-        per class.
+        Indexed by group: ``n_cells``, then one column of mean probability per class.
 
     Examples
     --------
@@ -137,9 +136,8 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     tol : float, default=1e-8
         EM stops when the mean and standard deviation move less than this.
     min_std : float, default=1.0
-        Floor of the background's standard deviation: 1 is that of Student's
-        t, so ties (many t of exactly 0 from probabilities in steps of 1/k)
-        do not make every small nonzero t an outlier.
+        Floor of the background's standard deviation: 1 is that of Student's t, so ties (many t of
+        exactly 0 from probabilities in steps of 1/k) do not make every small nonzero t an outlier.
 
     Returns
     -------
@@ -229,8 +227,7 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
         Protein (or strain) of each cell; no missing values; labels of the
         same type in both screens.
     classes : sequence, optional
-        Distinct class names; default a DataFrame's column names, else
-        ``0 .. n_classes - 1``.
+        Distinct class names; default a DataFrame's column names, else ``0 .. n_classes - 1``.
     prior : float, default=0.01
         Weight of the outliers in each class's mixture (the paper's 1%; see
         :func:`outlier_posterior`).
@@ -238,11 +235,10 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     Returns
     -------
     pandas.DataFrame
-        Columns ``protein``, ``class``, ``t``, ``posterior`` (of the outlier
-        part), ``significant`` (nullable boolean), ``n_cells_a``,
-        ``n_cells_b`` and ``status`` (``"scored"``, ``"too few cells"``,
-        ``"only in screen A"``, ``"only in screen B"``, or ``"too few
-        proteins"`` when a class has fewer than two finite scores to fit).
+        Columns ``protein``, ``class``, ``t``, ``posterior`` (of the outlier part), ``significant``
+        (nullable boolean), ``n_cells_a``, ``n_cells_b`` and ``status`` (``"scored"``, ``"too few
+        cells"``, ``"only in screen A"``, ``"only in screen B"``, or ``"too few proteins"`` when a
+        class has fewer than two finite scores to fit).
 
     Examples
     --------

@@ -295,20 +295,17 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
     url : str, optional
         A mirror of the published archive.
     archive : str or path-like, optional
-        The zip archive downloaded by hand: nothing is downloaded, and the
-        file is left in place.
+        The zip archive downloaded by hand: nothing is downloaded, and the file is left in place.
 
     Returns
     -------
     pathlib.Path
-        The model folder, for :func:`~sklearn_deeploc.load_pretrained` or
-        ``pretrained=``.
+        The model folder, for :func:`~sklearn_deeploc.load_pretrained` or ``pretrained=``.
 
     Raises
     ------
     ConnectionError
-        When the archive cannot be downloaded; the message says to pass it
-        with ``archive=``.
+        When the archive cannot be downloaded; the message says to pass it with ``archive=``.
 
     See Also
     --------

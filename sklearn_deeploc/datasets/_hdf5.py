@@ -369,8 +369,7 @@ class DeepLocHDF5Dataset(Dataset):
     Attributes
     ----------
     classes : ndarray or None
-        Label names (or column indices) in ``Index`` column order; None when
-        the file has no labels.
+        Label names (or column indices) in ``Index`` column order; None when the file has no labels.
     n_channels : int
         Channels per crop.
 
