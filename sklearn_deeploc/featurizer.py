@@ -19,12 +19,10 @@ from .validation import DeviceName, validate_crops
 class FeatureCache:
     """Features keyed by each cell's pixels, so a cell is featurised once per search.
 
-    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features
-    depend on its pixels alone. The cache maps a digest of a cell's bytes (and
-    of the model and layer) to its feature vector. ``clone`` and ``deepcopy``
-    share the cache rather than copy it; in worker processes each worker has
-    the copy it was sent, so warm it (:meth:`DeepLocFeaturizer.transform` on
-    all cells) before a parallel search.
+    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features depend on its
+    pixels alone: the cache maps a digest of a cell's bytes (and of the model and layer) to
+    its features. ``clone`` and ``deepcopy`` share it; each worker process has the copy it was
+    sent, so warm it (:meth:`DeepLocFeaturizer.transform` on all cells) before a parallel search.
 
     Attributes
     ----------
@@ -88,30 +86,26 @@ class FeatureCache:
 class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     """Features of a pretrained DeepLoc network for SVM, kNN or random-forest heads.
 
-    ``fit`` loads and checks the network and never trains, so the features
-    do not depend on the cells it is fitted on. ``transform`` preprocesses
-    the crops as the model stores and returns one layer's activations.
+    ``fit`` loads and checks the network and never trains, so the features do not depend on
+    the cells it is fitted on. ``transform`` returns one layer's activations.
 
     Parameters
     ----------
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
-        A model folder (see :meth:`DeepLocClassifier.save_pretrained`), the
-        registered name ``"deeploc-chong"``, a fitted classifier or a model
-        (kept by reference under ``clone``; never changed).
+        A model folder (see :meth:`DeepLocClassifier.save_pretrained`), the registered name
+        ``"deeploc-chong"``, a fitted classifier or a model (kept by reference; never changed).
     layer : {"fc2", "fc1", "conv8"}, default="fc2"
-        ``"fc2"`` is the second-to-last fully connected layer (512-d) the
-        paper feeds to its heads; ``"conv8"`` is the last conv layer, max
-        over space (256-d).
+        ``"fc2"``: the last hidden layer (512-d) the paper feeds to its heads; ``"conv8"``:
+        the last conv layer, max over space (256-d).
     tta : bool, default=True
-        Mean of the features of five crops (centre and corners) rather than
-        the centre crop's.
+        Mean of the features of five crops (centre and corners) rather than the centre's.
     batch_size : int, default=128
         Cells per forward pass (bounds memory).
     device : str, default="auto"
         Torch device; "auto" takes CUDA when present.
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        Arithmetic of inference (README, "Faster inference"); int8 calibrates
-        on the cells given to ``fit``. Check with ``model_.agreement`` first.
+        Arithmetic of inference; int8 calibrates on the cells of ``fit``. Check with
+        ``model_.agreement`` first.
     verbose : int, default=0
         Progress bar when > 0.
     cache : FeatureCache or None, default=None
@@ -210,10 +204,9 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         )
 
     def transform(self, X):
-        """Features of each cell, float32 of shape ``(n, n_features_out_)``.
+        """Features of each cell, float32 ``(n, n_features_out_)``; lazy for ``dask.array`` input.
 
-        ``X`` may also be lazy (HDF5, zarr: read in blocks) or a ``dask.array``
-        (a lazy one comes back).
+        ``X`` may also be read in blocks from HDF5 or zarr.
         """
         check_is_fitted(self, "model_")
         self._validate_params()  # parameters set after fit (batch_size=0) are refused too

@@ -46,11 +46,10 @@ def pooled_size(size, n_pools=3):
 class DeepLocNet(nn.Module):
     """DeepLoc: 8 convolutional and 3 fully connected layers with batch normalisation.
 
-    Every 3x3 convolution and every hidden fully connected layer is followed by
-    batch normalisation and ReLU; 2x2 max pooling with "same" padding follows conv
-    layers 2, 4 and 8, so a 60x60 crop becomes 30, 15 and then 8 pixels wide.
-    The paper configuration (2 channels, 19 classes) has 10,988,947 trainable
-    parameters.
+    Every 3x3 convolution and hidden fully connected layer is followed by batch normalisation
+    and ReLU; 2x2 "same" max pooling follows conv layers 2, 4 and 8 (60x60 crops become 30, 15,
+    then 8 pixels wide). The paper configuration (2 channels, 19 classes) has 10,988,947
+    trainable parameters.
 
     Parameters
     ----------
@@ -59,23 +58,19 @@ class DeepLocNet(nn.Module):
     n_classes : int, default=19
         Output classes (the Chong et al. 2015 training set has 19).
     conv_channels : tuple of int, default=(64, 64, 128, 128, 256, 256, 256, 256)
-        Feature maps of the convolutional layers (any length >= 1; pooling
-        follows layers 2, 4 and the last).
+        Feature maps of the conv layers (any length >= 1; pooling follows 2, 4 and the last).
     fc_units : tuple of int, default=(512, 512)
         Units of the hidden fully connected layers (``fc1``, ``fc2``, ...).
     crop_size : int, default=60
-        Side of the square input crop; the size of the first fully connected
-        layer follows from it.
+        Side of the square input crop (it sets the size of the first fully connected layer).
     dropout : float, default=0.0
         Dropout before the output layer (used when fine-tuning).
     bias : bool, default=False
-        Add a bias before each batch normalisation, as the reference
-        TensorFlow code does (it is redundant there, so off by default).
+        A bias before each batch normalisation, as in the reference code (redundant there).
     bn_eps : float, default=1e-3
         Batch normalisation epsilon (the reference code's value).
     bn_momentum : float, default=0.1
-        PyTorch momentum of the running statistics (the reference code's
-        moving-average decay of 0.5 is ``bn_momentum=0.5``).
+        PyTorch momentum of the running statistics (the reference code's decay 0.5 equals ``0.5``).
     normalize_logits : bool, default=False
         Batch-normalise the output logits, as the reference code does.
     init_std : float, default=0.1
@@ -191,10 +186,8 @@ class DeepLocNet(nn.Module):
         x : torch.Tensor of shape (n, n_channels, crop_size, crop_size)
             Preprocessed crops.
         layer : {"conv8", "fc1", "fc2"}, default="fc2"
-            ``"conv8"`` is the last conv layer's activation (conv8 in the
-            paper configuration), max over space
-            (``conv_channels[-1]`` values); ``"fcK"`` is the K-th hidden FC
-            layer after ReLU.
+            ``"conv8"``: the last conv layer's activation, max over space (``conv_channels[-1]``
+            values); ``"fcK"``: the K-th hidden FC layer after ReLU.
 
         Returns
         -------

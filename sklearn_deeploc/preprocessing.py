@@ -40,12 +40,10 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     percentiles : tuple of float, default=(0.1, 99.9)
         Lower and upper percentiles, per cell and per channel.
     variant : {"clip", "reference"}, default="clip"
-        ``"clip"`` (the paper's description, the package default) maps the
-        lower percentile to 0 and the upper to 1 and clips outside, so every
-        camera gives values in [0, 1]. ``"reference"`` reproduces the
-        published DeepLoc code: clip at the upper percentile, subtract the
-        lower, and divide by the range only when it exceeds 1 (kept for models
-        trained that way).
+        ``"clip"`` (the paper's description) maps the lower percentile to 0 and the upper to 1
+        and clips outside, so every camera gives values in [0, 1]. ``"reference"`` reproduces
+        the published code (for models trained that way): clip at the upper percentile,
+        subtract the lower, and divide by the range only when it exceeds 1.
 
     Returns
     -------
@@ -78,8 +76,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
 def stretch_as_stored(x, preprocessing):
     """Apply a model's stored preprocessing (``preprocessing_`` / config.json) to a batch.
 
-    ``preprocessing["stretch"]`` holds the two percentiles, or None for no
-    stretch; ``preprocessing["stretch_variant"]`` the variant.
+    ``stretch`` holds the two percentiles (None: no stretch), ``stretch_variant`` the variant.
 
     Examples
     --------
@@ -114,9 +111,7 @@ def center_crop(x, size):
 
 
 def five_crop_offsets(height, width, size):
-    """(top, left) of the five prediction crops: centre, then the four corners.
-
-    The order is centre, top-left, top-right, bottom-left, bottom-right.
+    """(top, left) of the five crops: centre, top-left, top-right, bottom-left, bottom-right.
 
     Examples
     --------
@@ -159,11 +154,9 @@ def five_crops(x, size):
 def random_augment(x, size, rng):
     """Random crop, flips and 90-degree rotations of each cell in a batch.
 
-    Each cell gets its own random ``size`` x ``size`` window, then a random
-    element of the square's symmetry group (random transpose, horizontal and
-    vertical flip: the same 8 outcomes, equally likely, as random flips
-    followed by a random multiple of 90 degrees). Labels are invariant to all
-    of these.
+    Each cell gets its own random ``size`` x ``size`` window, then a random element of the
+    square's symmetry group (random transpose, horizontal and vertical flip: the same 8
+    outcomes, equally likely, as flips then a random multiple of 90 degrees).
 
     Parameters
     ----------
