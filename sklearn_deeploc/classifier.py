@@ -41,10 +41,9 @@ def resolve_model(pretrained):
     Parameters
     ----------
     pretrained : None, str, path-like, DeepLocModel or fitted estimator
-        A model folder (a path that exists always wins), a registered name
-        (``"deeploc-chong"``: the published DeepLoc, downloaded once by
-        :func:`~sklearn_deeploc.datasets.fetch_deeploc_model`), a model, or a
-        fitted estimator holding one as ``model_``.
+        A model folder (a path that exists always wins), a registered name (``"deeploc-chong"``,
+        downloaded once by :func:`~sklearn_deeploc.datasets.fetch_deeploc_model`), a model, or
+        a fitted estimator holding one as ``model_``.
 
     Examples
     --------
@@ -104,20 +103,18 @@ class KeepPretrainedMixin:
 class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     """DeepLoc: a deep network that classifies protein localization in single cells.
 
-    Trains the network of Kraus et al. (2017) from scratch, or fine-tunes a
-    pretrained one, on crops of single cells, with the paper's recipe
-    (per-cell stretch, augmented random crops, Adam with exponential decay,
-    the best model on a validation split kept). Prediction averages the
-    softmax of five crops. The result is ``model_``, a
+    Trains the network of Kraus et al. (2017) from scratch, or fine-tunes a pretrained one, on
+    crops of single cells with the paper's recipe (per-cell stretch, augmented random crops,
+    Adam with exponential decay, the best model on a validation split kept). Prediction
+    averages the softmax of five crops. The result is ``model_``, a
     :class:`~sklearn_deeploc.DeepLocModel`.
 
     Parameters
     ----------
     pretrained : str, path-like, DeepLocClassifier, DeepLocModel or None, default=None
-        A model folder (see :meth:`save_pretrained`), the registered name
-        ``"deeploc-chong"``, a fitted classifier or a model. Every layer but
-        the last is copied, with the model's architecture and stretch (the
-        parameters for them here are ignored). None trains from scratch.
+        A model folder (see :meth:`save_pretrained`), the registered name ``"deeploc-chong"``, a
+        fitted classifier or a model. Every layer but the last is copied, with the model's
+        architecture and stretch (the parameters for them here are ignored). None: from scratch.
     conv_channels : tuple of int, default=(64, 64, 128, 128, 256, 256, 256, 256)
         Feature maps of the conv layers.
     fc_units : tuple of int, default=(512, 512)
@@ -127,8 +124,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     image_size : int, default=64
         Side of the crops in the flat DeepLoc layout ``(n, C * 64 * 64)``.
     stretch : tuple of float or None, default=(0.1, 99.9)
-        Percentiles of the per-cell, per-channel stretch to [0, 1]; None
-        feeds the pixels as they are.
+        Percentiles of the per-cell, per-channel stretch to [0, 1]; None feeds raw pixels.
     stretch_variant : {"clip", "reference"}, default="clip"
         See :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
     augment : bool, default=True
@@ -136,47 +132,41 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     tta : bool, default=True
         Predict with the mean of five crops rather than the centre crop.
     freeze : {None, "conv"}, default=None
-        ``"conv"`` trains the fully connected layers only; the conv layers,
-        their batch-norm statistics included, stay as they are.
+        ``"conv"`` trains the FC layers only; conv layers and their batch-norm statistics stay.
     dropout : float or None, default=None
-        Dropout before the output layer; None means 0.5 when fine-tuning and
-        0 from scratch.
+        Dropout before the output layer; None: 0.5 when fine-tuning, 0 from scratch.
     lr : float or None, default=None
-        Adam's initial learning rate; None means 0.003 when fine-tuning (the
-        paper) and 0.001 from scratch.
+        Adam's initial learning rate; None: 0.003 when fine-tuning (the paper), 0.001 from scratch.
     batch_size : int, default=128
         Cells per optimizer step.
     max_iter : int or None, default=None
-        Optimizer steps (not epochs); None means 500 when fine-tuning and
-        10,000 from scratch, as in the paper.
+        Optimizer steps (not epochs); None: 500 when fine-tuning, 10,000 from scratch (the paper).
     validation_fraction : float, default=0.1
-        Cells held out (stratified where there are enough) to pick the best
-        model; ``validation_`` says how they were drawn.
+        Cells held out (stratified where there are enough) to pick the best model;
+        ``validation_`` says how they were drawn.
     validation_interval : int, default=500
         Steps between validations (one skorch epoch).
     sampling : {"balanced", "uniform"}, default="balanced"
-        Draw training batches with every class equally likely (with
-        replacement), or cells uniformly.
+        Training batches with every class equally likely (with replacement), or cells uniformly.
     channel_names : list of str or None, default=None
         Names stored with the model; default ``["protein", "marker"]``.
     device : str, default="auto"
         Torch device; "auto" takes CUDA when present.
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        Arithmetic of training (autocast, with fp32 master weights) and of
-        prediction. ``"fp16"`` needs a GPU (training scales the loss);
-        ``"int8"`` applies to prediction only, training then runs in fp32.
+        Arithmetic of training (autocast, fp32 master weights) and prediction. ``"fp16"`` needs
+        a GPU (training scales the loss); ``"int8"`` is for prediction, training runs in fp32.
     checkpoint_dir : str, path-like or None, default=None
-        Folder of training checkpoints, one per training run: a later ``fit``
-        with the same data and parameters resumes from the newest one (README,
-        "Resuming an interrupted training"); other data or parameters are refused.
+        Folder of training checkpoints: a later ``fit`` with the same data and parameters
+        resumes from the newest one (README, "Resuming an interrupted training"); other data or
+        parameters are refused.
     checkpoint_interval : int or None, default=None
         Steps between checkpoints; None means every ``validation_interval``.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, sampling, augmentation and the validation split;
-        an int makes CPU training reproducible.
+        Seeds initialisation, sampling, augmentation and the validation split; an int makes CPU
+        training reproducible.
     verbose : int, default=0
-        1 shows a progress bar (loss, learning rate, ETA) and a line per
-        validation (a line every 5% of the steps where output is not a terminal).
+        1 shows a progress bar (loss, learning rate, ETA) and a line per validation (a line
+        every 5% of the steps where output is not a terminal).
 
     Attributes
     ----------
@@ -189,8 +179,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     model_ : DeepLocModel
         The trained network, classes, channel names and preprocessing.
     net_ : skorch.NeuralNetClassifier
-        The trained net (after :meth:`fit`; not for loaded models);
-        ``net_.module_`` is the :class:`DeepLocNet`, shared with ``model_``.
+        The trained net (after :meth:`fit` only); ``net_.module_`` is ``model_``'s network.
     history_ : skorch.History or None
         Losses and accuracies per validation interval (None for loaded models).
     n_iter_ : int
@@ -462,9 +451,8 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n, C, H, W) or (n, C * 64 * 64), or DataFrame
-            Also a lazy :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`,
-            ``h5py`` or ``zarr`` array (read in blocks), or a ``dask.array``
-            (computed lazily, block by block).
+            Also a :class:`~sklearn_deeploc.datasets.DeepLocHDF5Dataset`, ``h5py`` or ``zarr``
+            array (read in blocks), or a ``dask.array`` (computed lazily, block by block).
 
         Returns
         -------
@@ -518,15 +506,13 @@ def load_pretrained(path):
     Parameters
     ----------
     path : str or path-like
-        A folder written by :meth:`DeepLocClassifier.save_pretrained`, or
-        ``"deeploc-chong"`` (the published DeepLoc, fetched once; a path that
-        exists always wins over a name).
+        A folder written by :meth:`DeepLocClassifier.save_pretrained`, or ``"deeploc-chong"``
+        (the published DeepLoc, fetched once; a path that exists always wins over a name).
 
     Returns
     -------
     DeepLocClassifier
-        Fitted: ready for ``predict``, as ``pretrained=`` of another
-        estimator, or inside a :class:`DeepLocFeaturizer`.
+        Fitted: for ``predict``, ``pretrained=`` or a :class:`DeepLocFeaturizer`.
 
     Examples
     --------
