@@ -378,14 +378,10 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         self.history_ = trained.net.history
         self.validation_ = trained.validation
         self.n_iter_ = trained.n_iter
-        self._set_model(
-            DeepLocModel(
-                trained.net.module_,
-                classes,
-                channel_names=channel_names,
-                preprocessing=preprocessing,
-            )
+        model = DeepLocModel(
+            trained.net.module_, classes, channel_names=channel_names, preprocessing=preprocessing
         )
+        self._set_model(model)
         if self.precision == "int8":  # int8 prediction calibrates on a sample of these cells
             self.model_.calibrate(X, random_state=0)
         return self

@@ -124,18 +124,9 @@ def five_crop_offsets(height, width, size):
 
 
 def five_crops(x, size):
-    """The five prediction views of a batch as a tuple of views.
+    """The five ``size`` x ``size`` prediction views of a batch ``x`` ``(n, C, H, W)``.
 
-    Parameters
-    ----------
-    x : torch.Tensor of shape (n, C, H, W)
-    size : int
-        Crop side.
-
-    Returns
-    -------
-    tuple of 5 torch.Tensor of shape (n, C, size, size)
-        In the order of :func:`five_crop_offsets`.
+    A tuple of views, in the order of :func:`five_crop_offsets`.
 
     Examples
     --------
@@ -152,23 +143,12 @@ def five_crops(x, size):
 
 
 def random_augment(x, size, rng):
-    """Random crop, flips and 90-degree rotations of each cell in a batch.
+    """Random crop, flips and 90-degree rotations of each cell in a batch ``x`` ``(n, C, H, W)``.
 
-    Each cell gets its own random ``size`` x ``size`` window, then a random element of the
-    square's symmetry group (random transpose, horizontal and vertical flip: the same 8
-    outcomes, equally likely, as flips then a random multiple of 90 degrees).
-
-    Parameters
-    ----------
-    x : torch.Tensor of shape (n, C, H, W)
-    size : int
-        Output crop side, at most min(H, W).
-    rng : numpy.random.Generator
-        Source of randomness (numpy, so that samplers and datasets pickle).
-
-    Returns
-    -------
-    torch.Tensor of shape (n, C, size, size)
+    Each cell gets its own random ``size`` x ``size`` window (``size`` at most min(H, W)), then
+    a random element of the square's symmetry group (random transpose, horizontal and vertical
+    flip: the same 8 outcomes, equally likely, as flips then a random multiple of 90 degrees).
+    ``rng`` is a numpy Generator, so that samplers and datasets pickle.
 
     Examples
     --------

@@ -36,22 +36,11 @@ def take_labels(indices, classes):
 
 
 def apply_blockwise(function, X, n_outputs, *, block_size=4096):
-    """Run ``function`` (numpy crops in -> 2-D numpy out) on any input kind.
+    """Run ``function`` (numpy crops in, ``n_outputs`` columns of numpy out) on any input kind.
 
-    Parameters
-    ----------
-    function : callable
-        The in-memory computation, for example a fitted featurizer's bound
-        method. With a dask input it is sent to the workers, so it must pickle.
-    X : array-like, lazy array or dask array
-    n_outputs : int
-        Columns of the result.
-    block_size : int, default=4096
-        Cells read at a time from a lazy input.
-
-    Returns
-    -------
-    ndarray of shape (n, n_outputs), or a dask array of it
+    ``X`` may be in memory, lazy (read ``block_size`` cells at a time) or a dask array; then a
+    dask array ``(n, n_outputs)`` comes back and ``function`` (for example a fitted
+    featurizer's bound method) is sent to the workers, so it must pickle.
 
     Examples
     --------

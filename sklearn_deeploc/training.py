@@ -752,14 +752,8 @@ def _train(X, codes, *, architecture, preprocessing, recipe, random_state, initi
         interval = recipe.checkpoint_interval or recipe.steps_per_epoch
         checkpointing = Checkpointing(folder, interval, recipe, seeds, resume)
     net = build_net(architecture, recipe, codes[train_idx], seeds[1], valid, checkpointing)
-    train = CellBatches(
-        place_crops(X[train_idx], preprocessing, device),
-        codes[train_idx],
-        crop_size,
-        recipe.augment,
-        seeds[2],
-        device,
-    )
+    train_crops = place_crops(X[train_idx], preprocessing, device)
+    train = CellBatches(train_crops, codes[train_idx], crop_size, recipe.augment, seeds[2], device)
     sampler = net.iterator_train__sampler
     cuda = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda, device_type=device.type):
