@@ -68,16 +68,9 @@ def _has_native_bf16(device):
 def check_precision(precision, device="cpu"):
     """The precision to run at on ``device``, or a ``ValueError`` saying why not.
 
-    Parameters
-    ----------
-    precision : {"fp32", "bf16", "fp16", "int8"}
-    device : str or torch.device, default="cpu"
-        ``"auto"`` is resolved as in :func:`resolve_device`.
-
-    Returns
-    -------
-    str
-        ``precision``, or ``"fp32"`` (with a warning) for ``"bf16"`` without native bf16.
+    ``precision`` is one of :data:`PRECISIONS`; ``device`` (``"auto"`` as in
+    :func:`resolve_device`) is checked by kind. ``"bf16"`` without native bf16 gives
+    ``"fp32"``, with a warning.
 
     Examples
     --------
@@ -213,19 +206,9 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
     The result depends only on the weights and the calibration crops; 64 to 256 cells like the
     ones to predict are enough (building time grows with them).
 
-    Parameters
-    ----------
-    module : DeepLocNet
-        Left untouched.
-    calibration : ndarray of shape (n, C, H, W), float32
-        Raw crops, validated as for :func:`predict_batches`.
-    crop_size, preprocessing, tta, batch_size
-        As for :func:`predict_batches`: calibrate on the views it will run.
-
-    Returns
-    -------
-    QuantizedDeepLocNet
-        For :func:`predict_batches` with ``precision="int8"``.
+    ``module`` is left untouched; ``calibration`` holds validated raw crops; ``crop_size``,
+    ``preprocessing``, ``tta`` and ``batch_size`` are as for :func:`predict_batches`, which
+    runs the result with ``precision="int8"``.
 
     Examples
     --------

@@ -179,19 +179,10 @@ class DeepLocNet(nn.Module):
         return self
 
     def forward_features(self, x, layer="fc2"):
-        """Activations of a named layer.
+        """Activations ``(n, n_features)`` of ``layer`` for preprocessed crops ``x``.
 
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, n_channels, crop_size, crop_size)
-            Preprocessed crops.
-        layer : {"conv8", "fc1", "fc2"}, default="fc2"
-            ``"conv8"``: the last conv layer's activation, max over space (``conv_channels[-1]``
-            values); ``"fcK"``: the K-th hidden FC layer after ReLU.
-
-        Returns
-        -------
-        torch.Tensor of shape (n, n_features)
+        ``layer`` is ``"conv8"`` (the last conv layer, max over space: ``conv_channels[-1]``
+        values) or ``"fcK"`` (the K-th hidden FC layer after ReLU).
         """
         if layer == "conv8":
             for name, module in self.features.named_children():
