@@ -467,15 +467,11 @@ class DeepLocModel:
     # -- folders -------------------------------------------------------------------
 
     def save(self, path):
-        """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``).
+        """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``); return it.
 
         Built whole beside ``path`` and swapped in: an interrupted save leaves the old model or
         the new one (and maybe a hidden ``.<name>.saving-<pid>`` folder, safe to delete). Other
         files in the folder are kept.
-
-        Returns
-        -------
-        pathlib.Path
         """
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -557,19 +553,9 @@ class DeepLocModel:
     def calibrate(self, X, *, n_cells=CALIBRATION_CELLS, random_state=0):
         """Keep a sample of raw cells to calibrate int8 inference on (and drop old copies).
 
-        Calibrate on cells like the ones to predict: int8 ranges are measured on them. The
-        sample pickles with the model, so the quantised copy is rebuilt identically after loading.
-
-        Parameters
-        ----------
-        X : array-like of crops
-        n_cells : int, default=128
-        random_state : int, default=0
-            Which cells are drawn when ``X`` has more than ``n_cells``.
-
-        Returns
-        -------
-        self
+        Calibrate on crops ``X`` like the ones to predict: int8 ranges are measured on them.
+        ``random_state`` draws ``n_cells`` of them when there are more. The sample pickles with
+        the model, so the quantised copy is rebuilt identically after loading. Returns ``self``.
         """
         n_cells = check_positive_int(n_cells, "n_cells")
         X = self.check_crops(X)
