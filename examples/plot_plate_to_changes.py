@@ -14,7 +14,7 @@ nucleus to the vacuole:
    each labelled cell, predicts it and writes ``cells.parquet``,
    ``wells.parquet`` and ``cells.h5ad``
    (``deeploc screen MODEL --plate P.zarr --labels cells -o OUT``);
-3. :func:`~sklearn_deeploc.profiles.write_changes` compares the two screens
+3. :func:`~sklearn_deeploc.jobs.write_changes` compares the two screens
    per well with the paper's localization-change statistics
    (``deeploc changes A B -o changes.parquet``).
 """
@@ -29,8 +29,7 @@ import zarr
 
 from sklearn_deeploc import DeepLocClassifier
 from sklearn_deeploc.datasets import make_yeast_cells
-from sklearn_deeploc.jobs import run_screen
-from sklearn_deeploc.profiles import write_changes
+from sklearn_deeploc.jobs import run_screen, write_changes
 
 # %%
 # Two plates
@@ -75,8 +74,7 @@ def write_plate(path, localizations, seed):
     root = zarr.open_group(path, mode="w", zarr_format=3)
     columns = [str(int(well[1:])) for well in localizations]
     wells = [
-        {"path": f"A/{column}", "rowIndex": 0, "columnIndex": k}
-        for k, column in enumerate(columns)
+        {"path": f"A/{column}", "rowIndex": 0, "columnIndex": k} for k, column in enumerate(columns)
     ]
     plate = {"name": Path(path).stem, "rows": [{"name": "A"}], "wells": wells}
     ome(root, plate={**plate, "columns": [{"name": column} for column in columns]})

@@ -402,7 +402,7 @@ def _crop(args):
 
 
 def _changes(args):
-    from .profiles import write_changes
+    from .jobs import write_changes
 
     table = write_changes(args.screen_a, args.screen_b, args.output, by=args.by, prior=args.prior)
     print(f"wrote {args.output} ({len(table)} groups, {int(table['significant'].sum())} changed)")

@@ -360,11 +360,14 @@ def _read_image(path):
             f"Not enough memory to read image file {path} ({error}); expected an image that "
             "fits in memory."
         ) from None  # the traceback would keep the partial arrays alive
-    except (ValueError, OSError, DecompressionBombError) as error:  # they do not name the file
+    # PIL raises SyntaxError for a broken PNG; none of them names the file
+    except (ValueError, OSError, SyntaxError, DecompressionBombError) as error:
         raise ValueError(
             f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
             "or other image file."
         ) from error
+    if not stacks:
+        raise ValueError(f"Cannot read image file {path}: it holds no image.")
     shapes = [stack.shape for stack in stacks]
     if len({shape[1:] for shape in shapes}) > 1:
         raise ValueError(

@@ -17,6 +17,7 @@ from .blocks import (
     file_identity,
     read_table,
     run_blocks,
+    write_table,
 )
 from .checkpoints import checkpoint_lock
 from .classifier import DeepLocClassifier, resolve_model
@@ -26,7 +27,15 @@ from .featurizer import DeepLocFeaturizer
 from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_columns, read_cell_table
 from .inference import check_precision
 from .model import CALIBRATION_CELLS
-from .profiles import CELLS_FILE, cell_profiles, well_profiles, write_profiles
+from .profiles import (
+    CELLS_FILE,
+    H5AD_FILE,
+    WELLS_FILE,
+    cell_profiles,
+    profile_changes,
+    well_profiles,
+    write_profiles,
+)
 from .sources import (
     WELL_PATTERN,
     FolderFields,
@@ -370,7 +379,10 @@ def _field_profiles(model, options, source, border, layer, key):
     tta, batch_size, precision = options
     run = {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
     if len(crops):
-        crops = model.check_crops(crops)
+        try:
+            crops = model.check_crops(crops)
+        except ValueError as error:  # the crops are an array: name the field
+            raise ValueError(f"Field {key}: {error}") from error
         proba = model.predict_proba(crops, **run)
         features = None if layer is None else model.features(crops, layer, **run)
     else:
@@ -528,6 +540,11 @@ def run_screen(
     )
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
+    if source.n_channels not in (None, model.n_channels):
+        raise ValueError(
+            f"The fields are read with {source.n_channels} channel(s); the model takes "
+            f"{model.n_channels} ({model.channel_names}). Pass channels= in the model's order."
+        )
     if precision == "int8":
         model.calibrate(_calibration_crops(source, border))
     manifest = {
@@ -540,7 +557,11 @@ def run_screen(
         "source": source.identity(),
     }
     if verbose:
-        print(f"{len(source.keys)} fields")
+        print(f"{len(source.keys)} fields", end="")
+        if plate is not None:
+            read = ", ".join(f"{c} as {n}" for c, n in zip(source.channels, model.channel_names))
+            print(f"; channels {read}", end="")
+        print()
     output.mkdir(parents=True, exist_ok=True)
     with ResumableOutput(
         output / CELLS_FILE,
@@ -550,6 +571,9 @@ def run_screen(
         overwrite=overwrite,
         verbose=verbose,
     ) as parts:
+        if overwrite:  # what the previous run wrote beside cells.parquet goes with it
+            for name in (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv"):
+                (output / name).unlink(missing_ok=True)
         if client is None:
             with Prefetched(source, parts.pending()) as prefetched:
                 parts.compute(_field_profiles, model, options, prefetched, border, features)
@@ -565,13 +589,14 @@ def run_screen(
                 client=client,
             )
         profiles = parts.assemble()
-    if not len(profiles):
-        raise ValueError(
-            f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
-            "none was found, or every centre lies outside its field or too close to its edge."
-        )
-    uns = {"model": model.digest(), "precision": precision, "tta": options[0]}
-    write_profiles(profiles, output, uns=uns, csv=csv)
+        if not len(profiles):
+            (output / CELLS_FILE).unlink()
+            raise ValueError(
+                f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
+                "none was found, or every centre lies outside its field or too close to its edge."
+            )
+        uns = {"model": model.digest(), "precision": precision, "tta": options[0]}
+        write_profiles(profiles, output, uns=uns, csv=csv)  # under the lock: one run's files
     return profiles, well_profiles(profiles)
 
 
@@ -641,6 +666,7 @@ def crop(
             f"No cell of the {len(source.keys)} fields could be cropped (border={border!r})."
         )
     labelled = "label" in kept
+    output.parent.mkdir(parents=True, exist_ok=True)
     save_deeploc_hdf5(output, crops, kept["label"].to_numpy() if labelled else None)
     if verbose:
         print(f"wrote {output}: {len(kept)} cells")
@@ -683,3 +709,36 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
             print(f"{key}: {len(cells)} cells")
     table = pd.concat(rows, ignore_index=True)
     return table[["Image Path", *[c for c in table.columns if c != "Image Path"]]]
+
+
+def _read_cells(screen):
+    path = Path(screen)
+    path = path / CELLS_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
+    return pd.read_parquet(path)
+
+
+def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
+    """Compare two screen outputs' ``cells.parquet`` and write the changes table.
+
+    Parameters
+    ----------
+    screen_a, screen_b : path-like
+        Screen output folders (or their ``cells.parquet`` files): A
+        untreated, B treated.
+    output : path-like
+        The table to write (atomically): ``.parquet`` or ``.csv``.
+    by, prior
+        As in :func:`~sklearn_deeploc.profiles.profile_changes`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table written (:func:`~sklearn_deeploc.profiles.profile_changes`).
+    """
+    check_table_path(output)
+    table = profile_changes(_read_cells(screen_a), _read_cells(screen_b), by=by, prior=prior)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    write_table(table, output)
+    return table

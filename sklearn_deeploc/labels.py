@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .fields import read_field
+
 CELL_COLUMNS = ("ObjectNumber", "center_x", "center_y", "area")
 
 
@@ -66,7 +68,7 @@ def check_label_image(labels, name="labels"):
 def _compact(values):
     """Labels renumbered 0..k-1 where they are too sparse for a bincount, and their values."""
     if values.size == 0 or int(values.max()) <= 4 * values.size:
-        return values, None
+        return values.astype(np.intp), None
     distinct, compact = np.unique(values, return_inverse=True)
     return compact, distinct
 
@@ -103,7 +105,7 @@ def cells_from_labels(labels):
     flat = labels.ravel()
     pixels = np.flatnonzero(flat)  # the background is most pixels: skip it early
     rows, cols = np.divmod(pixels, labels.shape[1])
-    values, distinct = _compact(flat[pixels].astype(np.int64))
+    values, distinct = _compact(flat[pixels])  # uint64 labels stay unsigned
     n_bins = int(values.max()) + 1 if values.size else 0
     area = np.bincount(values, minlength=n_bins)
     present = np.flatnonzero(area)
@@ -119,17 +121,11 @@ def cells_from_labels(labels):
     )
 
 
-def _read_pixels(path):
-    suffix = path.suffix.lower()
-    if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        return tifffile.imread(path)
-    from skimage.io import imread
-
-    return imread(path)
+def _read_npy(path):
+    try:
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))  # sized by the file
+    except (ValueError, OSError, MemoryError) as error:  # numpy does not name the file
+        raise ValueError(f"Cannot read label image {path}: {error}.") from None
 
 
 def read_label_image(path):
@@ -158,10 +154,6 @@ def read_label_image(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Label image {path} not found.")
-    try:
-        pixels = _read_pixels(path)
-    except (ValueError, OSError) as error:  # the readers do not always name the file
-        raise ValueError(
-            f"Cannot read label image {path}: {error}. Expected a TIFF, PNG or .npy file."
-        ) from error
+    # read_field checks an image's header first: a small file cannot claim GBs
+    pixels = _read_npy(path) if path.suffix.lower() == ".npy" else read_field(path)
     return check_label_image(pixels, f"Label image {path}")

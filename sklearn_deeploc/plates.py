@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import check_label_image
+from .validation import check_fits_memory
 
 ZARR_VERSION_OF_NGFF = {"0.4": 2, "0.5": 3}
 AXES = ("t", "c", "z", "y", "x")
@@ -103,6 +104,8 @@ def _levels_axes(metadata, where):
             f"{where} has no 'multiscales' metadata (keys {sorted(metadata)}); expected a "
             "multiscale image."
         )
+    if not multiscales[0].get("datasets"):
+        raise ValueError(f"{where} lists no resolution level ('datasets' is empty).")
     axes = [axis["name"] if isinstance(axis, dict) else axis for axis in multiscales[0]["axes"]]
     if not set(axes) <= set(AXES) or not {"y", "x"} <= set(axes) or len(set(axes)) < len(axes):
         raise ValueError(f"{where} has axes {axes}; expected y, x and some of t, c, z.")
@@ -162,6 +165,13 @@ class Plate:
         """The field's channel names (``omero.channels[].label``), or None without them."""
         _, _, metadata = self._image(image_path, self._where(image_path))
         return _channel_names(metadata)
+
+    def channel_indices(self, image_path, channels=None):
+        """The stored indices of ``channels`` (names or indices; default all) in a field."""
+        array, axes, metadata = self._image(image_path, self._where(image_path))
+        n_channels = dict(zip(axes, array.shape)).get("c", 1)
+        indices = self._channel_indices(image_path, metadata, channels, n_channels)
+        return list(range(n_channels))[indices] if isinstance(indices, slice) else indices
 
     def label_names(self, image_path):
         """The names of the field's label images (``labels/<name>``), possibly none."""
@@ -229,7 +239,7 @@ class Plate:
         field = None
         for plane in planes:
             index["z"] = plane
-            pixels = _read_plane(array, axes, index)
+            pixels = _read_plane(array, axes, index, where)
             field = pixels if field is None else np.maximum(field, pixels, out=field)
         return field
 
@@ -285,7 +295,7 @@ class Plate:
         index = {"t": _position(t, sizes.get("t", 1), "t", where), "c": slice(0, 1)}
         index.update(z=_position(z or 0, sizes.get("z", 1), "z", where), y=slice(None))
         index["x"] = slice(None)
-        return check_label_image(_read_plane(array, axes, index)[0], where)
+        return check_label_image(_read_plane(array, axes, index, where)[0], where)
 
     def _field_problem(self, image_path, channels, labels):
         """Why this field cannot be read as asked (metadata only), or None."""
@@ -344,10 +354,23 @@ def _position(value, size, axis, where):
     return int(value)
 
 
-def _read_plane(array, axes, index):
+def _read_plane(array, axes, index, where):
     """Read ``array[index]`` (axis name -> int, list or slice) as (C, H, W)."""
     selection = tuple(index[axis] for axis in axes)
-    pixels = array.oindex[selection]
+    sizes = dict(zip(axes, array.shape))
+    chosen = index["c"]
+    n_channels = len(range(sizes.get("c", 1))[chosen] if isinstance(chosen, slice) else chosen)
+    check_fits_memory(  # before decoding: metadata can claim any size
+        1,
+        n_channels * sizes["y"] * sizes["x"] * array.dtype.itemsize,
+        what=f"{where}, whose metadata claims {n_channels}x{sizes['y']}x{sizes['x']} "
+        f"{array.dtype} pixels,",
+        expected="a field that fits in memory",
+    )
+    try:
+        pixels = array.oindex[selection]
+    except (RuntimeError, ValueError, OSError) as error:  # a damaged chunk, named by nobody
+        raise ValueError(f"{where}: cannot read its pixels ({error}).") from error
     return pixels if "c" in axes else pixels[np.newaxis]
 
 

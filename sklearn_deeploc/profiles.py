@@ -19,7 +19,7 @@ import pandas as pd
 
 from ._files import write_atomically
 from ._version import __version__
-from .blocks import check_table_path, write_table
+from .blocks import write_table
 from .screen import localization_changes
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
@@ -380,6 +380,14 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
         :func:`~sklearn_deeploc.screen.localization_changes`'s table, its
         ``protein`` column named ``by``.
     """
+    for name, profiles in (("A", profiles_a), ("B", profiles_b)):
+        plates = profiles["Metadata_Plate"].unique() if "Metadata_Plate" in profiles else []
+        if by == "Metadata_Well" and len(plates) > 1:
+            raise ValueError(
+                f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
+                "of one name hold different proteins; compare plate by plate, or pass by= a "
+                "column naming each cell's protein or strain."
+            )
     proba_a, groups_a = _probabilities(profiles_a, by, "A")
     proba_b, groups_b = _probabilities(profiles_b, by, "B")
     if list(proba_a.columns) != list(proba_b.columns):
@@ -389,36 +397,3 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
         )
     table = localization_changes(proba_a, groups_a, proba_b, groups_b, prior=prior)
     return table.rename(columns={"protein": by})
-
-
-def _read_cells(screen):
-    path = Path(screen)
-    path = path / CELLS_FILE if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
-    return pd.read_parquet(path)
-
-
-def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
-    """Compare two screen outputs' ``cells.parquet`` and write the changes table.
-
-    Parameters
-    ----------
-    screen_a, screen_b : path-like
-        Screen output folders (or their ``cells.parquet`` files): A
-        untreated, B treated.
-    output : path-like
-        The table to write (atomically): ``.parquet`` or ``.csv``.
-    by, prior
-        As in :func:`profile_changes`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The table written (:func:`profile_changes`).
-    """
-    check_table_path(output)
-    table = profile_changes(_read_cells(screen_a), _read_cells(screen_b), by=by, prior=prior)
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    write_table(table, output)
-    return table

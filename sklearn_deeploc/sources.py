@@ -21,11 +21,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .fields import check_image_files, file_columns, find_cells, read_cell_table, read_field
+from .fields import (
+    FILE_PREFIX,
+    check_image_files,
+    file_columns,
+    find_cells,
+    read_cell_table,
+    read_field,
+)
 from .labels import cells_from_labels, read_label_image
 
 WELL_PATTERN = r"r\d+c\d+"
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
+FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _files_identity(paths):
@@ -35,7 +43,14 @@ def _files_identity(paths):
 
 
 def _tree_files(folder):
-    for root, _, names in os.walk(folder):
+    """Every file under ``folder``, through symbolic links, each folder once."""
+    seen = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:  # a link back up: a cycle
+            folders[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
         yield from (Path(root) / name for name in names)
 
 
@@ -141,6 +156,8 @@ class TableFields(FieldSource):
         first_files = [self._cells[key][file_columns(cells)[0]].iloc[0] for key in keys]
         self.fields = _named_fields(keys, [Path(f).parent.name for f in first_files], well_pattern)
         self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
+        stack = file_columns(cells) == [FILE_PREFIX]  # one multi-page file: channels unknown
+        self.n_channels = None if stack else len(file_columns(cells))
         self._well_pattern = well_pattern
 
     def read(self, key):
@@ -170,13 +187,21 @@ def _first_row_files(field):
     return field[file_columns(field)].iloc[0].tolist()
 
 
-def _label_index(labels):
-    """Label image files by every name they answer to: the stem, and the stem cut at a separator."""
-    index = {}
+def _prefixes(stem):
+    """A file stem and its cuts at each separator: the names a suffixed file answers to."""
+    return {stem} | {stem[: cut.start()] for cut in re.finditer(r"[-_. ]", stem)}
+
+
+def _label_index(labels, channel_files):
+    """Label image files by every name they answer to; channel images are never labels."""
+    index, channel_files = {}, {Path(f).resolve() for f in channel_files}
     for path in labels.iterdir():
-        if path.suffix.lower() in LABEL_SUFFIXES and path.is_file():
-            stem = path.stem
-            for name in {stem} | {stem[: cut.start()] for cut in re.finditer(r"[-_. ]", stem)}:
+        if (
+            path.suffix.lower() in LABEL_SUFFIXES
+            and path.is_file()
+            and path.resolve() not in channel_files
+        ):
+            for name in _prefixes(path.stem):
                 index.setdefault(name, []).append(path)
     return index
 
@@ -189,7 +214,7 @@ def _label_file(index, labels, field_file, token):
     separator and a suffix.
     """
     stem = Path(field_file).stem
-    names = [stem, re.sub(r"[-_. ]*$", "", stem.replace(token, ""))]
+    names = [stem, token.remove(stem)]
     for name in names:
         found = index.get(name, [])
         if len(found) == 1:
@@ -203,6 +228,59 @@ def _label_file(index, labels, field_file, token):
         f"No label image in {labels} for field {Path(field_file).name}: expected a "
         f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[1]}[_suffix]."
     )
+
+
+class _ChannelToken:
+    """A channel token in a file name: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.regex = re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
+
+    def search(self, name):
+        return self.regex.search(name)
+
+    def remove(self, stem):
+        return re.sub(r"[-_. ]*$", "", self.regex.sub("", stem, count=1))
+
+
+def _same(folder, other):
+    return Path(other).is_dir() and Path(folder).resolve() == Path(other).resolve()
+
+
+def _natural(name):
+    """Sort key reading digit runs as numbers: f2 before f10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _field_names(images, token, same_folder):
+    """The folder's image files holding the first channel token, in natural order.
+
+    Where label images lie beside the fields (Cellpose's ``<field>_cp_masks.png``),
+    a file whose name extends another field's name is that field's label image.
+    """
+    names = [
+        p.name
+        for p in images.iterdir()
+        if p.suffix.lower() in FIELD_SUFFIXES and p.is_file() and token.search(p.name)
+    ]
+    if same_folder:
+        stems = {Path(name).stem for name in names}
+        names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
+    if not names:
+        raise ValueError(
+            f"No image in {images} has the channel token {token.channel!r} (image files: "
+            f"{'/'.join(FIELD_SUFFIXES)})."
+        )
+    return sorted(names, key=_natural)
+
+
+def _check_marker(marker, n_channels):
+    if not isinstance(marker, (int, np.integer)) or not 0 <= marker < n_channels:
+        raise ValueError(
+            f"marker={marker!r} is not one of the {n_channels} channels (0..{n_channels - 1}); "
+            "cells are found in the marker channel where no label images are given."
+        )
 
 
 class FolderFields(FieldSource):
@@ -222,10 +300,10 @@ class FolderFields(FieldSource):
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or ["ch1", "ch2"])
-        token = re.compile(rf"(?<![A-Za-z]){re.escape(self._channels[0])}(?!\d)")
-        names = sorted(p.name for p in images.iterdir() if p.is_file() and token.search(p.name))
-        if not names:
-            raise ValueError(f"No image in {images} has the channel token {self._channels[0]!r}.")
+        token = _ChannelToken(self._channels[0])
+        names = _field_names(
+            images, token, same_folder=labels is not None and _same(images, labels)
+        )
         _check_well_pattern(well_pattern, names)
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
@@ -239,12 +317,11 @@ class FolderFields(FieldSource):
             labels = Path(labels)
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
-            index = _label_index(labels)
-            self._labels = {
-                name: _label_file(index, labels, name, self._channels[0]) for name in names
-            }
-        if not 0 <= marker < len(self._channels) and not self._labels:
-            raise ValueError(f"marker={marker} is not one of the {len(self._channels)} channels.")
+            index = _label_index(labels, [f for files in self._files.values() for f in files])
+            self._labels = {name: _label_file(index, labels, name, token) for name in names}
+        if not self._labels:
+            _check_marker(marker, len(self._channels))
+        self.n_channels = len(self._channels)
         self._marker, self._well_pattern = marker, well_pattern
         self.fields = _named_fields(names, images.resolve().name, well_pattern)
 
@@ -273,8 +350,9 @@ def plate_channels(plate, channel_names, n_channels):
     The model's channel names where the plate names them all, else every
     channel of the plate where it has the model's number of channels.
     """
-    first = plate.fields["image_path"].iloc[0]
-    names = plate.channel_names(first)
+    if not len(plate.fields):
+        raise ValueError(f"Plate {plate.path} lists no field.")
+    names = plate.channel_names(plate.fields["image_path"].iloc[0])
     if names is not None and set(channel_names) <= set(names):
         return list(channel_names)
     if names is not None and len(names) == n_channels:
@@ -301,6 +379,13 @@ class PlateFields(FieldSource):
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
         self._plate.check(channels, labels)
+        first = self._plate.fields["image_path"].iloc[0]
+        self._indices = self._plate.channel_indices(first, channels)
+        self.n_channels = len(self._indices)
+        names = self._plate.channel_names(first)
+        self.channels = [names[k] if names else k for k in self._indices]  # for messages
+        if labels is None:
+            _check_marker(marker, self.n_channels)
         self.fields = self._plate.fields.rename(columns={"image_path": "key"})[
             ["key", "plate", "well", "site"]
         ]
@@ -330,7 +415,7 @@ class PlateFields(FieldSource):
             "plate": str(root),
             "version": self._plate.version,
             "files": _files_identity(files),
-            "channels": None if self._channels is None else list(self._channels),
+            "channels": self._indices,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
         }

@@ -89,10 +89,34 @@ def test_read_label_image_missing_or_unreadable(tmp_path):
         read_label_image(tmp_path / "absent.tif")
     broken = tmp_path / "broken.tif"
     broken.write_bytes(b"not a tiff")
-    with pytest.raises(ValueError, match="Cannot read label image .*broken.tif"):
+    with pytest.raises(ValueError, match="Cannot read .*broken.tif"):
         read_label_image(broken)
 
 
 def test_check_label_image_keeps_the_type():
     labels = np.arange(6, dtype=np.uint32).reshape(1, 2, 3)
     assert check_label_image(labels).dtype == np.uint32
+
+
+def test_uint64_labels_beyond_int64_keep_their_numbers():
+    labels = np.zeros((20, 20), np.uint64)
+    labels[1:3, 1:3], labels[5:8, 5:8], labels[10, 10] = 2**63 + 5, 2**40, 2**64 - 1
+    cells = cells_from_labels(labels)
+    assert cells["ObjectNumber"].tolist() == [2**40, 2**63 + 5, 2**64 - 1]
+    assert cells["area"].tolist() == [9, 4, 1]
+
+
+def test_small_files_claiming_huge_label_images_are_refused_unread(tmp_path):
+    from numpy.lib import format as npy
+
+    claims = tmp_path / "claims.npy"
+    with open(claims, "wb") as file:
+        header = {"descr": "<u2", "fortran_order": False, "shape": (200_000, 200_000)}
+        npy.write_array_header_1_0(file, header)
+        file.write(b"0" * 1000)
+    with pytest.raises(ValueError, match=r"Cannot read label image .*claims\.npy"):
+        read_label_image(claims)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    with pytest.raises(ValueError, match=r"Cannot read image file .*broken\.png"):
+        read_label_image(broken)

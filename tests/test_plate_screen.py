@@ -289,3 +289,119 @@ def test_label_images_are_paired_by_name_and_never_guessed(tmp_path):
     np.save(masks / "r01c01f10-ch1_seg.npy", labels)
     with pytest.raises(ValueError, match=r"2 label images in .* match field r01c01f10-ch1\.tiff"):
         FolderFields(images, labels=masks)
+
+
+def _edit_metadata(group, edit, *, array=False):
+    """Edit a group's NGFF metadata (or an array's own metadata) in a 0.4 or 0.5 plate."""
+    import json
+
+    v2 = group / (".zarray" if array else ".zattrs")
+    path = v2 if v2.exists() else group / "zarr.json"
+    document = json.loads(path.read_text())
+    edit(document if array or v2.exists() else document["attributes"]["ome"])
+    path.write_text(json.dumps(document))
+
+
+def _level0_chunk(image):
+    """The largest chunk file of a multiscale image's level 0 (ome-zarr names it s0)."""
+    chunks = [p for p in (image / "s0").rglob("*") if p.is_file() and p.name[0] not in ".z"]
+    return max(chunks, key=lambda p: p.stat().st_size)
+
+
+def test_hostile_plates_are_one_clear_line(plate, model, tmp_path, capsys):
+    path, _ = plate
+    _edit_metadata(path / "A" / "1" / "0", lambda ome: ome["multiscales"][0].update(datasets=[]))
+    assert _screen(path, model, tmp_path / "a") == 2
+    assert "lists no resolution level" in capsys.readouterr().err
+    _edit_metadata(path, lambda ome: ome["plate"].update(wells=[]))
+    assert _screen(path, model, tmp_path / "b") == 2
+    assert "lists no field" in capsys.readouterr().err
+
+
+def test_damaged_or_oversized_pixels_name_the_field(plate, model, tmp_path, capsys):
+    path, _ = plate
+    chunk = _level0_chunk(path / "B" / "3" / "1")
+    chunk.write_bytes(b"\x00garbage" * (chunk.stat().st_size // 8 + 1))
+    assert _screen(path, model, tmp_path / "a") == 2
+    assert "B/3/1" in capsys.readouterr().err
+    _edit_metadata(
+        path / "A" / "1" / "0" / "s0",
+        lambda meta: meta.update(shape=[2, 200_000, 200_000]),
+        array=True,
+    )
+    found = ["screen", str(model), "--plate", str(path), "-o", str(tmp_path / "b")]
+    assert main(found) == 2  # without labels (with them, their size differs first)
+    error = capsys.readouterr().err
+    assert "A/1/0" in error and "fits in memory" in error
+
+
+def test_channels_and_marker_are_checked_before_any_field(plate, model, tmp_path, capsys):
+    path, _ = plate
+    assert _screen(path, model, tmp_path / "a", "--channels", "GFP") == 2
+    assert "read with 1 channel(s); the model takes 2" in capsys.readouterr().err
+    found = ["screen", str(model), "--plate", str(path), "-o", str(tmp_path / "b")]
+    assert main([*found, "--marker", "-1"]) == 2
+    assert "marker=-1 is not one of the 2 channels" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert _screen(path, model, tmp_path / "c") == 0
+    assert _screen(path, model, tmp_path / "c", "--channels", "GFP", "RFP") == 0  # the same
+    assert "4 of 4 fields already done" in capsys.readouterr().out
+
+
+def test_a_symlinked_well_is_part_of_the_plates_identity(plate, model, tmp_path, capsys):
+    path, _ = plate
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(path / "B" / "3", elsewhere)
+    (path / "B" / "3").symlink_to(elsewhere, target_is_directory=True)
+    assert _screen(path, model, tmp_path / "out") == 0
+    chunk = _level0_chunk(elsewhere / "1" / "labels" / "cells")
+    os.utime(chunk, ns=(chunk.stat().st_atime_ns, chunk.stat().st_mtime_ns + 10**9))
+    assert _screen(path, model, tmp_path / "out") == 2
+    assert "source" in capsys.readouterr().err
+
+
+def test_overwrite_leaves_no_file_of_the_previous_run(plate, model, tmp_path, capsys):
+    path, _ = plate
+    out = tmp_path / "out"
+    assert _screen(path, model, out, "--csv", "--features", "fc1") == 0
+    assert _screen(path, model, out, "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cells.h5ad",
+        "cells.parquet",
+        "cells.parquet.parts",
+        "wells.parquet",
+    ]
+    assert _screen(path, model, out, "--overwrite", "--border", "drop") == 2  # 64-pixel fields
+    assert "No cell in the 4 fields could be cropped" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["cells.parquet.parts"]
+
+
+def test_folder_fields_beside_their_masks_and_odd_names(model, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    centres = [(30, 30), (90, 60)]
+    labels = np.zeros((128, 128), np.uint16)
+    labels[26:34, 26:34], labels[86:94, 56:64] = 4, 8
+    for site in (1, 2, 10):
+        pixels = _blobs((128, 128), centres, site)
+        for channel, plane in zip(("ch1", "ch2"), pixels):
+            tifffile.imwrite(images / f"batch1_r01c01f{site}-{channel}.tiff", plane)
+        tifffile.imwrite(images / f"batch1_r01c01f{site}-ch1_cp_masks.png", labels)
+    (images / "notes-ch1.txt").write_text("not an image")
+    out = tmp_path / "out"
+    args = ["screen", str(model), "--images", str(images), "--labels", str(images), "-o", str(out)]
+    assert main(args) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert cells["Metadata_ObjectNumber"].tolist() == [4, 8] * 3
+    assert cells["Metadata_Image"].unique().tolist() == [
+        f"batch1_r01c01f{site}-ch1.tiff"
+        for site in (1, 2, 10)  # f2 before f10
+    ]
+    assert cells["Metadata_Site"].tolist() == [0, 0, 1, 1, 2, 2]
+    for mask in images.glob("*_cp_masks.png"):
+        mask.rename(images / mask.name.replace("-ch1_cp_masks.png", ".png"))  # token removed
+    assert main([*args[:-1], str(tmp_path / "renamed")]) == 0
+    for mask in images.glob("*.png"):
+        mask.unlink()  # no mask: a channel image is never taken for one
+    assert main([*args[:-1], str(tmp_path / "none")]) == 2
+    assert "No label image in" in capsys.readouterr().err

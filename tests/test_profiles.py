@@ -10,7 +10,6 @@ from sklearn_deeploc.profiles import (
     cell_profiles,
     profile_changes,
     well_profiles,
-    write_changes,
     write_h5ad,
     write_profiles,
 )
@@ -230,6 +229,8 @@ def test_profile_changes_by_another_column_and_refusals():
 
 
 def test_write_changes_reads_two_outputs(tmp_path):
+    from sklearn_deeploc.jobs import write_changes
+
     write_profiles(_screen(seed=1), tmp_path / "a")
     write_profiles(_screen("W07", seed=2), tmp_path / "b")
     table = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
@@ -256,3 +257,13 @@ def test_h5ad_of_no_cells_and_refused_uns(tmp_path):
     with pytest.raises(ValueError, match=r"uns\['options'\] is \{'tta': True\}; expected"):
         write_h5ad(profiles, tmp_path / "other.h5ad", uns={"options": {"tta": True}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.h5ad"]
+
+
+def test_wells_of_one_name_on_several_plates_are_not_pooled():
+    a, b = _screen(seed=1), _screen(seed=2)
+    a.loc[a.index[:12], "Metadata_Plate"] = "P2"  # well W00 of another plate
+    with pytest.raises(ValueError, match=r"Screen A holds 2 plates .*compare plate by plate"):
+        profile_changes(a, b)
+    a["Metadata_Protein"] = a["Metadata_Well"]
+    b["Metadata_Protein"] = b["Metadata_Well"]
+    assert len(profile_changes(a, b, by="Metadata_Protein"))  # the user's grouping: taken
