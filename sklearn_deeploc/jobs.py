@@ -6,10 +6,12 @@ Each job checks its inputs before computing, and a rerun resumes or refuses
 
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .blocks import (
     ResumableOutput,
@@ -406,6 +408,16 @@ def _calibration_crops(source, border):
     return np.concatenate(sample)
 
 
+def _prefetched(source, keys, model):
+    """The source, reading ahead where prediction leaves a core free (a GPU, spare CPUs).
+
+    Reading ahead made a screen 12-20% faster with one torch thread on 2 cores, and
+    nothing measurable where torch's threads took both (benchmarks/RESULTS.md).
+    """
+    spare = model.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+    return Prefetched(source, keys) if spare else nullcontext(source)
+
+
 def run_screen(
     model,
     output,
@@ -575,8 +587,8 @@ def run_screen(
             for name in (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv"):
                 (output / name).unlink(missing_ok=True)
         if client is None:
-            with Prefetched(source, parts.pending()) as prefetched:
-                parts.compute(_field_profiles, model, options, prefetched, border, features)
+            with _prefetched(source, parts.pending(), model) as fields:
+                parts.compute(_field_profiles, model, options, fields, border, features)
         else:
             shipped_model, shipped_source = client.scatter([model, source], broadcast=True)
             parts.compute(

@@ -405,3 +405,47 @@ def test_folder_fields_beside_their_masks_and_odd_names(model, tmp_path, capsys)
         mask.unlink()  # no mask: a channel image is never taken for one
     assert main([*args[:-1], str(tmp_path / "none")]) == 2
     assert "No label image in" in capsys.readouterr().err
+
+
+def test_reading_ahead_gives_the_same_profiles(plates, model, tmp_path, monkeypatch):
+    import torch
+
+    from sklearn_deeploc import sources
+
+    path, _ = plates["0.4"]
+    plain, _ = run_screen(model, tmp_path / "plain", plate=path, labels="cells", verbose=0)
+    reads = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 0)  # a core left free: read ahead
+    monkeypatch.setattr(sources.Prefetched, "read", _counted(sources.Prefetched.read, reads))
+    ahead, _ = run_screen(model, tmp_path / "ahead", plate=path, labels="cells", verbose=0)
+    assert len(reads) == 4
+    pd.testing.assert_frame_equal(plain, ahead)
+
+
+def _counted(function, calls):
+    def counted(*args, **kwargs):
+        calls.append(args[1:])
+        return function(*args, **kwargs)
+
+    return counted
+
+
+def test_a_field_that_fails_when_read_ahead_fails_in_its_turn(plates):
+    from sklearn_deeploc.sources import PlateFields, Prefetched
+
+    path, _ = plates["0.5"]
+    source = PlateFields(path, labels="cells")
+    broken = source.keys[1]
+    read = source.read
+
+    def read_or_fail(key):
+        if key == broken:
+            raise ValueError(f"cannot read {key}")
+        return read(key)
+
+    source.read = read_or_fail
+    with Prefetched(source, source.keys) as ahead:
+        image, cells = ahead.read(source.keys[0])  # the next field's error is not raised here
+        np.testing.assert_array_equal(image, read(source.keys[0])[0])
+        with pytest.raises(ValueError, match=broken):
+            ahead.read(broken)
