@@ -175,24 +175,35 @@ def test_a_changed_plate_is_refused(plate, model, tmp_path, capsys):
     assert "source" in capsys.readouterr().err
 
 
-def test_outputs_read_back_in_pycytominer_and_anndata(plate, model, tmp_path):
+@pytest.fixture
+def featured(plate, model, tmp_path):
+    """A screen's output folder with fc2 features, and its cells."""
     path, _ = plate
     assert _screen(path, model, tmp_path / "out", "--features", "fc2") == 0
     cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
     assert sum(c.startswith("Cells_DeepLoc_fc2_") for c in cells.columns) == 8
-    anndata = pytest.importorskip("anndata")
-    adata = anndata.read_h5ad(tmp_path / "out" / "cells.h5ad")
+    return tmp_path / "out", cells
+
+
+def test_pycytominer_aggregates_the_screens_cells(featured):
+    pycytominer = pytest.importorskip("pycytominer")
+    out, cells = featured
+    wells = pycytominer.aggregate(cells, strata=["Metadata_Plate", "Metadata_Well"])
+    assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
+    ours = pd.read_parquet(out / "wells.parquet")
+    np.testing.assert_allclose(
+        wells["Cells_DeepLoc_Prob_ER"], ours["Cells_DeepLoc_Prob_ER"], rtol=1e-5
+    )
+
+
+def test_anndata_reads_the_screens_h5ad(featured, model):
+    anndata = pytest.importorskip("anndata")  # CI installs it apart: see .ci/run
+    out, cells = featured
+    adata = anndata.read_h5ad(out / "cells.h5ad")
     assert adata.X.shape == (20, 8)
     assert list(adata.obs["Metadata_Well"].astype(str)) == cells["Metadata_Well"].tolist()
     assert list(adata.uns["classes"]) == CLASSES
     assert adata.uns["model"] == DeepLocModel.load(model).digest()
-    pycytominer = pytest.importorskip("pycytominer")
-    wells = pycytominer.aggregate(cells, strata=["Metadata_Plate", "Metadata_Well"])
-    assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
-    ours = pd.read_parquet(tmp_path / "out" / "wells.parquet")
-    np.testing.assert_allclose(
-        wells["Cells_DeepLoc_Prob_ER"], ours["Cells_DeepLoc_Prob_ER"], rtol=1e-5
-    )
 
 
 def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
