@@ -115,9 +115,12 @@ class FieldSource:
     fields : pandas.DataFrame
         One row per field: ``key`` (what :meth:`read` takes), ``plate``,
         ``well``, ``site`` (the field's place in its well, from 0).
+    n_channels : int or None
+        The channels a field is read with, where known before reading one.
     """
 
     fields = None
+    n_channels = None
 
     @property
     def keys(self):
@@ -145,7 +148,7 @@ class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
     The plate is the folder of a field's first channel file; cells are
-    numbered in table order within their field, from 1.
+    numbered in table order within their field, from 1. ``cells`` is the table.
     """
 
     def __init__(self, cells, well_pattern=WELL_PATTERN):
