@@ -4,6 +4,7 @@ Each job checks its inputs before computing, and a rerun resumes or refuses
 (:mod:`sklearn_deeploc.blocks`); the ``deeploc`` command line only calls these.
 """
 
+import json
 import os
 import shutil
 from contextlib import nullcontext
@@ -17,6 +18,7 @@ from .blocks import (
     ResumableOutput,
     check_table_path,
     file_identity,
+    parts_folder,
     read_table,
     run_blocks,
     write_table,
@@ -723,12 +725,30 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     return table[["Image Path", *[c for c in table.columns if c != "Image Path"]]]
 
 
-def _read_cells(screen):
+def _cells_path(screen):
     path = Path(screen)
     path = path / CELLS_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
-    return pd.read_parquet(path)
+    return path
+
+
+def _predicted_by(cells_path):
+    """The model digest and precision a screen's manifest records, or None."""
+    try:
+        depends_on = json.loads((parts_folder(cells_path) / "manifest.json").read_text())
+        return {key: depends_on["depends_on"][key] for key in ("model", "precision")}
+    except (OSError, ValueError, KeyError, TypeError):  # a profile table from elsewhere
+        return None
+
+
+def _check_same_predictions(path_a, path_b):
+    a, b = _predicted_by(path_a), _predicted_by(path_b)
+    if a is not None and b is not None and a != b:
+        raise ValueError(
+            f"Screens A and B were predicted differently (A: {a}; B: {b}); their "
+            "probabilities are not comparable. Screen both with the same model and precision."
+        )
 
 
 def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
@@ -747,10 +767,14 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     Returns
     -------
     pandas.DataFrame
-        The table written (:func:`~sklearn_deeploc.profiles.profile_changes`).
+        The table written (:func:`~sklearn_deeploc.profiles.profile_changes`). Screens
+        whose manifests record another model or precision are refused.
     """
     check_table_path(output)
-    table = profile_changes(_read_cells(screen_a), _read_cells(screen_b), by=by, prior=prior)
+    path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
+    _check_same_predictions(path_a, path_b)
+    cells_a, cells_b = pd.read_parquet(path_a), pd.read_parquet(path_b)
+    table = profile_changes(cells_a, cells_b, by=by, prior=prior)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table

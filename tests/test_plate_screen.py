@@ -217,6 +217,10 @@ def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
     assert not table["significant"].any()  # the same cells in both: nothing changed
     assert main([*args[:2], str(tmp_path / "none"), "-o", str(out)]) == 2
     assert "cells.parquet" in capsys.readouterr().err
+    other = _model(tmp_path / "other", seed=1)
+    assert _screen(plates["0.5"][0], other, tmp_path / "other-model") == 0
+    assert main([*args[:2], str(tmp_path / "other-model"), "-o", str(out)]) == 2
+    assert "predicted differently" in capsys.readouterr().err
 
 
 def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):
