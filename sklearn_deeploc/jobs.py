@@ -482,9 +482,10 @@ def run_screen(
         The channel cells are found in, without labels.
     features : {"fc2", "fc1", "conv8"}, optional
         Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
-    well_pattern : str, default=r"r\\d+c\\d+"
+    well_pattern : str, optional
         Regular expression of the well in an image name (cell tables and
-        folders), else the file's stem, with a warning.
+        folders; default ``r\\d+c\\d+``, Opera's ``r01c01``), else the file's
+        stem, with a warning.
     border : {"pad", "drop"}, default="pad"
     tta : bool, optional
         Five-crop mean; default the model's choice.
