@@ -6,6 +6,7 @@ can fix are one line on stderr and exit code 2; Ctrl-C is exit code 130.
 
 import argparse
 import sys
+from contextlib import ExitStack
 
 from ._version import __version__
 from .blocks import ResumableOutputError
@@ -272,27 +273,25 @@ def _train(args):
     print(f"trained {classifier.n_iter_} steps; model written to {args.output}")
 
 
-def _client(args):
-    """A Dask client for --scheduler ADDRESS or --workers N, else None (in-process)."""
+def _with_client(args, job):
+    """Run ``job(client)`` with the Dask client of --scheduler or --workers (else None).
+
+    A local cluster started for --workers is closed with its client afterwards.
+    """
     if args.scheduler is None and args.workers is None:
-        return None
+        return job(None)
     from distributed import Client, LocalCluster
 
-    if args.scheduler:
-        return Client(args.scheduler)
-    return Client(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True))
-
-
-def _with_client(args, job):
-    """Run ``job(client)`` with the Dask client of the arguments, closed afterwards."""
-    client = _client(args)
-    try:
-        if client is not None:
-            print(f"Dask cluster: {client.dashboard_link}")
+    with ExitStack() as stack:
+        if args.scheduler:
+            client = stack.enter_context(Client(args.scheduler))
+        else:
+            cluster = stack.enter_context(
+                LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
+            )
+            client = stack.enter_context(Client(cluster))
+        print(f"Dask cluster: {client.dashboard_link}")
         return job(client)
-    finally:
-        if client is not None:
-            client.close()
 
 
 def _cell_job(args, job, **options):

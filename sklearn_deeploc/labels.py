@@ -109,8 +109,10 @@ def cells_from_labels(labels):
     n_bins = int(values.max()) + 1 if values.size else 0
     area = np.bincount(values, minlength=n_bins)
     present = np.flatnonzero(area)
-    if distinct is None:
-        distinct = np.arange(n_bins)
+    # One type for every field's numbers, whatever its labels' type: uint64 holds them all
+    distinct = (
+        np.arange(n_bins, dtype=np.uint64) if distinct is None else distinct.astype(np.uint64)
+    )
     return pd.DataFrame(
         {
             "ObjectNumber": distinct[present],

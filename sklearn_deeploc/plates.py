@@ -135,6 +135,7 @@ class Plate:
     def __init__(self, path, root, version, name, fields):
         self.path, self.name, self.version = str(path), name, version
         self._root, self.fields = root, fields
+        self._images = {}  # key -> (level-0 array, axes, metadata): metadata is read once
 
     def __repr__(self):
         return f"Plate({self.path!r}, NGFF {self.version}, {len(self.fields)} fields)"
@@ -150,6 +151,11 @@ class Plate:
 
     def _image(self, key, where):
         """(level-0 array, axes, metadata) of the multiscale image at ``key``."""
+        if key not in self._images:
+            self._images[key] = self._read_image_metadata(key, where)
+        return self._images[key]
+
+    def _read_image_metadata(self, key, where):
         group = self._group(key, where, "image")
         metadata = _ngff_metadata(group, where)
         axes, level0 = _levels_axes(metadata, where)
@@ -384,6 +390,8 @@ def _fields_of_well(root, well, plate_name, path):
     metadata = _ngff_metadata(group, where)
     if "well" not in metadata:
         raise ValueError(f"{where} has no 'well' metadata (keys {sorted(metadata)}).")
+    if well_path.count("/") != 1:
+        raise ValueError(f"{where}: expected a well path 'row/column' (NGFF HCS).")
     row, column = well_path.split("/")
     return [
         {

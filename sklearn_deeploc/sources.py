@@ -247,29 +247,24 @@ class _ChannelToken:
         return re.sub(r"[-_. ]*$", "", self.regex.sub("", stem, count=1))
 
 
-def _same(folder, other):
-    return Path(other).is_dir() and Path(folder).resolve() == Path(other).resolve()
-
-
 def _natural(name):
     """Sort key reading digit runs as numbers: f2 before f10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _field_names(images, token, same_folder):
+def _field_names(images, token):
     """The folder's image files holding the first channel token, in natural order.
 
-    Where label images lie beside the fields (Cellpose's ``<field>_cp_masks.png``),
-    a file whose name extends another field's name is that field's label image.
+    A file whose name extends a field's name (Cellpose's ``<field>_cp_masks.png``
+    beside it) is that field's label image, not a field.
     """
     names = [
         p.name
         for p in images.iterdir()
         if p.suffix.lower() in FIELD_SUFFIXES and p.is_file() and token.search(p.name)
     ]
-    if same_folder:
-        stems = {Path(name).stem for name in names}
-        names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
+    stems = {Path(name).stem for name in names}
+    names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
     if not names:
         raise ValueError(
             f"No image in {images} has the channel token {token.channel!r} (image files: "
@@ -304,9 +299,7 @@ class FolderFields(FieldSource):
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or ["ch1", "ch2"])
         token = _ChannelToken(self._channels[0])
-        names = _field_names(
-            images, token, same_folder=labels is not None and _same(images, labels)
-        )
+        names = _field_names(images, token)
         _check_well_pattern(well_pattern, names)
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
@@ -383,10 +376,15 @@ class PlateFields(FieldSource):
             raise ValueError(f"Plate {self._path} lists no field.")
         self._plate.check(channels, labels)
         first = self._plate.fields["image_path"].iloc[0]
-        self._indices = self._plate.channel_indices(first, channels)
-        self.n_channels = len(self._indices)
+        indices = self._plate.channel_indices(first, channels)
         names = self._plate.channel_names(first)
-        self.channels = [names[k] if names else k for k in self._indices]  # for messages
+        if names and all(names) and len(set(names)) == len(names):
+            # Read by name in every field: a field storing them in another order is read right
+            self._channels = [names[k] for k in indices]
+            self._plate.check(self._channels, labels)
+        else:
+            self._channels = indices
+        self.channels, self.n_channels = self._channels, len(indices)
         if labels is None:
             _check_marker(marker, self.n_channels)
         self.fields = self._plate.fields.rename(columns={"image_path": "key"})[
@@ -418,7 +416,7 @@ class PlateFields(FieldSource):
             "plate": str(root),
             "version": self._plate.version,
             "files": _files_identity(files),
-            "channels": self._indices,
+            "channels": self._channels,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
         }

@@ -16,11 +16,18 @@ pytest.importorskip("ome_zarr")
 from skimage.measure import regionprops  # noqa: E402
 from test_plates import FORMATS, write_plate  # noqa: E402
 
-from sklearn_deeploc import DeepLocModel, DeepLocNet  # noqa: E402
+from sklearn_deeploc import (  # noqa: E402
+    DeepLocModel,
+    DeepLocNet,
+    sources,  # noqa: E402
+)
 from sklearn_deeploc.cli import main  # noqa: E402
 from sklearn_deeploc.datasets import load_deeploc_hdf5  # noqa: E402
 from sklearn_deeploc.fields import crop_cells  # noqa: E402
 from sklearn_deeploc.jobs import run_screen  # noqa: E402
+from sklearn_deeploc.labels import cells_from_labels  # noqa: E402
+from sklearn_deeploc.plates import open_plate  # noqa: E402
+from sklearn_deeploc.sources import FolderFields, PlateFields, Prefetched  # noqa: E402
 
 CLASSES = ["ER", "NUCLEI", "VACUOLE"]
 
@@ -287,8 +294,6 @@ def test_a_folder_of_fields_with_cellpose_masks(model, tmp_path, capsys):
 
 
 def test_label_images_are_paired_by_name_and_never_guessed(tmp_path):
-    from sklearn_deeploc.sources import FolderFields
-
     images, masks = tmp_path / "images", tmp_path / "masks"
     images.mkdir(), masks.mkdir()
     for name in ("r01c01f01", "r01c01f10"):
@@ -425,8 +430,6 @@ def test_folder_fields_beside_their_masks_and_odd_names(model, tmp_path, capsys)
 def test_reading_ahead_gives_the_same_profiles(plates, model, tmp_path, monkeypatch):
     import torch
 
-    from sklearn_deeploc import sources
-
     path, _ = plates["0.4"]
     plain, _ = run_screen(model, tmp_path / "plain", plate=path, labels="cells", verbose=0)
     reads = []
@@ -446,8 +449,6 @@ def _counted(function, calls):
 
 
 def test_a_field_that_fails_when_read_ahead_fails_in_its_turn(plates):
-    from sklearn_deeploc.sources import PlateFields, Prefetched
-
     path, _ = plates["0.5"]
     source = PlateFields(path, labels="cells")
     broken = source.keys[1]
@@ -464,3 +465,61 @@ def test_a_field_that_fails_when_read_ahead_fails_in_its_turn(plates):
         np.testing.assert_array_equal(image, read(source.keys[0])[0])
         with pytest.raises(ValueError, match=broken):
             ahead.read(broken)
+
+
+def test_a_field_storing_its_channels_in_another_order_is_read_by_name(plate, model, tmp_path):
+    path, written = plate
+    _edit_metadata(path / "B" / "3" / "1", lambda ome: ome["omero"]["channels"].reverse())
+    opened = open_plate(path)
+    swapped = opened.read_field("B/3/1", ["RFP", "GFP"])
+    np.testing.assert_array_equal(swapped, written["B/3/1"][0])  # names now say RFP, GFP
+    by_index = PlateFields(path, [0, 1], labels="cells")
+    image, _ = by_index.read("B/3/1")  # [0, 1] means the first field's GFP, RFP: by name
+    np.testing.assert_array_equal(image, written["B/3/1"][0][::-1])
+    assert by_index.identity()["channels"] == ["GFP", "RFP"]
+    assert PlateFields(path, ["GFP", "RFP"], labels="cells").identity() == by_index.identity()
+
+
+def test_masks_beside_fields_are_never_fields(model, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    pixels = _blobs((128, 128), [(30, 30), (90, 60)], 0)
+    for channel, plane in zip(("ch1", "ch2"), pixels):
+        tifffile.imwrite(images / f"r01c01f01-{channel}.tiff", plane)
+    tifffile.imwrite(images / "r01c01f01-ch1_cp_masks.tif", np.zeros((128, 128), np.uint16))
+    out = tmp_path / "out"
+    assert main(["screen", str(model), "--images", str(images), "-o", str(out)]) == 0
+    cells = pd.read_parquet(out / "cells.parquet")
+    assert set(cells["Metadata_Image"]) == {"r01c01f01-ch1.tiff"} and len(cells) == 2
+
+
+def test_object_numbers_keep_one_type_across_fields(tmp_path):
+    dense, sparse = np.zeros((8, 8), np.uint64), np.zeros((8, 8), np.uint64)
+    dense[1, 1], sparse[1, 1], sparse[2, 2] = 1, 2**63 + 5, 2**63 + 6
+    both = pd.concat([cells_from_labels(dense), cells_from_labels(sparse)])
+    assert both["ObjectNumber"].tolist() == [1, 2**63 + 5, 2**63 + 6]
+    assert both["ObjectNumber"].dtype == np.uint64
+
+
+def test_a_well_path_that_is_not_row_and_column_is_named(plate, tmp_path):
+    path, _ = plate
+
+    def deeper(ome):
+        ome["plate"]["wells"][0]["path"] = "X/A/1"
+
+    _edit_metadata(path, deeper)
+    shutil.copytree(path / "A", path / "X" / "A")
+    with pytest.raises(
+        ValueError, match=r"Well X/A/1 of plate .*expected a well path 'row/column'"
+    ):
+        open_plate(path)
+
+
+def test_workers_run_on_a_local_cluster_closed_afterwards(plates, model, tmp_path):
+    pytest.importorskip("distributed")
+    psutil = pytest.importorskip("psutil")
+    path, _ = plates["0.5"]
+    assert _screen(path, model, tmp_path / "out", "--workers", "1") == 0
+    assert len(pd.read_parquet(tmp_path / "out" / "cells.parquet")) == 20
+    left = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+    assert not [p for p in left if "resource_tracker" not in p]  # no worker left running
