@@ -519,7 +519,14 @@ def test_workers_run_on_a_local_cluster_closed_afterwards(plates, model, tmp_pat
     pytest.importorskip("distributed")
     psutil = pytest.importorskip("psutil")
     path, _ = plates["0.5"]
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # joblib's, say
     assert _screen(path, model, tmp_path / "out", "--workers", "1") == 0
     assert len(pd.read_parquet(tmp_path / "out" / "cells.parquet")) == 20
-    left = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
-    assert not [p for p in left if "resource_tracker" not in p]  # no worker left running
+    left = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.pid not in before and "resource_tracker" not in " ".join(child.cmdline()):
+                left.append(child)
+        except psutil.NoSuchProcess:  # it ended while we looked
+            pass
+    assert not left  # no worker left running
