@@ -207,6 +207,37 @@ def file_identity(path):
     }
 
 
+def stat_digest(paths):
+    """Digest of the sizes and modification times of files: a replaced file changes it.
+
+    Cheaper than :func:`file_identity` (no byte is read), for inputs of many files.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc._files import stat_digest
+    >>> path = Path(tempfile.mkdtemp()) / "field.tiff"
+    >>> _ = path.write_bytes(b"pixels")
+    >>> stat_digest([path]) == stat_digest([path]), len(stat_digest([path]))
+    (True, 64)
+    """
+    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
+    return hashlib.sha256(repr(sorted(stats)).encode()).hexdigest()
+
+
+def tree_files(folder):
+    """Every file under ``folder``, through symbolic links, each folder once."""
+    seen = set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:  # a link back up: a cycle
+            folders[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        yield from (Path(root) / name for name in names)
+
+
 def sha256_hex(data):
     """The sha256 of ``data`` (bytes) as hex."""
     return hashlib.sha256(data).hexdigest()

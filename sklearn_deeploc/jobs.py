@@ -46,7 +46,6 @@ from .sources import (
     PlateFields,
     Prefetched,
     TableFields,
-    plate_channels,
 )
 from .validation import check_labels, check_positive_int
 
@@ -356,11 +355,8 @@ def field_source(
         return TableFields(_cell_table(cells), well_pattern)
     if images is not None:
         return FolderFields(images, channels, labels, marker=marker, well_pattern=well_pattern)
-    if channels is None and model is not None:
-        from .plates import open_plate
-
-        channels = plate_channels(open_plate(plate), model.channel_names, model.n_channels)
-    return PlateFields(plate, channels, labels, marker=marker)
+    model_channels = None if model is None else model.channel_names
+    return PlateFields(plate, channels, labels, marker=marker, model_channels=model_channels)
 
 
 def _cropped_cells(source, key, *, size=64, border="pad"):
@@ -562,9 +558,10 @@ def run_screen(
         )
     if precision == "int8":
         model.calibrate(_calibration_crops(source, border))
+    digest = model.digest()  # hashes every weight: once
     manifest = {
         "job": "screen",
-        "model": model.digest(),
+        "model": digest,
         "precision": precision,
         "tta": options[0],
         "features": features,
@@ -610,7 +607,7 @@ def run_screen(
                 f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
                 "none was found, or every centre lies outside its field or too close to its edge."
             )
-        uns = {"model": model.digest(), "precision": precision, "tta": options[0]}
+        uns = {"model": digest, "precision": precision, "tta": options[0]}
         write_profiles(profiles, output, uns=uns, csv=csv)  # under the lock: one run's files
     return profiles, well_profiles(profiles)
 

@@ -10,8 +10,6 @@ cell per object, the label value its number) or, without either, from
 :func:`~sklearn_deeploc.fields.find_cells`.
 """
 
-import hashlib
-import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._files import stat_digest, tree_files
 from .fields import (
     FILE_PREFIX,
     check_image_files,
@@ -34,24 +33,6 @@ from .labels import cells_from_labels, read_label_image
 WELL_PATTERN = r"r\d+c\d+"
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
-
-
-def _files_identity(paths):
-    """Digest of the size and modification time of files: a replaced file changes it."""
-    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
-    return hashlib.sha256(repr(sorted(stats)).encode()).hexdigest()
-
-
-def _tree_files(folder):
-    """Every file under ``folder``, through symbolic links, each folder once."""
-    seen = set()
-    for root, folders, names in os.walk(folder, followlinks=True):
-        status = os.stat(root)
-        if (status.st_dev, status.st_ino) in seen:  # a link back up: a cycle
-            folders[:] = []
-            continue
-        seen.add((status.st_dev, status.st_ino))
-        yield from (Path(root) / name for name in names)
 
 
 def _cells_found(image, marker):
@@ -181,7 +162,7 @@ class TableFields(FieldSource):
         check_image_files(sorted(files))
         return {
             "cells": self._digest,
-            "images": _files_identity(files),
+            "images": stat_digest(files),
             "well_pattern": self._well_pattern,
         }
 
@@ -332,29 +313,27 @@ class FolderFields(FieldSource):
         files = [path for paths in self._files.values() for path in paths]
         check_image_files(files)
         return {
-            "images": _files_identity(files),
-            "labels": _files_identity(self._labels.values()) if self._labels else None,
+            "images": stat_digest(files),
+            "labels": stat_digest(self._labels.values()) if self._labels else None,
             "channels": self._channels,
             "marker": None if self._labels else self._marker,
             "well_pattern": self._well_pattern,
         }
 
 
-def plate_channels(plate, channel_names, n_channels):
+def plate_channels(plate, channel_names):
     """The channels to read from a plate for a model with these channel names.
 
     The model's channel names where the plate names them all, else every
-    channel of the plate where it has the model's number of channels.
+    channel of the plate where it has as many as the model.
     """
-    if not len(plate.fields):
-        raise ValueError(f"Plate {plate.path} lists no field.")
     names = plate.channel_names(plate.fields["image_path"].iloc[0])
     if names is not None and set(channel_names) <= set(names):
         return list(channel_names)
-    if names is not None and len(names) == n_channels:
-        return list(range(n_channels))
+    if names is not None and len(names) == len(channel_names):
+        return list(range(len(channel_names)))
     raise ValueError(
-        f"Plate {plate.path} has channels {names}; the model takes {n_channels} "
+        f"Plate {plate.path} has channels {names}; the model takes {len(channel_names)} "
         f"({channel_names}). Pass channels= (names or indices, in the model's order)."
     )
 
@@ -362,18 +341,21 @@ def plate_channels(plate, channel_names, n_channels):
 class PlateFields(FieldSource):
     """The fields of an OME-Zarr HCS plate (:func:`~sklearn_deeploc.plates.open_plate`).
 
-    ``channels`` are names or indices in the model's order; ``labels`` the
+    ``channels`` are names or indices in the model's order (default: from the
+    model's channel names ``model_channels``, see :func:`plate_channels`, else
+    all); ``labels`` the
     name of the label images (``labels/<name>``) giving each field's cells,
     else they are found by :func:`~sklearn_deeploc.fields.find_cells` in
     channel ``marker``. Every field's metadata is checked when the source is
     made; pixels are read one field at a time.
     """
 
-    def __init__(self, plate, channels=None, labels=None, *, marker=1):
-        self._path, self._channels, self._labels = str(plate), channels, labels
-        self._marker = marker
+    def __init__(self, plate, channels=None, labels=None, *, marker=1, model_channels=None):
+        self._path, self._labels, self._marker = str(plate), labels, marker
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
+        if channels is None and model_channels is not None:
+            channels = plate_channels(self._plate, model_channels)
         self._plate.check(channels, labels)
         first = self._plate.fields["image_path"].iloc[0]
         indices = self._plate.channel_indices(first, channels)
@@ -406,16 +388,16 @@ class PlateFields(FieldSource):
         image = self._plate.read_field(key, self._channels)
         if self._labels is None:
             return image, _cells_found(image, self._marker)
-        labels = self._plate.read_labels(key, self._labels)
-        return image, _cells_of_labels(labels, image, f"Field {key} of plate {self._path}")
+        # read_labels checks the label image's size against the field's
+        return image, cells_from_labels(self._plate.read_labels(key, self._labels))
 
     def identity(self):
         root = Path(self._path).resolve()
-        files = sorted(_tree_files(root))
+        files = sorted(tree_files(root))
         return {
             "plate": str(root),
             "version": self._plate.version,
-            "files": _files_identity(files),
+            "files": stat_digest(files),
             "channels": self._channels,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
