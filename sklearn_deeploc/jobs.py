@@ -337,6 +337,29 @@ def field_source(
     Returns
     -------
     sklearn_deeploc.sources.FieldSource
+
+    Examples
+    --------
+    A folder holding one field's two channels and its label image:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import tifffile
+    >>> from sklearn_deeploc.jobs import field_source
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> for channel in ("ch1", "ch2"):
+    ...     tifffile.imwrite(folder / f"r01c01f01-{channel}.tiff", np.zeros((80, 80), np.uint16))
+    >>> labels = np.zeros((80, 80), np.uint16)
+    >>> labels[30:40, 30:40] = 5
+    >>> np.save(folder / "r01c01f01.npy", labels)
+    >>> source = field_source(images=folder, labels=folder)
+    >>> source.fields[["key", "well", "site"]]
+                      key    well  site
+    0  r01c01f01-ch1.tiff  r01c01     0
+    >>> image, cells = source.read(source.keys[0])
+    >>> image.shape, cells["ObjectNumber"].tolist(), cells["area"].tolist()
+    ((2, 80, 80), [5], [100])
     """
     sources = {"cells": cells, "images": images, "plate": plate}
     given = [name for name, value in sources.items() if value is not None]
@@ -767,6 +790,25 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     pandas.DataFrame
         The table written (:func:`~sklearn_deeploc.profiles.profile_changes`). Screens
         whose manifests record another model or precision are refused.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.jobs import write_changes
+    >>> from sklearn_deeploc.profiles import cell_profiles, write_profiles
+    >>> folder, rng = Path(tempfile.mkdtemp()), np.random.default_rng(0)
+    >>> cells = pd.DataFrame({"plate": "P1", "well": np.repeat(["A01", "A02", "A03"], 20),
+    ...     "site": 0, "ObjectNumber": np.tile(np.arange(1, 21), 3), "center_x": 5.0,
+    ...     "center_y": 5.0})
+    >>> for name in ("untreated", "treated"):
+    ...     proba = rng.dirichlet([5, 5], len(cells))
+    ...     _ = write_profiles(cell_profiles(cells, proba, ["ER", "NUCLEI"]), folder / name)
+    >>> table = write_changes(folder / "untreated", folder / "treated", folder / "changes.csv")
+    >>> sorted(set(table["Metadata_Well"])), (folder / "changes.csv").is_file()
+    (['A01', 'A02', 'A03'], True)
     """
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
