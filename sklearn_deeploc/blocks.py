@@ -7,9 +7,9 @@ as a field's image. :class:`ResumableOutput` keeps them in ``<output>.parts/``:
 size, sha256; a part is trusted only when its bytes match its line) and a lock (a second run
 refuses with :class:`OutputLockedError`; a killed run's lock blocks nobody).
 
-Parts are journalled rather than listed in the manifest: rewriting it per part costs O(parts)
-(a genome-wide screen has about 1e5 fields), a journal line O(1), and a line torn by a crash
-only leaves its part unrecorded, hence recomputed.
+Parts are journalled, not listed in the manifest: a journal line costs O(1) where rewriting
+the manifest costs O(parts) (about 1e5 fields a genome screen), and a line torn by a crash only
+leaves its part to recompute.
 """
 
 import json
@@ -77,9 +77,8 @@ def read_table(path):
 
 def write_table(frame, path):
     """Write a table atomically (hidden temporary file, flushed, then renamed)."""
-    if check_table_path(path) == ".parquet":
-        return write_atomically(path, lambda file: frame.to_parquet(file, index=False))
-    return write_atomically(path, lambda file: frame.to_csv(file, index=False))
+    method = frame.to_parquet if check_table_path(path) == ".parquet" else frame.to_csv
+    return write_atomically(path, partial(method, index=False))
 
 
 def block_ranges(n_items, block_size):
@@ -179,76 +178,10 @@ def _call_arguments(key):
 class ResumableOutput:
     """A table written in parts that survive interruptions and are verified on resume.
 
-    A context manager: entering takes the lock, checks (or writes) the manifest and verifies
-    the parts on disk; leaving releases the lock, however the block ends. Only parts whose
-    bytes match the journal count as done.
-
-    Parameters
-    ----------
-    output : path-like
-        The final ``.csv`` or ``.parquet`` table; its parts go to ``<output>.parts/``.
-    manifest : dict
-        What the values depend on, as JSON values: the model's digest, every option that
-        changes values, each input's :func:`file_identity` (the package version and the keys
-        are recorded beside it).
-    keys : sequence
-        The parts, in output order: cell ranges ``(start, stop)`` (see :func:`block_ranges`)
-        or names (str), such as a field's image path.
-    unit : str, default="part"
-        What a part is called in messages ("block", "field").
-    overwrite : bool, default=False
-        Remove the previous output and all its parts, and start over.
-    verbose : int, default=1
-        Print the state found on entering (and a stale lock taken over), and a progress bar in
-        :meth:`compute`.
-
-    Attributes
-    ----------
-    status : str
-        The state found on entering, e.g. ``"2 of 3 blocks already done; computing 1"``.
-
-    Raises
-    ------
-    OutputMismatchError
-        The manifest differs (each key, old and new value), or what is on disk cannot be
-        verified; ``overwrite=True`` starts over instead.
-    OutputLockedError
-        Another running process holds the lock.
-
-    See Also
-    --------
-    run_blocks : Cell ranges computed by a function, locally or on Dask.
-
-    Examples
-    --------
-    Named parts, one per field of a screen:
-
-    >>> import tempfile
-    >>> import pandas as pd
-    >>> out = tempfile.mkdtemp() + "/cells.csv"
-    >>> fields = ["plate 1/r01c01f01.tiff", "plate 1/r01c02f01.tiff"]
-    >>> manifest = {"model": "0f3a9c", "border": "pad"}
-    >>> with ResumableOutput(out, manifest, fields, unit="field") as cells:
-    ...     for field in cells.pending():
-    ...         cells.write(field, pd.DataFrame({"image": [field], "n_cells": [3]}))
-    ...     table = cells.assemble()
-    0 of 2 fields already done; computing 2
-    >>> table["image"].tolist()
-    ['plate 1/r01c01f01.tiff', 'plate 1/r01c02f01.tiff']
-
-    A rerun with the same manifest finds everything done; another refuses:
-
-    >>> with ResumableOutput(out, manifest, fields, unit="field") as cells:
-    ...     cells.pending()
-    2 of 2 fields already done; computing 0
-    []
-    >>> try:
-    ...     with ResumableOutput(out, {**manifest, "border": "drop"}, fields):
-    ...         pass
-    ... except OutputMismatchError as error:
-    ...     print("refused:", error)
-    refused: ...cells.csv was made from other inputs or options (border: "pad" -> "drop"); pass
-    overwrite=True to start over.
+    A context manager: entering takes the lock, checks (or writes) ``manifest`` (what the values
+    depend on, as JSON values) and keeps the parts whose bytes match the journal; leaving
+    releases the lock. ``keys`` are the parts in output order, cell ranges or names. A differing
+    manifest raises OutputMismatchError, a held lock OutputLockedError; ``overwrite`` starts over.
     """
 
     def __init__(self, output, manifest, keys, *, unit="part", overwrite=False, verbose=1):
@@ -511,44 +444,8 @@ def run_blocks(
 ):
     """Compute the missing blocks of cells with ``function(*args, start, stop)``, then assemble.
 
-    A :class:`ResumableOutput` over :func:`block_ranges` (:meth:`ResumableOutput.compute`
-    describes ``function``, ``args`` and ``client``).
-
-    Parameters
-    ----------
-    output : path-like
-        Final ``.csv`` or ``.parquet`` table.
-    n_items, block_size : int
-        Number of cells, and cells per block (the last one may be shorter).
-    function : callable
-    *args
-    manifest : dict, optional
-        See :class:`ResumableOutput`; ``n_items`` and ``block_size`` are added.
-    overwrite : bool, default=False
-    client : distributed.Client, optional
-    verbose : int, default=1
-
-    Returns
-    -------
-    n_computed : int
-        Blocks computed in this run (the others were already on disk and verified).
-
-    Raises
-    ------
-    OutputMismatchError, OutputLockedError
-        See :class:`ResumableOutput`.
-
-    Examples
-    --------
-    >>> import pandas as pd
-    >>> from sklearn_deeploc.blocks import run_blocks, read_table
-    >>> import tempfile
-    >>> out = tempfile.mkdtemp() + "/numbers.csv"
-    >>> rows = lambda a, b: pd.DataFrame({"x": range(a, b)})
-    >>> run_blocks(out, 5, 2, rows, verbose=0), run_blocks(out, 5, 2, rows, verbose=0)
-    (3, 0)
-    >>> read_table(out)["x"].tolist()
-    [0, 1, 2, 3, 4]
+    A :class:`ResumableOutput` over :func:`block_ranges`, whose ``manifest`` gets ``n_items``
+    and ``block_size``; returns the number of blocks computed in this run.
     """
     keys = block_ranges(n_items, block_size)
     manifest = _as_json({} if manifest is None else manifest)
