@@ -1,9 +1,8 @@
 """The DeepLoc HDF5 layout: ``data<k>`` crops with one-hot ``Index<k>`` labels.
 
-``data<k>`` has one crop per row, flattened channel-major; ``Index<k>`` (when labelled)
-one one-hot row per crop; an optional ``label_names`` dataset names the ``Index``
-columns. Both loaders check every declared shape and label through :func:`_read_layout`
-before reading a pixel, so they accept and refuse the same files, with the same message.
+``data<k>`` holds one crop per row, flattened channel-major; ``Index<k>`` (when labelled) one
+one-hot row per crop; an optional ``label_names`` dataset names the ``Index`` columns. Both
+loaders pass :func:`_read_layout` before reading a pixel, so they refuse the same files alike.
 """
 
 import math
@@ -55,10 +54,6 @@ def _identity(handle):
     return _FileIdentity(status.st_size, status.st_mtime_ns, status.st_ino)
 
 
-def _same_array(a, b):
-    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
-
-
 def _open(path):
     """Open an HDF5 file read-only, saying which file when it is not one."""
     try:
@@ -74,6 +69,7 @@ def _open(path):
 
 
 def _dataset(handle, key, path):
+    """The 2-D numeric dataset ``key``, its values all stored in the file."""
     dataset = handle.get(key)
     if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 2:
         raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
@@ -98,8 +94,8 @@ def _check_stored(dataset, path, key):
             f"{path}: {key} declares shape {dataset.shape} ({dataset.nbytes} bytes) but "
             f"stores {stored} bytes; the file is truncated or was not completely written."
         )
-    # Every chunk must exist: compressed chunks have no expected size, and padded
-    # edge chunks can make the byte count look complete with a chunk missing.
+    # Compressed chunks have no expected size, and padded edge chunks can make the byte
+    # count look complete with a chunk missing: count the chunks too.
     if dataset.chunks is not None:
         needed = math.prod(-(-n // chunk) for n, chunk in zip(dataset.shape, dataset.chunks))
         written = dataset.id.get_num_chunks()
@@ -208,6 +204,7 @@ def _read(dataset, selection, path, key):
 
 
 def _labels_from_one_hot(one_hot, path, key, first_row):
+    """The column of the single 1 in each row."""
     ones = one_hot == 1
     bad = (ones.sum(axis=1) != 1) | ~(ones | (one_hot == 0)).all(axis=1)
     if bad.any():
@@ -220,13 +217,12 @@ def _labels_from_one_hot(one_hot, path, key, first_row):
 
 
 def _read_labels(handle, path, chunks, n_columns):
-    """Every cell's ``Index`` column, read in pieces (the column count is the file's say)."""
+    """Every cell's ``Index`` column, read in pieces of about ``_READ_BYTES``."""
     labels = []
     for key in (f"Index{k}" for k in chunks):
-        one_hot_rows = handle[key]
-        rows_per_read = _READ_BYTES // max(n_columns * one_hot_rows.dtype.itemsize, 1)
-        for start in range(0, len(one_hot_rows), rows_per_read):
-            one_hot = _read(one_hot_rows, slice(start, start + rows_per_read), path, key)
+        rows = _READ_BYTES // max(n_columns * handle[key].dtype.itemsize, 1)
+        for start in range(0, len(handle[key]), rows):
+            one_hot = _read(handle[key], slice(start, start + rows), path, key)
             labels.append(_labels_from_one_hot(one_hot, path, key, start))
     return np.concatenate(labels).astype(np.int64)
 
@@ -284,10 +280,7 @@ def _read_crops(dataset, rows, path, key):
 
 
 def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
-    """Load a DeepLoc-format HDF5 file into memory.
-
-    Reads every ``data<k>`` / ``Index<k>`` pair in numeric order (``data2``
-    before ``data10``); files without ``Index`` chunks are unlabelled.
+    """Load a DeepLoc-format HDF5 file into memory, chunks in numeric order (``data2`` first).
 
     Parameters
     ----------
@@ -303,7 +296,7 @@ def load_deeploc_hdf5(path, *, image_size=IMAGE_SIZE):
     y : ndarray of shape (n,) or None
         Label names (object array of str) when the file names its ``Index`` columns
         (``label_names`` dataset or attribute, ``Index1_columns`` attribute), else
-        integer column indices; None for an unlabelled file.
+        column indices; None when the file has no ``Index`` chunks.
 
     See Also
     --------
@@ -339,25 +332,15 @@ _ACCEPTED_INDEX = (
 )
 
 
-def _index_array(index, n):
-    try:
-        return np.asarray(index)
-    except ValueError as error:  # ragged nested sequences
-        got = f"{type(index).__name__} ({error})"
-        raise TypeError(_ACCEPTED_INDEX.format(n=n, got=got)) from error
-
-
 class DeepLocHDF5Dataset(Dataset):
     """A DeepLoc HDF5 file as a lazy torch ``Dataset``: only requested cells are read.
 
-    The layout is checked as by :func:`load_deeploc_hdf5` and the labels read when the
-    dataset is made; the file is opened on first access in each process (handles do not
-    pickle), which refuses a file whose chunks or labels changed since.
+    The layout and labels are checked when the dataset is made; each process opens the file
+    on first access (handles do not pickle) and refuses it if its chunks or labels changed.
 
-    Indexing follows numpy's rules for one axis: an integer gives ``(crop tensor
-    (C, H, W), int label)``; a slice, a 1-D sequence of integers or a boolean mask with
-    one entry per cell gives ``(crops (n, C, H, W), labels (n,))`` tensors in the order
-    asked. Labels of an unlabelled file are -1.
+    Indexing follows numpy's rules for one axis: an integer gives ``(crop (C, H, W), int
+    label)``; a slice, a 1-D sequence of integers or a boolean mask gives ``(crops (n, C, H,
+    W), labels (n,))`` tensors in the order asked. Labels of an unlabelled file are -1.
 
     Parameters
     ----------
@@ -397,15 +380,12 @@ class DeepLocHDF5Dataset(Dataset):
         self.image_size = image_size
         with _open(path) as handle:
             self._identity = _identity(handle)
-            layout = _read_layout(handle, path, image_size)
-        self._chunks, self._starts = layout.chunks, layout.starts
-        self._labels = layout.labels
-        self.classes = layout.classes
-        self.n_channels = layout.n_channels
+            self._layout = _read_layout(handle, path, image_size)
+        self.classes, self.n_channels = self._layout.classes, self._layout.n_channels
         self._handle = None
 
     def __len__(self):
-        return int(self._starts[-1])
+        return int(self._layout.starts[-1])
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -417,8 +397,8 @@ class DeepLocHDF5Dataset(Dataset):
         if self._handle is None:
             handle = _open(self.path)
             now = _identity(handle)
-            # A touched or copied file (opened for writing, a new attribute, a worker's own
-            # copy) is checked again; only a change of its cells' layout or labels refuses.
+            # A touched or copied file (a new attribute, a worker's own copy) is checked
+            # again; only a change of its cells' layout or labels refuses.
             if now != self._identity and not self._same_layout(handle):
                 handle.close()
                 raise ValueError(
@@ -430,24 +410,23 @@ class DeepLocHDF5Dataset(Dataset):
         return self._handle
 
     def _same_layout(self, handle):
+        """Whether the file still passes the layout check with the same chunks and labels."""
         try:
             layout = _read_layout(handle, self.path, self.image_size)
         except ValueError:  # no longer a valid DeepLoc file
             return False
-        return (
-            layout.chunks == self._chunks
-            and np.array_equal(layout.starts, self._starts)
-            and layout.n_channels == self.n_channels
-            and _same_array(layout.classes, self.classes)
-            and _same_array(layout.labels, self._labels)
-        )
+        return all(map(np.array_equal, layout, self._layout))
 
     def _positions(self, index):
         """Cell positions (non-negative int64, 1-D) for an index, and whether it was a scalar."""
         n = len(self)
         if isinstance(index, slice):
             return np.arange(*index.indices(n)), False
-        array = _index_array(index, n)
+        try:
+            array = np.asarray(index)
+        except ValueError as error:  # ragged nested sequences
+            got = f"{type(index).__name__} ({error})"
+            raise TypeError(_ACCEPTED_INDEX.format(n=n, got=got)) from error
         if array.dtype == bool:
             if array.shape != (n,):
                 raise IndexError(
@@ -480,20 +459,17 @@ class DeepLocHDF5Dataset(Dataset):
             ``Index`` columns (positions in :attr:`classes`), -1 when unlabelled.
         """
         positions, _ = self._positions(indices)
+        chunks, starts, labels = self._layout.chunks, self._layout.starts, self._layout.labels
         order = np.argsort(positions, kind="stable")
-        sorted_positions = positions[order]
-        chunk_of = np.searchsorted(self._starts, sorted_positions, side="right") - 1
+        chunk_of = np.searchsorted(starts, positions[order], side="right") - 1
         X = np.empty((positions.size, self.n_channels * self.image_size**2), np.float32)
         for chunk in np.unique(chunk_of):
-            in_chunk = chunk_of == chunk
-            rows, inverse = np.unique(
-                sorted_positions[in_chunk] - self._starts[chunk], return_inverse=True
-            )
-            key = f"data{self._chunks[chunk]}"
-            X[order[in_chunk]] = _read_crops(self._file()[key], rows, self.path, key)[inverse]
-        y = self._labels[positions] if self._labels is not None else np.full(positions.size, -1)
-        side = self.image_size
-        return X.reshape(-1, self.n_channels, side, side), y
+            in_chunk = order[chunk_of == chunk]
+            rows, inverse = np.unique(positions[in_chunk] - starts[chunk], return_inverse=True)
+            key = f"data{chunks[chunk]}"
+            X[in_chunk] = _read_crops(self._file()[key], rows, self.path, key)[inverse]
+        y = labels[positions] if labels is not None else np.full(positions.size, -1)
+        return X.reshape(-1, self.n_channels, self.image_size, self.image_size), y
 
     def __getitem__(self, index):
         if isinstance(index, tuple):  # numpy's rule for one axis: (i,) is i, more is an error
@@ -542,6 +518,7 @@ def _check_storable(texts, what):
 
 
 def _checked_names(label_names):
+    """``label_names`` as an object array of distinct, storable strings."""
     names = np.asarray(label_names, dtype=object).ravel()
     if names.size == 0 or not all(isinstance(name, str) for name in names):
         raise ValueError(f"label_names must be a non-empty list of strings; got {label_names!r}.")
@@ -552,6 +529,7 @@ def _checked_names(label_names):
 
 
 def _integer_codes(y, names):
+    """Integer labels as ``Index`` columns, and the column count."""
     n_columns = int(y.max()) + 1 if names is None else len(names)
     if y.min() < 0 or y.max() >= n_columns:
         raise ValueError(
@@ -562,6 +540,7 @@ def _integer_codes(y, names):
 
 
 def _string_codes(y, names):
+    """String labels as their columns in ``names``, and the column count."""
     known = np.asarray(names, dtype=str)
     order = np.argsort(known)
     where = order[np.searchsorted(known, y, sorter=order).clip(max=len(known) - 1)]
@@ -612,11 +591,10 @@ def _one_hot_labels(y, label_names, n_cells):
 
 
 def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
-    """Write crops (and labels) in the DeepLoc HDF5 layout.
+    """Write crops (and labels) in the DeepLoc HDF5 layout, which the loaders read back exactly.
 
-    Crops are stored float32 (float64 when ``X`` is), labels one-hot (uint8),
-    their names as UTF-8 ``label_names``; :func:`load_deeploc_hdf5` reads the
-    file back exactly. The file appears at ``path`` only once complete.
+    Crops are stored float32 (float64 when ``X`` is), labels one-hot (uint8), their names as
+    UTF-8 ``label_names``; the file appears at ``path`` only once complete.
 
     Parameters
     ----------
@@ -626,11 +604,10 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
         Crops, checked by :func:`~sklearn_deeploc.validation.check_crops`.
         Crops of another side than 64 are read back with ``image_size=H``.
     y : array-like of shape (n,), optional
-        Labels: strings, or integer ``Index`` columns. Without ``y`` the file
-        has no ``Index`` chunks, and the loaders give no labels.
+        Labels: strings, or integer ``Index`` columns; without ``y`` the file is unlabelled.
     label_names : sequence of str, optional
         Names of the ``Index`` columns, in order; by default the sorted distinct string
-        labels (none for integer labels). Integer labels must then be columns
+        labels (none for integer labels). Integer labels must be columns
         ``0 .. len(label_names) - 1``; string labels must be among them.
     chunk_size : int, optional
         Crops per chunk; None writes one chunk.
@@ -667,7 +644,6 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
                 if one_hot is not None:
                     handle.create_dataset(f"Index{k}", data=one_hot[start : start + size])
             if names is not None:
-                names_utf8 = np.char.encode(names.astype(str), "utf-8")
-                handle.create_dataset("label_names", data=names_utf8)
+                handle.create_dataset("label_names", data=np.char.encode(names.astype(str)))
 
     write_atomically(path, write, suffix=".part")
