@@ -1,8 +1,7 @@
 """Input and parameter checks shared by every estimator and command.
 
-Crops (:func:`check_crops`), labels (:func:`check_labels`), probability tables
-(:func:`check_proba_table`), sizes and memory, and constraints for scikit-learn's
-``_parameter_constraints``: each says what was expected and what came.
+Crops, labels, probability tables, sizes, memory and ``_parameter_constraints`` entries:
+each error says what was expected and what came.
 """
 
 import numbers
@@ -125,39 +124,11 @@ def _check_finite(crops, original):
 
 
 def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
-    """Validate single-cell crops and return them as a float32 array (n, C, H, W).
+    """Validate single-cell crops; return them as a C-contiguous, writable float32 (n, C, H, W).
 
-    Parameters
-    ----------
-    X : array-like, pandas.DataFrame, list of crops or torch.Tensor
-        Crops ``(n, C, H, W)`` or the DeepLoc HDF5 layout ``(n, C * image_size * image_size)``
-        (channels one after another, each row-major), of integers or floats. A tensor is
-        detached and copied to the CPU.
-    n_channels : int, optional
-        Expected channel count; it also splits a flat row (None: ``width // image_size**2``).
-    image_size : int, default=64
-        Side of the square crops in the flat layout.
-    min_size : int, optional
-        Smallest accepted crop side (the network's crop size).
-
-    Returns
-    -------
-    ndarray of shape (n, C, H, W), dtype float32
-        C-contiguous and writable (a new array unless ``X`` already was one).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.validation import check_crops
-    >>> flat = np.zeros((5, 2 * 64 * 64), dtype=np.uint16)
-    >>> check_crops(flat).shape
-    (5, 2, 64, 64)
-    >>> check_crops(np.zeros((5, 2, 64, 64)), n_channels=2).dtype
-    dtype('float32')
-    >>> check_crops([np.zeros((2, 64, 64)), np.zeros((2, 60, 60))])
-    Traceback (most recent call last):
-    ...
-    ValueError: The crops differ in shape: crop 0 is (2, 64, 64), crop 1 is (2, 60, 60). ...
+    Also accepted: the flat DeepLoc HDF5 layout ``(n, C * image_size**2)`` (channels one after
+    another, each row-major; ``n_channels`` splits a row, else ``width // image_size**2``), a
+    list of crops, a DataFrame or a torch tensor (detached and copied to the CPU).
     """
     X = _as_numeric_array(X)
     if X.ndim == 2:
@@ -209,18 +180,7 @@ def _is_positive_int(value):
 
 
 def check_positive_int(value, name):
-    """``value`` as an int, or a ValueError unless it is an integer >= 1 (True is not).
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_positive_int
-    >>> check_positive_int(3, "n_draws")
-    3
-    >>> check_positive_int(True, "n_draws")
-    Traceback (most recent call last):
-    ...
-    ValueError: n_draws must be a positive integer; got True.
-    """
+    """``value`` as an int, or a ValueError unless it is an integer >= 1 (True is not)."""
     if not _is_positive_int(value):
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
@@ -231,15 +191,6 @@ def check_channels_first(shape, n_channels=None, *, what):
 
     A last axis of at most 8 after two longer ones is taken for channels, unless the channel
     axis already holds ``n_channels``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_channels_first
-    >>> check_channels_first((2, 100, 120), what="image")
-    >>> check_channels_first((100, 120, 2), what="image")
-    Traceback (most recent call last):
-    ...
-    ValueError: image of shape (100, 120, 2) looks like channels last (H, W, C); expected ...
     """
     channels, height, width = shape[-3:]
     if width <= MAX_CHANNELS_LAST < min(channels, height) and channels != n_channels:
@@ -255,17 +206,6 @@ def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
 
     ``n_features_in_`` counts values per cell (``C * H * W``) whichever layout came; feature
     names are kept for DataFrames.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.base import BaseEstimator
-    >>> from sklearn_deeploc.validation import validate_crops
-    >>> estimator = BaseEstimator()
-    >>> crops = validate_crops(estimator, np.zeros((3, 2, 64, 64)), reset=True,
-    ...                        n_channels=2, image_size=64, crop_size=60)
-    >>> crops.shape, estimator.n_features_in_
-    ((3, 2, 64, 64), 8192)
     """
     from sklearn.utils.validation import validate_data
 
@@ -290,18 +230,7 @@ def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
 
 
 def check_channel_names(names, n_channels):
-    """Check ``channel_names`` (None or one string per channel) before any long work.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_channel_names
-    >>> check_channel_names(["GFP", "RFP"], 2)
-    ['GFP', 'RFP']
-    >>> check_channel_names(["GFP"], 2)
-    Traceback (most recent call last):
-    ...
-    ValueError: channel_names must name each of the 2 channels of X with a string; got ['GFP'].
-    """
+    """Check ``channel_names`` (None or one string per channel) before any long work."""
     if names is None:
         return None
     names = list(names) if isinstance(names, (list, tuple)) else names
@@ -351,33 +280,7 @@ def _check_one_kind(y, name):
 
 
 def check_labels(y, *, name="y"):
-    """Check class labels (or groups) and encode them.
-
-    Parameters
-    ----------
-    y : array-like of shape (n,)
-        Labels: strings or numbers, one per cell.
-    name : str, default="y"
-        What to call ``y`` in error messages.
-
-    Returns
-    -------
-    classes : ndarray of shape (n_classes,)
-        The sorted distinct labels.
-    codes : ndarray of shape (n,), dtype int64
-        Position of each label in ``classes``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_labels
-    >>> classes, codes = check_labels(["ER", "NUCLEI", "ER"])
-    >>> classes.tolist(), codes.tolist()
-    (['ER', 'NUCLEI'], [0, 1, 0])
-    >>> check_labels(["ER", 3])
-    Traceback (most recent call last):
-    ...
-    ValueError: y mixes label types: str ('ER'), number (3). ...
-    """
+    """Check class labels (or groups) of one type; return the sorted classes and int64 codes."""
     from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
     y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
     if len(y) == 0:
@@ -393,15 +296,7 @@ def check_labels(y, *, name="y"):
 
 
 def available_memory():
-    """Bytes of memory available now, or None where the platform cannot say.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import available_memory
-    >>> memory = available_memory()
-    >>> memory is None or memory > 0
-    True
-    """
+    """Bytes of memory available now, or None where the platform cannot say."""
     try:
         import psutil
     except ImportError:
@@ -421,15 +316,6 @@ def check_fits_memory(n_items, bytes_per_item, *, what, expected):
 
     ``what`` is the subject of the message; ``expected`` says what would fit, ``{fit}`` in it
     standing for how many items do.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_fits_memory
-    >>> check_fits_memory(10, 4, what="10 numbers", expected="fewer")
-    >>> check_fits_memory(10**15, 10**6, what="The stack", expected="at most {fit} crops")
-    Traceback (most recent call last):
-    ...
-    sklearn_deeploc.validation.NotEnoughMemoryError: The stack needs ... GB, but only ...
     """
     needed, available = n_items * bytes_per_item, available_memory()
     if available is not None and needed > available:
@@ -441,22 +327,10 @@ def check_fits_memory(n_items, bytes_per_item, *, what, expected):
 
 
 def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
-    """Check that ``batch_size`` is a positive integer whose batch fits in memory.
+    """Return ``batch_size`` once it is a positive integer whose batch fits in memory.
 
     ``bytes_per_item`` counts an item's input and its activations; ``what`` names the items; a
-    batch never holds more than ``n_items``, whatever ``batch_size`` says. Returns ``batch_size``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_batch_fits
-    >>> check_batch_fits(128, 2 * 64 * 64 * 4)
-    128
-    >>> check_batch_fits(10**15, 2 * 64 * 64 * 4)
-    Traceback (most recent call last):
-    ...
-    sklearn_deeploc.validation.NotEnoughMemoryError: batch_size=1000000000000000 needs ... GB, ...
-    >>> check_batch_fits(10**15, 2 * 64 * 64 * 4, n_items=100)
-    1000000000000000
+    batch never holds more than ``n_items``, whatever ``batch_size`` says.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     batch = batch_size if n_items is None else min(batch_size, n_items)
@@ -521,23 +395,11 @@ def _check_rows_are_probabilities(proba, name):
 def check_proba_table(
     proba, classes=None, *, name="proba", groups=None, groups_name="groups", probabilities=True
 ):
-    """Per-cell class scores, their class names and the cells' groups, checked together.
+    """Check per-cell class scores with their class names and groups: ``(proba, classes, groups)``.
 
     A DataFrame's columns are taken by name in the order of ``classes`` (default: its columns,
-    else ``0 .. n_classes - 1``); ``groups`` (a label per cell) go through :func:`check_labels`;
-    ``probabilities`` requires rows in [0, 1] summing to 1. ``name`` and ``groups_name`` are
-    for the messages. Returns ``(proba as float64, classes as a list, groups)``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import check_proba_table
-    >>> proba, classes, groups = check_proba_table([[0.2, 0.8]], groups=["A1"])
-    >>> classes, groups.tolist()
-    ([0, 1], ['A1'])
-    >>> check_proba_table([[2.0, -1.0]])
-    Traceback (most recent call last):
-    ...
-    ValueError: proba must hold probabilities (values in [0, 1], each row summing to 1), ...
+    else ``0 .. n_classes - 1``); ``probabilities`` requires rows in [0, 1] summing to 1;
+    ``name`` and ``groups_name`` are for the messages.
     """
     if hasattr(proba, "columns"):
         proba, classes = _named_columns(proba, classes, name)
@@ -579,14 +441,7 @@ class _Predicate(Options):
 
 
 class PercentilePair(_Predicate):
-    """Two percentiles ``(low, high)`` with ``0 <= low < high <= 100``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import PercentilePair
-    >>> PercentilePair().is_satisfied_by((0.1, 99.9)), PercentilePair().is_satisfied_by((50, 10))
-    (True, False)
-    """
+    """Two percentiles ``(low, high)`` with ``0 <= low < high <= 100``."""
 
     description = "two percentiles (low, high) with 0 <= low < high <= 100"
 
@@ -600,14 +455,7 @@ class PercentilePair(_Predicate):
 
 
 class PositiveInt(_Predicate):
-    """An integer >= 1; unlike ``Interval(Integral, 1, None)``, True is refused.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import PositiveInt
-    >>> PositiveInt().is_satisfied_by(3), PositiveInt().is_satisfied_by(True)
-    (True, False)
-    """
+    """An integer >= 1; unlike ``Interval(Integral, 1, None)``, True is refused."""
 
     description = "a positive integer"
 
@@ -616,14 +464,7 @@ class PositiveInt(_Predicate):
 
 
 class PositiveInts(_Predicate):
-    """A non-empty tuple (or list) of positive integers, such as layer widths.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import PositiveInts
-    >>> PositiveInts().is_satisfied_by((64, 64)), PositiveInts().is_satisfied_by((64, 0))
-    (True, False)
-    """
+    """A non-empty tuple (or list) of positive integers, such as layer widths."""
 
     description = "a non-empty tuple of positive integers"
 
@@ -632,16 +473,7 @@ class PositiveInts(_Predicate):
 
 
 class DeviceName(_Predicate):
-    """A torch device name: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-
-    Whether the device exists on this machine is for ``fit`` to find out.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.validation import DeviceName
-    >>> [DeviceName().is_satisfied_by(d) for d in ("cuda:1", "gpu")]
-    [True, False]
-    """
+    """A torch device name; whether the device exists on this machine is for ``fit`` to find out."""
 
     description = "a device name among 'auto', 'cpu', 'cuda', 'cuda:N' (N >= 0) or 'mps'"
     _pattern = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
