@@ -33,13 +33,6 @@ def _fsync(path):
         os.close(descriptor)
 
 
-def sync_files(folder):
-    """Flush every file of ``folder`` to disk."""
-    for file in Path(folder).iterdir():
-        if file.is_file():
-            _fsync(file)
-
-
 def write_atomically(path, write, *, suffix=".tmp"):
     """Call ``write(temporary)`` on a hidden sibling, flush it to disk, rename it to ``path``."""
     path = Path(path)
@@ -71,7 +64,9 @@ def replace_folder(path, write, *, keep_others=False):
     staging.mkdir()
     try:
         write(staging)
-        sync_files(staging)
+        for file in staging.iterdir():
+            if file.is_file():
+                _fsync(file)
         if target.exists():
             shutil.copymode(target, staging)
             if keep_others:
@@ -176,20 +171,6 @@ def file_identity(path):
 
     ``fingerprint`` hashes the size and the first and last MiB, so that a rewritten file is
     told apart even where modification times are coarse.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from sklearn_deeploc.blocks import file_identity
-    >>> path = Path(tempfile.mkdtemp()) / "cells.h5"
-    >>> _ = path.write_bytes(b"first version")
-    >>> before = file_identity(path)
-    >>> sorted(before)
-    ['fingerprint', 'mtime_ns', 'path', 'size']
-    >>> _ = path.write_bytes(b"other version")
-    >>> file_identity(path)["fingerprint"] == before["fingerprint"]
-    False
     """
     path = Path(path).resolve()
     with open(path, "rb") as file:
@@ -208,20 +189,7 @@ def file_identity(path):
 
 
 def stat_digest(paths):
-    """Digest of the sizes and modification times of files: a replaced file changes it.
-
-    Cheaper than :func:`file_identity` (no byte is read), for inputs of many files.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from pathlib import Path
-    >>> from sklearn_deeploc._files import stat_digest
-    >>> path = Path(tempfile.mkdtemp()) / "field.tiff"
-    >>> _ = path.write_bytes(b"pixels")
-    >>> stat_digest([path]) == stat_digest([path]), len(stat_digest([path]))
-    (True, 64)
-    """
+    """Digest of the sizes and modification times of files: cheaper than :func:`file_identity`."""
     stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
     return hashlib.sha256(repr(sorted(stats)).encode()).hexdigest()
 
@@ -269,14 +237,7 @@ def _shown(value):
 
 
 def differences(old, new, prefix=""):
-    """``['key: old -> new', ...]`` for each leaf that differs between two JSON dicts.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc._files import differences
-    >>> differences({"lr": 0.001, "net": {"bias": True}}, {"lr": 0.01, "net": {}})
-    ['lr: 0.001 -> 0.01', 'net.bias: true -> <absent>']
-    """
+    """``['key: old -> new', ...]`` for each leaf that differs between two JSON dicts."""
     found = []
     for key in [*new, *(key for key in old if key not in new)]:
         before, after = old.get(key, _ABSENT), new.get(key, _ABSENT)
@@ -304,15 +265,6 @@ def held_lock(path, what, *, error=RuntimeError, reentrant=False):
     start time, from ``<path>.holder``). The system drops the lock when its process dies; the
     context then yields that dead run's description, else None. With ``reentrant``, the
     thread holding the lock may take it again. Both files are removed before the release.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from sklearn_deeploc._files import held_lock
-    >>> folder = tempfile.mkdtemp()
-    >>> with held_lock(folder + "/lock", "the output") as stale:
-    ...     print(stale)
-    None
     """
     path = Path(path)
     key = (path.resolve(), threading.get_ident())
