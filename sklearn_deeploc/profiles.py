@@ -1,19 +1,16 @@
 """Per-cell and per-well profiles in pycytominer and AnnData conventions.
 
-A profile table has one row per cell: metadata columns named as CellProfiler
-and pycytominer name them (``Metadata_Plate``, ``Metadata_Well`` "A01",
-``Metadata_Site``, ``Metadata_ObjectNumber``, ``Metadata_Location_Center_X``
-/ ``_Y``, ``Metadata_Predicted_Class``), then DeepLoc's class probabilities
-``Cells_DeepLoc_Prob_<class>`` and features ``Cells_DeepLoc_<name>``. The
-``Cells_`` prefix is one of the compartments that ``pycytominer`` infers
-features from (``features="infer"``), so ``pycytominer.aggregate`` and
-``pycytominer.normalize`` take these columns as features and every
-``Metadata_`` column as metadata without further arguments.
+One row per cell: ``Metadata_`` columns as CellProfiler names them (``Metadata_Plate``,
+``Metadata_Well`` "A01", ``Metadata_Site``, ``Metadata_ObjectNumber``,
+``Metadata_Location_Center_X``/``_Y``, ``Metadata_Predicted_Class``), then the class
+probabilities ``Cells_DeepLoc_Prob_<class>`` and features ``Cells_DeepLoc_<name>``. The
+``Cells_`` compartment lets ``pycytominer`` infer the features without further arguments.
 """
 
 import numbers
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -59,6 +56,7 @@ def _metadata(cells):
 
 
 def _matrix(values, n_rows, n_columns, name):
+    """``values`` as a float32 array of shape ``(n_rows, n_columns)``, or a ValueError."""
     values = np.asarray(values, dtype=np.float32)
     if values.shape != (n_rows, n_columns):
         raise ValueError(
@@ -74,12 +72,10 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
     Parameters
     ----------
     cells : pandas.DataFrame
-        One row per cell with ``plate``, ``well`` ("A01"), ``site``,
-        ``ObjectNumber``, ``center_x`` and ``center_y`` (the names of
-        :attr:`sklearn_deeploc.plates.Plate.fields` and
-        :func:`sklearn_deeploc.labels.cells_from_labels`), or the same under
-        their ``Metadata_`` names. Other columns are kept as metadata, with a
-        ``Metadata_`` prefix.
+        One row per cell with ``plate``, ``well`` ("A01"), ``site``, ``ObjectNumber``,
+        ``center_x`` and ``center_y`` (as :attr:`sklearn_deeploc.plates.Plate.fields` and
+        :func:`sklearn_deeploc.labels.cells_from_labels` name them), or their ``Metadata_``
+        names. Other columns are kept as metadata, with a ``Metadata_`` prefix.
     proba : array-like of shape (n_cells, n_classes)
         Class probabilities (``predict_proba``).
     classes : sequence of n_classes names
@@ -92,9 +88,8 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
     Returns
     -------
     pandas.DataFrame
-        The ``Metadata_`` columns, ``Metadata_Predicted_Class``, the
-        probabilities as float32 ``Cells_DeepLoc_Prob_<class>`` and the
-        features as float32 ``Cells_DeepLoc_<name>``.
+        The ``Metadata_`` columns, ``Metadata_Predicted_Class``, then float32
+        ``Cells_DeepLoc_Prob_<class>`` and ``Cells_DeepLoc_<name>`` columns.
 
     Examples
     --------
@@ -117,11 +112,9 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
     columns = {PREDICTED: np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
     columns.update({PROBABILITY_PREFIX + c: proba[:, k] for k, c in enumerate(classes)})
     if features is not None:
-        features = np.asarray(features, dtype=np.float32)
         if feature_names is None:
-            names = [f"feature_{k}" for k in range(features.shape[-1])]
-        else:
-            names = [str(name) for name in feature_names]
+            feature_names = [f"feature_{k}" for k in range(np.shape(features)[-1])]
+        names = [str(name) for name in feature_names]
         features = _matrix(features, len(metadata), len(names), "features")
         if set(names) & {f"Prob_{c}" for c in classes} or len(set(names)) < len(names):
             raise ValueError(f"feature_names {names[:5]}... repeat a name or a class column.")
@@ -153,9 +146,8 @@ def well_profiles(profiles):
     Returns
     -------
     pandas.DataFrame
-        ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Object_Count``
-        (cells, the name ``pycytominer.aggregate`` gives it),
-        ``Metadata_Predicted_Class`` (the class of the highest mean
+        ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Object_Count`` (cells, as
+        ``pycytominer.aggregate`` names it), ``Metadata_Predicted_Class`` (highest mean
         probability) and the mean of each ``Cells_DeepLoc_`` column.
 
     Examples
@@ -180,46 +172,35 @@ def well_profiles(profiles):
     return means.reset_index()
 
 
+def _encode(node, kind, version="0.2.0", **attrs):
+    """Tag an HDF5 group or dataset with its AnnData encoding; returns it."""
+    node.attrs.update({"encoding-type": kind, "encoding-version": version, **attrs})
+    return node
+
+
 def _string_dataset(group, name, values, encoding="string-array"):
-    dataset = group.create_dataset(
-        name, data=np.asarray(values, dtype=object), dtype=_h5py().string_dtype()
-    )
-    dataset.attrs.update({"encoding-type": encoding, "encoding-version": "0.2.0"})
-
-
-def _h5py():
-    import h5py
-
-    return h5py
+    """Text (one string or a list) as an AnnData string dataset."""
+    data = np.asarray(values, dtype=object)
+    _encode(group.create_dataset(name, data=data, dtype=h5py.string_dtype()), encoding)
 
 
 def _array_dataset(group, name, values):
-    dataset = group.create_dataset(name, data=values)
-    dataset.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+    """Numbers as an AnnData array dataset."""
+    _encode(group.create_dataset(name, data=values), "array")
 
 
 def _categorical(group, name, values):
     """Text as categories, a missing value as code -1 (AnnData's encoding)."""
     categorical = pd.Categorical(values)
-    column = group.create_group(name)
-    column.attrs.update(
-        {"encoding-type": "categorical", "encoding-version": "0.2.0", "ordered": False}
-    )
+    column = _encode(group.create_group(name), "categorical", ordered=False)
     _array_dataset(column, "codes", categorical.codes.astype(np.int32))
     _string_dataset(column, "categories", [str(c) for c in categorical.categories])
 
 
 def _dataframe(group, name, index, columns):
     """A dataframe group (AnnData on-disk format): its index and columns by type."""
-    frame = group.create_group(name)
-    frame.attrs.update(
-        {
-            "encoding-type": "dataframe",
-            "encoding-version": "0.2.0",
-            "_index": "_index",
-            "column-order": list(columns),  # h5py stores a list of str as UTF-8 strings
-        }
-    )
+    frame = _encode(group.create_group(name), "dataframe", _index="_index")
+    frame.attrs["column-order"] = list(columns)  # h5py stores a list of str as UTF-8 strings
     _string_dataset(frame, "_index", index)
     for column, values in columns.items():
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
@@ -230,11 +211,11 @@ def _dataframe(group, name, index, columns):
 
 
 def _uns_entry(group, name, value):
+    """One ``uns`` entry: a string, a number, or a list of either."""
     if isinstance(value, str):
         _string_dataset(group, name, value, encoding="string")
     elif isinstance(value, (bool, numbers.Number)):
-        dataset = group.create_dataset(name, data=value)
-        dataset.attrs.update({"encoding-type": "numeric-scalar", "encoding-version": "0.2.0"})
+        _encode(group.create_dataset(name, data=value), "numeric-scalar")
     elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         _string_dataset(group, name, list(value))
     elif isinstance(value, (list, tuple, np.ndarray)) and np.asarray(value).dtype.kind in "biuf":
@@ -245,21 +226,17 @@ def _uns_entry(group, name, value):
         )
 
 
-def _empty_dict(file, name):
-    file.create_group(name).attrs.update({"encoding-type": "dict", "encoding-version": "0.1.0"})
-
-
 def _write_anndata(file, profiles, uns):
+    """Write ``profiles`` into an open HDF5 file in the AnnData on-disk format."""
     metadata, probability, feature = _columns(profiles)
     matrix = feature or probability  # X: the features, else the probabilities
-    file.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+    _encode(file, "anndata", "0.1.0")
     _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
-    index = [str(i) for i in range(len(profiles))]
-    _dataframe(file, "obs", index, {c: profiles[c] for c in metadata})
+    _dataframe(file, "obs", [str(i) for i in range(len(profiles))], profiles[metadata])
     prefix = FEATURE_PREFIX if feature else PROBABILITY_PREFIX
     _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
     for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
-        _empty_dict(file, name)
+        _encode(file.create_group(name), "dict", "0.1.0")
     if feature:  # the probabilities, named by uns["classes"]
         _array_dataset(file["obsm"], "DeepLoc_Prob", profiles[probability].to_numpy(np.float32))
     classes = [c.removeprefix(PROBABILITY_PREFIX) for c in probability]
@@ -269,10 +246,7 @@ def _write_anndata(file, profiles, uns):
 
 
 def write_h5ad(profiles, path, *, uns=None):
-    """Write cell profiles as an AnnData ``.h5ad`` file, atomically, without needing anndata.
-
-    The file follows the AnnData on-disk format (``encoding-type`` attributes)
-    and reads with ``anndata.read_h5ad``.
+    """Write cell profiles as an AnnData ``.h5ad`` file (atomically), without needing anndata.
 
     Parameters
     ----------
@@ -281,18 +255,15 @@ def write_h5ad(profiles, path, *, uns=None):
     path : path-like
         The ``.h5ad`` file.
     uns : dict, optional
-        More unstructured entries (strings, numbers, lists of them), such
-        as the model's digest and the precision; ``classes`` and
-        ``package_version`` are always written.
+        More unstructured entries (strings, numbers, lists of them), such as the model's
+        digest; ``classes`` and ``package_version`` are always written.
 
     Returns
     -------
     pathlib.Path
-        ``path``. In the file, ``X`` holds the features (float32), or the
-        probabilities where there are none; ``var_names`` their names
-        (``fc2_0``..., or the classes); ``obs`` the ``Metadata_`` columns
-        (text as categories); ``obsm["DeepLoc_Prob"]`` the probabilities
-        when ``X`` holds features.
+        ``path``. ``X`` holds the features (float32), else the probabilities, and
+        ``var_names`` their names; ``obs`` the ``Metadata_`` columns (text as categories);
+        ``obsm["DeepLoc_Prob"]`` the probabilities when ``X`` holds features.
 
     Examples
     --------
@@ -307,7 +278,6 @@ def write_h5ad(profiles, path, *, uns=None):
     ...     print(file["X"].shape, file["var/_index"].asstr()[:].tolist())
     (2, 2) ['NUCLEI', 'ER']
     """
-    h5py = _h5py()
 
     def write(temporary):
         with h5py.File(temporary, "w") as file:
@@ -347,28 +317,26 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
 
 
 def _probabilities(profiles, by, name):
+    """Screen ``name``'s probabilities, named by class, and its ``by`` column."""
     if by not in profiles:
         raise ValueError(
             f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
             f"{[c for c in profiles.columns if c.startswith('Metadata_')]}."
         )
-    _, probability, _ = _columns(profiles)
-    proba = profiles[probability]
+    proba = profiles[_columns(profiles)[1]]
     return proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX)), profiles[by]
 
 
 def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     """Localization changes between two screens' cell profiles, per group of cells.
 
-    :func:`sklearn_deeploc.screen.localization_changes` on the cells'
-    probabilities, grouped by a metadata column (the well, or a protein or
-    strain column joined to the profiles).
+    :func:`~sklearn_deeploc.screen.localization_changes` on the cells' probabilities, grouped
+    by a metadata column (the well, or a protein or strain column joined to the profiles).
 
     Parameters
     ----------
     profiles_a, profiles_b : pandas.DataFrame
-        Cell profiles (:func:`cell_profiles`) of screen A (untreated) and B
-        (treated), with the same classes.
+        Cell profiles (:func:`cell_profiles`) of screen A (untreated) and B (treated).
     by : str, default="Metadata_Well"
         The column naming each cell's group.
     prior : float, default=0.01
@@ -377,8 +345,7 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     Returns
     -------
     pandas.DataFrame
-        :func:`~sklearn_deeploc.screen.localization_changes`'s table, its
-        ``protein`` column named ``by``.
+        :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``.
     """
     for name, profiles in (("A", profiles_a), ("B", profiles_b)):
         plates = profiles["Metadata_Plate"].unique() if "Metadata_Plate" in profiles else []
