@@ -12,7 +12,6 @@ import shutil
 import zipfile
 import zlib
 from collections import namedtuple
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 import pooch
@@ -20,25 +19,13 @@ import requests
 
 from .._files import build_folder
 
-Archive = namedtuple("Archive", ["url", "folder", "size", "sha256"])
-
-# size (bytes) and sha256: unknown until measured on a download of the published
-# files; checked whenever they are not None. Until then every archive is checked
-# by structure (zip CRCs, then the TF importer or the HDF5 reader on every tensor).
-MODELS = {
-    "chong": Archive(
-        url="http://spidey.ccbr.utoronto.ca/~okraus/pretrained_DeepLoc.zip",
-        folder="deeploc-chong",
-        size=None,
-        sha256=None,
-    ),
-}
-DATASETS = Archive(
-    url="http://spidey.ccbr.utoronto.ca/~okraus/DeepLoc_full_datasets.zip",
-    folder="DeepLoc_full_datasets",
-    size=None,
-    sha256=None,
-)
+# size (bytes) and sha256 are checked when not None; unknown until measured on the published
+# files, so until then archives are checked by structure (zip CRCs, then the TF importer or
+# the HDF5 reader on every tensor).
+Archive = namedtuple("Archive", ["url", "folder", "size", "sha256"], defaults=(None, None))
+PUBLISHED_AT = "http://spidey.ccbr.utoronto.ca/~okraus/"
+MODELS = {"chong": Archive(PUBLISHED_AT + "pretrained_DeepLoc.zip", "deeploc-chong")}
+DATASETS = Archive(PUBLISHED_AT + "DeepLoc_full_datasets.zip", "DeepLoc_full_datasets")
 DATA_HOME_VARIABLE = "SKLEARN_DEEPLOC_DATA"
 DOWNLOAD_RETRIES = 2
 HDF5_SUFFIXES = (".hdf5", ".h5")
@@ -51,6 +38,7 @@ MAX_EXTRACTED_BYTES = 64 * 2**30
 MAX_COMPRESSION_RATIO = 100
 RATIO_FREE_BYTES = 2**20  # members this small may inflate more: they cannot fill a disk
 EXTRACT_CHUNK_BYTES = 2**16  # as shutil.copyfileobj: larger chunks unpack slower here
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError)  # what a damaged zip raises
 
 
 def get_data_home(data_home=None):
@@ -86,24 +74,17 @@ def get_data_home(data_home=None):
     return data_home
 
 
-def _check_zip(path):
-    """Read every member of a zip, checking its CRC; a ValueError for a damaged archive."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError) as error:
-        raise ValueError(f"{path} is not a complete zip archive: {error}") from error
-    if damaged is not None:
-        raise ValueError(f"{path} is not a complete zip archive: member {damaged} is damaged.")
-
-
 def _discard_if_damaged(path, archive):
     """Delete a leftover archive unless whole: pooch reuses it unchecked when no hash is known."""
+    if not path.is_file():
+        return
     try:
-        if path.is_file():
-            _check_size_and_hash(path, archive, check_hash=True)
-            _check_zip(path)
-    except (ValueError, OSError):
+        _check_size_and_hash(path, archive, check_hash=True)
+        with zipfile.ZipFile(path) as leftover:
+            damaged = leftover.testzip()  # reads every member, checking its CRC
+    except (ValueError, OSError, *_ZIP_ERRORS):
+        damaged = True
+    if damaged is not None:
         path.unlink(missing_ok=True)
 
 
@@ -199,7 +180,7 @@ def _unzip(path, destination):
             _check_listing(path, members, destination)
             for member in members:
                 _extract_member(archive, member, destination)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as error:
+    except (*_ZIP_ERRORS, NotImplementedError) as error:
         raise ValueError(f"{path} is not a complete zip archive: {error}") from error
     except (FileExistsError, IsADirectoryError, NotADirectoryError) as error:
         raise ValueError(f"{path} holds a file and a folder of the same name: {error}") from error
@@ -224,11 +205,6 @@ def _is_complete(folder):
         return False
 
 
-def _build_marked(build, archive_path, folder):
-    build(archive_path, folder)
-    _write_marker(folder)
-
-
 def _fetch_folder(archive, build, *, data_home, url, local_archive):
     """The finished folder of ``archive`` in the data home, downloaded and built if needed."""
     data_home = get_data_home(data_home)
@@ -239,10 +215,14 @@ def _fetch_folder(archive, build, *, data_home, url, local_archive):
     path = _download(archive, url or archive.url, data_home) if downloaded else Path(local_archive)
     if not path.is_file():
         raise FileNotFoundError(f"archive {path} not found.")
+
+    def build_marked(folder):
+        build(path, folder)
+        _write_marker(folder)
+
     try:
-        # pooch has checked the hash of a download already
-        _check_size_and_hash(path, archive, check_hash=not downloaded)
-        return build_folder(final, partial(_build_marked, build, path), is_complete=_is_complete)
+        _check_size_and_hash(path, archive, check_hash=not downloaded)  # pooch hashed downloads
+        return build_folder(final, build_marked, is_complete=_is_complete)
     finally:
         # Unpacked, or refused: either way the download is never trusted again.
         if downloaded:
@@ -280,11 +260,9 @@ def _convert_checkpoint(zip_path, folder):
 def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None):
     """The published DeepLoc network as a model folder, downloaded and converted once.
 
-    The first call downloads ``pretrained_DeepLoc.zip`` (Kraus et al. 2017,
-    trained on the Chong et al. 2015 screen, 19 classes), converts its
-    TensorFlow checkpoint with :func:`~sklearn_deeploc.tf_import.from_tf_checkpoint`,
-    loads the result back to validate it, and keeps the folder in the data
-    home; later calls touch no network.
+    The first call downloads ``pretrained_DeepLoc.zip`` (Kraus et al. 2017, 19 Chong et al.
+    2015 classes), converts it with :func:`~sklearn_deeploc.tf_import.from_tf_checkpoint`
+    and keeps the checked folder in the data home; later calls touch no network.
 
     Parameters
     ----------
@@ -326,12 +304,8 @@ def fetch_deeploc_model(name="chong", *, data_home=None, url=None, archive=None)
     )
 
 
-def _subset_name(path):
-    """``Chong_train_set.hdf5`` -> ``Chong_train``."""
-    return path.stem.removesuffix("_set")
-
-
 def _hdf5_files(folder):
+    """The HDF5 files under ``folder``, sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix in HDF5_SUFFIXES and p.is_file())
 
 
@@ -350,10 +324,9 @@ def _unpack_datasets(zip_path, folder):
 def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=None):
     """The published DeepLoc datasets as HDF5 files, downloaded and unpacked once.
 
-    The first call downloads ``DeepLoc_full_datasets.zip`` (the Chong et al.
-    training, validation and test sets and the transfer-learning screens),
-    checks that every HDF5 file in it opens as a DeepLoc file, and keeps them
-    in the data home; later calls touch no network.
+    The first call downloads ``DeepLoc_full_datasets.zip`` (the Chong et al. training,
+    validation and test sets and the transfer-learning screens), checks every HDF5 file in
+    it and keeps them in the data home; later calls touch no network.
 
     Parameters
     ----------
@@ -387,7 +360,8 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     folder = _fetch_folder(
         DATASETS, _unpack_datasets, data_home=data_home, url=url, local_archive=archive
     )
-    available = {_subset_name(path): path for path in _hdf5_files(folder)}
+    # Chong_train_set.hdf5 -> Chong_train
+    available = {path.stem.removesuffix("_set"): path for path in _hdf5_files(folder)}
     if subsets is None:
         return available
     subsets = [subsets] if isinstance(subsets, str) else list(subsets)
