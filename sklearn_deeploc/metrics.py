@@ -15,27 +15,29 @@ def _shown(labels, limit=5):
     return repr(labels[:limit])[:-1] + (", ...]" if len(labels) > limit else "]")
 
 
-def _check_scores(y_true, proba, classes):
+def _check_scores(y_true, proba, classes, *, refuse_unknown=True):
+    """Validated ``y_true, proba, classes``; labels outside the classes refused or warned about."""
     proba, classes, y_true = check_proba_table(
         proba, classes, groups=y_true, groups_name="y_true", probabilities=False
     )
-    return y_true, proba, np.asarray(classes)
-
-
-def _unknown_labels(y_true, classes):
-    """The labels of ``y_true`` that are not classes, and how many cells have them."""
+    classes = np.asarray(classes)
     unknown = ~np.isin(y_true, classes)
-    return np.unique(y_true[unknown]), int(unknown.sum())
-
-
-def _refuse_unknown_labels(y_true, classes):
-    unknown, n_cells = _unknown_labels(y_true, classes)
-    if n_cells:
+    n_cells, labels = int(unknown.sum()), _shown(np.unique(y_true[unknown]))
+    if n_cells and refuse_unknown:
         raise ValueError(
-            f"y_true has {n_cells} cell(s) labelled {_shown(unknown)}, which are not among "
+            f"y_true has {n_cells} cell(s) labelled {labels}, which are not among "
             f"the classes {_shown(classes)}. Expected labels of the classes, of the same "
             "type (0 and '0' differ); drop those cells or pass the classes they belong to."
         )
+    if n_cells:
+        warnings.warn(
+            f"{n_cells} cell(s) are labelled {labels}, which the estimator was not "
+            f"trained on (its classes are {_shown(classes)}); they count as negatives of "
+            "every class. In cross-validation, use fewer folds or more cells of that class.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return y_true, proba, classes
 
 
 def _average_precisions(y_true, proba, classes):
@@ -70,9 +72,7 @@ def per_class_average_precision(y_true, proba, classes):
     >>> per_class_average_precision(["a", "b"], [[0.9, 0.1], [0.2, 0.8]], ["a", "b"]).tolist()
     [1.0, 1.0]
     """
-    y_true, proba, classes = _check_scores(y_true, proba, classes)
-    _refuse_unknown_labels(y_true, classes)
-    return _average_precisions(y_true, proba, classes)
+    return _average_precisions(*_check_scores(y_true, proba, classes))
 
 
 def evaluate(y_true, proba, classes):
@@ -101,28 +101,23 @@ def evaluate(y_true, proba, classes):
     (0.667, 0.5)
     """
     y_true, proba, classes = _check_scores(y_true, proba, classes)
-    _refuse_unknown_labels(y_true, classes)
     y_pred = classes[proba.argmax(axis=1)]
     ap = _average_precisions(y_true, proba, classes)
     confusion = confusion_matrix(y_true, y_pred, labels=classes, normalize="true")
-    names = classes.tolist()
     return {
         "accuracy": accuracy_score(y_true, y_pred),
         "mean_average_precision": float(ap.mean(skipna=True)),
         "average_precision": ap,
-        "confusion": pd.DataFrame(confusion, index=names, columns=names),
+        "confusion": pd.DataFrame(confusion, index=ap.index, columns=ap.index),
     }
 
 
 def mean_average_precision_scorer(estimator, X, y):
     """Scorer (``scoring=``) of the mean over classes of per-class average precision.
 
-    Uses ``predict_proba`` when the estimator has it, else ``decision_function``
-    (a linear SVM without probabilities), and works for string labels and for
-    two classes, where sklearn's ``"average_precision"`` scorer does not.
-
-    Cells of a label the estimator was not trained on (a cross-validation fold whose training part
-    lacks a class) count as negatives of every class, with a warning naming the label.
+    Ranks cells by :func:`class_scores`; unlike sklearn's ``"average_precision"`` it takes string
+    labels and two classes. Cells of a label the estimator was not trained on (a fold lacking a
+    class) count as negatives of every class, with a warning naming the label.
 
     Examples
     --------
@@ -132,16 +127,9 @@ def mean_average_precision_scorer(estimator, X, y):
     >>> mean_average_precision_scorer(SVC(kernel="linear").fit(X, y), X, y)
     1.0
     """
-    y, scores, classes = _check_scores(y, class_scores(estimator, X), estimator.classes_)
-    unknown, n_cells = _unknown_labels(y, classes)
-    if n_cells:
-        warnings.warn(
-            f"{n_cells} cell(s) are labelled {_shown(unknown)}, which the estimator was not "
-            f"trained on (its classes are {_shown(classes)}); they count as negatives of "
-            "every class. In cross-validation, use fewer folds or more cells of that class.",
-            UserWarning,
-            stacklevel=2,
-        )
+    y, scores, classes = _check_scores(
+        y, class_scores(estimator, X), estimator.classes_, refuse_unknown=False
+    )
     return float(_average_precisions(y, scores, classes).mean(skipna=True))
 
 
@@ -163,15 +151,7 @@ def class_scores(estimator, X):
             f"{type(estimator).__name__} has neither predict_proba nor decision_function; "
             "expected a fitted classifier."
         )
-    _refuse_one_vs_one(estimator)
-    scores = estimator.decision_function(X)
-    if scores.ndim == 1:  # binary: the score of classes_[1]
-        scores = np.column_stack([-scores, scores])
-    return scores
-
-
-def _refuse_one_vs_one(estimator):
-    """Refuse pairwise scores: with three classes they have one column per class too."""
+    # Refused by setting, not by shape: three classes have three pairs too.
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     if getattr(final, "decision_function_shape", None) == "ovo" and len(final.classes_) > 2:
         raise ValueError(
@@ -179,3 +159,7 @@ def _refuse_one_vs_one(estimator):
             "class; expected decision_function_shape='ovr' (SVC's default) to rank cells by "
             "class."
         )
+    scores = estimator.decision_function(X)
+    if scores.ndim == 1:  # binary: the score of classes_[1]
+        scores = np.column_stack([-scores, scores])
+    return scores
