@@ -231,7 +231,8 @@ def _as_text(value):
     return "<absent>" if value is _ABSENT else json.dumps(value, sort_keys=True)
 
 
-def _shown(value):
+def shown(value):
+    """A JSON value as text of at most 60 characters, for messages."""
     text = _as_text(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -244,7 +245,7 @@ def differences(old, new, prefix=""):
         if isinstance(before, dict) and isinstance(after, dict):
             found += differences(before, after, f"{prefix}{key}.")
         elif _as_text(before) != _as_text(after):
-            found.append(f"{prefix}{key}: {_shown(before)} -> {_shown(after)}")
+            found.append(f"{prefix}{key}: {shown(before)} -> {shown(after)}")
     return found
 
 

@@ -17,7 +17,14 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from ._files import array_digest, differences, replace_folder, save_safetensors, tensor_digest
+from ._files import (
+    array_digest,
+    differences,
+    replace_folder,
+    save_safetensors,
+    shown,
+    tensor_digest,
+)
 from .blocks import held_lock
 
 CHECKPOINT_FORMAT = "sklearn-deeploc training checkpoint"
@@ -108,11 +115,6 @@ def json_number(value):
     return None if value is None or not np.isfinite(value) else float(value)
 
 
-def _shown(value, width=40):
-    text = json.dumps(value)
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def _state_problem(state):
     """What makes ``state`` (a parsed state.json) unusable, or None."""
     if not isinstance(state, dict):
@@ -121,7 +123,7 @@ def _state_problem(state):
     if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
         return (
             f"is not a version {CHECKPOINT_VERSION} {CHECKPOINT_FORMAT} (format "
-            f"{_shown(state.get('format'))}, version {_shown(state.get('version'))})"
+            f"{shown(state.get('format'))}, version {shown(state.get('version'))})"
         )
     for entry, (expected, fits) in STATE_ENTRIES.items():
         *parents, key = entry.split(".")
@@ -133,7 +135,7 @@ def _state_problem(state):
         if key not in owner:
             return f"has no entry {entry!r} (expected {expected})"
         if not fits(owner[key]):
-            return f"entry {entry!r} is {_shown(owner[key])}, expected {expected}"
+            return f"entry {entry!r} is {shown(owner[key])}, expected {expected}"
     return None
 
 
@@ -146,17 +148,9 @@ def unusable(folder, problem):
 def checkpoint_lock(path):
     """Hold the lock of the checkpoint folder ``path`` while a run trains into it.
 
-    Another run is refused with :class:`~sklearn_deeploc.blocks.OutputLockedError` (see
-    :func:`sklearn_deeploc._files.held_lock`); the thread holding the lock may take it again.
-    A folder made for the lock goes with it; ``None`` locks nothing.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> from sklearn_deeploc.checkpoints import checkpoint_lock
-    >>> folder = tempfile.mkdtemp() + "/checkpoints"
-    >>> with checkpoint_lock(folder):
-    ...     pass
+    Another run is refused with :class:`~sklearn_deeploc.blocks.OutputLockedError`; the thread
+    holding the lock may take it again. A folder made for the lock goes with it; ``None`` locks
+    nothing.
     """
     if path is None:
         yield
@@ -224,12 +218,12 @@ class CheckpointFolder:
         return Checkpoint(folder, state["step"], state, tensors)
 
     def _check_identity(self, folder, saved):
-        data = differences(saved["data"], self.identity["data"])
-        parameters = differences(saved["parameters"], self.identity["parameters"])
-        if data or parameters:
-            what = (["training data differ: " + "; ".join(data)] if data else []) + (
-                ["parameters differ: " + "; ".join(parameters)] if parameters else []
-            )
+        what = [
+            f"{label} differ: " + "; ".join(found)
+            for label, key in [("training data", "data"), ("parameters", "parameters")]
+            if (found := differences(saved[key], self.identity[key]))
+        ]
+        if what:
             raise ValueError(
                 f"The checkpoint {folder} belongs to another training run (checkpoint -> now: "
                 f"{'; '.join(what)}). "
@@ -238,11 +232,7 @@ class CheckpointFolder:
             )
 
     def write(self, step, state, tensors, net):
-        """Write the checkpoint of ``step`` atomically; return its folder.
-
-        ``state`` (JSON) and ``tensors`` (groups, one safetensors file each) go beside ``net``'s
-        skorch history.
-        """
+        """Write the checkpoint of ``step`` atomically: state.json, safetensors, skorch history."""
         state = {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
