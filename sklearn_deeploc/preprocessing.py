@@ -11,23 +11,19 @@ import torch
 STRETCH_VARIANTS = ("clip", "reference")
 
 
-def _order_statistics(flat, ranks):
-    # topk from the nearer end costs far less than a sort for extreme percentiles.
-    n = flat.shape[-1]
-    lowest, highest = min(ranks), max(ranks)
-    if lowest >= n - 1 - highest:
-        top = flat.topk(n - lowest, dim=-1, largest=True, sorted=True).values
-        return [top[..., n - 1 - r] for r in ranks]
-    bottom = flat.topk(highest + 1, dim=-1, largest=False, sorted=True).values
-    return [bottom[..., r] for r in ranks]
-
-
 def _percentile(flat, q):
-    """Percentile ``q`` along the last axis with numpy's linear interpolation."""
-    position = q / 100 * (flat.shape[-1] - 1)
+    """Percentile ``q`` along the last axis, interpolated linearly as numpy does."""
+    n = flat.shape[-1]
+    position = q / 100 * (n - 1)
     lower, upper = math.floor(position), math.ceil(position)
-    low_value, high_value = _order_statistics(flat, [lower, upper])
-    return low_value + (high_value - low_value) * (position - lower)
+    # topk from the nearer end costs far less than a sort for extreme percentiles.
+    if lower >= n - 1 - upper:
+        top = flat.topk(n - lower, dim=-1).values
+        low, high = top[..., n - 1 - lower], top[..., n - 1 - upper]
+    else:
+        bottom = flat.topk(upper + 1, dim=-1, largest=False).values
+        low, high = bottom[..., lower], bottom[..., upper]
+    return low + (high - low) * (position - lower)
 
 
 def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
@@ -74,20 +70,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
 
 
 def stretch_as_stored(x, preprocessing):
-    """Apply a model's stored preprocessing (``preprocessing_`` / config.json) to a batch.
-
-    ``stretch`` holds the two percentiles (None: no stretch), ``stretch_variant`` the variant.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_deeploc.preprocessing import stretch_as_stored
-    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    >>> float(stretch_as_stored(x, {"stretch": [0, 100], "stretch_variant": "clip"}).max())
-    1.0
-    >>> stretch_as_stored(x, {"stretch": None, "stretch_variant": "clip"}) is x
-    True
-    """
+    """A batch stretched as a model's stored ``preprocessing`` says (``stretch`` None: as is)."""
     if preprocessing["stretch"] is None:
         return x
     return percentile_stretch(
@@ -96,37 +79,20 @@ def stretch_as_stored(x, preprocessing):
 
 
 def center_crop(x, size):
-    """The centred ``size`` x ``size`` window of a batch (a view, no copy).
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_deeploc.preprocessing import center_crop
-    >>> center_crop(torch.zeros(3, 2, 64, 64), 60).shape
-    torch.Size([3, 2, 60, 60])
-    """
-    top = (x.shape[-2] - size) // 2
-    left = (x.shape[-1] - size) // 2
-    return x[..., top : top + size, left : left + size]
+    """The centred ``size`` x ``size`` window of a batch (a view, no copy)."""
+    return five_crops(x, size)[0]
 
 
 def five_crop_offsets(height, width, size):
-    """(top, left) of the five crops: centre, top-left, top-right, bottom-left, bottom-right.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.preprocessing import five_crop_offsets
-    >>> five_crop_offsets(64, 64, 60)
-    ((2, 2), (0, 0), (0, 4), (4, 0), (4, 4))
-    """
+    """(top, left) of the five crops: centre, top-left, top-right, bottom-left, bottom-right."""
     bottom, right = height - size, width - size
     return ((bottom // 2, right // 2), (0, 0), (0, right), (bottom, 0), (bottom, right))
 
 
 def five_crops(x, size):
-    """The five ``size`` x ``size`` prediction views of a batch ``x`` ``(n, C, H, W)``.
+    """The five ``size`` x ``size`` prediction views (a tuple) of a batch ``x`` ``(n, C, H, W)``.
 
-    A tuple of views, in the order of :func:`five_crop_offsets`.
+    Centre first, then the top-left, top-right, bottom-left and bottom-right corners.
 
     Examples
     --------
@@ -135,28 +101,17 @@ def five_crops(x, size):
     >>> [tuple(c.shape) for c in five_crops(torch.zeros(2, 2, 64, 64), 60)][:2]
     [(2, 2, 60, 60), (2, 2, 60, 60)]
     """
-    height, width = x.shape[-2:]
     return tuple(
         x[..., top : top + size, left : left + size]
-        for top, left in five_crop_offsets(height, width, size)
+        for top, left in five_crop_offsets(*x.shape[-2:], size)
     )
 
 
 def random_augment(x, size, rng):
-    """Random crop, flips and 90-degree rotations of each cell in a batch ``x`` ``(n, C, H, W)``.
+    """Each cell of a batch in its own random ``size`` window, flipped and rotated at random.
 
-    Each cell gets its own random ``size`` x ``size`` window (``size`` at most min(H, W)), then
-    a random element of the square's symmetry group (random transpose, horizontal and vertical
-    flip: the same 8 outcomes, equally likely, as flips then a random multiple of 90 degrees).
-    ``rng`` is a numpy Generator, so that samplers and datasets pickle.
-
-    Examples
-    --------
-    >>> import numpy as np, torch
-    >>> from sklearn_deeploc.preprocessing import random_augment
-    >>> x = torch.rand(4, 2, 64, 64)
-    >>> random_augment(x, 60, np.random.default_rng(0)).shape
-    torch.Size([4, 2, 60, 60])
+    A random transpose and horizontal and vertical flips give the square's 8 symmetries, equally
+    likely. ``rng`` is a numpy Generator, so that samplers and datasets pickle.
     """
     n, _, height, width = x.shape
     tops = torch.from_numpy(rng.integers(0, height - size + 1, n)).to(x.device)
@@ -176,6 +131,4 @@ def to_tensor(X):
     """A float32 torch view of a validated numpy batch (copies read-only arrays)."""
     if isinstance(X, torch.Tensor):
         return X
-    if not X.flags.writeable:
-        X = X.copy()
-    return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return torch.from_numpy(np.require(X, np.float32, ["C", "W"]))
