@@ -41,6 +41,11 @@ IMAGING_STYLES = {
 }
 
 
+def _unit(angle):
+    """The (row, column) unit vector at ``angle``."""
+    return np.array([np.sin(angle), np.cos(angle)])
+
+
 def _ellipse_distance(yy, xx, cy, cx, ry, rx, angle):
     """Normalised elliptical distance: < 1 inside, 1 on the boundary."""
     dy, dx = yy - cy, xx - cx
@@ -55,19 +60,21 @@ def _ring(distance, radius, width):
     return np.exp(-0.5 * ((distance - 1.0) * radius / width) ** 2)
 
 
-def _spots(yy, xx, points, sigma):
-    image = np.zeros_like(yy)
+def _spots(cell, points, sigma):
+    """Gaussian spots of ``sigma`` pixels at ``points`` of the cell's crop."""
+    image = np.zeros_like(cell.yy)
     for py, px in points:
-        image += np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * sigma**2))
+        image += np.exp(-((cell.yy - py) ** 2 + (cell.xx - px) ** 2) / (2 * sigma**2))
     return image
 
 
-def _points_in(mask, count, rng, yy, xx):
+def _points_in(cell, mask, count, rng):
+    """``count`` random pixel positions in ``mask`` (none when it is empty)."""
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return []
     picks = rng.integers(0, rows.size, count)
-    return list(zip(yy[rows[picks], cols[picks]], xx[rows[picks], cols[picks]]))
+    return list(zip(cell.yy[rows[picks], cols[picks]], cell.xx[rows[picks], cols[picks]]))
 
 
 class _Cell:
@@ -84,19 +91,17 @@ class _Cell:
         )
         self.body = self.mother < 1
         self.bud = None
-        direction = np.array([np.sin(self.angle), np.cos(self.angle)])
+        direction = _unit(self.angle)
         if budded:
-            bud_radius = self.radius * rng.uniform(0.35, 0.7)
+            self.bud_radius = bud_radius = self.radius * rng.uniform(0.35, 0.7)
             self.neck = centre + direction * self.radius * 0.97
             self.bud_centre = self.neck + direction * bud_radius * 0.9
             self.bud_tip = self.bud_centre + direction * bud_radius * 0.95
-            self.bud_radius = bud_radius
             self.bud = _ellipse_distance(
                 self.yy, self.xx, *self.bud_centre, bud_radius, bud_radius, self.angle
             )
             self.body = self.body | (self.bud < 1)
-        side = rng.uniform(0, 2 * np.pi)
-        offset = np.array([np.sin(side), np.cos(side)]) * self.radius * 0.35
+        offset = _unit(rng.uniform(0, 2 * np.pi)) * self.radius * 0.35
         self.nucleus_radius = self.radius * rng.uniform(0.28, 0.36)
         self.nucleus_centre = centre + offset
         self.nucleus = _ellipse_distance(
@@ -122,12 +127,12 @@ def _cytoplasm(cell, rng):
 
 
 def _nucleus(cell, rng):
-    return (cell.nucleus < 1).astype(float)
+    return cell.nucleus < 1
 
 
 def _nucleolus(cell, rng):
     side = rng.uniform(0, 2 * np.pi)
-    spot = cell.nucleus_centre + np.array([np.sin(side), np.cos(side)]) * cell.nucleus_radius * 0.55
+    spot = cell.nucleus_centre + _unit(side) * cell.nucleus_radius * 0.55
     radii = cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8
     return _ellipse_distance(cell.yy, cell.xx, *spot, *radii, side) < 1
 
@@ -137,7 +142,7 @@ def _nuclear_periphery(cell, rng):
 
 
 def _vacuole(cell, rng):
-    return (cell.vacuole < 1).astype(float)
+    return cell.vacuole < 1
 
 
 def _vacuolar_membrane(cell, rng):
@@ -155,13 +160,13 @@ def _er(cell, rng):
 
 def _mitochondria(cell, rng):
     points = []
-    for start in _points_in(cell.cytoplasm, int(rng.integers(3, 6)), rng, cell.yy, cell.xx):
+    for start in _points_in(cell, cell.cytoplasm, int(rng.integers(3, 6)), rng):
         position, heading = np.array(start), rng.uniform(0, 2 * np.pi)
         for _ in range(8):
             heading += rng.normal(0, 0.5)
-            position = position + np.array([np.sin(heading), np.cos(heading)])
+            position = position + _unit(heading)
             points.append(position)
-    return _spots(cell.yy, cell.xx, points, 0.8) * cell.body
+    return _spots(cell, points, 0.8) * cell.body
 
 
 def _bud_neck(cell, rng):
@@ -170,16 +175,11 @@ def _bud_neck(cell, rng):
 
 
 def _bud_tip(cell, rng):
-    return _spots(cell.yy, cell.xx, [cell.bud_tip], 1.3)
+    return _spots(cell, [cell.bud_tip], 1.3)
 
 
 def _punctate(cell, rng, count=(2, 7), sigma=0.9):
-    n = int(rng.integers(*count))
-    return _spots(cell.yy, cell.xx, _points_in(cell.cytoplasm, n, rng, cell.yy, cell.xx), sigma)
-
-
-def _peroxisome(cell, rng):
-    return _punctate(cell, rng, (2, 7), 0.9)
+    return _spots(cell, _points_in(cell, cell.cytoplasm, int(rng.integers(*count)), rng), sigma)
 
 
 def _golgi(cell, rng):
@@ -188,30 +188,26 @@ def _golgi(cell, rng):
 
 def _endosome(cell, rng):
     near_vacuole = (cell.vacuole > 1.05) & (cell.vacuole < 1.6) & cell.body
-    points = _points_in(near_vacuole, int(rng.integers(2, 5)), rng, cell.yy, cell.xx)
-    return _spots(cell.yy, cell.xx, points, 1.0)
+    return _spots(cell, _points_in(cell, near_vacuole, int(rng.integers(2, 5)), rng), 1.0)
 
 
 def _actin(cell, rng):
     region = cell.body & (cell.outline(1.5) > 0.3)
     if cell.bud is not None:
         region |= cell.bud < 1
-    points = _points_in(region, int(rng.integers(8, 16)), rng, cell.yy, cell.xx)
-    return _spots(cell.yy, cell.xx, points, 0.7)
+    return _spots(cell, _points_in(cell, region, int(rng.integers(8, 16)), rng), 0.7)
 
 
 def _spindle_pole(cell, rng):
-    side = rng.uniform(0, 2 * np.pi)
-    pole = cell.nucleus_centre + np.array([np.sin(side), np.cos(side)]) * cell.nucleus_radius
+    pole = cell.nucleus_centre + _unit(rng.uniform(0, 2 * np.pi)) * cell.nucleus_radius
     points = [pole] + ([2 * cell.nucleus_centre - pole] if rng.random() < 0.5 else [])
-    return _spots(cell.yy, cell.xx, points, 0.8)
+    return _spots(cell, points, 0.8)
 
 
 def _spindle(cell, rng):
-    side = rng.uniform(0, 2 * np.pi)
-    direction = np.array([np.sin(side), np.cos(side)])
+    direction = _unit(rng.uniform(0, 2 * np.pi))
     steps = np.linspace(-1.4, 1.4, 12)[:, None] * cell.nucleus_radius
-    return 0.7 * _spots(cell.yy, cell.xx, cell.nucleus_centre + steps * direction, 0.7)
+    return 0.7 * _spots(cell, cell.nucleus_centre + steps * direction, 0.7)
 
 
 # Names follow the classes of the paper's Chong et al. (2015) training set.
@@ -228,7 +224,7 @@ LOCALIZATIONS = {
     "NUCLEARPERIPHERY": _nuclear_periphery,
     "NUCLEI": _nucleus,
     "NUCLEOLUS": _nucleolus,
-    "PEROXISOME": _peroxisome,
+    "PEROXISOME": _punctate,
     "SPINDLE": _spindle,
     "SPINDLEPOLE": _spindle_pole,
     "VACUOLARMEMBRANE": _vacuolar_membrane,
@@ -238,6 +234,7 @@ _NEEDS_BUD = {"BUDNECK", "BUDTIP"}
 
 
 def _resolve_style(style):
+    """The full settings of a style name or of a dict of overrides."""
     if isinstance(style, str):
         if style not in IMAGING_STYLES:
             raise ValueError(
@@ -283,23 +280,21 @@ def make_yeast_cells(
     """Generate a synthetic screen of single yeast-like cells.
 
     Each cell is an ellipse of random size, aspect and orientation with a nucleus and a
-    vacuole; up to three neighbours of the same strain are cut by the crop's edge. The
-    marker is cytosolic (a rim for the "target" style); the protein's pattern gives the
-    class, at a log-normally varying expression level. The simulated camera gives raw
-    counts, which need :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
+    vacuole, among up to three neighbours cut by the crop's edge; the protein's pattern gives
+    the class. The camera gives raw counts, which need
+    :func:`~sklearn_deeploc.preprocessing.percentile_stretch`.
 
     Parameters
     ----------
     n_per_class : int
         Cells per class (the output is balanced).
     classes : list of str, optional
-        A subset of :data:`LOCALIZATIONS` (17 classes named after the paper's
-        training set); all of them when None.
+        A subset of :data:`LOCALIZATIONS` (17 of the paper's classes); all of them when None.
     image_size : int, default=64
         Side of the square crops.
     style : {"source", "target"} or dict, default="source"
-        A name from :data:`IMAGING_STYLES`, or a dict overriding some of the
-        "source" style's keys (``marker`` is "cytosol" or "rim").
+        A name from :data:`IMAGING_STYLES`, or a dict overriding some "source" keys
+        (``marker`` is "cytosol" or "rim").
     bud_fraction : float, default=0.6
         Fraction of budded cells (bud neck and bud tip cells are always budded).
     shuffle : bool, default=True
@@ -338,7 +333,7 @@ def make_yeast_cells(
 
 
 def _field(label, size, style, bud_fraction, rng):
-    # Neighbours of the same strain (as in a well), cut by the crop's edge.
+    """A crop's noise-free image: its cell and neighbours of the same strain (as in a well)."""
     middle = size / 2 - 0.5
     image = 0.0
     centres = [middle + rng.uniform(-2, 2, 2)]
