@@ -12,13 +12,6 @@ from .network import DeepLocNet
 from .validation import PositiveInt
 
 
-def _gaussian_kernel(sigma):
-    radius = max(int(3 * sigma), 1)
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))
-    return kernel / kernel.sum()
-
-
 def gaussian_blur(x, sigma):
     """Separable Gaussian blur of each channel of a (n, C, H, W) tensor (edges replicated).
 
@@ -34,8 +27,9 @@ def gaussian_blur(x, sigma):
     """
     if sigma <= 0:
         return x
-    kernel = _gaussian_kernel(sigma).to(x)
-    channels, pad = x.shape[1], len(kernel) // 2
+    pad = max(int(3 * sigma), 1)
+    kernel = torch.exp(-(torch.arange(-pad, pad + 1).to(x) ** 2) / (2 * sigma**2))
+    kernel, channels = kernel / kernel.sum(), x.shape[1]
     horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
     vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
     x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), horizontal, groups=channels)
@@ -69,14 +63,10 @@ def maximize_activation(
 ):
     """An input that maximises one output class: gradient ascent from uniform noise.
 
-    Each step moves the input along the gradient of the class's logit
-    (normalised to ``step_size`` per pixel on average), decays it towards
-    zero (L2), and clips to [0, 1]; every ``blur_every`` steps the image is
-    blurred (Gaussian, ``blur_sigma``) and pixels whose contribution
-    ``|x * grad|`` is below the ``clip_percentile`` percentile are set to 0.
-    With ``marker``, the marker channel is clamped to a real (stretched) cell
-    and updates outside that cell are masked, so the protein pattern is drawn
-    inside a real cell.
+    Each step follows the gradient of the class's logit (``step_size`` per pixel on average),
+    decays towards zero (L2) and clips to [0, 1]; every ``blur_every`` steps the image is blurred
+    and pixels whose ``|x * grad|`` is below the ``clip_percentile`` percentile are zeroed. With
+    ``marker``, the marker channel is clamped to a real cell and only pixels inside it change.
 
     Parameters
     ----------
@@ -123,13 +113,7 @@ def maximize_activation(
     x = torch.rand(1, n_channels, crop, crop, generator=generator)
     update_mask = torch.ones_like(x)
     if marker is not None:
-        marker = _check_marker(marker, crop)
-        if not (isinstance(marker_channel, Integral) and 0 <= marker_channel < n_channels):
-            raise ValueError(
-                f"marker_channel must be a channel index of the network (0 to {n_channels - 1}); "
-                f"got {marker_channel!r}."
-            )
-        marker = torch.as_tensor(marker)
+        marker = _check_marker(marker, marker_channel, crop, n_channels)
         cell = (marker > marker.mean()).float()
         update_mask[:, :] = cell
         update_mask[:, marker_channel] = 0
@@ -144,19 +128,19 @@ def maximize_activation(
             break
         (grad,) = torch.autograd.grad(objective, x)
         with torch.no_grad():
-            new = x + step_size * grad / (grad.abs().mean() + 1e-12)
-            new = new * (1 - l2_decay)
+            new = (x + step_size * grad / (grad.abs().mean() + 1e-12)) * (1 - l2_decay)
             if (step + 1) % blur_every == 0:
                 new = gaussian_blur(new, blur_sigma)
                 contribution = (new * grad).abs().sum(dim=1, keepdim=True)
                 small = contribution < torch.quantile(contribution, clip_percentile / 100)
-                new = torch.where(small, torch.zeros_like(new), new)
+                new = new.masked_fill(small, 0)
             # Only the free pixels change: the clamped marker and outside the cell stay.
             x = torch.where(update_mask > 0, new.clamp(0, 1), x.detach())
     return x.detach()[0].numpy().astype(np.float32), np.asarray(logits)
 
 
 def _network_and_target(network, target):
+    """The ``DeepLocNet`` inside ``network`` and the index of ``target`` among its outputs."""
     model = getattr(network, "model_", network)
     net = getattr(model, "network", model)
     if not isinstance(net, DeepLocNet):
@@ -178,7 +162,13 @@ def _network_and_target(network, target):
     return net, int(target)
 
 
-def _check_marker(marker, crop):
+def _check_marker(marker, marker_channel, crop, n_channels):
+    """``marker`` as a tensor, refused unless it is a stretched crop for a real channel."""
+    if not (isinstance(marker_channel, Integral) and 0 <= marker_channel < n_channels):
+        raise ValueError(
+            f"marker_channel must be a channel index of the network (0 to {n_channels - 1}); "
+            f"got {marker_channel!r}."
+        )
     marker = np.asarray(marker, dtype=np.float32)
     if marker.shape != (crop, crop):
         raise ValueError(
@@ -191,4 +181,4 @@ def _check_marker(marker, crop):
             f"input); got values from {marker.min()} to {marker.max()}. Stretch it as the "
             "model does (sklearn_deeploc.preprocessing.percentile_stretch)."
         )
-    return marker
+    return torch.from_numpy(marker)
