@@ -1,11 +1,10 @@
 """Training DeepLoc with skorch: batches on the device, mixed precision, keep-best,
 checkpoints that resume exactly, and one progress display for the whole run.
 
-Training draws whole batches (a list of indices per step) so that augmentation runs once per
-batch, vectorised, on the training device, and training length counts optimizer steps as in the
-paper. Checkpoints (files: :mod:`sklearn_deeploc.checkpoints`) are written by a callback here,
-not skorch's ``Checkpoint`` (epoch ends only, in place, no safetensors optimizer), nor read by
-``LoadInitState`` (which ignores a damaged checkpoint and silently restarts).
+Whole batches are drawn (indices per step), so augmentation runs once per batch on the device
+and training length counts optimizer steps, as in the paper. Checkpoints
+(:mod:`sklearn_deeploc.checkpoints`) are written by a callback here, not skorch's ``Checkpoint``
+(epoch ends only, in place), nor read by ``LoadInitState`` (which silently restarts on damage).
 """
 
 import os
@@ -46,13 +45,7 @@ STRETCH_CHUNK = 4096  # cells stretched at a time (bounds the memory of the perc
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped (Ctrl-C) before its last step; no model counts as finished.
-
-    Attributes
-    ----------
-    checkpoint : pathlib.Path or None
-        The last checkpoint written, from which a rerun resumes.
-    """
+    """Training stopped (Ctrl-C) before its last step; ``checkpoint`` is where a rerun resumes."""
 
     def __init__(self, message, checkpoint=None):
         super().__init__(message)
@@ -83,15 +76,7 @@ class Recipe:
         return min(self.validation_interval, self.max_iter)
 
     def epochs_left(self, steps_done):
-        """skorch epochs that finish the run from ``steps_done`` (a partial one counts).
-
-        Examples
-        --------
-        >>> from sklearn_deeploc.training import Recipe
-        >>> recipe = Recipe(lr=1e-3, max_iter=12, validation_interval=5)
-        >>> [recipe.epochs_left(step) for step in (0, 5, 7, 10, 12)]
-        [3, 2, 2, 1, 0]
-        """
+        """skorch epochs that finish the run from ``steps_done`` (a partial one counts)."""
         if steps_done >= self.max_iter:
             return 0
         epoch_start = steps_done - steps_done % self.steps_per_epoch
@@ -108,33 +93,13 @@ class Trained:
 
 
 def training_precision(precision, device):
-    """The autocast precision training runs at (int8 trains in fp32); refuses what predict would.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.training import training_precision
-    >>> training_precision("int8", "cpu"), training_precision("bf16", "cpu")
-    ('fp32', 'bf16')
-    """
+    """The autocast precision training runs at (int8 trains in fp32); refuses what predict would."""
     precision = check_precision(precision, device)
     return "fp32" if precision == "int8" else precision
 
 
-# -- data on the device ----------------------------------------------------------------
-
-
 def place_crops(X, preprocessing, device):
-    """Stretched crops on ``device``, or in pinned host memory past :data:`DEVICE_SHARE` of a GPU.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.training import place_crops
-    >>> X = np.arange(2 * 16, dtype=np.float32).reshape(2, 1, 4, 4)
-    >>> crops = place_crops(X, {"stretch": [0, 100], "stretch_variant": "clip"}, "cpu")
-    >>> crops.device.type, float(crops.min()), float(crops.max())
-    ('cpu', 0.0, 1.0)
-    """
+    """Stretched crops on ``device``, or in pinned host memory past ``DEVICE_SHARE`` of a GPU."""
     device = torch.device(device)
     storage = device
     if device.type == "cuda" and X.nbytes > DEVICE_SHARE * torch.cuda.mem_get_info(device)[0]:
@@ -151,15 +116,6 @@ class CellBatches(Dataset):
 
     Host-memory crops travel to a GPU without waiting; ``augment`` takes a random crop, flips
     and rotations on ``device``, else the centre crop.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_deeploc.training import CellBatches
-    >>> data = CellBatches(torch.rand(5, 2, 64, 64), [0, 1, 0, 1, 1], 60, True, 0)
-    >>> x, y = data[torch.tensor([0, 3])]
-    >>> tuple(x.shape), y.tolist()
-    ((2, 2, 60, 60), [0, 1])
     """
 
     def __init__(self, X, y, crop_size, augment, random_state, device="cpu"):
@@ -189,15 +145,6 @@ class StepSampler(Sampler):
 
     An epoch ends at the next multiple of ``steps_per_epoch`` (a resumed run finishes its
     epoch); ``balanced`` makes every class equally likely.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.training import StepSampler
-    >>> sampler = StepSampler(np.array([0, 0, 1]), 4, steps_per_epoch=5, total_steps=7,
-    ...                       balanced=True, random_state=0)
-    >>> [len(list(sampler)) for _ in range(3)]
-    [5, 2, 0]
     """
 
     def __init__(self, labels, batch_size, steps_per_epoch, total_steps, balanced, random_state):
@@ -253,15 +200,6 @@ def validation_split(codes, fraction, seed):
 
     ``how``: "stratified" when possible, else "random" among the cells beyond each class's
     first, else "none".
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.training import validation_split
-    >>> validation_split(np.array([0, 0, 1, 1]), 0.5, seed=0)[2]
-    'stratified'
-    >>> validation_split(np.array([0, 1, 2]), 0.5, seed=0)[2]
-    'none'
     """
     n_valid = int(round(fraction * len(codes)))
     everything = np.arange(len(codes))
@@ -280,9 +218,6 @@ def validation_split(codes, fraction, seed):
         return everything, np.array([], int), "none"
     valid = np.random.default_rng(seed).choice(others, n_valid, replace=False)
     return np.setdiff1d(everything, valid), valid, "random"
-
-
-# -- the net ---------------------------------------------------------------------------
 
 
 def settle_losses(epoch):
@@ -352,9 +287,6 @@ class DeepLocTrainingNet(NeuralNetClassifier):
         # Every step of the epoch, those before a resumed run's first one included.
         self.history.record("train_batch_count", steps_taken(self.history[-1:]))
         return None
-
-
-# -- progress --------------------------------------------------------------------------
 
 
 def _is_terminal(stream):
@@ -448,9 +380,6 @@ class Progress(Callback):
             self.bar_.write(line, file=self.stream_)
         else:
             print(line, file=self.stream_, flush=True)
-
-
-# -- checkpoints -----------------------------------------------------------------------
 
 
 def restore_run(checkpoint, net, train_data, sampler):
@@ -589,9 +518,6 @@ class Checkpointing(Callback):
         self.folder.write(sampler.steps_done, state, tensors, net)
 
 
-# -- putting it together ---------------------------------------------------------------
-
-
 def _callbacks(recipe, has_validation, checkpointing):
     # last_epoch=-1: the schedule starts where the optimizer is (skorch would
     # otherwise derive it from the history of a resumed run and decay once more).
@@ -674,30 +600,8 @@ def train_network(
     steps (default: every validation), and a run of the same data and parameters continues
     from the newest one: the result equals that of an uninterrupted run.
 
-    Parameters
-    ----------
-    X : ndarray of shape (n, C, H, W), float32
-        Raw crops, checked.
-    codes : ndarray of shape (n,)
-        Integer class codes ``0 .. n_classes - 1``.
-    architecture, preprocessing : dict
-        :class:`DeepLocNet` arguments, and the stretch to apply.
-    recipe : Recipe
-    random_state : int, RandomState instance or None
-        A resumed run with an int must have the checkpoint's; others take its seeds.
-    initial_state : dict, optional
-        Weights of every layer but the output layer (fine-tuning).
-
-    Returns
-    -------
-    Trained
-
-    Raises
-    ------
-    TrainingInterrupted
-        On Ctrl-C, saying which checkpoint was kept.
-    sklearn_deeploc.blocks.OutputLockedError
-        When another run trains into ``recipe.checkpoint_dir``.
+    A resumed run takes the checkpoint's seeds (an int ``random_state`` must be its own). Ctrl-C
+    raises :class:`TrainingInterrupted`; another run in the checkpoint folder, OutputLockedError.
     """
     device = torch.device(resolve_device(recipe.device))
     # A lower bound of a cell's memory (its crop and one activation map), so that only batches
@@ -709,71 +613,61 @@ def train_network(
     recipe = replace(recipe, precision=training_precision(recipe.precision, device))
     # Two runs in one checkpoint folder would write, rename and remove each other's files.
     with checkpoint_lock(recipe.checkpoint_dir):
-        return _train(
-            X,
-            codes,
-            architecture=architecture,
-            preprocessing=preprocessing,
-            recipe=recipe,
-            random_state=random_state,
-            initial_state=initial_state,
-            device=device,
+        seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)
+        folder = resume = None
+        if recipe.checkpoint_dir is not None:
+            identity = run_identity(
+                X,
+                codes,
+                architecture=architecture,
+                preprocessing=preprocessing,
+                recipe=recipe,
+                random_state=random_state,
+                initial_state=initial_state,
+            )
+            folder = CheckpointFolder(recipe.checkpoint_dir, identity)
+            resume = folder.read()
+            if resume is not None:
+                seeds = np.asarray(resume.state["seeds"])
+                if recipe.verbose:
+                    print(f"resuming from {resume.folder} (step {resume.step})", file=sys.stderr)
+        train_idx, valid_idx, validation = validation_split(
+            codes, recipe.validation_fraction, seeds[0]
         )
-
-
-def _train(X, codes, *, architecture, preprocessing, recipe, random_state, initial_state, device):
-    """:func:`train_network` once its checkpoint folder is locked: resume, train, check."""
-    seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)
-    folder = resume = None
-    if recipe.checkpoint_dir is not None:
-        identity = run_identity(
-            X,
-            codes,
-            architecture=architecture,
-            preprocessing=preprocessing,
-            recipe=recipe,
-            random_state=random_state,
-            initial_state=initial_state,
+        crop_size = architecture["crop_size"]
+        valid = None
+        if len(valid_idx):
+            valid_crops = place_crops(X[valid_idx], preprocessing, device)
+            valid = CellBatches(valid_crops, codes[valid_idx], crop_size, False, None, device)
+        checkpointing = None
+        if folder is not None:
+            interval = recipe.checkpoint_interval or recipe.steps_per_epoch
+            checkpointing = Checkpointing(folder, interval, recipe, seeds, resume)
+        net = build_net(architecture, recipe, codes[train_idx], seeds[1], valid, checkpointing)
+        train_crops = place_crops(X[train_idx], preprocessing, device)
+        train = CellBatches(
+            train_crops, codes[train_idx], crop_size, recipe.augment, seeds[2], device
         )
-        folder = CheckpointFolder(recipe.checkpoint_dir, identity)
-        resume = folder.read()
-        if resume is not None:
-            seeds = np.asarray(resume.state["seeds"])
-            if recipe.verbose:
-                print(f"resuming from {resume.folder} (step {resume.step})", file=sys.stderr)
-    train_idx, valid_idx, validation = validation_split(codes, recipe.validation_fraction, seeds[0])
-    crop_size = architecture["crop_size"]
-    valid = None
-    if len(valid_idx):
-        valid_crops = place_crops(X[valid_idx], preprocessing, device)
-        valid = CellBatches(valid_crops, codes[valid_idx], crop_size, False, None, device)
-    checkpointing = None
-    if folder is not None:
-        interval = recipe.checkpoint_interval or recipe.steps_per_epoch
-        checkpointing = Checkpointing(folder, interval, recipe, seeds, resume)
-    net = build_net(architecture, recipe, codes[train_idx], seeds[1], valid, checkpointing)
-    train_crops = place_crops(X[train_idx], preprocessing, device)
-    train = CellBatches(train_crops, codes[train_idx], crop_size, recipe.augment, seeds[2], device)
-    sampler = net.iterator_train__sampler
-    cuda = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda, device_type=device.type):
-        torch.manual_seed(int(seeds[3]))
-        net.initialize()
-        if initial_state is not None:
-            _load_initial_state(net.module_, initial_state)
-        if recipe.freeze_conv:
-            net.module_.freeze_features()
-        if resume is not None:
-            restore_run(resume, net, train, sampler)
-        net.module_.to(memory_format=MEMORY_FORMAT)
-        net.partial_fit(train, y=None, epochs=recipe.epochs_left(sampler.steps_done))
-    net.module_.to(memory_format=torch.contiguous_format)
-    if net.history:
-        settle_losses(net.history[-1])  # an interruption leaves the last epoch's unread
-    # Free the validation cells and the sampler: they would be pickled with the net.
-    net.train_split = None
-    net.iterator_train__sampler = None
-    n_iter = steps_taken(net.history)
-    if n_iter < recipe.max_iter:  # skorch ends fit quietly on Ctrl-C: say so
-        raise _interrupted(n_iter, recipe, folder)
-    return Trained(net, validation, n_iter)
+        sampler = net.iterator_train__sampler
+        cuda = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda, device_type=device.type):
+            torch.manual_seed(int(seeds[3]))
+            net.initialize()
+            if initial_state is not None:
+                _load_initial_state(net.module_, initial_state)
+            if recipe.freeze_conv:
+                net.module_.freeze_features()
+            if resume is not None:
+                restore_run(resume, net, train, sampler)
+            net.module_.to(memory_format=MEMORY_FORMAT)
+            net.partial_fit(train, y=None, epochs=recipe.epochs_left(sampler.steps_done))
+        net.module_.to(memory_format=torch.contiguous_format)
+        if net.history:
+            settle_losses(net.history[-1])  # an interruption leaves the last epoch's unread
+        # Free the validation cells and the sampler: they would be pickled with the net.
+        net.train_split = None
+        net.iterator_train__sampler = None
+        n_iter = steps_taken(net.history)
+        if n_iter < recipe.max_iter:  # skorch ends fit quietly on Ctrl-C: say so
+            raise _interrupted(n_iter, recipe, folder)
+        return Trained(net, validation, n_iter)
