@@ -6,14 +6,20 @@ can fix are one line on stderr and exit code 2; Ctrl-C is exit code 130.
 
 import argparse
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 
 from ._version import __version__
 from .blocks import ResumableOutputError
 
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
-# Commands that keep their finished work (blocks, fields, checkpoints) across an interruption.
+# Commands that keep their finished work across an interruption.
 RESUMABLE_COMMANDS = ("train", "predict", "featurize", "screen")
+# Options of ``train`` passed on as DeepLocClassifier parameters of the same name.
+TRAIN_PARAMETERS = (
+    "pretrained freeze max_iter lr batch_size device validation_fraction random_state precision "
+    "checkpoint_interval"
+).split()
+LAYERS = ["fc2", "fc1", "conv8"]
 
 
 def _argument_type(convert, accepts, expected):
@@ -36,6 +42,7 @@ fraction = _argument_type(float, lambda value: 0 <= value < 1, "a number in [0, 
 
 
 def _add_train(commands):
+    """The ``train`` command."""
     train = commands.add_parser("train", help="train (or fine-tune) DeepLoc on a DeepLoc HDF5 file")
     train.add_argument("data", help="DeepLoc HDF5 file (data<k>/Index<k>)")
     train.add_argument("-o", "--output", required=True, help="model folder to write")
@@ -47,7 +54,7 @@ def _add_train(commands):
     train.add_argument("--conv-channels", type=positive_int, nargs=8, metavar="N")
     train.add_argument("--fc-units", type=positive_int, nargs=2, metavar="N")
     train.add_argument("--validation-fraction", type=fraction, default=0.1)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, dest="random_state", metavar="SEED")
     train.add_argument("--device", default="auto")
     train.add_argument("--overwrite", action="store_true", help="replace a model in OUTPUT")
     train.add_argument(
@@ -60,13 +67,17 @@ def _add_train(commands):
         "--checkpoint-every",
         type=positive_int,
         metavar="N",
+        dest="checkpoint_interval",
         help="steps between checkpoints in OUTPUT.checkpoint (default: every validation); "
         "rerunning the same command after an interruption resumes from the newest",
     )
     train.set_defaults(handler=_train)
 
 
-def _add_precision(sub):
+def _add_inference(sub):
+    """The options of a command that predicts: batches, device, arithmetic, output, Dask."""
+    sub.add_argument("--batch-size", type=positive_int, default=128)
+    sub.add_argument("--device", default="auto")
     sub.add_argument(
         "--precision",
         choices=["fp32", "bf16", "fp16", "int8"],
@@ -74,36 +85,29 @@ def _add_precision(sub):
         help="inference arithmetic: bf16 (CPUs with AVX512-BF16, GPUs), fp16 (GPUs), "
         "int8 (x86 CPUs, calibrated on the first cells)",
     )
-
-
-def _add_cell_job(commands, name, help_text, default_output):
-    sub = commands.add_parser(name, help=help_text)
-    sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
-    sub.add_argument("data", help="DeepLoc HDF5 file")
-    sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
-    sub.add_argument(
-        "--block-size", type=positive_int, default=4096, help="cells per resumable block"
-    )
-    sub.add_argument("--batch-size", type=positive_int, default=128)
-    sub.add_argument(
-        "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
-    )
-    sub.add_argument("--device", default="auto")
-    _add_precision(sub)
     sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
-    _add_dask(sub)
-    return sub
+    sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
+    sub.add_argument("--workers", type=positive_int, help="start N local Dask worker processes")
 
 
-def _add_predict_and_featurize(commands):
-    _add_cell_job(
-        commands, "predict", "per-cell class probabilities and labels", "cells.csv"
-    ).set_defaults(handler=_predict)
-    featurize = _add_cell_job(
-        commands, "featurize", "per-cell DeepLoc features", "features.parquet"
-    )
-    featurize.add_argument("--layer", default="fc2", choices=["fc2", "fc1", "conv8"])
-    featurize.set_defaults(handler=_featurize)
+def _add_cell_jobs(commands):
+    """The ``predict`` and ``featurize`` commands: a model over the cells of an HDF5 file."""
+    for name, help_text, default_output in (
+        ("predict", "per-cell class probabilities and labels", "cells.csv"),
+        ("featurize", "per-cell DeepLoc features", "features.parquet"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
+        sub.add_argument("data", help="DeepLoc HDF5 file")
+        sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
+        sub.add_argument("--block-size", type=positive_int, default=4096, help="cells per block")
+        sub.add_argument(
+            "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
+        )
+        _add_inference(sub)
+        sub.set_defaults(handler=_cell_job)
+        if name == "featurize":
+            sub.add_argument("--layer", default="fc2", choices=LAYERS)
 
 
 def _add_field_sources(sub):
@@ -131,26 +135,16 @@ def _add_field_sources(sub):
         "after Image_FileName_ (default: all), or a plate's channel names or indices "
         "(default: the model's channel names)",
     )
-    sub.add_argument(
-        "--marker", type=int, default=1, help="channel cells are found in, without labels"
-    )
+    sub.add_argument("--marker", type=int, default=1, help="channel to find cells in, unlabelled")
     sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
     sub.add_argument("--image-column", default="Image Path")
     sub.add_argument("--x-column", help="column of x centres (default Center_X, or CellProfiler's)")
     sub.add_argument("--y-column", help="column of y centres (default Center_Y, or CellProfiler's)")
 
 
-def _add_dask(sub):
-    sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
-    sub.add_argument(
-        "--workers", type=positive_int, help="start a local Dask cluster of N worker processes"
-    )
-
-
 def _add_screen(commands):
-    screen = commands.add_parser(
-        "screen", help="find or read the cells of a screen's fields, predict, profile cells/wells"
-    )
+    """The ``screen`` command."""
+    screen = commands.add_parser("screen", help="predict and profile a screen's cells and wells")
     screen.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
     screen.add_argument("-o", "--output", required=True, help="output folder")
     _add_field_sources(screen)
@@ -158,19 +152,14 @@ def _add_screen(commands):
         "--well-pattern", default=r"r\d+c\d+", help="regular expression of the well in image names"
     )
     screen.add_argument("--border", choices=["pad", "drop"], default="pad")
-    screen.add_argument(
-        "--features", choices=["fc2", "fc1", "conv8"], help="also write this layer's features"
-    )
+    screen.add_argument("--features", choices=LAYERS, help="also write this layer's features")
     screen.add_argument("--csv", action="store_true", help="also write cells.csv and wells.csv")
-    screen.add_argument("--batch-size", type=positive_int, default=128)
-    screen.add_argument("--device", default="auto")
-    _add_precision(screen)
-    screen.add_argument("--overwrite", action="store_true", help="start over (another model...)")
-    _add_dask(screen)
+    _add_inference(screen)
     screen.set_defaults(handler=_screen)
 
 
 def _add_crop(commands):
+    """The ``crop`` command."""
     crop = commands.add_parser(
         "crop", help="crop the cells of micrographs into a DeepLoc HDF5 training file"
     )
@@ -184,6 +173,7 @@ def _add_crop(commands):
 
 
 def _add_changes(commands):
+    """The ``changes`` command."""
     changes = commands.add_parser(
         "changes", help="localization changes between two screen outputs (A untreated, B treated)"
     )
@@ -196,6 +186,7 @@ def _add_changes(commands):
 
 
 def _add_demo(commands):
+    """The ``demo`` command."""
     demo = commands.add_parser(
         "demo", help="pretrain on a synthetic screen, transfer to another, write a report"
     )
@@ -206,6 +197,7 @@ def _add_demo(commands):
 
 
 def _add_import_tf(commands):
+    """The ``import-tf`` command."""
     importer = commands.add_parser(
         "import-tf", help="convert the published DeepLoc TensorFlow checkpoint to a model folder"
     )
@@ -217,6 +209,7 @@ def _add_import_tf(commands):
 
 
 def _add_fetch(commands):
+    """The ``fetch`` command."""
     fetch = commands.add_parser(
         "fetch", help="download the published DeepLoc model or datasets once, into the data home"
     )
@@ -239,7 +232,7 @@ def build_parser():
     for add in (
         _add_demo,
         _add_train,
-        _add_predict_and_featurize,
+        _add_cell_jobs,
         _add_crop,
         _add_screen,
         _add_changes,
@@ -251,35 +244,23 @@ def build_parser():
 
 
 def _train(args):
+    """Run ``deeploc train``."""
     from .jobs import train
 
-    params = {
-        "pretrained": args.pretrained,
-        "freeze": args.freeze,
-        "max_iter": args.max_iter,
-        "lr": args.lr,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "validation_fraction": args.validation_fraction,
-        "random_state": args.seed,
-        "precision": args.precision,
-        "checkpoint_interval": args.checkpoint_every,
-    }
-    if args.conv_channels:
-        params["conv_channels"] = tuple(args.conv_channels)
-    if args.fc_units:
-        params["fc_units"] = tuple(args.fc_units)
+    params = {name: getattr(args, name) for name in TRAIN_PARAMETERS}
+    for name in ("conv_channels", "fc_units"):  # unset: the classifier's default
+        if getattr(args, name):
+            params[name] = tuple(getattr(args, name))
     classifier = train(args.data, args.output, overwrite=args.overwrite, **params)
     print(f"trained {classifier.n_iter_} steps; model written to {args.output}")
 
 
-def _with_client(args, job):
-    """Run ``job(client)`` with the Dask client of --scheduler or --workers (else None).
-
-    A local cluster started for --workers is closed with its client afterwards.
-    """
+@contextmanager
+def _client(args):
+    """The Dask client of --scheduler or of a local --workers cluster (else None), closed after."""
     if args.scheduler is None and args.workers is None:
-        return job(None)
+        yield None
+        return
     from distributed import Client, LocalCluster
 
     with ExitStack() as stack:
@@ -291,13 +272,18 @@ def _with_client(args, job):
             )
             client = stack.enter_context(Client(cluster))
         print(f"Dask cluster: {client.dashboard_link}")
-        return job(client)
+        yield client
 
 
-def _cell_job(args, job, **options):
-    _with_client(
-        args,
-        lambda client: job(
+def _cell_job(args):
+    """Run ``deeploc predict`` or ``deeploc featurize``."""
+    from .jobs import featurize, predict
+
+    job, options = predict, {}
+    if args.command == "featurize":
+        job, options = featurize, {"layer": args.layer}
+    with _client(args) as client:
+        job(
             args.model,
             args.data,
             args.output,
@@ -309,24 +295,12 @@ def _cell_job(args, job, **options):
             overwrite=args.overwrite,
             client=client,
             **options,
-        ),
-    )
+        )
     print(f"wrote {args.output}")
 
 
-def _predict(args):
-    from .jobs import predict
-
-    _cell_job(args, predict)
-
-
-def _featurize(args):
-    from .jobs import featurize
-
-    _cell_job(args, featurize, layer=args.layer)
-
-
 def _plate_channel(text):
+    """A plate's channel: an index if all digits, else a name."""
     return int(text) if text.isdigit() else text
 
 
@@ -362,11 +336,11 @@ def _source(args, label_column=None):
 
 
 def _screen(args):
+    """Run ``deeploc screen``."""
     from .jobs import run_screen
 
-    cells, wells = _with_client(
-        args,
-        lambda client: run_screen(
+    with _client(args) as client:
+        cells, wells = run_screen(
             args.model,
             args.output,
             **_source(args),
@@ -379,8 +353,7 @@ def _screen(args):
             csv=args.csv,
             overwrite=args.overwrite,
             client=client,
-        ),
-    )
+        )
     print(
         f"wrote {args.output}/cells.parquet ({len(cells)} cells, "
         f"{int(cells['Metadata_Padded'].sum())} padded at the border), wells.parquet "
@@ -389,6 +362,7 @@ def _screen(args):
 
 
 def _crop(args):
+    """Run ``deeploc crop``."""
     from .jobs import crop
 
     crop(
@@ -401,6 +375,7 @@ def _crop(args):
 
 
 def _changes(args):
+    """Run ``deeploc changes``."""
     from .jobs import write_changes
 
     table = write_changes(args.screen_a, args.screen_b, args.output, by=args.by, prior=args.prior)
@@ -408,12 +383,14 @@ def _changes(args):
 
 
 def _demo(args):
+    """Run ``deeploc demo``."""
     from .demo import run_demo
 
     run_demo(args.output, quick=args.quick, random_state=args.seed)
 
 
 def _fetch(args):
+    """Run ``deeploc fetch``."""
     from .datasets import fetch_deeploc_datasets, fetch_deeploc_model
 
     options = {"data_home": args.data_home, "url": args.url, "archive": args.archive}
@@ -425,6 +402,7 @@ def _fetch(args):
 
 
 def _import_tf(args):
+    """Run ``deeploc import-tf``."""
     from .tf_import import from_tf_checkpoint
 
     model, mapping = from_tf_checkpoint(
@@ -465,8 +443,8 @@ def main(argv=None):
         )
         return INTERRUPTED
     except (OSError, ValueError, TypeError, ResumableOutputError) as error:
-        message = " ".join(str(error).split())  # one line, whatever the library wrote
-        message = message.replace("overwrite=True", "--overwrite")
+        # One line, whatever the library wrote, naming the option rather than the parameter.
+        message = " ".join(str(error).split()).replace("overwrite=True", "--overwrite")
         print(f"deeploc {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
