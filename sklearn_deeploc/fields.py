@@ -38,17 +38,18 @@ TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
-_AXES = ("channel", "row", "column")
 
 
 def _missing_columns(frame, columns):
+    """Refuse a table that lacks any of ``columns``."""
     absent = [c for c in columns if c not in frame]
     if absent:
         raise ValueError(f"The cell table lacks columns {absent}; it has {list(frame.columns)}.")
 
 
 def _file_names(frame, column):
-    """The names in ``column`` as strings, refusing rows without one."""
+    """The names in ``column`` as strings, refusing a missing column or rows without a name."""
+    _missing_columns(frame, [column])
     names = frame[column]
     missing = names.isna() | (names.astype(str).str.strip() == "")
     if missing.any():
@@ -61,9 +62,9 @@ def _file_names(frame, column):
 
 
 def _detect_layout(frame, image_column, channels):
+    """The layout ``"auto"`` stands for (see :func:`read_cell_table`)."""
     if any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
         return "cellprofiler"
-    _missing_columns(frame, [image_column])
     names = _file_names(frame, image_column).map(lambda name: Path(name).name)
     return "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
 
@@ -88,6 +89,7 @@ def _channel_file(folder, name, channel):
 
 
 def _token_files(frame, image_column, channels, folder):
+    """Field names and ``file_<channel>`` columns of the token layout."""
     names = _file_names(frame, image_column)
     no_token = [name for name in names if not CHANNEL_TOKEN.search(Path(name).name)]
     if no_token:
@@ -103,20 +105,18 @@ def _token_files(frame, image_column, channels, folder):
 
 
 def _cellprofiler_files(frame, channels, folder):
-    available = [
-        c.removeprefix(CELLPROFILER_FILE) for c in frame.columns if c.startswith(CELLPROFILER_FILE)
-    ]
-    channels = available if channels is None else list(channels)
+    """Field names and ``file_<channel>`` columns of the CellProfiler layout."""
+    if channels is None:
+        channels = [
+            c.removeprefix(CELLPROFILER_FILE) for c in frame if c.startswith(CELLPROFILER_FILE)
+        ]
     _missing_columns(frame, [CELLPROFILER_FILE + channel for channel in channels])
     names = {}
     for channel in channels:
         names[channel] = _file_names(frame, CELLPROFILER_FILE + channel)
         if CELLPROFILER_PATH + channel in frame:
             names[channel] = _file_names(frame, CELLPROFILER_PATH + channel) + "/" + names[channel]
-    files = {
-        f"{FILE_PREFIX}_{channel}": [str(folder / name) for name in names[channel]]
-        for channel in channels
-    }
+    files = {f"{FILE_PREFIX}_{c}": [str(folder / n) for n in names[c]] for c in channels}
     return names[channels[0]], files
 
 
@@ -138,35 +138,31 @@ def read_cell_table(
     table : str, path-like or DataFrame
         A ``.csv`` or ``.parquet`` file, or the table itself.
     layout : {"auto", "token", "cellprofiler", "stack"}, default="auto"
-        How the table names a field's channel files (see the module
-        docstring). ``"auto"``: ``"cellprofiler"`` when there are
-        ``Image_FileName_*`` columns, else ``"token"`` when image names
-        carry a ``chN`` token or ``channels`` is given, else ``"stack"``.
+        How the table names a field's channel files (see the module docstring);
+        ``"auto"``: ``"cellprofiler"`` with ``Image_FileName_*`` columns, else
+        ``"token"`` when image names carry a ``chN`` token or ``channels`` is
+        given, else ``"stack"``.
     channels : str or list of str, optional
-        The channels in the order the model expects (a string is one
-        channel). Token layout: the tokens substituted for ``chN`` (default
-        ``["ch1", "ch2"]``); CellProfiler layout: the names after
-        ``Image_FileName_`` (default: every such column, in table order).
-        The stack layout takes every page.
+        The channels in the model's order: the tokens substituted for ``chN``
+        (default ``["ch1", "ch2"]``), or the names after ``Image_FileName_``
+        (default: every such column). The stack layout takes every page.
     folder : str or path-like, optional
-        Folder that relative file names start from; by default the table
-        file's folder (a DataFrame: the working directory).
+        Where relative file names start; default the table file's folder (a
+        DataFrame: the working directory).
     image_column : str, default="Image Path"
         Column of image names (token and stack layouts).
     x_column, y_column : str, optional
-        Columns of the cell centres: x is the image column, y the row.
-        Default ``Center_X`` / ``Center_Y``, or for CellProfiler tables the
-        one ``*_Location_Center_X`` / ``_Y`` column.
+        Columns of the cell centres (x the image column, y the row); default
+        ``Center_X`` / ``Center_Y``, or the one ``*_Location_Center_X`` / ``_Y``.
     label_column : str, optional
         Column of cell labels, kept as ``label``.
 
     Returns
     -------
     DataFrame
-        Indexed like the input, with columns ``field`` (the field's name as
-        the table gives it), ``file_<channel>`` (one per channel, in order;
-        ``file`` for the stack layout), ``x``, ``y`` and, with
-        ``label_column``, ``label``.
+        Indexed like the input: ``field`` (the name the table gives it),
+        ``file_<channel>`` per channel (``file`` for the stack layout), ``x``,
+        ``y`` and, with ``label_column``, ``label``.
 
     See Also
     --------
@@ -216,7 +212,6 @@ def read_cell_table(
         fields, files = _cellprofiler_files(frame, channels, folder)
     else:
         x_column, y_column = x_column or "Center_X", y_column or "Center_Y"
-        _missing_columns(frame, [image_column])
         if layout == "token":
             fields, files = _token_files(frame, image_column, channels or TOKEN_CHANNELS, folder)
         elif channels is not None:
@@ -238,9 +233,8 @@ def read_cell_table(
 def drop_repeated_cells(cells, source="The cell table"):
     """The cell table without rows that repeat an earlier one, with a warning naming them.
 
-    A repeated row (same field, centre and label) is the same cell listed
-    twice: cropped twice, it would weigh double and could land on both
-    sides of a train/validation split.
+    A repeated row (same field, centre and label) is one cell listed twice: it would weigh
+    double and could land on both sides of a train/validation split.
 
     Parameters
     ----------
@@ -310,6 +304,7 @@ def _coordinates(frame, column):
 
 
 def _is_file_column(name):
+    """Whether ``name`` is a ``file`` or ``file_<channel>`` column."""
     return name == FILE_PREFIX or name.startswith(FILE_PREFIX + "_")
 
 
@@ -321,7 +316,7 @@ def _channels_first(image, axes):
 
 
 def _check_header_fits(path, series):
-    # Before decoding: a damaged header can claim any size.
+    """Refuse, before decoding, a file whose header claims more pixels than fit in memory."""
     shapes = ", ".join(f"{s.shape} {s.dtype}" for s in series)
     check_fits_memory(
         1,
@@ -336,9 +331,8 @@ def _read_series(path):
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tiff:
+        with tifffile.TiffFile(path) as tiff:  # pages appended one write at a time: a series each
             _check_header_fits(path, tiff.series)
-            # Pages appended one write at a time are one series each.
             return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
     except tifffile.TiffFileError:  # not a TIFF
         from skimage.io import imread
@@ -349,7 +343,7 @@ def _read_series(path):
 
 def _read_image(path):
     """One image file as (C, H, W): TIFF pages and series, Opera .flex planes or RGB samples."""
-    from PIL.Image import DecompressionBombError  # a PNG or JPEG header claiming a huge size
+    from PIL.Image import DecompressionBombError
 
     try:
         stacks = _read_series(path)
@@ -360,7 +354,7 @@ def _read_image(path):
             f"Not enough memory to read image file {path} ({error}); expected an image that "
             "fits in memory."
         ) from None  # the traceback would keep the partial arrays alive
-    # PIL raises SyntaxError for a broken PNG; none of them names the file
+    # None names the file; PIL raises SyntaxError for a broken PNG.
     except (ValueError, OSError, SyntaxError, DecompressionBombError) as error:
         raise ValueError(
             f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
@@ -378,9 +372,7 @@ def _read_image(path):
 
 
 def check_image_files(paths, limit=10):
-    """Raise one ``FileNotFoundError`` listing the image files (of ``paths``) that are missing.
-
-    At most ``limit`` are named, then how many more.
+    """Raise one ``FileNotFoundError`` naming the missing files of ``paths`` (at most ``limit``).
 
     Examples
     --------
@@ -402,11 +394,9 @@ def read_field(files):
     Parameters
     ----------
     files : str, path-like, sequence of them, or a row of a cell table
-        The field's channel files, or a row of :func:`read_cell_table`'s
-        table (its ``file_*`` entries). A single file gives one channel per
-        page (multi-page TIFF, Opera ``.flex``), or per colour for RGB images;
-        of several files, each must hold one channel.
-        TIFF-based files are read with tifffile, others with scikit-image.
+        The field's channel files, or a row of :func:`read_cell_table` (its
+        ``file_*`` entries). A single file gives a channel per page (TIFF,
+        Opera ``.flex``) or per RGB colour; of several files, each holds one.
 
     Returns
     -------
@@ -444,26 +434,21 @@ def read_field(files):
         raise ValueError("Expected at least one image file; got none.")
     check_image_files(files)
     images = [_read_image(path) for path in files]
-    if len(files) > 1:  # one file per channel (a table's file_<channel> entries, or a list)
-        _check_one_channel_each(files, images)
+    several = {str(path): len(image) for path, image in zip(files, images) if len(image) != 1}
+    if len(files) > 1 and several:
+        raise ValueError(
+            f"Each channel file must hold one channel; these hold more {several} (RGB "
+            "samples or pages). Save one channel per file, or read a multi-channel image "
+            "alone (the stack layout)."
+        )
     sizes = {str(path): image.shape[1:] for path, image in zip(files, images)}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"The channel images of a field must have one size; got {sizes}.")
     return np.concatenate(images)
 
 
-def _check_one_channel_each(files, images):
-    several = {str(path): len(image) for path, image in zip(files, images) if len(image) != 1}
-    if several:
-        raise ValueError(
-            f"Each channel file must hold one channel; these hold more {several} (RGB "
-            "samples or pages). Save one channel per file, or read a multi-channel image "
-            "alone (the stack layout)."
-        )
-
-
 def _check_float32_range(image):
-    # Crops and cell finding compute in float32: larger finite pixels would become infinities.
+    """Refuse finite pixels that float32, which crops and cell finding compute in, cannot hold."""
     if image.dtype.kind != "f" or image.dtype.itemsize <= 4:
         return
     limit = np.finfo(np.float32).max
@@ -471,10 +456,8 @@ def _check_float32_range(image):
         beyond = np.isfinite(image) & (np.abs(image) > limit)
     if beyond.any():
         position = np.unravel_index(np.argmax(beyond), image.shape)
-        if image.ndim <= len(_AXES):
-            where = ", ".join(f"{axis} {int(i)}" for axis, i in zip(_AXES[-image.ndim :], position))
-        else:
-            where = f"index {tuple(int(i) for i in position)}"
+        axes = ("channel", "row", "column")[-image.ndim :]  # (C, H, W) or (H, W)
+        where = ", ".join(f"{axis} {int(i)}" for axis, i in zip(axes, position))
         raise ValueError(
             f"image has {int(beyond.sum())} pixel(s) beyond the range of float32 (+-{limit:.3g}), "
             f"which crops and cell finding compute in; the first is {image[position]:.3g} at "
@@ -483,8 +466,20 @@ def _check_float32_range(image):
 
 
 def _centers_array(centers, x_column, y_column):
+    """Cell centres as a finite (n, 2) float array of (row, col)."""
     if hasattr(centers, "columns"):
-        centers = _centre_columns(centers, x_column, y_column)
+        if x_column is None or y_column is None:
+            raise ValueError(
+                "Centres given as a DataFrame need x_column= and y_column= (for example "
+                f"'Center_X', 'Center_Y'); columns are {list(centers.columns)}."
+            )
+        absent = [column for column in (x_column, y_column) if column not in centers.columns]
+        if absent:
+            raise ValueError(
+                f"The centres have no column {', '.join(map(repr, absent))}; expected "
+                f"x_column and y_column among {list(centers.columns)}."
+            )
+        centers = centers[[y_column, x_column]]
     centers = np.asarray(centers, dtype=float)
     if centers.shape == (0,):  # an empty list: no cells, like np.zeros((0, 2))
         centers = centers.reshape(0, 2)
@@ -501,31 +496,6 @@ def _centers_array(centers, x_column, y_column):
     return centers
 
 
-def _centre_columns(frame, x_column, y_column):
-    if x_column is None or y_column is None:
-        raise ValueError(
-            "Centres given as a DataFrame need x_column= and y_column= (for example "
-            f"'Center_X', 'Center_Y'); columns are {list(frame.columns)}."
-        )
-    absent = [column for column in (x_column, y_column) if column not in frame.columns]
-    if absent:
-        raise ValueError(
-            f"The centres have no column {', '.join(map(repr, absent))}; expected "
-            f"x_column and y_column among {list(frame.columns)}."
-        )
-    return frame[[y_column, x_column]].to_numpy(dtype=float)
-
-
-def _warn_outside(outside, n_centers, height, width):
-    shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
-    warnings.warn(
-        f"{len(outside)} of {n_centers} centre(s) lie outside the {height}x{width} field "
-        f"and were not cropped (positions {shown}; see CropResult.outside).",
-        UserWarning,
-        stacklevel=3,
-    )
-
-
 def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column=None):
     """Square crops centred on cells of a multi-channel field of view.
 
@@ -539,20 +509,18 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     size : int, default=64
         Side of the crops.
     border : {"pad", "drop"}, default="pad"
-        Cells whose box crosses the field's edge are padded with each
-        channel's median (the background: zeros would add a false edge for a
-        camera with an offset), or dropped. A centre outside the field is
-        never a cell: it is skipped either way, with a warning.
+        Cells whose box crosses the field's edge are padded with each channel's
+        median (zeros would add a false edge for a camera with an offset), or
+        dropped. A centre outside the field is skipped either way, with a warning.
     x_column, y_column : str, optional
         DataFrame column names of the centres.
 
     Returns
     -------
     CropResult
-        ``crops`` (k, C, size, size) float32; ``index``, the positions in
-        ``centers`` of the k crops; ``padded``, a bool per crop telling
-        whether it was padded; ``outside``, the positions in ``centers`` of
-        centres outside the field (not cropped).
+        ``crops`` (k, C, size, size) float32; ``index``, the positions in ``centers`` of the
+        k crops; ``padded``, a bool per crop; ``outside``, the positions of centres outside
+        the field (not cropped).
 
     Examples
     --------
@@ -572,7 +540,13 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
     outside = np.flatnonzero(~in_field)
     if len(outside):
-        _warn_outside(outside, len(centers), height, width)
+        shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+        warnings.warn(
+            f"{len(outside)} of {len(centers)} centre(s) lie outside the {height}x{width} field "
+            f"and were not cropped (positions {shown}; see CropResult.outside).",
+            UserWarning,
+            stacklevel=2,
+        )
     candidates = np.flatnonzero(in_field)
     tops, lefts = (centers[candidates].astype(np.int64) - size // 2).T
     box_inside = (tops >= 0) & (lefts >= 0) & (tops + size <= height) & (lefts + size <= width)
@@ -588,6 +562,7 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
 
 
 def _check_field(image):
+    """The field as a non-empty (C, H, W) array that float32 holds."""
     image = np.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
@@ -600,23 +575,19 @@ def _check_field(image):
     return image
 
 
-def _histogram_median(channel):
-    """The exact median of an 8- or 16-bit channel from its histogram (no sort)."""
-    cumulative = np.cumsum(np.bincount(channel.ravel()))
-    n = channel.size
-    low, high = np.searchsorted(cumulative, [(n - 1) // 2, n // 2], side="right")
-    return (low + high) / 2
-
-
 def _channel_medians(image):
-    if image.dtype.kind == "u" and image.dtype.itemsize <= 2:
-        return np.array([_histogram_median(channel) for channel in image], np.float32)
-    return np.median(image.reshape(len(image), -1), axis=1).astype(np.float32)
+    """Each channel's median as float32; of 8- or 16-bit channels, exact from a histogram."""
+    if image.dtype.kind != "u" or image.dtype.itemsize > 2:
+        return np.median(image.reshape(len(image), -1), axis=1).astype(np.float32)
+    middle = [(image[0].size - 1) // 2, image[0].size // 2]
+    cumulative = [np.cumsum(np.bincount(channel.ravel())) for channel in image]
+    return np.array(
+        [np.searchsorted(c, middle, side="right").mean() for c in cumulative], np.float32
+    )
 
 
 def _gather_crops(image, tops, lefts, size):
-    # Each crop is padded on its own: a padded copy of the whole field would
-    # cost memory growing with size even when no crop crosses the edge.
+    """Crops at ``tops``, ``lefts``, each padded on its own (a padded field would cost memory)."""
     channels, height, width = image.shape
     window = np.arange(size)
     rows, cols = tops[:, None] + window, lefts[:, None] + window
@@ -624,7 +595,7 @@ def _gather_crops(image, tops, lefts, size):
         np.arange(channels)[None, :, None, None],
         np.clip(rows, 0, height - 1)[:, None, :, None],
         np.clip(cols, 0, width - 1)[:, None, None, :],
-    ].astype(np.float32, copy=False)  # only the crops are converted, not the field
+    ].astype(np.float32, copy=False)
     rows_out, cols_out = (rows < 0) | (rows >= height), (cols < 0) | (cols >= width)
     if rows_out.any() or cols_out.any():
         background = _channel_medians(image)[None, :, None, None]
@@ -637,17 +608,15 @@ def _gather_crops(image, tops, lefts, size):
 def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     """Cell centres from a marker channel by seeded watershed (scikit-image).
 
-    The marker channel is smoothed, split into cells and background with
-    Otsu's threshold, and touching cells are separated by a watershed of the
-    distance transform seeded at its local maxima.
+    The smoothed marker is split into cells and background by Otsu's threshold; touching
+    cells are separated by a watershed of the distance transform seeded at its maxima.
 
     Parameters
     ----------
     image : ndarray of shape (C, H, W) or (H, W)
         Channels first; an image that looks like (H, W, C) is refused.
     channel : int or None, default=1
-        Channel with the cytosolic (or other whole-cell) marker; None for an
-        (H, W) image.
+        Channel of the whole-cell (e.g. cytosolic) marker; None for an (H, W) image.
     sigma : float, default=2.0
         Gaussian smoothing before thresholding, in pixels.
     min_distance : int, default=7
@@ -679,9 +648,9 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
         raise ValueError(f"sigma must be a finite number >= 0 (pixels); got {sigma!r}.")
     min_distance = check_positive_int(min_distance, "min_distance")
     image = np.asarray(image)
+    marker = _marker_channel(image, channel)
     _check_float32_range(image)
-    marker = _marker_channel(image.astype(np.float32, copy=False), channel)
-    smooth = ndimage.gaussian_filter(marker, sigma)
+    smooth = ndimage.gaussian_filter(marker.astype(np.float32, copy=False), sigma)
     foreground = smooth > threshold_otsu(smooth)
     distance = ndimage.distance_transform_edt(foreground)
     peaks = peak_local_max(
@@ -698,6 +667,7 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
 
 
 def _marker_channel(image, channel):
+    """The (H, W) marker channel of ``image``, checked to be finite and non-empty."""
     if channel is None:
         if image.ndim != 2:
             raise ValueError(f"With channel=None, expected an (H, W) image; got {image.shape}.")
@@ -728,8 +698,7 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
     size : int, default=64
         Side of the crops.
     border : {"pad", "drop"}, default="pad"
-        Cells whose box crosses the field's edge: padded with each channel's
-        median, or dropped (see :func:`crop_cells`).
+        Pad or drop cells whose box crosses the field's edge (see :func:`crop_cells`).
     verbose : int, default=0
         Show a progress bar over fields when > 0.
 
@@ -737,8 +706,7 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
     ------
     crops : ndarray of shape (k, C, size, size), float32
     kept : DataFrame
-        The k rows of ``cells`` cropped, in the same order, with a ``padded``
-        column.
+        The k rows of ``cells`` cropped, in order, with a ``padded`` column.
 
     Examples
     --------
@@ -800,8 +768,8 @@ def crop_fields(cells, *, size=64, border="pad", verbose=0):
     -------
     crops : ndarray of shape (n, C, size, size), float32
     kept : DataFrame
-        The n rows of ``cells`` cropped (grouped by field), with a ``padded``
-        column; ``kept.index`` refers to the input table's rows.
+        The n rows of ``cells`` cropped (grouped by field), with a ``padded`` column;
+        ``kept.index`` refers to the input table's rows.
 
     See Also
     --------

@@ -12,13 +12,9 @@ import pandas as pd
 
 from .fields import read_field
 
-CELL_COLUMNS = ("ObjectNumber", "center_x", "center_y", "area")
-
 
 def check_label_image(labels, name="labels"):
-    """Return ``labels`` as a 2-D integer array, refusing anything else.
-
-    Singleton axes (a ``(1, 1, H, W)`` stack) are dropped first.
+    """Return ``labels`` as a 2-D integer array, dropping singleton axes, refusing anything else.
 
     Parameters
     ----------
@@ -65,14 +61,6 @@ def check_label_image(labels, name="labels"):
     return labels
 
 
-def _compact(values):
-    """Labels renumbered 0..k-1 where they are too sparse for a bincount, and their values."""
-    if values.size == 0 or int(values.max()) <= 4 * values.size:
-        return values.astype(np.intp), None
-    distinct, compact = np.unique(values, return_inverse=True)
-    return compact, distinct
-
-
 def cells_from_labels(labels):
     """One row per cell of a label image: its label, centroid and area.
 
@@ -84,10 +72,9 @@ def cells_from_labels(labels):
     Returns
     -------
     pandas.DataFrame
-        Columns ``ObjectNumber`` (the label value), ``center_x`` (mean
-        column), ``center_y`` (mean row), both in pixels from the first
-        pixel's centre, and ``area`` (pixels), sorted by ``ObjectNumber``.
-        Centroids are those of ``skimage.measure.regionprops``.
+        ``ObjectNumber`` (the label value), ``center_x`` (mean column), ``center_y`` (mean
+        row), as ``skimage.measure.regionprops`` gives them, and ``area`` (pixels), sorted
+        by ``ObjectNumber``.
 
     Examples
     --------
@@ -105,17 +92,18 @@ def cells_from_labels(labels):
     flat = labels.ravel()
     pixels = np.flatnonzero(flat)  # the background is most pixels: skip it early
     rows, cols = np.divmod(pixels, labels.shape[1])
-    values, distinct = _compact(flat[pixels])  # uint64 labels stay unsigned
+    values, distinct = flat[pixels], None
+    if values.size and int(values.max()) > 4 * values.size:  # too sparse for a bincount
+        distinct, values = np.unique(values, return_inverse=True)
+    values = values.astype(np.intp)
     n_bins = int(values.max()) + 1 if values.size else 0
     area = np.bincount(values, minlength=n_bins)
     present = np.flatnonzero(area)
-    # One type for every field's numbers, whatever its labels' type: uint64 holds them all
-    distinct = (
-        np.arange(n_bins, dtype=np.uint64) if distinct is None else distinct.astype(np.uint64)
-    )
+    numbers = np.arange(n_bins) if distinct is None else distinct
     return pd.DataFrame(
         {
-            "ObjectNumber": distinct[present],
+            # One type for every field, whatever its labels' type: uint64 holds them all
+            "ObjectNumber": numbers[present].astype(np.uint64),
             "center_x": np.bincount(values, cols, n_bins)[present] / area[present],
             "center_y": np.bincount(values, rows, n_bins)[present] / area[present],
             "area": area[present],
@@ -124,8 +112,9 @@ def cells_from_labels(labels):
 
 
 def _read_npy(path):
+    """A ``.npy`` array, memory-mapped first so that a header claiming more than the file fails."""
     try:
-        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))  # sized by the file
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
     except (ValueError, OSError, MemoryError) as error:  # numpy does not name the file
         raise ValueError(f"Cannot read label image {path}: {error}.") from None
 

@@ -1,11 +1,9 @@
 """OME-Zarr HCS plates: list their fields, read one field (or its label image) at a time.
 
-A plate (NGFF 0.4 on Zarr v2, metadata in ``.zattrs``; NGFF 0.5 on Zarr v3,
-metadata under ``"ome"`` in ``zarr.json``) lists its wells (``"A/1"``), each
-well its fields (images ``"A/1/0"``), each field a multiscale image whose
-level 0 is read, with channel names in ``omero.channels[].label`` and label
-images under ``labels/<name>``. Only metadata is read when a plate is opened;
-pixels are read one field at a time.
+A plate (NGFF 0.4 on Zarr v2, metadata in ``.zattrs``; NGFF 0.5 on Zarr v3, metadata
+under ``"ome"`` in ``zarr.json``) lists its wells (``"A/1"``), each well its fields
+(images ``"A/1/0"``), each field a multiscale image whose level 0 is read, with channel
+names in ``omero.channels[].label`` and label images under ``labels/<name>``.
 """
 
 from pathlib import Path
@@ -22,23 +20,20 @@ NGFF_KEYS = {"plate", "well", "multiscales", "omero", "labels", "image-label"}
 FIELD_COLUMNS = ("plate", "well", "well_path", "row", "column", "site", "image_path")
 
 
-def _import_zarr():
+def _zarr_format(group):
+    """The group's Zarr format: 2 or 3 (zarr 2 groups have no ``metadata``, and are v2)."""
+    metadata = getattr(group, "metadata", None)
+    return getattr(metadata, "zarr_format", 2)
+
+
+def _open_root(path):
+    """The plate's root group, refusing a missing path or a store zarr cannot read."""
     try:
         import zarr
     except ImportError as error:
         raise ImportError(
             "Reading OME-Zarr plates needs zarr; pip install 'sklearn-deeploc[plates]'."
         ) from error
-    return zarr
-
-
-def _zarr_format(group):
-    metadata = getattr(group, "metadata", None)  # zarr 2 groups have none, and are v2
-    return getattr(metadata, "zarr_format", 2)
-
-
-def _open_root(path):
-    zarr = _import_zarr()
     local = Path(path)
     if not local.exists():
         raise FileNotFoundError(f"Plate {path} not found.")
@@ -90,10 +85,9 @@ def _well_name(row, column):
 
 
 def _plate_name(plate_metadata, path):
-    name = plate_metadata.get("name")
-    if name:
-        return str(name)
-    return Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+    """The plate's ``name``, else its folder's without ``.zarr`` (and ``.ome``)."""
+    folder = Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+    return str(plate_metadata.get("name") or folder)
 
 
 def _levels_axes(metadata, where):
@@ -120,16 +114,13 @@ class Plate:
     path : str
         The plate's location.
     name : str
-        The plate's name: its metadata's ``name``, else the folder's without
-        ``.zarr``.
+        Its metadata's ``name``, else the folder's without ``.zarr``.
     version : str
         The NGFF version, ``"0.4"`` or ``"0.5"``.
     fields : pandas.DataFrame
-        One row per field: ``plate``, ``well`` (``"A01"``), ``well_path``
-        (``"A/1"``), ``row``, ``column`` (the plate's names), ``site`` (the
-        field's place in its well's list, from 0) and ``image_path``
-        (``"A/1/0"``), the key that :meth:`read_field` and
-        :meth:`read_labels` take.
+        One row per field: ``plate``, ``well`` (``"A01"``), ``well_path`` (``"A/1"``),
+        ``row``, ``column`` (the plate's names), ``site`` (from 0 in its well) and
+        ``image_path`` (``"A/1/0"``), the key :meth:`read_field` and :meth:`read_labels` take.
     """
 
     def __init__(self, path, root, version, name, fields):
@@ -144,28 +135,25 @@ class Plate:
         return f"Field {image_path} of plate {self.path}"
 
     def _group(self, key, where, what):
+        """The group or array at ``key``, refusing a missing one."""
         try:
             return self._root[key]
         except KeyError:
             raise ValueError(f"{where}: its {what} {key!r} is missing from the plate.") from None
 
     def _image(self, key, where):
-        """(level-0 array, axes, metadata) of the multiscale image at ``key``."""
+        """(level-0 array, axes, metadata) of the multiscale image at ``key``, read once."""
         if key not in self._images:
-            self._images[key] = self._read_image_metadata(key, where)
+            metadata = _ngff_metadata(self._group(key, where, "image"), where)
+            axes, level0 = _levels_axes(metadata, where)
+            array = self._group(f"{key}/{level0}", where, "level-0 array")
+            if array.ndim != len(axes):
+                raise ValueError(
+                    f"{where}: level 0 has {array.ndim} dimensions {array.shape}, its metadata "
+                    f"{len(axes)} axes {axes}."
+                )
+            self._images[key] = array, axes, metadata
         return self._images[key]
-
-    def _read_image_metadata(self, key, where):
-        group = self._group(key, where, "image")
-        metadata = _ngff_metadata(group, where)
-        axes, level0 = _levels_axes(metadata, where)
-        array = self._group(f"{key}/{level0}", where, "level-0 array")
-        if array.ndim != len(axes):
-            raise ValueError(
-                f"{where}: level 0 has {array.ndim} dimensions {array.shape}, its metadata "
-                f"{len(axes)} axes {axes}."
-            )
-        return array, axes, metadata
 
     def channel_names(self, image_path):
         """The field's channel names (``omero.channels[].label``), or None without them."""
@@ -176,23 +164,8 @@ class Plate:
         """The stored indices of ``channels`` (names or indices; default all) in a field."""
         array, axes, metadata = self._image(image_path, self._where(image_path))
         n_channels = dict(zip(axes, array.shape)).get("c", 1)
-        indices = self._channel_indices(image_path, metadata, channels, n_channels)
-        return list(range(n_channels))[indices] if isinstance(indices, slice) else indices
-
-    def label_names(self, image_path):
-        """The names of the field's label images (``labels/<name>``), possibly none."""
-        where = self._where(image_path)
-        self._image(image_path, where)
-        try:
-            group = self._root[f"{image_path}/labels"]
-        except KeyError:
-            return []
-        return [str(name) for name in _ngff_metadata(group, where).get("labels", [])]
-
-    def _channel_indices(self, image_path, metadata, channels, n_channels):
-        """The channels' indices; a slice where they are all, in order (zarr reads it faster)."""
         if channels is None:
-            return slice(None)
+            return list(range(n_channels))
         names = _channel_names(metadata)
         indices = []
         for channel in channels:
@@ -208,12 +181,20 @@ class Plate:
                 )
         if len(set(indices)) < len(indices):
             raise ValueError(f"channels {list(channels)} name a channel twice.")
-        return slice(None) if indices == list(range(n_channels)) else indices
+        return indices
+
+    def label_names(self, image_path):
+        """The names of the field's label images (``labels/<name>``), possibly none."""
+        where = self._where(image_path)
+        self._image(image_path, where)
+        try:
+            group = self._root[f"{image_path}/labels"]
+        except KeyError:
+            return []
+        return [str(name) for name in _ngff_metadata(group, where).get("labels", [])]
 
     def read_field(self, image_path, channels=None, *, z="max", t=0):
-        """Read one field at full resolution as (C, H, W), channels in the requested order.
-
-        Only that field's level 0 is read, one z plane at a time.
+        """Read one field's level 0 as (C, H, W), channels in the order asked, a z plane at a time.
 
         Parameters
         ----------
@@ -233,19 +214,19 @@ class Plate:
             The pixels in the stored type.
         """
         where = self._where(image_path)
-        array, axes, metadata = self._image(image_path, where)
+        array, axes, _ = self._image(image_path, where)
         sizes = dict(zip(axes, array.shape))
-        index = {"t": _position(t, sizes.get("t", 1), "t", where), "y": slice(None)}
-        index["x"] = slice(None)
-        index["c"] = self._channel_indices(image_path, metadata, channels, sizes.get("c", 1))
+        indices = self.channel_indices(image_path, channels)
+        if indices == list(range(sizes.get("c", 1))):
+            indices = slice(None)  # all, in order: zarr reads a slice faster
+        index = {"t": _position(t, sizes, "t", where), "c": indices}
         if isinstance(z, str) and z == "max":
             planes = range(sizes.get("z", 1))
         else:
-            planes = [_position(z, sizes.get("z", 1), "z", where)]
+            planes = [_position(z, sizes, "z", where)]
         field = None
         for plane in planes:
-            index["z"] = plane
-            pixels = _read_plane(array, axes, index, where)
+            pixels = _read_plane(array, axes, {**index, "z": plane}, where)
             field = pixels if field is None else np.maximum(field, pixels, out=field)
         return field
 
@@ -284,8 +265,8 @@ class Plate:
         name : str
             The label image's name, one of :meth:`label_names`.
         z : int, optional
-            The plane of a 3-D label image; default its only plane (a label
-            image of several planes is refused then: planes cannot be merged).
+            The plane of a 3-D label image; default its only plane (several are refused:
+            planes cannot be merged).
         t : int, default=0
             The time point, where the label image has several.
 
@@ -298,29 +279,14 @@ class Plate:
         sizes = dict(zip(axes, array.shape))
         if z is None and sizes.get("z", 1) > 1:
             raise ValueError(f"{where} has {sizes['z']} z planes; pass z= to choose one.")
-        index = {"t": _position(t, sizes.get("t", 1), "t", where), "c": slice(0, 1)}
-        index.update(z=_position(z or 0, sizes.get("z", 1), "z", where), y=slice(None))
-        index["x"] = slice(None)
+        index = {"t": _position(t, sizes, "t", where), "z": _position(z or 0, sizes, "z", where)}
         return check_label_image(_read_plane(array, axes, index, where)[0], where)
-
-    def _field_problem(self, image_path, channels, labels):
-        """Why this field cannot be read as asked (metadata only), or None."""
-        try:
-            array, axes, metadata = self._image(image_path, self._where(image_path))
-            n_channels = dict(zip(axes, array.shape)).get("c", 1)
-            self._channel_indices(image_path, metadata, channels, n_channels)
-            if labels is not None:
-                self._label_image(image_path, labels)
-        except ValueError as error:
-            return str(error)
-        return None
 
     def check(self, channels=None, labels=None, limit=10):
         """Refuse, before any pixel is read, a plate whose fields cannot all be read as asked.
 
-        Every field's metadata is read: its image and level 0 exist, the
-        ``channels`` are known and the label image ``labels`` (if given)
-        exists with the field's height and width.
+        Every field's metadata is read: its image and level 0 exist, the ``channels`` are
+        known and the label image ``labels`` (if given) has the field's height and width.
 
         Parameters
         ----------
@@ -338,9 +304,12 @@ class Plate:
         """
         problems = []
         for image_path in self.fields["image_path"]:
-            problem = self._field_problem(image_path, channels, labels)
-            if problem is not None:
-                problems.append(problem)
+            try:
+                self.channel_indices(image_path, channels)
+                if labels is not None:
+                    self._label_image(image_path, labels)
+            except ValueError as error:
+                problems.append(str(error))
         if problems:
             more = f" (and {len(problems) - limit} more)" if len(problems) > limit else ""
             raise ValueError(
@@ -354,17 +323,19 @@ def _channel_names(metadata):
     return None if channels is None else [str(c.get("label", "")) for c in channels]
 
 
-def _position(value, size, axis, where):
+def _position(value, sizes, axis, where):
+    """``value`` as a position on ``axis`` (of size 1 where absent), refusing one beyond it."""
+    size = sizes.get(axis, 1)
     if not isinstance(value, (int, np.integer)) or not 0 <= value < size:
         raise ValueError(f"{where} has {size} {axis} position(s); {axis}={value!r} is not one.")
     return int(value)
 
 
 def _read_plane(array, axes, index, where):
-    """Read ``array[index]`` (axis name -> int, list or slice) as (C, H, W)."""
-    selection = tuple(index[axis] for axis in axes)
+    """Read ``array[index]`` (axis name -> int, list or slice; default all) as (C, H, W)."""
+    selection = tuple(index.get(axis, slice(None)) for axis in axes)
     sizes = dict(zip(axes, array.shape))
-    chosen = index["c"]
+    chosen = index.get("c", slice(None))
     n_channels = len(range(sizes.get("c", 1))[chosen] if isinstance(chosen, slice) else chosen)
     check_fits_memory(  # before decoding: metadata can claim any size
         1,
@@ -381,6 +352,7 @@ def _read_plane(array, axes, index, where):
 
 
 def _fields_of_well(root, well, plate_name, path):
+    """One record per field of a well, as :attr:`Plate.fields` lists them."""
     well_path = str(well["path"])
     where = f"Well {well_path} of plate {path}"
     try:
@@ -418,9 +390,8 @@ def open_plate(path):
     Returns
     -------
     Plate
-        With ``fields`` (one row per field), :meth:`Plate.read_field`,
-        :meth:`Plate.read_labels`, :meth:`Plate.channel_names`,
-        :meth:`Plate.label_names` and :meth:`Plate.check`.
+        With ``fields`` (one row per field), :meth:`Plate.read_field` and
+        :meth:`Plate.read_labels`.
 
     Examples
     --------

@@ -16,14 +16,12 @@ def aggregate(proba, groups, classes=None):
     Parameters
     ----------
     proba : array-like or DataFrame of shape (n_cells, n_classes)
-        Per-cell probabilities (``predict_proba``): in [0, 1], rows summing
-        to 1.
+        Per-cell probabilities (``predict_proba``): in [0, 1], rows summing to 1.
     groups : array-like of shape (n_cells,)
         Well or strain of each cell; no missing values.
     classes : sequence, optional
-        Distinct column names (``clf.classes_``); default a DataFrame's
-        column names, else ``0 .. n_classes - 1``. A DataFrame's columns are
-        taken by name in this order.
+        Distinct column names (``clf.classes_``), by which a DataFrame's columns are taken;
+        default a DataFrame's column names, else ``0 .. n_classes - 1``.
 
     Returns
     -------
@@ -40,10 +38,9 @@ def aggregate(proba, groups, classes=None):
     B2           1  1.0     0.0
     """
     proba, classes, groups = check_proba_table(proba, classes, groups=groups)
-    frame = pd.DataFrame(proba, columns=classes)
-    frame.insert(0, "group", groups)
-    means = frame.groupby("group", sort=True)[classes].mean()
-    means.insert(0, "n_cells", frame.groupby("group", sort=True).size())
+    grouped = pd.DataFrame(proba, columns=classes).groupby(pd.Series(groups, name="group"))
+    means = grouped.mean()
+    means.insert(0, "n_cells", grouped.size())
     return means
 
 
@@ -59,17 +56,15 @@ def _welch(mean_a, var_a, n_a, mean_b, var_b, n_b):
 
 
 def _exact_variance(variance, spread):
-    # The variance of identical values can come out a rounding error above 0
-    # (about 1e-33), which would turn "no spread" into a huge finite t.
+    """0 where there is no spread: rounding (about 1e-33) would give a huge finite t."""
     return np.where(spread == 0, 0.0, variance)
 
 
 def welch_t(a, b):
     """Welch's t statistic of ``b`` against ``a`` along axis 0 (unequal variances).
 
-    Groups without spread but with different means differ as much as groups
-    can: t is +inf or -inf. Identical constant groups give 0. A group of
-    fewer than two cells has no variance to compare with: t is NaN.
+    Groups without spread but with different means give t = +-inf, identical constant
+    groups 0, and a group of fewer than two cells NaN.
 
     Examples
     --------
@@ -90,6 +85,7 @@ def welch_t(a, b):
 
 
 def _mixture_posterior(scores, prior, min_std, n_iter, tol):
+    """EM fit of :func:`outlier_posterior`'s mixture to finite scores; the outlier posterior."""
     # The uniform spans at least +-3 min_std: a narrower one would call the background's
     # own bulk outliers, its density growing without bound as the range shrinks.
     uniform = prior / max(np.ptp(scores), 6 * min_std)
@@ -108,8 +104,14 @@ def _mixture_posterior(scores, prior, min_std, n_iter, tol):
     return uniform / (gaussian + uniform)
 
 
+def _is_number(value):
+    """Whether ``value`` is a real number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _check_prior(prior):
-    if isinstance(prior, bool) or not isinstance(prior, numbers.Real) or not 0 < prior < 1:
+    """Refuse a prior outside (0, 1)."""
+    if not _is_number(prior) or not 0 < prior < 1:
         raise ValueError(
             f"prior must be a probability strictly between 0 and 1 (the paper uses 0.01); "
             f"got {prior!r}."
@@ -119,11 +121,10 @@ def _check_prior(prior):
 def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
 
-    The Gaussian (background: no change) has its mean and standard deviation fitted by
-    EM; the uniform spans the observed range (at least the background's +-3
-    ``min_std``) with fixed weight ``prior``, as in the paper (1%). Only finite scores
-    are fitted: an infinite score is a certain outlier (posterior 1), a NaN score gets
-    a NaN posterior, and so do all scores when fewer than two are finite.
+    The Gaussian (background: no change) is fitted by EM; the uniform spans the observed
+    range (at least +-3 ``min_std``) with fixed weight ``prior``. Only finite scores are
+    fitted: an infinite score has posterior 1, a NaN score NaN, and so do all scores when
+    fewer than two are finite.
 
     Parameters
     ----------
@@ -136,8 +137,8 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     tol : float, default=1e-8
         EM stops when the mean and standard deviation move less than this.
     min_std : float, default=1.0
-        Floor of the background's standard deviation: 1 is that of Student's t, so ties (many t of
-        exactly 0 from probabilities in steps of 1/k) do not make every small nonzero t an outlier.
+        Floor of the background's standard deviation (1, that of Student's t, keeps ties of
+        many t = 0 from making every small nonzero t an outlier).
 
     Returns
     -------
@@ -160,7 +161,7 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     True
     """
     _check_prior(prior)
-    if isinstance(min_std, bool) or not isinstance(min_std, numbers.Real) or not min_std > 0:
+    if not _is_number(min_std) or not min_std > 0:
         raise ValueError(f"min_std must be a number > 0; got {min_std!r}.")
     scores = np.asarray(scores, dtype=float)
     posterior = np.where(np.isinf(scores), 1.0, np.nan)
@@ -171,11 +172,13 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
 
 
 def _examples(labels):
+    """The first three labels, for an error message."""
     shown = ", ".join(repr(label) for label in labels[:3].tolist())
     return shown + (", ..." if len(labels) > 3 else "")
 
 
 def _check_shared_proteins(groups_a, groups_b):
+    """The proteins of both screens, refusing none."""
     # pandas' equality, as in the per-protein groupby: numpy's intersect1d would
     # promote 1 and '1' (or b'p' and 'p') to one type and find a false overlap.
     proteins_a, proteins_b = pd.Index(np.unique(groups_a)), pd.Index(np.unique(groups_b))
@@ -212,25 +215,21 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     """Per protein and class, the change in localization between two screens.
 
     Welch's t compares each protein's probabilities of a class in screen B (treated)
-    against screen A (untreated); per class, a protein whose t is more likely under the
-    outlier part of :func:`outlier_posterior`'s mixture has a significant change (as
-    has t = +-inf: no spread but a moved mean). A protein that cannot be scored gets
-    t = NaN, ``significant`` missing (``pd.NA``) and a ``status`` saying why; it is
-    never reported as unchanged.
+    against screen A (untreated); a t more likely under the outlier part of
+    :func:`outlier_posterior`'s mixture (per class) is a significant change. A protein that
+    cannot be scored gets t = NaN, ``significant`` ``pd.NA`` and a ``status`` saying why.
 
     Parameters
     ----------
     proba_a, proba_b : array-like or DataFrame of shape (n_cells, n_classes)
-        Per-cell probabilities of the two screens (``predict_proba``): in
-        [0, 1], rows summing to 1. DataFrame columns are matched by name.
+        Per-cell probabilities of the two screens (``predict_proba``); DataFrame columns
+        are matched by name.
     groups_a, groups_b : array-like of shape (n_cells,)
-        Protein (or strain) of each cell; no missing values; labels of the
-        same type in both screens.
+        Protein (or strain) of each cell; no missing values, one type in both screens.
     classes : sequence, optional
         Distinct class names; default a DataFrame's column names, else ``0 .. n_classes - 1``.
     prior : float, default=0.01
-        Weight of the outliers in each class's mixture (the paper's 1%; see
-        :func:`outlier_posterior`).
+        Weight of the outliers in each class's mixture (see :func:`outlier_posterior`).
 
     Returns
     -------
@@ -292,13 +291,11 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     Parameters
     ----------
     intensity_a, intensity_b : array-like of shape (n_cells,)
-        A per-cell intensity (for example the mean protein-channel intensity
-        above background); finite.
+        A finite per-cell intensity (e.g. the mean protein-channel intensity above background).
     groups_a, groups_b : array-like of shape (n_cells,)
         Protein of each cell; no missing values.
     threshold : float, default=1.0
-        ``|log2 ratio| > threshold`` is significant (a two-fold change);
-        finite and >= 0.
+        ``|log2 ratio| > threshold`` is significant (default: a two-fold change).
 
     Returns
     -------
@@ -314,9 +311,7 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
     0       p    10.0    40.0    2.000000         True
     1       q     5.0     6.0    0.263034        False
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise ValueError(f"threshold must be a number >= 0 (log2 units); got {threshold!r}.")
-    if not 0 <= threshold < np.inf:
+    if not _is_number(threshold) or not 0 <= threshold < np.inf:
         raise ValueError(f"threshold must be finite and >= 0 (log2 units); got {threshold!r}.")
     means = {}
     for side, intensity, groups in (("a", intensity_a, groups_a), ("b", intensity_b, groups_b)):
@@ -334,21 +329,17 @@ def abundance_changes(intensity_a, groups_a, intensity_b, groups_b, *, threshold
         means[side] = pd.Series(intensity[:, 0]).groupby(groups).mean()
     shared = _check_shared_proteins(means["a"].index, means["b"].index)
     both = pd.DataFrame({f"mean_{side}": mean.reindex(shared) for side, mean in means.items()})
-    _check_positive_means(both)
-    both["log2_ratio"] = np.log2(both["mean_b"] / both["mean_a"])
-    both["significant"] = both["log2_ratio"].abs() > threshold
-    return both.rename_axis("protein").reset_index()
-
-
-def _check_positive_means(both):
     for side in "ab":
-        means = both[f"mean_{side}"]
-        bad = ~((means > 0) & np.isfinite(means))
+        mean = both[f"mean_{side}"]
+        bad = ~((mean > 0) & np.isfinite(mean))
         if bad.any():
-            protein = means.index[bad.to_numpy()].tolist()[0]
+            protein = mean.index[bad.to_numpy()].tolist()[0]
             raise ValueError(
                 f"Mean intensities must be positive and finite for a log ratio; in screen "
                 f"{side.upper()}, {int(bad.sum())} protein(s) are not, the first is "
-                f"{protein!r} (mean {means.loc[protein]:.3g}). Subtract a background that "
+                f"{protein!r} (mean {mean.loc[protein]:.3g}). Subtract a background that "
                 "keeps every protein above zero."
             )
+    both["log2_ratio"] = np.log2(both["mean_b"] / both["mean_a"])
+    both["significant"] = both["log2_ratio"].abs() > threshold
+    return both.rename_axis("protein").reset_index()

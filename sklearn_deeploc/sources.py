@@ -1,13 +1,11 @@
 """Where a screen's fields and cells come from: a cell table, a folder, an OME-Zarr plate.
 
-A source lists its fields (:attr:`FieldSource.fields`: one row per field with
-its ``key``, ``plate``, ``well`` and ``site``) and reads one field at a time
-(:meth:`FieldSource.read`): its (C, H, W) image in the model's channel order,
-and its cells, one row each with ``ObjectNumber``, ``center_x``, ``center_y``
-(and ``area`` when they come from a label image, ``label`` from a cell
-table's label column). Cells come from the table, from a label image (one
-cell per object, the label value its number) or, without either, from
-:func:`~sklearn_deeploc.fields.find_cells`.
+A source lists its fields (:attr:`FieldSource.fields`: ``key``, ``plate``, ``well``,
+``site``) and reads one at a time (:meth:`FieldSource.read`): its (C, H, W) image in the
+model's channel order and its cells, one row each with ``ObjectNumber``, ``center_x``,
+``center_y`` (and ``area`` from a label image, ``label`` from a table's label column).
+Cells come from the table, a label image (one cell per object, numbered by its label)
+or, without either, :func:`~sklearn_deeploc.fields.find_cells`.
 """
 
 import re
@@ -36,6 +34,7 @@ FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _cells_found(image, marker):
+    """The cells :func:`find_cells` finds in channel ``marker``, numbered from 1."""
     centres = find_cells(image, channel=marker)
     return pd.DataFrame(
         {
@@ -47,6 +46,7 @@ def _cells_found(image, marker):
 
 
 def _cells_of_labels(labels, image, where):
+    """The cells of a label image, refusing one of another size than the field."""
     if labels.shape != image.shape[1:]:
         raise ValueError(
             f"{where}: the label image is {labels.shape[0]}x{labels.shape[1]} pixels, the "
@@ -56,11 +56,13 @@ def _cells_of_labels(labels, image, where):
 
 
 def _well(name, pattern):
+    """The well ``pattern`` finds in a file name, else the file's stem."""
     match = re.search(pattern, Path(name).name)
     return match.group(0) if match else Path(name).stem
 
 
 def _check_well_pattern(pattern, names):
+    """Refuse a pattern that is no regular expression; warn of names it finds no well in."""
     try:
         re.compile(pattern)
     except re.error as error:
@@ -128,21 +130,21 @@ class FieldSource:
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
-    The plate is the folder of a field's first channel file; cells are
-    numbered in table order within their field, from 1. ``cells`` is the table.
+    The plate is the folder of a field's first channel file; cells are numbered in table
+    order within their field, from 1. ``cells`` is the table.
     """
 
     def __init__(self, cells, well_pattern=WELL_PATTERN):
-        self.cells = cells
+        self.cells, self._well_pattern = cells, well_pattern
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
+        self._columns = file_columns(cells)
         keys = list(self._cells)
         _check_well_pattern(well_pattern, keys)
-        first_files = [self._cells[key][file_columns(cells)[0]].iloc[0] for key in keys]
-        self.fields = _named_fields(keys, [Path(f).parent.name for f in first_files], well_pattern)
+        plates = [Path(self._cells[key][self._columns[0]].iloc[0]).parent.name for key in keys]
+        self.fields = _named_fields(keys, plates, well_pattern)
         self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
-        stack = file_columns(cells) == [FILE_PREFIX]  # one multi-page file: channels unknown
-        self.n_channels = None if stack else len(file_columns(cells))
-        self._well_pattern = well_pattern
+        # The channels of a stack (one multi-page file) are unknown before reading it
+        self.n_channels = None if self._columns == [FILE_PREFIX] else len(self._columns)
 
     def read(self, key):
         field = self._cells[key]
@@ -158,17 +160,13 @@ class TableFields(FieldSource):
         return read_field(field.iloc[0]), cells
 
     def identity(self):
-        files = {path for field in self._cells.values() for path in _first_row_files(field)}
+        files = {path for field in self._cells.values() for path in field[self._columns].iloc[0]}
         check_image_files(sorted(files))
         return {
             "cells": self._digest,
             "images": stat_digest(files),
             "well_pattern": self._well_pattern,
         }
-
-
-def _first_row_files(field):
-    return field[file_columns(field)].iloc[0].tolist()
 
 
 def _prefixes(stem):
@@ -255,6 +253,7 @@ def _field_names(images, token):
 
 
 def _check_marker(marker, n_channels):
+    """Refuse a marker channel that is not one of ``n_channels``."""
     if not isinstance(marker, (int, np.integer)) or not 0 <= marker < n_channels:
         raise ValueError(
             f"marker={marker!r} is not one of the {n_channels} channels (0..{n_channels - 1}); "
@@ -265,13 +264,10 @@ def _check_marker(marker, n_channels):
 class FolderFields(FieldSource):
     """The fields of a folder of channel images named with ``chN`` tokens.
 
-    A field is an image whose name holds the first channel token; its other
-    channels are found by substituting the token (the token layout of
-    :func:`~sklearn_deeploc.fields.read_cell_table`). With ``labels``, a
-    folder of label images, each field's cells are the objects of its label
-    image (see :func:`_label_file` for how it is found); without, they are
-    found by :func:`~sklearn_deeploc.fields.find_cells` in channel ``marker``.
-    The plate is the folder's name.
+    A field is an image whose name holds the first channel token, its other channels found
+    by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`).
+    Its cells are the objects of its label image in the folder ``labels`` (see
+    :func:`_label_file`), else found in channel ``marker``. The plate is the folder's name.
     """
 
     def __init__(self, images, channels=None, labels=None, *, marker=1, well_pattern=WELL_PATTERN):
@@ -341,13 +337,10 @@ def plate_channels(plate, channel_names):
 class PlateFields(FieldSource):
     """The fields of an OME-Zarr HCS plate (:func:`~sklearn_deeploc.plates.open_plate`).
 
-    ``channels`` are names or indices in the model's order (default: from the
-    model's channel names ``model_channels``, see :func:`plate_channels`, else
-    all); ``labels`` the
-    name of the label images (``labels/<name>``) giving each field's cells,
-    else they are found by :func:`~sklearn_deeploc.fields.find_cells` in
-    channel ``marker``. Every field's metadata is checked when the source is
-    made; pixels are read one field at a time.
+    ``channels`` are names or indices in the model's order (default: :func:`plate_channels`
+    of ``model_channels``, else all); ``labels`` names the label images (``labels/<name>``)
+    giving each field's cells, else they are found in channel ``marker``. Every field's
+    metadata is checked when the source is made.
     """
 
     def __init__(self, plate, channels=None, labels=None, *, marker=1, model_channels=None):
@@ -362,11 +355,11 @@ class PlateFields(FieldSource):
         names = self._plate.channel_names(first)
         if names and all(names) and len(set(names)) == len(names):
             # Read by name in every field: a field storing them in another order is read right
-            self._channels = [names[k] for k in indices]
-            self._plate.check(self._channels, labels)
+            self.channels = [names[k] for k in indices]
+            self._plate.check(self.channels, labels)
         else:
-            self._channels = indices
-        self.channels, self.n_channels = self._channels, len(indices)
+            self.channels = indices
+        self.n_channels = len(indices)
         if labels is None:
             _check_marker(marker, self.n_channels)
         self.fields = self._plate.fields.rename(columns={"image_path": "key"})[
@@ -385,7 +378,7 @@ class PlateFields(FieldSource):
         return state
 
     def read(self, key):
-        image = self._plate.read_field(key, self._channels)
+        image = self._plate.read_field(key, self.channels)
         if self._labels is None:
             return image, _cells_found(image, self._marker)
         # read_labels checks the label image's size against the field's
@@ -398,23 +391,16 @@ class PlateFields(FieldSource):
             "plate": str(root),
             "version": self._plate.version,
             "files": stat_digest(files),
-            "channels": self._channels,
+            "channels": self.channels,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
         }
 
 
 class Prefetched(FieldSource):
-    """A source that reads the next field in a background thread while one is processed.
+    """``source`` reading the next of ``keys`` in a background thread while one is processed.
 
-    Reading (decompression, label images) overlaps prediction; at most two
-    fields are in memory. Use it as a context manager, reading ``keys`` in order.
-
-    Parameters
-    ----------
-    source : FieldSource
-    keys : sequence
-        The fields that will be read, in order.
+    At most two fields are in memory. Use it as a context manager, reading ``keys`` in order.
     """
 
     def __init__(self, source, keys):
