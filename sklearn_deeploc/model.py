@@ -1,9 +1,8 @@
 """``DeepLocModel``: a trained DeepLoc network with its classes, channels and preprocessing.
 
-Owns the model-folder schema (``config.json`` + ``weights.safetensors``), the fast
-inference copies and pickling. A folder is checked before anything is allocated: the config
-against the schema tables, then the safetensors header against a ``meta``-device network.
-Loading never unpickles.
+A model folder (``config.json`` + ``weights.safetensors``) is checked before anything is
+allocated: the config against the schema tables, then the safetensors header against a
+``meta``-device network. Loading never unpickles.
 """
 
 import copy
@@ -175,35 +174,14 @@ def _check_section(section, schema, where, *, what="the keys", defaults=None):
 
 
 def check_preprocessing(prep, where="preprocessing"):
-    """Validate a preprocessing dict (stretch, variant, image size, tta); return it completed.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.model import check_preprocessing
-    >>> check_preprocessing({"stretch": None})["tta"]
-    True
-    """
+    """Validate a preprocessing dict (stretch, variant, image size, tta); return it completed."""
     prep = _check_section(prep, PREPROCESSING_SCHEMA, where, defaults=DEFAULT_PREPROCESSING)
     stretch = prep["stretch"]
     return {**prep, "stretch": None if stretch is None else [float(q) for q in stretch]}
 
 
 def check_config(config, where=CONFIG_FILE):
-    """Validate a model config against the schema, before anything is built from it.
-
-    Raises
-    ------
-    ModelFolderError
-        Naming the first key that is missing, of the wrong type or out of range.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.model import check_config
-    >>> check_config({"format": "sklearn-deeploc model", "format_version": 2})
-    Traceback (most recent call last):
-    ...
-    sklearn_deeploc.model.ModelFolderError: config.json: expected the key 'architecture'; ...
-    """
+    """Validate a model config, raising :class:`ModelFolderError` at the first bad key."""
     _check_section(config, CONFIG_SCHEMA, where)
     arch = _check_section(
         config["architecture"],
@@ -283,35 +261,20 @@ def _read_weights(path, network):
                 f"{path}: tensor {name} has shape {list(shapes[name])}; the architecture in "
                 f"{CONFIG_FILE} expects {list(tensor.shape)}."
             )
-        expected_dtype = "F32" if tensor.dtype.is_floating_point else "I64"
-        if dtypes[name] != expected_dtype:
-            kind = "float32" if expected_dtype == "F32" else "int64"
+        dtype, kind = ("F32", "float32") if tensor.dtype.is_floating_point else ("I64", "int64")
+        if dtypes[name] != dtype:
             raise ModelFolderError(
-                f"{path}: tensor {name} is {dtypes[name]}; expected {expected_dtype} ({kind})."
+                f"{path}: tensor {name} is {dtypes[name]}; expected {dtype} ({kind})."
             )
     state = {name: weights.get_tensor(name) for name in expected}
     for name, tensor in state.items():
-        problem = weight_problem(name, tensor)
-        if problem:
+        if problem := weight_problem(name, tensor):
             raise ModelFolderError(f"{path}: tensor {name} {problem}.")
     return state
 
 
 def weight_problem(name, tensor):
-    """Why a trained network cannot hold ``tensor`` as ``name``, or None when it can.
-
-    NaN, infinity and negative batch-norm running variances (square-rooted) make every output
-    NaN, whose argmax silently gives the first class.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_deeploc.model import weight_problem
-    >>> weight_problem("conv1.bn.running_var", torch.tensor([1.0, -0.5]))
-    'holds negative variances (a batch-norm running variance is >= 0)'
-    >>> weight_problem("conv1.bn.running_var", torch.tensor([1.0, 0.0])) is None
-    True
-    """
+    """Why a trained network cannot hold ``tensor`` as ``name`` (outputs would be NaN), or None."""
     if not torch.isfinite(tensor).all():
         return "holds NaN or infinite values"
     if name.endswith("running_var") and (tensor < 0).any():
@@ -326,9 +289,8 @@ def _json_label(label):
 class DeepLocModel:
     """A trained DeepLoc network with its classes, channels and preprocessing.
 
-    Crops go in raw (any layout :func:`~sklearn_deeploc.validation.check_crops` accepts); the
-    model stretches them as it was trained, runs a fast inference copy of the network (batch
-    norm folded, channels-last; built once per precision) and averages five crops with ``tta``.
+    Crops go in raw; the model stretches them as it was trained, runs a fast inference copy of
+    the network and averages five crops with ``tta``.
 
     Parameters
     ----------
@@ -532,16 +494,22 @@ class DeepLocModel:
     def inference_network(self, precision="fp32"):
         """The fast inference copy for ``precision``, built once per model and device.
 
-        fp32, bf16 and fp16 share the copy with batch norm folded and channels-last (bf16 and
-        fp16 under autocast); int8 is a static quantised copy calibrated on :attr:`calibration`.
+        fp32, bf16 and fp16 share a copy with batch norm folded; int8 is calibrated on
+        :attr:`calibration`.
         """
         kind = "int8" if precision == "int8" else "float"
         key = (kind, str(self.device))
         if key not in self._inference:
             if kind == "int8":
+                if self.calibration is None:
+                    raise ValueError(
+                        "precision='int8' needs calibration cells: call model.calibrate(X) with "
+                        "cells like the ones to predict (DeepLocFeaturizer.fit and "
+                        "DeepLocClassifier.fit do it when precision='int8')."
+                    )
                 self._inference[key] = quantized_copy(
                     self.network,
-                    self._calibration_crops(),
+                    self.calibration,
                     crop_size=self.crop_size,
                     preprocessing=self.preprocessing,
                     tta=self.preprocessing["tta"],
@@ -551,11 +519,9 @@ class DeepLocModel:
         return self._inference[key]
 
     def calibrate(self, X, *, n_cells=CALIBRATION_CELLS, random_state=0):
-        """Keep a sample of raw cells to calibrate int8 inference on (and drop old copies).
+        """Keep up to ``n_cells`` raw cells ``X``, like the ones to predict, to calibrate int8 on.
 
-        Calibrate on crops ``X`` like the ones to predict: int8 ranges are measured on them.
-        ``random_state`` draws ``n_cells`` of them when there are more. The sample pickles with
-        the model, so the quantised copy is rebuilt identically after loading. Returns ``self``.
+        The sample pickles with the model, so the int8 copy is rebuilt identically after loading.
         """
         n_cells = check_positive_int(n_cells, "n_cells")
         X = self.check_crops(X)
@@ -565,15 +531,6 @@ class DeepLocModel:
         self.calibration = np.array(X)
         self._inference.pop(("int8", str(self.device)), None)
         return self
-
-    def _calibration_crops(self):
-        if self.calibration is None:
-            raise ValueError(
-                "precision='int8' needs calibration cells: call model.calibrate(X) with cells "
-                "like the ones to predict (DeepLocFeaturizer.fit and DeepLocClassifier.fit "
-                "do it when precision='int8')."
-            )
-        return self.calibration
 
     # -- prediction --------------------------------------------------------------
 
@@ -592,9 +549,8 @@ class DeepLocModel:
     def check_inference_options(self, tta, batch_size, precision, *, n_items=None):
         """The options of a prediction, checked once: ``(tta, batch_size, precision)``.
 
-        ``tta=None`` becomes the model's stored choice, ``batch_size`` must fit in memory (a
-        batch never holds more than ``n_items`` cells), and ``precision`` is what runs on this
-        model's device (see :func:`~sklearn_deeploc.inference.check_precision`).
+        ``tta=None`` becomes the model's stored choice, ``batch_size`` must fit in memory (a batch
+        never holds more than ``n_items`` cells), and ``precision`` must run on the model's device.
 
         Examples
         --------
