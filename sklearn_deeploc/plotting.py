@@ -2,12 +2,15 @@
 
 import numpy as np
 import torch
+from sklearn.manifold import TSNE
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, confusion_matrix
 
 from .preprocessing import percentile_stretch
 from .validation import check_crops, check_positive_int, check_proba_table
 
 
 def _pyplot():
+    """``matplotlib.pyplot``, or an ImportError that says how to install it."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -17,7 +20,13 @@ def _pyplot():
     return plt
 
 
+def _axes(ax, figsize):
+    """``ax``, or the axes of a new figure of ``figsize`` inches."""
+    return _pyplot().subplots(figsize=figsize)[1] if ax is None else ax
+
+
 def _check_columns(table, required, what):
+    """Refuse a table that is empty or lacks a ``required`` column."""
     missing = [c for c in required if c not in getattr(table, "columns", ())]
     if missing or len(table) == 0:
         raise ValueError(
@@ -27,6 +36,7 @@ def _check_columns(table, required, what):
 
 
 def _check_same_length(first, second, names):
+    """Refuse unless there is one ``names[1]`` per ``names[0]``."""
     if len(first) != len(second):
         raise ValueError(
             f"Expected one {names[1]} per {names[0]}; got {len(first)} {names[0]}s and "
@@ -35,6 +45,7 @@ def _check_same_length(first, second, names):
 
 
 def _check_channels(channels, n_channels):
+    """Refuse channels that are not indices below ``n_channels``."""
     if not all(isinstance(c, (int, np.integer)) and 0 <= c < n_channels for c in channels):
         raise ValueError(
             f"channels must be channel indices from 0 to {n_channels - 1}; got {tuple(channels)}."
@@ -61,8 +72,7 @@ def plot_montage(
     ax_size : float, default=1.2
         Size of one panel in inches.
     fig : matplotlib Figure or SubFigure, optional
-        Where to draw (for example one of ``figure.subfigures()``, to put
-        two montages side by side); a new figure by default.
+        Where to draw (for example one of ``figure.subfigures()``); a new figure by default.
 
     Returns
     -------
@@ -81,26 +91,24 @@ def plot_montage(
     """
     plt = _pyplot()
     crops = percentile_stretch(torch.from_numpy(check_crops(X))).numpy()
-    n = len(crops)
     if labels is not None:
         _check_same_length(crops, labels, ("cell", "label"))
+        labels = np.asarray(labels)
     _check_channels(channels, crops.shape[1])
     n_columns = check_positive_int(n_columns, "n_columns")
-    grid_rows = -(-n // n_columns)
-    columns = min(n, n_columns)
-    rows = grid_rows * len(channels)
+    rows, columns = -(-len(crops) // n_columns) * len(channels), min(len(crops), n_columns)
     if fig is None:
         fig = plt.figure(figsize=(columns * ax_size, rows * ax_size), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False)
+    # Axes by (block of grid rows, channel, column): one block per row of cells.
+    axes = fig.subplots(rows, columns, squeeze=False).reshape(-1, len(channels), columns)
     for ax in axes.ravel():
         ax.axis("off")
-    for i in range(n):
+    for i, crop in enumerate(crops):
         block, column = divmod(i, n_columns)
-        for k, channel in enumerate(channels):
-            ax = axes[block * len(channels) + k, column]
-            ax.imshow(crops[i, channel], cmap="gray", vmin=0, vmax=1)
-            if k == 0 and labels is not None:
-                ax.set_title(str(np.asarray(labels)[i]), fontsize=7)
+        for ax, channel in zip(axes[block, :, column], channels):
+            ax.imshow(crop[channel], cmap="gray", vmin=0, vmax=1)
+        if labels is not None:
+            axes[block, 0, column].set_title(str(labels[i]), fontsize=7)
     if title:
         fig.suptitle(title)
     return fig
@@ -132,18 +140,10 @@ def plot_head_comparison(table, *, score="accuracy", ax=None):
     'accuracy'
     """
     _check_columns(table, ["head", f"mean_{score}", f"std_{score}"], "plot_head_comparison")
-    plt = _pyplot()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(1.1 * len(table) + 2, 3.5))
-    ax.bar(
-        table["head"],
-        table[f"mean_{score}"],
-        yerr=table[f"std_{score}"],
-        capsize=4,
-        color="tab:blue",
-    )
-    ax.set_ylabel(score.replace("_", " "))
-    ax.set_ylim(0, 1)
+    ax = _axes(ax, (1.1 * len(table) + 2, 3.5))
+    mean, std = table[f"mean_{score}"], table[f"std_{score}"]
+    ax.bar(table["head"], mean, yerr=std, capsize=4, color="tab:blue")
+    ax.set(ylabel=score.replace("_", " "), ylim=(0, 1))
     ax.set_title("Cross-validated heads on pretrained DeepLoc")
     ax.tick_params(axis="x", rotation=30)
     return ax
@@ -179,17 +179,14 @@ def plot_per_class_comparison(table, *, ax=None):
             "plot_per_class_comparison needs a table of one row per class and one column per "
             f"model; got shape {table.shape}."
         )
-    plt = _pyplot()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 0.35 * len(table) * len(table.columns) + 1.5))
+    ax = _axes(ax, (5, 0.35 * len(table) * len(table.columns) + 1.5))
     height = 0.8 / len(table.columns)
     rows = np.arange(len(table))
     for k, name in enumerate(table.columns):
         ax.barh(rows + k * height, table[name].fillna(0), height=height, label=name)
     ax.set_yticks(rows + height * (len(table.columns) - 1) / 2, table.index)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("average precision")
+    ax.set(xlim=(0, 1), xlabel="average precision")
     ax.legend(loc="lower right")
     return ax
 
@@ -220,18 +217,14 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     True
     """
     _check_columns(curve, ["head", "cells_per_class", score], "plot_transfer_curve")
-    plt = _pyplot()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 3.5))
+    ax = _axes(ax, (5, 3.5))
     summary = curve.groupby(["head", "cells_per_class"])[score].agg(["mean", "std"])
     for head, rows in summary.groupby(level="head", sort=False):
         sizes = rows.index.get_level_values("cells_per_class")
         ax.errorbar(
             sizes, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=head
         )
-    ax.set_xscale("log")
-    ax.set_xlabel("training cells per class")
-    ax.set_ylabel(score.replace("_", " "))
+    ax.set(xscale="log", xlabel="training cells per class", ylabel=score.replace("_", " "))
     ax.set_ylim(0, 1)
     ax.legend()
     return ax
@@ -260,14 +253,9 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, ax=None):
     >>> display.ax_.get_yticklabels()[0].get_text()
     'a (50%)'
     """
-    from sklearn.metrics import ConfusionMatrixDisplay, confusion_matrix
-
-    plt = _pyplot()
     labels = np.unique(np.concatenate([y_true, y_pred])) if labels is None else labels
     matrix = confusion_matrix(y_true, y_pred, labels=labels, normalize="true")
-    if ax is None:
-        size = 0.45 * len(labels) + 2.5
-        _, ax = plt.subplots(figsize=(size, size))
+    ax = _axes(ax, (0.45 * len(labels) + 2.5,) * 2)
     display = ConfusionMatrixDisplay(matrix, display_labels=labels)
     display.plot(
         ax=ax, cmap="viridis", values_format=".2f", colorbar=False, xticks_rotation="vertical"
@@ -305,9 +293,6 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
     >>> len(ax.collections)
     2
     """
-    from sklearn.manifold import TSNE
-
-    plt = _pyplot()
     features = np.asarray(features, dtype=np.float32)
     labels = np.asarray(labels)
     _check_same_length(features, labels, ("cell", "label"))
@@ -315,17 +300,14 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
         raise ValueError(
             f"plot_tsne needs features of shape (n_cells >= 3, n_features); got {features.shape}."
         )
+    ax = _axes(ax, (6, 5))
     perplexity = min(perplexity, (len(features) - 1) / 3)
     tsne = TSNE(perplexity=perplexity, random_state=random_state, init="pca")
     embedding = tsne.fit_transform(features)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 5))
     for label in np.unique(labels):
         points = embedding[labels == label]
         ax.scatter(points[:, 0], points[:, 1], s=6, label=str(label))
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title("t-SNE of DeepLoc features")
+    ax.set(xticks=[], yticks=[], title="t-SNE of DeepLoc features")
     ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
     return ax
 
@@ -355,14 +337,10 @@ def plot_precision_recall(y_true, proba, classes, *, ax=None):
     >>> len(ax.get_lines()) >= 2
     True
     """
-    from sklearn.metrics import PrecisionRecallDisplay
-
-    plt = _pyplot()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(5, 4))
     proba, classes, y_true = check_proba_table(
         proba, classes, groups=y_true, groups_name="y_true", probabilities=False
     )
+    ax = _axes(ax, (5, 4))
     for k, label in enumerate(classes):
         if (y_true == label).any():
             PrecisionRecallDisplay.from_predictions(
@@ -390,8 +368,7 @@ def plot_class_visualizations(images, titles, *, channels=(0, 1), ax_size=1.6):
     _check_same_length(images, titles, ("image", "title"))
     for image in images:
         _check_channels(channels, len(image))
-    plt = _pyplot()
-    fig, axes = plt.subplots(
+    fig, axes = _pyplot().subplots(
         len(channels),
         len(images),
         squeeze=False,
