@@ -12,9 +12,8 @@ def is_dask_array(X):
 
 def is_lazy_array(X):
     """True for inputs read on demand: torch datasets, h5py and zarr arrays."""
-    if isinstance(X, Dataset):
-        return True
-    return type(X).__module__.split(".")[0] in ("h5py", "zarr") and hasattr(X, "shape")
+    array_module = type(X).__module__.split(".")[0] in ("h5py", "zarr")
+    return isinstance(X, Dataset) or (array_module and hasattr(X, "shape"))
 
 
 def read_block(X, start, stop):
@@ -39,15 +38,8 @@ def apply_blockwise(function, X, n_outputs, *, block_size=4096):
     """Run ``function`` (numpy crops in, ``n_outputs`` columns of numpy out) on any input kind.
 
     ``X`` may be in memory, lazy (read ``block_size`` cells at a time) or a dask array; then a
-    dask array ``(n, n_outputs)`` comes back and ``function`` (for example a fitted
-    featurizer's bound method) is sent to the workers, so it must pickle.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.streaming import apply_blockwise
-    >>> apply_blockwise(lambda X: 2 * X, np.ones((3, 2)), 2).tolist()
-    [[2.0, 2.0], [2.0, 2.0], [2.0, 2.0]]
+    dask array ``(n, n_outputs)`` comes back and ``function`` runs on the workers, so it must
+    pickle.
     """
     if is_dask_array(X):
         import dask
@@ -83,10 +75,9 @@ def _run_block(function, block, start):
     try:
         return function(block)
     except ValueError as error:
-        stop = start + len(block) - 1
         raise ValueError(
-            f"In the block of cells {start} to {stop} of the input (cell numbers below count "
-            f"from the block's first cell, {start}): {error}"
+            f"In the block of cells {start} to {start + len(block) - 1} of the input (cell numbers "
+            f"below count from the block's first cell, {start}): {error}"
         ) from error
 
 
