@@ -96,11 +96,15 @@ def _stretched_pair(crops, protein_channel, marker_channel, stretch):
     return pair[:, 0], pair[:, 1]
 
 
+def _distance_to(centre, shape):
+    """Each pixel's distance to ``centre`` (row, column)."""
+    rows, cols = np.indices(shape)
+    return np.hypot(rows - centre[0], cols - centre[1])
+
+
 def _fallback_mask(shape):
     """A centred disc of a typical cell's size (at least the pixels nearest the centre)."""
-    rows, cols = np.indices(shape)
-    centre = (np.asarray(shape) - 1) / 2
-    distance = np.hypot(rows - centre[0], cols - centre[1])
+    distance = _distance_to((np.asarray(shape) - 1) / 2, shape)
     return distance <= max(FALLBACK_RADIUS_FRACTION * max(shape), distance.min())
 
 
@@ -113,20 +117,10 @@ def _declump(foreground):
 
 
 def cell_mask(marker):
-    """The centred cell of a crop: Otsu on the smoothed marker, holes filled, declumped.
+    """The centred cell of a stretched marker: Otsu on the smoothed marker, holes filled, declumped.
 
-    Of the cells found, the one nearest the crop's centre is taken (neighbours are cut
-    by the edges); ties go to the larger. A cell smaller than ``MIN_CELL_FRACTION`` of
-    the crop, or none (a constant marker), gives a centred disc, so every crop gets a mask.
-
-    Parameters
-    ----------
-    marker : ndarray of shape (H, W)
-        The marker channel, stretched.
-
-    Returns
-    -------
-    ndarray of shape (H, W), bool
+    Of the cells found, the one nearest the crop's centre is taken (ties go to the larger). A
+    cell smaller than ``MIN_CELL_FRACTION`` of the crop, or none, gives a centred disc.
 
     Examples
     --------
@@ -146,9 +140,7 @@ def cell_mask(marker):
     if n_cells == 0:
         return _fallback_mask(marker.shape)
     index = np.arange(1, n_cells + 1)
-    rows, cols = np.indices(marker.shape)
-    centre = (np.asarray(marker.shape) - 1) / 2
-    distance = np.hypot(rows - centre[0], cols - centre[1])
+    distance = _distance_to((np.asarray(marker.shape) - 1) / 2, marker.shape)
     nearest = ndimage.minimum(distance, labels, index)
     areas = ndimage.sum_labels(np.ones_like(labels), labels, index)
     mask = labels == index[np.lexsort((-areas, nearest))[0]]
@@ -161,11 +153,11 @@ def _geometry(mask):
     """The mask's centroid and the radius of the circle about it that holds every pixel."""
     rows, cols = np.nonzero(mask)
     centre = np.array([rows.mean(), cols.mean()])
-    radius = np.hypot(rows - centre[0], cols - centre[1]).max() + 0.5
-    return centre, radius
+    return centre, np.hypot(rows - centre[0], cols - centre[1]).max() + 0.5
 
 
 def _safe_ratio(numerator, denominator):
+    """``numerator / denominator``, 0 when the denominator is not positive."""
     return numerator / denominator if denominator > 0 else 0.0
 
 
@@ -201,7 +193,7 @@ def _texture_features(protein, mask, distances, gray_levels):
     for distance in distances:
         try:
             values = haralick(quantised, distance=distance, ignore_zeros=True, return_mean=True)
-        except ValueError:
+        except ValueError:  # no pair of inside pixels at this distance
             values = np.zeros(len(HARALICK_FEATURES))
         features.append(values)
     return np.nan_to_num(np.concatenate(features), nan=0.0, posinf=0.0, neginf=0.0)
@@ -222,8 +214,7 @@ def _moment_features(protein, mask, centre, radius, zernike_degree):
 
 def _radial_features(protein, mask, centre, n_bins):
     """CellProfiler's radial distribution: protein fraction (and per area) per ring to the edge."""
-    rows, cols = np.indices(mask.shape)
-    from_centre = np.hypot(rows - centre[0], cols - centre[1])[mask]
+    from_centre = _distance_to(centre, mask.shape)[mask]
     to_edge = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1][mask]
     position = from_centre / (from_centre + to_edge)
     ring = np.minimum((position * n_bins).astype(int), n_bins - 1)
@@ -238,9 +229,7 @@ def _radial_features(protein, mask, centre, n_bins):
 def _correlation_features(protein, marker, mask):
     """Pearson correlation, Manders' coefficients (Otsu thresholds) and overlap, in the cell."""
     p, m = protein[mask], marker[mask]
-    pearson = 0.0
-    if p.std() > 0 and m.std() > 0:
-        pearson = float(np.corrcoef(p, m)[0, 1])
+    pearson = float(np.corrcoef(p, m)[0, 1]) if p.std() > 0 and m.std() > 0 else 0.0
     protein_on = p > threshold_otsu(p)
     marker_on = m > threshold_otsu(m)
     return [
@@ -267,6 +256,7 @@ def _cell_features(protein, marker, settings):
 
 
 def _features_of_cells(proteins, markers, settings):
+    """:func:`_cell_features` of each cell, stacked."""
     return np.stack([_cell_features(p, m, settings) for p, m in zip(proteins, markers)])
 
 
@@ -307,18 +297,13 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     - intensity: area, mean, spread, quartiles, maximum, median absolute deviation, mean at the
       edge, fraction of the crop's protein inside the cell, and the mass displacement (protein
       centroid to cell centroid, in cell radii);
-    - texture: the 13 Haralick features of grey-level co-occurrence at each
-      of ``haralick_distances``, averaged over the 4 directions;
-    - moments: the 7 Hu moments (log10 of magnitudes) and Zernike magnitudes
-      up to ``zernike_degree``;
-    - radial distribution: the protein's fraction (and fraction per area) in
-      ``radial_bins`` rings from the cell's centroid to its edge;
-    - correlation with the marker: Pearson, Manders' coefficients (Otsu
-      thresholds) and the overlap coefficient.
+    - texture: the 13 Haralick features at each of ``haralick_distances`` (4 directions' mean);
+    - moments: the 7 Hu moments (log10 of magnitudes), Zernike magnitudes to ``zernike_degree``;
+    - radial distribution: the protein's fraction (and per area) in ``radial_bins`` rings;
+    - correlation with the marker: Pearson, Manders' (Otsu thresholds) and overlap coefficients.
 
-    Every feature is finite, also for empty or constant crops, and invariant to
-    90-degree rotations and flips of the crop, except that the watershed splitting
-    touching cells breaks ties in raster order (a mask can differ by a pixel or two).
+    Every feature is finite, also for empty or constant crops, and invariant to 90-degree
+    rotations and flips of the crop (up to a pixel or two of a declumped mask).
 
     Parameters
     ----------
@@ -426,8 +411,14 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         return self
 
     def _check_channels(self):
+        """Refuse a protein or marker channel beyond the crops' channels."""
         for name in ("protein_channel", "marker_channel"):
-            _check_channel(name, getattr(self, name), self.n_channels_)
+            channel = getattr(self, name)
+            if channel >= self.n_channels_:
+                raise ValueError(
+                    f"{name}={channel} is not a channel of crops with {self.n_channels_} "
+                    f"channel(s); expected 0 to {self.n_channels_ - 1}."
+                )
 
     def _check_settings_since_fit(self):
         """The checks of ``fit`` again, for ``set_params`` after it; the width is fixed at fit."""
@@ -470,6 +461,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         return hashlib.blake2b(f"HandcraftedFeatures|{settings}".encode(), digest_size=32).digest()
 
     def _measure(self, crops):
+        """Features of in-memory crops, the cells shared among ``n_jobs`` processes."""
         proteins, markers = _stretched_pair(
             crops, self.protein_channel, self.marker_channel, self.stretch
         )
@@ -486,6 +478,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         return np.concatenate(parts).astype(np.float32)
 
     def _names(self):
+        """The feature names of the current settings."""
         return feature_names(self.haralick_distances, self.zernike_degree, self.radial_bins)
 
     def get_feature_names_out(self, input_features=None):
@@ -497,14 +490,6 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
         return tags
-
-
-def _check_channel(name, channel, n_channels):
-    if channel >= n_channels:
-        raise ValueError(
-            f"{name}={channel} is not a channel of crops with {n_channels} channel(s); "
-            f"expected 0 to {n_channels - 1}."
-        )
 
 
 def _chunks(n_cells, n_jobs):
@@ -527,13 +512,10 @@ def _stratified_subset(codes, fraction, rng):
 class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
     """Linear SVMs, each fitted on a random stratified subset of the cells, voting.
 
-    Each member standardises its subset and fits a linear SVM (one-vs-one, as the
-    DeepLoc ``"svm"`` head). Subsets are drawn per class (at least one cell each), so
-    every member sees every class. :meth:`predict_proba` is the fraction of votes for
-    each class, which the average-precision scorer ranks cells by.
-
-    Not :class:`~sklearn.ensemble.BaggingClassifier`: it draws from all cells at once,
-    so with few or unbalanced cells a member can get a single class, which libsvm refuses.
+    Each member standardises its subset and fits a linear SVM (one-vs-one, as the DeepLoc
+    ``"svm"`` head). Subsets are drawn per class (at least one cell each), so every member
+    sees every class, unlike :class:`~sklearn.ensemble.BaggingClassifier`'s, which libsvm
+    refuses when they hold one class. :meth:`predict_proba` is the fraction of votes.
 
     Parameters
     ----------
@@ -600,15 +582,12 @@ class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """The class most members vote for (ties go to the first in ``classes_``)."""
-        votes = self.predict_proba(X)
+        votes = self.predict_proba(X)  # first: it refuses an unfitted ensemble
         return self.classes_[np.argmax(votes, axis=1)]
 
 
 def make_classical_head(random_state=None):
-    """ensLOC's classifier: 25 linear SVMs, each on a stratified 80% of the cells.
-
-    ensLOC (Chong et al. 2015) trained 60 binary SVMs on sub-datasets of its
-    labelled cells; here a :class:`SubsetSVMEnsemble` of 25 votes.
+    """ensLOC's classifier (Chong et al. 2015): 25 linear SVMs, each on a stratified 80% of cells.
 
     Parameters
     ----------
