@@ -1,10 +1,8 @@
 """Fast batched inference: folded batch norm, channels-last, five-crop mean, reduced precision.
 
 fp32 runs :func:`inference_copy`, bf16 and fp16 run it under ``torch.autocast``, and int8
-runs a :func:`quantized_copy` (README, "Faster inference"). Outputs are float32.
-
-int8 uses FX graph mode quantisation (deprecated, notices silenced): fast in eager mode and
-nothing beyond torch. torchao's PT2E lowering replaces it when torch drops it.
+runs a :func:`quantized_copy`. int8 uses FX graph mode quantisation (deprecated, notices
+silenced): fast in eager mode and nothing beyond torch.
 """
 
 import contextlib
@@ -36,14 +34,7 @@ def _auto(device):
 
 
 def resolve_device(device):
-    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others are checked.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.inference import resolve_device
-    >>> resolve_device("cpu")
-    'cpu'
-    """
+    """``"auto"`` becomes ``"cuda"`` with a GPU, else ``"cpu"``; other devices must exist here."""
     device = _auto(device)
     if torch.device(device).type != "cpu":
         try:  # the one portable test: torch says why (no CUDA build, no such index, no MPS)
@@ -66,21 +57,9 @@ def _has_native_bf16(device):
 
 
 def check_precision(precision, device="cpu"):
-    """The precision to run at on ``device``, or a ``ValueError`` saying why not.
+    """The precision to run at on a device of ``device``'s kind, or a ValueError saying why not.
 
-    ``precision`` is one of :data:`PRECISIONS`; ``device`` (``"auto"`` as in
-    :func:`resolve_device`) is checked by kind. ``"bf16"`` without native bf16 gives
-    ``"fp32"``, with a warning.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.inference import check_precision
-    >>> check_precision("int8", "cpu")
-    'int8'
-    >>> check_precision("fp16", "cpu")
-    Traceback (most recent call last):
-    ...
-    ValueError: precision='fp16' needs a GPU; use 'bf16' on CPU.
+    ``"bf16"`` without native bf16 gives ``"fp32"``, with a warning.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
@@ -115,22 +94,7 @@ def _fold_block(block, layer_name):
 
 
 def inference_copy(module, device="cpu"):
-    """An eval-mode copy of a ``DeepLocNet`` for prediction, leaving ``module`` untouched.
-
-    Batch normalisation is folded into the preceding layer and the copy runs channels-last;
-    outputs are equal to rounding error.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from sklearn_deeploc import DeepLocNet
-    >>> from sklearn_deeploc.inference import inference_copy
-    >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8)).eval()
-    >>> fast = inference_copy(net)
-    >>> x = torch.rand(2, 2, 60, 60)
-    >>> bool(torch.allclose(net(x), fast(x), atol=1e-5))
-    True
-    """
+    """An eval-mode, channels-last copy of a ``DeepLocNet`` with batch norm folded in."""
     fast = copy.deepcopy(module).eval()
     for block in [*fast.features.children(), *fast.fc.children()]:
         if isinstance(block, nn.Sequential):
@@ -201,29 +165,8 @@ def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device):
 def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, batch_size=128):
     """A statically quantised int8 copy of a ``DeepLocNet`` for the x86 CPU.
 
-    Batch norm is fused, weights are quantised per channel and activations per tensor, with
-    ranges calibrated on the views of ``calibration`` that :func:`predict_batches` would run.
-    The result depends only on the weights and the calibration crops; 64 to 256 cells like the
-    ones to predict are enough (building time grows with them).
-
-    ``module`` is left untouched; ``calibration`` holds validated raw crops; ``crop_size``,
-    ``preprocessing``, ``tta`` and ``batch_size`` are as for :func:`predict_batches`, which
-    runs the result with ``precision="int8"``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc import DeepLocNet
-    >>> from sklearn_deeploc.inference import predict_batches, quantized_copy
-    >>> net = DeepLocNet(n_classes=3, conv_channels=(4,) * 8, fc_units=(8, 8)).eval()
-    >>> X = np.random.default_rng(0).random((6, 2, 64, 64), dtype=np.float32)
-    >>> spec = {"stretch": [0.1, 99.9], "stretch_variant": "clip"}
-    >>> int8 = quantized_copy(net, X, crop_size=60, preprocessing=spec)
-    >>> proba = predict_batches(
-    ...     int8, X, output="proba", crop_size=60, preprocessing=spec, precision="int8"
-    ... )
-    >>> proba.shape, bool(np.allclose(proba.sum(axis=1), 1))
-    ((6, 3), True)
+    Activation ranges are calibrated on the views of ``calibration`` (validated raw crops, 64 to
+    256 like the ones to predict) that :func:`predict_batches` would run with the same options.
     """
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
@@ -289,35 +232,10 @@ def predict_batches(
     verbose=0,
     check_input=True,
 ):
-    """Run a network over validated crops batch by batch, under ``inference_mode``.
+    """Run a network over validated crops batch by batch: float32 ``(n, n_outputs)``.
 
-    Parameters
-    ----------
-    module : DeepLocNet or QuantizedDeepLocNet
-        Usually an :func:`inference_copy` (a :func:`quantized_copy` for int8); not set to eval.
-    X : ndarray of shape (n, C, H, W), float32
-        Raw crops (see :func:`~sklearn_deeploc.validation.check_crops`).
-    output : {"proba", "logits", "conv8", "fc1", "fc2"}
-        Softmax probabilities, logits, or a feature layer.
-    crop_size : int
-        The network's input side.
-    preprocessing : dict
-        The model's stored preprocessing (:func:`~sklearn_deeploc.preprocessing.stretch_as_stored`).
-    tta : bool, default=True
-        Mean over the five crops (centre and corners) instead of the centre only.
-    batch_size : int, default=128
-        Cells per forward pass; bounds the memory used.
-    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        bf16 and fp16 run under ``torch.autocast``; int8 needs a quantised ``module``. Check it
-        against the device first with :func:`check_precision`.
-    verbose : int, default=0
-        Show a progress bar when > 0.
-    check_input : bool, default=True
-        Check ``precision`` against ``module``; False trusts a caller that did.
-
-    Returns
-    -------
-    ndarray of shape (n, n_outputs), float32
+    ``output`` is "proba", "logits" or a feature layer; ``module`` is an :func:`inference_copy`
+    (a :func:`quantized_copy` for int8). ``check_input=False`` trusts ``precision`` to suit it.
     """
     if check_input:
         _check_module_precision(module, precision)
@@ -376,41 +294,10 @@ def _max_relative_error(reference, other):
 
 
 def precision_agreement(reference, other):
-    """How closely reduced-precision outputs follow the fp32 ones on the same cells.
+    """Top-1 agreement and per-layer max relative error of reduced-precision outputs vs fp32.
 
-    Parameters
-    ----------
-    reference, other : dict of str to ndarray of shape (n, n_outputs)
-        Outputs of :func:`predict_batches` at fp32 and at the reduced precision, keyed by
-        output name: ``"proba"`` (required) and any feature layers.
-
-    Returns
-    -------
-    dict
-        ``"top1_agreement"``: the fraction of cells with the same most probable class;
-        ``"<layer>_max_relative_error"`` per feature layer: the largest absolute error over the
-        layer's largest fp32 magnitude (inf where an all-zero fp32 layer became non-zero).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn_deeploc.inference import precision_agreement
-    >>> fp32 = {"proba": np.array([[0.9, 0.1], [0.4, 0.6]]), "fc2": np.array([[0.0, 5.0]] * 2)}
-    >>> bf16 = {"proba": np.array([[0.8, 0.2], [0.6, 0.4]]), "fc2": np.array([[0.1, 4.5]] * 2)}
-    >>> precision_agreement(fp32, bf16)
-    {'top1_agreement': 0.5, 'fc2_max_relative_error': 0.1}
+    The error is the largest absolute difference over the layer's largest fp32 magnitude.
     """
-    if "proba" not in reference or set(reference) != set(other):
-        raise ValueError(
-            "reference and other need the same outputs, 'proba' among them; got "
-            f"{sorted(reference)} and {sorted(other)}."
-        )
-    for name in reference:
-        if np.shape(reference[name]) != np.shape(other[name]):
-            raise ValueError(
-                f"{name!r} outputs differ in shape: {np.shape(reference[name])} and "
-                f"{np.shape(other[name])}."
-            )
     same_top1 = np.argmax(reference["proba"], axis=1) == np.argmax(other["proba"], axis=1)
     agreement = {"top1_agreement": float(same_top1.mean())}
     for name in reference:
