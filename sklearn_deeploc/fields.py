@@ -315,24 +315,19 @@ def _channels_first(image, axes):
     return image.reshape(-1, *image.shape[-2:])
 
 
-def _check_header_fits(path, series):
-    """Refuse, before decoding, a file whose header claims more pixels than fit in memory."""
-    shapes = ", ".join(f"{s.shape} {s.dtype}" for s in series)
-    check_fits_memory(
-        1,
-        sum(s.nbytes for s in series),
-        what=f"Image file {path}, whose header claims {shapes} pixels,",
-        expected="an image that fits in memory (a damaged header claims sizes like this too)",
-    )
-
-
 def _read_series(path):
     """Every image series of a file, each as (C, H, W)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tiff:  # pages appended one write at a time: a series each
-            _check_header_fits(path, tiff.series)
+            shapes = ", ".join(f"{s.shape} {s.dtype}" for s in tiff.series)
+            check_fits_memory(  # before decoding: a damaged header can claim any size
+                1,
+                sum(s.nbytes for s in tiff.series),
+                what=f"Image file {path}, whose header claims {shapes} pixels,",
+                expected="an image that fits in memory (damaged headers claim sizes like this too)",
+            )
             return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
     except tifffile.TiffFileError:  # not a TIFF
         from skimage.io import imread

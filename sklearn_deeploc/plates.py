@@ -352,7 +352,7 @@ def _read_plane(array, axes, index, where):
 
 
 def _fields_of_well(root, well, plate_name, path):
-    """One record per field of a well, as :attr:`Plate.fields` lists them."""
+    """One row per field of a well, in the order of ``FIELD_COLUMNS``."""
     well_path = str(well["path"])
     where = f"Well {well_path} of plate {path}"
     try:
@@ -365,18 +365,9 @@ def _fields_of_well(root, well, plate_name, path):
     if well_path.count("/") != 1:
         raise ValueError(f"{where}: expected a well path 'row/column' (NGFF HCS).")
     row, column = well_path.split("/")
-    return [
-        {
-            "plate": plate_name,
-            "well": _well_name(row, column),
-            "well_path": well_path,
-            "row": row,
-            "column": column,
-            "site": site,
-            "image_path": f"{well_path}/{image['path']}",
-        }
-        for site, image in enumerate(metadata["well"].get("images", []))
-    ]
+    names = (plate_name, _well_name(row, column), well_path, row, column)
+    images = metadata["well"].get("images", [])
+    return [(*names, site, f"{well_path}/{image['path']}") for site, image in enumerate(images)]
 
 
 def open_plate(path):
@@ -417,7 +408,6 @@ def open_plate(path):
     (1, 3, 4)
     """
     root = _open_root(path)
-    zarr_format = _zarr_format(root)
     metadata = _ngff_metadata(root, f"Plate {path}")
     if "plate" not in metadata:
         kind = " (it is a single image, not a plate)" if "multiscales" in metadata else ""
@@ -425,11 +415,8 @@ def open_plate(path):
             f"{path} is not an OME-Zarr HCS plate{kind}: its metadata has keys "
             f"{sorted(metadata)}; expected 'plate'."
         )
-    version = _plate_version(metadata, zarr_format, path)
+    version = _plate_version(metadata, _zarr_format(root), path)
     name = _plate_name(metadata["plate"], path)
-    records = [
-        record
-        for well in metadata["plate"].get("wells", [])
-        for record in _fields_of_well(root, well, name, path)
-    ]
-    return Plate(path, root, version, name, pd.DataFrame(records, columns=list(FIELD_COLUMNS)))
+    wells = metadata["plate"].get("wells", [])
+    rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
+    return Plate(path, root, version, name, pd.DataFrame(rows, columns=list(FIELD_COLUMNS)))

@@ -109,15 +109,6 @@ def _is_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _check_prior(prior):
-    """Refuse a prior outside (0, 1)."""
-    if not _is_number(prior) or not 0 < prior < 1:
-        raise ValueError(
-            f"prior must be a probability strictly between 0 and 1 (the paper uses 0.01); "
-            f"got {prior!r}."
-        )
-
-
 def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
 
@@ -160,7 +151,11 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     >>> bool(outlier_posterior(np.r_[np.zeros(50), 0.8, -1.2])[-1] < 0.5)
     True
     """
-    _check_prior(prior)
+    if not _is_number(prior) or not 0 < prior < 1:
+        raise ValueError(
+            f"prior must be a probability strictly between 0 and 1 (the paper uses 0.01); "
+            f"got {prior!r}."
+        )
     if not _is_number(min_std) or not min_std > 0:
         raise ValueError(f"min_std must be a number > 0; got {min_std!r}.")
     scores = np.asarray(scores, dtype=float)
@@ -251,7 +246,6 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     >>> sorted(set(table.loc[table["significant"], "protein"]))
     ['p3']
     """
-    _check_prior(prior)
     proba_a, classes, groups_a = check_proba_table(
         proba_a, classes, name="proba_a", groups=groups_a, groups_name="groups_a"
     )

@@ -33,16 +33,15 @@ LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
 
+def _numbered_cells(x, y):
+    """Cells at centres ``x``, ``y``, numbered from 1."""
+    return pd.DataFrame({"ObjectNumber": np.arange(1, len(x) + 1), "center_x": x, "center_y": y})
+
+
 def _cells_found(image, marker):
-    """The cells :func:`find_cells` finds in channel ``marker``, numbered from 1."""
+    """The cells :func:`find_cells` finds in channel ``marker``."""
     centres = find_cells(image, channel=marker)
-    return pd.DataFrame(
-        {
-            "ObjectNumber": np.arange(1, len(centres) + 1),
-            "center_x": centres[:, 1].astype(float),
-            "center_y": centres[:, 0].astype(float),
-        }
-    )
+    return _numbered_cells(centres[:, 1], centres[:, 0])
 
 
 def _cells_of_labels(labels, image, where):
@@ -55,37 +54,27 @@ def _cells_of_labels(labels, image, where):
     return cells_from_labels(labels)
 
 
-def _well(name, pattern):
-    """The well ``pattern`` finds in a file name, else the file's stem."""
-    match = re.search(pattern, Path(name).name)
-    return match.group(0) if match else Path(name).stem
-
-
-def _check_well_pattern(pattern, names):
-    """Refuse a pattern that is no regular expression; warn of names it finds no well in."""
+def _named_fields(keys, plates, pattern):
+    """Fields named by files: the well ``pattern`` finds (else the stem), sites numbered in it."""
     try:
-        re.compile(pattern)
+        regex = re.compile(pattern)
     except re.error as error:
         raise ValueError(
             f"well_pattern {pattern!r} is not a regular expression: {error}."
         ) from None
-    unmatched = [Path(name).name for name in names if not re.search(pattern, Path(name).name)]
+    matches = [regex.search(Path(key).name) for key in keys]
+    unmatched = [Path(key).name for key, match in zip(keys, matches) if not match]
     if unmatched:
         warnings.warn(
-            f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(names)} "
+            f"well_pattern {pattern!r} finds no well in {len(unmatched)} of {len(keys)} "
             f"image names (for example {unmatched[0]!r}); each of those fields is a well of "
             "its own, named by its file's stem. Pass a well_pattern matching the well in "
             "these names.",
             UserWarning,
             stacklevel=4,
         )
-
-
-def _named_fields(keys, plates, pattern):
-    """Fields named by files: the well from ``pattern``, sites numbered within each well."""
-    fields = pd.DataFrame(
-        {"key": keys, "plate": plates, "well": [_well(key, pattern) for key in keys]}
-    )
+    wells = [match.group(0) if match else Path(key).stem for key, match in zip(keys, matches)]
+    fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
     fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
     return fields
 
@@ -139,7 +128,6 @@ class TableFields(FieldSource):
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)
         keys = list(self._cells)
-        _check_well_pattern(well_pattern, keys)
         plates = [Path(self._cells[key][self._columns[0]].iloc[0]).parent.name for key in keys]
         self.fields = _named_fields(keys, plates, well_pattern)
         self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
@@ -148,13 +136,7 @@ class TableFields(FieldSource):
 
     def read(self, key):
         field = self._cells[key]
-        cells = pd.DataFrame(
-            {
-                "ObjectNumber": np.arange(1, len(field) + 1),
-                "center_x": field["x"].to_numpy(),
-                "center_y": field["y"].to_numpy(),
-            }
-        )
+        cells = _numbered_cells(field["x"].to_numpy(), field["y"].to_numpy())
         if "label" in field:
             cells["label"] = field["label"].to_numpy()
         return read_field(field.iloc[0]), cells
@@ -174,15 +156,16 @@ def _prefixes(stem):
     return {stem} | {stem[: cut.start()] for cut in re.finditer(r"[-_. ]", stem)}
 
 
+def _files_in(folder, suffixes):
+    """The files of ``folder`` with one of ``suffixes`` (in any case)."""
+    return [path for path in folder.iterdir() if path.suffix.lower() in suffixes and path.is_file()]
+
+
 def _label_index(labels, channel_files):
     """Label image files by every name they answer to; channel images are never labels."""
     index, channel_files = {}, {Path(f).resolve() for f in channel_files}
-    for path in labels.iterdir():
-        if (
-            path.suffix.lower() in LABEL_SUFFIXES
-            and path.is_file()
-            and path.resolve() not in channel_files
-        ):
+    for path in _files_in(labels, LABEL_SUFFIXES):
+        if path.resolve() not in channel_files:
             for name in _prefixes(path.stem):
                 index.setdefault(name, []).append(path)
     return index
@@ -237,11 +220,7 @@ def _field_names(images, token):
     A file whose name extends a field's name (Cellpose's ``<field>_cp_masks.png``
     beside it) is that field's label image, not a field.
     """
-    names = [
-        p.name
-        for p in images.iterdir()
-        if p.suffix.lower() in FIELD_SUFFIXES and p.is_file() and token.search(p.name)
-    ]
+    names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
     stems = {Path(name).stem for name in names}
     names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
     if not names:
@@ -277,7 +256,6 @@ class FolderFields(FieldSource):
         self._channels = list(channels or ["ch1", "ch2"])
         token = _ChannelToken(self._channels[0])
         names = _field_names(images, token)
-        _check_well_pattern(well_pattern, names)
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
             layout="token",
@@ -413,9 +391,6 @@ class Prefetched(FieldSource):
 
     def __exit__(self, *exception):
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def metadata(self, key):
-        return self._source.metadata(key)
 
     def identity(self):
         return self._source.identity()
