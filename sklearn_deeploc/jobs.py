@@ -40,19 +40,14 @@ from .profiles import (
     well_profiles,
     write_profiles,
 )
-from .sources import (
-    WELL_PATTERN,
-    FolderFields,
-    PlateFields,
-    Prefetched,
-    TableFields,
-)
+from .sources import WELL_PATTERN, FolderFields, PlateFields, Prefetched, TableFields
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
 
 
 def _first_cells(dataset):
+    """The crops int8 inference is calibrated on: the dataset's first cells."""
     return dataset[:CALIBRATION_CELLS][0].numpy()
 
 
@@ -91,9 +86,10 @@ def block_table(estimator, data, start, stop):
     return frame
 
 
-def _run_cell_blocks(estimator, data, output, job, *, block_size, overwrite, client, verbose):
+def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, verbose):
+    """Write ``block_table`` of every block of cells of ``data`` to ``output``, resumably."""
     manifest = {
-        "job": job,
+        "job": "featurize" if isinstance(estimator, DeepLocFeaturizer) else "predict",
         "model": estimator.model_.digest(),
         "layer": getattr(estimator, "layer", None),
         "tta": estimator.tta,
@@ -149,8 +145,8 @@ def predict(
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
         Arithmetic of inference; int8 calibrates on the first cells of ``data``.
     overwrite : bool, default=False
-        Start over when the output was made from another model, options or
-        input (otherwise such a rerun is refused).
+        Start over when the output was made from another model, options or input
+        (otherwise such a rerun is refused).
     client : distributed.Client, optional
         Compute blocks on a Dask cluster.
     verbose : int, default=1
@@ -171,16 +167,7 @@ def predict(
         precision=precision,
     )
     classifier._validate_params()
-    return _run_cell_blocks(
-        classifier,
-        data,
-        output,
-        "predict",
-        block_size=block_size,
-        overwrite=overwrite,
-        client=client,
-        verbose=verbose,
-    )
+    return _run_cell_blocks(classifier, data, output, block_size, overwrite, client, verbose)
 
 
 def featurize(
@@ -200,10 +187,8 @@ def featurize(
 ):
     """Per-cell DeepLoc features of a DeepLoc HDF5 file, written resumably.
 
-    Parameters are those of :func:`predict`, plus ``layer`` ("fc2", "fc1",
-    "conv8"); the table has ``cell`` and ``<layer>_<i>`` columns. With
-    ``precision="int8"`` the featurizer is calibrated on the first cells of
-    ``data``.
+    Parameters are those of :func:`predict`, plus ``layer`` ("fc2", "fc1", "conv8"); the
+    table has ``cell`` and ``<layer>_<i>`` columns.
 
     Returns
     -------
@@ -215,23 +200,9 @@ def featurize(
     model = _model_for(model, device, "fp32", dataset)
     tta = model.preprocessing["tta"] if tta is None else tta
     featurizer = DeepLocFeaturizer(
-        model,
-        layer=layer,
-        tta=tta,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
+        model, layer=layer, tta=tta, batch_size=batch_size, device=device, precision=precision
     ).fit(_first_cells(dataset))
-    return _run_cell_blocks(
-        featurizer,
-        data,
-        output,
-        "featurize",
-        block_size=block_size,
-        overwrite=overwrite,
-        client=client,
-        verbose=verbose,
-    )
+    return _run_cell_blocks(featurizer, data, output, block_size, overwrite, client, verbose)
 
 
 def checkpoint_folder(output):
@@ -250,19 +221,16 @@ def checkpoint_folder(output):
 def train(data, output, *, overwrite=False, verbose=1, **params):
     """Train (or fine-tune) DeepLoc on a DeepLoc HDF5 file and write the model folder.
 
-    Checkpoints go to :func:`checkpoint_folder` every ``checkpoint_interval``
-    steps; the same job run again after an interruption resumes from the
-    newest, and a rerun with other data or parameters is refused. The folder
-    is written when training finished; the checkpoint is then removed.
+    Checkpoints go to :func:`checkpoint_folder`: the same job run again after an
+    interruption resumes from the newest, one with other data or parameters is refused.
 
     Parameters
     ----------
     data : str or path-like
         A DeepLoc HDF5 file with labels.
     output : str or path-like
-        The model folder to write (not a file, nor a folder with files in it
-        unless ``overwrite``). A second training into it refuses while this
-        one runs.
+        The model folder to write (not a file, nor a folder with files in it unless
+        ``overwrite``). A second training into it refuses while this one runs.
     overwrite : bool, default=False
     verbose : int, default=1
     **params
@@ -289,19 +257,15 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
     # The lock fit takes, held on until the checkpoint is removed: a run starting
     # in between would resume from a checkpoint about to go.
     with checkpoint_lock(classifier.checkpoint_dir or checkpoint_folder(output)):
-        _train_and_save(classifier, data, output, verbose)
+        X, y = load_deeploc_hdf5(data)
+        if y is None:
+            raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
+        if verbose:
+            print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
+        classifier.fit(X, y)
+        classifier.save_pretrained(output)
+        shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
     return classifier
-
-
-def _train_and_save(classifier, data, output, verbose):
-    X, y = load_deeploc_hdf5(data)
-    if y is None:
-        raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")
-    if verbose:
-        print(f"{data}: {len(X)} cells, {X.shape[1]} channels, {len(np.unique(y))} classes")
-    classifier.fit(X, y)
-    classifier.save_pretrained(output)
-    shutil.rmtree(classifier.checkpoint_dir, ignore_errors=True)
 
 
 def _cell_table(cells):
@@ -328,11 +292,10 @@ def field_source(
 ):
     """The fields of a screen from exactly one of a cell table, a folder or a plate.
 
-    ``cells`` is read by :func:`read_cell_table` with its defaults (a table
-    names its own files and channels); ``images`` is a folder of fields with
-    ``chN`` tokens (``channels``) and ``labels`` a folder of label images;
-    ``plate`` an OME-Zarr plate with ``channels`` names or indices (default:
-    the ``model``'s channel names) and ``labels`` a label image name.
+    ``cells`` is read by :func:`read_cell_table` with its defaults; ``images`` is a folder
+    of fields with ``chN`` tokens (``channels``) and ``labels`` a folder of label images;
+    ``plate`` an OME-Zarr plate with ``channels`` names or indices (default: the
+    ``model``'s channel names) and ``labels`` a label image name.
 
     Returns
     -------
@@ -419,9 +382,8 @@ def _calibration_crops(source, border):
     """int8 calibration cells: the first fields' crops, up to the calibration sample's size."""
     sample, n = [], 0
     for key in source.keys:
-        crops, _ = _cropped_cells(source, key, border=border)
-        sample.append(crops)
-        n += len(crops)
+        sample.append(_cropped_cells(source, key, border=border)[0])
+        n += len(sample[-1])
         if n >= CALIBRATION_CELLS:
             break
     if not n:
@@ -430,11 +392,7 @@ def _calibration_crops(source, border):
 
 
 def _prefetched(source, keys, model):
-    """The source, reading ahead where prediction leaves a core free (a GPU, spare CPUs).
-
-    Reading ahead made a screen 12-20% faster with one torch thread on 2 cores, and
-    nothing measurable where torch's threads took both (benchmarks/RESULTS.md).
-    """
+    """The source, reading ahead where prediction leaves a core free (a GPU, spare CPUs)."""
     spare = model.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
     return Prefetched(source, keys) if spare else nullcontext(source)
 
@@ -463,48 +421,40 @@ def run_screen(
 ):
     """Find or read the cells of a screen's fields, predict them, and profile cells and wells.
 
-    The fields come from one source (see :func:`field_source`): a cell
-    table, a folder of fields (cells from label images or found by
-    :func:`~sklearn_deeploc.fields.find_cells`) or an OME-Zarr plate (cells
-    from its label images or found). Each field is one resumable part of
-    ``<output>/cells.parquet``, read, cropped and predicted alone: a rerun
-    after an interruption computes only the missing fields, and a rerun with
-    another model, input or option is refused unless ``overwrite``.
+    The fields come from one source (:func:`field_source`); cells come from label images or
+    are found (:func:`~sklearn_deeploc.fields.find_cells`). Each field is one resumable part
+    of ``<output>/cells.parquet``: a rerun after an interruption computes only the missing
+    fields, and one with another model, input or option is refused unless ``overwrite``.
 
     Parameters
     ----------
     model : str, path-like, DeepLocModel or fitted DeepLocClassifier
     output : str or path-like
-        Output folder: ``cells.parquet`` (one row per cell),
-        ``wells.parquet`` (per plate and well) and ``cells.h5ad`` (AnnData),
-        in the conventions of :mod:`sklearn_deeploc.profiles`.
+        Output folder: ``cells.parquet`` (one row per cell), ``wells.parquet`` (per plate
+        and well) and ``cells.h5ad`` (AnnData), as :mod:`sklearn_deeploc.profiles` writes.
     cells : str, path-like or DataFrame, optional
-        A cell table, as :func:`~sklearn_deeploc.fields.read_cell_table`
-        returns it (channels in the model's order); a file or another
-        table is read by it with its defaults. A row repeating an earlier
-        one is the same cell: kept once, with a warning.
+        A cell table as :func:`~sklearn_deeploc.fields.read_cell_table` returns it
+        (channels in the model's order), or a file or table it reads with its defaults.
+        A row repeating an earlier one is the same cell: kept once, with a warning.
     images : str or path-like, optional
         A folder of fields whose channel images carry ``chN`` tokens.
     plate : str or path-like, optional
         An OME-Zarr HCS plate (NGFF 0.4 or 0.5).
     labels : str or path-like, optional
-        With ``images``: a folder of label images, one per field, named
-        after the field's first channel file (``<stem>[_suffix].png``, ``.tif``,
-        ``.npy``); with ``plate``: the name of the fields' label images.
-        One cell per object; without labels, cells are found.
+        With ``images``: a folder of label images named after each field's first channel
+        file (``<stem>[_suffix].png``, ``.tif``, ``.npy``); with ``plate``: the name of the
+        fields' label images. One cell per object; without labels, cells are found.
     channels : list, optional
-        With ``images``: the ``chN`` tokens in the model's order (default
-        ch1 ch2); with ``plate``: channel names or indices (default the
-        model's channel names, or all channels where their number is the
-        model's).
+        With ``images``: the ``chN`` tokens in the model's order (default ch1 ch2); with
+        ``plate``: channel names or indices (default the model's channel names, or all
+        channels where their number is the model's).
     marker : int, default=1
         The channel cells are found in, without labels.
     features : {"fc2", "fc1", "conv8"}, optional
         Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
     well_pattern : str, optional
-        Regular expression of the well in an image name (cell tables and
-        folders; default ``r\\d+c\\d+``, Opera's ``r01c01``), else the file's
-        stem, with a warning.
+        Regular expression of the well in an image name (default ``r\\d+c\\d+``, Opera's
+        ``r01c01``); where it does not match, the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
     tta : bool, optional
         Five-crop mean; default the model's choice.
@@ -592,11 +542,11 @@ def run_screen(
         "source": source.identity(),
     }
     if verbose:
-        print(f"{len(source.keys)} fields", end="")
+        read = ""
         if plate is not None:
-            read = ", ".join(f"{c} as {n}" for c, n in zip(source.channels, model.channel_names))
-            print(f"; channels {read}", end="")
-        print()
+            pairs = zip(source.channels, model.channel_names)
+            read = "; channels " + ", ".join(f"{c} as {n}" for c, n in pairs)
+        print(f"{len(source.keys)} fields{read}")
     output.mkdir(parents=True, exist_ok=True)
     with ResumableOutput(
         output / CELLS_FILE,
@@ -654,11 +604,10 @@ def crop(
     Parameters
     ----------
     output : str or path-like
-        The HDF5 file to write (atomically), with label names when the cell
-        table has a ``label`` column.
+        The HDF5 file to write (atomically), with label names when the cell table has
+        a ``label`` column.
     cells, images, plate, labels, channels, marker
-        The fields and their cells, as in :func:`run_screen`; only a cell
-        table gives the cells class labels.
+        The fields and their cells, as in :func:`run_screen`; only a cell table labels cells.
     size : int, default=64
     border : {"drop", "pad"}, default="drop"
         Cells whose box crosses the field's edge: dropped, or padded.
@@ -669,9 +618,9 @@ def crop(
     Returns
     -------
     pandas.DataFrame
-        The cells kept, one row per crop written, in file order: ``plate``,
-        ``well``, ``site``, ``image``, ``ObjectNumber``, ``center_x``,
-        ``center_y``, ``padded`` (and ``area``, ``label`` where known).
+        The cells kept, one row per crop in file order: ``plate``, ``well``, ``site``,
+        ``image``, ``ObjectNumber``, ``center_x``, ``center_y``, ``padded`` (and ``area``,
+        ``label`` where known).
     """
     from tqdm.auto import tqdm
 
@@ -691,18 +640,16 @@ def crop(
     )
     if isinstance(source, TableFields) and "label" in source.cells:
         check_labels(source.cells["label"], name="The label column of the cell table")
-    fields = []
     with tqdm(source.keys, unit="field", disable=not verbose) as keys:
-        fields.extend(_cropped_cells(source, key, size=size, border=border) for key in keys)
+        fields = [_cropped_cells(source, key, size=size, border=border) for key in keys]
     crops = np.concatenate([crops for crops, _ in fields])
     kept = pd.concat([kept for _, kept in fields], ignore_index=True)
     if not len(kept):
         raise ValueError(
             f"No cell of the {len(source.keys)} fields could be cropped (border={border!r})."
         )
-    labelled = "label" in kept
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_deeploc_hdf5(output, crops, kept["label"].to_numpy() if labelled else None)
+    save_deeploc_hdf5(output, crops, kept["label"].to_numpy() if "label" in kept else None)
     if verbose:
         print(f"wrote {output}: {len(kept)} cells")
     return kept
@@ -711,9 +658,9 @@ def crop(
 def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     """A cell table of every field in a folder: the objects of its label images, or found.
 
-    Fields are the images whose name holds the first channel token (default
-    ``ch1``); their other channels are found by substituting the token, as in
-    the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`.
+    Fields are the images whose name holds the first channel token (default ``ch1``);
+    their other channels are found by substituting the token, as
+    :func:`~sklearn_deeploc.fields.read_cell_table` does.
 
     Parameters
     ----------
@@ -724,8 +671,7 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     labels : str or path-like, optional
         Folder of label images, one per field (see :func:`run_screen`).
     marker : int, default=1
-        Without labels, index in ``channels`` of the whole-cell marker that
-        cells are found in.
+        Without labels, index in ``channels`` of the whole-cell marker to find cells in.
     verbose : int, default=1
 
     Returns
@@ -735,18 +681,19 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
         (and ``Area`` from label images): one row per cell.
     """
     source = FolderFields(images, channels, labels, marker=marker)
+    renamed = {"center_x": "Center_X", "center_y": "Center_Y", "area": "Area"}
     rows = []
     for key in source.keys:
-        _, cells = source.read(key)
-        renamed = {"center_x": "Center_X", "center_y": "Center_Y", "area": "Area"}
-        rows.append(cells.rename(columns=renamed).assign(**{"Image Path": key}))
+        cells = source.read(key)[1].rename(columns=renamed)
+        cells.insert(0, "Image Path", key)
+        rows.append(cells)
         if verbose:
             print(f"{key}: {len(cells)} cells")
-    table = pd.concat(rows, ignore_index=True)
-    return table[["Image Path", *[c for c in table.columns if c != "Image Path"]]]
+    return pd.concat(rows, ignore_index=True)
 
 
 def _cells_path(screen):
+    """The ``cells.parquet`` of a screen output folder (or the file itself)."""
     path = Path(screen)
     path = path / CELLS_FILE if path.is_dir() else path
     if not path.is_file():
@@ -757,13 +704,14 @@ def _cells_path(screen):
 def _predicted_by(cells_path):
     """The model digest and precision a screen's manifest records, or None."""
     try:
-        depends_on = json.loads((parts_folder(cells_path) / "manifest.json").read_text())
-        return {key: depends_on["depends_on"][key] for key in ("model", "precision")}
+        manifest = json.loads((parts_folder(cells_path) / "manifest.json").read_text())
+        return {key: manifest["depends_on"][key] for key in ("model", "precision")}
     except (OSError, ValueError, KeyError, TypeError):  # a profile table from elsewhere
         return None
 
 
 def _check_same_predictions(path_a, path_b):
+    """Refuse screens whose manifests record another model or precision."""
     a, b = _predicted_by(path_a), _predicted_by(path_b)
     if a is not None and b is not None and a != b:
         raise ValueError(
@@ -778,8 +726,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     Parameters
     ----------
     screen_a, screen_b : path-like
-        Screen output folders (or their ``cells.parquet`` files): A
-        untreated, B treated.
+        Screen output folders (or their ``cells.parquet`` files): A untreated, B treated.
     output : path-like
         The table to write (atomically): ``.parquet`` or ``.csv``.
     by, prior
@@ -788,8 +735,8 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     Returns
     -------
     pandas.DataFrame
-        The table written (:func:`~sklearn_deeploc.profiles.profile_changes`). Screens
-        whose manifests record another model or precision are refused.
+        The table written (:func:`~sklearn_deeploc.profiles.profile_changes`); screens whose
+        manifests record another model or precision are refused.
 
     Examples
     --------
@@ -813,8 +760,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
     _check_same_predictions(path_a, path_b)
-    cells_a, cells_b = pd.read_parquet(path_a), pd.read_parquet(path_b)
-    table = profile_changes(cells_a, cells_b, by=by, prior=prior)
+    table = profile_changes(pd.read_parquet(path_a), pd.read_parquet(path_b), by=by, prior=prior)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table
