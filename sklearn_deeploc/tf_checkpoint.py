@@ -40,8 +40,7 @@ class _Malformed(ValueError):
     """Raised by the parsers, which do not know the file; reported naming it."""
 
 
-# What a damaged or hand-made file raises while it is parsed (bytes past the end,
-# a field of the wrong wire type).
+# What a damaged or hand-made file raises while it is parsed.
 _PARSE_ERRORS = (IndexError, struct.error, TypeError, _Malformed)
 
 
@@ -64,6 +63,7 @@ def _masked_crc32c(data):
 
 
 def _varint(buffer, position):
+    """The varint at ``position`` and the position after it."""
     result, shift = 0, 0
     while True:
         byte = buffer[position]
@@ -98,6 +98,7 @@ def _protobuf_fields(buffer):
 
 
 def _block_handle(buffer, position):
+    """The (offset, size) of a block, and the position after them."""
     offset, position = _varint(buffer, position)
     size, position = _varint(buffer, position)
     return (offset, size), position
@@ -162,6 +163,7 @@ def _integer(fields, number):
 
 
 def _entry(value):
+    """The ``_Entry`` of a serialised ``BundleEntryProto``."""
     fields = _protobuf_fields(value)
     dims = _protobuf_fields(fields[2][0]).get(2, []) if 2 in fields else []
     crc = fields.get(6, [None])[0]
@@ -230,26 +232,13 @@ def _tensor(entry, shard, data, name):
 def checkpoint_prefix(path):
     """The checkpoint prefix from a prefix, its ``.index`` or a data shard path."""
     path = Path(path)
-    name = path.name
-    if name.endswith(".index"):
-        return path.with_name(name[: -len(".index")])
-    if ".data-" in name:
-        return path.with_name(name[: name.index(".data-")])
-    return path
+    return path.with_name(path.name.removesuffix(".index").split(".data-")[0])
 
 
 def read_checkpoint(path):
-    """All tensors of a TensorFlow V2 checkpoint as numpy arrays, each checked by its crc32c.
+    """Tensor name -> numpy array of a checkpoint (prefix or file), each checked by its crc32c.
 
-    Parameters
-    ----------
-    path : str or path-like
-        The checkpoint prefix (``model.ckpt-5000``), or its ``.index`` file.
-
-    Returns
-    -------
-    dict of str to ndarray
-        Tensor name -> value (string tensors are skipped).
+    String tensors are skipped.
 
     Examples
     --------
@@ -269,8 +258,8 @@ def read_checkpoint(path):
     shards, tensors = {}, {}
     with ExitStack() as open_files:
         for name, entry in entries.items():
-            if entry.dtype is None:
-                continue  # strings and other types a DeepLoc graph does not need
+            if entry.dtype is None:  # strings and other types a DeepLoc graph does not need
+                continue
             if entry.partitioned:
                 raise ValueError(f"{path}: partitioned tensor {name!r} is not supported")
             data = prefix.with_name(f"{prefix.name}.data-{entry.shard:05d}-of-{n_shards:05d}")
@@ -287,6 +276,7 @@ ROLES = ("weights", "biases", "beta", "gamma", "moving_mean", "moving_variance")
 
 
 def _role(name):
+    """The role of a tensor in its layer (a ``ROLES`` entry), from its scope; None for others."""
     parts = name.split("/")
     if "ExponentialMovingAverage" in parts[-1]:
         moment = parts[-2]
@@ -298,16 +288,11 @@ def _role(name):
 
 
 def layer_tensors(tensors, layer):
-    """The tensors of one reference layer by role, with their checkpoint names.
+    """Role -> (checkpoint name, array) of one reference layer's tensors.
 
-    A name belongs to ``layer`` when a path segment is ``layer`` or
-    ``<layer>_batch_norm`` (optimizer slots ignored). Roles come from the scope
-    structure, not exact strings, which differ between TensorFlow versions.
-
-    Returns
-    -------
-    dict
-        role -> (checkpoint name, array).
+    A name belongs to ``layer`` when a path segment is ``layer`` or ``<layer>_batch_norm``
+    (optimizer slots ignored); roles come from the scope structure, as exact names differ
+    between TensorFlow versions.
     """
     found = {}
     for name, value in tensors.items():

@@ -3,32 +3,14 @@
 import numpy as np
 import torch
 
+from .datasets._synthetic import LOCALIZATIONS
 from .model import DeepLocModel, weight_problem
 from .network import DeepLocNet, pooled_size
 from .tf_checkpoint import layer_tensors, read_checkpoint
 from .validation import PositiveInt
 
-CHONG_CLASSES = (
-    "ACTIN",
-    "BUDNECK",
-    "BUDTIP",
-    "CELLPERIPHERY",
-    "CYTOPLASM",
-    "ENDOSOME",
-    "ER",
-    "GOLGI",
-    "MITOCHONDRIA",
-    "NUCLEARPERIPHERY",
-    "NUCLEI",
-    "NUCLEOLUS",
-    "PEROXISOME",
-    "SPINDLE",
-    "SPINDLEPOLE",
-    "VACUOLARMEMBRANE",
-    "VACUOLE",
-    "DEAD",
-    "GHOST",
-)
+# The published model's outputs: the 17 localizations (alphabetical), then dead and ghost cells.
+CHONG_CLASSES = (*LOCALIZATIONS, "DEAD", "GHOST")
 # The reference preprocessing (clip at 99.9, subtract 0.1, divide by larger ranges).
 REFERENCE_PREPROCESSING = {
     "image_size": 64,
@@ -66,6 +48,7 @@ def _check_reference_layers(tensors):
 
 
 def _check_shape(name, array, expected, why):
+    """Refuse a tensor of another shape than ``expected``, saying ``why`` it is expected."""
     if tuple(array.shape) != tuple(expected):
         raise ValueError(
             f"The checkpoint tensor {name} has shape {list(array.shape)}; expected "
@@ -101,6 +84,7 @@ def _checked_weights(tf_layer, found, inputs, crop_size):
 
 
 def _torch_layout(tf_layer, weights, crop_size):
+    """TensorFlow weights in PyTorch's layout."""
     if weights.ndim == 4:  # HWIO -> OIHW
         return weights.transpose(3, 2, 0, 1)
     if tf_layer == "fc_1":  # rows flattened NHWC; our flatten is NCHW
@@ -163,11 +147,9 @@ def from_tf_checkpoint(
 ):
     """Import the published DeepLoc TensorFlow 1 checkpoint (no TensorFlow needed).
 
-    Reads the checkpoint's tensor bundle directly, maps each reference layer
-    (``conv_1`` ... ``conv_8``, ``fc_1``, ``fc_2``, ``final_layer``) by role
-    to a :class:`DeepLocNet` with the reference options (bias before batch
-    norm, batch-normalised logits, epsilon 1e-3), converts HWIO and NHWC
-    layouts to PyTorch's, and stores the reference preprocessing.
+    Each reference layer (``conv_1`` ... ``conv_8``, ``fc_1``, ``fc_2``, ``final_layer``) is
+    mapped by role to a :class:`DeepLocNet` with the reference options (bias before batch
+    norm, batch-normalised logits, epsilon 1e-3); the model keeps the reference preprocessing.
 
     Parameters
     ----------
@@ -176,12 +158,11 @@ def from_tf_checkpoint(
     output : str or path-like, optional
         Model folder to write (``config.json`` + ``weights.safetensors``).
     classes : sequence of str, optional
-        Output class names; the 19 Chong et al. (2015) classes by default for a
-        19-output model, ``class_0 ...`` otherwise.
+        Output class names; by default the 19 Chong et al. (2015) classes for a 19-output
+        model, ``class_0 ...`` otherwise.
     channel_names : tuple of str, default=("GFP", "RFP")
     crop_size : int, default=60
-        Side of the network's input crop, from 1 to 64 (the reference crops'
-        side); it sets the input width of ``fc_1``.
+        Side of the network's input crop, from 1 to 64; it sets the input width of ``fc_1``.
     verbose : int, default=0
         Print the variable mapping when > 0.
     return_mapping : bool, default=False
