@@ -21,10 +21,6 @@ from .handcrafted import HandcraftedFeatures, make_classical_head
 from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
 from .validation import PositiveInt, check_labels, check_positive_int
 
-FEATURE_HEADS = ("svm", "knn", "forest")
-NETWORK_HEADS = ("finetune_fc", "finetune_all", "scratch")
-CLASSICAL_HEADS = ("classical",)
-HEADS = FEATURE_HEADS + NETWORK_HEADS + CLASSICAL_HEADS
 HEAD_DESCRIPTIONS = {
     "svm": "linear SVM (one-vs-one) on DeepLoc features",
     "knn": "k-nearest neighbours on DeepLoc features",
@@ -34,6 +30,8 @@ HEAD_DESCRIPTIONS = {
     "scratch": "DeepLoc trained from scratch",
     "classical": "CellProfiler-style features, ensemble of linear SVMs (ensLOC)",
 }
+HEADS = tuple(HEAD_DESCRIPTIONS)
+FEATURE_HEADS = ("svm", "knn", "forest")
 SCORING = {"accuracy": "accuracy", "average_precision": mean_average_precision_scorer}
 PAPER_SIZES = (1, 3, 5, 10, 25, 50, 100, 250, 500)
 KNN_NEIGHBOURS = 5
@@ -63,6 +61,7 @@ def _check_cell_labels(y, crops, name, crops_name):
 
 
 def _check_sizes(sizes):
+    """``sizes`` (one or more cells-per-class counts) as a list of positive ints."""
     sizes = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
     if not sizes or not all(map(PositiveInt().is_satisfied_by, sizes)):
         raise ValueError(
@@ -71,26 +70,26 @@ def _check_sizes(sizes):
     return [int(s) for s in sizes]
 
 
-def _frozen(features, X):
-    # Fitted once, its cache warmed with every cell: folds and draws reuse it as it is.
-    features.fit(X).transform(X)
-    return FrozenEstimator(features)
-
-
 def _feature_steps(source, X, heads, layer, verbose):
-    """The frozen feature steps the heads need: DeepLoc features, handcrafted features."""
+    """The feature steps the heads need, fitted, warmed on ``X`` and frozen for reuse."""
     steps = {}
     if any(h in FEATURE_HEADS for h in heads):
-        deeploc = DeepLocFeaturizer(source, layer=layer, cache=FeatureCache(), verbose=verbose)
-        steps["deeploc"] = _frozen(deeploc, X)
+        steps["deeploc"] = DeepLocFeaturizer(
+            source, layer=layer, cache=FeatureCache(), verbose=verbose
+        )
     if "classical" in heads:
-        steps["classical"] = _frozen(HandcraftedFeatures(cache=FeatureCache()), X)
-    return steps
+        steps["classical"] = HandcraftedFeatures(cache=FeatureCache())
+    for step in steps.values():
+        step.fit(X).transform(X)  # fills the cache: folds and draws reuse it as it is
+    return {name: FrozenEstimator(step) for name, step in steps.items()}
 
 
 def _candidates(features, source, network_params, random_state):
-    # The network heads share the resolved model (clone keeps it by reference):
-    # a model folder is read only once.
+    """``{head: (features step, unfitted head)}`` for every head.
+
+    The network heads share the resolved model (clone keeps it by reference): a model folder is
+    read only once.
+    """
     architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
@@ -130,9 +129,8 @@ def compare_heads(
 ):
     """Cross-validate feature heads against fine-tuning in one ``GridSearchCV``.
 
-    Every candidate is a :class:`~sklearn.pipeline.Pipeline` ``features ->
-    head`` (:data:`HEAD_DESCRIPTIONS`); all see the same folds, and each cell
-    is featurised once for the whole search (a shared :class:`FeatureCache`).
+    Each candidate is a :class:`~sklearn.pipeline.Pipeline` ``features -> head``
+    (:data:`HEAD_DESCRIPTIONS`); all see the same folds, and each cell is featurised once.
 
     Parameters
     ----------
@@ -210,14 +208,16 @@ def compare_heads(
 
 
 def _smallest_fold(cv, X, y):
+    """The number of cells in the smallest training fold of ``cv``."""
     with warnings.catch_warnings():  # GridSearchCV warns about the same folds
         warnings.simplefilter("ignore")
         return min(len(train) for train, _ in cv.split(X, y))
 
 
 def _summary(search, heads):
+    """One row per head: mean and std of each score, mean fit time; best first."""
     results = search.cv_results_
-    scores = [k[len("mean_test_") :] for k in results if k.startswith("mean_test_")]
+    scores = [k.removeprefix("mean_test_") for k in results if k.startswith("mean_test_")]
     table = pd.DataFrame({"head": list(heads)})
     for score in scores:
         table[f"mean_{score}"] = results[f"mean_test_{score}"]
@@ -229,12 +229,8 @@ def _summary(search, heads):
 
 def _draw(y, n_per_class, rng):
     """Indices of ``n_per_class`` cells of every class (all of a class that has fewer)."""
-    return np.concatenate(
-        [
-            rng.choice(idx, min(n_per_class, len(idx)), replace=False)
-            for idx in (np.flatnonzero(y == label) for label in np.unique(y))
-        ]
-    )
+    groups = (np.flatnonzero(y == label) for label in np.unique(y))
+    return np.concatenate([rng.choice(g, min(n_per_class, len(g)), replace=False) for g in groups])
 
 
 def transfer_curve(
@@ -255,9 +251,8 @@ def transfer_curve(
 ):
     """Accuracy against training-set size: transfer learning vs. training from scratch.
 
-    The paper's protocol (Figs 4C, 5C): for each size, ``n_draws`` random
-    training sets of that many cells per class are drawn from the pool; each
-    head is trained on each and scored on the same fixed test set.
+    The paper's protocol (Figs 4C, 5C): for each size, ``n_draws`` training sets of that many
+    cells per class are drawn from the pool; each head is fitted on each, scored on the test set.
 
     Parameters
     ----------
@@ -347,9 +342,8 @@ def transfer_curve(
 def fit_head(search, head, X, y):
     """The pipeline of one head of a :func:`compare_heads` search, fitted on ``X, y``.
 
-    Each call returns a new, independent model (the search's candidates are
-    cloned, as ``GridSearchCV`` does); only the frozen featurizer and the
-    pretrained network, which fitting never changes, are shared.
+    Each call returns a new model (candidates are cloned, as ``GridSearchCV`` does); only the
+    frozen featurizer and the pretrained network, which fitting never changes, are shared.
 
     Parameters
     ----------
@@ -389,8 +383,8 @@ def fit_head(search, head, X, y):
     return clone(search.estimator).set_params(**clone(params, safe=False)).fit(X, y)
 
 
-def _scores_per_class(name, model, X):
-    """``class_scores`` of one model, refused unless it has one column per class."""
+def _average_precision(name, model, X, y):
+    """Per-class AP of one model, refused unless its scores have one column per class."""
     final = model[-1] if isinstance(model, Pipeline) else model
     if not hasattr(model, "predict_proba") and (
         getattr(final, "decision_function_shape", None) == "ovo"
@@ -406,7 +400,7 @@ def _scores_per_class(name, model, X):
             f"Model {name!r} gives scores of shape {scores.shape} for {len(model.classes_)} "
             "classes; expected one column per class."
         )
-    return scores
+    return per_class_average_precision(y, scores, model.classes_)
 
 
 def per_class_comparison(models, X_test, y_test):
@@ -415,10 +409,9 @@ def per_class_comparison(models, X_test, y_test):
     Parameters
     ----------
     models : dict of str to fitted classifier
-        For example the best DeepLoc head and the ``"classical"`` head (see
-        :func:`fit_head`); cells are ranked by ``predict_proba``, else by
-        ``decision_function``, which must give one column per class (not
-        ``decision_function_shape="ovo"``).
+        For example the best DeepLoc head and the ``"classical"`` head (see :func:`fit_head`);
+        cells are ranked by ``predict_proba``, else by ``decision_function``, which must give
+        one column per class (not ``decision_function_shape="ovo"``).
     X_test, y_test : the test cells and their labels.
 
     Returns
@@ -438,12 +431,7 @@ def per_class_comparison(models, X_test, y_test):
     if not models:
         raise ValueError("models must name at least one fitted classifier; got none.")
     table = pd.DataFrame(
-        {
-            name: per_class_average_precision(
-                y_test, _scores_per_class(name, model, X_test), model.classes_
-            )
-            for name, model in models.items()
-        }
+        {name: _average_precision(name, model, X_test, y_test) for name, model in models.items()}
     )
     table.loc["mean"] = table.mean()
     return table

@@ -80,8 +80,6 @@ def plot_montage(
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from sklearn_deeploc.datasets import make_yeast_cells
     >>> from sklearn_deeploc.plotting import plot_montage
     >>> X, y = make_yeast_cells(1, ["NUCLEI", "VACUOLE"], random_state=0)
@@ -130,8 +128,6 @@ def plot_head_comparison(table, *, score="accuracy", ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import pandas as pd
     >>> from sklearn_deeploc.plotting import plot_head_comparison
     >>> table = pd.DataFrame({"head": ["svm", "knn"], "mean_accuracy": [0.8, 0.7],
@@ -165,8 +161,6 @@ def plot_per_class_comparison(table, *, ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import pandas as pd
     >>> from sklearn_deeploc.plotting import plot_per_class_comparison
     >>> table = pd.DataFrame({"DeepLoc": [0.9, 0.8], "classical": [0.6, 0.7]},
@@ -207,8 +201,6 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import pandas as pd
     >>> from sklearn_deeploc.plotting import plot_transfer_curve
     >>> curve = pd.DataFrame({"head": ["finetune_all"] * 4, "cells_per_class": [1, 1, 5, 5],
@@ -246,8 +238,6 @@ def plot_confusion_matrix(y_true, y_pred, *, labels=None, ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from sklearn_deeploc.plotting import plot_confusion_matrix
     >>> display = plot_confusion_matrix(["a", "a", "b"], ["a", "b", "b"])
     >>> display.ax_.get_yticklabels()[0].get_text()
@@ -284,8 +274,6 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> import numpy as np
     >>> from sklearn_deeploc.plotting import plot_tsne
     >>> rng = np.random.default_rng(0)
@@ -329,8 +317,6 @@ def plot_precision_recall(y_true, proba, classes, *, ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from sklearn_deeploc.plotting import plot_precision_recall
     >>> ax = plot_precision_recall(["a", "b", "b"], [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],
     ...                            ["a", "b"])
