@@ -9,35 +9,13 @@ PAPER_CONV_CHANNELS = (64, 64, 128, 128, 256, 256, 256, 256)
 PAPER_FC_UNITS = (512, 512)
 
 
-def _conv_block(in_channels, out_channels, bias, eps, momentum):
-    return nn.Sequential(
-        OrderedDict(
-            conv=nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias),
-            bn=nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum),
-            relu=nn.ReLU(inplace=True),
-        )
-    )
-
-
-def _fc_block(in_features, out_features, bias, eps, momentum):
-    return nn.Sequential(
-        OrderedDict(
-            linear=nn.Linear(in_features, out_features, bias=bias),
-            bn=nn.BatchNorm1d(out_features, eps=eps, momentum=momentum),
-            relu=nn.ReLU(inplace=True),
-        )
-    )
+def _block(name, layer, norm):
+    """``layer`` (as ``name``), batch norm and ReLU: the unit every hidden layer is."""
+    return nn.Sequential(OrderedDict({name: layer, "bn": norm, "relu": nn.ReLU(inplace=True)}))
 
 
 def pooled_size(size, n_pools=3):
-    """Side length after ``n_pools`` 2x2 "same" max poolings (60 -> 30 -> 15 -> 8).
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.network import pooled_size
-    >>> pooled_size(60), pooled_size(64), pooled_size(60, 2)
-    (8, 8, 15)
-    """
+    """Side length after ``n_pools`` 2x2 "same" max poolings (60 -> 30 -> 15 -> 8)."""
     for _ in range(n_pools):
         size = -(-size // 2)
     return size
@@ -103,7 +81,7 @@ class DeepLocNet(nn.Module):
         init_std=0.1,
     ):
         super().__init__()
-        # The keyword arguments, as model folders store them (plain JSON types).
+        # As model folders store them: plain JSON types.
         self.architecture = {
             "n_channels": int(n_channels),
             "n_classes": int(n_classes),
@@ -124,7 +102,7 @@ class DeepLocNet(nn.Module):
             )
         self.init_std = init_std
         self.features_frozen = False
-        norm = {"bias": bias, "eps": bn_eps, "momentum": bn_momentum}
+        norm = {"eps": bn_eps, "momentum": bn_momentum}
 
         # Pool after conv 2, 4 and the last conv; ceil_mode gives TF's "same" pooling.
         n_conv = len(conv_channels)
@@ -132,7 +110,8 @@ class DeepLocNet(nn.Module):
         self.last_conv = f"conv{n_conv}"
         layers, in_channels = OrderedDict(), n_channels
         for i, out_channels in enumerate(conv_channels, start=1):
-            layers[f"conv{i}"] = _conv_block(in_channels, out_channels, **norm)
+            conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+            layers[f"conv{i}"] = _block("conv", conv, nn.BatchNorm2d(out_channels, **norm))
             if i in pool_after:
                 layers[f"pool{pool_after.index(i) + 1}"] = nn.MaxPool2d(2, stride=2, ceil_mode=True)
             in_channels = out_channels
@@ -142,17 +121,14 @@ class DeepLocNet(nn.Module):
         in_features = in_channels * side * side
         fc = OrderedDict()
         for i, units in enumerate(fc_units, start=1):
-            fc[f"fc{i}"] = _fc_block(in_features, units, **norm)
+            linear = nn.Linear(in_features, units, bias=bias)
+            fc[f"fc{i}"] = _block("linear", linear, nn.BatchNorm1d(units, **norm))
             in_features = units
         self.fc = nn.Sequential(fc)
 
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(in_features, n_classes, bias=bias or not normalize_logits)
-        self.head_bn = (
-            nn.BatchNorm1d(n_classes, eps=bn_eps, momentum=bn_momentum)
-            if normalize_logits
-            else nn.Identity()
-        )
+        self.head_bn = nn.BatchNorm1d(n_classes, **norm) if normalize_logits else nn.Identity()
         self.reset_parameters()
 
     def reset_parameters(self):
