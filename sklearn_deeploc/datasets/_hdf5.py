@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -59,9 +60,7 @@ def _open(path):
     try:
         return h5py.File(path, "r")
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"No DeepLoc HDF5 file at {path}: the file does not exist."
-        ) from None
+        raise FileNotFoundError(f"No DeepLoc HDF5 file at {path}: it does not exist.") from None
     except IsADirectoryError:
         raise IsADirectoryError(f"{path} is a directory, expected an HDF5 file.") from None
     except OSError as error:
@@ -84,8 +83,7 @@ def _check_stored(dataset, path, key):
     if dataset.is_virtual or dataset.external:
         raise ValueError(
             f"{path}: {key} keeps its values in other files (a virtual dataset or external "
-            "storage), which HDF5 reads as fill values when they are missing; the loaders "
-            "refuse such datasets. Expected the values stored in the file itself."
+            "storage), read as fill values when missing; expected them in the file itself."
         )
     unfiltered = dataset.id.get_create_plist().get_nfilters() == 0
     stored = dataset.id.get_storage_size()
@@ -102,9 +100,8 @@ def _check_stored(dataset, path, key):
         if written < needed:
             raise ValueError(
                 f"{path}: {key} declares shape {dataset.shape} in {needed} chunks of "
-                f"{dataset.chunks} but the file holds {written} of them; the rest were never "
-                f"written (HDF5 would read them as the fill value {dataset.fillvalue}). "
-                "Expected a completely written dataset."
+                f"{dataset.chunks} but the file holds {written} of them; HDF5 would read the "
+                f"rest as the fill value {dataset.fillvalue}."
             )
 
 
@@ -541,16 +538,13 @@ def _integer_codes(y, names):
 
 def _string_codes(y, names):
     """String labels as their columns in ``names``, and the column count."""
-    known = np.asarray(names, dtype=str)
-    order = np.argsort(known)
-    where = order[np.searchsorted(known, y, sorter=order).clip(max=len(known) - 1)]
-    unknown = known[where] != y
-    if unknown.any():
+    codes = pd.Index(names).get_indexer(y)
+    if (codes < 0).any():
         raise ValueError(
-            f"y holds labels that are not in label_names: {sorted(set(y[unknown].tolist()))[:5]} "
+            f"y holds labels that are not in label_names: {sorted(set(y[codes < 0].tolist()))[:5]} "
             f"(label_names: {list(names)})."
         )
-    return where.astype(np.int64), len(known)
+    return codes.astype(np.int64), len(names)
 
 
 def _label_values(y, n_cells):
