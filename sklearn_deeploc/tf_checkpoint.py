@@ -236,9 +236,7 @@ def checkpoint_prefix(path):
 
 
 def read_checkpoint(path):
-    """Tensor name -> numpy array of a checkpoint (prefix or file), each checked by its crc32c.
-
-    String tensors are skipped.
+    """Tensor name -> array of a checkpoint (prefix or file), crc32c-checked; strings skipped.
 
     Examples
     --------
