@@ -168,17 +168,13 @@ def plot_per_class_comparison(table, *, ax=None):
     >>> len(plot_per_class_comparison(table).patches)
     4
     """
-    if len(table) == 0 or len(table.columns) == 0:
+    if table.empty:
         raise ValueError(
             "plot_per_class_comparison needs a table of one row per class and one column per "
             f"model; got shape {table.shape}."
         )
     ax = _axes(ax, (5, 0.35 * len(table) * len(table.columns) + 1.5))
-    height = 0.8 / len(table.columns)
-    rows = np.arange(len(table))
-    for k, name in enumerate(table.columns):
-        ax.barh(rows + k * height, table[name].fillna(0), height=height, label=name)
-    ax.set_yticks(rows + height * (len(table.columns) - 1) / 2, table.index)
+    table.fillna(0).plot.barh(ax=ax, width=0.8)
     ax.invert_yaxis()
     ax.set(xlim=(0, 1), xlabel="average precision")
     ax.legend(loc="lower right")
