@@ -210,18 +210,17 @@ def read_cell_table(
         x_column = _cellprofiler_center(frame, "X", x_column)
         y_column = _cellprofiler_center(frame, "Y", y_column)
         fields, files = _cellprofiler_files(frame, channels, folder)
+    elif layout == "token":
+        fields, files = _token_files(frame, image_column, channels or TOKEN_CHANNELS, folder)
+    elif channels is not None:
+        raise ValueError(
+            "The stack layout reads every page of a field's file as a channel; "
+            f"channels={channels} does not apply (image names have no 'chN' token)."
+        )
     else:
-        x_column, y_column = x_column or "Center_X", y_column or "Center_Y"
-        if layout == "token":
-            fields, files = _token_files(frame, image_column, channels or TOKEN_CHANNELS, folder)
-        elif channels is not None:
-            raise ValueError(
-                "The stack layout reads every page of a field's file as a channel; "
-                f"channels={channels} does not apply (image names have no 'chN' token)."
-            )
-        else:
-            fields = _file_names(frame, image_column)
-            files = {FILE_PREFIX: [str(folder / name) for name in fields]}
+        fields = _file_names(frame, image_column)
+        files = {FILE_PREFIX: [str(folder / name) for name in fields]}
+    x_column, y_column = x_column or "Center_X", y_column or "Center_Y"
     _missing_columns(frame, [x_column, y_column] + ([label_column] if label_column else []))
     cells = pd.DataFrame({"field": fields, **files}, index=frame.index)
     cells["x"], cells["y"] = (_coordinates(frame, column) for column in (x_column, y_column))
@@ -250,8 +249,7 @@ def drop_repeated_cells(cells, source="The cell table"):
 
     Examples
     --------
-    >>> import warnings
-    >>> import pandas as pd
+    >>> import warnings, pandas as pd
     >>> from sklearn_deeploc.fields import drop_repeated_cells
     >>> cells = pd.DataFrame({"field": ["a.tif"] * 3, "x": [5.0, 9.0, 5.0], "y": [7.0] * 3})
     >>> with warnings.catch_warnings(record=True) as caught:
@@ -384,7 +382,7 @@ def check_image_files(paths, limit=10):
 
 
 def read_field(files):
-    """Read one field of view as a (C, H, W) array, channel files in order.
+    """Read one field of view as a (C, H, W) array; missing files raise one ``FileNotFoundError``.
 
     Parameters
     ----------
@@ -398,16 +396,9 @@ def read_field(files):
     ndarray of shape (C, H, W)
         The channels of all files, stacked in order, in the files' dtype.
 
-    Raises
-    ------
-    FileNotFoundError
-        Listing every missing file.
-
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
-    >>> import tifffile
+    >>> import tempfile, numpy as np, tifffile
     >>> from sklearn_deeploc.fields import read_field
     >>> path = tempfile.mkdtemp() + "/field.tiff"
     >>> tifffile.imwrite(path, np.zeros((3, 40, 50), np.uint16), photometric="minisblack")
@@ -705,10 +696,7 @@ def iter_field_crops(cells, *, size=64, border="pad", verbose=0):
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
-    >>> import pandas as pd
-    >>> import tifffile
+    >>> import tempfile, numpy as np, pandas as pd, tifffile
     >>> from sklearn_deeploc.fields import iter_field_crops, read_cell_table
     >>> folder = tempfile.mkdtemp()
     >>> tifffile.imwrite(folder + "/a.tiff", np.zeros((2, 100, 100), np.uint16),
@@ -772,10 +760,7 @@ def crop_fields(cells, *, size=64, border="pad", verbose=0):
 
     Examples
     --------
-    >>> import tempfile
-    >>> import numpy as np
-    >>> import pandas as pd
-    >>> import tifffile
+    >>> import tempfile, numpy as np, pandas as pd, tifffile
     >>> from sklearn_deeploc.fields import crop_fields, read_cell_table
     >>> folder = tempfile.mkdtemp()
     >>> for channel in ("ch1", "ch2"):

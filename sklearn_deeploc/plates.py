@@ -126,7 +126,7 @@ class Plate:
     def __init__(self, path, root, version, name, fields):
         self.path, self.name, self.version = str(path), name, version
         self._root, self.fields = root, fields
-        self._images = {}  # key -> (level-0 array, axes, metadata): metadata is read once
+        self._images = {}  # key -> (level-0 array, sizes, metadata): metadata is read once
 
     def __repr__(self):
         return f"Plate({self.path!r}, NGFF {self.version}, {len(self.fields)} fields)"
@@ -142,7 +142,7 @@ class Plate:
             raise ValueError(f"{where}: its {what} {key!r} is missing from the plate.") from None
 
     def _image(self, key, where):
-        """(level-0 array, axes, metadata) of the multiscale image at ``key``, read once."""
+        """(level-0 array, {axis: size} in axis order, metadata) of the image at ``key``."""
         if key not in self._images:
             metadata = _ngff_metadata(self._group(key, where, "image"), where)
             axes, level0 = _levels_axes(metadata, where)
@@ -152,7 +152,7 @@ class Plate:
                     f"{where}: level 0 has {array.ndim} dimensions {array.shape}, its metadata "
                     f"{len(axes)} axes {axes}."
                 )
-            self._images[key] = array, axes, metadata
+            self._images[key] = array, dict(zip(axes, array.shape)), metadata
         return self._images[key]
 
     def channel_names(self, image_path):
@@ -162,8 +162,8 @@ class Plate:
 
     def channel_indices(self, image_path, channels=None):
         """The stored indices of ``channels`` (names or indices; default all) in a field."""
-        array, axes, metadata = self._image(image_path, self._where(image_path))
-        n_channels = dict(zip(axes, array.shape)).get("c", 1)
+        _, sizes, metadata = self._image(image_path, self._where(image_path))
+        n_channels = sizes.get("c", 1)
         if channels is None:
             return list(range(n_channels))
         names = _channel_names(metadata)
@@ -214,8 +214,7 @@ class Plate:
             The pixels in the stored type.
         """
         where = self._where(image_path)
-        array, axes, _ = self._image(image_path, where)
-        sizes = dict(zip(axes, array.shape))
+        array, sizes, _ = self._image(image_path, where)
         indices = self.channel_indices(image_path, channels)
         if indices == list(range(sizes.get("c", 1))):
             indices = slice(None)  # all, in order: zarr reads a slice faster
@@ -226,19 +225,18 @@ class Plate:
             planes = [_position(z, sizes, "z", where)]
         field = None
         for plane in planes:
-            pixels = _read_plane(array, axes, {**index, "z": plane}, where)
+            pixels = _read_plane(array, sizes, {**index, "z": plane}, where)
             field = pixels if field is None else np.maximum(field, pixels, out=field)
         return field
 
     def _label_image(self, image_path, name):
-        """(level-0 array, axes, where) of a field's label image, checked on its metadata."""
+        """(level-0 array, sizes, where) of a field's label image, checked on its metadata."""
         where = self._where(image_path)
         names = self.label_names(image_path)
         if name not in names:
             raise ValueError(f"{where} has no label image {name!r}; it has {names or 'none'}.")
         label_where = f"Label image {name!r} of field {image_path} of plate {self.path}"
-        array, axes, _ = self._image(f"{image_path}/labels/{name}", label_where)
-        sizes = dict(zip(axes, array.shape))
+        array, sizes, _ = self._image(f"{image_path}/labels/{name}", label_where)
         if sizes.get("c", 1) != 1:
             raise ValueError(f"{label_where} has {sizes['c']} channels; expected one.")
         if not np.issubdtype(array.dtype, np.integer):
@@ -246,14 +244,13 @@ class Plate:
                 f"{label_where} holds {array.dtype} values; expected integer labels "
                 "(0 = background)."
             )
-        image, image_axes, _ = self._image(image_path, where)
-        field_size = [image.shape[image_axes.index(axis)] for axis in ("y", "x")]
-        if [sizes["y"], sizes["x"]] != field_size:
+        _, field, _ = self._image(image_path, where)
+        if (sizes["y"], sizes["x"]) != (field["y"], field["x"]):
             raise ValueError(
                 f"{label_where} is {sizes['y']}x{sizes['x']} pixels; the field's images are "
-                f"{field_size[0]}x{field_size[1]}."
+                f"{field['y']}x{field['x']}."
             )
-        return array, axes, label_where
+        return array, sizes, label_where
 
     def read_labels(self, image_path, name, *, z=None, t=0):
         """Read a field's label image ``labels/<name>`` at full resolution as (H, W).
@@ -275,12 +272,11 @@ class Plate:
         numpy.ndarray of shape (H, W)
             Integer labels, 0 the background; the shape of the field's images.
         """
-        array, axes, where = self._label_image(image_path, name)
-        sizes = dict(zip(axes, array.shape))
+        array, sizes, where = self._label_image(image_path, name)
         if z is None and sizes.get("z", 1) > 1:
             raise ValueError(f"{where} has {sizes['z']} z planes; pass z= to choose one.")
         index = {"t": _position(t, sizes, "t", where), "z": _position(z or 0, sizes, "z", where)}
-        return check_label_image(_read_plane(array, axes, index, where)[0], where)
+        return check_label_image(_read_plane(array, sizes, index, where)[0], where)
 
     def check(self, channels=None, labels=None, limit=10):
         """Refuse, before any pixel is read, a plate whose fields cannot all be read as asked.
@@ -331,10 +327,9 @@ def _position(value, sizes, axis, where):
     return int(value)
 
 
-def _read_plane(array, axes, index, where):
+def _read_plane(array, sizes, index, where):
     """Read ``array[index]`` (axis name -> int, list or slice; default all) as (C, H, W)."""
-    selection = tuple(index.get(axis, slice(None)) for axis in axes)
-    sizes = dict(zip(axes, array.shape))
+    selection = tuple(index.get(axis, slice(None)) for axis in sizes)
     chosen = index.get("c", slice(None))
     n_channels = len(range(sizes.get("c", 1))[chosen] if isinstance(chosen, slice) else chosen)
     check_fits_memory(  # before decoding: metadata can claim any size
@@ -348,7 +343,7 @@ def _read_plane(array, axes, index, where):
         pixels = array.oindex[selection]
     except (RuntimeError, ValueError, OSError) as error:  # a damaged chunk, named by nobody
         raise ValueError(f"{where}: cannot read its pixels ({error}).") from error
-    return pixels if "c" in axes else pixels[np.newaxis]
+    return pixels if "c" in sizes else pixels[np.newaxis]
 
 
 def _fields_of_well(root, well, plate_name, path):

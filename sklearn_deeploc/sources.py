@@ -80,15 +80,10 @@ def _named_fields(keys, plates, pattern):
 
 
 class FieldSource:
-    """The fields of a screen, read one at a time; see the module docstring.
+    """The ``fields`` of a screen, read one at a time (see the module docstring).
 
-    Attributes
-    ----------
-    fields : pandas.DataFrame
-        One row per field: ``key`` (what :meth:`read` takes), ``plate``,
-        ``well``, ``site`` (the field's place in its well, from 0).
-    n_channels : int or None
-        The channels a field is read with, where known before reading one.
+    ``fields["key"]`` is what :meth:`read` takes, ``site`` counts from 0 within a well, and
+    ``n_channels`` is the channels a field is read with, where known before reading one.
     """
 
     fields = None
@@ -143,7 +138,7 @@ class TableFields(FieldSource):
 
     def identity(self):
         files = {path for field in self._cells.values() for path in field[self._columns].iloc[0]}
-        check_image_files(sorted(files))
+        check_image_files(files)
         return {
             "cells": self._digest,
             "images": stat_digest(files),
@@ -171,15 +166,14 @@ def _label_index(labels, channel_files):
     return index
 
 
-def _label_file(index, labels, field_file, token):
+def _label_file(index, labels, field_file, channel):
     """The one label image named after a field's first channel file.
 
-    Its stem is the file's stem (``r01c01f01-ch1_cp_masks.png``) or the stem
-    without its channel token (``r01c01f01.tiff``), followed by nothing or a
-    separator and a suffix.
+    Its stem is the file's stem (``r01c01f01-ch1_cp_masks.png``) or the stem without its
+    channel token (``r01c01f01.tiff``), followed by nothing or a separator and a suffix.
     """
     stem = Path(field_file).stem
-    names = [stem, token.remove(stem)]
+    names = [stem, re.sub(r"[-_. ]*$", "", _channel_token(channel).sub("", stem, count=1))]
     for name in names:
         found = index.get(name, [])
         if len(found) == 1:
@@ -195,18 +189,9 @@ def _label_file(index, labels, field_file, token):
     )
 
 
-class _ChannelToken:
-    """A channel token in a file name: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
-
-    def __init__(self, channel):
-        self.channel = channel
-        self.regex = re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
-
-    def search(self, name):
-        return self.regex.search(name)
-
-    def remove(self, stem):
-        return re.sub(r"[-_. ]*$", "", self.regex.sub("", stem, count=1))
+def _channel_token(channel):
+    """``channel`` as a token of file names: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
+    return re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
 
 
 def _natural(name):
@@ -214,18 +199,19 @@ def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _field_names(images, token):
+def _field_names(images, channel):
     """The folder's image files holding the first channel token, in natural order.
 
-    A file whose name extends a field's name (Cellpose's ``<field>_cp_masks.png``
-    beside it) is that field's label image, not a field.
+    A file whose name extends a field's name (Cellpose's ``<field>_cp_masks.png``) is that
+    field's label image, not a field.
     """
+    token = _channel_token(channel)
     names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
     stems = {Path(name).stem for name in names}
     names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
     if not names:
         raise ValueError(
-            f"No image in {images} has the channel token {token.channel!r} (image files: "
+            f"No image in {images} has the channel token {channel!r} (image files: "
             f"{'/'.join(FIELD_SUFFIXES)})."
         )
     return sorted(names, key=_natural)
@@ -254,8 +240,7 @@ class FolderFields(FieldSource):
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or ["ch1", "ch2"])
-        token = _ChannelToken(self._channels[0])
-        names = _field_names(images, token)
+        names = _field_names(images, self._channels[0])
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
             layout="token",
@@ -269,7 +254,9 @@ class FolderFields(FieldSource):
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
             index = _label_index(labels, [f for files in self._files.values() for f in files])
-            self._labels = {name: _label_file(index, labels, name, token) for name in names}
+            self._labels = {
+                name: _label_file(index, labels, name, self._channels[0]) for name in names
+            }
         if not self._labels:
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)
@@ -298,8 +285,8 @@ class FolderFields(FieldSource):
 def plate_channels(plate, channel_names):
     """The channels to read from a plate for a model with these channel names.
 
-    The model's channel names where the plate names them all, else every
-    channel of the plate where it has as many as the model.
+    The model's channel names where the plate names them all, else every channel of the
+    plate where it has as many as the model.
     """
     names = plate.channel_names(plate.fields["image_path"].iloc[0])
     if names is not None and set(channel_names) <= set(names):
@@ -340,9 +327,8 @@ class PlateFields(FieldSource):
         self.n_channels = len(indices)
         if labels is None:
             _check_marker(marker, self.n_channels)
-        self.fields = self._plate.fields.rename(columns={"image_path": "key"})[
-            ["key", "plate", "well", "site"]
-        ]
+        fields = self._plate.fields.rename(columns={"image_path": "key"})
+        self.fields = fields[["key", "plate", "well", "site"]]
 
     @cached_property
     def _plate(self):
@@ -364,11 +350,10 @@ class PlateFields(FieldSource):
 
     def identity(self):
         root = Path(self._path).resolve()
-        files = sorted(tree_files(root))
         return {
             "plate": str(root),
             "version": self._plate.version,
-            "files": stat_digest(files),
+            "files": stat_digest(tree_files(root)),
             "channels": self.channels,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,
