@@ -299,11 +299,6 @@ def _cell_job(args):
     print(f"wrote {args.output}")
 
 
-def _plate_channel(text):
-    """A plate's channel: an index if all digits, else a name."""
-    return int(text) if text.isdigit() else text
-
-
 def _source(args, label_column=None):
     """The field source arguments of a job: a cell table, a folder or a plate."""
     from .fields import read_cell_table
@@ -328,7 +323,7 @@ def _source(args, label_column=None):
     if args.plate is not None:
         if args.images:
             raise ValueError("Give --plate or --images, not both.")
-        channels = args.channels and [_plate_channel(c) for c in args.channels]
+        channels = args.channels and [int(c) if c.isdigit() else c for c in args.channels]
         return {"plate": args.plate, "channels": channels, **source}
     if args.images is None:
         raise ValueError("Give the fields: --coords TABLE, --images FOLDER or --plate PLATE.")
@@ -431,11 +426,9 @@ def main(argv=None):
         args.handler(args)
     except KeyboardInterrupt as interrupt:
         detail = f" ({interrupt})" if str(interrupt) else ""
-        resumes = (
-            ", and the same command resumes from what was kept"
-            if args.command in RESUMABLE_COMMANDS
-            else "; run the command again to start over"
-        )
+        resumes = ", and the same command resumes from what was kept"
+        if args.command not in RESUMABLE_COMMANDS:
+            resumes = "; run the command again to start over"
         print(
             f"deeploc {args.command}: interrupted{detail}; nothing unfinished was written as "
             f"finished{resumes}.",

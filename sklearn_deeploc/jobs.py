@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .blocks import (
     ResumableOutput,
@@ -160,12 +161,9 @@ def predict(
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
     classifier = DeepLocClassifier.from_model(_model_for(model, device, precision, dataset))
-    classifier.set_params(
-        tta=classifier.tta if tta is None else tta,
-        batch_size=batch_size,
-        device=device,
-        precision=precision,
-    )
+    classifier.set_params(batch_size=batch_size, device=device, precision=precision)
+    if tta is not None:
+        classifier.set_params(tta=tta)
     classifier._validate_params()
     return _run_cell_blocks(classifier, data, output, block_size, overwrite, client, verbose)
 
@@ -359,7 +357,7 @@ def _cropped_cells(source, key, *, size=64, border="pad"):
     return result.crops, kept[[*metadata, *cells.columns, "padded"]].reset_index(drop=True)
 
 
-def _field_profiles(model, options, source, border, layer, key):
+def _field_profiles(model, source, options, border, layer, key):
     """Profiles of the cells of one field: metadata, probabilities, features."""
     crops, kept = _cropped_cells(source, key, border=border)
     tta, batch_size, precision = options
@@ -456,18 +454,11 @@ def run_screen(
         Regular expression of the well in an image name (default ``r\\d+c\\d+``, Opera's
         ``r01c01``); where it does not match, the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
-    tta : bool, optional
-        Five-crop mean; default the model's choice.
-    batch_size : int, default=128
-    device : str, default="auto"
-    precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
-        Arithmetic of inference; int8 calibrates on the cells of the first fields.
     csv : bool, default=False
         Also write ``cells.csv`` and ``wells.csv``.
-    overwrite : bool, default=False
-    client : distributed.Client, optional
-        Run one task per field on a Dask cluster.
-    verbose : int, default=1
+    tta, batch_size, device, precision, overwrite, client, verbose
+        As in :func:`predict`; int8 calibrates on the first fields' cells, and a Dask
+        ``client`` runs one task per field.
 
     Returns
     -------
@@ -561,18 +552,10 @@ def run_screen(
                 (output / name).unlink(missing_ok=True)
         if client is None:
             with _prefetched(source, parts.pending(), model) as fields:
-                parts.compute(_field_profiles, model, options, fields, border, features)
+                parts.compute(_field_profiles, model, fields, options, border, features)
         else:
-            shipped_model, shipped_source = client.scatter([model, source], broadcast=True)
-            parts.compute(
-                _field_profiles,
-                shipped_model,
-                options,
-                shipped_source,
-                border,
-                features,
-                client=client,
-            )
+            shipped = client.scatter([model, source], broadcast=True)
+            parts.compute(_field_profiles, *shipped, options, border, features, client=client)
         profiles = parts.assemble()
         if not len(profiles):
             (output / CELLS_FILE).unlink()
@@ -622,8 +605,6 @@ def crop(
         ``image``, ``ObjectNumber``, ``center_x``, ``center_y``, ``padded`` (and ``area``,
         ``label`` where known).
     """
-    from tqdm.auto import tqdm
-
     output = Path(output)
     if output.suffix.lower() not in HDF5_SUFFIXES:
         raise ValueError(
@@ -701,19 +682,17 @@ def _cells_path(screen):
     return path
 
 
-def _predicted_by(cells_path):
-    """The model digest and precision a screen's manifest records, or None."""
-    try:
-        manifest = json.loads((parts_folder(cells_path) / "manifest.json").read_text())
-        return {key: manifest["depends_on"][key] for key in ("model", "precision")}
-    except (OSError, ValueError, KeyError, TypeError):  # a profile table from elsewhere
-        return None
-
-
 def _check_same_predictions(path_a, path_b):
-    """Refuse screens whose manifests record another model or precision."""
-    a, b = _predicted_by(path_a), _predicted_by(path_b)
-    if a is not None and b is not None and a != b:
+    """Refuse two screens whose manifests record another model or precision."""
+    recorded = []
+    for path in (path_a, path_b):
+        try:
+            manifest = json.loads((parts_folder(path) / "manifest.json").read_text())
+            recorded.append({key: manifest["depends_on"][key] for key in ("model", "precision")})
+        except (OSError, ValueError, KeyError, TypeError):  # a profile table from elsewhere
+            return
+    a, b = recorded
+    if a != b:
         raise ValueError(
             f"Screens A and B were predicted differently (A: {a}; B: {b}); their "
             "probabilities are not comparable. Screen both with the same model and precision."

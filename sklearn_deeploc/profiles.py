@@ -317,11 +317,18 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
 
 
 def _probabilities(profiles, by, name):
-    """Screen ``name``'s probabilities, named by class, and its ``by`` column."""
+    """Screen ``name``'s probabilities, named by class, and its ``by`` column, checked."""
     if by not in profiles:
         raise ValueError(
             f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
             f"{[c for c in profiles.columns if c.startswith('Metadata_')]}."
+        )
+    plates = profiles["Metadata_Plate"].unique() if "Metadata_Plate" in profiles else []
+    if by == "Metadata_Well" and len(plates) > 1:
+        raise ValueError(
+            f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
+            "of one name hold different proteins; compare plate by plate, or pass by= a "
+            "column naming each cell's protein or strain."
         )
     proba = profiles[_columns(profiles)[1]]
     return proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX)), profiles[by]
@@ -347,14 +354,6 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     pandas.DataFrame
         :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``.
     """
-    for name, profiles in (("A", profiles_a), ("B", profiles_b)):
-        plates = profiles["Metadata_Plate"].unique() if "Metadata_Plate" in profiles else []
-        if by == "Metadata_Well" and len(plates) > 1:
-            raise ValueError(
-                f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
-                "of one name hold different proteins; compare plate by plate, or pass by= a "
-                "column naming each cell's protein or strain."
-            )
     proba_a, groups_a = _probabilities(profiles_a, by, "A")
     proba_b, groups_b = _probabilities(profiles_b, by, "B")
     if list(proba_a.columns) != list(proba_b.columns):
