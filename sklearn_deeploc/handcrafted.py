@@ -266,17 +266,7 @@ def _zernike_orders(degree):
 
 
 def feature_names(distances=(1, 2, 4), zernike_degree=8, radial_bins=4):
-    """Names of the features, in the order :class:`HandcraftedFeatures` returns them.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.handcrafted import feature_names
-    >>> names = feature_names(distances=(1,), zernike_degree=2, radial_bins=2)
-    >>> [name for name in names if name.startswith("zernike")]
-    ['zernike_1_1', 'zernike_2_0', 'zernike_2_2']
-    >>> [name for name in names if name.startswith("radial")][:2]
-    ['radial_fraction_1of2', 'radial_fraction_2of2']
-    """
+    """Names of the features, in the order :class:`HandcraftedFeatures` returns them."""
     texture = [f"haralick_{name}_d{d}" for d in distances for name in HARALICK_FEATURES]
     hu = [f"hu_moment_{k}" for k in range(1, 8)]
     zernike = [f"zernike_{n}_{m}" for n, m in _zernike_orders(zernike_degree)]

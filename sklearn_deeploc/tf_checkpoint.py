@@ -236,15 +236,7 @@ def checkpoint_prefix(path):
 
 
 def read_checkpoint(path):
-    """Tensor name -> array of a checkpoint (prefix or file), crc32c-checked; strings skipped.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.tf_checkpoint import read_checkpoint
-    >>> tensors = read_checkpoint("tests/fixtures/tf_deeploc_small/model.ckpt-5000")
-    >>> tensors["conv_1/weights/Variable"].shape
-    (3, 3, 2, 4)
-    """
+    """Tensor name -> array of a checkpoint (prefix or file), crc32c-checked; strings skipped."""
     prefix = checkpoint_prefix(path)
     index = prefix.with_name(prefix.name + ".index")
     if not index.is_file():
