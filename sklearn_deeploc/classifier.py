@@ -27,33 +27,17 @@ from .validation import (
     validate_crops,
 )
 
-# The paper's recipe. Learning rate from scratch: see benchmarks/RESULTS.md for why
-# not the paper's 0.1 (Adam at 0.1 trains this PyTorch network, but ends worse).
+# The paper's recipe, except lr from scratch: Adam at 0.1 ends worse (benchmarks/RESULTS.md).
 SCRATCH = {"lr": 1e-3, "max_iter": 10_000, "dropout": 0.0}
 FINE_TUNE = {"lr": 3e-3, "max_iter": 500, "dropout": 0.5}
-# Names that resolve to a published model, fetched and converted on first use.
 REGISTERED_MODELS = {"deeploc-chong": "chong"}
 
 
 def resolve_model(pretrained):
     """The :class:`DeepLocModel` behind a ``pretrained`` parameter, or None.
 
-    Parameters
-    ----------
-    pretrained : None, str, path-like, DeepLocModel or fitted estimator
-        A model folder (a path that exists always wins), a registered name (``"deeploc-chong"``,
-        downloaded once by :func:`~sklearn_deeploc.datasets.fetch_deeploc_model`), a model, or
-        a fitted estimator holding one as ``model_``.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc.classifier import resolve_model
-    >>> resolve_model(None) is None
-    True
-    >>> resolve_model("no-such-folder")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: No model folder at no-such-folder ...
+    A model folder (a path that exists always wins), a registered name (fetched once), a model,
+    or a fitted estimator holding one as ``model_``.
     """
     if pretrained is None or isinstance(pretrained, DeepLocModel):
         return pretrained
@@ -90,6 +74,18 @@ def known_cells(X):
         return None
 
 
+def validate_for(estimator, X, model, *, reset):
+    """:func:`validate_crops` against the input ``model`` takes."""
+    return validate_crops(
+        estimator,
+        X,
+        reset=reset,
+        n_channels=model.n_channels,
+        image_size=model.image_size,
+        crop_size=model.crop_size,
+    )
+
+
 class KeepPretrainedMixin:
     """``clone`` keeps ``pretrained`` by reference: it is only read, and a deep clone unfits it."""
 
@@ -104,9 +100,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     """DeepLoc: a deep network that classifies protein localization in single cells.
 
     Trains the network of Kraus et al. (2017) from scratch, or fine-tunes a pretrained one, on
-    crops of single cells with the paper's recipe (per-cell stretch, augmented random crops,
-    Adam with exponential decay, the best model on a validation split kept). Prediction
-    averages the softmax of five crops. The result is ``model_``, a
+    single-cell crops with the paper's recipe; the result is ``model_``, a
     :class:`~sklearn_deeploc.DeepLocModel`.
 
     Parameters
@@ -157,16 +151,14 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         a GPU (training scales the loss); ``"int8"`` is for prediction, training runs in fp32.
     checkpoint_dir : str, path-like or None, default=None
         Folder of training checkpoints: a later ``fit`` with the same data and parameters
-        resumes from the newest one (README, "Resuming an interrupted training"); other data or
-        parameters are refused.
+        resumes from the newest one; other data or parameters are refused.
     checkpoint_interval : int or None, default=None
         Steps between checkpoints; None means every ``validation_interval``.
     random_state : int, RandomState instance or None, default=None
         Seeds initialisation, sampling, augmentation and the validation split; an int makes CPU
         training reproducible.
     verbose : int, default=0
-        1 shows a progress bar (loss, learning rate, ETA) and a line per validation (a line
-        every 5% of the steps where output is not a terminal).
+        1 shows a progress bar and a line per validation.
 
     Attributes
     ----------
@@ -423,14 +415,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     # -- prediction --------------------------------------------------------------
 
     def _predict_proba_in_memory(self, X, options):
-        X = validate_crops(
-            self,
-            X,
-            reset=False,
-            n_channels=self.model_.n_channels,
-            image_size=self.model_.image_size,
-            crop_size=self.model_.crop_size,
-        )
+        X = validate_for(self, X, self.model_, reset=False)
         tta, batch_size, precision = options
         return self.model_.predict_proba(
             X,

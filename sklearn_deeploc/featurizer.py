@@ -10,40 +10,18 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import KeepPretrainedMixin, known_cells, resolve_model
+from .classifier import KeepPretrainedMixin, known_cells, resolve_model, validate_for
 from .inference import PRECISIONS, check_precision
 from .streaming import apply_blockwise
-from .validation import DeviceName, validate_crops
+from .validation import DeviceName
 
 
 class FeatureCache:
-    """Features keyed by each cell's pixels, so a cell is featurised once per search.
+    """Features keyed by a digest of each cell's pixels (and the model, layer, tta, precision).
 
-    A :class:`DeepLocFeaturizer` never fits on the data, so a cell's features depend on its
-    pixels alone: the cache maps a digest of a cell's bytes (and of the model and layer) to
-    its features. ``clone`` and ``deepcopy`` share it; each worker process has the copy it was
-    sent, so warm it (:meth:`DeepLocFeaturizer.transform` on all cells) before a parallel search.
-
-    Attributes
-    ----------
-    n_computed : int
-        Cells featurised through this cache (misses).
-    n_hits : int
-        Cells served from the cache.
-
-    Examples
-    --------
-    >>> from sklearn_deeploc import DeepLocClassifier, DeepLocFeaturizer
-    >>> from sklearn_deeploc.datasets import make_yeast_cells
-    >>> from sklearn_deeploc.featurizer import FeatureCache
-    >>> X, y = make_yeast_cells(3, ["NUCLEI", "VACUOLE"], random_state=0)
-    >>> source = DeepLocClassifier(conv_channels=(4,) * 8, fc_units=(8, 8), max_iter=2,
-    ...                            batch_size=8, random_state=0).fit(X, y)
-    >>> cache = FeatureCache()
-    >>> featurizer = DeepLocFeaturizer(source, cache=cache).fit(X)
-    >>> _ = featurizer.transform(X), featurizer.transform(X[:2])
-    >>> cache.n_computed, cache.n_hits
-    (6, 2)
+    ``clone`` and ``deepcopy`` share the cache, but each worker process gets its own copy: warm
+    it (``transform`` on all cells) before a parallel search. ``n_computed`` counts misses,
+    ``n_hits`` cells served from the cache.
     """
 
     def __init__(self):
@@ -86,8 +64,7 @@ class FeatureCache:
 class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     """Features of a pretrained DeepLoc network for SVM, kNN or random-forest heads.
 
-    ``fit`` loads and checks the network and never trains, so the features do not depend on
-    the cells it is fitted on. ``transform`` returns one layer's activations.
+    ``fit`` loads and checks the network but never trains: features depend on a cell alone.
 
     Parameters
     ----------
@@ -180,7 +157,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         if model is None:
             raise ValueError("DeepLocFeaturizer needs a pretrained model; got pretrained=None.")
         model.feature_width(self.layer)  # an unknown layer is refused before any work
-        X = self._validate(X, model, reset=True)
+        X = validate_for(self, X, model, reset=True)
         check_precision(self.precision, self.device)
         self.model_ = model.to(self.device)
         if self.precision == "int8":  # int8 ranges are measured on the target cells
@@ -192,16 +169,6 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         """Length of a feature vector: the width of ``layer`` (also after ``set_params``)."""
         check_is_fitted(self, "model_")
         return self.model_.feature_width(self.layer)
-
-    def _validate(self, X, model, *, reset):
-        return validate_crops(
-            self,
-            X,
-            reset=reset,
-            n_channels=model.n_channels,
-            image_size=model.image_size,
-            crop_size=model.crop_size,
-        )
 
     def transform(self, X):
         """Features of each cell, float32 ``(n, n_features_out_)``; lazy for ``dask.array`` input.
@@ -217,7 +184,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         return apply_blockwise(partial(self._transform_in_memory, options=options), X, width)
 
     def _transform_in_memory(self, X, options):
-        X = self._validate(X, self.model_, reset=False)
+        X = validate_for(self, X, self.model_, reset=False)
         features = partial(self._features, options=options)
         if self.cache is not None:
             context = FeatureCache.context(self.model_, self.layer, self.tta, self.precision)
