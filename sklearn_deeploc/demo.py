@@ -15,18 +15,10 @@ from .classifier import DeepLocClassifier
 from .datasets import make_yeast_cells
 from .model_selection import compare_heads, fit_head, per_class_comparison, transfer_curve
 
-TARGET_CLASSES = [
-    "CELLPERIPHERY",
-    "CYTOPLASM",
-    "ER",
-    "MITOCHONDRIA",
-    "NUCLEARPERIPHERY",
-    "NUCLEI",
-    "PEROXISOME",
-    "VACUOLARMEMBRANE",
-    "VACUOLE",
-    "BUDNECK",
-]
+TARGET_CLASSES = (
+    "CELLPERIPHERY CYTOPLASM ER MITOCHONDRIA NUCLEARPERIPHERY NUCLEI PEROXISOME VACUOLARMEMBRANE "
+    "VACUOLE BUDNECK"
+).split()
 
 
 @dataclass
@@ -80,8 +72,8 @@ QUICK = DemoSettings(
 )
 
 
-def _log(message, start):
-    print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
+def _save(figure, path):
+    figure.savefig(path, dpi=90, bbox_inches="tight")
 
 
 def _markdown_table(frame, float_format="{:.3f}"):
@@ -96,22 +88,10 @@ def _markdown_table(frame, float_format="{:.3f}"):
 
 
 def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
-    """Run the demo and write its report, tables and plots into ``output``.
+    """Run the demo and write its report, tables, plots and ``pretrained/`` model into ``output``.
 
-    Parameters
-    ----------
-    output : str or path-like, default="deeploc-demo"
-        Folder for ``report.md``, ``heads.csv``, ``transfer_curve.csv``, the
-        PNG plots and the pretrained model folder ``pretrained/``.
-    quick : bool, default=False
-        A smaller run (under 2 minutes on 2 CPU cores), for tests and a first look.
-    random_state : int, default=0
-
-    Returns
-    -------
-    dict
-        ``heads`` and ``curve`` DataFrames, ``test_accuracy`` of the best head
-        and the ``report`` path.
+    ``quick`` is a smaller run, for tests and a first look. Returns the ``heads``, ``curve`` and
+    ``per_class`` tables, the best head's ``test_accuracy`` and the ``report`` path.
     """
     import matplotlib
 
@@ -128,6 +108,10 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.perf_counter() - start:6.1f} s] {message}", flush=True)
+
     print(f"deeploc demo ({'quick' if quick else 'full'}), sklearn-deeploc {__version__}")
     print(
         f"Reduced-width DeepLoc for CPU: conv {settings.conv_channels}, "
@@ -140,20 +124,17 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         n_target, settings.target_classes, style="target", random_state=random_state + 1
     )
     test = np.zeros(len(y_target), bool)
-    for label in settings.target_classes:
-        test[np.flatnonzero(y_target == label)[: settings.target_test_per_class]] = True
+    test[_first_per_class(y_target, settings.target_test_per_class)] = True
     X_pool, y_pool = X_target[~test], y_target[~test]
     X_test, y_test = X_target[test], y_target[test]
-    _log(
+    log(
         f"screens drawn: source {len(X_source)} cells / {len(set(y_source))} classes, "
         f"target pool {len(X_pool)} + test {len(X_test)} cells / "
-        f"{len(settings.target_classes)} classes",
-        start,
+        f"{len(settings.target_classes)} classes"
     )
     _, first = np.unique(y_pool, return_index=True)
-    plot_montage(X_pool[first], y_pool[first], n_columns=10, title="Target screen").savefig(
-        output / "target_cells.png", dpi=90
-    )
+    montage = plot_montage(X_pool[first], y_pool[first], n_columns=10, title="Target screen")
+    _save(montage, output / "target_cells.png")
 
     network = {
         "conv_channels": settings.conv_channels,
@@ -169,10 +150,7 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         verbose=1,
     ).fit(X_source, y_source)
     folder = source_model.save_pretrained(output / "pretrained")
-    _log(
-        f"pretrained on the source screen ({settings.pretrain_steps} steps), saved to {folder}",
-        start,
-    )
+    log(f"pretrained on the source screen ({settings.pretrain_steps} steps), saved to {folder}")
 
     compare = _first_per_class(y_pool, settings.compare_per_class)
     network_params = {"max_iter": settings.network_steps, "batch_size": settings.batch_size}
@@ -185,24 +163,19 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         random_state=random_state,
     )
     heads.to_csv(output / "heads.csv", index=False)
-    _log(
+    log(
         f"head comparison ({settings.compare_per_class} cells per class, "
-        f"{settings.cv}-fold):\n{heads.to_string(index=False, float_format='%.3f')}",
-        start,
+        f"{settings.cv}-fold):\n{heads.to_string(index=False, float_format='%.3f')}"
     )
     best = search.best_estimator_
     test_accuracy = best.score(X_test, y_test)
-    plot_confusion_matrix(y_test, best.predict(X_test)).figure_.savefig(
-        output / "confusion.png", dpi=90, bbox_inches="tight"
-    )
-    plot_head_comparison(heads).figure.savefig(output / "heads.png", dpi=90, bbox_inches="tight")
+    _save(plot_confusion_matrix(y_test, best.predict(X_test)).figure_, output / "confusion.png")
+    _save(plot_head_comparison(heads).figure, output / "heads.png")
     per_class = _deeploc_against_classical(search, heads, X_pool[compare], y_pool[compare])
     per_class = per_class_comparison(per_class, X_test, y_test)
     per_class.to_csv(output / "per_class_average_precision.csv")
-    _log(f"per-class average precision (target test set):\n{per_class.round(3)}", start)
-    plot_per_class_comparison(per_class).figure.savefig(
-        output / "per_class.png", dpi=90, bbox_inches="tight"
-    )
+    log(f"per-class average precision (target test set):\n{per_class.round(3)}")
+    _save(plot_per_class_comparison(per_class).figure, output / "per_class.png")
 
     curve = transfer_curve(
         X_pool,
@@ -221,14 +194,12 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     summary = (
         curve.groupby(["head", "cells_per_class"])["accuracy"].agg(["mean", "std"]).reset_index()
     )
-    _log(f"transfer curve:\n{summary.to_string(index=False, float_format='%.3f')}", start)
-    plot_transfer_curve(curve).figure.savefig(
-        output / "transfer_curve.png", dpi=90, bbox_inches="tight"
-    )
+    log(f"transfer curve:\n{summary.to_string(index=False, float_format='%.3f')}")
+    _save(plot_transfer_curve(curve).figure, output / "transfer_curve.png")
 
     report, seconds = output / "report.md", time.perf_counter() - start
     report.write_text(_report(settings, quick, heads, summary, per_class, test_accuracy, seconds))
-    _log(f"report written to {report}", start)
+    log(f"report written to {report}")
     return {
         "heads": heads,
         "curve": curve,
