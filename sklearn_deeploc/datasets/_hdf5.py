@@ -525,28 +525,6 @@ def _checked_names(label_names):
     return names
 
 
-def _integer_codes(y, names):
-    """Integer labels as ``Index`` columns, and the column count."""
-    n_columns = int(y.max()) + 1 if names is None else len(names)
-    if y.min() < 0 or y.max() >= n_columns:
-        raise ValueError(
-            f"Integer labels must be Index columns 0 to {n_columns - 1} (one per label "
-            f"name); got values from {y.min()} to {y.max()}."
-        )
-    return y.astype(np.int64), n_columns
-
-
-def _string_codes(y, names):
-    """String labels as their columns in ``names``, and the column count."""
-    codes = pd.Index(names).get_indexer(y)
-    if (codes < 0).any():
-        raise ValueError(
-            f"y holds labels that are not in label_names: {sorted(set(y[codes < 0].tolist()))[:5]} "
-            f"(label_names: {list(names)})."
-        )
-    return codes.astype(np.int64), len(names)
-
-
 def _label_values(y, n_cells):
     """``y`` as int64 or str labels, refusing other and mixed kinds."""
     # Lists go through object dtype: numpy would turn ["a", 1] into strings.
@@ -575,10 +553,21 @@ def _one_hot_labels(y, label_names, n_cells):
     names = None if label_names is None else _checked_names(label_names)
     y = _label_values(y, n_cells)
     if y.dtype.kind == "i":
-        codes, n_columns = _integer_codes(y, names)
+        codes = y
+        n_columns = int(y.max()) + 1 if names is None else len(names)
+        if y.min() < 0 or y.max() >= n_columns:
+            raise ValueError(
+                f"Integer labels must be Index columns 0 to {n_columns - 1} (one per label "
+                f"name); got values from {y.min()} to {y.max()}."
+            )
     else:
         names = np.unique(y) if names is None else names
-        codes, n_columns = _string_codes(y, names)
+        codes, n_columns = pd.Index(names).get_indexer(y), len(names)
+        if (codes < 0).any():
+            raise ValueError(
+                "y holds labels that are not in label_names: "
+                f"{sorted(set(y[codes < 0].tolist()))[:5]} (label_names: {list(names)})."
+            )
     one_hot = np.zeros((n_cells, n_columns), np.uint8)
     one_hot[np.arange(n_cells), codes] = 1
     return one_hot, names
