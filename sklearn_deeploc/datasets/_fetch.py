@@ -331,8 +331,7 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     Parameters
     ----------
     subsets : str or list of str, optional
-        Subset names, the file names without ``_set.hdf5`` (for example
-        ``"Chong_train"``); all of them by default.
+        Subset names, the file names without ``_set.hdf5`` (``"Chong_train"``); all by default.
     data_home : str or path-like, optional
         See :func:`get_data_home`.
     url : str, optional
@@ -343,8 +342,7 @@ def fetch_deeploc_datasets(subsets=None, *, data_home=None, url=None, archive=No
     Returns
     -------
     dict of str -> pathlib.Path
-        Subset name to HDF5 file, ready for :func:`load_deeploc_hdf5` and
-        :class:`DeepLocHDF5Dataset`.
+        Subset name -> HDF5 file, for :func:`load_deeploc_hdf5` or :class:`DeepLocHDF5Dataset`.
 
     Raises
     ------

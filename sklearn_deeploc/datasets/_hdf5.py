@@ -385,9 +385,7 @@ class DeepLocHDF5Dataset(Dataset):
         return int(self._layout.starts[-1])
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_handle"] = None
-        return state
+        return {**self.__dict__, "_handle": None}
 
     def _file(self):
         """The open file, once it is known to be the one whose layout was checked."""
