@@ -522,16 +522,10 @@ def run_screen(
         )
     if precision == "int8":
         model.calibrate(_calibration_crops(source, border))
-    digest = model.digest()  # hashes every weight: once
-    manifest = {
-        "job": "screen",
-        "model": digest,
-        "precision": precision,
-        "tta": options[0],
-        "features": features,
-        "border": border,
-        "source": source.identity(),
-    }
+    # What the h5ad records, and the manifest with it (the digest hashes every weight: once).
+    uns = {"model": model.digest(), "precision": precision, "tta": options[0]}
+    inputs = {"features": features, "border": border, "source": source.identity()}
+    manifest = {"job": "screen", **uns, **inputs}
     if verbose:
         read = ""
         if plate is not None:
@@ -539,13 +533,9 @@ def run_screen(
             read = "; channels " + ", ".join(f"{c} as {n}" for c, n in pairs)
         print(f"{len(source.keys)} fields{read}")
     output.mkdir(parents=True, exist_ok=True)
+    cells_path = output / CELLS_FILE
     with ResumableOutput(
-        output / CELLS_FILE,
-        manifest,
-        source.keys,
-        unit="field",
-        overwrite=overwrite,
-        verbose=verbose,
+        cells_path, manifest, source.keys, unit="field", overwrite=overwrite, verbose=verbose
     ) as parts:
         if overwrite:  # what the previous run wrote beside cells.parquet goes with it
             for name in (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv"):
@@ -558,12 +548,11 @@ def run_screen(
             parts.compute(_field_profiles, *shipped, options, border, features, client=client)
         profiles = parts.assemble()
         if not len(profiles):
-            (output / CELLS_FILE).unlink()
+            cells_path.unlink()
             raise ValueError(
                 f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
                 "none was found, or every centre lies outside its field or too close to its edge."
             )
-        uns = {"model": digest, "precision": precision, "tta": options[0]}
         write_profiles(profiles, output, uns=uns, csv=csv)  # under the lock: one run's files
     return profiles, well_profiles(profiles)
 
