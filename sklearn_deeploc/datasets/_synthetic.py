@@ -46,15 +46,6 @@ def _unit(angle):
     return np.array([np.sin(angle), np.cos(angle)])
 
 
-def _ellipse_distance(yy, xx, cy, cx, ry, rx, angle):
-    """Normalised elliptical distance: < 1 inside, 1 on the boundary."""
-    dy, dx = yy - cy, xx - cx
-    cos, sin = np.cos(angle), np.sin(angle)
-    u = dx * cos + dy * sin
-    v = -dx * sin + dy * cos
-    return np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
-
-
 def _ring(distance, radius, width):
     """A soft ring of ``width`` pixels along the boundary of an ellipse of ``radius``."""
     return np.exp(-0.5 * ((distance - 1.0) * radius / width) ** 2)
@@ -85,10 +76,7 @@ class _Cell:
         self.radius = rng.uniform(*radius_range)
         self.angle = rng.uniform(0, 2 * np.pi)
         aspect = rng.uniform(0.8, 1.0)
-        self.cy, self.cx = centre
-        self.mother = _ellipse_distance(
-            self.yy, self.xx, self.cy, self.cx, self.radius * aspect, self.radius, self.angle
-        )
+        self.mother = self.distance(centre, self.radius * aspect, self.radius, self.angle)
         self.body = self.mother < 1
         self.bud = None
         direction = _unit(self.angle)
@@ -97,21 +85,25 @@ class _Cell:
             self.neck = centre + direction * self.radius * 0.97
             self.bud_centre = self.neck + direction * bud_radius * 0.9
             self.bud_tip = self.bud_centre + direction * bud_radius * 0.95
-            self.bud = _ellipse_distance(
-                self.yy, self.xx, *self.bud_centre, bud_radius, bud_radius, self.angle
-            )
+            self.bud = self.distance(self.bud_centre, bud_radius, bud_radius, self.angle)
             self.body = self.body | (self.bud < 1)
         offset = _unit(rng.uniform(0, 2 * np.pi)) * self.radius * 0.35
         self.nucleus_radius = self.radius * rng.uniform(0.28, 0.36)
         self.nucleus_centre = centre + offset
-        self.nucleus = _ellipse_distance(
-            self.yy, self.xx, *self.nucleus_centre, self.nucleus_radius, self.nucleus_radius, 0
-        )
+        self.nucleus = self.distance(self.nucleus_centre, self.nucleus_radius, self.nucleus_radius)
         self.vacuole_radius = self.radius * rng.uniform(0.32, 0.45)
-        self.vacuole = _ellipse_distance(
-            self.yy, self.xx, *(centre - offset * 1.1), self.vacuole_radius, self.vacuole_radius, 0
+        self.vacuole = self.distance(
+            centre - offset * 1.1, self.vacuole_radius, self.vacuole_radius
         )
         self.cytoplasm = self.body & (self.nucleus > 1.1) & (self.vacuole > 1.1)
+
+    def distance(self, centre, ry, rx, angle=0):
+        """Normalised distance to an ellipse's centre: < 1 inside, 1 on its boundary."""
+        dy, dx = self.yy - centre[0], self.xx - centre[1]
+        cos, sin = np.cos(angle), np.sin(angle)
+        u = dx * cos + dy * sin
+        v = -dx * sin + dy * cos
+        return np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
 
     def outline(self, width=1.2):
         """A soft ring of ``width`` pixels along the cell's (mother and bud) boundary."""
@@ -134,7 +126,7 @@ def _nucleolus(cell, rng):
     side = rng.uniform(0, 2 * np.pi)
     spot = cell.nucleus_centre + _unit(side) * cell.nucleus_radius * 0.55
     radii = cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8
-    return _ellipse_distance(cell.yy, cell.xx, *spot, *radii, side) < 1
+    return cell.distance(spot, *radii, side) < 1
 
 
 def _nuclear_periphery(cell, rng):
@@ -171,7 +163,7 @@ def _mitochondria(cell, rng):
 
 def _bud_neck(cell, rng):
     across = cell.angle + np.pi / 2
-    return _ellipse_distance(cell.yy, cell.xx, *cell.neck, 3.5, 1.0, across + np.pi / 2) < 1.2
+    return cell.distance(cell.neck, 3.5, 1.0, across + np.pi / 2) < 1.2
 
 
 def _bud_tip(cell, rng):
