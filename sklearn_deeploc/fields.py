@@ -69,10 +69,8 @@ def _detect_layout(frame, image_column, channels):
     return "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
 
 
-def _cellprofiler_center(frame, axis, column):
-    """The centre column: the one ``*_Location_Center_<axis>`` unless named."""
-    if column is not None:
-        return column
+def _cellprofiler_center(frame, axis):
+    """The one ``*_Location_Center_<axis>`` column of a CellProfiler table."""
     found = [c for c in frame.columns if (m := CELLPROFILER_CENTER.search(c)) and m[1] == axis]
     if len(found) != 1:
         raise ValueError(
@@ -207,8 +205,8 @@ def read_cell_table(
     if layout == "auto":
         layout = _detect_layout(frame, image_column, channels)
     if layout == "cellprofiler":
-        x_column = _cellprofiler_center(frame, "X", x_column)
-        y_column = _cellprofiler_center(frame, "Y", y_column)
+        x_column = x_column or _cellprofiler_center(frame, "X")
+        y_column = y_column or _cellprofiler_center(frame, "Y")
         fields, files = _cellprofiler_files(frame, channels, folder)
     elif layout == "token":
         fields, files = _token_files(frame, image_column, channels or TOKEN_CHANNELS, folder)

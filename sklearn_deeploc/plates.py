@@ -62,7 +62,7 @@ def _ngff_metadata(group, where):
             f"{where} is a Zarr v3 group whose NGFF metadata (keys {sorted(attributes)}) is "
             "not under an 'ome' entry; NGFF 0.5 keeps its metadata under 'ome'."
         )
-    return {}  # no NGFF metadata at all
+    return {}
 
 
 def _plate_version(metadata, zarr_format, path):
@@ -315,6 +315,7 @@ class Plate:
 
 
 def _channel_names(metadata):
+    """The ``omero.channels[].label`` of an image's metadata, or None without them."""
     channels = metadata.get("omero", {}).get("channels")
     return None if channels is None else [str(c.get("label", "")) for c in channels]
 

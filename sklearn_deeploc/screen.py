@@ -49,8 +49,7 @@ def _welch(mean_a, var_a, n_a, mean_b, var_b, n_b):
     difference = mean_b - mean_a
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(var_b / n_b + var_a / n_a)
-        # No spread on either side: equal means are no change (0), different
-        # means are the largest change there is (+-inf), not 0.
+        # No spread on either side: equal means are no change (0), others the largest (+-inf)
         t = np.where(difference == 0, 0.0, difference / scale)
     return np.where((n_a < 2) | (n_b < 2), np.nan, t)
 
@@ -257,25 +256,15 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     mean_a, var_a, n_a = _per_protein(proba_a, groups_a, proteins)
     mean_b, var_b, n_b = _per_protein(proba_b, groups_b, proteins)
     t = _welch(mean_a, var_a, n_a, mean_b, var_b, n_b)
+    n_a, n_b = n_a[:, 0], n_b[:, 0]
     frames = []
     for k, name in enumerate(classes):
         posterior = outlier_posterior(t[:, k], prior)
         significant = pd.array(posterior > 0.5, dtype="boolean")
         significant[np.isnan(posterior)] = pd.NA
-        frames.append(
-            pd.DataFrame(
-                {
-                    "protein": proteins,
-                    "class": name,
-                    "t": t[:, k],
-                    "posterior": posterior,
-                    "significant": significant,
-                    "n_cells_a": n_a[:, 0],
-                    "n_cells_b": n_b[:, 0],
-                    "status": _status(n_a[:, 0], n_b[:, 0], posterior),
-                }
-            )
-        )
+        scores = {"t": t[:, k], "posterior": posterior, "significant": significant}
+        counts = {"n_cells_a": n_a, "n_cells_b": n_b, "status": _status(n_a, n_b, posterior)}
+        frames.append(pd.DataFrame({"protein": proteins, "class": name, **scores, **counts}))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -44,16 +44,6 @@ def _cells_found(image, marker):
     return _numbered_cells(centres[:, 1], centres[:, 0])
 
 
-def _cells_of_labels(labels, image, where):
-    """The cells of a label image, refusing one of another size than the field."""
-    if labels.shape != image.shape[1:]:
-        raise ValueError(
-            f"{where}: the label image is {labels.shape[0]}x{labels.shape[1]} pixels, the "
-            f"field {image.shape[1]}x{image.shape[2]}; expected one label image per field."
-        )
-    return cells_from_labels(labels)
-
-
 def _named_fields(keys, plates, pattern):
     """Fields named by files: the well ``pattern`` finds (else the stem), sites numbered in it."""
     try:
@@ -268,7 +258,12 @@ class FolderFields(FieldSource):
         if not self._labels:
             return image, _cells_found(image, self._marker)
         labels = read_label_image(self._labels[key])
-        return image, _cells_of_labels(labels, image, f"Field {key}")
+        if labels.shape != image.shape[1:]:
+            raise ValueError(
+                f"Field {key}: the label image is {labels.shape[0]}x{labels.shape[1]} pixels, the "
+                f"field {image.shape[1]}x{image.shape[2]}; expected one label image per field."
+            )
+        return image, cells_from_labels(labels)
 
     def identity(self):
         files = [path for paths in self._files.values() for path in paths]
