@@ -151,9 +151,8 @@ def cell_mask(marker):
 
 def _geometry(mask):
     """The mask's centroid and the radius of the circle about it that holds every pixel."""
-    rows, cols = np.nonzero(mask)
-    centre = np.array([rows.mean(), cols.mean()])
-    return centre, np.hypot(rows - centre[0], cols - centre[1]).max() + 0.5
+    centre = np.argwhere(mask).mean(axis=0)
+    return centre, _distance_to(centre, mask.shape)[mask].max() + 0.5
 
 
 def _safe_ratio(numerator, denominator):
@@ -447,7 +446,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
 
     def _cache_context(self):
         """What a cell's features depend on besides its pixels: the settings."""
-        settings = {name: self.get_params()[name] for name in FEATURE_SETTINGS}
+        settings = {name: getattr(self, name) for name in FEATURE_SETTINGS}
         return hashlib.blake2b(f"HandcraftedFeatures|{settings}".encode(), digest_size=32).digest()
 
     def _measure(self, crops):
