@@ -334,7 +334,7 @@ def _read_series(path):
 
 def _read_image(path):
     """One image file as (C, H, W): TIFF pages and series, Opera .flex planes or RGB samples."""
-    from PIL.Image import DecompressionBombError
+    from PIL.Image import DecompressionBombError  # a PNG or JPEG header claiming a huge size
 
     try:
         stacks = _read_series(path)
@@ -345,7 +345,7 @@ def _read_image(path):
             f"Not enough memory to read image file {path} ({error}); expected an image that "
             "fits in memory."
         ) from None  # the traceback would keep the partial arrays alive
-    # None names the file; PIL raises SyntaxError for a broken PNG.
+    # No reader names the file; PIL raises SyntaxError for a broken PNG.
     except (ValueError, OSError, SyntaxError, DecompressionBombError) as error:
         raise ValueError(
             f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
@@ -560,7 +560,7 @@ def _check_field(image):
 
 
 def _channel_medians(image):
-    """Each channel's median as float32; of 8- or 16-bit channels, exact from a histogram."""
+    """Each channel's median as float32; of 8- or 16-bit channels, from a histogram (no sort)."""
     if image.dtype.kind != "u" or image.dtype.itemsize > 2:
         return np.median(image.reshape(len(image), -1), axis=1).astype(np.float32)
     middle = [(image[0].size - 1) // 2, image[0].size // 2]

@@ -377,8 +377,7 @@ def open_plate(path):
     Returns
     -------
     Plate
-        With ``fields`` (one row per field), :meth:`Plate.read_field` and
-        :meth:`Plate.read_labels`.
+        With ``fields`` (one row per field), :meth:`Plate.read_field` and :meth:`Plate.read_labels`.
 
     Examples
     --------
