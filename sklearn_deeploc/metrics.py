@@ -89,9 +89,8 @@ def evaluate(y_true, proba, classes):
     Returns
     -------
     dict
-        ``accuracy`` (float), ``mean_average_precision`` (float, over the
-        classes present), ``average_precision`` (Series) and ``confusion``
-        (DataFrame, rows = true class, each row summing to 1).
+        ``accuracy`` and ``mean_average_precision`` (floats, the mean over classes present),
+        ``average_precision`` (Series), ``confusion`` (DataFrame, rows = true class, summing to 1).
 
     Examples
     --------

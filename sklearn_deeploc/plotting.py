@@ -87,28 +87,33 @@ def plot_montage(
     >>> len(fig.axes)
     4
     """
-    plt = _pyplot()
     crops = percentile_stretch(torch.from_numpy(check_crops(X))).numpy()
     if labels is not None:
         _check_same_length(crops, labels, ("cell", "label"))
         labels = np.asarray(labels)
     _check_channels(channels, crops.shape[1])
     n_columns = check_positive_int(n_columns, "n_columns")
-    rows, columns = -(-len(crops) // n_columns) * len(channels), min(len(crops), n_columns)
+    fig = _image_grid(crops, labels, channels, n_columns, ax_size, fig)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _image_grid(images, titles, channels, n_columns, ax_size, fig=None):
+    """Images in [0, 1], one column per image and one row per channel, wrapped at ``n_columns``."""
+    rows, columns = -(-len(images) // n_columns) * len(channels), min(len(images), n_columns)
     if fig is None:
-        fig = plt.figure(figsize=(columns * ax_size, rows * ax_size), layout="constrained")
-    # Axes by (block of grid rows, channel, column): one block per row of cells.
+        fig = _pyplot().figure(figsize=(columns * ax_size, rows * ax_size), layout="constrained")
+    # Axes by (block of grid rows, channel, column): one block per row of images.
     axes = fig.subplots(rows, columns, squeeze=False).reshape(-1, len(channels), columns)
     for ax in axes.ravel():
         ax.axis("off")
-    for i, crop in enumerate(crops):
+    for i, image in enumerate(images):
         block, column = divmod(i, n_columns)
         for ax, channel in zip(axes[block, :, column], channels):
-            ax.imshow(crop[channel], cmap="gray", vmin=0, vmax=1)
-        if labels is not None:
-            axes[block, 0, column].set_title(str(labels[i]), fontsize=7)
-    if title:
-        fig.suptitle(title)
+            ax.imshow(image[channel], cmap="gray", vmin=0, vmax=1)
+        if titles is not None:
+            axes[block, 0, column].set_title(str(titles[i]), fontsize=7)
     return fig
 
 
@@ -256,8 +261,7 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
     Parameters
     ----------
     features : array-like of shape (n, d)
-        For the paper's map, ``DeepLocFeaturizer(model, layer="conv8")``
-        output (last conv layer, max over space).
+        For the paper's map, ``DeepLocFeaturizer(model, layer="conv8")`` output.
     labels : array-like of shape (n,)
     ax : matplotlib Axes, optional
     random_state : int, default=0
@@ -350,16 +354,4 @@ def plot_class_visualizations(images, titles, *, channels=(0, 1), ax_size=1.6):
     _check_same_length(images, titles, ("image", "title"))
     for image in images:
         _check_channels(channels, len(image))
-    fig, axes = _pyplot().subplots(
-        len(channels),
-        len(images),
-        squeeze=False,
-        figsize=(ax_size * len(images), ax_size * len(channels)),
-    )
-    for column, (image, title) in enumerate(zip(images, titles)):
-        for row, channel in enumerate(channels):
-            axes[row, column].imshow(image[channel], cmap="gray", vmin=0, vmax=1)
-            axes[row, column].axis("off")
-        axes[0, column].set_title(str(title), fontsize=7)
-    fig.tight_layout()
-    return fig
+    return _image_grid(images, np.asarray(titles), channels, max(len(images), 1), ax_size)

@@ -73,8 +73,7 @@ def maximize_activation(
     network : DeepLocNet, DeepLocModel or fitted DeepLocClassifier
         Not modified (a copy in eval mode is optimised against).
     target : int or class name
-        Index of the output class (position in ``classes_``), or its name
-        when ``network`` is a model or a classifier.
+        Index of the output class, or its name when ``network`` is a model or a classifier.
     n_steps : int, default=200
     step_size : float, default=0.05
     l2_decay : float, default=1e-3
@@ -82,8 +81,7 @@ def maximize_activation(
     blur_every : int, default=4
     clip_percentile : float, default=10.0
     marker : array-like of shape (crop, crop), optional
-        A stretched marker-channel crop of a real cell (values in [0, 1]),
-        of the network's crop size.
+        The stretched marker channel (values in [0, 1]) of a real cell's crop.
     marker_channel : int, default=1
     random_state : int, optional
         Seed of the starting noise.
@@ -106,8 +104,7 @@ def maximize_activation(
     ((2, 60, 60), True)
     """
     network, target = _network_and_target(network, target)
-    arch = network.architecture
-    crop, n_channels = arch["crop_size"], arch["n_channels"]
+    crop, n_channels = network.architecture["crop_size"], network.architecture["n_channels"]
     net = copy.deepcopy(network).eval().requires_grad_(False)
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     x = torch.rand(1, n_channels, crop, crop, generator=generator)
