@@ -490,11 +490,10 @@ def _chunks(n_cells, n_jobs):
 
 def _stratified_subset(codes, fraction, rng):
     """Sorted indices of a random ``fraction`` of each class's cells, at least one of each."""
-    subsets = []
-    for code in np.unique(codes):
-        members = np.flatnonzero(codes == code)
-        size = max(1, round(fraction * len(members)))
-        subsets.append(rng.choice(members, size, replace=False))
+    classes = [np.flatnonzero(codes == code) for code in np.unique(codes)]
+    subsets = [
+        rng.choice(cells, max(1, round(fraction * len(cells))), replace=False) for cells in classes
+    ]
     return np.sort(np.concatenate(subsets))
 
 
