@@ -100,7 +100,9 @@ def _add_cell_jobs(commands):
         sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
         sub.add_argument("data", help="DeepLoc HDF5 file")
         sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
-        sub.add_argument("--block-size", type=positive_int, default=4096, help="cells per block")
+        sub.add_argument(
+            "--block-size", type=positive_int, default=4096, help="cells per resumable block"
+        )
         sub.add_argument(
             "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
         )
@@ -135,7 +137,9 @@ def _add_field_sources(sub):
         "after Image_FileName_ (default: all), or a plate's channel names or indices "
         "(default: the model's channel names)",
     )
-    sub.add_argument("--marker", type=int, default=1, help="channel to find cells in, unlabelled")
+    sub.add_argument(
+        "--marker", type=int, default=1, help="channel cells are found in, without labels"
+    )
     sub.add_argument("--layout", choices=["auto", "token", "cellprofiler", "stack"], default="auto")
     sub.add_argument("--image-column", default="Image Path")
     sub.add_argument("--x-column", help="column of x centres (default Center_X, or CellProfiler's)")
