@@ -126,10 +126,8 @@ def mean_average_precision_scorer(estimator, X, y):
     >>> mean_average_precision_scorer(SVC(kernel="linear").fit(X, y), X, y)
     1.0
     """
-    y, scores, classes = _check_scores(
-        y, class_scores(estimator, X), estimator.classes_, refuse_unknown=False
-    )
-    return float(_average_precisions(y, scores, classes).mean(skipna=True))
+    checked = _check_scores(y, class_scores(estimator, X), estimator.classes_, refuse_unknown=False)
+    return float(_average_precisions(*checked).mean(skipna=True))
 
 
 def class_scores(estimator, X):
@@ -155,8 +153,7 @@ def class_scores(estimator, X):
     if getattr(final, "decision_function_shape", None) == "ovo" and len(final.classes_) > 2:
         raise ValueError(
             "decision_function_shape='ovo' gives one score per pair of classes, not one per "
-            "class; expected decision_function_shape='ovr' (SVC's default) to rank cells by "
-            "class."
+            "class; expected decision_function_shape='ovr' (SVC's default) to rank cells by class."
         )
     scores = estimator.decision_function(X)
     if scores.ndim == 1:  # binary: the score of classes_[1]

@@ -40,8 +40,7 @@ KNN_NEIGHBOURS = 5
 def _check_heads(heads):
     """``heads`` as a list of known, distinct head names (a single name is one head)."""
     heads = [heads] if isinstance(heads, str) else list(heads)
-    unknown = [h for h in heads if h not in HEADS]
-    if unknown or not heads:
+    if not heads or not set(heads) <= set(HEADS):
         raise ValueError(f"heads must be a non-empty subset of {HEADS}; got {heads}.")
     repeated = sorted({h for h in heads if heads.count(h) > 1})
     if repeated:
@@ -85,11 +84,8 @@ def _feature_steps(source, X, heads, layer, verbose):
 
 
 def _candidates(features, source, network_params, random_state):
-    """``{head: (features step, unfitted head)}`` for every head.
-
-    The network heads share the resolved model (clone keeps it by reference): a model folder is
-    read only once.
-    """
+    """``{head: (features step, unfitted head)}`` for every head."""
+    # The network heads share the resolved model (clone keeps it by reference): read once.
     architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
@@ -148,8 +144,7 @@ def compare_heads(
     cv : int or cross-validation generator, default=3
         Folds (an int gives shuffled stratified folds seeded by ``random_state``).
     network_params : dict, optional
-        Extra :class:`DeepLocClassifier` parameters for the network heads
-        (for example ``{"max_iter": 200, "batch_size": 64}``).
+        Extra :class:`DeepLocClassifier` parameters of the network heads (``{"max_iter": 200}``).
     scoring : dict, optional
         Scorers; default accuracy and macro average precision.
     n_jobs : int, optional
@@ -160,11 +155,10 @@ def compare_heads(
     Returns
     -------
     search : GridSearchCV
-        Fitted, refit on the best mean accuracy; ``head_names_`` names the
-        head of each candidate, in ``cv_results_`` order (see :func:`fit_head`).
+        Fitted, refit on the best mean accuracy; ``head_names_`` names the head of each candidate,
+        in ``cv_results_`` order (see :func:`fit_head`).
     table : pandas.DataFrame
-        One row per head: ``head``, ``mean_<score>``, ``std_<score>``,
-        ``mean_fit_time``; best accuracy first.
+        Columns ``head``, ``mean_<score>``, ``std_<score>``, ``mean_fit_time``; best head first.
 
     Examples
     --------
@@ -216,14 +210,12 @@ def _smallest_fold(cv, X, y):
 
 def _summary(search, heads):
     """One row per head: mean and std of each score, mean fit time; best first."""
-    results = search.cv_results_
-    scores = [k.removeprefix("mean_test_") for k in results if k.startswith("mean_test_")]
-    table = pd.DataFrame({"head": list(heads)})
-    for score in scores:
-        table[f"mean_{score}"] = results[f"mean_test_{score}"]
-        table[f"std_{score}"] = results[f"std_test_{score}"]
+    results = pd.DataFrame(search.cv_results_)
+    table = results.filter(regex="^(mean|std)_test_")  # mean then std of each score
+    table.columns = table.columns.str.replace("_test_", "_")
+    table.insert(0, "head", heads)
     table["mean_fit_time"] = results["mean_fit_time"]
-    key = "mean_accuracy" if "mean_accuracy" in table else f"mean_{scores[0]}"
+    key = "mean_accuracy" if "mean_accuracy" in table else table.columns[1]
     return table.sort_values(key, ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -256,11 +248,9 @@ def transfer_curve(
 
     Parameters
     ----------
-    X_pool, y_pool : crops and labels to draw training sets from.
-        Labels as for :func:`compare_heads`, one per crop.
+    X_pool, y_pool : crops and labels to draw training sets from (as for :func:`compare_heads`).
     X_test, y_test : the fixed test set.
     pretrained : str, path-like, DeepLocClassifier or DeepLocModel
-        The pretrained model.
     sizes : int or sequence of int, default=(1, 3, 5, 10, 25, 50, 100, 250, 500)
         Cells per class, each at least 1. A class with fewer cells in the pool gives all it has
         (the ``n_train`` column says how many cells were used).
@@ -281,8 +271,8 @@ def transfer_curve(
     Returns
     -------
     pandas.DataFrame
-        Columns ``head``, ``cells_per_class``, ``draw``, ``n_train``,
-        ``accuracy``, ``fit_time``; one row per head, size and draw.
+        Columns ``head``, ``cells_per_class``, ``draw``, ``n_train``, ``accuracy``, ``fit_time``;
+        one row per head, size and draw.
 
     See Also
     --------
@@ -386,9 +376,8 @@ def fit_head(search, head, X, y):
 def _average_precision(name, model, X, y):
     """Per-class AP of one model, refused unless its scores have one column per class."""
     final = model[-1] if isinstance(model, Pipeline) else model
-    if not hasattr(model, "predict_proba") and (
-        getattr(final, "decision_function_shape", None) == "ovo"
-    ):
+    ovo = getattr(final, "decision_function_shape", None) == "ovo"
+    if ovo and not hasattr(model, "predict_proba"):
         raise ValueError(
             f"Model {name!r} has decision_function_shape='ovo' scores: one column per pair "
             "of classes, not per class. Expected one column per class: use "

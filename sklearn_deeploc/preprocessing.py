@@ -1,7 +1,4 @@
-"""Batch preprocessing in torch: percentile stretch, training augmentation, five crops.
-
-Every function works on a whole batch ``(n, C, H, W)`` at once; none loops over cells.
-"""
+"""Batch preprocessing in torch (percentile stretch, augmentation, five crops), no per-cell loop."""
 
 import math
 
@@ -36,10 +33,9 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     percentiles : tuple of float, default=(0.1, 99.9)
         Lower and upper percentiles, per cell and per channel.
     variant : {"clip", "reference"}, default="clip"
-        ``"clip"`` (the paper's description) maps the lower percentile to 0 and the upper to 1
-        and clips outside, so every camera gives values in [0, 1]. ``"reference"`` reproduces
-        the published code (for models trained that way): clip at the upper percentile,
-        subtract the lower, and divide by the range only when it exceeds 1.
+        ``"clip"`` (the paper's description) maps the percentiles to 0 and 1 and clips outside.
+        ``"reference"`` reproduces the published code (for models trained that way): clip at the
+        upper percentile, subtract the lower, and divide by the range only when it exceeds 1.
 
     Returns
     -------
