@@ -212,11 +212,9 @@ def plot_transfer_curve(curve, *, score="accuracy", ax=None):
     _check_columns(curve, ["head", "cells_per_class", score], "plot_transfer_curve")
     ax = _axes(ax, (5, 3.5))
     summary = curve.groupby(["head", "cells_per_class"])[score].agg(["mean", "std"])
-    for head, rows in summary.groupby(level="head", sort=False):
+    for head, rows in summary.fillna({"std": 0}).groupby(level="head", sort=False):
         sizes = rows.index.get_level_values("cells_per_class")
-        ax.errorbar(
-            sizes, rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=head
-        )
+        ax.errorbar(sizes, rows["mean"], yerr=rows["std"], marker="o", capsize=3, label=head)
     ax.set(xscale="log", xlabel="training cells per class", ylabel=score.replace("_", " "))
     ax.set_ylim(0, 1)
     ax.legend()

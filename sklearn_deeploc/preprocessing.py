@@ -55,8 +55,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
         raise ValueError(f"variant must be one of {STRETCH_VARIANTS}; got {variant!r}.")
     if x.ndim != 4:
         raise ValueError(f"Expected a batch of shape (n, C, H, W); got shape {tuple(x.shape)}.")
-    flat = x.flatten(2)
-    low, high = (_percentile(flat, q)[..., None, None] for q in percentiles)
+    low, high = (_percentile(x.flatten(2), q)[..., None, None] for q in percentiles)
     value_range = high - low
     if variant == "clip":
         scale = torch.where(value_range > 0, value_range, torch.ones_like(value_range))
