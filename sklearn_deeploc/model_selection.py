@@ -85,7 +85,6 @@ def _feature_steps(source, X, heads, layer, verbose):
 
 def _candidates(features, source, network_params, random_state):
     """``{head: (features step, unfitted head)}`` for every head."""
-    # The network heads share the resolved model (clone keeps it by reference): read once.
     architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
@@ -93,17 +92,16 @@ def _candidates(features, source, network_params, random_state):
         "crop_size": architecture["crop_size"],
     }
     network = {"random_state": random_state, **network_params}
+    # The fine-tuned heads share the resolved model (clone keeps it by reference): read once.
+    pretrained = {"pretrained": source, **network}
     deeploc = features.get("deeploc")
     return {
         # SVC is one-vs-one inside, as in the paper.
         "svm": (deeploc, SVC(kernel="linear")),
         "knn": (deeploc, KNeighborsClassifier(n_neighbors=KNN_NEIGHBOURS)),
         "forest": (deeploc, RandomForestClassifier(n_estimators=200, random_state=random_state)),
-        "finetune_fc": (
-            "passthrough",
-            DeepLocClassifier(pretrained=source, freeze="conv", **network),
-        ),
-        "finetune_all": ("passthrough", DeepLocClassifier(pretrained=source, **network)),
+        "finetune_fc": ("passthrough", DeepLocClassifier(freeze="conv", **pretrained)),
+        "finetune_all": ("passthrough", DeepLocClassifier(**pretrained)),
         "scratch": ("passthrough", DeepLocClassifier(**scratch, **network)),
         "classical": (features.get("classical"), make_classical_head(random_state)),
     }

@@ -29,11 +29,9 @@ def gaussian_blur(x, sigma):
         return x
     pad = max(int(3 * sigma), 1)
     kernel = torch.exp(-(torch.arange(-pad, pad + 1).to(x) ** 2) / (2 * sigma**2))
-    kernel, channels = kernel / kernel.sum(), x.shape[1]
-    horizontal = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    vertical = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), horizontal, groups=channels)
-    return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), vertical, groups=channels)
+    row = (kernel / kernel.sum()).expand(x.shape[1], 1, 1, -1)  # one filter per channel
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), row, groups=len(row))
+    return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="replicate"), row.mT, groups=len(row))
 
 
 @validate_params(
@@ -118,8 +116,7 @@ def maximize_activation(
         x[:, marker_channel] = marker
     logits = []
     for step in range(n_steps + 1):
-        x.requires_grad_(True)
-        objective = net(x)[0, target]
+        objective = net(x.requires_grad_(True))[0, target]
         logits.append(objective.item())
         if step == n_steps:
             break
