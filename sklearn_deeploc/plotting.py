@@ -27,8 +27,7 @@ def _axes(ax, figsize):
 
 def _check_columns(table, required, what):
     """Refuse a table that is empty or lacks a ``required`` column."""
-    missing = [c for c in required if c not in getattr(table, "columns", ())]
-    if missing or len(table) == 0:
+    if len(table) == 0 or not set(required) <= set(getattr(table, "columns", ())):
         raise ValueError(
             f"{what} needs a non-empty table with columns {required}; got "
             f"{len(table)} rows with columns {list(getattr(table, 'columns', []))}."
@@ -291,8 +290,7 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
     tsne = TSNE(perplexity=perplexity, random_state=random_state, init="pca")
     embedding = tsne.fit_transform(features)
     for label in np.unique(labels):
-        points = embedding[labels == label]
-        ax.scatter(points[:, 0], points[:, 1], s=6, label=str(label))
+        ax.scatter(*embedding[labels == label].T, s=6, label=str(label))
     ax.set(xticks=[], yticks=[], title="t-SNE of DeepLoc features")
     ax.legend(fontsize=6, markerscale=2, loc="center left", bbox_to_anchor=(1, 0.5))
     return ax
