@@ -182,7 +182,10 @@ def compare_heads(
     features = _feature_steps(source, X, heads, layer, verbose)
     candidates = _candidates(features, source, network_params or {}, random_state)
     if "knn" in heads:  # k cannot exceed the smallest training fold
-        candidates["knn"][1].set_params(n_neighbors=min(KNN_NEIGHBOURS, _smallest_fold(cv, X, y)))
+        with warnings.catch_warnings():  # GridSearchCV warns about the same folds
+            warnings.simplefilter("ignore")
+            smallest = min(len(train) for train, _ in cv.split(X, y))
+        candidates["knn"][1].set_params(n_neighbors=min(KNN_NEIGHBOURS, smallest))
     grid = [{"features": [candidates[h][0]], "head": [candidates[h][1]]} for h in heads]
     pipe = Pipeline([("features", "passthrough"), ("head", candidates[heads[0]][1])])
     search = GridSearchCV(
@@ -197,13 +200,6 @@ def compare_heads(
     ).fit(X, y)
     search.head_names_ = heads
     return search, _summary(search, heads)
-
-
-def _smallest_fold(cv, X, y):
-    """The number of cells in the smallest training fold of ``cv``."""
-    with warnings.catch_warnings():  # GridSearchCV warns about the same folds
-        warnings.simplefilter("ignore")
-        return min(len(train) for train, _ in cv.split(X, y))
 
 
 def _summary(search, heads):
