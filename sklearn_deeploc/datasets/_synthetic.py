@@ -59,8 +59,9 @@ def _spots(cell, points, sigma):
     return image
 
 
-def _points_in(cell, mask, count, rng):
-    """``count`` random pixel positions in ``mask`` (none when it is empty)."""
+def _points_in(cell, mask, counts, rng):
+    """Random pixel positions in ``mask``, as many as drawn from ``counts`` (none if empty)."""
+    count = int(rng.integers(*counts))
     rows, cols = np.nonzero(mask)
     if rows.size == 0:
         return []
@@ -118,31 +119,11 @@ def _cytoplasm(cell, rng):
     return cell.body * (1 - 0.7 * (cell.vacuole < 1) - 0.4 * (cell.nucleus < 1))
 
 
-def _nucleus(cell, rng):
-    return cell.nucleus < 1
-
-
 def _nucleolus(cell, rng):
     side = rng.uniform(0, 2 * np.pi)
     spot = cell.nucleus_centre + _unit(side) * cell.nucleus_radius * 0.55
     radii = cell.nucleus_radius * 0.55, cell.nucleus_radius * 0.8
     return cell.distance(spot, *radii, side) < 1
-
-
-def _nuclear_periphery(cell, rng):
-    return _ring(cell.nucleus, cell.nucleus_radius, 0.9)
-
-
-def _vacuole(cell, rng):
-    return cell.vacuole < 1
-
-
-def _vacuolar_membrane(cell, rng):
-    return _ring(cell.vacuole, cell.vacuole_radius, 0.9)
-
-
-def _cell_periphery(cell, rng):
-    return cell.outline(1.0)
 
 
 def _er(cell, rng):
@@ -152,7 +133,7 @@ def _er(cell, rng):
 
 def _mitochondria(cell, rng):
     points = []
-    for start in _points_in(cell, cell.cytoplasm, int(rng.integers(3, 6)), rng):
+    for start in _points_in(cell, cell.cytoplasm, (3, 6), rng):
         position, heading = np.array(start), rng.uniform(0, 2 * np.pi)
         for _ in range(8):
             heading += rng.normal(0, 0.5)
@@ -166,28 +147,20 @@ def _bud_neck(cell, rng):
     return cell.distance(cell.neck, 3.5, 1.0, across + np.pi / 2) < 1.2
 
 
-def _bud_tip(cell, rng):
-    return _spots(cell, [cell.bud_tip], 1.3)
-
-
-def _punctate(cell, rng, count=(2, 7), sigma=0.9):
-    return _spots(cell, _points_in(cell, cell.cytoplasm, int(rng.integers(*count)), rng), sigma)
-
-
-def _golgi(cell, rng):
-    return 0.6 * _punctate(cell, rng, (5, 11), 1.1)
+def _punctate(cell, rng, counts=(2, 7), sigma=0.9):
+    return _spots(cell, _points_in(cell, cell.cytoplasm, counts, rng), sigma)
 
 
 def _endosome(cell, rng):
     near_vacuole = (cell.vacuole > 1.05) & (cell.vacuole < 1.6) & cell.body
-    return _spots(cell, _points_in(cell, near_vacuole, int(rng.integers(2, 5)), rng), 1.0)
+    return _spots(cell, _points_in(cell, near_vacuole, (2, 5), rng), 1.0)
 
 
 def _actin(cell, rng):
     region = cell.body & (cell.outline(1.5) > 0.3)
     if cell.bud is not None:
         region |= cell.bud < 1
-    return _spots(cell, _points_in(cell, region, int(rng.integers(8, 16)), rng), 0.7)
+    return _spots(cell, _points_in(cell, region, (8, 16), rng), 0.7)
 
 
 def _spindle_pole(cell, rng):
@@ -202,25 +175,26 @@ def _spindle(cell, rng):
     return 0.7 * _spots(cell, cell.nucleus_centre + steps * direction, 0.7)
 
 
-# Names follow the classes of the paper's Chong et al. (2015) training set.
+# Names follow the classes of the paper's Chong et al. (2015) training set; each pattern maps a
+# cell (and the random generator) to the protein's image.
 LOCALIZATIONS = {
     "ACTIN": _actin,
     "BUDNECK": _bud_neck,
-    "BUDTIP": _bud_tip,
-    "CELLPERIPHERY": _cell_periphery,
+    "BUDTIP": lambda cell, rng: _spots(cell, [cell.bud_tip], 1.3),
+    "CELLPERIPHERY": lambda cell, rng: cell.outline(1.0),
     "CYTOPLASM": _cytoplasm,
     "ENDOSOME": _endosome,
     "ER": _er,
-    "GOLGI": _golgi,
+    "GOLGI": lambda cell, rng: 0.6 * _punctate(cell, rng, (5, 11), 1.1),
     "MITOCHONDRIA": _mitochondria,
-    "NUCLEARPERIPHERY": _nuclear_periphery,
-    "NUCLEI": _nucleus,
+    "NUCLEARPERIPHERY": lambda cell, rng: _ring(cell.nucleus, cell.nucleus_radius, 0.9),
+    "NUCLEI": lambda cell, rng: cell.nucleus < 1,
     "NUCLEOLUS": _nucleolus,
     "PEROXISOME": _punctate,
     "SPINDLE": _spindle,
     "SPINDLEPOLE": _spindle_pole,
-    "VACUOLARMEMBRANE": _vacuolar_membrane,
-    "VACUOLE": _vacuole,
+    "VACUOLARMEMBRANE": lambda cell, rng: _ring(cell.vacuole, cell.vacuole_radius, 0.9),
+    "VACUOLE": lambda cell, rng: cell.vacuole < 1,
 }
 _NEEDS_BUD = {"BUDNECK", "BUDTIP"}
 
@@ -330,8 +304,7 @@ def _field(label, size, style, bud_fraction, rng):
     image = 0.0
     centres = [middle + rng.uniform(-2, 2, 2)]
     for _ in range(int(rng.integers(0, 4))):
-        angle = rng.uniform(0, 2 * np.pi)
-        centres.append(middle + np.array([np.sin(angle), np.cos(angle)]) * rng.uniform(30, 38))
+        centres.append(middle + _unit(rng.uniform(0, 2 * np.pi)) * rng.uniform(30, 38))
     for centre in centres:
         budded = label in _NEEDS_BUD or rng.random() < bud_fraction
         cell = _Cell(rng, size, style["cell_radius"], budded, centre)
