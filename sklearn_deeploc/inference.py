@@ -86,19 +86,15 @@ def check_precision(precision, device="cpu"):
     return precision
 
 
-def _fold_block(block, layer_name):
-    layer, norm = getattr(block, layer_name), block.bn
-    fuse = fuse_conv_bn_eval if isinstance(layer, nn.Conv2d) else fuse_linear_bn_eval
-    setattr(block, layer_name, fuse(layer, norm))
-    block.bn = nn.Identity()
-
-
 def inference_copy(module, device="cpu"):
     """An eval-mode, channels-last copy of a ``DeepLocNet`` with batch norm folded in."""
     fast = copy.deepcopy(module).eval()
     for block in [*fast.features.children(), *fast.fc.children()]:
         if isinstance(block, nn.Sequential):
-            _fold_block(block, "conv" if hasattr(block, "conv") else "linear")
+            name = "conv" if hasattr(block, "conv") else "linear"
+            fuse = fuse_conv_bn_eval if name == "conv" else fuse_linear_bn_eval
+            setattr(block, name, fuse(getattr(block, name), block.bn))
+            block.bn = nn.Identity()
     if isinstance(fast.head_bn, nn.BatchNorm1d):
         fast.head = fuse_linear_bn_eval(fast.head, fast.head_bn)
         fast.head_bn = nn.Identity()
@@ -145,17 +141,7 @@ class QuantizedDeepLocNet(nn.Module):
         return self.graph(x)[layer]
 
 
-@contextlib.contextmanager
-def _quiet_fx_quantization():
-    """Silence the deprecation notices of FX quantisation (see the module docstring)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
-        warnings.filterwarnings("ignore", "Please use quant_min and quant_max", UserWarning)
-        warnings.filterwarnings("ignore", ".*quantized tensor creation functions", UserWarning)
-        yield
-
-
-def _batch_views(X, *, crop_size, preprocessing, tta, batch_size, device):
+def _batch_views(X, crop_size, preprocessing, tta, batch_size, device):
     """Per batch: the stretched views to average, laid out only when run (one copy alive)."""
     for start in range(0, len(X), batch_size):
         x = stretch_as_stored(to_tensor(X[start : start + batch_size]).to(device), preprocessing)
@@ -175,29 +161,19 @@ def quantized_copy(module, calibration, *, crop_size, preprocessing, tta=True, b
         raise ValueError("quantized_copy needs at least one calibration crop; got none.")
     cpu = torch.device("cpu")
     network = _EveryOutput(copy.deepcopy(module).to(cpu).eval())
-    views = _batch_views(
-        calibration,
-        crop_size=crop_size,
-        preprocessing=preprocessing,
-        tta=tta,
-        batch_size=batch_size,
-        device=cpu,
-    )
-    with _quiet_fx_quantization(), torch.no_grad():
+    views = _batch_views(calibration, crop_size, preprocessing, tta, batch_size, cpu)
+    with warnings.catch_warnings(), torch.no_grad():
+        # FX quantisation's deprecation notices (see the module docstring).
+        warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", "Please use quant_min and quant_max", UserWarning)
+        warnings.filterwarnings("ignore", ".*quantized tensor creation functions", UserWarning)
         first = next(views)
-        example = first[0].contiguous()
-        observed = prepare_fx(network, get_default_qconfig_mapping("x86"), (example,))
+        observed = prepare_fx(network, get_default_qconfig_mapping("x86"), (first[0].contiguous(),))
         for batch in [first, *views]:
             for view in batch:
                 observed(view.contiguous())
         graph = convert_fx(observed)
     return QuantizedDeepLocNet(graph, module.feature_layers)
-
-
-def _device_of(module):
-    parameter = next(module.parameters(), None)
-    # A quantised copy holds packed weights, not parameters, and runs on the CPU.
-    return torch.device("cpu") if parameter is None else parameter.device
 
 
 def _outputs(module, crops, output):
@@ -206,17 +182,6 @@ def _outputs(module, crops, output):
     if output == "logits":
         return module(crops).float()
     return module.forward_features(crops, output).float()
-
-
-def _check_module_precision(module, precision):
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
-    if isinstance(module, QuantizedDeepLocNet) != (precision == "int8"):
-        raise ValueError(
-            "precision='int8' runs a quantized_copy of the network, and a quantized copy "
-            f"runs only at 'int8'; got precision={precision!r} with a "
-            f"{type(module).__name__}."
-        )
 
 
 def predict_batches(
@@ -237,24 +202,22 @@ def predict_batches(
     ``output`` is "proba", "logits" or a feature layer; ``module`` is an :func:`inference_copy`
     (a :func:`quantized_copy` for int8). ``check_input=False`` trusts ``precision`` to suit it.
     """
-    if check_input:
-        _check_module_precision(module, precision)
-    device = _device_of(module)
+    if check_input and precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
+    if check_input and isinstance(module, QuantizedDeepLocNet) != (precision == "int8"):
+        raise ValueError(
+            "precision='int8' runs a quantized_copy of the network, and a quantized copy "
+            f"runs only at 'int8'; got precision={precision!r} with a "
+            f"{type(module).__name__}."
+        )
+    parameter = next(module.parameters(), None)
+    # A quantised copy holds packed weights, not parameters, and runs on the CPU.
+    device = torch.device("cpu") if parameter is None else parameter.device
     # Five channels-last passes beat one NCHW batch on CPU; quantised kernels are faster on NCHW.
     layout = torch.contiguous_format if precision == "int8" else torch.channels_last
-    autocast = (
-        torch.autocast(device.type, dtype=_AUTOCAST_DTYPES[precision])
-        if precision in _AUTOCAST_DTYPES
-        else contextlib.nullcontext()
-    )
-    batches = _batch_views(
-        X,
-        crop_size=crop_size,
-        preprocessing=preprocessing,
-        tta=tta,
-        batch_size=batch_size,
-        device=device,
-    )
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    batches = _batch_views(X, crop_size, preprocessing, tta, batch_size, device)
     chunks = []
     with torch.inference_mode(), autocast:
         for views in tqdm(
