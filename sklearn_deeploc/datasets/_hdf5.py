@@ -41,18 +41,10 @@ class _Layout(NamedTuple):
     labels: np.ndarray | None  # the Index column of every cell
 
 
-class _FileIdentity(NamedTuple):
-    """What changes when a file is rewritten, replaced or touched."""
-
-    size: int
-    mtime_ns: int
-    inode: int
-
-
 def _identity(handle):
-    """The identity of the file an open handle reads (not of whatever its path names now)."""
+    """Size, mtime and inode of the file an open handle reads (not of what its path names now)."""
     status = os.fstat(handle.id.get_vfd_handle())
-    return _FileIdentity(status.st_size, status.st_mtime_ns, status.st_ino)
+    return status.st_size, status.st_mtime_ns, status.st_ino
 
 
 def _open(path):
@@ -139,38 +131,20 @@ def _check_shapes(handle, path, chunks, key):
     return [dataset.shape[0] for dataset in datasets], width
 
 
-def _channels(path, width, image_size):
-    pixels = image_size * image_size
-    if width < pixels or width % pixels:
-        raise ValueError(
-            f"{path}: rows of {width} values are not whole {image_size}x{image_size} "
-            f"channels (expected a multiple of {pixels}); give image_size if the crops "
-            "have another side."
-        )
-    return width // pixels
-
-
-def _label_name_source(handle, path, first_chunk):
-    """The first place naming the ``Index`` columns: (where, source with shape, read), or None."""
-    dataset = handle.get("label_names")
-    if dataset is not None:
-        if not isinstance(dataset, h5py.Dataset):
-            raise ValueError(f"{path}: label_names must be a dataset of names; got {dataset}.")
-        _check_stored(dataset, path, "label_names")
-        return "the label_names dataset", dataset, partial(_read, dataset, (), path, "label_names")
-    for name in ("label_names", f"Index{first_chunk}_columns"):
-        if name in handle.attrs:
-            attribute = handle.attrs.get_id(name)
-            return f"the {name} attribute", attribute, partial(handle.attrs.get, name)
-    return None
-
-
 def _label_names(handle, path, first_chunk, n_columns):
     """Names of the ``Index`` columns, from the first place that has them, or None."""
-    found = _label_name_source(handle, path, first_chunk)
-    if found is None:
-        return None
-    where, source, read = found
+    source = handle.get("label_names")
+    if source is not None:
+        if not isinstance(source, h5py.Dataset):
+            raise ValueError(f"{path}: label_names must be a dataset of names; got {source}.")
+        _check_stored(source, path, "label_names")
+        where, read = "the label_names dataset", partial(_read, source, (), path, "label_names")
+    else:
+        name = "label_names" if "label_names" in handle.attrs else f"Index{first_chunk}_columns"
+        if name not in handle.attrs:
+            return None
+        where, source = f"the {name} attribute", handle.attrs.get_id(name)
+        read = partial(handle.attrs.get, name)
     n_names = math.prod(source.shape)
     if n_names != n_columns:
         raise ValueError(
@@ -200,27 +174,21 @@ def _read(dataset, selection, path, key):
         raise ValueError(f"{path}:{key} cannot be read; the file is damaged: {error}") from error
 
 
-def _labels_from_one_hot(one_hot, path, key, first_row):
-    """The column of the single 1 in each row."""
-    ones = one_hot == 1
-    bad = (ones.sum(axis=1) != 1) | ~(ones | (one_hot == 0)).all(axis=1)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{path}:{key} must be one-hot (a single 1 per row, 0 elsewhere); row "
-            f"{first_row + row} holds {np.array2string(one_hot[row], threshold=20)}."
-        )
-    return np.argmax(ones, axis=1)
-
-
 def _read_labels(handle, path, chunks, n_columns):
-    """Every cell's ``Index`` column, read in pieces of about ``_READ_BYTES``."""
+    """Every cell's ``Index`` column (the single 1 of its one-hot row), read in pieces."""
     labels = []
     for key in (f"Index{k}" for k in chunks):
         rows = _READ_BYTES // max(n_columns * handle[key].dtype.itemsize, 1)
         for start in range(0, len(handle[key]), rows):
             one_hot = _read(handle[key], slice(start, start + rows), path, key)
-            labels.append(_labels_from_one_hot(one_hot, path, key, start))
+            ones = one_hot == 1
+            bad = np.flatnonzero((ones.sum(axis=1) != 1) | ~(ones | (one_hot == 0)).all(axis=1))
+            if bad.size:
+                raise ValueError(
+                    f"{path}:{key} must be one-hot (a single 1 per row, 0 elsewhere); row "
+                    f"{start + bad[0]} holds {np.array2string(one_hot[bad[0]], threshold=20)}."
+                )
+            labels.append(np.argmax(ones, axis=1))
     return np.concatenate(labels).astype(np.int64)
 
 
@@ -246,14 +214,21 @@ def _read_layout(handle, path, image_size):
     check_positive_int(image_size, "image_size")
     chunks, labelled = _chunk_numbers(handle, path)
     lengths, width = _check_shapes(handle, path, chunks, "data")
-    n_channels = _channels(path, width, image_size)
+    pixels = image_size * image_size
+    if width < pixels or width % pixels:
+        raise ValueError(
+            f"{path}: rows of {width} values are not whole {image_size}x{image_size} "
+            f"channels (expected a multiple of {pixels}); give image_size if the crops "
+            "have another side."
+        )
     if sum(lengths) == 0:
         raise ValueError(f"{path} holds no cells: every data chunk is empty.")
     n_columns = _index_columns(handle, path, chunks, lengths) if labelled else 0
     names = _label_names(handle, path, chunks[0], n_columns)
     classes = (names if names is not None else np.arange(n_columns)) if labelled else None
     labels = _read_labels(handle, path, chunks, n_columns) if labelled else None
-    return _Layout(chunks, np.concatenate([[0], np.cumsum(lengths)]), n_channels, classes, labels)
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    return _Layout(chunks, starts, width // pixels, classes, labels)
 
 
 def _read_crops(dataset, rows, path, key):
@@ -397,9 +372,9 @@ class DeepLocHDF5Dataset(Dataset):
             if now != self._identity and not self._same_layout(handle):
                 handle.close()
                 raise ValueError(
-                    f"{self.path} changed since this DeepLocHDF5Dataset checked it (was "
-                    f"{self._identity}, now {now}): its chunks or labels differ from the ones "
-                    "checked. Make a new DeepLocHDF5Dataset."
+                    f"{self.path} changed since this DeepLocHDF5Dataset checked it (size, "
+                    f"mtime_ns, inode were {self._identity}, now {now}): its chunks or labels "
+                    "differ from the ones checked. Make a new DeepLocHDF5Dataset."
                 )
             self._identity, self._handle = now, handle
         return self._handle
