@@ -16,9 +16,7 @@ def _block(name, layer, norm):
 
 def pooled_size(size, n_pools=3):
     """Side length after ``n_pools`` 2x2 "same" max poolings (60 -> 30 -> 15 -> 8)."""
-    for _ in range(n_pools):
-        size = -(-size // 2)
-    return size
+    return -(-size // 2**n_pools)  # n halvings rounded up are one division by 2**n rounded up
 
 
 class DeepLocNet(nn.Module):
@@ -81,8 +79,7 @@ class DeepLocNet(nn.Module):
         init_std=0.1,
     ):
         super().__init__()
-        # As model folders store them: plain JSON types.
-        self.architecture = {
+        self.architecture = {  # as model folders store them: plain JSON types
             "n_channels": int(n_channels),
             "n_classes": int(n_classes),
             "conv_channels": [int(c) for c in conv_channels],
@@ -133,11 +130,10 @@ class DeepLocNet(nn.Module):
 
     def reset_parameters(self):
         """Truncated-normal weights (std ``init_std``, cut at 2 std), zero biases."""
+        std = self.init_std
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.init.trunc_normal_(
-                    module.weight, std=self.init_std, a=-2 * self.init_std, b=2 * self.init_std
-                )
+                nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
 
