@@ -121,24 +121,8 @@ def _check_size_and_hash(path, archive, *, check_hash):
             )
 
 
-def _check_member(path, member):
-    """Refuse a member that inflates past the ratio, lands outside its folder or is encrypted."""
-    ratio = member.file_size / max(member.compress_size, 1)
-    if member.file_size > RATIO_FREE_BYTES and ratio > MAX_COMPRESSION_RATIO:
-        raise ValueError(
-            f"{path}: member {member.filename} inflates {member.compress_size} bytes to "
-            f"{member.file_size} ({ratio:.0f}:1); the limit is MAX_COMPRESSION_RATIO = "
-            f"{MAX_COMPRESSION_RATIO}:1 for members over {RATIO_FREE_BYTES} bytes."
-        )
-    name = PurePosixPath(member.filename)
-    if name.is_absolute() or ".." in name.parts:
-        raise ValueError(f"{path}: member {member.filename} would unpack outside its folder.")
-    if member.flag_bits & 0x1:
-        raise ValueError(f"{path}: member {member.filename} is encrypted.")
-
-
 def _check_listing(path, members, destination):
-    """Refuse, before writing anything, an archive that would unpack past the bounds."""
+    """Refuse, before writing, too many bytes or a member too inflated, escaping or encrypted."""
     total = sum(member.file_size for member in members)
     if total > MAX_EXTRACTED_BYTES:
         raise ValueError(
@@ -146,7 +130,19 @@ def _check_listing(path, members, destination):
             f"MAX_EXTRACTED_BYTES = {MAX_EXTRACTED_BYTES} bytes."
         )
     for member in members:
-        _check_member(path, member)
+        what = f"{path}: member {member.filename}"
+        ratio = member.file_size / max(member.compress_size, 1)
+        if member.file_size > RATIO_FREE_BYTES and ratio > MAX_COMPRESSION_RATIO:
+            raise ValueError(
+                f"{what} inflates {member.compress_size} bytes to {member.file_size} "
+                f"({ratio:.0f}:1); the limit is MAX_COMPRESSION_RATIO = "
+                f"{MAX_COMPRESSION_RATIO}:1 for members over {RATIO_FREE_BYTES} bytes."
+            )
+        name = PurePosixPath(member.filename)
+        if name.is_absolute() or ".." in name.parts:
+            raise ValueError(f"{what} would unpack outside its folder.")
+        if member.flag_bits & 0x1:
+            raise ValueError(f"{what} is encrypted.")
     free = shutil.disk_usage(destination).free
     if total > free:
         raise ValueError(f"{path} would unpack to {total} bytes; {destination} has {free} free.")
@@ -186,16 +182,6 @@ def _unzip(path, destination):
         raise ValueError(f"{path} holds a file and a folder of the same name: {error}") from error
 
 
-def _write_marker(folder):
-    """Record, last, every file of ``folder`` and its size."""
-    sizes = {
-        str(file.relative_to(folder)): file.stat().st_size
-        for file in sorted(folder.rglob("*"))
-        if file.is_file()
-    }
-    (folder / COMPLETE_MARKER).write_text(json.dumps(sizes, indent=1) + "\n")
-
-
 def _is_complete(folder):
     """Whether ``folder`` holds its marker and every file listed there, at its size."""
     try:
@@ -217,8 +203,11 @@ def _fetch_folder(archive, build, *, data_home, url, local_archive):
         raise FileNotFoundError(f"archive {path} not found.")
 
     def build_marked(folder):
+        """Build, then record (last) every file of ``folder`` and its size."""
         build(path, folder)
-        _write_marker(folder)
+        files = sorted(file for file in folder.rglob("*") if file.is_file())
+        sizes = {str(file.relative_to(folder)): file.stat().st_size for file in files}
+        (folder / COMPLETE_MARKER).write_text(json.dumps(sizes, indent=1) + "\n")
 
     try:
         _check_size_and_hash(path, archive, check_hash=not downloaded)  # pooch hashed downloads
@@ -229,30 +218,25 @@ def _fetch_folder(archive, build, *, data_home, url, local_archive):
             path.unlink(missing_ok=True)
 
 
-def _checkpoint_prefix(folder):
-    """The one TensorFlow checkpoint (``<prefix>.index`` + data shard) under ``folder``."""
-    prefixes = [
-        index.with_suffix("")
-        for index in sorted(folder.rglob("*.index"))
-        if any(index.parent.glob(f"{index.stem}.data-*"))
-    ]
-    if len(prefixes) != 1:
-        found = [str(p.relative_to(folder)) for p in prefixes]
-        raise ValueError(
-            "The archive must hold exactly one TensorFlow checkpoint (<prefix>.index with "
-            f"<prefix>.data-* shards); found {found or 'none'}."
-        )
-    return prefixes[0]
-
-
 def _convert_checkpoint(zip_path, folder):
-    """Write a model folder from the archive's checkpoint, then load it back to validate it."""
+    """Write a model folder from the archive's one checkpoint, then load it back to check it."""
     from ..model import DeepLocModel
     from ..tf_import import from_tf_checkpoint
 
     unpacked = folder / "checkpoint"
     _unzip(zip_path, unpacked)
-    from_tf_checkpoint(_checkpoint_prefix(unpacked), folder)
+    prefixes = [
+        index.with_suffix("")
+        for index in sorted(unpacked.rglob("*.index"))
+        if any(index.parent.glob(f"{index.stem}.data-*"))
+    ]
+    if len(prefixes) != 1:
+        found = [str(p.relative_to(unpacked)) for p in prefixes]
+        raise ValueError(
+            "The archive must hold exactly one TensorFlow checkpoint (<prefix>.index with "
+            f"<prefix>.data-* shards); found {found or 'none'}."
+        )
+    from_tf_checkpoint(prefixes[0], folder)
     shutil.rmtree(unpacked)
     DeepLocModel.load(folder)
 
