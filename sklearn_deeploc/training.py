@@ -10,6 +10,8 @@ and training length counts optimizer steps, as in the paper. Checkpoints
 import os
 import sys
 import time
+from collections import namedtuple
+from contextlib import suppress
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -83,19 +85,7 @@ class Recipe:
         return -(-(self.max_iter - epoch_start) // self.steps_per_epoch)
 
 
-@dataclass
-class Trained:
-    """What :func:`train_network` gives back."""
-
-    net: NeuralNetClassifier
-    validation: str
-    n_iter: int
-
-
-def training_precision(precision, device):
-    """The autocast precision training runs at (int8 trains in fp32); refuses what predict would."""
-    precision = check_precision(precision, device)
-    return "fp32" if precision == "int8" else precision
+Trained = namedtuple("Trained", "net validation n_iter")  # what train_network gives back
 
 
 def place_crops(X, preprocessing, device):
@@ -141,26 +131,23 @@ class CellBatches(Dataset):
 
 
 class StepSampler(Sampler):
-    """Full batches of indices drawn with replacement, ``total_steps`` in all.
+    """Full batches of indices drawn with replacement, ``recipe.max_iter`` in all.
 
-    An epoch ends at the next multiple of ``steps_per_epoch`` (a resumed run finishes its
-    epoch); ``balanced`` makes every class equally likely.
+    An epoch ends at the next multiple of ``recipe.steps_per_epoch`` (a resumed run finishes its
+    epoch); ``recipe.balanced`` makes every class equally likely.
     """
 
-    def __init__(self, labels, batch_size, steps_per_epoch, total_steps, balanced, random_state):
-        labels = np.asarray(labels)
-        counts = np.bincount(labels)
-        weights = 1.0 / counts[labels] if balanced else np.ones(len(labels))
+    def __init__(self, labels, recipe, random_state):
+        weights = 1.0 / np.bincount(labels)[labels] if recipe.balanced else np.ones(len(labels))
         self.probabilities = weights / weights.sum()
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.total_steps = total_steps
+        self.recipe = recipe
+        self.batch_size = recipe.batch_size
         self.steps_done = 0
         self.rng = np.random.default_rng(random_state)
 
     def __len__(self):
-        left_in_epoch = self.steps_per_epoch - self.steps_done % self.steps_per_epoch
-        return min(left_in_epoch, self.total_steps - self.steps_done)
+        left_in_epoch = self.recipe.steps_per_epoch - self.steps_done % self.recipe.steps_per_epoch
+        return min(left_in_epoch, self.recipe.max_iter - self.steps_done)
 
     def __iter__(self):
         for _ in range(len(self)):
@@ -179,20 +166,15 @@ class BatchLoader:
 
     def __init__(self, dataset, batch_size=None, sampler=None):
         self.dataset = dataset
-        self.batch_size = batch_size
-        self.sampler = sampler
+        if sampler is None:
+            sampler = [slice(i, i + batch_size) for i in range(0, len(dataset), batch_size)]
+        self.batches = sampler
 
     def __len__(self):
-        if self.sampler is not None:
-            return len(self.sampler)
-        return -(-len(self.dataset) // self.batch_size)
+        return len(self.batches)
 
     def __iter__(self):
-        if self.sampler is not None:
-            yield from map(self.dataset.__getitem__, self.sampler)
-            return
-        for start in range(0, len(self.dataset), self.batch_size):
-            yield self.dataset[start : start + self.batch_size]
+        return map(self.dataset.__getitem__, self.batches)
 
 
 def validation_split(codes, fraction, seed):
@@ -252,13 +234,9 @@ class DeepLocTrainingNet(NeuralNetClassifier):
         self.grad_scaler_ = torch.amp.GradScaler(device_type, enabled=self.precision == "fp16")
         return self
 
-    def autocast(self):
-        """The autocast context of ``precision`` (disabled for fp32)."""
-        dtype = _AUTOCAST_DTYPES.get(self.precision)
-        return torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=bool(dtype))
-
     def infer(self, x, **fit_params):
-        with self.autocast():
+        dtype = _AUTOCAST_DTYPES.get(self.precision)  # None for fp32: autocast disabled
+        with torch.autocast(torch.device(self.device).type, dtype=dtype, enabled=bool(dtype)):
             logits = super().infer(x, **fit_params)
         return logits.float()  # the loss and the scores in fp32
 
@@ -289,31 +267,26 @@ class DeepLocTrainingNet(NeuralNetClassifier):
         return None
 
 
-def _is_terminal(stream):
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # no isatty, or a closed stream
-        return False
-
-
 class Progress(Callback):
     """One progress display for the whole run, and one line per validation.
 
-    A tqdm bar on a terminal; elsewhere (a log file, CI) a plain line every ``every`` steps.
-    ``stream`` defaults to ``sys.stderr``.
+    A tqdm bar on a terminal (sys.stderr); elsewhere (a log file, CI) a plain line every
+    twentieth of the run.
     """
 
-    def __init__(self, total_steps, every, stream=None):
+    def __init__(self, total_steps):
         self.total_steps = total_steps
-        self.every = every
-        self.stream = stream
 
     def on_train_begin(self, net, **kwargs):
-        self.stream_ = self.stream or sys.stderr
+        self.stream_ = sys.stderr
+        self.every_ = max(1, self.total_steps // 20)
         self.step_ = self.first_step_ = self.reported_step_ = steps_taken(net.history)
         self.started_ = self.postfix_time_ = time.monotonic()
         self.bar_ = None
-        if _is_terminal(self.stream_):
+        terminal = False
+        with suppress(AttributeError, ValueError):  # no isatty, or a closed stream
+            terminal = self.stream_.isatty()
+        if terminal:
             self.bar_ = tqdm(
                 total=self.total_steps,
                 initial=self.step_,
@@ -342,7 +315,7 @@ class Progress(Callback):
                 self.bar_.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
                 self.postfix_time_ = time.monotonic()
             self.bar_.update()
-        elif self.step_ % self.every == 0:
+        elif self.step_ % self.every_ == 0:
             loss, lr = self._recent(net)
             rate = (self.step_ - self.first_step_) / (time.monotonic() - self.started_)
             eta = tqdm.format_interval((self.total_steps - self.step_) / rate)
@@ -384,8 +357,19 @@ class Progress(Callback):
 
 def restore_run(checkpoint, net, train_data, sampler):
     """Put weights, optimizer, history and random states back, or refuse naming the checkpoint."""
+    tensors, state = checkpoint.tensors, checkpoint.state
     try:
-        _restore(checkpoint, net, train_data, sampler)
+        net.module_.load_state_dict(tensors["weights"])
+        net.optimizer_.load_state_dict(optimizer_state(tensors["optimizer"], state["optimizer"]))
+        net.grad_scaler_.load_state_dict(state["grad_scaler"])
+        net.load_params(f_history=checkpoint.folder / "history.json")
+        sampler.steps_done = checkpoint.step
+        sampler.rng.bit_generator.state = state["random"]["sampler"]
+        train_data.rng.bit_generator.state = state["random"]["augmentation"]
+        torch.set_rng_state(tensors["random"]["torch"])
+        # A run may move between devices; exactness is promised only for one that stays.
+        if "cuda" in tensors["random"] and torch.device(net.device).type == "cuda":
+            torch.cuda.set_rng_state(tensors["random"]["cuda"], net.device)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise unusable(checkpoint.folder, f"cannot be restored ({reason})") from error
@@ -396,22 +380,6 @@ def restore_run(checkpoint, net, train_data, sampler):
             f"cannot be resumed: its state.json says step {checkpoint.step} but its "
             f"history.json records {recorded} training steps",
         )
-
-
-def _restore(checkpoint, net, train_data, sampler):
-    net.module_.load_state_dict(checkpoint.tensors["weights"])
-    net.optimizer_.load_state_dict(
-        optimizer_state(checkpoint.tensors["optimizer"], checkpoint.state["optimizer"])
-    )
-    net.grad_scaler_.load_state_dict(checkpoint.state["grad_scaler"])
-    net.load_params(f_history=checkpoint.folder / "history.json")
-    sampler.steps_done = checkpoint.step
-    sampler.rng.bit_generator.state = checkpoint.state["random"]["sampler"]
-    train_data.rng.bit_generator.state = checkpoint.state["random"]["augmentation"]
-    torch.set_rng_state(checkpoint.tensors["random"]["torch"])
-    # A run may move between devices; exactness is promised only for one that stays.
-    if "cuda" in checkpoint.tensors["random"] and torch.device(net.device).type == "cuda":
-        torch.cuda.set_rng_state(checkpoint.tensors["random"]["cuda"], net.device)
 
 
 def restore_callbacks(checkpoint, net):
@@ -439,15 +407,16 @@ def restore_callbacks(checkpoint, net):
 
 
 class Checkpointing(Callback):
-    """Write everything a rerun needs to continue exactly, every ``interval`` steps.
+    """Write everything a rerun needs to continue exactly, every ``recipe.checkpoint_interval``
+    steps (default: every validation).
 
     A step that ends a validation interval is saved after the validation, so a resumed run
     never validates twice; ``resume`` is the checkpoint this run continues.
     """
 
-    def __init__(self, folder, interval, recipe, seeds, resume=None):
+    def __init__(self, folder, recipe, seeds, resume=None):
         self.folder = folder
-        self.interval = interval
+        self.interval = recipe.checkpoint_interval or recipe.steps_per_epoch
         self.recipe = recipe
         self.seeds = [int(s) for s in seeds]
         self.resume = resume
@@ -464,17 +433,14 @@ class Checkpointing(Callback):
             net.history.pop()
             self.continues_epoch_ = False
 
-    def _step(self, net):
-        return net.iterator_train__sampler.steps_done
-
     def on_batch_end(self, net, training, **kwargs):
-        step = self._step(net)
+        step = net.iterator_train__sampler.steps_done
         ends_epoch = step % self.recipe.steps_per_epoch == 0 or step == self.recipe.max_iter
         if training and step % self.interval == 0 and not ends_epoch:
             self.save(net)
 
     def on_epoch_end(self, net, **kwargs):
-        step = self._step(net)
+        step = net.iterator_train__sampler.steps_done
         if step % self.interval == 0 or step == self.recipe.max_iter:
             self.save(net)
 
@@ -518,38 +484,24 @@ class Checkpointing(Callback):
         self.folder.write(sampler.steps_done, state, tensors, net)
 
 
-def _callbacks(recipe, has_validation, checkpointing):
+def build_net(architecture, recipe, train_codes, seed, valid=None, checkpointing=None):
+    """The skorch net: Adam, step decay, step sampler, keep-best with ``valid`` cells."""
     # last_epoch=-1: the schedule starts where the optimizer is (skorch would
     # otherwise derive it from the history of a resumed run and decay once more).
     decay = LRScheduler("StepLR", step_every="batch", last_epoch=-1, **LR_DECAY)
     callbacks = [("lr_decay", decay)]
-    if has_validation:
+    if valid is not None:
         # Never stops early (patience beyond the last epoch): only restores the best.
         best = EarlyStopping(monitor="valid_loss", patience=recipe.max_iter + 1, load_best=True)
         callbacks.append(("best", best))
     if checkpointing is not None:
         callbacks.append(("checkpoint", checkpointing))
     if recipe.verbose:
-        every = max(1, recipe.max_iter // 20)
-        callbacks.append(("progress", Progress(recipe.max_iter, every)))
-    return callbacks
-
-
-def build_net(architecture, recipe, train_codes, seed, valid=None, checkpointing=None):
-    """The skorch net: Adam, step decay, step sampler, keep-best with ``valid`` cells."""
-    device = resolve_device(recipe.device)
-    sampler = StepSampler(
-        train_codes,
-        recipe.batch_size,
-        recipe.steps_per_epoch,
-        recipe.max_iter,
-        balanced=recipe.balanced,
-        random_state=seed,
-    )
+        callbacks.append(("progress", Progress(recipe.max_iter)))
     return DeepLocTrainingNet(
         module=DeepLocNet,
         **{f"module__{k}": v for k, v in architecture.items()},
-        precision=training_precision(recipe.precision, device),
+        precision=recipe.precision,
         criterion=nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
         lr=recipe.lr,
@@ -558,12 +510,12 @@ def build_net(architecture, recipe, train_codes, seed, valid=None, checkpointing
         train_split=None if valid is None else predefined_split(valid),
         iterator_train=BatchLoader,
         iterator_valid=BatchLoader,
-        iterator_train__sampler=sampler,
+        iterator_train__sampler=StepSampler(train_codes, recipe, seed),
         iterator_train__batch_size=None,
-        callbacks=_callbacks(recipe, valid is not None, checkpointing),
+        callbacks=callbacks,
         callbacks__print_log=None,
         classes=np.arange(architecture["n_classes"]),
-        device=device,
+        device=recipe.device,
         verbose=0,
     )
 
@@ -603,14 +555,17 @@ def train_network(
     A resumed run takes the checkpoint's seeds (an int ``random_state`` must be its own). Ctrl-C
     raises :class:`TrainingInterrupted`; another run in the checkpoint folder, OutputLockedError.
     """
-    device = torch.device(resolve_device(recipe.device))
     # A lower bound of a cell's memory (its crop and one activation map), so that only batches
     # that cannot fit are refused; batches are drawn with replacement, hence always full.
     widest = architecture["n_channels"] + max(architecture["conv_channels"])
     per_cell = 4 * architecture["crop_size"] ** 2 * widest
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
-    # The arithmetic that runs, so that a checkpoint resumes on any device that computes alike.
-    recipe = replace(recipe, precision=training_precision(recipe.precision, device))
+    # The device and arithmetic that run (int8 trains in fp32), resolved and checked once; the
+    # precision is what a checkpoint records, so it resumes on any device that computes alike.
+    recipe = replace(recipe, device=resolve_device(recipe.device))
+    device = torch.device(recipe.device)
+    precision = check_precision(recipe.precision, device)
+    recipe = replace(recipe, precision="fp32" if precision == "int8" else precision)
     # Two runs in one checkpoint folder would write, rename and remove each other's files.
     with checkpoint_lock(recipe.checkpoint_dir):
         seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)
@@ -635,19 +590,15 @@ def train_network(
             codes, recipe.validation_fraction, seeds[0]
         )
         crop_size = architecture["crop_size"]
-        valid = None
-        if len(valid_idx):
-            valid_crops = place_crops(X[valid_idx], preprocessing, device)
-            valid = CellBatches(valid_crops, codes[valid_idx], crop_size, False, None, device)
-        checkpointing = None
-        if folder is not None:
-            interval = recipe.checkpoint_interval or recipe.steps_per_epoch
-            checkpointing = Checkpointing(folder, interval, recipe, seeds, resume)
+
+        def cells(indices, augment, seed):
+            crops = place_crops(X[indices], preprocessing, device)
+            return CellBatches(crops, codes[indices], crop_size, augment, seed, device)
+
+        valid = cells(valid_idx, False, None) if len(valid_idx) else None
+        checkpointing = None if folder is None else Checkpointing(folder, recipe, seeds, resume)
         net = build_net(architecture, recipe, codes[train_idx], seeds[1], valid, checkpointing)
-        train_crops = place_crops(X[train_idx], preprocessing, device)
-        train = CellBatches(
-            train_crops, codes[train_idx], crop_size, recipe.augment, seeds[2], device
-        )
+        train = cells(train_idx, recipe.augment, seeds[2])
         sampler = net.iterator_train__sampler
         cuda = [device] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda, device_type=device.type):
