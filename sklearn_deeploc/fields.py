@@ -1,15 +1,13 @@
 """Images to cells: cell tables, fields of view, crops around cells and cell finding.
 
-A cell table lists cells (one row each) with the field of view they lie in and
-their centre. Three layouts are read into one normalised table:
+A cell table lists cells (one row each) with their field of view and centre, in one of
+three layouts read into one normalised table:
 
-- ``"token"``: an image column whose names carry a channel token (``ch1``),
-  substituted per channel (``r01c01f01p01-ch1sk1fk1fl1.tiff`` -> ``...-ch2...``);
-- ``"cellprofiler"``: CellProfiler per-object tables with one file-name column
-  per channel (``Image_FileName_GFP``, optional ``Image_PathName_GFP``) and
-  ``<objects>_Location_Center_X`` / ``_Y`` centres;
-- ``"stack"``: an image column naming one multi-page file per field (TIFF,
-  Opera ``.flex``) whose pages are the channels.
+- ``"token"``: image names carry a channel token (``r01c01f01p01-ch1sk1fk1fl1.tiff``),
+  substituted per channel;
+- ``"cellprofiler"``: per-object tables with ``Image_FileName_<channel>`` (optional
+  ``Image_PathName_<channel>``) and ``<objects>_Location_Center_X`` / ``_Y`` columns;
+- ``"stack"``: one multi-page file per field (TIFF, Opera ``.flex``), its pages the channels.
 """
 
 import numbers
@@ -61,14 +59,6 @@ def _file_names(frame, column):
     return names.astype(str)
 
 
-def _detect_layout(frame, image_column, channels):
-    """The layout ``"auto"`` stands for (see :func:`read_cell_table`)."""
-    if any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
-        return "cellprofiler"
-    names = _file_names(frame, image_column).map(lambda name: Path(name).name)
-    return "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
-
-
 def _cellprofiler_center(frame, axis):
     """The one ``*_Location_Center_<axis>`` column of a CellProfiler table."""
     found = [c for c in frame.columns if (m := CELLPROFILER_CENTER.search(c)) and m[1] == axis]
@@ -80,12 +70,6 @@ def _cellprofiler_center(frame, axis):
     return found[0]
 
 
-def _channel_file(folder, name, channel):
-    """``folder/name`` with the file name's channel token replaced by ``channel``."""
-    path = folder / name
-    return str(path.with_name(CHANNEL_TOKEN.sub(channel, path.name, count=1)))
-
-
 def _token_files(frame, image_column, channels, folder):
     """Field names and ``file_<channel>`` columns of the token layout."""
     names = _file_names(frame, image_column)
@@ -95,10 +79,11 @@ def _token_files(frame, image_column, channels, folder):
             f"Image names must carry a channel token 'chN' to substitute {list(channels)} "
             f"into; {no_token[0]!r} has none."
         )
-    files = {
-        f"{FILE_PREFIX}_{channel}": [_channel_file(folder, name, channel) for name in names]
-        for channel in channels
-    }
+    paths = [folder / name for name in names]
+    files = {}
+    for channel in channels:
+        renamed = [path.with_name(CHANNEL_TOKEN.sub(channel, path.name, count=1)) for path in paths]
+        files[f"{FILE_PREFIX}_{channel}"] = list(map(str, renamed))
     return names, files
 
 
@@ -136,31 +121,29 @@ def read_cell_table(
     table : str, path-like or DataFrame
         A ``.csv`` or ``.parquet`` file, or the table itself.
     layout : {"auto", "token", "cellprofiler", "stack"}, default="auto"
-        How the table names a field's channel files (see the module docstring);
-        ``"auto"``: ``"cellprofiler"`` with ``Image_FileName_*`` columns, else
-        ``"token"`` when image names carry a ``chN`` token or ``channels`` is
+        See the module docstring. ``"auto"``: ``"cellprofiler"`` with ``Image_FileName_*``
+        columns, else ``"token"`` when image names carry a ``chN`` token or ``channels`` is
         given, else ``"stack"``.
     channels : str or list of str, optional
-        The channels in the model's order: the tokens substituted for ``chN``
-        (default ``["ch1", "ch2"]``), or the names after ``Image_FileName_``
-        (default: every such column). The stack layout takes every page.
+        The channels in the model's order: the tokens substituted for ``chN`` (default
+        ``["ch1", "ch2"]``), or the names after ``Image_FileName_`` (default: every such
+        column). The stack layout takes every page.
     folder : str or path-like, optional
-        Where relative file names start; default the table file's folder (a
-        DataFrame: the working directory).
+        Where relative file names start; default the table file's folder (a DataFrame: the
+        working directory).
     image_column : str, default="Image Path"
         Column of image names (token and stack layouts).
     x_column, y_column : str, optional
-        Columns of the cell centres (x the image column, y the row); default
-        ``Center_X`` / ``Center_Y``, or the one ``*_Location_Center_X`` / ``_Y``.
+        Columns of the cell centres (x the image column, y the row); default ``Center_X`` /
+        ``Center_Y``, or the one ``*_Location_Center_X`` / ``_Y``.
     label_column : str, optional
         Column of cell labels, kept as ``label``.
 
     Returns
     -------
     DataFrame
-        Indexed like the input: ``field`` (the name the table gives it),
-        ``file_<channel>`` per channel (``file`` for the stack layout), ``x``,
-        ``y`` and, with ``label_column``, ``label``.
+        Indexed like the input: ``field`` (its name in the table), ``file_<channel>`` per
+        channel (``file`` for the stack layout), ``x``, ``y`` and, with ``label_column``, ``label``.
 
     See Also
     --------
@@ -202,8 +185,11 @@ def read_cell_table(
         raise ValueError("channels must name at least one channel; got an empty list.")
     if channels is not None and len(set(channels)) != len(channels):
         raise ValueError(f"channels names a channel twice: {list(channels)}.")
-    if layout == "auto":
-        layout = _detect_layout(frame, image_column, channels)
+    if layout == "auto" and any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
+        layout = "cellprofiler"
+    elif layout == "auto":
+        names = _file_names(frame, image_column).map(lambda name: Path(name).name)
+        layout = "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"
     if layout == "cellprofiler":
         x_column = x_column or _cellprofiler_center(frame, "X")
         y_column = y_column or _cellprofiler_center(frame, "Y")
@@ -488,14 +474,14 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     image : ndarray of shape (C, H, W)
         The field, any numeric dtype.
     centers : array-like of shape (n, 2) or DataFrame
-        Cell centres as (row, col); or a DataFrame with the columns named by
-        ``x_column`` (column coordinate) and ``y_column`` (row coordinate).
+        Cell centres as (row, col); or a DataFrame with the columns named by ``x_column``
+        (column coordinate) and ``y_column`` (row coordinate).
     size : int, default=64
         Side of the crops.
     border : {"pad", "drop"}, default="pad"
-        Cells whose box crosses the field's edge are padded with each channel's
-        median (zeros would add a false edge for a camera with an offset), or
-        dropped. A centre outside the field is skipped either way, with a warning.
+        Cells whose box crosses the field's edge are padded with each channel's median (zeros
+        would add a false edge for a camera with an offset), or dropped. A centre outside the
+        field is skipped either way, with a warning.
     x_column, y_column : str, optional
         DataFrame column names of the centres.
 
@@ -518,7 +504,15 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     if border not in BORDER_POLICIES:
         raise ValueError(f"border must be one of {BORDER_POLICIES}; got {border!r}.")
     size = check_positive_int(size, "size")
-    image = _check_field(image)
+    image = np.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
+    if image.size == 0:
+        raise ValueError(
+            f"image must have at least one channel and one pixel; got shape {image.shape}."
+        )
+    check_channels_first(image.shape, what="image")
+    _check_float32_range(image)
     centers = np.rint(_centers_array(centers, x_column, y_column))
     channels, height, width = image.shape
     in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
@@ -543,20 +537,6 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
     )
     crops = _gather_crops(image, tops[keep], lefts[keep], size)
     return CropResult(crops, candidates[keep], ~box_inside[keep], outside)
-
-
-def _check_field(image):
-    """The field as a non-empty (C, H, W) array that float32 holds."""
-    image = np.asarray(image)
-    if image.ndim != 3:
-        raise ValueError(f"image must have shape (C, H, W); got {image.shape}.")
-    if image.size == 0:
-        raise ValueError(
-            f"image must have at least one channel and one pixel; got shape {image.shape}."
-        )
-    check_channels_first(image.shape, what="image")
-    _check_float32_range(image)
-    return image
 
 
 def _channel_medians(image):
