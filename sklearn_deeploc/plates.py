@@ -79,17 +79,6 @@ def _plate_version(metadata, zarr_format, path):
     return str(version)
 
 
-def _well_name(row, column):
-    """ "A01" from row "A" and column "1"; a column that is not a number is kept as is."""
-    return f"{row}{int(column):02d}" if str(column).isdigit() else f"{row}{column}"
-
-
-def _plate_name(plate_metadata, path):
-    """The plate's ``name``, else its folder's without ``.zarr`` (and ``.ome``)."""
-    folder = Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
-    return str(plate_metadata.get("name") or folder)
-
-
 def _levels_axes(metadata, where):
     """Axis names and level-0 path of a multiscale image's metadata."""
     multiscales = metadata.get("multiscales")
@@ -361,7 +350,8 @@ def _fields_of_well(root, well, plate_name, path):
     if well_path.count("/") != 1:
         raise ValueError(f"{where}: expected a well path 'row/column' (NGFF HCS).")
     row, column = well_path.split("/")
-    names = (plate_name, _well_name(row, column), well_path, row, column)
+    well = f"{row}{int(column):02d}" if column.isdigit() else row + column  # "A/1" -> "A01"
+    names = (plate_name, well, well_path, row, column)
     images = metadata["well"].get("images", [])
     return [(*names, site, f"{well_path}/{image['path']}") for site, image in enumerate(images)]
 
@@ -411,7 +401,8 @@ def open_plate(path):
             f"{sorted(metadata)}; expected 'plate'."
         )
     version = _plate_version(metadata, _zarr_format(root), path)
-    name = _plate_name(metadata["plate"], path)
+    folder = Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+    name = str(metadata["plate"].get("name") or folder)
     wells = metadata["plate"].get("wells", [])
     rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
     return Plate(path, root, version, name, pd.DataFrame(rows, columns=list(FIELD_COLUMNS)))

@@ -189,14 +189,6 @@ def _array_dataset(group, name, values):
     _encode(group.create_dataset(name, data=values), "array")
 
 
-def _categorical(group, name, values):
-    """Text as categories, a missing value as code -1 (AnnData's encoding)."""
-    categorical = pd.Categorical(values)
-    column = _encode(group.create_group(name), "categorical", ordered=False)
-    _array_dataset(column, "codes", categorical.codes.astype(np.int32))
-    _string_dataset(column, "categories", [str(c) for c in categorical.categories])
-
-
 def _dataframe(group, name, index, columns):
     """A dataframe group (AnnData on-disk format): its index and columns by type."""
     frame = _encode(group.create_group(name), "dataframe", _index="_index")
@@ -206,8 +198,11 @@ def _dataframe(group, name, index, columns):
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
             missing = values.isna().any()  # nullable integers: NaN where missing
             _array_dataset(frame, column, values.to_numpy(dtype=float if missing else None))
-        else:  # text (and anything else) as categories: what AnnData makes of strings
-            _categorical(frame, column, values)
+        else:  # text (and anything else) as categories, a missing value as code -1, as AnnData
+            categorical = pd.Categorical(values)
+            group = _encode(frame.create_group(column), "categorical", ordered=False)
+            _array_dataset(group, "codes", categorical.codes.astype(np.int32))
+            _string_dataset(group, "categories", [str(c) for c in categorical.categories])
 
 
 def _uns_entry(group, name, value):
@@ -307,10 +302,9 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
     """
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    wells = well_profiles(profiles)
-    tables = {CELLS_FILE: profiles, WELLS_FILE: wells}
+    tables = {CELLS_FILE: profiles, WELLS_FILE: well_profiles(profiles)}
     if csv:
-        tables.update({"cells.csv": profiles, "wells.csv": wells})
+        tables.update({"cells.csv": profiles, "wells.csv": tables[WELLS_FILE]})
     written = {name: write_table(table, output / name) for name, table in tables.items()}
     written[H5AD_FILE] = write_h5ad(profiles, output / H5AD_FILE, uns=uns)
     return written
