@@ -1,8 +1,7 @@
 """Cells from label images: one cell per non-zero label, its centroid and area.
 
-A label image is a 2-D integer array in which the pixels of object ``k`` hold
-``k`` and the background holds 0, as segmentation tools (CellProfiler,
-Cellpose, StarDist, OME-Zarr ``labels/``) write them.
+A label image is a 2-D integer array whose object ``k`` has pixels ``k`` and background 0,
+as CellProfiler, Cellpose, StarDist and OME-Zarr ``labels/`` write them.
 """
 
 from pathlib import Path
@@ -92,31 +91,21 @@ def cells_from_labels(labels):
     flat = labels.ravel()
     pixels = np.flatnonzero(flat)  # the background is most pixels: skip it early
     rows, cols = np.divmod(pixels, labels.shape[1])
-    values, distinct = flat[pixels], None
+    numbers, values = None, flat[pixels]
     if values.size and int(values.max()) > 4 * values.size:  # too sparse for a bincount
-        distinct, values = np.unique(values, return_inverse=True)
+        numbers, values = np.unique(values, return_inverse=True)
     values = values.astype(np.intp)
-    n_bins = int(values.max()) + 1 if values.size else 0
-    area = np.bincount(values, minlength=n_bins)
-    present = np.flatnonzero(area)
-    numbers = np.arange(n_bins) if distinct is None else distinct
+    area = np.bincount(values)
+    present = np.flatnonzero(area)  # the bin of each label value, or of each distinct one
     return pd.DataFrame(
         {
             # One type for every field, whatever its labels' type: uint64 holds them all
-            "ObjectNumber": numbers[present].astype(np.uint64),
-            "center_x": np.bincount(values, cols, n_bins)[present] / area[present],
-            "center_y": np.bincount(values, rows, n_bins)[present] / area[present],
+            "ObjectNumber": (present if numbers is None else numbers[present]).astype(np.uint64),
+            "center_x": np.bincount(values, cols)[present] / area[present],
+            "center_y": np.bincount(values, rows)[present] / area[present],
             "area": area[present],
         }
     )
-
-
-def _read_npy(path):
-    """A ``.npy`` array, memory-mapped first so that a header claiming more than the file fails."""
-    try:
-        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
-    except (ValueError, OSError, MemoryError) as error:  # numpy does not name the file
-        raise ValueError(f"Cannot read label image {path}: {error}.") from None
 
 
 def read_label_image(path):
@@ -145,6 +134,12 @@ def read_label_image(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Label image {path} not found.")
-    # read_field checks an image's header first: a small file cannot claim GBs
-    pixels = _read_npy(path) if path.suffix.lower() == ".npy" else read_field(path)
+    # Headers are checked first (read_field's, or a memory map's): a small file cannot claim GBs
+    if path.suffix.lower() != ".npy":
+        pixels = read_field(path)
+    else:
+        try:
+            pixels = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+        except (ValueError, OSError, MemoryError) as error:  # numpy does not name the file
+            raise ValueError(f"Cannot read label image {path}: {error}.") from None
     return check_label_image(pixels, f"Label image {path}")
