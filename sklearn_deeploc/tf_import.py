@@ -56,8 +56,8 @@ def _check_shape(name, array, expected, why):
         )
 
 
-def _checked_weights(tf_layer, found, inputs, crop_size):
-    """The layer's weights (TF layout) once its tensors fit ``inputs`` (None: image channels)."""
+def _torch_weights(tf_layer, found, inputs, crop_size):
+    """The layer's weights in PyTorch's layout, once its tensors fit ``inputs`` (None: any)."""
     name, weights = found["weights"]
     conv = tf_layer.startswith("conv_")
     ndim = 4 if conv else 2
@@ -69,10 +69,10 @@ def _checked_weights(tf_layer, found, inputs, crop_size):
         )
     inputs = weights.shape[2] if inputs is None else inputs
     outputs = weights.shape[-1]
+    side = pooled_size(crop_size)
     if conv:
         expected, why = (3, 3, inputs, outputs), f"3x3 kernels over {inputs} input channels"
     elif tf_layer == "fc_1":
-        side = pooled_size(crop_size)
         expected = (side * side * inputs, outputs)
         why = f"{side}x{side} positions of conv_8's {inputs} channels for crop_size={crop_size}"
     else:
@@ -80,17 +80,11 @@ def _checked_weights(tf_layer, found, inputs, crop_size):
     _check_shape(name, weights, expected, why)
     for role in PER_OUTPUT_ROLES:
         _check_shape(*found[role], (outputs,), f"one value per output of {tf_layer}")
-    return weights
-
-
-def _torch_layout(tf_layer, weights, crop_size):
-    """TensorFlow weights in PyTorch's layout."""
-    if weights.ndim == 4:  # HWIO -> OIHW
+    if conv:  # HWIO -> OIHW
         return weights.transpose(3, 2, 0, 1)
     if tf_layer == "fc_1":  # rows flattened NHWC; our flatten is NCHW
-        side = pooled_size(crop_size)
-        weights = weights.reshape(side, side, -1, weights.shape[1]).transpose(3, 2, 0, 1)
-        return weights.reshape(weights.shape[0], -1)
+        weights = weights.reshape(side, side, inputs, outputs).transpose(3, 2, 0, 1)
+        return weights.reshape(outputs, -1)
     return weights.T
 
 
@@ -103,10 +97,10 @@ def _tf_state_dict(tensors, crop_size):
     state, mapping, widths = {}, {}, []
     for tf_layer, weight_key, norm_key in zip(REFERENCE_LAYERS, ours, norms):
         found = layer_tensors(tensors, tf_layer)
-        weights = _checked_weights(tf_layer, found, widths[-1] if widths else None, crop_size)
-        widths.append(weights.shape[-1])
+        weights = _torch_weights(tf_layer, found, widths[-1] if widths else None, crop_size)
+        widths.append(weights.shape[0])
         values = {
-            f"{weight_key}.weight": ("weights", _torch_layout(tf_layer, weights, crop_size)),
+            f"{weight_key}.weight": ("weights", weights),
             f"{weight_key}.bias": ("biases", found["biases"][1]),
             f"{norm_key}.weight": ("gamma", found["gamma"][1]),
             f"{norm_key}.bias": ("beta", found["beta"][1]),
@@ -116,15 +110,14 @@ def _tf_state_dict(tensors, crop_size):
         for key, (role, value) in values.items():
             state[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
             mapping[key] = found[role][0]
-            problem = weight_problem(key, state[key])
-            if problem:
+            if problem := weight_problem(key, state[key]):
                 raise ValueError(f"The checkpoint tensor {mapping[key]} {problem}.")
         state[f"{norm_key}.num_batches_tracked"] = torch.tensor(0)
     architecture = {
-        "n_channels": int(state["features.conv1.conv.weight"].shape[1]),
-        "n_classes": int(widths[-1]),
-        "conv_channels": [int(width) for width in widths[:N_REFERENCE_CONV]],
-        "fc_units": [int(width) for width in widths[N_REFERENCE_CONV:-1]],
+        "n_channels": state["features.conv1.conv.weight"].shape[1],
+        "n_classes": widths[-1],
+        "conv_channels": widths[:N_REFERENCE_CONV],
+        "fc_units": widths[N_REFERENCE_CONV:-1],
         "crop_size": crop_size,
         "dropout": 0.0,
         "bias": True,
