@@ -43,8 +43,7 @@ DEFAULT_PREPROCESSING = {
     "tta": True,
 }
 CALIBRATION_CELLS = 128  # enough for int8 ranges; about 10 s to calibrate the paper network
-# Bounds of a sane DeepLoc (the paper's has 8 conv layers of at most 256 channels, 64-pixel
-# crops): a config beyond them is refused before anything is built.
+# Bounds of a sane DeepLoc (the paper's: 8 conv layers, 256 channels at most, 64-pixel crops).
 MAX_LAYERS = 64
 MAX_WIDTH = 65536  # input channels, conv channels, FC units and classes
 MAX_IMAGE_SIZE = 4096  # crop_size and image_size, in pixels
@@ -70,9 +69,7 @@ def _is_number(value, low=-math.inf, high=math.inf, *, open_low=False):
 
 
 def _is_integer(value, high):
-    return (
-        isinstance(value, numbers.Integral) and not isinstance(value, bool) and 1 <= value <= high
-    )
+    return isinstance(value, numbers.Integral) and _is_number(value, 1, high)
 
 
 def _is_layers(value):
@@ -226,19 +223,6 @@ def _model_folder(path):
     return path
 
 
-def _read_config(file):
-    try:
-        return json.loads(file.read_text())
-    except (ValueError, RecursionError) as error:  # also bad UTF-8, integers of 5000 digits
-        raise ModelFolderError(f"{file} is not readable JSON: {error}") from error
-
-
-def _empty_network(architecture):
-    """The network a config describes, on the ``meta`` device: shapes, no memory."""
-    with torch.device("meta"):
-        return DeepLocNet(**architecture)
-
-
 def _read_weights(path, network):
     """The tensors of ``path``, read once its header fits the tensors of ``network``."""
     expected = network.state_dict()
@@ -280,10 +264,6 @@ def weight_problem(name, tensor):
     if name.endswith("running_var") and (tensor < 0).any():
         return "holds negative variances (a batch-norm running variance is >= 0)"
     return None
-
-
-def _json_label(label):
-    return label.item() if isinstance(label, np.generic) else label
 
 
 class DeepLocModel:
@@ -403,7 +383,7 @@ class DeepLocModel:
             "format_version": FORMAT_VERSION,
             "package_version": __version__,
             "architecture": self.architecture,
-            "classes": [_json_label(c) for c in self.classes],
+            "classes": [c.item() if isinstance(c, np.generic) else c for c in self.classes],
             "channel_names": list(self.channel_names),
             "preprocessing": dict(self.preprocessing),
         }
@@ -463,10 +443,15 @@ class DeepLocModel:
         ModelFolderError
             A ``ValueError``: not a model folder, a bad config, or weights that do not fit it.
         """
-        path = _model_folder(path)
-        config = check_config(_read_config(path / CONFIG_FILE), str(path / CONFIG_FILE))
-        network = _empty_network(config["architecture"])
-        state = _read_weights(path / WEIGHTS_FILE, network)
+        file = _model_folder(path) / CONFIG_FILE
+        try:
+            config = json.loads(file.read_text())
+        except (ValueError, RecursionError) as error:  # also bad UTF-8, integers of 5000 digits
+            raise ModelFolderError(f"{file} is not readable JSON: {error}") from error
+        config = check_config(config, str(file))
+        with torch.device("meta"):  # the network the config describes: shapes, no memory
+            network = DeepLocNet(**config["architecture"])
+        state = _read_weights(file.parent / WEIGHTS_FILE, network)
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
         return cls._from_config(network.to(resolve_device(device)), config)
@@ -570,8 +555,10 @@ class DeepLocModel:
         X = self.check_crops(X)
         return X, self.check_inference_options(tta, batch_size, precision, n_items=len(X))
 
-    def _run(self, X, output, *, tta, batch_size, precision, verbose):
-        """Trusting: X from :meth:`check_crops`, options from :meth:`check_inference_options`."""
+    def _run(self, X, output, tta, batch_size, precision, verbose=0, check_input=False):
+        """Predict ``output``; trusts X and the options unless ``check_input``."""
+        if check_input:
+            X, (tta, batch_size, precision) = self._checked(X, tta, batch_size, precision)
         return predict_batches(
             self.inference_network(precision),
             X,
@@ -607,11 +594,7 @@ class DeepLocModel:
         -------
         ndarray of shape (n, n_classes), float32
         """
-        if check_input:
-            X, (tta, batch_size, precision) = self._checked(X, tta, batch_size, precision)
-        return self._run(
-            X, "proba", tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
-        )
+        return self._run(X, "proba", tta, batch_size, precision, verbose, check_input)
 
     def features(
         self,
@@ -631,11 +614,7 @@ class DeepLocModel:
         ndarray of shape (n, feature_width(layer)), float32
         """
         self.feature_width(layer)
-        if check_input:
-            X, (tta, batch_size, precision) = self._checked(X, tta, batch_size, precision)
-        return self._run(
-            X, layer, tta=tta, batch_size=batch_size, precision=precision, verbose=verbose
-        )
+        return self._run(X, layer, tta, batch_size, precision, verbose, check_input)
 
     def agreement(self, X, precision, *, tta=None, batch_size=128):
         """How a reduced precision agrees with fp32 on cells ``X``: check before a large run.
@@ -661,9 +640,8 @@ class DeepLocModel:
         """
         X, (tta, batch_size, used) = self._checked(X, tta, batch_size, precision)
         outputs = ("proba", *self.feature_layers)
-        options = {"tta": tta, "batch_size": batch_size, "verbose": 0}
-        reference = {o: self._run(X, o, precision="fp32", **options) for o in outputs}
-        reduced = {o: self._run(X, o, precision=used, **options) for o in outputs}
+        reference = {o: self._run(X, o, tta, batch_size, "fp32") for o in outputs}
+        reduced = {o: self._run(X, o, tta, batch_size, used) for o in outputs}
         return {**precision_agreement(reference, reduced), "precision": used}
 
     # -- pickling --------------------------------------------------------------------
