@@ -1,6 +1,7 @@
 """``DeepLocClassifier``: train or fine-tune DeepLoc with fit/predict; ``pretrained=`` resolved."""
 
 import os
+from dataclasses import fields
 from functools import partial
 from numbers import Integral, Real
 from pathlib import Path
@@ -74,6 +75,16 @@ def known_cells(X):
         return None
 
 
+def inference_options(estimator, X):
+    """The prediction options of a fitted estimator for ``X``, checked once, as keywords."""
+    check_is_fitted(estimator, "model_")
+    estimator._validate_params()  # parameters set after fit (batch_size=0) are refused too
+    tta, batch_size, precision = estimator.model_.check_inference_options(
+        estimator.tta, estimator.batch_size, estimator.precision, n_items=known_cells(X)
+    )
+    return {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
+
+
 def validate_for(estimator, X, model, *, reset):
     """:func:`validate_crops` against the input ``model`` takes."""
     return validate_crops(
@@ -91,9 +102,8 @@ class KeepPretrainedMixin:
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)
-        pretrained = params.pop("pretrained")
-        params = {name: clone(value, safe=False) for name, value in params.items()}
-        return type(self)(pretrained=pretrained, **params)
+        params.update({k: clone(v, safe=False) for k, v in params.items() if k != "pretrained"})
+        return type(self)(**params)
 
 
 class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
@@ -298,24 +308,16 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         return architecture, preprocessing
 
     def _recipe(self, fine_tuning):
+        """The training recipe and dropout: the parameters, the mode's defaults where None."""
+        params = self.get_params(deep=False)
         defaults = FINE_TUNE if fine_tuning else SCRATCH
+        params.update({name: value for name, value in defaults.items() if params[name] is None})
         recipe = Recipe(
-            lr=defaults["lr"] if self.lr is None else self.lr,
-            max_iter=defaults["max_iter"] if self.max_iter is None else self.max_iter,
-            batch_size=self.batch_size,
-            validation_fraction=self.validation_fraction,
-            validation_interval=self.validation_interval,
+            **{field.name: params[field.name] for field in fields(Recipe) if field.name in params},
             balanced=self.sampling == "balanced",
-            augment=self.augment,
             freeze_conv=self.freeze == "conv",
-            precision=self.precision,
-            device=self.device,
-            verbose=self.verbose,
-            checkpoint_dir=self.checkpoint_dir,
-            checkpoint_interval=self.checkpoint_interval,
         )
-        dropout = defaults["dropout"] if self.dropout is None else self.dropout
-        return recipe, dropout
+        return recipe, params["dropout"]
 
     def _check_y(self, X, y):
         if y is None:
@@ -416,15 +418,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
 
     def _predict_proba_in_memory(self, X, options):
         X = validate_for(self, X, self.model_, reset=False)
-        tta, batch_size, precision = options
-        return self.model_.predict_proba(
-            X,
-            tta=tta,
-            batch_size=batch_size,
-            precision=precision,
-            verbose=self.verbose,
-            check_input=False,
-        )
+        return self.model_.predict_proba(X, verbose=self.verbose, **options)
 
     def predict_proba(self, X):
         """Class probabilities: the mean softmax of five crops (or the centre crop).
@@ -440,12 +434,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         ndarray of shape (n, n_classes), float32, or a dask array
             Columns follow ``classes_``; rows sum to 1.
         """
-        check_is_fitted(self, "model_")
-        self._validate_params()  # parameters set after fit (batch_size=0) are refused too
-        options = self.model_.check_inference_options(
-            self.tta, self.batch_size, self.precision, n_items=known_cells(X)
-        )
-        predict = partial(self._predict_proba_in_memory, options=options)
+        predict = partial(self._predict_proba_in_memory, options=inference_options(self, X))
         return apply_blockwise(predict, X, len(self.classes_))
 
     def predict(self, X):

@@ -10,7 +10,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import KeepPretrainedMixin, known_cells, resolve_model, validate_for
+from .classifier import KeepPretrainedMixin, inference_options, resolve_model, validate_for
 from .inference import PRECISIONS, check_precision
 from .streaming import apply_blockwise
 from .validation import DeviceName
@@ -54,8 +54,7 @@ class FeatureCache:
         keys = self.digests(X, context)
         missing = [i for i, key in enumerate(keys) if key not in self._features]
         if missing:
-            for i, row in zip(missing, compute(X[missing])):
-                self._features[keys[i]] = row
+            self._features.update(zip([keys[i] for i in missing], compute(X[missing])))
         self.n_computed += len(missing)
         self.n_hits += len(keys) - len(missing)
         return np.stack([self._features[key] for key in keys])
@@ -175,33 +174,18 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
         ``X`` may also be read in blocks from HDF5 or zarr.
         """
-        check_is_fitted(self, "model_")
-        self._validate_params()  # parameters set after fit (batch_size=0) are refused too
-        width = self.n_features_out_  # an unknown layer is refused here
-        options = self.model_.check_inference_options(
-            self.tta, self.batch_size, self.precision, n_items=known_cells(X)
+        options = inference_options(self, X)
+        return apply_blockwise(
+            partial(self._transform_in_memory, options=options), X, self.n_features_out_
         )
-        return apply_blockwise(partial(self._transform_in_memory, options=options), X, width)
 
     def _transform_in_memory(self, X, options):
         X = validate_for(self, X, self.model_, reset=False)
-        features = partial(self._features, options=options)
+        features = partial(self.model_.features, layer=self.layer, verbose=self.verbose, **options)
         if self.cache is not None:
             context = FeatureCache.context(self.model_, self.layer, self.tta, self.precision)
             return self.cache.lookup(X, context, features)
         return features(X)
-
-    def _features(self, X, options):
-        tta, batch_size, precision = options
-        return self.model_.features(
-            X,
-            self.layer,
-            tta=tta,
-            batch_size=batch_size,
-            precision=precision,
-            verbose=self.verbose,
-            check_input=False,
-        )
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<layer>_0 ... <layer>_<n-1>`` (for ``set_output(transform="pandas")``)."""

@@ -75,37 +75,14 @@ MIN_SEED_DISTANCE = 3.0
 SEED_FOOTPRINT = disk(4)
 FALLBACK_RADIUS_FRACTION = 0.25  # a yeast cell is about 49x37 pixels in a 64x64 crop
 HU_FLOOR = 1e-12  # log10 of a Hu moment's magnitude, floored for empty patterns
-# The parameters a cell's features depend on (the feature cache's context).
-FEATURE_SETTINGS = (
-    "protein_channel",
-    "marker_channel",
-    "stretch",
-    "haralick_distances",
-    "gray_levels",
-    "zernike_degree",
-    "radial_bins",
-)
-
-
-def _stretched_pair(crops, protein_channel, marker_channel, stretch):
-    """Protein and marker of every cell, stretched per cell to [0, 1] (float64)."""
-    pair = torch.from_numpy(crops[:, [protein_channel, marker_channel]])
-    if stretch is not None:
-        pair = percentile_stretch(pair, tuple(stretch))
-    pair = pair.numpy().astype(np.float64)
-    return pair[:, 0], pair[:, 1]
+# The parameters a cell's features do not depend on (left out of the feature cache's context).
+NOT_FEATURE_SETTINGS = ("image_size", "n_jobs", "cache")
 
 
 def _distance_to(centre, shape):
     """Each pixel's distance to ``centre`` (row, column)."""
     rows, cols = np.indices(shape)
     return np.hypot(rows - centre[0], cols - centre[1])
-
-
-def _fallback_mask(shape):
-    """A centred disc of a typical cell's size (at least the pixels nearest the centre)."""
-    distance = _distance_to((np.asarray(shape) - 1) / 2, shape)
-    return distance <= max(FALLBACK_RADIUS_FRACTION * max(shape), distance.min())
 
 
 def _declump(foreground):
@@ -134,25 +111,18 @@ def cell_mask(marker):
     >>> int(cell_mask(np.zeros((32, 32))).sum())  # no cell: a centred disc
     208
     """
+    distance = _distance_to((np.asarray(marker.shape) - 1) / 2, marker.shape)
+    # A centred disc of a typical cell's size (at least the pixels nearest the centre).
+    fallback = distance <= max(FALLBACK_RADIUS_FRACTION * max(marker.shape), distance.min())
     smooth = ndimage.gaussian_filter(marker, 1.0)
     labels = _declump(ndimage.binary_fill_holes(smooth > threshold_otsu(smooth)))
-    n_cells = labels.max()
-    if n_cells == 0:
-        return _fallback_mask(marker.shape)
-    index = np.arange(1, n_cells + 1)
-    distance = _distance_to((np.asarray(marker.shape) - 1) / 2, marker.shape)
+    if labels.max() == 0:
+        return fallback
+    index = np.arange(1, labels.max() + 1)
     nearest = ndimage.minimum(distance, labels, index)
     areas = ndimage.sum_labels(np.ones_like(labels), labels, index)
     mask = labels == index[np.lexsort((-areas, nearest))[0]]
-    if mask.sum() < MIN_CELL_FRACTION * marker.size:
-        return _fallback_mask(marker.shape)
-    return mask
-
-
-def _geometry(mask):
-    """The mask's centroid and the radius of the circle about it that holds every pixel."""
-    centre = np.argwhere(mask).mean(axis=0)
-    return centre, _distance_to(centre, mask.shape)[mask].max() + 0.5
+    return mask if mask.sum() >= MIN_CELL_FRACTION * marker.size else fallback
 
 
 def _safe_ratio(numerator, denominator):
@@ -239,24 +209,23 @@ def _correlation_features(protein, marker, mask):
     ]
 
 
-def _cell_features(protein, marker, settings):
-    """Every feature of one cell (stretched channels in), in :func:`feature_names` order."""
-    mask = cell_mask(marker)
-    centre, radius = _geometry(mask)
-    return np.concatenate(
-        [
+def _features_of_cells(pairs, settings):
+    """Every feature of each (protein, marker) pair, stretched, in :func:`feature_names` order."""
+    distances = settings["haralick_distances"]
+    rows = []
+    for protein, marker in pairs:
+        mask = cell_mask(marker)
+        centre = np.argwhere(mask).mean(axis=0)
+        radius = _distance_to(centre, mask.shape)[mask].max() + 0.5  # the circle holding the cell
+        parts = [
             _intensity_features(protein, mask, centre, radius),
-            _texture_features(protein, mask, settings["distances"], settings["gray_levels"]),
+            _texture_features(protein, mask, distances, settings["gray_levels"]),
             _moment_features(protein, mask, centre, radius, settings["zernike_degree"]),
             _radial_features(protein, mask, centre, settings["radial_bins"]),
             _correlation_features(protein, marker, mask),
         ]
-    )
-
-
-def _features_of_cells(proteins, markers, settings):
-    """:func:`_cell_features` of each cell, stacked."""
-    return np.stack([_cell_features(p, m, settings) for p, m in zip(proteins, markers)])
+        rows.append(np.concatenate(parts))
+    return np.stack(rows)
 
 
 def _zernike_orders(degree):
@@ -441,28 +410,28 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     def _transform_in_memory(self, X):
         crops = self._check_crops(X, reset=False)
         if self.cache is not None:
-            return self.cache.lookup(crops, self._cache_context(), self._measure)
+            context = f"HandcraftedFeatures|{self._settings()}".encode()
+            context = hashlib.blake2b(context, digest_size=32).digest()
+            return self.cache.lookup(crops, context, self._measure)
         return self._measure(crops)
 
-    def _cache_context(self):
-        """What a cell's features depend on besides its pixels: the settings."""
-        settings = {name: getattr(self, name) for name in FEATURE_SETTINGS}
-        return hashlib.blake2b(f"HandcraftedFeatures|{settings}".encode(), digest_size=32).digest()
+    def _settings(self):
+        """The parameters a cell's features depend on (the feature cache's context)."""
+        params = self.get_params(deep=False)
+        return {name: params[name] for name in params if name not in NOT_FEATURE_SETTINGS}
 
     def _measure(self, crops):
         """Features of in-memory crops, the cells shared among ``n_jobs`` processes."""
-        proteins, markers = _stretched_pair(
-            crops, self.protein_channel, self.marker_channel, self.stretch
-        )
-        settings = {
-            "distances": tuple(self.haralick_distances),
-            "gray_levels": self.gray_levels,
-            "zernike_degree": self.zernike_degree,
-            "radial_bins": self.radial_bins,
-        }
+        pairs = torch.from_numpy(crops[:, [self.protein_channel, self.marker_channel]])
+        if self.stretch is not None:  # per cell, to [0, 1]
+            pairs = percentile_stretch(pairs, tuple(self.stretch))
+        pairs = pairs.numpy().astype(np.float64)
+        # A few chunks per worker balance the load; one when serial.
+        workers = effective_n_jobs(self.n_jobs)
+        n_chunks = 1 if workers == 1 else min(len(crops), 4 * workers)
         parts = Parallel(n_jobs=self.n_jobs)(
-            delayed(_features_of_cells)(proteins[chunk], markers[chunk], settings)
-            for chunk in _chunks(len(crops), self.n_jobs)
+            delayed(_features_of_cells)(pairs[chunk], self._settings())
+            for chunk in np.array_split(np.arange(len(crops)), n_chunks)
         )
         return np.concatenate(parts).astype(np.float32)
 
@@ -479,13 +448,6 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
         return tags
-
-
-def _chunks(n_cells, n_jobs):
-    """Index chunks of the cells: a few per worker balance the load; one when serial."""
-    workers = effective_n_jobs(n_jobs)
-    n_chunks = 1 if workers == 1 else min(n_cells, 4 * workers)
-    return np.array_split(np.arange(n_cells), n_chunks)
 
 
 def _stratified_subset(codes, fraction, rng):
