@@ -53,7 +53,7 @@ def _stack_ragged_safe(items):
     return np.asarray(items)
 
 
-def _reject_none(X):
+def _object_to_float(X):
     missing = np.equal(X, None)
     if missing.any():
         position = np.unravel_index(int(np.argmax(missing)), X.shape)
@@ -62,10 +62,6 @@ def _reject_none(X):
             f"the first at index {tuple(int(i) for i in position)}. Expected numeric "
             "pixel values."
         )
-
-
-def _object_to_float(X):
-    _reject_none(X)
     try:
         return X.astype(np.float64)
     except (TypeError, ValueError) as error:
@@ -132,7 +128,20 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     """
     X = _as_numeric_array(X)
     if X.ndim == 2:
-        X = _unflatten(X, n_channels, image_size)
+        width, pixels = X.shape[1], image_size * image_size
+        if width == 0:
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 "
+                "is required: expected pixel columns."
+            )
+        channels = n_channels if n_channels is not None else max(width // pixels, 1)
+        if width != channels * pixels:
+            raise ValueError(
+                f"A flat X must have n_channels * {image_size} * {image_size} = "
+                f"{channels * pixels} columns ({channels} channel(s) of {image_size}x"
+                f"{image_size}, channel-major); got {width} columns."
+            )
+        X = X.reshape(len(X), channels, image_size, image_size)
     elif X.ndim != 4:
         hint = " Reshape your data with X.reshape(1, -1) if it is one cell." if X.ndim == 1 else ""
         raise ValueError(
@@ -155,24 +164,6 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
         crops = np.require(X, dtype=np.float32, requirements=["C", "W"])
     _check_finite(crops, X)
     return crops
-
-
-def _unflatten(X, n_channels, image_size):
-    n, width = X.shape
-    if width == 0:
-        raise ValueError(
-            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 "
-            "is required: expected pixel columns."
-        )
-    pixels = image_size * image_size
-    channels = n_channels if n_channels is not None else max(width // pixels, 1)
-    if width != channels * pixels:
-        raise ValueError(
-            f"A flat X must have n_channels * {image_size} * {image_size} = "
-            f"{channels * pixels} columns ({channels} channel(s) of {image_size}x"
-            f"{image_size}, channel-major); got {width} columns."
-        )
-    return X.reshape(n, channels, image_size, image_size)
 
 
 def _is_positive_int(value):
@@ -216,14 +207,10 @@ def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
     crops = check_crops(X, **check)
     side = crops.shape[2:]
     if side != (image_size, image_size):
-        fix = (
-            f"crop the cells at {image_size} pixels, or set image_size={side[0]}"
-            if reset and side[0] == side[1]
-            else f"crop the cells at {image_size} pixels, as for fit"
-        )
+        fix = f", or set image_size={side[0]}" if reset and side[0] == side[1] else ", as for fit"
         raise ValueError(
             f"Expected crops of {image_size}x{image_size} pixels (image_size={image_size}); "
-            f"got {side[0]}x{side[1]}: {fix}."
+            f"got {side[0]}x{side[1]}: crop the cells at {image_size} pixels{fix}."
         )
     validate_data(estimator, crops.reshape(len(crops), -1), skip_check_array=True, reset=reset)
     return crops
@@ -256,7 +243,12 @@ def _label_kind(value):
     return type(value).__name__
 
 
-def _check_no_missing(y, name):
+def check_labels(y, *, name="y"):
+    """Check class labels (or groups) of one type; return the sorted classes and int64 codes."""
+    from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
+    y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
+    if len(y) == 0:
+        raise ValueError(f"{name} is empty; expected one label per cell.")
     missing = pd.isna(y)  # None, NaN, pd.NA and NaT alike
     if missing.any():
         first = int(np.argmax(missing))
@@ -265,30 +257,16 @@ def _check_no_missing(y, name):
             f"{len(y)}, the first at position {first} ({y[first]!r}). Expected a label "
             "for every cell; drop the unlabelled cells first."
         )
-
-
-def _check_one_kind(y, name):
-    kinds = {}
-    for value in y:
-        kinds.setdefault(_label_kind(value), value)
-    if len(kinds) > 1:
-        examples = ", ".join(f"{kind} ({value!r})" for kind, value in kinds.items())
-        raise ValueError(
-            f"{name} mixes label types: {examples}. Expected labels of one type, "
-            "all strings or all numbers."
-        )
-
-
-def check_labels(y, *, name="y"):
-    """Check class labels (or groups) of one type; return the sorted classes and int64 codes."""
-    from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
-    y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
-    if len(y) == 0:
-        raise ValueError(f"{name} is empty; expected one label per cell.")
-    if y.dtype.kind not in "biuSU":  # the kinds that cannot hold a missing value
-        _check_no_missing(y, name)
-    if y.dtype.kind == "O":
-        _check_one_kind(y, name)
+    if y.dtype.kind == "O":  # the one kind of array that can mix kinds of labels
+        kinds = {}
+        for value in y:
+            kinds.setdefault(_label_kind(value), value)
+        if len(kinds) > 1:
+            examples = ", ".join(f"{kind} ({value!r})" for kind, value in kinds.items())
+            raise ValueError(
+                f"{name} mixes label types: {examples}. Expected labels of one type, "
+                "all strings or all numbers."
+            )
     if from_sequence:
         y = np.asarray(y.tolist())  # one kind: numpy's own dtype (str, int, float)
     classes, codes = np.unique(y, return_inverse=True)
