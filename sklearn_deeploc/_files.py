@@ -128,20 +128,17 @@ def build_folder(final, build, *, is_complete):
 
 
 def _move_into_place(building, final, is_complete):
-    try:
-        os.replace(building, final)
-        return
-    except OSError:
-        if is_complete(final):  # another process finished the same folder first
+    """Rename ``building`` to ``final``, once replacing an incomplete ``final``."""
+    for retry in (False, True):
+        try:
+            os.replace(building, final)
             return
-        if not os.path.lexists(final):
-            raise
-    _discard(final)
-    try:
-        os.replace(building, final)
-    except OSError:
-        if not is_complete(final):
-            raise
+        except OSError:
+            if is_complete(final):  # another process finished the same folder first
+                return
+            if retry or not os.path.lexists(final):
+                raise
+        _discard(final)
 
 
 def _discard(path):
@@ -213,8 +210,7 @@ def sha256_hex(data):
 
 def array_digest(array, *, length=16):
     """The sha256 of an array's bytes (C order), as ``length`` hex digits."""
-    data = np.ascontiguousarray(array)
-    return hashlib.sha256(memoryview(data).cast("B")).hexdigest()[:length]
+    return hashlib.sha256(np.ascontiguousarray(array).data.cast("B")).hexdigest()[:length]
 
 
 def tensor_digest(state, *, prefix=b"", length=None):
@@ -284,11 +280,8 @@ def held_lock(path, what, *, error=RuntimeError, reentrant=False):
         ) from None
     try:
         stale = _holder(holder)  # left by a run that died holding the lock
-        me = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
+        started = datetime.now().astimezone().isoformat(timespec="seconds")
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": started}
         # One small write, read whole: a temporary file would show the pid before this one does.
         holder.write_text(json.dumps(me))
         if reentrant:
