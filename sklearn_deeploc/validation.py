@@ -322,21 +322,6 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     return batch_size
 
 
-def _named_columns(proba, classes, name):
-    # By name, never by position: the same classes in another order describe the same cells.
-    columns = list(proba.columns)
-    if len(set(columns)) < len(columns):
-        raise ValueError(f"{name} has duplicated column names {columns}; expected one per class.")
-    if classes is None:
-        return proba, columns
-    if set(columns) != set(classes):
-        raise ValueError(
-            f"{name} has the columns {columns}; expected the classes {list(classes)} "
-            "(in any order)."
-        )
-    return proba[list(classes)], classes
-
-
 def _check_class_names(classes, shape, name):
     if np.ndim(classes) != 1:
         raise ValueError(f"classes must be a sequence of class names; got {classes!r}.")
@@ -356,20 +341,6 @@ def _check_class_names(classes, shape, name):
     return classes
 
 
-def _check_rows_are_probabilities(proba, name):
-    # Logits or percentages passed by mistake would give meaningless averages.
-    sums = proba.sum(axis=1)
-    bad = (proba < 0).any(axis=1) | (proba > 1).any(axis=1) | ~np.isclose(sums, 1, atol=1e-3)
-    if bad.any():
-        first = int(np.argmax(bad))
-        raise ValueError(
-            f"{name} must hold probabilities (values in [0, 1], each row summing to 1), as "
-            f"from predict_proba; {int(bad.sum())} row(s) do not, the first is cell {first} "
-            f"(values from {proba[first].min():.3g} to {proba[first].max():.3g}, sum "
-            f"{sums[first]:.3g}). Logits or decision_function scores are not probabilities."
-        )
-
-
 def check_proba_table(
     proba, classes=None, *, name="proba", groups=None, groups_name="groups", probabilities=True
 ):
@@ -380,7 +351,21 @@ def check_proba_table(
     ``name`` and ``groups_name`` are for the messages.
     """
     if hasattr(proba, "columns"):
-        proba, classes = _named_columns(proba, classes, name)
+        # By name, never by position: the same classes in another order describe the same cells.
+        columns = list(proba.columns)
+        if len(set(columns)) < len(columns):
+            raise ValueError(
+                f"{name} has duplicated column names {columns}; expected one per class."
+            )
+        if classes is None:
+            classes = columns
+        elif set(columns) != set(classes):
+            raise ValueError(
+                f"{name} has the columns {columns}; expected the classes {list(classes)} "
+                "(in any order)."
+            )
+        else:
+            proba = proba[list(classes)]
     proba = np.asarray(proba, dtype=float)
     if proba.ndim != 2:
         raise ValueError(f"{name} must have shape (n_cells, n_classes); got shape {proba.shape}.")
@@ -403,8 +388,17 @@ def check_proba_table(
             f"is cell {int(np.argmax(bad))}; expected finite values for every cell "
             "(drop those cells or predict them again)."
         )
-    if probabilities:
-        _check_rows_are_probabilities(proba, name)
+    if probabilities:  # logits or percentages passed by mistake give meaningless averages
+        sums = proba.sum(axis=1)
+        bad = (proba < 0).any(axis=1) | (proba > 1).any(axis=1) | ~np.isclose(sums, 1, atol=1e-3)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise ValueError(
+                f"{name} must hold probabilities (values in [0, 1], each row summing to 1), as "
+                f"from predict_proba; {int(bad.sum())} row(s) do not, the first is cell {first} "
+                f"(values from {proba[first].min():.3g} to {proba[first].max():.3g}, sum "
+                f"{sums[first]:.3g}). Logits or decision_function scores are not probabilities."
+            )
     return proba, classes, groups
 
 
@@ -436,9 +430,7 @@ class PositiveInt(_Predicate):
     """An integer >= 1; unlike ``Interval(Integral, 1, None)``, True is refused."""
 
     description = "a positive integer"
-
-    def is_satisfied_by(self, val):
-        return _is_positive_int(val)
+    is_satisfied_by = staticmethod(_is_positive_int)
 
 
 class PositiveInts(_Predicate):
