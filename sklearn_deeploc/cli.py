@@ -6,7 +6,7 @@ can fix are one line on stderr and exit code 2; Ctrl-C is exit code 130.
 
 import argparse
 import sys
-from contextlib import ExitStack, contextmanager
+from contextlib import nullcontext
 
 from ._version import __version__
 from .blocks import ResumableOutputError
@@ -19,6 +19,8 @@ TRAIN_PARAMETERS = (
     "pretrained freeze max_iter lr batch_size device validation_fraction random_state precision "
     "checkpoint_interval"
 ).split()
+# Options of a command that predicts, passed on to its job.
+INFERENCE_OPTIONS = ("batch_size", "device", "precision", "overwrite")
 LAYERS = ["fc2", "fc1", "conv8"]
 
 
@@ -41,39 +43,6 @@ positive_int = _argument_type(int, lambda value: value >= 1, "a positive integer
 fraction = _argument_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
 
 
-def _add_train(commands):
-    """The ``train`` command."""
-    train = commands.add_parser("train", help="train (or fine-tune) DeepLoc on a DeepLoc HDF5 file")
-    train.add_argument("data", help="DeepLoc HDF5 file (data<k>/Index<k>)")
-    train.add_argument("-o", "--output", required=True, help="model folder to write")
-    train.add_argument("--pretrained", help="model folder or name (deeploc-chong) to fine-tune")
-    train.add_argument("--freeze", choices=["conv"], help="train the FC layers only")
-    train.add_argument("--max-iter", type=positive_int, help="optimizer steps (paper: 10000/500)")
-    train.add_argument("--lr", type=float, help="initial learning rate")
-    train.add_argument("--batch-size", type=positive_int, default=128)
-    train.add_argument("--conv-channels", type=positive_int, nargs=8, metavar="N")
-    train.add_argument("--fc-units", type=positive_int, nargs=2, metavar="N")
-    train.add_argument("--validation-fraction", type=fraction, default=0.1)
-    train.add_argument("--seed", type=int, default=0, dest="random_state", metavar="SEED")
-    train.add_argument("--device", default="auto")
-    train.add_argument("--overwrite", action="store_true", help="replace a model in OUTPUT")
-    train.add_argument(
-        "--precision",
-        choices=["fp32", "bf16", "fp16"],
-        default="fp32",
-        help="training arithmetic: autocast with fp32 master weights (fp16: GPU only)",
-    )
-    train.add_argument(
-        "--checkpoint-every",
-        type=positive_int,
-        metavar="N",
-        dest="checkpoint_interval",
-        help="steps between checkpoints in OUTPUT.checkpoint (default: every validation); "
-        "rerunning the same command after an interruption resumes from the newest",
-    )
-    train.set_defaults(handler=_train)
-
-
 def _add_inference(sub):
     """The options of a command that predicts: batches, device, arithmetic, output, Dask."""
     sub.add_argument("--batch-size", type=positive_int, default=128)
@@ -88,28 +57,6 @@ def _add_inference(sub):
     sub.add_argument("--overwrite", action="store_true", help="start over (another model...)")
     sub.add_argument("--scheduler", help="address of a running dask.distributed scheduler")
     sub.add_argument("--workers", type=positive_int, help="start N local Dask worker processes")
-
-
-def _add_cell_jobs(commands):
-    """The ``predict`` and ``featurize`` commands: a model over the cells of an HDF5 file."""
-    for name, help_text, default_output in (
-        ("predict", "per-cell class probabilities and labels", "cells.csv"),
-        ("featurize", "per-cell DeepLoc features", "features.parquet"),
-    ):
-        sub = commands.add_parser(name, help=help_text)
-        sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
-        sub.add_argument("data", help="DeepLoc HDF5 file")
-        sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
-        sub.add_argument(
-            "--block-size", type=positive_int, default=4096, help="cells per resumable block"
-        )
-        sub.add_argument(
-            "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
-        )
-        _add_inference(sub)
-        sub.set_defaults(handler=_cell_job)
-        if name == "featurize":
-            sub.add_argument("--layer", default="fc2", choices=LAYERS)
 
 
 def _add_field_sources(sub):
@@ -146,9 +93,82 @@ def _add_field_sources(sub):
     sub.add_argument("--y-column", help="column of y centres (default Center_Y, or CellProfiler's)")
 
 
-def _add_screen(commands):
-    """The ``screen`` command."""
-    screen = commands.add_parser("screen", help="predict and profile a screen's cells and wells")
+def build_parser():
+    """The argument parser of ``deeploc`` (one sub-command per job)."""
+    parser = argparse.ArgumentParser(
+        prog="deeploc", description="DeepLoc protein localization for yeast screens."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, handler, help_text):
+        sub = commands.add_parser(name, help=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo = command(
+        "demo", _demo, "pretrain on a synthetic screen, transfer to another, write a report"
+    )
+    demo.add_argument("-o", "--output", default="deeploc-demo", help="output folder")
+    demo.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+
+    train = command("train", _train, "train (or fine-tune) DeepLoc on a DeepLoc HDF5 file")
+    train.add_argument("data", help="DeepLoc HDF5 file (data<k>/Index<k>)")
+    train.add_argument("-o", "--output", required=True, help="model folder to write")
+    train.add_argument("--pretrained", help="model folder or name (deeploc-chong) to fine-tune")
+    train.add_argument("--freeze", choices=["conv"], help="train the FC layers only")
+    train.add_argument("--max-iter", type=positive_int, help="optimizer steps (paper: 10000/500)")
+    train.add_argument("--lr", type=float, help="initial learning rate")
+    train.add_argument("--batch-size", type=positive_int, default=128)
+    train.add_argument("--conv-channels", type=positive_int, nargs=8, metavar="N")
+    train.add_argument("--fc-units", type=positive_int, nargs=2, metavar="N")
+    train.add_argument("--validation-fraction", type=fraction, default=0.1)
+    train.add_argument("--seed", type=int, default=0, dest="random_state", metavar="SEED")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--overwrite", action="store_true", help="replace a model in OUTPUT")
+    train.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="training arithmetic: autocast with fp32 master weights (fp16: GPU only)",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        metavar="N",
+        dest="checkpoint_interval",
+        help="steps between checkpoints in OUTPUT.checkpoint (default: every validation); "
+        "rerunning the same command after an interruption resumes from the newest",
+    )
+
+    for name, help_text, default_output in (
+        ("predict", "per-cell class probabilities and labels", "cells.csv"),
+        ("featurize", "per-cell DeepLoc features", "features.parquet"),
+    ):
+        sub = command(name, _cell_job, help_text)
+        sub.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
+        sub.add_argument("data", help="DeepLoc HDF5 file")
+        sub.add_argument("-o", "--output", default=default_output, help=".csv or .parquet")
+        sub.add_argument(
+            "--block-size", type=positive_int, default=4096, help="cells per resumable block"
+        )
+        sub.add_argument(
+            "--no-tta", action="store_true", help="centre crop only (default: the model's choice)"
+        )
+        _add_inference(sub)
+        if name == "featurize":
+            sub.add_argument("--layer", default="fc2", choices=LAYERS)
+
+    crop = command("crop", _crop, "crop the cells of micrographs into a DeepLoc HDF5 training file")
+    crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
+    _add_field_sources(crop)
+    crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
+    crop.add_argument("--size", type=positive_int, default=64)
+    crop.add_argument("--border", choices=["drop", "pad"], default="drop")
+    crop.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+
+    screen = command("screen", _screen, "predict and profile a screen's cells and wells")
     screen.add_argument("model", help="model folder, or a registered name (deeploc-chong)")
     screen.add_argument("-o", "--output", required=True, help="output folder")
     _add_field_sources(screen)
@@ -159,63 +179,30 @@ def _add_screen(commands):
     screen.add_argument("--features", choices=LAYERS, help="also write this layer's features")
     screen.add_argument("--csv", action="store_true", help="also write cells.csv and wells.csv")
     _add_inference(screen)
-    screen.set_defaults(handler=_screen)
 
-
-def _add_crop(commands):
-    """The ``crop`` command."""
-    crop = commands.add_parser(
-        "crop", help="crop the cells of micrographs into a DeepLoc HDF5 training file"
-    )
-    crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
-    _add_field_sources(crop)
-    crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
-    crop.add_argument("--size", type=positive_int, default=64)
-    crop.add_argument("--border", choices=["drop", "pad"], default="drop")
-    crop.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    crop.set_defaults(handler=_crop)
-
-
-def _add_changes(commands):
-    """The ``changes`` command."""
-    changes = commands.add_parser(
-        "changes", help="localization changes between two screen outputs (A untreated, B treated)"
+    changes = command(
+        "changes",
+        _changes,
+        "localization changes between two screen outputs (A untreated, B treated)",
     )
     changes.add_argument("screen_a", help="output folder (or cells.parquet) of screen A")
     changes.add_argument("screen_b", help="output folder (or cells.parquet) of screen B")
     changes.add_argument("-o", "--output", default="changes.parquet", help=".parquet or .csv")
     changes.add_argument("--by", default="Metadata_Well", help="column grouping the cells")
     changes.add_argument("--prior", type=fraction, default=0.01, help="prior of a change")
-    changes.set_defaults(handler=_changes)
 
-
-def _add_demo(commands):
-    """The ``demo`` command."""
-    demo = commands.add_parser(
-        "demo", help="pretrain on a synthetic screen, transfer to another, write a report"
-    )
-    demo.add_argument("-o", "--output", default="deeploc-demo", help="output folder")
-    demo.add_argument("--quick", action="store_true", help="a smaller run (under 2 minutes)")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.set_defaults(handler=_demo)
-
-
-def _add_import_tf(commands):
-    """The ``import-tf`` command."""
-    importer = commands.add_parser(
-        "import-tf", help="convert the published DeepLoc TensorFlow checkpoint to a model folder"
+    importer = command(
+        "import-tf",
+        _import_tf,
+        "convert the published DeepLoc TensorFlow checkpoint to a model folder",
     )
     importer.add_argument("checkpoint", help="checkpoint prefix, e.g. model.ckpt-5000")
     importer.add_argument("-o", "--output", required=True, help="model folder to write")
     importer.add_argument("--classes", nargs="+", help="output class names (default: Chong 19)")
     importer.add_argument("--channel-names", nargs="+", default=["GFP", "RFP"])
-    importer.set_defaults(handler=_import_tf)
 
-
-def _add_fetch(commands):
-    """The ``fetch`` command."""
-    fetch = commands.add_parser(
-        "fetch", help="download the published DeepLoc model or datasets once, into the data home"
+    fetch = command(
+        "fetch", _fetch, "download the published DeepLoc model or datasets once, into the data home"
     )
     fetch.add_argument("what", choices=["model", "datasets"])
     fetch.add_argument(
@@ -223,35 +210,19 @@ def _add_fetch(commands):
     )
     fetch.add_argument("--url", help="a mirror of the published archive")
     fetch.add_argument("--archive", help="the archive, downloaded by hand (works offline)")
-    fetch.set_defaults(handler=_fetch)
-
-
-def build_parser():
-    """The argument parser of ``deeploc`` (one sub-command per job)."""
-    parser = argparse.ArgumentParser(
-        prog="deeploc", description="DeepLoc protein localization for yeast screens."
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (
-        _add_demo,
-        _add_train,
-        _add_cell_jobs,
-        _add_crop,
-        _add_screen,
-        _add_changes,
-        _add_import_tf,
-        _add_fetch,
-    ):
-        add(commands)
     return parser
+
+
+def _options(args, *names):
+    """The arguments ``names`` as keywords of the same name."""
+    return {name: getattr(args, name) for name in names}
 
 
 def _train(args):
     """Run ``deeploc train``."""
     from .jobs import train
 
-    params = {name: getattr(args, name) for name in TRAIN_PARAMETERS}
+    params = _options(args, *TRAIN_PARAMETERS)
     for name in ("conv_channels", "fc_units"):  # unset: the classifier's default
         if getattr(args, name):
             params[name] = tuple(getattr(args, name))
@@ -259,47 +230,31 @@ def _train(args):
     print(f"trained {classifier.n_iter_} steps; model written to {args.output}")
 
 
-@contextmanager
 def _client(args):
-    """The Dask client of --scheduler or of a local --workers cluster (else None), closed after."""
+    """The Dask client of --scheduler or of a local --workers cluster, closed by ``with``."""
     if args.scheduler is None and args.workers is None:
-        yield None
-        return
-    from distributed import Client, LocalCluster
+        return nullcontext()
+    from distributed import Client
 
-    with ExitStack() as stack:
-        if args.scheduler:
-            client = stack.enter_context(Client(args.scheduler))
-        else:
-            cluster = stack.enter_context(
-                LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True)
-            )
-            client = stack.enter_context(Client(cluster))
-        print(f"Dask cluster: {client.dashboard_link}")
-        yield client
+    if args.scheduler:
+        client = Client(args.scheduler)
+    else:  # a client without an address starts a local cluster and closes it with itself
+        client = Client(n_workers=args.workers, threads_per_worker=1, processes=True)
+    print(f"Dask cluster: {client.dashboard_link}")
+    return client
 
 
 def _cell_job(args):
     """Run ``deeploc predict`` or ``deeploc featurize``."""
     from .jobs import featurize, predict
 
-    job, options = predict, {}
+    options = _options(args, "block_size", *INFERENCE_OPTIONS)
     if args.command == "featurize":
-        job, options = featurize, {"layer": args.layer}
+        options["layer"] = args.layer
+    job = featurize if args.command == "featurize" else predict
+    tta = False if args.no_tta else None
     with _client(args) as client:
-        job(
-            args.model,
-            args.data,
-            args.output,
-            tta=False if args.no_tta else None,
-            batch_size=args.batch_size,
-            block_size=args.block_size,
-            device=args.device,
-            precision=args.precision,
-            overwrite=args.overwrite,
-            client=client,
-            **options,
-        )
+        job(args.model, args.data, args.output, tta=tta, client=client, **options)
     print(f"wrote {args.output}")
 
 
@@ -312,13 +267,9 @@ def _source(args, label_column=None):
             raise ValueError("--coords names the cells; --plate and --labels are other sources.")
         cells = read_cell_table(
             args.coords,
-            layout=args.layout,
-            channels=args.channels,
             folder=args.images,
-            image_column=args.image_column,
-            x_column=args.x_column,
-            y_column=args.y_column,
             label_column=label_column,
+            **_options(args, "layout", "channels", "image_column", "x_column", "y_column"),
         )
         return {"cells": cells}
     if label_column:
@@ -338,20 +289,10 @@ def _screen(args):
     """Run ``deeploc screen``."""
     from .jobs import run_screen
 
+    options = _options(args, "features", "well_pattern", "border", "csv", *INFERENCE_OPTIONS)
     with _client(args) as client:
         cells, wells = run_screen(
-            args.model,
-            args.output,
-            **_source(args),
-            features=args.features,
-            well_pattern=args.well_pattern,
-            border=args.border,
-            batch_size=args.batch_size,
-            device=args.device,
-            precision=args.precision,
-            csv=args.csv,
-            overwrite=args.overwrite,
-            client=client,
+            args.model, args.output, **_source(args), client=client, **options
         )
     print(
         f"wrote {args.output}/cells.parquet ({len(cells)} cells, "
@@ -364,13 +305,8 @@ def _crop(args):
     """Run ``deeploc crop``."""
     from .jobs import crop
 
-    crop(
-        args.output,
-        **_source(args, label_column=args.label_column),
-        size=args.size,
-        border=args.border,
-        overwrite=args.overwrite,
-    )
+    source = _source(args, label_column=args.label_column)
+    crop(args.output, **source, **_options(args, "size", "border", "overwrite"))
 
 
 def _changes(args):
