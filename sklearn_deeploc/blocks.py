@@ -1,15 +1,10 @@
 """Resumable, verified output: long runs keep finished parts and never mix two runs.
 
-A long job writes its table in parts, keyed by cell ranges ``(start, stop)`` or by names such
-as a field's image. :class:`ResumableOutput` keeps them in ``<output>.parts/``:
-``manifest.json`` (what the output depends on; any difference refuses with
-:class:`OutputMismatchError`), ``journal.jsonl`` (one line per finished part: file, rows,
-size, sha256; a part is trusted only when its bytes match its line) and a lock (a second run
-refuses with :class:`OutputLockedError`; a killed run's lock blocks nobody).
-
-Parts are journalled, not listed in the manifest: a journal line costs O(1) where rewriting
-the manifest costs O(parts) (about 1e5 fields a genome screen), and a line torn by a crash only
-leaves its part to recompute.
+:class:`ResumableOutput` keeps a table's parts, keyed by cell ranges ``(start, stop)`` or names,
+in ``<output>.parts/``: ``manifest.json`` (what the output depends on), ``journal.jsonl`` (file,
+rows, size and sha256 of each finished part; a part is trusted only when its bytes match) and a
+lock (a killed run's lock blocks nobody). A journal line costs O(1) where rewriting the manifest
+would cost O(parts), and a line torn by a crash only leaves its part to recompute.
 """
 
 import json
@@ -233,9 +228,7 @@ class ResumableOutput:
         self._close()
 
     def _close(self):
-        if self._journal is not None:
-            os.close(self._journal)
-            self._journal = None
+        """Close the journal, then release the lock (both held by ``_lock``)."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -318,6 +311,7 @@ class ResumableOutput:
         lines = "".join(json.dumps(record) + "\n" for record in self._records.values())
         write_atomically(journal, lambda file: file.write_text(lines))  # drops torn lines
         self._journal = os.open(journal, os.O_WRONLY | os.O_APPEND)
+        self._lock.callback(os.close, self._journal)
         return untrusted
 
     def _check_open(self):

@@ -8,8 +8,9 @@ and how it is put back onto the net, lives in :mod:`sklearn_deeploc.training`.
 
 import json
 import shutil
+from collections import namedtuple
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from numbers import Integral
 from pathlib import Path
 
@@ -39,12 +40,10 @@ def _is(*types):
     return lambda value: isinstance(value, types) and not isinstance(value, bool)
 
 
-def _names_tensor_files(value):
-    return isinstance(value, list) and all(isinstance(name, str) for name in value)
-
-
-def _four_seeds(value):
-    return isinstance(value, list) and len(value) == 4 and all(map(_is(int), value))
+def _list_of(kind, length=None):
+    return lambda value: (
+        isinstance(value, list) and length in (None, len(value)) and all(map(_is(kind), value))
+    )
 
 
 # What training reads from state.json: each entry, what it must be, and a test of that.
@@ -54,7 +53,7 @@ STATE_ENTRIES = {
     "identity.data": ("an object", _is(dict)),
     "identity.parameters": ("an object", _is(dict)),
     "step": ("an integer", _is(int)),
-    "seeds": ("a list of 4 integers", _four_seeds),
+    "seeds": ("a list of 4 integers", _list_of(int, 4)),
     "optimizer": ("a list", _is(list)),
     "lr_schedule": ("an object", _is(dict)),
     "grad_scaler": ("an object", _is(dict)),
@@ -65,7 +64,7 @@ STATE_ENTRIES = {
     "random": ("an object", _is(dict)),
     "random.sampler": ("an object", _is(dict)),
     "random.augmentation": ("an object", _is(dict)),
-    "tensor_files": ("a list of names", _names_tensor_files),
+    "tensor_files": ("a list of names", _list_of(str)),
 }
 
 
@@ -79,11 +78,10 @@ def run_identity(X, codes, *, architecture, preprocessing, recipe, random_state,
     Two runs of one identity train the same network step for step; :data:`RUN_ONLY_FIELDS`
     and ``tta`` are left out.
     """
-    recipe_fields = {k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS}
     parameters = {
         **architecture,
         **{k: v for k, v in preprocessing.items() if k != "tta"},
-        **recipe_fields,
+        **{k: v for k, v in asdict(recipe).items() if k not in RUN_ONLY_FIELDS},
         "random_state": int(random_state) if isinstance(random_state, Integral) else None,
         "pretrained": None if initial_state is None else tensor_digest(initial_state, length=16),
     }
@@ -169,14 +167,7 @@ def checkpoint_lock(path):
                 path.rmdir()
 
 
-@dataclass
-class Checkpoint:
-    """A checkpoint read back: its folder, its step, its JSON state and its tensors."""
-
-    folder: Path
-    step: int
-    state: dict
-    tensors: dict
+Checkpoint = namedtuple("Checkpoint", "folder step state tensors")  # one read back
 
 
 class CheckpointFolder:
@@ -214,14 +205,10 @@ class CheckpointFolder:
             }
         except (OSError, SafetensorError) as error:
             raise unusable(folder, f"cannot be read ({error})") from error
-        self._check_identity(folder, state["identity"])
-        return Checkpoint(folder, state["step"], state, tensors)
-
-    def _check_identity(self, folder, saved):
         what = [
             f"{label} differ: " + "; ".join(found)
             for label, key in [("training data", "data"), ("parameters", "parameters")]
-            if (found := differences(saved[key], self.identity[key]))
+            if (found := differences(state["identity"][key], self.identity[key]))
         ]
         if what:
             raise ValueError(
@@ -230,6 +217,7 @@ class CheckpointFolder:
                 "Fit with the same data and parameters to resume it, or use another "
                 "checkpoint_dir (or delete this one) to start over."
             )
+        return Checkpoint(folder, state["step"], state, tensors)
 
     def write(self, step, state, tensors, net):
         """Write the checkpoint of ``step`` atomically: state.json, safetensors, skorch history."""

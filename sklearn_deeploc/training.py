@@ -187,14 +187,13 @@ def validation_split(codes, fraction, seed):
     everything = np.arange(len(codes))
     if n_valid == 0:
         return everything, np.array([], int), "none"
-    if np.bincount(codes).min() >= 2 and n_valid >= len(np.unique(codes)):
-        try:
-            train, valid = train_test_split(
-                everything, test_size=n_valid, stratify=codes, random_state=seed
-            )
-            return train, valid, "stratified"
-        except ValueError:
-            pass  # too few cells left for train_test_split's own stratification
+    try:
+        train, valid = train_test_split(
+            everything, test_size=n_valid, stratify=codes, random_state=seed
+        )
+        return train, valid, "stratified"
+    except ValueError:
+        pass  # a class of one cell, or fewer cells than classes on either side
     others = np.setdiff1d(everything, np.unique(codes, return_index=True)[1])
     if len(others) < n_valid:
         return everything, np.array([], int), "none"
@@ -407,8 +406,7 @@ def restore_callbacks(checkpoint, net):
 
 
 class Checkpointing(Callback):
-    """Write everything a rerun needs to continue exactly, every ``recipe.checkpoint_interval``
-    steps (default: every validation).
+    """Write everything a rerun needs to continue exactly, every ``interval`` steps.
 
     A step that ends a validation interval is saved after the validation, so a resumed run
     never validates twice; ``resume`` is the checkpoint this run continues.
