@@ -9,9 +9,9 @@ import math
 import os
 import re
 import struct
+from collections import namedtuple
 from contextlib import ExitStack
 from pathlib import Path
-from typing import NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -44,16 +44,9 @@ class _Malformed(ValueError):
 _PARSE_ERRORS = (IndexError, struct.error, TypeError, _Malformed)
 
 
-class _Entry(NamedTuple):
-    """Where one tensor lies and what it must be (a ``BundleEntryProto``)."""
-
-    dtype: type | None  # None for dtypes a DeepLoc graph does not need (strings)
-    shape: list
-    shard: int
-    offset: int
-    size: int
-    masked_crc32c: int | None
-    partitioned: bool
+# Where one tensor lies and what it must be (a BundleEntryProto); dtype is None for dtypes a
+# DeepLoc graph does not need (strings).
+_Entry = namedtuple("_Entry", "dtype shape shard offset size masked_crc32c partitioned")
 
 
 def _masked_crc32c(data):

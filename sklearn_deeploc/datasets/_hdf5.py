@@ -9,9 +9,9 @@ import math
 import numbers
 import os
 import re
+from collections import namedtuple
 from functools import partial
 from pathlib import Path
-from typing import NamedTuple
 
 import h5py
 import numpy as np
@@ -31,14 +31,10 @@ _MAX_CLASSES = 10_000
 _MAX_LABEL_NAME_BYTES = 1_000
 
 
-class _Layout(NamedTuple):
-    """What the loaders need to know about a checked file."""
-
-    chunks: list  # k of every data<k>, in numeric order
-    starts: np.ndarray  # first cell of each chunk, then the number of cells
-    n_channels: int
-    classes: np.ndarray | None  # Index column names (or numbers); None when unlabelled
-    labels: np.ndarray | None  # the Index column of every cell
+# What the loaders need to know about a checked file: the k of every data<k> in numeric order,
+# the first cell of each chunk then the number of cells, the channels, the Index column names
+# (or numbers) and every cell's Index column (both None when unlabelled).
+_Layout = namedtuple("_Layout", "chunks starts n_channels classes labels")
 
 
 def _identity(handle):

@@ -227,12 +227,6 @@ def _render(cell, label, style, rng):
     return np.stack([protein, style["marker_level"] * marker])
 
 
-def _camera(image, style, rng):
-    blurred = gaussian_filter(image, sigma=(0, style["blur"], style["blur"]))
-    photons = rng.poisson(np.clip(blurred, 0, None) * style["photons"])
-    return photons + style["offset"] + rng.normal(0, style["read_noise"], image.shape)
-
-
 def make_yeast_cells(
     n_per_class,
     classes=None,
@@ -293,8 +287,11 @@ def make_yeast_cells(
     if shuffle:
         labels = labels[rng.permutation(labels.size)]
     X = np.empty((labels.size, 2, image_size, image_size), np.float32)
+    blur = (0, settings["blur"], settings["blur"])
     for i, label in enumerate(labels):
-        X[i] = _camera(_field(label, image_size, settings, bud_fraction, rng), settings, rng)
+        image = _field(label, image_size, settings, bud_fraction, rng)
+        photons = rng.poisson(np.clip(gaussian_filter(image, blur), 0, None) * settings["photons"])
+        X[i] = photons + settings["offset"] + rng.normal(0, settings["read_noise"], image.shape)
     return X, labels
 
 
