@@ -1,11 +1,10 @@
 """Where a screen's fields and cells come from: a cell table, a folder, an OME-Zarr plate.
 
-A source lists its fields (:attr:`FieldSource.fields`: ``key``, ``plate``, ``well``,
-``site``) and reads one at a time (:meth:`FieldSource.read`): its (C, H, W) image in the
-model's channel order and its cells, one row each with ``ObjectNumber``, ``center_x``,
-``center_y`` (and ``area`` from a label image, ``label`` from a table's label column).
-Cells come from the table, a label image (one cell per object, numbered by its label)
-or, without either, :func:`~sklearn_deeploc.fields.find_cells`.
+A source lists its fields (``key``, ``plate``, ``well``, ``site``) and reads one at a time:
+its (C, H, W) image in the model's channel order and its cells, one row each with
+``ObjectNumber``, ``center_x``, ``center_y`` (``area`` from a label image, ``label`` from a
+table's label column). Cells come from the table, a label image (numbered by its labels) or,
+without either, :func:`~sklearn_deeploc.fields.find_cells`.
 """
 
 import re
@@ -190,14 +189,11 @@ def _natural(name):
 
 
 def _field_names(images, channel):
-    """The folder's image files holding the first channel token, in natural order.
-
-    A file whose name extends a field's name (Cellpose's ``<field>_cp_masks.png``) is that
-    field's label image, not a field.
-    """
+    """The folder's image files holding the first channel token, in natural order."""
     token = _channel_token(channel)
     names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
     stems = {Path(name).stem for name in names}
+    # A name extending a field's (Cellpose's <field>_cp_masks.png) is its label image
     names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
     if not names:
         raise ValueError(
