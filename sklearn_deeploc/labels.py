@@ -96,7 +96,7 @@ def cells_from_labels(labels):
         numbers, values = np.unique(values, return_inverse=True)
     values = values.astype(np.intp)
     area = np.bincount(values)
-    present = np.flatnonzero(area)  # the bin of each label value, or of each distinct one
+    present = np.flatnonzero(area)  # label values, or indices into numbers where sparse
     return pd.DataFrame(
         {
             # One type for every field, whatever its labels' type: uint64 holds them all
