@@ -47,11 +47,7 @@ def write_atomically(path, write, *, suffix=".tmp"):
 
 
 def replace_folder(path, write, *, keep_others=False):
-    """Make ``path`` the folder ``write(folder)`` fills, built whole in a hidden sibling.
-
-    An old folder is moved aside just before the rename and deleted just after; with
-    ``keep_others``, its other entries are hard-linked into the new one.
-    """
+    """Make ``path`` the folder ``write`` fills in a sibling; ``keep_others`` links old entries."""
     target = Path(path).resolve()  # a symbolic link to the folder stays a link
     if target.exists() and Path.cwd().is_relative_to(target):
         raise ValueError(
@@ -111,11 +107,7 @@ def _swap_in(staging, target):
 
 
 def build_folder(final, build, *, is_complete):
-    """Run ``build(temporary)`` in a hidden sibling of ``final``, then rename it to ``final``.
-
-    A ``final`` that another process completed meanwhile (``is_complete(final)``) is kept; an
-    incomplete one is replaced.
-    """
+    """Run ``build`` in a sibling renamed to ``final``, unless another process completed it."""
     final = Path(final)
     building = final.with_name(f".{final.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
     building.mkdir()  # unlike mkdtemp's 0700, follows the umask: a shared folder stays readable
@@ -152,23 +144,17 @@ def _discard(path):
 
 
 def save_safetensors(tensors, path, *, like, metadata=None):
-    """Save ``tensors`` with safetensors, with the permissions of the file ``like``.
-
-    safetensors makes 0600 files whatever the umask, unreadable to the rest of a lab sharing
-    them; ``like`` is a file ``open()`` made, so the umask decides.
-    """
+    """Save ``tensors`` with safetensors, with the permissions of the file ``like``."""
     from safetensors.torch import save_file  # torch only when saving: the CLI starts without
 
     save_file(tensors, str(path), metadata=metadata)
+    # safetensors makes 0600 files whatever the umask; ``like`` was made by open(), as a lab
+    # sharing the folder expects.
     os.chmod(path, stat.S_IMODE(Path(like).stat().st_mode))
 
 
 def file_identity(path):
-    """Identify an input file for a manifest without reading all of it.
-
-    ``fingerprint`` hashes the size and the first and last MiB, so that a rewritten file is
-    told apart even where modification times are coarse.
-    """
+    """Identify an input file without reading it all: the fingerprint outlives coarse mtimes."""
     path = Path(path).resolve()
     with open(path, "rb") as file:
         status = os.fstat(file.fileno())
@@ -256,16 +242,10 @@ def _holder(path):
 
 @contextmanager
 def held_lock(path, what, *, error=RuntimeError, reentrant=False):
-    """Hold the lock file ``path`` (filelock) while this process writes ``what``.
-
-    Another process holding it is refused at once with ``error`` naming it (pid, host and
-    start time, from ``<path>.holder``). The system drops the lock when its process dies; the
-    context then yields that dead run's description, else None. With ``reentrant``, the
-    thread holding the lock may take it again. Both files are removed before the release.
-    """
+    """Hold the lock file ``path`` while writing ``what``; yield a dead holder's record or None."""
     path = Path(path)
     key = (path.resolve(), threading.get_ident())
-    if reentrant and key in _REENTERED:
+    if reentrant and key in _REENTERED:  # this thread holds it already
         yield None
         return
     holder = path.with_name(path.name + HOLDER_SUFFIX)
