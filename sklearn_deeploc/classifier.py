@@ -67,20 +67,16 @@ def resolve_model(pretrained):
     )
 
 
-def known_cells(X):
-    """The number of cells of ``X`` (a batch never holds more), or None where it has none."""
-    try:
-        return n_cells(X)
-    except (TypeError, IndexError):  # not a sequence of cells: validate_crops says so
-        return None
-
-
 def inference_options(estimator, X):
     """The prediction options of a fitted estimator for ``X``, checked once, as keywords."""
     check_is_fitted(estimator, "model_")
     estimator._validate_params()  # parameters set after fit (batch_size=0) are refused too
+    try:  # a batch never holds more cells than X
+        n_items = n_cells(X)
+    except (TypeError, IndexError):  # not a sequence of cells: validate_crops says so
+        n_items = None
     tta, batch_size, precision = estimator.model_.check_inference_options(
-        estimator.tta, estimator.batch_size, estimator.precision, n_items=known_cells(X)
+        estimator.tta, estimator.batch_size, estimator.precision, n_items=n_items
     )
     return {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
 

@@ -33,39 +33,18 @@ from .validation import IMAGE_SIZE, PercentilePair, PositiveInts, check_labels, 
 
 # mahotas' order of the 13 Haralick features.
 HARALICK_FEATURES = (
-    "angular_second_moment",
-    "contrast",
-    "correlation",
-    "variance",
-    "inverse_difference_moment",
-    "sum_average",
-    "sum_variance",
-    "sum_entropy",
-    "entropy",
-    "difference_variance",
-    "difference_entropy",
-    "info_measure_correlation_1",
-    "info_measure_correlation_2",
-)
+    "angular_second_moment contrast correlation variance inverse_difference_moment sum_average "
+    "sum_variance sum_entropy entropy difference_variance difference_entropy "
+    "info_measure_correlation_1 info_measure_correlation_2"
+).split()
 INTENSITY_FEATURES = (
-    "cell_area",
-    "protein_mean_in_cell",
-    "protein_std_in_cell",
-    "protein_q25_in_cell",
-    "protein_median_in_cell",
-    "protein_q75_in_cell",
-    "protein_max_in_cell",
-    "protein_mad_in_cell",
-    "protein_mean_at_edge",
-    "protein_fraction_in_cell",
-    "protein_mass_displacement",
-)
+    "cell_area protein_mean_in_cell protein_std_in_cell protein_q25_in_cell protein_median_in_cell "
+    "protein_q75_in_cell protein_max_in_cell protein_mad_in_cell protein_mean_at_edge "
+    "protein_fraction_in_cell protein_mass_displacement"
+).split()
 CORRELATION_FEATURES = (
-    "corr_protein_marker",
-    "manders_protein_in_marker",
-    "manders_marker_in_protein",
-    "overlap_protein_marker",
-)
+    "corr_protein_marker manders_protein_in_marker manders_marker_in_protein overlap_protein_marker"
+).split()
 # A cell (or what is left of it) covers at least this fraction of the crop;
 # below it the marker found no cell and a centred disc stands in.
 MIN_CELL_FRACTION = 0.02
@@ -171,9 +150,9 @@ def _texture_features(protein, mask, distances, gray_levels):
 def _moment_features(protein, mask, centre, radius, zernike_degree):
     """Hu moments (log10 magnitudes) and Zernike magnitudes on the circle holding the cell."""
     pattern = np.where(mask, protein, 0.0)
-    n_zernike = len(_zernike_orders(zernike_degree))
     if pattern.sum() <= 0:
-        return np.concatenate([np.full(7, np.log10(HU_FLOOR)), np.zeros(n_zernike)])
+        zernike = np.zeros(len(_zernike_orders(zernike_degree)))
+        return np.concatenate([np.full(7, np.log10(HU_FLOOR)), zernike])
     normalised = moments_normalized(moments_central(pattern, order=3), order=3)
     hu = np.log10(np.abs(moments_hu(normalised)) + HU_FLOOR)
     # (0, 0) is 1/pi for every cell: mahotas divides by the total intensity.

@@ -69,29 +69,25 @@ def _check_sizes(sizes):
     return [int(s) for s in sizes]
 
 
-def _feature_steps(source, X, heads, layer, verbose):
-    """The feature steps the heads need, fitted, warmed on ``X`` and frozen for reuse."""
-    steps = {}
+def _candidates(source, X, heads, layer, network_params, random_state, verbose):
+    """``{head: (features step, unfitted head)}``; the feature steps fitted, warmed on ``X``."""
+    features = {}
     if any(h in FEATURE_HEADS for h in heads):
-        steps["deeploc"] = DeepLocFeaturizer(
+        features["deeploc"] = DeepLocFeaturizer(
             source, layer=layer, cache=FeatureCache(), verbose=verbose
         )
     if "classical" in heads:
-        steps["classical"] = HandcraftedFeatures(cache=FeatureCache())
-    for step in steps.values():
+        features["classical"] = HandcraftedFeatures(cache=FeatureCache())
+    for name, step in features.items():
         step.fit(X).transform(X)  # fills the cache: folds and draws reuse it as it is
-    return {name: FrozenEstimator(step) for name, step in steps.items()}
-
-
-def _candidates(features, source, network_params, random_state):
-    """``{head: (features step, unfitted head)}`` for every head."""
+        features[name] = FrozenEstimator(step)
     architecture = source.architecture
     scratch = {
         "conv_channels": tuple(architecture["conv_channels"]),
         "fc_units": tuple(architecture["fc_units"]),
         "crop_size": architecture["crop_size"],
     }
-    network = {"random_state": random_state, **network_params}
+    network = {"random_state": random_state, **(network_params or {})}
     # The fine-tuned heads share the resolved model (clone keeps it by reference): read once.
     pretrained = {"pretrained": source, **network}
     deeploc = features.get("deeploc")
@@ -179,8 +175,7 @@ def compare_heads(
     if isinstance(cv, numbers.Integral):
         cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     cv = check_cv(cv, y, classifier=True)
-    features = _feature_steps(source, X, heads, layer, verbose)
-    candidates = _candidates(features, source, network_params or {}, random_state)
+    candidates = _candidates(source, X, heads, layer, network_params, random_state, verbose)
     if "knn" in heads:  # k cannot exceed the smallest training fold
         with warnings.catch_warnings():  # GridSearchCV warns about the same folds
             warnings.simplefilter("ignore")
@@ -293,8 +288,7 @@ def transfer_curve(
     y_pool = _check_cell_labels(y_pool, X_pool, "y_pool", "X_pool")
     y_test = _check_cell_labels(y_test, X_test, "y_test", "X_test")
     # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
-    features = _feature_steps(source, X_test, heads, layer, verbose)
-    candidates = _candidates(features, source, network_params or {}, random_state)
+    candidates = _candidates(source, X_test, heads, layer, network_params, random_state, verbose)
     candidates["scratch"][1].set_params(**(scratch_params or {}))
     rng = check_random_state(random_state)
     rows = []
@@ -306,16 +300,11 @@ def transfer_curve(
                 model = Pipeline([("features", features), ("head", clone(estimator))])
                 if head == "knn":  # k cannot exceed the training set
                     model.set_params(head__n_neighbors=min(KNN_NEIGHBOURS, len(train)))
+                row = dict(head=head, cells_per_class=size, draw=draw, n_train=len(train))
                 start = time.perf_counter()
                 model.fit(X_pool[train], y_pool[train])
-                row = {
-                    "head": head,
-                    "cells_per_class": size,
-                    "draw": draw,
-                    "n_train": len(train),
-                    "accuracy": model.score(X_test, y_test),
-                    "fit_time": time.perf_counter() - start,
-                }
+                row["accuracy"] = model.score(X_test, y_test)
+                row["fit_time"] = time.perf_counter() - start
                 rows.append(row)
                 if verbose:
                     shown = {k: f"{v:.3g}" if isinstance(v, float) else v for k, v in row.items()}
