@@ -19,13 +19,11 @@ MAX_CHANNELS_LAST = 8  # a last axis this short after two long ones is channels,
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def _is_torch_tensor(X):
+def _untensor(X):
+    """A torch tensor's values as numpy (no gradient, on the CPU); anything else as it is."""
     torch = sys.modules.get("torch")  # a tensor can only exist once torch is imported
-    return torch is not None and isinstance(X, torch.Tensor)
-
-
-def _tensor_to_numpy(X):
-    # A view of the values only: no gradient, on the CPU, in a dtype numpy has.
+    if torch is None or not isinstance(X, torch.Tensor):
+        return X
     X = X.detach().cpu()
     if X.dtype.is_floating_point and X.element_size() < 4:
         X = X.float()  # bfloat16 has no numpy dtype; float16 widens exactly
@@ -34,7 +32,7 @@ def _tensor_to_numpy(X):
 
 def _stack_ragged_safe(items):
     """Stack a list of crops, refusing crops of different shapes by name."""
-    items = [_tensor_to_numpy(x) if _is_torch_tensor(x) else x for x in items]
+    items = [_untensor(x) for x in items]
     shapes = []
     for k, item in enumerate(items):
         try:
@@ -80,9 +78,8 @@ def _as_numeric_array(X):
         )
     if hasattr(X, "iloc"):  # pandas DataFrame of the flat layout
         X = X.to_numpy()
-    if _is_torch_tensor(X):
-        X = _tensor_to_numpy(X)
-    elif isinstance(X, (list, tuple)) and len(X):
+    X = _untensor(X)
+    if isinstance(X, (list, tuple)) and len(X):
         X = _stack_ragged_safe(X)
     X = np.asarray(X)
     if X.dtype.kind == "c":
