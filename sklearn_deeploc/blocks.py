@@ -93,14 +93,10 @@ def _part_key(key):
     """A key as used everywhere: ``(start, stop)`` with ints, or a non-empty string."""
     if isinstance(key, str) and key:
         return key
-    if (
-        isinstance(key, (tuple, list))
-        and len(key) == 2
-        and all(isinstance(k, Integral) for k in key)
-    ):
-        start, stop = int(key[0]), int(key[1])
-        if 0 <= start < stop:
-            return start, stop
+    if isinstance(key, (tuple, list)) and len(key) == 2:
+        start, stop = key
+        if isinstance(start, Integral) and isinstance(stop, Integral) and 0 <= start < stop:
+            return int(start), int(stop)
     raise ValueError(f"A part key must be a cell range (start, stop) or a name; got {key!r}.")
 
 

@@ -277,19 +277,18 @@ class Progress(Callback):
         self.total_steps = total_steps
 
     def on_train_begin(self, net, **kwargs):
-        self.stream_ = sys.stderr
         self.every_ = max(1, self.total_steps // 20)
         self.step_ = self.first_step_ = self.reported_step_ = steps_taken(net.history)
         self.started_ = self.postfix_time_ = time.monotonic()
         self.bar_ = None
         terminal = False
         with suppress(AttributeError, ValueError):  # no isatty, or a closed stream
-            terminal = self.stream_.isatty()
+            terminal = sys.stderr.isatty()
         if terminal:
             self.bar_ = tqdm(
                 total=self.total_steps,
                 initial=self.step_,
-                file=self.stream_,
+                file=sys.stderr,
                 unit="step",
                 dynamic_ncols=True,
                 mininterval=0.5,
@@ -345,13 +344,13 @@ class Progress(Callback):
                 f"(valid loss {epoch['valid_loss']:.4f})"
             )
         self._write(line)
-        self.bar_ = self.stream_ = None  # neither pickles
+        self.bar_ = None  # it does not pickle
 
     def _write(self, line):
         if self.bar_ is not None:
-            self.bar_.write(line, file=self.stream_)
+            self.bar_.write(line, file=sys.stderr)
         else:
-            print(line, file=self.stream_, flush=True)
+            print(line, file=sys.stderr, flush=True)
 
 
 def restore_run(checkpoint, net, train_data, sampler):
