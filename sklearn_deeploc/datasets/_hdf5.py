@@ -426,11 +426,10 @@ class DeepLocHDF5Dataset(Dataset):
         """
         positions, _ = self._positions(indices)
         chunks, starts, labels = self._layout.chunks, self._layout.starts, self._layout.labels
-        order = np.argsort(positions, kind="stable")
-        chunk_of = np.searchsorted(starts, positions[order], side="right") - 1
+        chunk_of = np.searchsorted(starts, positions, side="right") - 1
         X = np.empty((positions.size, self.n_channels * self.image_size**2), np.float32)
         for chunk in np.unique(chunk_of):
-            in_chunk = order[chunk_of == chunk]
+            in_chunk = chunk_of == chunk
             rows, inverse = np.unique(positions[in_chunk] - starts[chunk], return_inverse=True)
             key = f"data{chunks[chunk]}"
             X[in_chunk] = _read_crops(self._file()[key], rows, self.path, key)[inverse]

@@ -93,9 +93,8 @@ class _Cell:
         self.nucleus_centre = centre + offset
         self.nucleus = self.distance(self.nucleus_centre, self.nucleus_radius, self.nucleus_radius)
         self.vacuole_radius = self.radius * rng.uniform(0.32, 0.45)
-        self.vacuole = self.distance(
-            centre - offset * 1.1, self.vacuole_radius, self.vacuole_radius
-        )
+        vacuole_centre = centre - offset * 1.1
+        self.vacuole = self.distance(vacuole_centre, self.vacuole_radius, self.vacuole_radius)
         self.cytoplasm = self.body & (self.nucleus > 1.1) & (self.vacuole > 1.1)
 
     def distance(self, centre, ry, rx, angle=0):
