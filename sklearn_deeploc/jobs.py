@@ -47,18 +47,16 @@ from .validation import check_labels, check_positive_int
 DEFAULT_BLOCK = 4096
 
 
-def _first_cells(dataset):
-    """The crops int8 inference is calibrated on: the dataset's first cells."""
-    return dataset[:CALIBRATION_CELLS][0].numpy()
-
-
-def _model_for(model, device, precision, dataset):
-    """The model to predict with, calibrated on the input's first cells for int8."""
-    check_precision(precision, device)  # before any output is written
+def _checked_job(model, data, output, block_size, device, precision):
+    """The model (int8: calibrated on the first cells) and cells of a job, checked up front."""
+    check_table_path(output)  # before the model is fetched
+    check_positive_int(block_size, "block_size")
+    dataset = DeepLocHDF5Dataset(data)
+    check_precision(precision, device)
     model = resolve_model(model).to(device)
     if precision == "int8":
-        model.calibrate(_first_cells(dataset))
-    return model
+        model.calibrate(dataset[:CALIBRATION_CELLS][0].numpy())
+    return model, dataset
 
 
 def probability_table(classes, proba):
@@ -157,10 +155,8 @@ def predict(
     pandas.DataFrame
         The whole table, as written.
     """
-    check_table_path(output)  # before the model is fetched
-    check_positive_int(block_size, "block_size")
-    dataset = DeepLocHDF5Dataset(data)
-    classifier = DeepLocClassifier.from_model(_model_for(model, device, precision, dataset))
+    model, _ = _checked_job(model, data, output, block_size, device, precision)
+    classifier = DeepLocClassifier.from_model(model)
     classifier.set_params(batch_size=batch_size, device=device, precision=precision)
     if tta is not None:
         classifier.set_params(tta=tta)
@@ -192,14 +188,12 @@ def featurize(
     -------
     pandas.DataFrame
     """
-    check_table_path(output)  # before the model is fetched
-    check_positive_int(block_size, "block_size")
-    dataset = DeepLocHDF5Dataset(data)
-    model = _model_for(model, device, "fp32", dataset)
+    # fp32 here: the featurizer checks precision and calibrates int8 in fit
+    model, dataset = _checked_job(model, data, output, block_size, device, "fp32")
     tta = model.preprocessing["tta"] if tta is None else tta
     featurizer = DeepLocFeaturizer(
         model, layer=layer, tta=tta, batch_size=batch_size, device=device, precision=precision
-    ).fit(_first_cells(dataset))
+    ).fit(dataset[:CALIBRATION_CELLS][0].numpy())
     return _run_cell_blocks(featurizer, data, output, block_size, overwrite, client, verbose)
 
 
@@ -290,10 +284,7 @@ def field_source(
 ):
     """The fields of a screen from exactly one of a cell table, a folder or a plate.
 
-    ``cells`` is read by :func:`read_cell_table` with its defaults; ``images`` is a folder
-    of fields with ``chN`` tokens (``channels``) and ``labels`` a folder of label images;
-    ``plate`` an OME-Zarr plate with ``channels`` names or indices (default: the
-    ``model``'s channel names) and ``labels`` a label image name.
+    Parameters are those of :func:`run_screen`; ``model`` gives a plate's default channels.
 
     Returns
     -------
@@ -628,9 +619,8 @@ def crop(
 def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     """A cell table of every field in a folder: the objects of its label images, or found.
 
-    Fields are the images whose name holds the first channel token (default ``ch1``);
-    their other channels are found by substituting the token, as
-    :func:`~sklearn_deeploc.fields.read_cell_table` does.
+    Fields are the images holding the first channel token; their other channels are found
+    by substituting the token, as :func:`~sklearn_deeploc.fields.read_cell_table` does.
 
     Parameters
     ----------
