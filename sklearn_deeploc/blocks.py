@@ -22,12 +22,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import _files
-from ._files import (
-    differences,
-    file_identity,  # noqa: F401  (public here: jobs and manifests use it)
-    sha256_hex,
-    write_atomically,
-)
+from ._files import differences, sha256_hex, write_atomically
+from ._files import file_identity as file_identity  # public here: jobs and manifests use it
 from ._version import __version__
 from .validation import check_positive_int
 
