@@ -90,16 +90,10 @@ def _protobuf_fields(buffer):
     return fields
 
 
-def _block_handle(buffer, position):
-    """The (offset, size) of a block, and the position after them."""
-    offset, position = _varint(buffer, position)
-    size, position = _varint(buffer, position)
-    return (offset, size), position
-
-
 def _read_block(table, handle, path):
-    """The contents of one SSTable block, after checking its crc32c."""
-    offset, size = handle
+    """The contents of the SSTable block that ``handle`` (offset and size varints) points to."""
+    offset, position = _varint(handle, 0)
+    size, _ = _varint(handle, position)
     trailer = offset + size
     if trailer + BLOCK_TRAILER_SIZE > len(table) - FOOTER_SIZE:
         raise ValueError(
@@ -138,11 +132,10 @@ def _table_entries(index):
     if len(table) < FOOTER_SIZE or table[-8:] != struct.pack("<Q", TABLE_MAGIC):
         raise ValueError(f"{index} is not a TensorFlow V2 checkpoint index (bad table footer).")
     footer = table[-FOOTER_SIZE:]
-    _, position = _block_handle(footer, 0)  # the metaindex block is not used
-    index_handle, _ = _block_handle(footer, position)
+    _, position = _varint(footer, 0)  # skip the metaindex block's handle (offset, size):
+    _, position = _varint(footer, position)  # only the index block's, next, is used
     entries = {}
-    for _, handle_bytes in _block_entries(_read_block(table, index_handle, index)):
-        handle, _ = _block_handle(handle_bytes, 0)
+    for _, handle in _block_entries(_read_block(table, footer[position:], index)):
         entries.update(_block_entries(_read_block(table, handle, index)))
     return entries
 
