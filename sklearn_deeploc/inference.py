@@ -109,16 +109,9 @@ class _EveryOutput(nn.Module):
         self.network = network
 
     def forward(self, x):
-        net, outputs = self.network, {}
-        for name, block in net.features.named_children():
-            x = block(x)
-            if name == net.last_conv:
-                outputs["conv8"] = torch.amax(x, dim=(2, 3))
-        x = torch.flatten(x, 1)
-        for name, block in net.fc.named_children():
-            x = block(x)
-            outputs[name] = x
-        outputs["logits"] = net.head_bn(net.head(net.dropout(x)))
+        net = self.network
+        outputs = dict(net._activations(x))
+        outputs["logits"] = net.head_bn(net.head(net.dropout(outputs[net.feature_layers[-1]])))
         return outputs
 
 

@@ -150,23 +150,27 @@ class DeepLocNet(nn.Module):
             self.features.eval()
         return self
 
+    def _activations(self, x):
+        """``(layer, activations)`` for each of :attr:`feature_layers`, computed as far as asked."""
+        for name, module in self.features.named_children():
+            x = module(x)
+            if name == self.last_conv:
+                # Max over space: pooling after the last conv does not change it.
+                yield "conv8", torch.amax(x, dim=(2, 3))
+        x = torch.flatten(x, 1)
+        for name, module in self.fc.named_children():
+            x = module(x)
+            yield name, x
+
     def forward_features(self, x, layer="fc2"):
         """Activations ``(n, n_features)`` of ``layer`` for preprocessed crops ``x``.
 
         ``layer`` is ``"conv8"`` (the last conv layer, max over space: ``conv_channels[-1]``
         values) or ``"fcK"`` (the K-th hidden FC layer after ReLU).
         """
-        if layer == "conv8":
-            for name, module in self.features.named_children():
-                x = module(x)
-                if name == self.last_conv:
-                    # Max over space: pooling after the last conv does not change it.
-                    return torch.amax(x, dim=(2, 3))
-        x = torch.flatten(self.features(x), 1)
-        for name, module in self.fc.named_children():
-            x = module(x)
+        for name, activations in self._activations(x):
             if name == layer:
-                return x
+                return activations
         raise ValueError(f"layer must be one of {self.feature_layers}; got {layer!r}.")
 
     @property
