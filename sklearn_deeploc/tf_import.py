@@ -31,8 +31,7 @@ PER_OUTPUT_ROLES = ("biases", "gamma", "beta", "moving_mean", "moving_variance")
 def _check_reference_layers(tensors):
     """Refuse a checkpoint that lacks a layer of the reference network, or has extra ones."""
     scopes = {part for name in tensors for part in name.split("/")}
-    present = {layer for layer in REFERENCE_LAYERS if {layer, f"{layer}_batch_norm"} & scopes}
-    missing = [layer for layer in REFERENCE_LAYERS if layer not in present]
+    missing = [layer for layer in REFERENCE_LAYERS if not {layer, f"{layer}_batch_norm"} & scopes]
     extra = sorted(
         part
         for part in scopes
@@ -49,7 +48,7 @@ def _check_reference_layers(tensors):
 
 def _check_shape(name, array, expected, why):
     """Refuse a tensor of another shape than ``expected``, saying ``why`` it is expected."""
-    if tuple(array.shape) != tuple(expected):
+    if array.shape != expected:
         raise ValueError(
             f"The checkpoint tensor {name} has shape {list(array.shape)}; expected "
             f"{list(expected)} ({why})."
