@@ -53,7 +53,7 @@ def apply_blockwise(function, X, n_outputs, *, block_size=4096):
         shipped = dask.delayed(function, pure=False)
         X = X.rechunk({axis: -1 for axis in range(1, X.ndim)})
         return X.map_blocks(
-            _call,
+            _run_block,
             shipped,
             dtype=np.float32,
             meta=np.empty((0, n_outputs), np.float32),
@@ -65,13 +65,15 @@ def apply_blockwise(function, X, n_outputs, *, block_size=4096):
         out = np.empty((n, n_outputs), np.float32)
         for start in range(0, n, block_size):
             stop = min(start + block_size, n)
-            out[start:stop] = _run_block(function, read_block(X, start, stop), start)
+            out[start:stop] = _run_block(read_block(X, start, stop), function, start=start)
         return out
     return function(X)
 
 
-def _run_block(function, block, start):
-    """``function(block)``, with errors placed in the whole input rather than the block."""
+def _run_block(block, function, block_info=None, start=0):
+    """``function(block)``, errors placed in the whole input (the block starts at ``start``)."""
+    if block_info is not None:  # called by dask's map_blocks
+        start = block_info[0]["array-location"][0][0]
     try:
         return function(block)
     except ValueError as error:
@@ -79,8 +81,3 @@ def _run_block(function, block, start):
             f"In the block of cells {start} to {start + len(block) - 1} of the input (cell numbers "
             f"below count from the block's first cell, {start}): {error}"
         ) from error
-
-
-def _call(block, function, block_info=None):
-    start = 0 if block_info is None else block_info[0]["array-location"][0][0]
-    return _run_block(function, block, start)
