@@ -328,7 +328,7 @@ def _fetch(args):
     """Run ``deeploc fetch``."""
     from .datasets import fetch_deeploc_datasets, fetch_deeploc_model
 
-    options = {"data_home": args.data_home, "url": args.url, "archive": args.archive}
+    options = _options(args, "data_home", "url", "archive")
     if args.what == "model":
         print(f"deeploc-chong: {fetch_deeploc_model(**options)}")
         return
@@ -340,13 +340,9 @@ def _import_tf(args):
     """Run ``deeploc import-tf``."""
     from .tf_import import from_tf_checkpoint
 
+    options = _options(args, "classes", "channel_names")
     model, mapping = from_tf_checkpoint(
-        args.checkpoint,
-        args.output,
-        classes=args.classes,
-        channel_names=args.channel_names,
-        verbose=1,
-        return_mapping=True,
+        args.checkpoint, args.output, **options, verbose=1, return_mapping=True
     )
     print(
         f"imported {len(mapping)} tensors: {len(model.classes)} classes, "

@@ -380,12 +380,6 @@ def _calibration_crops(source, border):
     return np.concatenate(sample)
 
 
-def _prefetched(source, keys, model):
-    """The source, reading ahead where prediction leaves a core free (a GPU, spare CPUs)."""
-    spare = model.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
-    return Prefetched(source, keys) if spare else nullcontext(source)
-
-
 def run_screen(
     model,
     output,
@@ -531,8 +525,9 @@ def run_screen(
         if overwrite:  # what the previous run wrote beside cells.parquet goes with it
             for name in (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv"):
                 (output / name).unlink(missing_ok=True)
-        if client is None:
-            with _prefetched(source, parts.pending(), model) as fields:
+        if client is None:  # read ahead where prediction leaves a core free (a GPU, spare CPUs)
+            spare = model.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+            with Prefetched(source, parts.pending()) if spare else nullcontext(source) as fields:
                 parts.compute(_field_profiles, model, fields, options, border, features)
         else:
             shipped = client.scatter([model, source], broadcast=True)
