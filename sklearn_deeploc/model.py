@@ -312,12 +312,10 @@ class DeepLocModel:
 
     def __init__(self, network, classes, *, channel_names=None, preprocessing=None):
         n_channels = network.architecture["n_channels"]
-        if channel_names is None:
-            channel_names = (
-                ["protein", "marker"]
-                if n_channels == 2
-                else [f"channel{i}" for i in range(n_channels)]
-            )
+        if channel_names is None and n_channels == 2:
+            channel_names = ["protein", "marker"]
+        elif channel_names is None:
+            channel_names = [f"channel{i}" for i in range(n_channels)]
         self._fill(network, classes, channel_names, dict(preprocessing or {}))
         self.preprocessing = check_config(self.config(), "DeepLocModel")["preprocessing"]
 
@@ -335,8 +333,6 @@ class DeepLocModel:
         self.preprocessing = preprocessing
         self.calibration = None
         self._inference = {}
-
-    # -- description -------------------------------------------------------------
 
     @property
     def architecture(self):
@@ -406,8 +402,6 @@ class DeepLocModel:
             f"conv {arch['conv_channels']}, fc {arch['fc_units']})"
         )
 
-    # -- folders -------------------------------------------------------------------
-
     def save(self, path):
         """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``); return it.
 
@@ -455,8 +449,6 @@ class DeepLocModel:
         # assign=True adopts the loaded tensors: the weights are allocated once.
         network.load_state_dict(state, assign=True)
         return cls._from_config(network.to(resolve_device(device)), config)
-
-    # -- devices and copies -----------------------------------------------------------
 
     def to(self, device):
         """A new model on ``device`` ("auto": CUDA when present), sharing what it can."""
@@ -517,8 +509,6 @@ class DeepLocModel:
         self._inference.pop(("int8", str(self.device)), None)
         return self
 
-    # -- prediction --------------------------------------------------------------
-
     def check_crops(self, X):
         """Validate raw crops for this model: float32 ``(n, C, H, W)``."""
         return check_crops(
@@ -527,9 +517,8 @@ class DeepLocModel:
 
     def bytes_per_cell(self):
         """Memory one cell of a batch needs in inference: its crops and two activations."""
-        arch = self.network.architecture
-        activation = max(arch["conv_channels"]) * arch["crop_size"] ** 2
-        return 4 * (self.n_channels * self.image_size**2 + 2 * activation)
+        activation = max(self.network.architecture["conv_channels"]) * self.crop_size**2
+        return 4 * (self.n_features_in + 2 * activation)
 
     def check_inference_options(self, tta, batch_size, precision, *, n_items=None):
         """The options of a prediction, checked once: ``(tta, batch_size, precision)``.
@@ -643,8 +632,6 @@ class DeepLocModel:
         reference = {o: self._run(X, o, tta, batch_size, "fp32") for o in outputs}
         reduced = {o: self._run(X, o, tta, batch_size, used) for o in outputs}
         return {**precision_agreement(reference, reduced), "precision": used}
-
-    # -- pickling --------------------------------------------------------------------
 
     def __getstate__(self):
         # One rule: pickles load on a CPU-only machine; inference copies are rebuilt.

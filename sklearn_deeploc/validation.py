@@ -51,25 +51,6 @@ def _stack_ragged_safe(items):
     return np.asarray(items)
 
 
-def _object_to_float(X):
-    missing = np.equal(X, None)
-    if missing.any():
-        position = np.unravel_index(int(np.argmax(missing)), X.shape)
-        raise ValueError(
-            f"Input X contains None (a missing value): {int(missing.sum())} value(s), "
-            f"the first at index {tuple(int(i) for i in position)}. Expected numeric "
-            "pixel values."
-        )
-    try:
-        return X.astype(np.float64)
-    except (TypeError, ValueError) as error:
-        odd = next(v for v in X.flat if not isinstance(v, numbers.Real))  # error path only
-        raise TypeError(
-            "Expected numeric pixel values (integer or float); X holds "
-            f"{type(odd).__name__} values such as {odd!r} ({error})."
-        ) from None
-
-
 def _as_numeric_array(X):
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(
@@ -85,7 +66,22 @@ def _as_numeric_array(X):
     if X.dtype.kind == "c":
         raise ValueError("Complex data not supported: expected real pixel values.")
     if X.dtype.kind == "O":
-        X = _object_to_float(X)
+        missing = np.equal(X, None)
+        if missing.any():
+            position = np.unravel_index(int(np.argmax(missing)), X.shape)
+            raise ValueError(
+                f"Input X contains None (a missing value): {int(missing.sum())} value(s), "
+                f"the first at index {tuple(int(i) for i in position)}. Expected numeric "
+                "pixel values."
+            )
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            odd = next(v for v in X.flat if not isinstance(v, numbers.Real))  # error path only
+            raise TypeError(
+                "Expected numeric pixel values (integer or float); X holds "
+                f"{type(odd).__name__} values such as {odd!r} ({error})."
+            ) from None
     elif X.dtype.kind not in "biuf":
         raise TypeError(f"Expected numeric pixel values (integer or float); got dtype {X.dtype}.")
     return X
@@ -310,12 +306,8 @@ def check_batch_fits(batch_size, bytes_per_item, what="cells", n_items=None):
     batch_size = check_positive_int(batch_size, "batch_size")
     batch = batch_size if n_items is None else min(batch_size, n_items)
     count = f"{batch} " if batch < batch_size else ""  # the data is smaller than a batch
-    check_fits_memory(
-        batch,
-        bytes_per_item,
-        what=f"batch_size={batch_size}",
-        expected=f"batch_size <= {{fit}} (one batch of {count}{what}, {bytes_per_item} bytes each)",
-    )
+    expected = f"batch_size <= {{fit}} (one batch of {count}{what}, {bytes_per_item} bytes each)"
+    check_fits_memory(batch, bytes_per_item, what=f"batch_size={batch_size}", expected=expected)
     return batch_size
 
 
