@@ -142,8 +142,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     max_iter : int or None, default=None
         Optimizer steps (not epochs); None: 500 when fine-tuning, 10,000 from scratch (the paper).
     validation_fraction : float, default=0.1
-        Cells held out (stratified where there are enough) to pick the best model;
-        ``validation_`` says how they were drawn.
+        Cells held out to pick the best model (stratified where possible; see ``validation_``).
     validation_interval : int, default=500
         Steps between validations (one skorch epoch).
     sampling : {"balanced", "uniform"}, default="balanced"
@@ -284,8 +283,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # -- fitting -----------------------------------------------------------------
-
     def _spec(self, source):
         """Architecture and preprocessing: the pretrained model's, else the parameters'."""
         if source is not None:
@@ -368,17 +365,13 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         self.history_ = trained.net.history
         self.validation_ = trained.validation
         self.n_iter_ = trained.n_iter
-        model = DeepLocModel(
+        self.model_ = DeepLocModel(
             trained.net.module_, classes, channel_names=channel_names, preprocessing=preprocessing
         )
-        self._set_model(model)
+        self.classes_ = self.model_.classes
         if self.precision == "int8":  # int8 prediction calibrates on a sample of these cells
             self.model_.calibrate(X, random_state=0)
         return self
-
-    def _set_model(self, model):
-        self.model_ = model
-        self.classes_ = model.classes
 
     @classmethod
     def from_model(cls, model):
@@ -403,14 +396,12 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             tta=preprocessing["tta"],
             channel_names=list(model.channel_names),
         )
-        clf._set_model(model)
+        clf.model_, clf.classes_ = model, model.classes
         clf.n_features_in_ = model.n_features_in
         clf.n_iter_ = 0
         clf.history_ = None
         clf.validation_ = "none"
         return clf
-
-    # -- prediction --------------------------------------------------------------
 
     def _predict_proba_in_memory(self, X, options):
         X = validate_for(self, X, self.model_, reset=False)
@@ -442,8 +433,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             )
         return self.classes_[np.argmax(proba, axis=1)]
 
-    # -- persistence -------------------------------------------------------------
-
     def save_pretrained(self, path):
         """Write the fitted model as a folder (``config.json``, ``weights.safetensors``).
 
@@ -459,11 +448,6 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
                 preprocessing={**model.preprocessing, "tta": self.tta},
             )
         return model.save(path)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
 
 
 def load_pretrained(path):

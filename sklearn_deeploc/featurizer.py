@@ -174,10 +174,8 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
         ``X`` may also be read in blocks from HDF5 or zarr.
         """
-        options = inference_options(self, X)
-        return apply_blockwise(
-            partial(self._transform_in_memory, options=options), X, self.n_features_out_
-        )
+        transform = partial(self._transform_in_memory, options=inference_options(self, X))
+        return apply_blockwise(transform, X, self.n_features_out_)
 
     def _transform_in_memory(self, X, options):
         X = validate_for(self, X, self.model_, reset=False)
@@ -189,7 +187,6 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Names ``<layer>_0 ... <layer>_<n-1>`` (for ``set_output(transform="pandas")``)."""
-        check_is_fitted(self, "n_features_out_")
         return np.asarray([f"{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def __setstate__(self, state):
@@ -202,6 +199,5 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.requires_fit = True
         tags.transformer_tags.preserves_dtype = ["float32"]  # features are always float32
         return tags

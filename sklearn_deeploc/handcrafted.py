@@ -7,6 +7,7 @@ scipy.ndimage; benchmarks/RESULTS.md says why.
 """
 
 import hashlib
+from contextlib import suppress
 from numbers import Integral, Real
 
 import numpy as np
@@ -137,14 +138,11 @@ def _texture_features(protein, mask, distances, gray_levels):
     # Levels from 1 inside the cell, 0 outside: mahotas' ignore_zeros then counts inside pairs.
     levels = 1 + np.minimum(protein * gray_levels, gray_levels - 1).astype(np.uint8)
     quantised = np.where(mask, levels, 0).astype(np.uint8)
-    features = []
-    for distance in distances:
-        try:
-            values = haralick(quantised, distance=distance, ignore_zeros=True, return_mean=True)
-        except ValueError:  # no pair of inside pixels at this distance
-            values = np.zeros(len(HARALICK_FEATURES))
-        features.append(values)
-    return np.nan_to_num(np.concatenate(features), nan=0.0, posinf=0.0, neginf=0.0)
+    features = np.zeros((len(distances), len(HARALICK_FEATURES)))
+    for row, distance in zip(features, distances):
+        with suppress(ValueError):  # no pair of inside pixels at this distance: zeros
+            row[:] = haralick(quantised, distance=distance, ignore_zeros=True, return_mean=True)
+    return np.nan_to_num(features.ravel(), nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _moment_features(protein, mask, centre, radius, zernike_degree):

@@ -48,15 +48,16 @@ def _check_heads(heads):
     return heads
 
 
-def _check_cell_labels(y, crops, name, crops_name):
-    """Labels checked by :func:`check_labels`, one per crop."""
-    classes, codes = check_labels(y, name=name)
-    if len(codes) != len(crops):
+def _check_cells(source, X, y, suffix=""):
+    """Crops ``X{suffix}`` as ``source`` takes them, one label each (:func:`check_labels`)."""
+    X = source.check_crops(X)
+    classes, codes = check_labels(y, name=f"y{suffix}")
+    if len(codes) != len(X):
         raise ValueError(
-            f"{name} has {len(codes)} labels but {crops_name} has {len(crops)} cells; "
+            f"y{suffix} has {len(codes)} labels but X{suffix} has {len(X)} cells; "
             "expected one label per cell."
         )
-    return classes[codes]
+    return X, classes[codes]
 
 
 def _check_sizes(sizes):
@@ -170,8 +171,7 @@ def compare_heads(
     """
     heads = _check_heads(heads)
     source = resolve_model(pretrained)
-    X = source.check_crops(X)
-    y = _check_cell_labels(y, X, "y", "X")
+    X, y = _check_cells(source, X, y)
     if isinstance(cv, numbers.Integral):
         cv = StratifiedKFold(cv, shuffle=True, random_state=random_state)
     cv = check_cv(cv, y, classifier=True)
@@ -284,9 +284,8 @@ def transfer_curve(
     sizes = _check_sizes(sizes)
     n_draws = check_positive_int(n_draws, "n_draws")
     source = resolve_model(pretrained)
-    X_pool, X_test = source.check_crops(X_pool), source.check_crops(X_test)
-    y_pool = _check_cell_labels(y_pool, X_pool, "y_pool", "X_pool")
-    y_test = _check_cell_labels(y_test, X_test, "y_test", "X_test")
+    X_pool, y_pool = _check_cells(source, X_pool, y_pool, "_pool")
+    X_test, y_test = _check_cells(source, X_test, y_test, "_test")
     # Test cells are scored at every size and draw: warm them; pool cells fill as drawn.
     candidates = _candidates(source, X_test, heads, layer, network_params, random_state, verbose)
     candidates["scratch"][1].set_params(**(scratch_params or {}))
