@@ -47,7 +47,6 @@ CALIBRATION_CELLS = 128  # enough for int8 ranges; about 10 s to calibrate the p
 MAX_LAYERS = 64
 MAX_WIDTH = 65536  # input channels, conv channels, FC units and classes
 MAX_IMAGE_SIZE = 4096  # crop_size and image_size, in pixels
-INT64 = np.iinfo(np.int64)
 
 
 class ModelFolderError(ValueError):
@@ -63,7 +62,7 @@ def _is_number(value, low=-math.inf, high=math.inf, *, open_low=False):
     """A finite real in the bounds that numpy holds as it is (JSON integers are unbounded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return False
-    if isinstance(value, numbers.Integral) and not INT64.min <= value <= INT64.max:
+    if isinstance(value, numbers.Integral) and not -(2**63) <= value < 2**63:
         return False
     return math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
 
@@ -445,9 +444,8 @@ class DeepLocModel:
         config = check_config(config, str(file))
         with torch.device("meta"):  # the network the config describes: shapes, no memory
             network = DeepLocNet(**config["architecture"])
-        state = _read_weights(file.parent / WEIGHTS_FILE, network)
         # assign=True adopts the loaded tensors: the weights are allocated once.
-        network.load_state_dict(state, assign=True)
+        network.load_state_dict(_read_weights(file.parent / WEIGHTS_FILE, network), assign=True)
         return cls._from_config(network.to(resolve_device(device)), config)
 
     def to(self, device):

@@ -92,26 +92,6 @@ def _where(mask):
     return f"cell {cell}, channel {channel}, row {row}, column {col}"
 
 
-def _check_finite(crops, original):
-    """Locate NaN/inf in ``crops`` (float32); ``original`` tells overflow from true NaN/inf."""
-    bad = ~np.isfinite(crops)
-    if not bad.any():
-        return
-    non_finite = bad & ~np.isfinite(original) if original.dtype.kind == "f" else bad
-    if non_finite.any():
-        raise ValueError(
-            f"Input X contains NaN or infinity: {int(non_finite.sum())} non-finite "
-            f"pixel(s); the first is {_where(non_finite)}. Expected finite pixel values."
-        )
-    value = original[np.unravel_index(int(np.argmax(bad)), bad.shape)]
-    value = np.format_float_scientific(value, precision=6, trim="-")  # longdouble too
-    raise ValueError(
-        f"Input X holds {int(bad.sum())} value(s) that overflow float32 (largest "
-        f"magnitude {FLOAT32_MAX:.3g}); the first is {value} at {_where(bad)}. "
-        "Expected pixel values within float32's range; rescale the data."
-    )
-
-
 def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
     """Validate single-cell crops; return them as a C-contiguous, writable float32 (n, C, H, W).
 
@@ -155,7 +135,21 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
         )
     with np.errstate(over="ignore"):  # overflow is reported below, with its position
         crops = np.require(X, dtype=np.float32, requirements=["C", "W"])
-    _check_finite(crops, X)
+    bad = ~np.isfinite(crops)
+    if bad.any():  # NaN or inf in X, or else values beyond float32's range
+        non_finite = bad & ~np.isfinite(X) if X.dtype.kind == "f" else bad
+        if non_finite.any():
+            raise ValueError(
+                f"Input X contains NaN or infinity: {int(non_finite.sum())} non-finite "
+                f"pixel(s); the first is {_where(non_finite)}. Expected finite pixel values."
+            )
+        value = X[np.unravel_index(int(np.argmax(bad)), bad.shape)]
+        value = np.format_float_scientific(value, precision=6, trim="-")  # longdouble too
+        raise ValueError(
+            f"Input X holds {int(bad.sum())} value(s) that overflow float32 (largest "
+            f"magnitude {FLOAT32_MAX:.3g}); the first is {value} at {_where(bad)}. "
+            "Expected pixel values within float32's range; rescale the data."
+        )
     return crops
 
 
