@@ -199,9 +199,8 @@ def predict_batches(
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
     if check_input and isinstance(module, QuantizedDeepLocNet) != (precision == "int8"):
         raise ValueError(
-            "precision='int8' runs a quantized_copy of the network, and a quantized copy "
-            f"runs only at 'int8'; got precision={precision!r} with a "
-            f"{type(module).__name__}."
+            "precision='int8' runs a quantized_copy of the network, and a quantized copy runs only "
+            f"at 'int8'; got precision={precision!r} with a {type(module).__name__}."
         )
     parameter = next(module.parameters(), None)
     # A quantised copy holds packed weights, not parameters, and runs on the CPU.

@@ -333,43 +333,25 @@ class DeepLocModel:
         self.calibration = None
         self._inference = {}
 
-    @property
-    def architecture(self):
-        return dict(self.network.architecture)
-
-    @property
-    def n_channels(self):
-        return self.network.architecture["n_channels"]
-
-    @property
-    def crop_size(self):
-        return self.network.architecture["crop_size"]
-
-    @property
-    def image_size(self):
-        return self.preprocessing["image_size"]
+    architecture = property(lambda self: dict(self.network.architecture))
+    n_channels = property(lambda self: self.network.architecture["n_channels"])
+    crop_size = property(lambda self: self.network.architecture["crop_size"])
+    image_size = property(lambda self: self.preprocessing["image_size"])
+    device = property(lambda self: network_device(self.network))
+    feature_layers = property(lambda self: self.network.feature_layers)
 
     @property
     def n_features_in(self):
         """Values per cell in the flat layout (``C * image_size**2``)."""
         return self.n_channels * self.image_size**2
 
-    @property
-    def device(self):
-        return network_device(self.network)
-
-    @property
-    def feature_layers(self):
-        return self.network.feature_layers
-
     def feature_width(self, layer):
         """Length of the feature vector of ``layer`` ("conv8", "fc1", "fc2", ...)."""
         if layer not in self.feature_layers:
             raise ValueError(f"layer must be one of {self.feature_layers}; got {layer!r}.")
-        arch = self.network.architecture
         if layer == "conv8":
-            return arch["conv_channels"][-1]
-        return arch["fc_units"][int(layer[2:]) - 1]
+            return self.network.architecture["conv_channels"][-1]
+        return self.network.architecture["fc_units"][int(layer[2:]) - 1]
 
     def config(self):
         """The ``config.json`` content (plain JSON types)."""

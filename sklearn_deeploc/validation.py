@@ -70,9 +70,8 @@ def _as_numeric_array(X):
         if missing.any():
             position = np.unravel_index(int(np.argmax(missing)), X.shape)
             raise ValueError(
-                f"Input X contains None (a missing value): {int(missing.sum())} value(s), "
-                f"the first at index {tuple(int(i) for i in position)}. Expected numeric "
-                "pixel values."
+                f"Input X contains None (a missing value): {int(missing.sum())} value(s), the "
+                f"first at index {tuple(int(i) for i in position)}. Expected numeric pixel values."
             )
         try:
             X = X.astype(np.float64)
