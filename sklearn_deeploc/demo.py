@@ -5,7 +5,7 @@ transfer-learning curve; networks are narrower than the paper's, to run on a CPU
 """
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, make_dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,55 +21,24 @@ TARGET_CLASSES = (
 ).split()
 
 
-@dataclass
-class DemoSettings:
-    """Sizes of one demo run (``full`` about 7 minutes, ``quick`` under 2, on 2 cores)."""
-
-    conv_channels: tuple
-    fc_units: tuple
-    source_per_class: int
-    pretrain_steps: int
-    target_classes: list
-    target_pool_per_class: int
-    target_test_per_class: int
-    compare_per_class: int
-    cv: int
-    network_steps: int
-    batch_size: int
-    curve_sizes: tuple
-    curve_draws: int
-
-
-FULL = DemoSettings(
-    conv_channels=(16, 16, 32, 32, 64, 64, 64, 64),
-    fc_units=(128, 128),
-    source_per_class=40,
-    pretrain_steps=400,
-    target_classes=TARGET_CLASSES,
-    target_pool_per_class=25,
-    target_test_per_class=15,
-    compare_per_class=10,
-    cv=3,
-    network_steps=80,
-    batch_size=32,
-    curve_sizes=(1, 5, 25),
-    curve_draws=2,
-)
-QUICK = DemoSettings(
-    conv_channels=(8, 8, 16, 16, 32, 32, 32, 32),
-    fc_units=(64, 64),
-    source_per_class=12,
-    pretrain_steps=120,
-    target_classes=TARGET_CLASSES[:6],
-    target_pool_per_class=8,
-    target_test_per_class=8,
-    compare_per_class=6,
-    cv=2,
-    network_steps=25,
-    batch_size=32,
-    curve_sizes=(1, 5),
-    curve_draws=2,
-)
+# The sizes of one demo run: name -> (full, about 7 minutes; quick, under 2; on 2 cores).
+SIZES = {
+    "conv_channels": ((16, 16, 32, 32, 64, 64, 64, 64), (8, 8, 16, 16, 32, 32, 32, 32)),
+    "fc_units": ((128, 128), (64, 64)),
+    "source_per_class": (40, 12),
+    "pretrain_steps": (400, 120),
+    "target_classes": (TARGET_CLASSES, TARGET_CLASSES[:6]),
+    "target_pool_per_class": (25, 8),
+    "target_test_per_class": (15, 8),
+    "compare_per_class": (10, 6),
+    "cv": (3, 2),
+    "network_steps": (80, 25),
+    "batch_size": (32, 32),
+    "curve_sizes": ((1, 5, 25), (1, 5)),
+    "curve_draws": (2, 2),
+}
+DemoSettings = make_dataclass("DemoSettings", list(SIZES))
+FULL, QUICK = (DemoSettings(*(sizes[k] for sizes in SIZES.values())) for k in (0, 1))
 
 
 def _save(figure, path):
@@ -96,13 +65,7 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plotting import (
-        plot_confusion_matrix,
-        plot_head_comparison,
-        plot_montage,
-        plot_per_class_comparison,
-        plot_transfer_curve,
-    )
+    from . import plotting
 
     settings = QUICK if quick else FULL
     output = Path(output)
@@ -133,16 +96,15 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         f"{len(settings.target_classes)} classes"
     )
     _, first = np.unique(y_pool, return_index=True)
-    montage = plot_montage(X_pool[first], y_pool[first], n_columns=10, title="Target screen")
+    montage = plotting.plot_montage(
+        X_pool[first], y_pool[first], n_columns=10, title="Target screen"
+    )
     _save(montage, output / "target_cells.png")
 
-    network = {
-        "conv_channels": settings.conv_channels,
-        "fc_units": settings.fc_units,
-        "batch_size": settings.batch_size,
-    }
     source_model = DeepLocClassifier(
-        **network,
+        conv_channels=settings.conv_channels,
+        fc_units=settings.fc_units,
+        batch_size=settings.batch_size,
         lr=0.01,
         max_iter=settings.pretrain_steps,
         validation_interval=max(settings.pretrain_steps // 4, 1),
@@ -169,13 +131,14 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     )
     best = search.best_estimator_
     test_accuracy = best.score(X_test, y_test)
-    _save(plot_confusion_matrix(y_test, best.predict(X_test)).figure_, output / "confusion.png")
-    _save(plot_head_comparison(heads).figure, output / "heads.png")
+    confusion = plotting.plot_confusion_matrix(y_test, best.predict(X_test))
+    _save(confusion.figure_, output / "confusion.png")
+    _save(plotting.plot_head_comparison(heads).figure, output / "heads.png")
     per_class = _deeploc_against_classical(search, heads, X_pool[compare], y_pool[compare])
     per_class = per_class_comparison(per_class, X_test, y_test)
     per_class.to_csv(output / "per_class_average_precision.csv")
     log(f"per-class average precision (target test set):\n{per_class.round(3)}")
-    _save(plot_per_class_comparison(per_class).figure, output / "per_class.png")
+    _save(plotting.plot_per_class_comparison(per_class).figure, output / "per_class.png")
 
     curve = transfer_curve(
         X_pool,
@@ -195,18 +158,14 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
         curve.groupby(["head", "cells_per_class"])["accuracy"].agg(["mean", "std"]).reset_index()
     )
     log(f"transfer curve:\n{summary.to_string(index=False, float_format='%.3f')}")
-    _save(plot_transfer_curve(curve).figure, output / "transfer_curve.png")
+    _save(plotting.plot_transfer_curve(curve).figure, output / "transfer_curve.png")
 
     report, seconds = output / "report.md", time.perf_counter() - start
     report.write_text(_report(settings, quick, heads, summary, per_class, test_accuracy, seconds))
     log(f"report written to {report}")
-    return {
-        "heads": heads,
-        "curve": curve,
-        "per_class": per_class,
-        "test_accuracy": test_accuracy,
-        "report": report,
-    }
+    return dict(
+        heads=heads, curve=curve, per_class=per_class, test_accuracy=test_accuracy, report=report
+    )
 
 
 def _deeploc_against_classical(search, heads, X, y):
