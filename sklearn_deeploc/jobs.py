@@ -144,8 +144,7 @@ def predict(
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
         Arithmetic of inference; int8 calibrates on the first cells of ``data``.
     overwrite : bool, default=False
-        Start over when the output was made from another model, options or input
-        (otherwise such a rerun is refused).
+        Start over when the output was made from another model, options or input (else refused).
     client : distributed.Client, optional
         Compute blocks on a Dask cluster.
     verbose : int, default=1
@@ -226,8 +225,7 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
     overwrite : bool, default=False
     verbose : int, default=1
     **params
-        :class:`DeepLocClassifier` parameters (``checkpoint_interval``
-        included; ``checkpoint_dir`` defaults to :func:`checkpoint_folder`).
+        :class:`DeepLocClassifier` parameters; ``checkpoint_dir`` defaults to the folder above.
 
     Returns
     -------
