@@ -93,6 +93,11 @@ def _cellprofiler_files(frame, channels, folder):
         channels = [
             c.removeprefix(CELLPROFILER_FILE) for c in frame if c.startswith(CELLPROFILER_FILE)
         ]
+    if not channels:
+        raise ValueError(
+            f"The CellProfiler layout needs {CELLPROFILER_FILE}<channel> columns; the table "
+            f"has none (columns: {list(frame.columns)[:8]})."
+        )
     _missing_columns(frame, [CELLPROFILER_FILE + channel for channel in channels])
     names = {}
     for channel in channels:

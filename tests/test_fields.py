@@ -126,6 +126,14 @@ def test_missing_columns_are_named(field):
         read_cell_table(field / "cells.csv", layout="opera")
 
 
+def test_cellprofiler_layout_without_file_columns_is_refused(tmp_path):
+    table = pd.DataFrame(
+        {"ImageNumber": [1], "cells_Location_Center_X": [5.0], "cells_Location_Center_Y": [5.0]}
+    )
+    with pytest.raises(ValueError, match=r"needs Image_FileName_<channel> columns.*ImageNumber"):
+        read_cell_table(table, layout="cellprofiler", folder=tmp_path)
+
+
 def test_channel_images_of_different_sizes(tmp_path):
     tifffile.imwrite(tmp_path / "a-ch1.tiff", np.zeros((20, 30), np.uint16))
     tifffile.imwrite(tmp_path / "a-ch2.tiff", np.zeros((20, 31), np.uint16))
