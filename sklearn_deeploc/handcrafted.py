@@ -1,9 +1,8 @@
 """``HandcraftedFeatures``: CellProfiler-style measurements per cell, the classical baseline.
 
-The paper compares DeepLoc with ensLOC (Chong et al. 2015): CellProfiler features per
-cell (:class:`HandcraftedFeatures`), then an ensemble of linear SVMs
-(:func:`make_classical_head`). Libraries: mahotas (Haralick, Zernike), scikit-image,
-scipy.ndimage; benchmarks/RESULTS.md says why.
+The paper compares DeepLoc with ensLOC (Chong et al. 2015): CellProfiler features per cell
+(:class:`HandcraftedFeatures`), then an ensemble of linear SVMs (:func:`make_classical_head`).
+Libraries: mahotas (Haralick, Zernike), scikit-image, scipy.ndimage; benchmarks/RESULTS.md says why.
 """
 
 import hashlib
