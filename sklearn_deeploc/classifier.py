@@ -16,7 +16,7 @@ from .inference import PRECISIONS
 from .model import DeepLocModel
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
 from .preprocessing import STRETCH_VARIANTS
-from .streaming import apply_blockwise, is_dask_array, n_cells, take_labels
+from .streaming import apply_blockwise, is_dask_array, n_cells
 from .training import Recipe, train_network
 from .validation import (
     IMAGE_SIZE,
@@ -32,6 +32,15 @@ from .validation import (
 SCRATCH = {"lr": 1e-3, "max_iter": 10_000, "dropout": 0.0}
 FINE_TUNE = {"lr": 3e-3, "max_iter": 500, "dropout": 0.5}
 REGISTERED_MODELS = {"deeploc-chong": "chong"}
+# The parameters DeepLocClassifier and DeepLocFeaturizer share: the model and how it predicts.
+SHARED_CONSTRAINTS = {
+    "pretrained": "no_validation",  # resolve_model says what it accepts
+    "tta": ["boolean"],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "device": [DeviceName()],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "verbose": ["verbose"],
+}
 
 
 def resolve_model(pretrained):
@@ -204,7 +213,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "pretrained": "no_validation",  # resolve_model says what it accepts
+        **SHARED_CONSTRAINTS,
         "conv_channels": [PositiveInts()],
         "fc_units": [PositiveInts()],
         "crop_size": [Interval(Integral, 1, None, closed="left")],
@@ -212,22 +221,17 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         "stretch": [None, PercentilePair()],
         "stretch_variant": [StrOptions(set(STRETCH_VARIANTS))],
         "augment": ["boolean"],
-        "tta": ["boolean"],
         "freeze": [None, StrOptions({"conv"})],
         "dropout": [None, Interval(Real, 0, 1, closed="left")],
         "lr": [None, Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [None, Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "validation_interval": [Interval(Integral, 1, None, closed="left")],
         "sampling": [StrOptions({"balanced", "uniform"})],
         "channel_names": [None, list, tuple],
-        "device": [DeviceName()],
-        "precision": [StrOptions(set(PRECISIONS))],
         "checkpoint_dir": [None, str, os.PathLike],
         "checkpoint_interval": [None, Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -352,7 +356,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         check_channel_names(channel_names, X.shape[1])
         recipe, dropout = self._recipe(source is not None)
         architecture.update(n_channels=X.shape[1], n_classes=len(classes), dropout=dropout)
-        trained = train_network(
+        self.net_, self.validation_, self.n_iter_ = train_network(
             X,
             codes,
             architecture=architecture,
@@ -361,12 +365,9 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
             random_state=self.random_state,
             initial_state=None if source is None else source.transfer_state(),
         )
-        self.net_ = trained.net
-        self.history_ = trained.net.history
-        self.validation_ = trained.validation
-        self.n_iter_ = trained.n_iter
+        self.history_ = self.net_.history
         self.model_ = DeepLocModel(
-            trained.net.module_, classes, channel_names=channel_names, preprocessing=preprocessing
+            self.net_.module_, classes, channel_names=channel_names, preprocessing=preprocessing
         )
         self.classes_ = self.model_.classes
         if self.precision == "int8":  # int8 prediction calibrates on a sample of these cells
@@ -428,9 +429,7 @@ class DeepLocClassifier(KeepPretrainedMixin, ClassifierMixin, BaseEstimator):
         """Most probable class of each cell, as labels of ``classes_`` (lazy for dask input)."""
         proba = self.predict_proba(X)  # checks fitted before classes_ is read
         if is_dask_array(proba):
-            return proba.argmax(axis=1).map_blocks(
-                take_labels, self.classes_, dtype=self.classes_.dtype
-            )
+            return proba.argmax(axis=1).map_blocks(self.classes_.take, dtype=self.classes_.dtype)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def save_pretrained(self, path):

@@ -3,17 +3,20 @@
 import hashlib
 import warnings
 from functools import partial
-from numbers import Integral
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .classifier import KeepPretrainedMixin, inference_options, resolve_model, validate_for
-from .inference import PRECISIONS, check_precision
+from .classifier import (
+    SHARED_CONSTRAINTS,
+    KeepPretrainedMixin,
+    inference_options,
+    resolve_model,
+    validate_for,
+)
+from .inference import check_precision
 from .streaming import apply_blockwise
-from .validation import DeviceName
 
 
 class FeatureCache:
@@ -117,16 +120,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     >>> pipe = make_pipeline(DeepLocFeaturizer(source), SVC(kernel="linear")).fit(X, y)
     """
 
-    _parameter_constraints = {
-        "pretrained": "no_validation",  # resolve_model says what it accepts
-        "layer": [str],
-        "tta": ["boolean"],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "device": [DeviceName()],
-        "precision": [StrOptions(set(PRECISIONS))],
-        "verbose": ["verbose"],
-        "cache": [None, FeatureCache],
-    }
+    _parameter_constraints = {**SHARED_CONSTRAINTS, "layer": [str], "cache": [None, FeatureCache]}
 
     def __init__(
         self,

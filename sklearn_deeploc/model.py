@@ -29,7 +29,13 @@ from .inference import (
 )
 from .network import DeepLocNet
 from .preprocessing import STRETCH_VARIANTS
-from .validation import IMAGE_SIZE, check_batch_fits, check_crops, check_positive_int
+from .validation import (
+    IMAGE_SIZE,
+    PercentilePair,
+    check_batch_fits,
+    check_crops,
+    check_positive_int,
+)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -91,15 +97,6 @@ def _is_names(value):
     return isinstance(value, list) and all(isinstance(name, str) for name in value)
 
 
-def _is_percentiles(value):
-    return value is None or (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(map(_is_number, value))
-        and 0 <= value[0] < value[1] <= 100
-    )
-
-
 def _integer(high):
     return partial(_is_integer, high=high), f"an integer in [1, {high}]"
 
@@ -116,7 +113,10 @@ _VERSION = (
 _BOOL = (lambda value: isinstance(value, bool), "true or false")
 _SECTION = (lambda value: isinstance(value, dict), "a JSON object")
 _LAYERS = (_is_layers, f"a list of 1 to {MAX_LAYERS} integers in [1, {MAX_WIDTH}]")
-_PERCENTILES = (_is_percentiles, "null or two percentiles [low, high] with 0 <= low < high <= 100")
+_PERCENTILES = (
+    lambda value: value is None or PercentilePair().is_satisfied_by(value),
+    "null or two percentiles [low, high] with 0 <= low < high <= 100",
+)
 _VARIANT = (lambda value: value in STRETCH_VARIANTS, f"one of {STRETCH_VARIANTS}")
 _LABELS = (
     _is_labels,

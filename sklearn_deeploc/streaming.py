@@ -29,11 +29,6 @@ def n_cells(X):
     return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
-def take_labels(indices, classes):
-    """``classes[indices]``, with the block first (for ``map_blocks``)."""
-    return classes[indices]
-
-
 def apply_blockwise(function, X, n_outputs, *, block_size=4096):
     """Run ``function`` (numpy crops in, ``n_outputs`` columns of numpy out) on any input kind.
 

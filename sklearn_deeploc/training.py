@@ -10,7 +10,6 @@ and training length counts optimizer steps, as in the paper. Checkpoints
 import os
 import sys
 import time
-from collections import namedtuple
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
@@ -83,9 +82,6 @@ class Recipe:
             return 0
         epoch_start = steps_done - steps_done % self.steps_per_epoch
         return -(-(self.max_iter - epoch_start) // self.steps_per_epoch)
-
-
-Trained = namedtuple("Trained", "net validation n_iter")  # what train_network gives back
 
 
 def place_crops(X, preprocessing, device):
@@ -543,7 +539,7 @@ def _interrupted(n_iter, recipe, folder):
 def train_network(
     X, codes, *, architecture, preprocessing, recipe, random_state, initial_state=None
 ):
-    """Train a :class:`DeepLocNet` on validated crops with skorch.
+    """Train a :class:`DeepLocNet` on validated crops with skorch: ``(net, validation, n_iter)``.
 
     With ``recipe.checkpoint_dir``, a checkpoint is written every ``recipe.checkpoint_interval``
     steps (default: every validation), and a run of the same data and parameters continues
@@ -618,4 +614,4 @@ def train_network(
         n_iter = steps_taken(net.history)
         if n_iter < recipe.max_iter:  # skorch ends fit quietly on Ctrl-C: say so
             raise _interrupted(n_iter, recipe, folder)
-        return Trained(net, validation, n_iter)
+        return net, validation, n_iter
