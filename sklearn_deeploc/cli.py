@@ -262,20 +262,24 @@ def _source(args, label_column=None):
     """The field source arguments of a job: a cell table, a folder or a plate."""
     from .fields import read_cell_table
 
-    if label_column and args.coords is None:
-        raise ValueError("--label-column needs --coords: only a cell table labels cells.")
-    source = {"plate": args.plate, "labels": args.labels, "marker": args.marker}
-    if args.coords is not None:  # the job refuses --plate and --labels beside it
-        options = _options(args, "layout", "channels", "image_column", "x_column", "y_column")
+    if args.coords is not None:
+        if args.plate or args.labels:
+            raise ValueError("--coords names the cells; --plate and --labels are other sources.")
         cells = read_cell_table(
-            args.coords, folder=args.images, label_column=label_column, **options
+            args.coords,
+            folder=args.images,
+            label_column=label_column,
+            **_options(args, "layout", "channels", "image_column", "x_column", "y_column"),
         )
-        return {"cells": cells, **source}
+        return {"cells": cells}
+    if label_column:
+        raise ValueError("--label-column needs --coords: only a cell table labels cells.")
+    source = {"labels": args.labels, "marker": args.marker}
     if args.plate is not None:
         if args.images:
             raise ValueError("Give --plate or --images, not both.")
         channels = args.channels and [int(c) if c.isdigit() else c for c in args.channels]
-        return {"channels": channels, **source}
+        return {"plate": args.plate, "channels": channels, **source}
     if args.images is None:
         raise ValueError("Give the fields: --coords TABLE, --images FOLDER or --plate PLATE.")
     return {"images": args.images, "channels": args.channels, **source}
