@@ -204,10 +204,8 @@ def validate_crops(estimator, X, *, reset, n_channels, image_size, crop_size):
 
 def check_channel_names(names, n_channels):
     """Check ``channel_names`` (None or one string per channel) before any long work."""
-    if names is None:
-        return None
     names = list(names) if isinstance(names, (list, tuple)) else names
-    if not (
+    if names is not None and not (
         isinstance(names, list)
         and len(names) == n_channels
         and all(isinstance(name, str) for name in names)
