@@ -32,19 +32,20 @@ from .streaming import apply_blockwise
 from .validation import IMAGE_SIZE, PercentilePair, PositiveInts, check_labels, validate_crops
 
 # mahotas' order of the 13 Haralick features.
-HARALICK_FEATURES = (
+HARALICK_FEATURES = tuple(
     "angular_second_moment contrast correlation variance inverse_difference_moment sum_average "
     "sum_variance sum_entropy entropy difference_variance difference_entropy "
-    "info_measure_correlation_1 info_measure_correlation_2"
-).split()
-INTENSITY_FEATURES = (
+    "info_measure_correlation_1 info_measure_correlation_2".split()
+)
+INTENSITY_FEATURES = tuple(
     "cell_area protein_mean_in_cell protein_std_in_cell protein_q25_in_cell protein_median_in_cell "
     "protein_q75_in_cell protein_max_in_cell protein_mad_in_cell protein_mean_at_edge "
-    "protein_fraction_in_cell protein_mass_displacement"
-).split()
-CORRELATION_FEATURES = (
-    "corr_protein_marker manders_protein_in_marker manders_marker_in_protein overlap_protein_marker"
-).split()
+    "protein_fraction_in_cell protein_mass_displacement".split()
+)
+CORRELATION_FEATURES = tuple(
+    "corr_protein_marker manders_protein_in_marker manders_marker_in_protein "
+    "overlap_protein_marker".split()
+)
 # A cell (or what is left of it) covers at least this fraction of the crop;
 # below it the marker found no cell and a centred disc stands in.
 MIN_CELL_FRACTION = 0.02
