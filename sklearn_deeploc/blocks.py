@@ -223,7 +223,7 @@ class ResumableOutput:
         """Close the journal, then release the lock (both held by ``_lock``)."""
         if self._lock is not None:
             self._lock.close()
-            self._lock = None
+            self._lock = self._journal = None
 
     def _say(self, message):
         if self.verbose:

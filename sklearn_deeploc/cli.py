@@ -248,10 +248,9 @@ def _cell_job(args):
     """Run ``deeploc predict`` or ``deeploc featurize``."""
     from .jobs import featurize, predict
 
-    options = _options(args, "block_size", *INFERENCE_OPTIONS)
+    job, options = predict, _options(args, "block_size", *INFERENCE_OPTIONS)
     if args.command == "featurize":
-        options["layer"] = args.layer
-    job = featurize if args.command == "featurize" else predict
+        job, options["layer"] = featurize, args.layer
     tta = False if args.no_tta else None
     with _client(args) as client:
         job(args.model, args.data, args.output, tta=tta, client=client, **options)

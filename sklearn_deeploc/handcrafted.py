@@ -406,8 +406,9 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         # A few chunks per worker balance the load; one when serial.
         workers = effective_n_jobs(self.n_jobs)
         n_chunks = 1 if workers == 1 else min(len(crops), 4 * workers)
+        settings = self._settings()
         parts = Parallel(n_jobs=self.n_jobs)(
-            delayed(_features_of_cells)(pairs[chunk], self._settings())
+            delayed(_features_of_cells)(pairs[chunk], settings)
             for chunk in np.array_split(np.arange(len(crops)), n_chunks)
         )
         return np.concatenate(parts).astype(np.float32)

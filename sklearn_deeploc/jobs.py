@@ -612,8 +612,9 @@ def crop(
 def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     """A cell table of every field in a folder: the objects of its label images, or found.
 
-    Fields are the images holding the first channel token; their other channels are found
-    by substituting the token, as :func:`~sklearn_deeploc.fields.read_cell_table` does.
+    Fields are the images holding the first channel token (default ``ch1``); their other
+    channels are found by substituting the token, as
+    :func:`~sklearn_deeploc.fields.read_cell_table` does.
 
     Parameters
     ----------

@@ -200,9 +200,9 @@ def _dataframe(group, name, index, columns):
             _array_dataset(frame, column, values.to_numpy(dtype=float if missing else None))
         else:  # text (and anything else) as categories, a missing value as code -1, as AnnData
             categorical = pd.Categorical(values)
-            group = _encode(frame.create_group(column), "categorical", ordered=False)
-            _array_dataset(group, "codes", categorical.codes.astype(np.int32))
-            _string_dataset(group, "categories", [str(c) for c in categorical.categories])
+            encoded = _encode(frame.create_group(column), "categorical", ordered=False)
+            _array_dataset(encoded, "codes", categorical.codes.astype(np.int32))
+            _string_dataset(encoded, "categories", [str(c) for c in categorical.categories])
 
 
 def _uns_entry(group, name, value):
