@@ -1,7 +1,6 @@
 """``DeepLocFeaturizer``: a pretrained DeepLoc as a feature extractor, and its feature cache."""
 
 import hashlib
-import warnings
 from functools import partial
 
 import numpy as np
@@ -10,12 +9,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .classifier import (
     SHARED_CONSTRAINTS,
+    BackOnDeviceMixin,
     KeepPretrainedMixin,
     inference_options,
     resolve_model,
     validate_for,
 )
-from .inference import check_precision
+from .inference import check_precision, resolve_device
 from .streaming import apply_blockwise
 
 
@@ -63,7 +63,7 @@ class FeatureCache:
         return np.stack([self._features[key] for key in keys])
 
 
-class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
+class DeepLocFeaturizer(BackOnDeviceMixin, KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     """Features of a pretrained DeepLoc network for SVM, kNN or random-forest heads.
 
     ``fit`` loads and checks the network but never trains: features depend on a cell alone.
@@ -81,7 +81,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     batch_size : int, default=128
         Cells per forward pass (bounds memory).
     device : str, default="auto"
-        Torch device; "auto" takes CUDA when present.
+        Torch device; "auto" takes CUDA when present (the CPU for ``precision="int8"``).
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
         Arithmetic of inference; int8 calibrates on the cells of ``fit``. Check with
         ``model_.agreement`` first.
@@ -152,7 +152,7 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
         model.feature_width(self.layer)  # an unknown layer is refused before any work
         X = validate_for(self, X, model, reset=True)
         check_precision(self.precision, self.device)
-        self.model_ = model.to(self.device)
+        self.model_ = model.to(resolve_device(self.device, self.precision))
         if self.precision == "int8":  # int8 ranges are measured on the target cells
             self.model_.calibrate(X)
         return self
@@ -182,14 +182,6 @@ class DeepLocFeaturizer(KeepPretrainedMixin, TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         """Names ``<layer>_0 ... <layer>_<n-1>`` (for ``set_output(transform="pandas")``)."""
         return np.asarray([f"{self.layer}_{i}" for i in range(self.n_features_out_)], dtype=object)
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        if "model_" in state:  # pickles hold CPU models; go back to the chosen device
-            try:
-                self.model_ = self.model_.to(self.device)
-            except ValueError as error:  # saved on a GPU machine, loaded on one without
-                warnings.warn(f"{error} The featurizer stays on the CPU.", stacklevel=2)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

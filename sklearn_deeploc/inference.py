@@ -21,9 +21,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _auto(device):
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+def _auto(device, precision=None):
+    if device == "auto":  # int8 runs on the CPU only
+        return "cuda" if torch.cuda.is_available() and precision != "int8" else "cpu"
     try:
         torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -33,19 +33,23 @@ def _auto(device):
     return device
 
 
-def resolve_device(device):
-    """``"auto"`` becomes ``"cuda"`` with a GPU, else ``"cpu"``; other devices must exist here."""
-    device = _auto(device)
-    if torch.device(device).type != "cpu":
-        try:  # the one portable test: torch says why (no CUDA build, no such index, no MPS)
-            torch.empty(0, device=device)
-        except (AssertionError, RuntimeError, NotImplementedError) as error:
-            reason = str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__
-            raise ValueError(
-                f"device={str(device)!r} is not available on this machine ({reason}); "
-                "use 'cpu', or 'auto' to take a GPU when there is one."
-            ) from error
-    return device
+def resolve_device(device, precision=None):
+    """The full name of a device that exists here; ``"auto"``: ``"cuda:0"`` with a GPU, else CPU.
+
+    ``precision="int8"`` makes ``"auto"`` the CPU, where int8 runs. A GPU gets its index, so
+    that tensors on it compare equal to the device.
+    """
+    device = _auto(device, precision)
+    if torch.device(device).type == "cpu":
+        return device
+    try:  # the one portable test: torch says why (no CUDA build, no such index, no MPS)
+        return str(torch.empty(0, device=device).device)
+    except (AssertionError, RuntimeError, NotImplementedError) as error:
+        reason = str(error).strip().split("\n")[0].split(". ")[0] or type(error).__name__
+        raise ValueError(
+            f"device={str(device)!r} is not available on this machine ({reason}); "
+            "use 'cpu', or 'auto' to take a GPU when there is one."
+        ) from error
 
 
 def _has_native_bf16(device):
@@ -63,13 +67,13 @@ def check_precision(precision, device="cpu"):
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}.")
-    device = torch.device(_auto(device))  # the kind of device; whether it exists is fit's to say
+    device = torch.device(_auto(device, precision))  # whether it exists is fit's to say
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("precision='fp16' needs a GPU; use 'bf16' on CPU.")
     if precision == "int8" and device.type != "cpu":
         raise ValueError(
             f"precision='int8' runs on the CPU only; got device={str(device)!r}. "
-            "Use 'fp16' or 'bf16' on a GPU."
+            "Use 'fp16' or 'bf16' on a GPU, or the CPU for int8."
         )
     if precision == "int8" and "x86" not in torch.backends.quantized.supported_engines:
         raise ValueError(

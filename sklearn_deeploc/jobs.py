@@ -30,7 +30,7 @@ from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .datasets._fetch import HDF5_SUFFIXES
 from .featurizer import DeepLocFeaturizer
 from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_columns, read_cell_table
-from .inference import check_precision
+from .inference import check_precision, resolve_device
 from .model import CALIBRATION_CELLS
 from .profiles import (
     CELLS_FILE,
@@ -53,7 +53,7 @@ def _checked_job(model, data, output, block_size, device, precision):
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
     check_precision(precision, device)
-    model = resolve_model(model).to(device)
+    model = resolve_model(model).to(resolve_device(device, precision))
     if precision == "int8":
         model.calibrate(dataset[:CALIBRATION_CELLS][0].numpy())
     return model, dataset
@@ -482,7 +482,7 @@ def run_screen(
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise ValueError(f"Output {output} is a file; expected a folder for the profiles.")
-    model = resolve_model(model).to(device)
+    model = resolve_model(model).to(resolve_device(device, precision))
     if features is not None:
         model.feature_width(features)
     options = model.check_inference_options(tta, batch_size, precision)

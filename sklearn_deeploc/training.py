@@ -117,7 +117,7 @@ class CellBatches(Dataset):
 
     def __getitem__(self, indices):
         x = self.X[indices]
-        if x.device != self.device:
+        if x.device.type != self.device.type:  # host crops for a GPU
             x = x.pin_memory().to(self.device, non_blocking=True)
         if self.augment:
             x = random_augment(x, self.crop_size, self.rng)
@@ -555,7 +555,7 @@ def train_network(
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
     # The device and arithmetic that run (int8 trains in fp32), resolved and checked once; the
     # precision is what a checkpoint records, so it resumes on any device that computes alike.
-    recipe = replace(recipe, device=resolve_device(recipe.device))
+    recipe = replace(recipe, device=resolve_device(recipe.device, recipe.precision))
     device = torch.device(recipe.device)
     precision = check_precision(recipe.precision, device)
     recipe = replace(recipe, precision="fp32" if precision == "int8" else precision)

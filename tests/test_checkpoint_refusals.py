@@ -87,16 +87,16 @@ def test_an_intact_copy_of_the_checkpoint_resumes(cells, interrupted, tmp_path):
 def _train_forever(how, X, y, folder):
     """Train until killed: a fit, or ``deeploc train`` into the model folder of ``folder``."""
     torch.set_num_threads(1)  # a forked child must not use its parent's thread pool
-    if how == "python":
+    if how == "python":  # nor its CUDA context: the child trains on the CPU
         endless = {"max_iter": ENDLESS, "checkpoint_interval": ENDLESS}
-        tiny_classifier(**endless, checkpoint_dir=folder).fit(X, y)
+        tiny_classifier(**endless, checkpoint_dir=folder, device="cpu").fit(X, y)
     else:
         endless = ["--max-iter", str(ENDLESS), "--checkpoint-every", str(ENDLESS)]
         save_deeploc_hdf5(folder.parent / "cells.h5", X, y)
         tiny = ["--conv-channels", *map(str, TINY_NET["conv_channels"]), "--fc-units", "8", "8"]
         model = str(folder.parent / folder.stem)
         main(["train", str(folder.parent / "cells.h5"), "-o", model, *tiny, "--batch-size", "4",
-              *endless])  # fmt: skip
+              "--device", "cpu", *endless])  # fmt: skip
 
 
 def _wait_for_lock(process, folder, seconds=60):

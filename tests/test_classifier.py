@@ -228,6 +228,20 @@ def test_a_device_the_machine_lacks_is_refused_before_training(cells, make_tiny,
         DeepLocFeaturizer(source_model, device="cuda:7").fit(X)
 
 
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
+def test_an_unpickled_classifier_goes_back_to_its_device_where_there_is_one(source_model, cells):
+    import pickle
+
+    X, _ = cells
+    clf = pickle.loads(pickle.dumps(source_model)).set_params(device="cuda:7")
+    with pytest.warns(UserWarning, match="'cuda:7' is not available.*The model stays on the CPU"):
+        loaded = pickle.loads(pickle.dumps(clf))
+    assert loaded.model_.device.type == "cpu"
+    assert_same_float32(loaded.predict_proba(X), source_model.model_.to("cpu").predict_proba(X))
+    # "meta", a device every torch build has, stands in for a GPU that exists.
+    assert pickle.loads(pickle.dumps(clf.set_params(device="meta"))).model_.device.type == "meta"
+
+
 def test_crops_of_another_size_are_described_as_crops(source_model, cells, make_tiny):
     X, y = cells
     with pytest.raises(ValueError, match="crops of 64x64 pixels.*got 63x63: crop the cells at 64"):

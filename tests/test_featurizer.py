@@ -24,8 +24,9 @@ from sklearn_deeploc.preprocessing import five_crops, percentile_stretch
 @pytest.mark.parametrize("tta", [True, False])
 def test_features_equal_the_network_on_preprocessed_crops(source_model, cells, layer, tta):
     X, _ = cells
-    features = DeepLocFeaturizer(source_model, layer=layer, tta=tta).fit(X).transform(X)
-    net = source_model.net_.module_.eval()
+    featurizer = DeepLocFeaturizer(source_model, layer=layer, tta=tta, device="cpu")
+    features = featurizer.fit(X).transform(X)
+    net = source_model.model_.to("cpu").network.eval()
     with torch.no_grad():
         crops = five_crops(percentile_stretch(torch.from_numpy(X)), 60)
         views = crops if tta else crops[:1]
@@ -146,7 +147,7 @@ def test_int8_with_a_cache_but_no_calibration_gets_the_calibration_message(sourc
     from sklearn_deeploc.featurizer import FeatureCache
 
     X, _ = cells
-    featurizer = DeepLocFeaturizer(source_model, cache=FeatureCache()).fit(X)
+    featurizer = DeepLocFeaturizer(source_model, cache=FeatureCache(), device="cpu").fit(X)
     with pytest.raises(ValueError, match="precision='int8' needs calibration cells"):
         featurizer.set_params(precision="int8").transform(X)
 
@@ -156,7 +157,7 @@ def test_a_pickle_for_a_missing_gpu_loads_on_the_cpu_with_a_warning(source_model
     import pickle
 
     X, _ = cells
-    featurizer = DeepLocFeaturizer(source_model).fit(X)
+    featurizer = DeepLocFeaturizer(source_model, device="cpu").fit(X)
     expected = featurizer.transform(X)
     saved = pickle.dumps(featurizer.set_params(device="cuda:7"))
     with pytest.warns(UserWarning, match="'cuda:7' is not available.*stays on the CPU"):

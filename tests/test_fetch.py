@@ -289,7 +289,8 @@ def test_registered_name_resolves_through_the_cache(server, model_zip, tmp_path,
     assert list(tuned.classes_) == ["class_0", "class_1"]
     save_deeploc_hdf5(tmp_path / "cells.h5", X)
     out = tmp_path / "cells.csv"
-    assert main(["predict", "deeploc-chong", str(tmp_path / "cells.h5"), "-o", str(out)]) == 0
+    predict = ["predict", "deeploc-chong", str(tmp_path / "cells.h5"), "-o", str(out)]
+    assert main([*predict, "--device", "cpu"]) == 0
     assert len(server.requests) == requests
     np.testing.assert_allclose(
         pd.read_csv(out).filter(like="p_").to_numpy(), chong.predict_proba(X), atol=1e-6

@@ -12,6 +12,7 @@ from sklearn_deeploc.inference import (
     precision_agreement,
     predict_batches,
     quantized_copy,
+    resolve_device,
 )
 
 OUTPUTS = ("proba", "conv8", "fc1", "fc2")
@@ -27,8 +28,8 @@ REDUCED = [
 
 @pytest.fixture(scope="module")
 def trained():
-    """A tiny classifier trained well past chance, and unseen cells to predict."""
-    clf = tiny_classifier(max_iter=60, validation_fraction=0.0)
+    """A tiny classifier trained well past chance (on the CPU, as in CI), and unseen cells."""
+    clf = tiny_classifier(max_iter=60, validation_fraction=0.0, device="cpu")
     clf.fit(*make_yeast_cells(12, SOURCE_CLASSES, random_state=0))
     X_new, y_new = make_yeast_cells(10, SOURCE_CLASSES, random_state=1)
     assert clf.score(X_new, y_new) > 0.4  # a trained network, not near-ties everywhere
@@ -121,6 +122,12 @@ def test_fp16_on_cpu_is_refused():
 def test_int8_on_gpu_is_refused():
     with pytest.raises(ValueError, match="int8' runs on the CPU only"):
         check_precision("int8", "cuda")
+
+
+def test_auto_takes_the_cpu_for_int8_where_there_is_a_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert check_precision("int8", "auto") == "int8"
+    assert resolve_device("auto", "int8") == "cpu"
 
 
 def test_bf16_without_native_support_falls_back_to_fp32(monkeypatch):

@@ -72,7 +72,7 @@ def test_int8_without_calibration_says_how(tmp_path, source_model, cells):
 
 def test_int8_classifier_calibrates_on_its_training_cells(cells, make_tiny):
     X, y = cells
-    clf = make_tiny(precision="int8", max_iter=4).fit(X, y)
+    clf = make_tiny(precision="int8", max_iter=4, device="cpu").fit(X, y)
     assert clf.model_.calibration is not None and len(clf.model_.calibration) == len(X)
     proba = clf.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=1), 1, atol=1e-3)
@@ -87,5 +87,5 @@ def test_agreement_says_when_bf16_ran_as_fp32(source_model, cells, monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        report = source_model.model_.agreement(X[:4], "bf16")
+        report = source_model.model_.to("cpu").agreement(X[:4], "bf16")
     assert report["precision"] == "fp32" and len(caught) == 1

@@ -3,7 +3,6 @@
 import io
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -144,8 +143,10 @@ def test_a_finished_checkpoint_gives_the_model_back_whatever_the_device_or_verbo
     reference, folder = uninterrupted
     again = make_tiny(**RUN, checkpoint_dir=str(folder), verbose=1, device="cpu").fit(*cells)
     assert f"resuming from {folder / 'step-000000012'} (step 12)" in capsys.readouterr().err
-    # The same weights come back and predict through the same path: exact.
-    np.testing.assert_array_equal(again.predict_proba(cells[0]), reference.predict_proba(cells[0]))
+    # The same weights come back: exact, whichever device trained them.
+    returned = again.model_.network.state_dict()
+    for name, weights in reference.model_.network.state_dict().items():
+        assert torch.equal(returned[name], weights.cpu()), name
 
 
 def test_checkpoints_hold_no_pickle(uninterrupted):
@@ -160,8 +161,9 @@ def test_checkpoints_hold_no_pickle(uninterrupted):
         "state.json",
         "weights.safetensors",
     ]
-    for path in files.values():
-        assert not path.read_bytes().startswith(b"\x80")  # the pickle protocol mark
+    for path in files.values():  # each file parses as what its name says: none is a pickle
+        if path.suffix == ".json":
+            json.loads(path.read_text())
         if path.suffix == ".safetensors":
             with safe_open(str(path), framework="pt") as tensors:
                 assert all(tensors.get_tensor(name) is not None for name in tensors.keys())
@@ -198,7 +200,7 @@ def test_a_killed_deeploc_train_resumes_when_run_again(cells, tmp_path):
     checkpoints = checkpoint_folder(killed)
     while not list(checkpoints.glob("step-*")) and process.poll() is None:
         time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
+    process.kill()  # SIGKILL; nothing to kill if the run has ended
     process.wait()
     assert not killed.exists(), "training finished before it could be killed"
     assert subprocess.run(command, capture_output=True, env=env).returncode == 0
