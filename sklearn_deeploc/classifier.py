@@ -119,7 +119,8 @@ class BackOnDeviceMixin:
         super().__setstate__(state)
         if "model_" in state:
             try:
-                self.model_ = self.model_.to(resolve_device(self.device, self.precision))
+                precision = getattr(self, "precision", "fp32")  # older pickles have none
+                self.model_ = self.model_.to(resolve_device(self.device, precision))
             except ValueError as error:  # saved on a GPU machine, loaded on one without
                 warnings.warn(f"{error} The model stays on the CPU.", stacklevel=2)
 
@@ -172,7 +173,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
     channel_names : list of str or None, default=None
         Names stored with the model; default ``["protein", "marker"]``.
     device : str, default="auto"
-        Torch device; "auto" takes CUDA when present (the CPU for ``precision="int8"``).
+        Torch device; "auto" takes CUDA when present (``precision="int8"`` predicts on the CPU).
     precision : {"fp32", "bf16", "fp16", "int8"}, default="fp32"
         Arithmetic of training (autocast, fp32 master weights) and prediction. ``"fp16"`` needs
         a GPU (training scales the loss); ``"int8"`` is for prediction, training runs in fp32.
@@ -198,7 +199,8 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
     model_ : DeepLocModel
         The trained network, classes, channel names and preprocessing.
     net_ : skorch.NeuralNetClassifier
-        The trained net (after :meth:`fit` only); ``net_.module_`` is ``model_``'s network.
+        The trained net (after :meth:`fit` only); ``net_.module_`` is ``model_``'s network
+        (for int8 trained on a GPU, ``model_`` holds a CPU copy).
     history_ : skorch.History or None
         Losses and accuracies per validation interval (None for loaded models).
     n_iter_ : int
@@ -383,7 +385,8 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
             self.net_.module_, classes, channel_names=channel_names, preprocessing=preprocessing
         )
         self.classes_ = self.model_.classes
-        if self.precision == "int8":  # int8 prediction calibrates on a sample of these cells
+        if self.precision == "int8":  # predicts on the CPU, calibrated on a sample of these cells
+            self.model_ = self.model_.to(resolve_device(self.device, "int8"))
             self.model_.calibrate(X, random_state=0)
         return self
 

@@ -348,6 +348,7 @@ def _cropped_cells(source, key, *, size=64, border="pad"):
 
 def _field_profiles(model, source, options, border, layer, key):
     """Profiles of the cells of one field: metadata, probabilities, features."""
+    model = getattr(model, "model_", model)  # a classifier carries it to Dask workers
     crops, kept = _cropped_cells(source, key, border=border)
     tta, batch_size, precision = options
     run = {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
@@ -528,7 +529,10 @@ def run_screen(
             with Prefetched(source, parts.pending()) if spare else nullcontext(source) as fields:
                 parts.compute(_field_profiles, model, fields, options, border, features)
         else:
-            shipped = client.scatter([model, source], broadcast=True)
+            # As a classifier, which a worker unpickles onto ``device`` (a model stays on the CPU).
+            carrier = DeepLocClassifier.from_model(model)
+            carrier.set_params(device=device, precision=precision)
+            shipped = client.scatter([carrier, source], broadcast=True)
             parts.compute(_field_profiles, *shipped, options, border, features, client=client)
         profiles = parts.assemble()
         if not len(profiles):

@@ -103,7 +103,7 @@ def maximize_activation(
     """
     network, target = _network_and_target(network, target)
     crop, n_channels = network.architecture["crop_size"], network.architecture["n_channels"]
-    net = copy.deepcopy(network).eval().requires_grad_(False)
+    net = copy.deepcopy(network).cpu().eval().requires_grad_(False)  # a GPU-trained one too
     generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
     x = torch.rand(1, n_channels, crop, crop, generator=generator)
     update_mask = torch.ones_like(x)

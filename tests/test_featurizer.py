@@ -152,6 +152,16 @@ def test_int8_with_a_cache_but_no_calibration_gets_the_calibration_message(sourc
         featurizer.set_params(precision="int8").transform(X)
 
 
+def test_a_pickle_from_before_the_precision_parameter_still_loads(source_model, cells):
+    X, _ = cells
+    featurizer = DeepLocFeaturizer(source_model, device="cpu").fit(X)
+    state = featurizer.__getstate__()
+    del state["precision"]
+    old = DeepLocFeaturizer.__new__(DeepLocFeaturizer)
+    old.__setstate__(state)
+    assert old.model_.device.type == "cpu"
+
+
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
 def test_a_pickle_for_a_missing_gpu_loads_on_the_cpu_with_a_warning(source_model, cells):
     import pickle

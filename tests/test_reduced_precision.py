@@ -79,6 +79,12 @@ def test_int8_classifier_calibrates_on_its_training_cells(cells, make_tiny):
     assert clf.model_.agreement(X, "int8")["top1_agreement"] >= 0.97
 
 
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
+def test_int8_on_a_named_gpu_is_refused_before_training(cells, make_tiny):
+    with pytest.raises(ValueError, match="int8' runs on the CPU only; got device='cuda:7'"):
+        make_tiny(precision="int8", device="cuda:7", max_iter=10**6).fit(*cells)
+
+
 def test_agreement_says_when_bf16_ran_as_fp32(source_model, cells, monkeypatch):
     import warnings
 
