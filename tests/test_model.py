@@ -59,7 +59,7 @@ def test_classifier_tta_survives_save_and_load(source_folder, source_model, tmp_
     centre_only = load_pretrained(source_folder).set_params(tta=False)
     loaded = load_pretrained(centre_only.save_pretrained(tmp_path / "model"))
     assert loaded.tta is False
-    expected = source_model.model_.predict_proba(X, tta=False)
+    expected = source_model.model_.to("cpu").predict_proba(X, tta=False)
     assert_same_float32(loaded.predict_proba(X), expected)
 
 

@@ -85,7 +85,7 @@ def _screen(plate, model, out, *options):
 
 def test_a_plate_with_labels_gives_one_row_per_object(plate, model, tmp_path):
     path, written = plate
-    assert _screen(path, model, tmp_path / "out") == 0
+    assert _screen(path, model, tmp_path / "out", "--device", "cpu") == 0  # as loaded below
     cells = pd.read_parquet(tmp_path / "out" / "cells.parquet")
     expected, proba = _expected(written, DeepLocModel.load(model))
     assert len(cells) == len(expected) == 20
