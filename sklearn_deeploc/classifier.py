@@ -386,7 +386,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         )
         self.classes_ = self.model_.classes
         if self.precision == "int8":  # predicts on the CPU, calibrated on a sample of these cells
-            self.model_ = self.model_.to(resolve_device(self.device, "int8"))
+            self.model_ = self.model_.to("cpu")
             self.model_.calibrate(X, random_state=0)
         return self
 

@@ -553,16 +553,15 @@ def train_network(
     widest = architecture["n_channels"] + max(architecture["conv_channels"])
     per_cell = 4 * architecture["crop_size"] ** 2 * widest
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
-    # The device and arithmetic that train, resolved and checked once: int8 is refused on a named
-    # GPU, and trains in fp32 (on a GPU too: it is a prediction precision). The precision is what
+    # The device and arithmetic that train, resolved and checked once. int8 is a prediction
+    # precision (refused on a named GPU): it trains in fp32, on a GPU too. The precision is what
     # a checkpoint records, so it resumes on any device that computes alike.
-    precision = check_precision(recipe.precision, recipe.device)
-    recipe = replace(
-        recipe,
-        device=resolve_device(recipe.device),
-        precision="fp32" if precision == "int8" else precision,
-    )
+    if recipe.precision == "int8":
+        check_precision("int8", recipe.device)
+    recipe = replace(recipe, device=resolve_device(recipe.device))
     device = torch.device(recipe.device)
+    training = "fp32" if recipe.precision == "int8" else recipe.precision
+    recipe = replace(recipe, precision=check_precision(training, device))
     # Two runs in one checkpoint folder would write, rename and remove each other's files.
     with checkpoint_lock(recipe.checkpoint_dir):
         seeds = check_random_state(random_state).randint(np.iinfo(np.int32).max, size=4)

@@ -3,6 +3,7 @@
 import pickle
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -85,9 +86,15 @@ def test_int8_on_a_named_gpu_is_refused_before_training(cells, make_tiny):
         make_tiny(precision="int8", device="cuda:7", max_iter=10**6).fit(*cells)
 
 
-def test_agreement_says_when_bf16_ran_as_fp32(source_model, cells, monkeypatch):
-    import warnings
+@pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
+def test_bf16_on_a_missing_gpu_is_refused_without_a_fallback_warning(cells, make_tiny):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "running in fp32" before the refusal
+        with pytest.raises(ValueError, match="device='cuda:7' is not available"):
+            make_tiny(precision="bf16", device="cuda:7", max_iter=10**6).fit(*cells)
 
+
+def test_agreement_says_when_bf16_ran_as_fp32(source_model, cells, monkeypatch):
     X, _ = cells
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
