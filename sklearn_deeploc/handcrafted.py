@@ -339,8 +339,7 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Check the crops (as ``transform`` takes them) and the settings; nothing is learnt."""
-        crops = self._check_crops(X, reset=True)
-        self.n_channels_ = crops.shape[1]
+        self.n_channels_ = self._check_crops(X, reset=True).shape[1]
         self._check_channels()
         self.n_features_out_ = len(self._names())
         return self
@@ -428,13 +427,10 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _stratified_subset(codes, fraction, rng):
-    """Sorted indices of a random ``fraction`` of each class's cells, at least one of each."""
-    classes = [np.flatnonzero(codes == code) for code in np.unique(codes)]
-    subsets = [
-        rng.choice(cells, max(1, round(fraction * len(cells))), replace=False) for cells in classes
-    ]
-    return np.sort(np.concatenate(subsets))
+def _draw_per_class(y, count, rng):
+    """Random indices of ``count(n)`` of each class's ``n`` cells, drawn without replacement."""
+    groups = (np.flatnonzero(y == label) for label in np.unique(y))
+    return np.concatenate([rng.choice(g, count(len(g)), replace=False) for g in groups])
 
 
 class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
@@ -494,9 +490,10 @@ class SubsetSVMEnsemble(ClassifierMixin, BaseEstimator):
                 f"{self.classes_.tolist()}."
             )
         rng = check_random_state(self.random_state)
+        fraction = self.subset_fraction
         self.estimators_ = []
         for _ in range(self.n_estimators):
-            subset = _stratified_subset(codes, self.subset_fraction, rng)
+            subset = np.sort(_draw_per_class(codes, lambda n: max(1, round(fraction * n)), rng))
             member = Pipeline([("scale", StandardScaler()), ("svm", SVC(kernel="linear"))])
             self.estimators_.append(member.fit(X[subset], codes[subset]))
         return self

@@ -3,8 +3,8 @@
 import numbers
 import time
 import warnings
+from functools import partial
 
-import numpy as np
 import pandas as pd
 from sklearn.base import clone
 from sklearn.ensemble import RandomForestClassifier
@@ -17,7 +17,7 @@ from sklearn.utils import check_random_state
 
 from .classifier import DeepLocClassifier, resolve_model
 from .featurizer import DeepLocFeaturizer, FeatureCache
-from .handcrafted import HandcraftedFeatures, make_classical_head
+from .handcrafted import HandcraftedFeatures, _draw_per_class, make_classical_head
 from .metrics import class_scores, mean_average_precision_scorer, per_class_average_precision
 from .validation import PositiveInt, check_labels, check_positive_int
 
@@ -83,11 +83,8 @@ def _candidates(source, X, heads, layer, network_params, random_state, verbose):
         step.fit(X).transform(X)  # fills the cache: folds and draws reuse it as it is
         features[name] = FrozenEstimator(step)
     architecture = source.architecture
-    scratch = {
-        "conv_channels": tuple(architecture["conv_channels"]),
-        "fc_units": tuple(architecture["fc_units"]),
-        "crop_size": architecture["crop_size"],
-    }
+    scratch = {key: tuple(architecture[key]) for key in ("conv_channels", "fc_units")}
+    scratch["crop_size"] = architecture["crop_size"]
     network = {"random_state": random_state, **(network_params or {})}
     # The fine-tuned heads share the resolved model (clone keeps it by reference): read once.
     pretrained = {"pretrained": source, **network}
@@ -208,12 +205,6 @@ def _summary(search, heads):
     return table.sort_values(key, ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _draw(y, n_per_class, rng):
-    """Indices of ``n_per_class`` cells of every class (all of a class that has fewer)."""
-    groups = (np.flatnonzero(y == label) for label in np.unique(y))
-    return np.concatenate([rng.choice(g, min(n_per_class, len(g)), replace=False) for g in groups])
-
-
 def transfer_curve(
     X_pool,
     y_pool,
@@ -293,7 +284,7 @@ def transfer_curve(
     rows = []
     for size in sizes:
         for draw in range(n_draws):
-            train = _draw(y_pool, size, rng)
+            train = _draw_per_class(y_pool, partial(min, size), rng)  # all of a smaller class
             for head in heads:
                 features, estimator = candidates[head]
                 model = Pipeline([("features", features), ("head", clone(estimator))])
