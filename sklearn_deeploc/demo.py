@@ -45,14 +45,12 @@ def _save(figure, path):
     figure.savefig(path, dpi=90, bbox_inches="tight")
 
 
-def _markdown_table(frame, float_format="{:.3f}"):
-    """A DataFrame as a GitHub markdown table (no extra dependency)."""
-
-    def cell(value):
-        return float_format.format(value) if isinstance(value, float) else str(value)
-
+def _markdown_table(frame):
+    """A DataFrame as a GitHub markdown table (no extra dependency), floats to 3 decimals."""
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(False)]
+    for row in frame.itertuples(False):
+        cells = (f"{value:.3f}" if isinstance(value, float) else str(value) for value in row)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -134,8 +132,12 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     confusion = plotting.plot_confusion_matrix(y_test, best.predict(X_test))
     _save(confusion.figure_, output / "confusion.png")
     _save(plotting.plot_head_comparison(heads).figure, output / "heads.png")
-    per_class = _deeploc_against_classical(search, heads, X_pool[compare], y_pool[compare])
-    per_class = per_class_comparison(per_class, X_test, y_test)
+    deeploc = heads.loc[heads["head"] != "classical", "head"].iloc[0]  # the best DeepLoc head
+    fitted = {
+        f"DeepLoc ({deeploc})": fit_head(search, deeploc, X_pool[compare], y_pool[compare]),
+        "classical": fit_head(search, "classical", X_pool[compare], y_pool[compare]),
+    }
+    per_class = per_class_comparison(fitted, X_test, y_test)
     per_class.to_csv(output / "per_class_average_precision.csv")
     log(f"per-class average precision (target test set):\n{per_class.round(3)}")
     _save(plotting.plot_per_class_comparison(per_class).figure, output / "per_class.png")
@@ -166,15 +168,6 @@ def run_demo(output="deeploc-demo", *, quick=False, random_state=0):
     return dict(
         heads=heads, curve=curve, per_class=per_class, test_accuracy=test_accuracy, report=report
     )
-
-
-def _deeploc_against_classical(search, heads, X, y):
-    """The best DeepLoc head and the classical head, each fitted on the comparison cells."""
-    best = heads.loc[heads["head"] != "classical", "head"].iloc[0]
-    return {
-        f"DeepLoc ({best})": fit_head(search, best, X, y),
-        "classical": fit_head(search, "classical", X, y),
-    }
 
 
 def _first_per_class(y, n):

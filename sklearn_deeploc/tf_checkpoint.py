@@ -43,7 +43,6 @@ class _Malformed(ValueError):
 # What a damaged or hand-made file raises while it is parsed.
 _PARSE_ERRORS = (IndexError, struct.error, TypeError, _Malformed)
 
-
 # Where one tensor lies and what it must be (a BundleEntryProto); dtype is None for dtypes a
 # DeepLoc graph does not need (strings).
 _Entry = namedtuple("_Entry", "dtype shape shard offset size masked_crc32c partitioned")

@@ -1,9 +1,8 @@
 """Fetching the published DeepLoc model and datasets into a local data home.
 
-Each archive is downloaded with pooch, unpacked within the bounds below beside its final
-place, checked, given a completion marker (every file and its size) and renamed into
-place. A folder whose marker does not match is built again; a leftover archive is reused
-only if it checks out whole.
+Each archive is downloaded with pooch, unpacked within the bounds below beside its final place,
+checked, given a completion marker (every file and its size) and renamed into place. A folder
+whose marker does not match is built again; a leftover archive is reused only if whole.
 """
 
 import json
@@ -19,9 +18,8 @@ import requests
 
 from .._files import build_folder
 
-# size (bytes) and sha256 are checked when not None; unknown until measured on the published
-# files, so until then archives are checked by structure (zip CRCs, then the TF importer or
-# the HDF5 reader on every tensor).
+# size (bytes) and sha256 are checked when known; until measured on the published files, archives
+# are checked by structure (zip CRCs, then the TF importer or the HDF5 reader on every tensor).
 Archive = namedtuple("Archive", ["url", "folder", "size", "sha256"], defaults=(None, None))
 PUBLISHED_AT = "http://spidey.ccbr.utoronto.ca/~okraus/"
 MODELS = {"chong": Archive(PUBLISHED_AT + "pretrained_DeepLoc.zip", "deeploc-chong")}
@@ -31,9 +29,8 @@ DOWNLOAD_RETRIES = 2
 HDF5_SUFFIXES = (".hdf5", ".h5")
 COMPLETE_MARKER = ".fetched.json"
 
-# Bounds on unpacking, so that a hostile or corrupt archive cannot fill the disk.
-# The published archives hold float64 images and float32 weights, which deflate
-# about 6:1 and 1.1:1; a deflate bomb reaches 1000:1.
+# Bounds on unpacking, so that a hostile or corrupt archive cannot fill the disk. The published
+# archives' float64 images and float32 weights deflate about 6:1 and 1.1:1; a bomb 1000:1.
 MAX_EXTRACTED_BYTES = 64 * 2**30
 MAX_COMPRESSION_RATIO = 100
 RATIO_FREE_BYTES = 2**20  # members this small may inflate more: they cannot fill a disk

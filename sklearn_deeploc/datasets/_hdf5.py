@@ -30,10 +30,8 @@ _READ_BYTES = 64 * 2**20
 _MAX_CLASSES = 10_000
 _MAX_LABEL_NAME_BYTES = 1_000
 
-
-# What the loaders need to know about a checked file: the k of every data<k> in numeric order,
-# the first cell of each chunk then the number of cells, the channels, the Index column names
-# (or numbers) and every cell's Index column (both None when unlabelled).
+# A checked file: every data<k>'s k in numeric order, each chunk's first cell then the cell count,
+# the channels, the Index column names (or numbers), each cell's column (both None if unlabelled).
 _Layout = namedtuple("_Layout", "chunks starts n_channels classes labels")
 
 
@@ -236,11 +234,8 @@ def _read_crops(dataset, rows, path, key):
     bad = np.flatnonzero(~np.isfinite(crops).all(axis=1))
     if bad.size:
         first = bad[0]
-        what = (
-            "NaN or infinite values"
-            if not np.isfinite(values[first]).all()
-            else "values beyond the float32 range (about 3.4e38)"
-        )
+        beyond = "values beyond the float32 range (about 3.4e38)"
+        what = beyond if np.isfinite(values[first]).all() else "NaN or infinite values"
         raise ValueError(
             f"{path}:{key} row {rows[first]} holds {what}; expected finite pixel values."
         )

@@ -1,9 +1,8 @@
 """A synthetic screen of yeast-like cells, for examples, tests and the demo.
 
-Each crop holds one cell: a marker in channel 1 and a tagged protein in channel 0 whose
-pattern names the class. The simulated camera (offset, photon and read noise, blur) is
-set by an imaging style, so that a "source" and a differently imaged "target" screen can
-be generated for transfer-learning experiments.
+Each crop holds one cell: a marker in channel 1 and a tagged protein in channel 0 whose pattern
+names the class. The simulated camera (offset, photon and read noise, blur) is set by an imaging
+style, so that a "source" and a differently imaged "target" screen can be generated for transfer.
 """
 
 import numpy as np
