@@ -145,9 +145,8 @@ def _manifest_differences(stored, wanted):
 def _journal_records(path):
     """The last record of each part file in a journal; lines that do not parse are skipped."""
     records = {}
-    if not path.exists():
-        return records
-    for line in path.read_text(errors="replace").splitlines():
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    for line in lines:
         try:
             record = json.loads(line)
             if {"file", "rows", "bytes", "sha256"} <= record.keys():

@@ -156,9 +156,8 @@ def predict(
     """
     model, _ = _checked_job(model, data, output, block_size, device, precision)
     classifier = DeepLocClassifier.from_model(model)
-    classifier.set_params(batch_size=batch_size, device=device, precision=precision)
-    if tta is not None:
-        classifier.set_params(tta=tta)
+    tta = model.preprocessing["tta"] if tta is None else tta
+    classifier.set_params(tta=tta, batch_size=batch_size, device=device, precision=precision)
     classifier._validate_params()
     return _run_cell_blocks(classifier, data, output, block_size, overwrite, client, verbose)
 
@@ -616,20 +615,13 @@ def crop(
 def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     """A cell table of every field in a folder: the objects of its label images, or found.
 
-    Fields are the images holding the first channel token (default ``ch1``); their other
-    channels are found by substituting the token, as
-    :func:`~sklearn_deeploc.fields.read_cell_table` does.
+    Fields are the images holding the first channel token; their other channels are found
+    by substituting the token, as :func:`~sklearn_deeploc.fields.read_cell_table` does.
 
     Parameters
     ----------
-    images : str or path-like
-        Folder of the fields' channel images.
-    channels : list of str, optional
-        Channel tokens in the model's order (default ``["ch1", "ch2"]``).
-    labels : str or path-like, optional
-        Folder of label images, one per field (see :func:`run_screen`).
-    marker : int, default=1
-        Without labels, index in ``channels`` of the whole-cell marker to find cells in.
+    images, channels, labels, marker
+        A folder of fields, its channel tokens and label images, as in :func:`run_screen`.
     verbose : int, default=1
 
     Returns
@@ -703,15 +695,14 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     >>> from sklearn_deeploc.jobs import write_changes
     >>> from sklearn_deeploc.profiles import cell_profiles, write_profiles
     >>> folder, rng = Path(tempfile.mkdtemp()), np.random.default_rng(0)
-    >>> cells = pd.DataFrame({"plate": "P1", "well": np.repeat(["A01", "A02", "A03"], 20),
-    ...     "site": 0, "ObjectNumber": np.tile(np.arange(1, 21), 3), "center_x": 5.0,
-    ...     "center_y": 5.0})
+    >>> cells = pd.DataFrame({"plate": "P1", "well": np.repeat(["A01", "A02"], 20), "site": 0,
+    ...     "ObjectNumber": np.tile(np.arange(1, 21), 2), "center_x": 5.0, "center_y": 5.0})
     >>> for name in ("untreated", "treated"):
     ...     proba = rng.dirichlet([5, 5], len(cells))
     ...     _ = write_profiles(cell_profiles(cells, proba, ["ER", "NUCLEI"]), folder / name)
     >>> table = write_changes(folder / "untreated", folder / "treated", folder / "changes.csv")
     >>> sorted(set(table["Metadata_Well"])), (folder / "changes.csv").is_file()
-    (['A01', 'A02', 'A03'], True)
+    (['A01', 'A02'], True)
     """
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)

@@ -221,23 +221,24 @@ def _uns_entry(group, name, value):
         )
 
 
-def _write_anndata(file, profiles, uns):
-    """Write ``profiles`` into an open HDF5 file in the AnnData on-disk format."""
+def _write_anndata(path, profiles, uns):
+    """Write ``profiles`` to the HDF5 file ``path`` in the AnnData on-disk format."""
     metadata, probability, feature = _columns(profiles)
     matrix = feature or probability  # X: the features, else the probabilities
-    _encode(file, "anndata", "0.1.0")
-    _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
-    _dataframe(file, "obs", [str(i) for i in range(len(profiles))], profiles[metadata])
     prefix = FEATURE_PREFIX if feature else PROBABILITY_PREFIX
-    _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
-    for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
-        _encode(file.create_group(name), "dict", "0.1.0")
-    if feature:  # the probabilities, named by uns["classes"]
-        _array_dataset(file["obsm"], "DeepLoc_Prob", profiles[probability].to_numpy(np.float32))
     classes = [c.removeprefix(PROBABILITY_PREFIX) for c in probability]
     entries = {"classes": classes, "package_version": __version__, **(uns or {})}
-    for name, value in entries.items():
-        _uns_entry(file["uns"], name, value)
+    with h5py.File(path, "w") as file:
+        _encode(file, "anndata", "0.1.0")
+        _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
+        _dataframe(file, "obs", [str(i) for i in range(len(profiles))], profiles[metadata])
+        _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
+        for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
+            _encode(file.create_group(name), "dict", "0.1.0")
+        if feature:  # the probabilities, named by uns["classes"]
+            _array_dataset(file["obsm"], "DeepLoc_Prob", profiles[probability].to_numpy(np.float32))
+        for name, value in entries.items():
+            _uns_entry(file["uns"], name, value)
 
 
 def write_h5ad(profiles, path, *, uns=None):
@@ -273,12 +274,7 @@ def write_h5ad(profiles, path, *, uns=None):
     ...     print(file["X"].shape, file["var/_index"].asstr()[:].tolist())
     (2, 2) ['NUCLEI', 'ER']
     """
-
-    def write(temporary):
-        with h5py.File(temporary, "w") as file:
-            _write_anndata(file, profiles, uns)
-
-    return write_atomically(Path(path), write)
+    return write_atomically(path, lambda temporary: _write_anndata(temporary, profiles, uns))
 
 
 def write_profiles(profiles, output, *, uns=None, csv=False):
