@@ -271,7 +271,8 @@ class Plate:
         """Refuse, before any pixel is read, a plate whose fields cannot all be read as asked.
 
         Every field's metadata is read: its image and level 0 exist, the ``channels`` are
-        known and the label image ``labels`` (if given) has the field's height and width.
+        known and the label image ``labels`` (if given) has the field's height and width. One
+        ValueError lists the fields that cannot be read and why.
 
         Parameters
         ----------
@@ -281,11 +282,6 @@ class Plate:
             A label image name, as in :meth:`read_labels`.
         limit : int, default=10
             At most this many problems are listed.
-
-        Raises
-        ------
-        ValueError
-            Listing the fields that cannot be read and why.
         """
         problems = []
         for image_path in self.fields["image_path"]:
@@ -401,7 +397,7 @@ def open_plate(path):
             f"{sorted(metadata)}; expected 'plate'."
         )
     version = _plate_version(metadata, _zarr_format(root), path)
-    folder = Path(str(path).rstrip("/")).name.removesuffix(".zarr").removesuffix(".ome")
+    folder = Path(path).name.removesuffix(".zarr").removesuffix(".ome")
     name = str(metadata["plate"].get("name") or folder)
     wells = metadata["plate"].get("wells", [])
     rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]

@@ -111,10 +111,9 @@ def _is_number(value):
 def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
     """Posterior of each score under the uniform (outlier) part of a Gaussian + uniform mixture.
 
-    The Gaussian (background: no change) is fitted by EM; the uniform spans the observed
-    range (at least +-3 ``min_std``) with fixed weight ``prior``. Only finite scores are
-    fitted: an infinite score has posterior 1, a NaN score NaN, and so do all scores when
-    fewer than two are finite.
+    The Gaussian (background: no change) is fitted by EM; the uniform spans the observed range (at
+    least +-3 ``min_std``) with fixed weight ``prior``. Only finite scores are fitted: an infinite
+    score has posterior 1, a NaN score NaN, and so do all scores when fewer than two are finite.
 
     Parameters
     ----------
@@ -195,7 +194,7 @@ def _per_protein(proba, groups, proteins):
         for frame in (grouped.mean(), grouped.var(ddof=1), grouped.max() - grouped.min())
     )
     counts = grouped.size().reindex(proteins, fill_value=0).to_numpy()
-    return mean, _exact_variance(variance, spread), counts[:, None]
+    return mean, _exact_variance(variance, spread), counts
 
 
 def _status(n_a, n_b, posterior):
@@ -255,8 +254,7 @@ def localization_changes(proba_a, groups_a, proba_b, groups_b, classes=None, *, 
     proteins = np.union1d(groups_a, groups_b)  # one type now: no promotion
     mean_a, var_a, n_a = _per_protein(proba_a, groups_a, proteins)
     mean_b, var_b, n_b = _per_protein(proba_b, groups_b, proteins)
-    t = _welch(mean_a, var_a, n_a, mean_b, var_b, n_b)
-    n_a, n_b = n_a[:, 0], n_b[:, 0]
+    t = _welch(mean_a, var_a, n_a[:, None], mean_b, var_b, n_b[:, None])
     frames = []
     for k, name in enumerate(classes):
         posterior = outlier_posterior(t[:, k], prior)

@@ -19,6 +19,7 @@ import pandas as pd
 from ._files import stat_digest, tree_files
 from .fields import (
     FILE_PREFIX,
+    TOKEN_CHANNELS,
     check_image_files,
     file_columns,
     find_cells,
@@ -156,11 +157,7 @@ def _label_index(labels, channel_files):
 
 
 def _label_file(index, labels, field_file, channel):
-    """The one label image named after a field's first channel file.
-
-    Its stem is the file's stem (``r01c01f01-ch1_cp_masks.png``) or the stem without its
-    channel token (``r01c01f01.tiff``), followed by nothing or a separator and a suffix.
-    """
+    """The one label image named after a field's first channel file, with or without its token."""
     stem = Path(field_file).stem
     names = [stem, re.sub(r"[-_. ]*$", "", _channel_token(channel).sub("", stem, count=1))]
     for name in names:
@@ -217,15 +214,17 @@ class FolderFields(FieldSource):
 
     A field is an image whose name holds the first channel token, its other channels found
     by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`).
-    Its cells are the objects of its label image in the folder ``labels`` (see
-    :func:`_label_file`), else found in channel ``marker``. The plate is the folder's name.
+    Its cells are the objects of its label image in the folder ``labels``, named after its first
+    channel file with or without the token, then nothing or a separator and any suffix
+    (``r01c01f01-ch1_cp_masks.png``, ``r01c01f01.tiff``), else found in channel ``marker``. The
+    plate is the folder's name.
     """
 
     def __init__(self, images, channels=None, labels=None, *, marker=1, well_pattern=WELL_PATTERN):
         images = Path(images)
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
-        self._channels = list(channels or ["ch1", "ch2"])
+        self._channels = list(channels or TOKEN_CHANNELS)
         names = _field_names(images, self._channels[0])
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
