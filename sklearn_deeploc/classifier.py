@@ -334,8 +334,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
     def _check_y(self, X, y):
         if y is None:
             raise ValueError("DeepLocClassifier requires y to be passed, but the target y is None.")
-        # The labels as given: a list keeps its types (column_or_1d would make ["a", 1] strings).
-        classes, codes = check_labels(y)  # None, NaN and mixed types are named
+        classes, codes = check_labels(y)  # a list keeps its types; names None, NaN, mixed types
         y = classes[codes]
         check_consistent_length(X, y)
         check_classification_targets(y)
@@ -386,8 +385,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         )
         self.classes_ = self.model_.classes
         if self.precision == "int8":  # predicts on the CPU, calibrated on a sample of these cells
-            self.model_ = self.model_.to("cpu")
-            self.model_.calibrate(X, random_state=0)
+            self.model_ = self.model_.to("cpu").calibrate(X, random_state=0)
         return self
 
     @classmethod
@@ -449,10 +447,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         return self.classes_[np.argmax(proba, axis=1)]
 
     def save_pretrained(self, path):
-        """Write the fitted model as a folder (``config.json``, ``weights.safetensors``).
-
-        Returns the folder's path, for :func:`load_pretrained` or ``pretrained=``.
-        """
+        """Write the fitted model folder; return its path, for :func:`load_pretrained`."""
         check_is_fitted(self, "model_")
         model = self.model_
         if model.preprocessing["tta"] != self.tta:  # set after fit: predictions follow it

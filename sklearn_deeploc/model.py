@@ -386,9 +386,8 @@ class DeepLocModel:
     def save(self, path):
         """Write the model folder ``path`` (``config.json`` + ``weights.safetensors``); return it.
 
-        Built whole beside ``path`` and swapped in: an interrupted save leaves the old model or
-        the new one (and maybe a hidden ``.<name>.saving-<pid>`` folder, safe to delete). Other
-        files in the folder are kept.
+        Built whole beside ``path`` and swapped in, other files there kept: an interrupted save
+        leaves the old model or the new one (and maybe a ``.<name>.saving-<pid>`` folder to delete).
         """
         path = Path(path)
         if path.exists() and not path.is_dir():

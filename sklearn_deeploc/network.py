@@ -23,9 +23,8 @@ class DeepLocNet(nn.Module):
     """DeepLoc: 8 convolutional and 3 fully connected layers with batch normalisation.
 
     Every 3x3 convolution and hidden fully connected layer is followed by batch normalisation
-    and ReLU; 2x2 "same" max pooling follows conv layers 2, 4 and 8 (60x60 crops become 30, 15,
-    then 8 pixels wide). The paper configuration (2 channels, 19 classes) has 10,988,947
-    trainable parameters.
+    and ReLU; 2x2 "same" max pooling follows conv layers 2, 4 and 8 (60x60 crops: 30, 15, then
+    8 pixels). The paper configuration (2 channels, 19 classes) has 10,988,947 parameters.
 
     Parameters
     ----------
@@ -97,7 +96,6 @@ class DeepLocNet(nn.Module):
                 "DeepLocNet needs at least one conv layer and one FC layer; got "
                 f"conv_channels={conv_channels!r}, fc_units={fc_units!r}."
             )
-        self.init_std = init_std
         self.features_frozen = False
         norm = {"eps": bn_eps, "momentum": bn_momentum}
 
@@ -130,7 +128,7 @@ class DeepLocNet(nn.Module):
 
     def reset_parameters(self):
         """Truncated-normal weights (std ``init_std``, cut at 2 std), zero biases."""
-        std = self.init_std
+        std = self.architecture["init_std"]
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)

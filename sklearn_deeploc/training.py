@@ -1,10 +1,9 @@
-"""Training DeepLoc with skorch: batches on the device, mixed precision, keep-best,
-checkpoints that resume exactly, and one progress display for the whole run.
+"""Training DeepLoc with skorch: device batches, mixed precision, keep-best, exact resumes.
 
-Whole batches are drawn (indices per step), so augmentation runs once per batch on the device
-and training length counts optimizer steps, as in the paper. Checkpoints
-(:mod:`sklearn_deeploc.checkpoints`) are written by a callback here, not skorch's ``Checkpoint``
-(epoch ends only, in place), nor read by ``LoadInitState`` (which silently restarts on damage).
+Whole batches are drawn per step, so augmentation runs once per batch on the device and
+training length counts optimizer steps, as in the paper. Checkpoints are written by a callback
+here, not skorch's ``Checkpoint`` (epoch ends only, in place), nor read by ``LoadInitState``
+(which silently restarts on damage).
 """
 
 import os
@@ -183,13 +182,9 @@ def validation_split(codes, fraction, seed):
     everything = np.arange(len(codes))
     if n_valid == 0:
         return everything, np.array([], int), "none"
-    try:
-        train, valid = train_test_split(
-            everything, test_size=n_valid, stratify=codes, random_state=seed
-        )
-        return train, valid, "stratified"
-    except ValueError:
-        pass  # a class of one cell, or fewer cells than classes on either side
+    with suppress(ValueError):  # a class of one cell, or fewer cells than classes on either side
+        split = train_test_split(everything, test_size=n_valid, stratify=codes, random_state=seed)
+        return (*split, "stratified")
     others = np.setdiff1d(everything, np.unique(codes, return_index=True)[1])
     if len(others) < n_valid:
         return everything, np.array([], int), "none"
@@ -542,20 +537,18 @@ def train_network(
     """Train a :class:`DeepLocNet` on validated crops with skorch: ``(net, validation, n_iter)``.
 
     With ``recipe.checkpoint_dir``, a checkpoint is written every ``recipe.checkpoint_interval``
-    steps (default: every validation), and a run of the same data and parameters continues
-    from the newest one: the result equals that of an uninterrupted run.
-
-    A resumed run takes the checkpoint's seeds (an int ``random_state`` must be its own). Ctrl-C
-    raises :class:`TrainingInterrupted`; another run in the checkpoint folder, OutputLockedError.
+    steps (default: every validation); a run of the same data and parameters resumes from the
+    newest one, with its seeds (an int ``random_state`` must be its own), to the result of an
+    uninterrupted run. Ctrl-C raises :class:`TrainingInterrupted`; another run in the checkpoint
+    folder, OutputLockedError.
     """
     # A lower bound of a cell's memory (its crop and one activation map), so that only batches
     # that cannot fit are refused; batches are drawn with replacement, hence always full.
     widest = architecture["n_channels"] + max(architecture["conv_channels"])
     per_cell = 4 * architecture["crop_size"] ** 2 * widest
     check_batch_fits(recipe.batch_size, per_cell, what="training cells")
-    # The device and arithmetic that train, resolved and checked once. int8 is a prediction
-    # precision (refused on a named GPU): it trains in fp32, on a GPU too. The precision is what
-    # a checkpoint records, so it resumes on any device that computes alike.
+    # int8 is a prediction precision (refused on a named GPU): it trains in fp32, on a GPU too.
+    # A checkpoint records the precision, so it resumes on any device that computes alike.
     if recipe.precision == "int8":
         check_precision("int8", recipe.device)
     recipe = replace(recipe, device=resolve_device(recipe.device))
