@@ -48,15 +48,11 @@ DEFAULT_BLOCK = 4096
 
 
 def _checked_job(model, data, output, block_size, device, precision):
-    """The model (int8: calibrated on the first cells) and cells of a job, checked up front."""
+    """The model, on the device ``precision`` runs on, and the cells of a job, checked up front."""
     check_table_path(output)  # before the model is fetched
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
-    check_precision(precision, device)
-    model = resolve_model(model).to(resolve_device(device, precision))
-    if precision == "int8":
-        model.calibrate(dataset[:CALIBRATION_CELLS][0].numpy())
-    return model, dataset
+    return resolve_model(model).to(resolve_device(device, precision)), dataset
 
 
 def probability_table(classes, proba):
@@ -154,7 +150,10 @@ def predict(
     pandas.DataFrame
         The whole table, as written.
     """
-    model, _ = _checked_job(model, data, output, block_size, device, precision)
+    check_precision(precision, device)
+    model, dataset = _checked_job(model, data, output, block_size, device, precision)
+    if precision == "int8":
+        model.calibrate(dataset[:CALIBRATION_CELLS][0].numpy())
     classifier = DeepLocClassifier.from_model(model)
     tta = model.preprocessing["tta"] if tta is None else tta
     classifier.set_params(tta=tta, batch_size=batch_size, device=device, precision=precision)
@@ -186,8 +185,8 @@ def featurize(
     -------
     pandas.DataFrame
     """
-    # fp32 here: the featurizer checks precision and calibrates int8 in fit
-    model, dataset = _checked_job(model, data, output, block_size, device, "fp32")
+    # the featurizer checks the precision, and calibrates int8, in fit
+    model, dataset = _checked_job(model, data, output, block_size, device, precision)
     tta = model.preprocessing["tta"] if tta is None else tta
     featurizer = DeepLocFeaturizer(
         model, layer=layer, tta=tta, batch_size=batch_size, device=device, precision=precision

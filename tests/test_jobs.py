@@ -149,6 +149,16 @@ def test_rerun_with_another_precision_refuses(files, tmp_path):
     assert (int8["label"] == fp32["label"]).mean() >= 0.9
 
 
+def test_int8_features_with_auto_device_stay_on_the_cpu(files, tmp_path, monkeypatch):
+    # A machine that reports a GPU (absent here, so any copy to it fails): int8 runs on the CPU.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    out = tmp_path / "features.parquet"
+    table = jobs.featurize(
+        files / "model", files / "cells.h5", out, precision="int8", block_size=5, verbose=0
+    )
+    assert len(table) == 12 and table.filter(like="fc2_").notna().all().all()
+
+
 def test_train_refuses_a_folder_with_a_model_unless_overwrite(files, tmp_path, capsys):
     target = tmp_path / "model"
     target.mkdir()
