@@ -18,6 +18,7 @@ import pandas as pd
 
 from ._files import stat_digest, tree_files
 from .fields import (
+    CHANNEL_TOKEN,
     FILE_PREFIX,
     TOKEN_CHANNELS,
     check_image_files,
@@ -146,28 +147,48 @@ def _files_in(folder, suffixes):
     return [path for path in folder.iterdir() if path.suffix.lower() in suffixes and path.is_file()]
 
 
-def _label_index(labels, channel_files):
-    """Label image files by every name they answer to; channel images are never labels."""
-    index, channel_files = {}, {Path(f).resolve() for f in channel_files}
-    for path in _files_in(labels, LABEL_SUFFIXES):
-        if path.resolve() not in channel_files:
-            for name in _prefixes(path.stem):
-                index.setdefault(name, []).append(path)
-    return index
-
-
-def _label_file(index, labels, field_file, channel):
-    """The one label image named after a field's first channel file, with or without its token."""
+def _label_names(field_file, channel):
+    """Names of a field's label image: its first channel file's stem, then without the token."""
     stem = Path(field_file).stem
-    names = [stem, re.sub(r"[-_. ]*$", "", _channel_token(channel).sub("", stem, count=1))]
+    return [stem, re.sub(r"[-_. ]*$", "", _channel_token(channel).sub("", stem, count=1))]
+
+
+def _label_files(labels, field_files, channel_files, channel):
+    """Each field's one label image in ``labels``, by :func:`_label_names`.
+
+    A file belongs to the longest field name it extends (``f01_2_cp_masks`` to ``f01_2``, not
+    ``f01``). Never label images: the fields' channel images, their other channels beside them
+    (``f01-ch3.tiff``) and Cellpose's ``_seg.npy`` session files.
+    """
+    names = {field: _label_names(field, channel) for field in field_files}
+    owner = {name: field for field, field_names in names.items() for name in field_names}
+    stems = {Path(field).stem for field in field_files}
+    channel_files = {Path(f).resolve() for f in channel_files}
+    image_folders = {path.parent for path in channel_files}
+    found = {}
+    for path in _files_in(labels, LABEL_SUFFIXES):
+        if path.resolve() in channel_files or path.name.endswith("_seg.npy"):
+            continue
+        token = CHANNEL_TOKEN.search(path.stem)
+        other_channel = token and token[0] != channel and path.resolve().parent in image_folders
+        if other_channel and CHANNEL_TOKEN.sub(channel, path.stem, count=1) in stems:
+            continue
+        matches = [name for name in _prefixes(path.stem) if name in owner]
+        if matches:
+            found.setdefault(max(matches, key=len), []).append(path)
+    return {field: _one_label_file(found, labels, field, names[field]) for field in field_files}
+
+
+def _one_label_file(found, labels, field_file, names):
+    """The one label image found under the first of ``names`` that has any."""
     for name in names:
-        found = index.get(name, [])
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
+        files = found.get(name, [])
+        if len(files) == 1:
+            return files[0]
+        if len(files) > 1:
             raise ValueError(
-                f"{len(found)} label images in {labels} match field {Path(field_file).name} "
-                f"({sorted(p.name for p in found)[:4]}); expected one."
+                f"{len(files)} label images in {labels} match field {Path(field_file).name} "
+                f"({sorted(p.name for p in files)[:4]}); expected one."
             )
     raise FileNotFoundError(
         f"No label image in {labels} for field {Path(field_file).name}: expected a "
@@ -238,10 +259,8 @@ class FolderFields(FieldSource):
             labels = Path(labels)
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
-            index = _label_index(labels, [f for files in self._files.values() for f in files])
-            self._labels = {
-                name: _label_file(index, labels, name, self._channels[0]) for name in names
-            }
+            channel_files = [f for files in self._files.values() for f in files]
+            self._labels = _label_files(labels, names, channel_files, self._channels[0])
         if not self._labels:
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)

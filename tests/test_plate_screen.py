@@ -306,9 +306,25 @@ def test_label_images_are_paired_by_name_and_never_guessed(tmp_path):
     source = FolderFields(images, labels=masks)
     assert source.keys == ["r01c01f01-ch1.tiff", "r01c01f10-ch1.tiff"]  # not the ch10 images
     assert [source.read(key)[1]["ObjectNumber"].item() for key in source.keys] == [7, 14]
-    np.save(masks / "r01c01f10-ch1_seg.npy", labels)
+    np.save(masks / "r01c01f10-ch1_seg.npy", {"masks": labels})  # Cellpose's session file
+    assert FolderFields(images, labels=masks).read(source.keys[1])[1]["ObjectNumber"].item() == 14
+    np.save(masks / "r01c01f10-ch1_masks.npy", labels)
     with pytest.raises(ValueError, match=r"2 label images in .* match field r01c01f10-ch1\.tiff"):
         FolderFields(images, labels=masks)
+
+
+def test_a_label_image_is_never_another_fields_nor_another_channel(tmp_path):
+    for name in ("r01c01f01", "r01c01f01_2"):
+        for channel in ("ch1", "ch2", "ch3"):  # ch3: a channel beside the fields, not a mask
+            tifffile.imwrite(tmp_path / f"{name}-{channel}.tiff", np.ones((8, 8), np.uint16))
+    labels = np.zeros((8, 8), np.uint16)
+    labels[2:4, 2:4] = 7
+    np.save(tmp_path / "r01c01f01_2_cp_masks.npy", labels)  # extends r01c01f01 too
+    with pytest.raises(FileNotFoundError, match=r"No label image .* field r01c01f01-ch1\.tiff"):
+        FolderFields(tmp_path, labels=tmp_path)
+    np.save(tmp_path / "r01c01f01_cp_masks.npy", labels * 2)
+    source = FolderFields(tmp_path, labels=tmp_path)
+    assert [source.read(key)[1]["ObjectNumber"].item() for key in source.keys] == [14, 7]
 
 
 def _edit_metadata(group, edit, *, array=False):
