@@ -314,7 +314,7 @@ def _position(value, sizes, axis, where):
 
 
 def _read_plane(array, sizes, index, where):
-    """Read ``array[index]`` (axis name -> int, list or slice; default all) as (C, H, W)."""
+    """Read ``array[index]`` (t and z by position; c a list or slice) as (C, H, W)."""
     selection = tuple(index.get(axis, slice(None)) for axis in sizes)
     chosen = index.get("c", slice(None))
     n_channels = len(range(sizes.get("c", 1))[chosen] if isinstance(chosen, slice) else chosen)
@@ -329,6 +329,10 @@ def _read_plane(array, sizes, index, where):
         pixels = array.oindex[selection]
     except (RuntimeError, ValueError, OSError) as error:  # a damaged chunk, named by nobody
         raise ValueError(f"{where}: cannot read its pixels ({error}).") from error
+    kept = [axis for axis in sizes if axis in "cyx"]  # in stored order: NGFF allows x before y
+    pixels = np.ascontiguousarray(
+        pixels.transpose([kept.index(axis) for axis in "cyx" if axis in kept])
+    )
     return pixels if "c" in sizes else pixels[np.newaxis]
 
 

@@ -122,6 +122,24 @@ def test_z_stack_max_projection_or_one_plane_and_time_point(tmp_path, version):
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_x_stored_before_y_is_read_as_rows_then_columns(tmp_path, version):
+    import zarr
+
+    fmt = FORMATS[version]()
+    root = zarr.open_group(tmp_path / "xy.zarr", mode="w", zarr_format=fmt.zarr_format)
+    ome_writer.write_plate_metadata(root, ["A"], ["1"], ["A/1"], fmt=fmt, name="P1")
+    ome_writer.write_well_metadata(root.require_group("A/1"), ["0"], fmt=fmt)
+    image = root.require_group("A/1/0")
+    pixels = np.random.default_rng(0).integers(0, 4096, (2, *SHAPE), dtype=np.uint16)
+    stored = pixels.transpose(0, 2, 1)  # NGFF orders axes by type only: c, x, y is valid
+    ome_writer.write_image(stored, image, axes="cxy", fmt=fmt, scale_factors=(2,), omero=OMERO)
+    ome_writer.write_labels(_labels(0).T, image, name="cells", axes="xy", fmt=fmt, scaler=None)
+    opened = open_plate(tmp_path / "xy.zarr")
+    np.testing.assert_array_equal(opened.read_field("A/1/0"), pixels)
+    np.testing.assert_array_equal(opened.read_labels("A/1/0", "cells"), _labels(0))
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_label_image_of_several_planes_needs_a_plane(tmp_path, version):
     import zarr
 
