@@ -161,6 +161,11 @@ class Plate:
             if isinstance(channel, (int, np.integer)) and 0 <= channel < n_channels:
                 indices.append(int(channel))
             elif isinstance(channel, str) and names is not None and channel in names:
+                if len(names) != n_channels or names.count(channel) > 1:
+                    raise ValueError(
+                        f"{self._where(image_path)} names its {n_channels} stored channel(s) "
+                        f"{names}: {channel!r} is not one channel. Pass channels= as indices."
+                    )
                 indices.append(names.index(channel))
             else:
                 known = f"names {names} or " if names is not None else "(no names) "

@@ -297,15 +297,31 @@ def plate_channels(plate, channel_names):
     The model's channel names where the plate names them all, else every channel of the
     plate where it has as many as the model.
     """
-    names = plate.channel_names(plate.fields["image_path"].iloc[0])
+    first = plate.fields["image_path"].iloc[0]
+    names = plate.channel_names(first)
     if names is not None and set(channel_names) <= set(names):
         return list(channel_names)
-    if names is not None and len(names) == len(channel_names):
+    if names is not None and len(plate.channel_indices(first)) == len(channel_names):
         return list(range(len(channel_names)))
     raise ValueError(
         f"Plate {plate.path} has channels {names}; the model takes {len(channel_names)} "
         f"({channel_names}). Pass channels= (names or indices, in the model's order)."
     )
+
+
+def _check_same_positions(plate, indices):
+    """Refuse fields that name a channel read by position differently (channels chosen here)."""
+    named = {}
+    for image_path in plate.fields["image_path"]:
+        names = plate.channel_names(image_path) or []
+        for k in indices:
+            name = names[k] if k < len(names) else ""
+            if name and named.setdefault(k, (name, image_path))[0] != name:
+                raise ValueError(
+                    f"Plate {plate.path}: stored channel {k} is {named[k][0]!r} in field "
+                    f"{named[k][1]} but {name!r} in field {image_path}; read by position, the "
+                    "fields' channels would mix. Name every field's channels, or pass channels=."
+                )
 
 
 class PlateFields(FieldSource):
@@ -321,18 +337,22 @@ class PlateFields(FieldSource):
         self._path, self._labels, self._marker = str(plate), labels, marker
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
-        if channels is None and model_channels is not None:
+        chosen = channels is None
+        if chosen and model_channels is not None:
             channels = plate_channels(self._plate, model_channels)
         self._plate.check(channels, labels)
         first = self._plate.fields["image_path"].iloc[0]
         indices = self._plate.channel_indices(first, channels)
         names = self._plate.channel_names(first)
-        if names and all(names) and len(set(names)) == len(names):
+        stored = len(self._plate.channel_indices(first))
+        if names and all(names) and len(set(names)) == len(names) == stored:
             # Read by name in every field: a field storing them in another order is read right
             self.channels = [names[k] for k in indices]
             self._plate.check(self.channels, labels)
         else:
             self.channels = indices
+            if chosen:
+                _check_same_positions(self._plate, indices)
         self.n_channels = len(indices)
         if labels is None:
             _check_marker(marker, self.n_channels)

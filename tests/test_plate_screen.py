@@ -496,6 +496,33 @@ def test_a_field_storing_its_channels_in_another_order_is_read_by_name(plate, mo
     assert PlateFields(path, ["GFP", "RFP"], labels="cells").identity() == by_index.identity()
 
 
+def _set_names(image, names):
+    _edit_metadata(image, lambda ome: ome["omero"].update(channels=[{"label": n} for n in names]))
+
+
+def test_channel_names_that_do_not_tell_one_channel_are_refused(plate):
+    path, _ = plate
+    _set_names(path / "A" / "1" / "0", ["GFP", "dummy", "RFP"])  # 3 names, 2 stored channels
+    with pytest.raises(ValueError, match=r"names its 2 stored channel\(s\).*'GFP' is not one"):
+        PlateFields(path, ["GFP", "RFP"], labels="cells")
+    _set_names(path / "A" / "1" / "0", ["GFP"])
+    image, _ = PlateFields(path, [0, 1], labels="cells").read("A/1/0")  # indices: as asked
+    assert image.shape[0] == 2
+    _set_names(path / "A" / "1" / "0", ["RFP", "RFP"])
+    with pytest.raises(ValueError, match="'RFP' is not one channel"):
+        PlateFields(path, ["RFP"], labels="cells")
+
+
+def test_channels_chosen_by_position_are_refused_where_fields_name_them_apart(plate):
+    path, written = plate
+    _set_names(path / "A" / "1" / "0", ["GFP", ""])  # the first field: no usable names
+    _set_names(path / "B" / "3" / "1", ["RFP", "GFP"])  # another field: stored the other way
+    with pytest.raises(ValueError, match="stored channel 0 is 'GFP' in field A/1/0 but 'RFP'"):
+        PlateFields(path, labels="cells", model_channels=["protein", "marker"])
+    source = PlateFields(path, [0, 1], labels="cells")  # asked by position: read so
+    np.testing.assert_array_equal(source.read("B/3/1")[0], written["B/3/1"][0])
+
+
 def test_masks_beside_fields_are_never_fields(model, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
