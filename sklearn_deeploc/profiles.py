@@ -18,6 +18,7 @@ from ._files import write_atomically
 from ._version import __version__
 from .blocks import write_table
 from .screen import localization_changes
+from .validation import check_proba_table
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
 PROBABILITY_PREFIX = FEATURE_PREFIX + "Prob_"
@@ -52,7 +53,14 @@ def _metadata(cells):
             f"Metadata_ names), it has {list(cells.columns)}."
         )
     prefixed = {c: c if str(c).startswith("Metadata_") else f"Metadata_{c}" for c in renamed}
-    return renamed.rename(columns=prefixed).reset_index(drop=True)
+    metadata = renamed.rename(columns=prefixed).reset_index(drop=True)
+    repeated = metadata.columns[metadata.columns.duplicated()].unique().tolist()
+    if repeated:
+        raise ValueError(
+            f"cells gives the metadata columns {repeated} twice (its columns: "
+            f"{list(cells.columns)}); expected each once, with or without its Metadata_ prefix."
+        )
+    return metadata
 
 
 def _matrix(values, n_rows, n_columns, name):
@@ -109,6 +117,7 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
     if len(set(classes)) < len(classes):
         raise ValueError(f"classes {classes} name a class twice; expected distinct names.")
     proba = _matrix(proba, len(metadata), len(classes), "proba")
+    check_proba_table(proba)  # finite, and probabilities: no NaN taken for the first class
     columns = {PREDICTED: np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
     columns.update({PROBABILITY_PREFIX + c: proba[:, k] for k, c in enumerate(classes)})
     if features is not None:

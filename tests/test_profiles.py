@@ -99,6 +99,17 @@ def test_cell_profiles_refuses_repeated_names():
         cell_profiles(cells, proba, CLASSES, np.zeros((12, 2)), ["a", "a"])
 
 
+def test_cell_profiles_refuses_non_probabilities_and_metadata_given_twice():
+    cells, proba = _cells(), np.full((12, 3), 1 / 3)
+    proba[4] = np.nan  # argmax would make it the first class
+    with pytest.raises(ValueError, match="NaN or infinite values for 1 cell"):
+        cell_profiles(cells, proba, CLASSES)
+    with pytest.raises(ValueError, match="must hold probabilities"):
+        cell_profiles(cells, np.full((12, 3), 2.0), CLASSES)  # logits
+    with pytest.raises(ValueError, match=r"metadata columns \['Metadata_Well'\] twice"):
+        cell_profiles(cells.assign(Well="B01"), np.full((12, 3), 1 / 3), CLASSES)
+
+
 def test_well_profiles_mean_count_and_class():
     profiles, proba = _profiles()
     wells = well_profiles(profiles)
