@@ -144,6 +144,10 @@ class Plate:
             self._images[key] = array, dict(zip(axes, array.shape)), metadata
         return self._images[key]
 
+    def sizes(self, image_path):
+        """The field's level-0 size on each axis, in stored order: ``{"c": 2, "y": 64, ...}``."""
+        return dict(self._image(image_path, self._where(image_path))[1])
+
     def channel_names(self, image_path):
         """The field's channel names (``omero.channels[].label``), or None without them."""
         _, _, metadata = self._image(image_path, self._where(image_path))
@@ -268,7 +272,10 @@ class Plate:
         """
         array, sizes, where = self._label_image(image_path, name)
         if z is None and sizes.get("z", 1) > 1:
-            raise ValueError(f"{where} has {sizes['z']} z planes; pass z= to choose one.")
+            raise ValueError(
+                f"{where} has {sizes['z']} z planes; expected a 2-D label image (or pass z= "
+                "to Plate.read_labels)."
+            )
         index = {"t": _position(t, sizes, "t", where), "z": _position(z or 0, sizes, "z", where)}
         return check_label_image(_read_plane(array, sizes, index, where)[0], where)
 
@@ -410,4 +417,12 @@ def open_plate(path):
     name = str(metadata["plate"].get("name") or folder)
     wells = metadata["plate"].get("wells", [])
     rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
-    return Plate(path, root, version, name, pd.DataFrame(rows, columns=list(FIELD_COLUMNS)))
+    fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
+    paths = fields.groupby("well")["well_path"].unique()
+    clashes = paths[paths.map(len) > 1]
+    if len(clashes):
+        raise ValueError(
+            f"Plate {path} has wells {list(clashes.iloc[0])}, all named {clashes.index[0]}; "
+            "expected one path per well."
+        )
+    return Plate(path, root, version, name, fields)

@@ -343,9 +343,13 @@ class PlateFields(FieldSource):
         self._plate.check(channels, labels)
         first = self._plate.fields["image_path"].iloc[0]
         indices = self._plate.channel_indices(first, channels)
-        names = self._plate.channel_names(first)
-        stored = len(self._plate.channel_indices(first))
-        if names and all(names) and len(set(names)) == len(names) == stored:
+        names, sizes = self._plate.channel_names(first), self._plate.sizes(first)
+        if sizes.get("t", 1) > 1:
+            warnings.warn(
+                f"Plate {self._path} has {sizes['t']} time points; the first (t=0) is read.",
+                stacklevel=2,
+            )
+        if names and all(names) and len(set(names)) == len(names) == sizes.get("c", 1):
             # Read by name in every field: a field storing them in another order is read right
             self.channels = [names[k] for k in indices]
             self._plate.check(self.channels, labels)

@@ -121,6 +121,23 @@ def test_z_stack_max_projection_or_one_plane_and_time_point(tmp_path, version):
         opened.read_field("A/1/0", t=2)
 
 
+def test_a_screen_of_several_time_points_says_it_reads_the_first(tmp_path):
+    from sklearn_deeploc.sources import PlateFields
+
+    written = write_plate(tmp_path / "t.zarr", "0.5", axes="tczyx", labels=False)
+    with pytest.warns(UserWarning, match="has 2 time points; the first"):
+        source = PlateFields(tmp_path / "t.zarr", ["GFP", "RFP"])
+    image, _ = source.read("A/1/0")
+    np.testing.assert_array_equal(image, written["A/1/0"][0].max(axis=1))
+    assert open_plate(tmp_path / "t.zarr").sizes("A/1/0") == {
+        "t": 2,
+        "c": 2,
+        "z": 3,
+        "y": 64,
+        "x": 96,
+    }
+
+
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_x_stored_before_y_is_read_as_rows_then_columns(tmp_path, version):
     import zarr
@@ -150,9 +167,20 @@ def test_label_image_of_several_planes_needs_a_plane(tmp_path, version):
     fmt = FORMATS[version]()
     ome_writer.write_labels(stack, image, name="cells", axes="zyx", fmt=fmt, scaler=None)
     opened = open_plate(path)
-    with pytest.raises(ValueError, match="has 3 z planes; pass z= to choose one"):
+    with pytest.raises(ValueError, match="has 3 z planes; expected a 2-D label image"):
         opened.read_labels("A/1/0", "cells")
     np.testing.assert_array_equal(opened.read_labels("A/1/0", "cells", z=1), stack[1])
+
+
+def test_two_well_paths_of_one_well_name_are_refused(tmp_path):
+    written = tmp_path / "w.zarr"
+    write_plate(written, "0.4", labels=False)
+    shutil.copytree(written / "A" / "1", written / "A" / "01")
+    document = json.loads((written / ".zattrs").read_text())
+    document["plate"]["wells"].append({"path": "A/01", "rowIndex": 0, "columnIndex": 0})
+    (written / ".zattrs").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match=r"wells \['A/1', 'A/01'\], all named A01"):
+        open_plate(written)
 
 
 def test_unknown_channel_lists_the_known_names(plate):
