@@ -114,6 +114,7 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, rng, monkeypatch):
         ),
         ({"y": [0, 1, 2], "label_names": ["a", "b"]}, ValueError, "columns 0 to 1"),
         ({"y": [0, -1, 1]}, ValueError, "columns 0 to 1 .*from -1 to 1"),
+        ({"y": [1000001, 2000002, 1000001]}, ValueError, "would make 2000003 columns"),
         (
             {"y": ["a", 1, "b"]},
             TypeError,

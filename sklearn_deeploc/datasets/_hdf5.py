@@ -523,6 +523,12 @@ def _one_hot_labels(y, label_names, n_cells):
                 f"Integer labels must be Index columns 0 to {n_columns - 1} (one per label "
                 f"name); got values from {y.min()} to {y.max()}."
             )
+        if n_columns > _MAX_CLASSES:  # before allocating: identifiers are not column numbers
+            raise ValueError(
+                f"Integer labels are Index columns: values up to {y.max()} would make "
+                f"{n_columns} columns (at most {_MAX_CLASSES} are read back). Pass class "
+                "identifiers as strings."
+            )
     else:
         names = np.unique(y) if names is None else names
         codes, n_columns = pd.Index(names).get_indexer(y), len(names)
