@@ -280,7 +280,7 @@ def field_source(
 ):
     """The fields of a screen from exactly one of a cell table, a folder or a plate.
 
-    Parameters are those of :func:`run_screen`; ``model`` gives a plate's default channels.
+    Parameters are those of :func:`run_screen`; ``model`` gives the channel names read.
 
     Returns
     -------
@@ -316,6 +316,7 @@ def field_source(
             "Expected one source of fields: cells= (a cell table), images= (a folder of "
             f"fields) or plate= (an OME-Zarr plate); got {given or 'none'}."
         )
+    model_channels = None if model is None else model.channel_names
     if cells is not None:
         if labels is not None or channels is not None:
             raise ValueError(
@@ -323,10 +324,9 @@ def field_source(
                 f"folder= and channels=); labels= and channels= are for images= or plate=; got "
                 f"labels={labels!r}, channels={channels!r}."
             )
-        return TableFields(_cell_table(cells), well_pattern)
+        return TableFields(_cell_table(cells), well_pattern, model_channels)
     if images is not None:
         return FolderFields(images, channels, labels, marker=marker, well_pattern=well_pattern)
-    model_channels = None if model is None else model.channel_names
     return PlateFields(plate, channels, labels, marker=marker, model_channels=model_channels)
 
 

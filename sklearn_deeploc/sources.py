@@ -7,6 +7,7 @@ table's label column). Cells come from the table, a label image (numbered by its
 without either, :func:`~sklearn_deeploc.fields.find_cells`.
 """
 
+import os
 import re
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -102,19 +103,45 @@ class FieldSource:
         raise NotImplementedError
 
 
+def _folder_names(folders):
+    """Each folder's name, with as many parents as tell it apart (``treated/images``)."""
+    folders = [Path(os.path.abspath(folder)) for folder in folders]
+    distinct = set(folders)
+    for depth in range(1, max(len(folder.parts) for folder in distinct) + 1):
+        names = {folder: "/".join(folder.parts[-depth:]) for folder in distinct}
+        if len(set(names.values())) == len(distinct):
+            break
+    return [names[folder] for folder in folders]
+
+
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
-    The plate is the folder of a field's first channel file; cells are numbered in table
-    order within their field, from 1. ``cells`` is the table.
+    The plate is the folder of a field's first channel file (with its parents where two
+    folders share a name); cells are numbered in table order within their field, from 1.
+    Channels named as ``model_channels`` are read in that order. ``cells`` is the table.
     """
 
-    def __init__(self, cells, well_pattern=WELL_PATTERN):
+    def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
+        columns = file_columns(cells)
+        named = [f"{FILE_PREFIX}_{name}" for name in model_channels or []]
+        if set(named) == set(columns):  # the model's channels by name, in its order
+            cells = cells[[c for c in cells.columns if c not in named] + named]
         self.cells, self._well_pattern = cells, well_pattern
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)
+        for key, field in self._cells.items():
+            if len(field[self._columns].drop_duplicates()) > 1:
+                raise ValueError(
+                    f"The cell table gives field {key!r} two sets of files "
+                    f"({field[self._columns].drop_duplicates().iloc[:2].to_numpy().tolist()}); "
+                    "expected one field per image name. Tables of several folders: name "
+                    "images with their folder."
+                )
         keys = list(self._cells)
-        plates = [Path(self._cells[key][self._columns[0]].iloc[0]).parent.name for key in keys]
+        plates = _folder_names(
+            Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
+        )
         self.fields = _named_fields(keys, plates, well_pattern)
         self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
         # The channels of a stack (one multi-page file) are unknown before reading it

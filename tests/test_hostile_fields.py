@@ -172,3 +172,42 @@ def test_infinite_and_nan_pixels_are_not_called_out_of_range():
     image = np.ones((2, 100, 100))
     image[0, 0, 0], image[0, 0, 1] = np.inf, np.nan
     assert crop_cells(image, [[50, 50]]).crops.shape == (1, 2, 64, 64)
+
+
+def _named_channel_fields(root, plates):
+    """One field of GFP (1000 + k) and RFP (7) images in ``<plate>/images`` for plate k."""
+    for k, plate in enumerate(plates):
+        folder = root / plate / "images"
+        folder.mkdir(parents=True)
+        for channel, value in (("GFP", 1000 + k), ("RFP", 7)):
+            tifffile.imwrite(folder / f"r01c01f01-{channel}.tif", np.full((80, 80), value, "u2"))
+    return pd.DataFrame(
+        {
+            "Image_FileName_RFP": "r01c01f01-RFP.tif",  # CellProfiler's order, not the model's
+            "Image_FileName_GFP": "r01c01f01-GFP.tif",
+            "Image_PathName_RFP": [f"{plate}/images" for plate in plates],
+            "Image_PathName_GFP": [f"{plate}/images" for plate in plates],
+            "cells_Location_Center_X": 40.0,
+            "cells_Location_Center_Y": 40.0,
+        }
+    )
+
+
+def test_a_cell_table_is_read_by_the_models_channel_names_and_its_plates_stay_apart(tmp_path):
+    from sklearn_deeploc.jobs import field_source
+
+    net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
+    model = DeepLocModel(net, ["ER", "NUCLEI"], channel_names=["GFP", "RFP"])
+    table = _named_channel_fields(tmp_path, ["untreated", "treated"])
+    source = field_source(cells=read_cell_table(table, folder=tmp_path), model=model)
+    assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[1000, 7], [1001, 7]]
+    assert source.fields["plate"].tolist() == ["untreated/images", "treated/images"]
+    plain = table.drop(columns=["Image_PathName_RFP", "Image_PathName_GFP"])
+    both = pd.concat(
+        [
+            read_cell_table(plain[:1], folder=tmp_path / p / "images")
+            for p in ("untreated", "treated")
+        ]
+    )
+    with pytest.raises(ValueError, match="gives field 'r01c01f01-RFP.tif' two sets of files"):
+        field_source(cells=both, model=model)
