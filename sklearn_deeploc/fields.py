@@ -303,7 +303,7 @@ def _channels_first(image, axes):
 
 
 def _read_series(path):
-    """Every image series of a file, each as (C, H, W)."""
+    """Every image series of a file, with its tifffile axes (``YXS`` for RGB samples)."""
     import tifffile
 
     try:
@@ -315,12 +315,12 @@ def _read_series(path):
                 what=f"Image file {path}, whose header claims {shapes} pixels,",
                 expected="an image that fits in memory (damaged headers claim sizes like this too)",
             )
-            return [_channels_first(series.asarray(), series.axes) for series in tiff.series]
+            return [(series.asarray(), series.axes) for series in tiff.series]
     except tifffile.TiffFileError:  # not a TIFF
         from skimage.io import imread
 
         image = imread(path)
-        return [_channels_first(image, "YXS" if image.ndim == 3 else "YX")]
+        return [(image, "YXS" if image.ndim == 3 else "YX")]
 
 
 def _read_image(path):
@@ -328,7 +328,7 @@ def _read_image(path):
     from PIL.Image import DecompressionBombError  # a PNG or JPEG header claiming a huge size
 
     try:
-        stacks = _read_series(path)
+        series = _read_series(path)
     except NotEnoughMemoryError:  # its message is complete
         raise
     except MemoryError as error:
@@ -342,8 +342,16 @@ def _read_image(path):
             f"Cannot read image file {path}: {error}. Expected a complete TIFF, Opera .flex "
             "or other image file."
         ) from error
-    if not stacks:
+    if not series:
         raise ValueError(f"Cannot read image file {path}: it holds no image.")
+    for image, axes in series:  # pages are channels, unless the file says they are not
+        planes = {axis: n for axis, n in zip(axes, image.shape) if axis in "ZT" and n > 1}
+        if planes:
+            raise ValueError(
+                f"{path} holds a z stack or time series ({planes}, axes {axes!r}), not "
+                "channels; expected one page per channel (project or pick a plane first)."
+            )
+    stacks = [_channels_first(image, axes) for image, axes in series]
     shapes = [stack.shape for stack in stacks]
     if len({shape[1:] for shape in shapes}) > 1:
         raise ValueError(

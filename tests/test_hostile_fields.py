@@ -211,3 +211,13 @@ def test_a_cell_table_is_read_by_the_models_channel_names_and_its_plates_stay_ap
     )
     with pytest.raises(ValueError, match="gives field 'r01c01f01-RFP.tif' two sets of files"):
         field_source(cells=both, model=model)
+
+
+def test_a_z_stack_or_time_series_is_never_read_as_channels(tmp_path):
+    pages = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    for axes in ("ZYX", "TYX"):
+        tifffile.imwrite(tmp_path / "f.tif", pages, imagej=True, metadata={"axes": axes})
+        with pytest.raises(ValueError, match=rf"holds a z stack or time series .*'{axes[0]}': 2"):
+            read_field(tmp_path / "f.tif")
+    tifffile.imwrite(tmp_path / "c.tif", pages, imagej=True, metadata={"axes": "CYX"})
+    np.testing.assert_array_equal(read_field(tmp_path / "c.tif"), pages)
