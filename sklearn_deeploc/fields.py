@@ -34,6 +34,7 @@ CELLPROFILER_PATH = "Image_PathName_"
 CELLPROFILER_CENTER = re.compile(r"_Location_Center_([XY])$")
 TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
+OBJECT_NUMBER = "ObjectNumber"
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
 
@@ -148,7 +149,8 @@ def read_cell_table(
     -------
     DataFrame
         Indexed like the input: ``field`` (its name in the table), ``file_<channel>`` per
-        channel (``file`` for the stack layout), ``x``, ``y`` and, with ``label_column``, ``label``.
+        channel (``file`` for the stack layout), ``x``, ``y``, ``label`` with ``label_column``,
+        and the table's ``ObjectNumber`` where it has one.
 
     See Also
     --------
@@ -215,7 +217,22 @@ def read_cell_table(
     cells["x"], cells["y"] = (_coordinates(frame, column) for column in (x_column, y_column))
     if label_column:
         cells["label"] = frame[label_column].to_numpy()
+    if OBJECT_NUMBER in frame:  # CellProfiler's: profiles join back to its measurements
+        cells[OBJECT_NUMBER] = _object_numbers(frame[OBJECT_NUMBER])
     return cells
+
+
+def _object_numbers(column):
+    """An ``ObjectNumber`` column as int64, naming the first row that is not a number from 1."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = ~(np.isfinite(values) & (values >= 1) & (values == np.round(values)))
+    if bad.any():
+        first = int(bad.argmax())
+        raise ValueError(
+            f"Column 'ObjectNumber' must hold whole numbers from 1 (object numbers); row "
+            f"{first} holds {column.iloc[[first]].tolist()[0]!r}."
+        )
+    return values.astype(np.int64)
 
 
 def drop_repeated_cells(cells, source="The cell table"):

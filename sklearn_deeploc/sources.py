@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._files import stat_digest, tree_files
+from ._files import sha256_hex, stat_digest, tree_files
 from .fields import (
     CHANNEL_TOKEN,
     FILE_PREFIX,
+    OBJECT_NUMBER,
     TOKEN_CHANNELS,
     check_image_files,
     file_columns,
@@ -35,9 +36,10 @@ LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
 
-def _numbered_cells(x, y):
-    """Cells at centres ``x``, ``y``, numbered from 1."""
-    return pd.DataFrame({"ObjectNumber": np.arange(1, len(x) + 1), "center_x": x, "center_y": y})
+def _numbered_cells(x, y, numbers=None):
+    """Cells at centres ``x``, ``y``, numbered ``numbers`` (default from 1)."""
+    numbers = np.arange(1, len(x) + 1) if numbers is None else numbers
+    return pd.DataFrame({OBJECT_NUMBER: numbers, "center_x": x, "center_y": y})
 
 
 def _cells_found(image, marker):
@@ -114,12 +116,32 @@ def _folder_names(folders):
     return [names[folder] for folder in folders]
 
 
+def _check_table_fields(cells, columns):
+    """Refuse a field name given for two sets of files, or an object of a field given twice."""
+    files = cells[["field", *columns]].drop_duplicates()
+    if files["field"].duplicated().any():
+        field = files.loc[files["field"].duplicated(), "field"].iloc[0]
+        raise ValueError(
+            f"The cell table gives field {field!r} two sets of files "
+            f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
+            "one field per image name. Tables of several folders: name images with their folder."
+        )
+    repeated = cells.duplicated(["field", OBJECT_NUMBER]) if OBJECT_NUMBER in cells else []
+    if any(repeated):
+        field, number = cells.loc[repeated, ["field", OBJECT_NUMBER]].iloc[0]
+        raise ValueError(
+            f"The cell table gives object {number} of field {field!r} twice; expected one row "
+            "per object of a field."
+        )
+
+
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
     The plate is the folder of a field's first channel file (with its parents where two
-    folders share a name); cells are numbered in table order within their field, from 1.
-    Channels named as ``model_channels`` are read in that order. ``cells`` is the table.
+    folders share a name); cells keep the table's ``ObjectNumber``, else are numbered in table
+    order within their field, from 1. Channels named as ``model_channels`` are read in that
+    order. ``cells`` is the table.
     """
 
     def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
@@ -130,26 +152,22 @@ class TableFields(FieldSource):
         self.cells, self._well_pattern = cells, well_pattern
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)
-        for key, field in self._cells.items():
-            if len(field[self._columns].drop_duplicates()) > 1:
-                raise ValueError(
-                    f"The cell table gives field {key!r} two sets of files "
-                    f"({field[self._columns].drop_duplicates().iloc[:2].to_numpy().tolist()}); "
-                    "expected one field per image name. Tables of several folders: name "
-                    "images with their folder."
-                )
+        _check_table_fields(cells, self._columns)
         keys = list(self._cells)
         plates = _folder_names(
             Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
         )
         self.fields = _named_fields(keys, plates, well_pattern)
-        self._digest = pd.util.hash_pandas_object(cells, index=False).sum().item()
+        self._digest = sha256_hex(
+            pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
+        )
         # The channels of a stack (one multi-page file) are unknown before reading it
         self.n_channels = None if self._columns == [FILE_PREFIX] else len(self._columns)
 
     def read(self, key):
         field = self._cells[key]
-        cells = _numbered_cells(field["x"].to_numpy(), field["y"].to_numpy())
+        numbers = field[OBJECT_NUMBER].to_numpy() if OBJECT_NUMBER in field else None
+        cells = _numbered_cells(field["x"].to_numpy(), field["y"].to_numpy(), numbers)
         if "label" in field:
             cells["label"] = field["label"].to_numpy()
         return read_field(field.iloc[0]), cells

@@ -61,7 +61,7 @@ def test_cellprofiler_path_columns_and_channel_order(field, token_crops, tmp_pat
     table = _cellprofiler_table(field, Image_PathName_GFP=str(field), Image_PathName_RFP=str(field))
     table.to_csv(tmp_path / "SQL_data.csv", index=False)
     cells = read_cell_table(tmp_path / "SQL_data.csv", channels=["RFP", "GFP"])
-    assert list(cells.columns) == ["field", "file_RFP", "file_GFP", "x", "y"]
+    assert list(cells.columns) == ["field", "file_RFP", "file_GFP", "x", "y", "ObjectNumber"]
     crops, _ = crop_fields(cells)
     assert np.array_equal(crops, token_crops[0][:, ::-1])
 

@@ -221,3 +221,20 @@ def test_a_z_stack_or_time_series_is_never_read_as_channels(tmp_path):
             read_field(tmp_path / "f.tif")
     tifffile.imwrite(tmp_path / "c.tif", pages, imagej=True, metadata={"axes": "CYX"})
     np.testing.assert_array_equal(read_field(tmp_path / "c.tif"), pages)
+
+
+def test_a_cell_tables_object_numbers_are_kept_and_its_row_order_is_part_of_a_run(tmp_path):
+    from sklearn_deeploc.jobs import field_source
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 40, 40), np.uint16), photometric="minisblack")
+    table = pd.DataFrame(
+        {"Image Path": "a.tif", "ObjectNumber": [5, 9], "Center_X": [10, 30], "Center_Y": 20}
+    )
+    source = field_source(cells=read_cell_table(table, folder=tmp_path))
+    assert source.read("a.tif")[1]["ObjectNumber"].tolist() == [5, 9]
+    reordered = field_source(cells=read_cell_table(table[::-1], folder=tmp_path))
+    assert reordered.identity()["cells"] != source.identity()["cells"]
+    with pytest.raises(ValueError, match="gives object 5 of field 'a.tif' twice"):
+        field_source(cells=read_cell_table(table.assign(ObjectNumber=5), folder=tmp_path))
+    with pytest.raises(ValueError, match="whole numbers from 1 .*row 1 holds 2.5"):
+        read_cell_table(table.assign(ObjectNumber=[1, 2.5]), folder=tmp_path)
