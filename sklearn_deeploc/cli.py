@@ -7,9 +7,10 @@ can fix are one line on stderr and exit code 2; Ctrl-C is exit code 130.
 import argparse
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from ._version import __version__
-from .blocks import ResumableOutputError
+from .blocks import ResumableOutputError, write_table
 
 INTERRUPTED = 130  # the shell's code for a process stopped by Ctrl-C
 # Commands that keep their finished work across an interruption.
@@ -161,7 +162,9 @@ def build_parser():
             sub.add_argument("--layer", default="fc2", choices=LAYERS)
 
     crop = command("crop", _crop, "crop the cells of micrographs into a DeepLoc HDF5 training file")
-    crop.add_argument("-o", "--output", required=True, help="HDF5 file to write")
+    crop.add_argument(
+        "-o", "--output", required=True, help="HDF5 file to write, its cells as OUTPUT.cells.csv"
+    )
     _add_field_sources(crop)
     crop.add_argument("--label-column", help="column of cell labels (stored with label names)")
     crop.add_argument("--size", type=positive_int, default=64)
@@ -305,7 +308,9 @@ def _crop(args):
     from .jobs import crop
 
     source = _source(args, label_column=args.label_column)
-    crop(args.output, **source, **_options(args, "size", "border", "overwrite"))
+    kept = crop(args.output, **source, **_options(args, "size", "border", "overwrite"))
+    table = write_table(kept, Path(args.output).with_suffix(".cells.csv"))
+    print(f"wrote {table}: the cell of each crop, in file order")
 
 
 def _changes(args):

@@ -35,6 +35,8 @@ def test_crop_token_layout_then_train_and_predict(field, tmp_path):
     ).to_numpy()
     assert X.shape == (inside.sum(), 2, 64, 64)  # one row per cell kept (border: drop)
     assert list(y) == listed.loc[inside, "Saved Label"].tolist()
+    cells = pd.read_csv(tmp_path / "field.cells.csv")  # the cell of each crop, in file order
+    assert cells["center_x"].tolist() == listed.loc[inside, "Center_X"].tolist()
     predictions = _train_and_predict(data, tmp_path)
     assert len(predictions) == len(X)
     assert set(predictions["label"]) <= set(y)
