@@ -35,6 +35,7 @@ CELLPROFILER_CENTER = re.compile(r"_Location_Center_([XY])$")
 TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
 OBJECT_NUMBER = "ObjectNumber"
+CHANNELS_CHOSEN = "channels_chosen"  # a table's attrs: whether its reader was given the order
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
 
@@ -219,17 +220,18 @@ def read_cell_table(
         cells["label"] = frame[label_column].to_numpy()
     if OBJECT_NUMBER in frame:  # CellProfiler's: profiles join back to its measurements
         cells[OBJECT_NUMBER] = _object_numbers(frame[OBJECT_NUMBER])
+    cells.attrs[CHANNELS_CHOSEN] = channels is not None
     return cells
 
 
 def _object_numbers(column):
-    """An ``ObjectNumber`` column as int64, naming the first row that is not a number from 1."""
+    """An ``ObjectNumber`` column as int64, naming the first row that is not a whole number."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
-    bad = ~(np.isfinite(values) & (values >= 1) & (values == np.round(values)))
+    bad = ~(np.isfinite(values) & (values >= 0) & (values == np.round(values)))
     if bad.any():
         first = int(bad.argmax())
         raise ValueError(
-            f"Column 'ObjectNumber' must hold whole numbers from 1 (object numbers); row "
+            f"Column 'ObjectNumber' must hold whole numbers from 0 (object numbers); row "
             f"{first} holds {column.iloc[[first]].tolist()[0]!r}."
         )
     return values.astype(np.int64)
@@ -366,7 +368,9 @@ def _read_image(path):
         if planes:
             raise ValueError(
                 f"{path} holds a z stack or time series ({planes}, axes {axes!r}), not "
-                "channels; expected one page per channel (project or pick a plane first)."
+                "channels; expected one page per channel: project or pick a plane, or, where "
+                "the pages are channels (a Fiji stack), save it as a hyperstack of channels "
+                "(Image > Hyperstacks > Stack to Hyperstack)."
             )
     stacks = [_channels_first(image, axes) for image, axes in series]
     shapes = [stack.shape for stack in stacks]

@@ -28,6 +28,7 @@ from .checkpoints import checkpoint_lock
 from .classifier import DeepLocClassifier, resolve_model
 from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .datasets._fetch import HDF5_SUFFIXES
+from .datasets._hdf5 import one_hot_labels
 from .featurizer import DeepLocFeaturizer
 from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_columns, read_cell_table
 from .inference import check_precision, resolve_device
@@ -595,7 +596,9 @@ def crop(
         cells=cells, images=images, plate=plate, labels=labels, channels=channels, marker=marker
     )
     if isinstance(source, TableFields) and "label" in source.cells:
-        check_labels(source.cells["label"], name="The label column of the cell table")
+        labels = source.cells["label"]
+        check_labels(labels, name="The label column of the cell table")
+        one_hot_labels(labels.to_numpy(), None, len(labels))  # as the file takes them: now
     with tqdm(source.keys, unit="field", disable=not verbose) as keys:
         fields = [_cropped_cells(source, key, size=size, border=border) for key in keys]
     crops = np.concatenate([crops for crops, _ in fields])

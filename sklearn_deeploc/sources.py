@@ -20,6 +20,7 @@ import pandas as pd
 from ._files import sha256_hex, stat_digest, tree_files
 from .fields import (
     CHANNEL_TOKEN,
+    CHANNELS_CHOSEN,
     FILE_PREFIX,
     OBJECT_NUMBER,
     TOKEN_CHANNELS,
@@ -110,7 +111,7 @@ def _folder_names(folders):
     folders = [Path(os.path.abspath(folder)) for folder in folders]
     distinct = set(folders)
     for depth in range(1, max(len(folder.parts) for folder in distinct) + 1):
-        names = {folder: "/".join(folder.parts[-depth:]) for folder in distinct}
+        names = {folder: Path(*folder.parts[-depth:]).as_posix() for folder in distinct}
         if len(set(names.values())) == len(distinct):
             break
     return [names[folder] for folder in folders]
@@ -126,8 +127,8 @@ def _check_table_fields(cells, columns):
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
         )
-    repeated = cells.duplicated(["field", OBJECT_NUMBER]) if OBJECT_NUMBER in cells else []
-    if any(repeated):
+    if OBJECT_NUMBER in cells and cells.duplicated(["field", OBJECT_NUMBER]).any():
+        repeated = cells.duplicated(["field", OBJECT_NUMBER])
         field, number = cells.loc[repeated, ["field", OBJECT_NUMBER]].iloc[0]
         raise ValueError(
             f"The cell table gives object {number} of field {field!r} twice; expected one row "
@@ -147,7 +148,14 @@ class TableFields(FieldSource):
     def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
         columns = file_columns(cells)
         named = [f"{FILE_PREFIX}_{name}" for name in model_channels or []]
-        if set(named) == set(columns):  # the model's channels by name, in its order
+        chosen = cells.attrs.get(CHANNELS_CHOSEN, False)
+        if set(named) == set(columns) and named != columns and not chosen:
+            warnings.warn(
+                f"The cell table's channels {columns} are read in the model's order {named}, "
+                "by name; pass channels= (--channels) to choose another.",
+                UserWarning,
+                stacklevel=3,
+            )
             cells = cells[[c for c in cells.columns if c not in named] + named]
         self.cells, self._well_pattern = cells, well_pattern
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
@@ -237,7 +245,8 @@ def _one_label_file(found, labels, field_file, names):
             )
     raise FileNotFoundError(
         f"No label image in {labels} for field {Path(field_file).name}: expected a "
-        f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[1]}[_suffix]."
+        f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[1]}[_suffix] "
+        "(Cellpose's _seg.npy files are not label images: save its _cp_masks)."
     )
 
 

@@ -199,8 +199,14 @@ def test_a_cell_table_is_read_by_the_models_channel_names_and_its_plates_stay_ap
     net = DeepLocNet(n_classes=2, conv_channels=(4,) * 8, fc_units=(8, 8))
     model = DeepLocModel(net, ["ER", "NUCLEI"], channel_names=["GFP", "RFP"])
     table = _named_channel_fields(tmp_path, ["untreated", "treated"])
-    source = field_source(cells=read_cell_table(table, folder=tmp_path), model=model)
+    with pytest.warns(UserWarning, match=r"read in the model's order \['file_GFP', 'file_RFP'\]"):
+        source = field_source(cells=read_cell_table(table, folder=tmp_path), model=model)
     assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[1000, 7], [1001, 7]]
+    chosen = read_cell_table(table, folder=tmp_path, channels=["RFP", "GFP"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        source = field_source(cells=chosen, model=model)  # an order chosen is kept
+    assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [7, 1000]
     assert source.fields["plate"].tolist() == ["untreated/images", "treated/images"]
     plain = table.drop(columns=["Image_PathName_RFP", "Image_PathName_GFP"])
     both = pd.concat(
@@ -236,5 +242,18 @@ def test_a_cell_tables_object_numbers_are_kept_and_its_row_order_is_part_of_a_ru
     assert reordered.identity()["cells"] != source.identity()["cells"]
     with pytest.raises(ValueError, match="gives object 5 of field 'a.tif' twice"):
         field_source(cells=read_cell_table(table.assign(ObjectNumber=5), folder=tmp_path))
-    with pytest.raises(ValueError, match="whole numbers from 1 .*row 1 holds 2.5"):
+    with pytest.raises(ValueError, match="whole numbers from 0 .*row 1 holds 2.5"):
         read_cell_table(table.assign(ObjectNumber=[1, 2.5]), folder=tmp_path)
+
+
+def test_crop_refuses_integer_class_identifiers_before_cropping(tmp_path, monkeypatch):
+    from sklearn_deeploc import jobs
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((2, 40, 40), np.uint16), photometric="minisblack")
+    table = pd.DataFrame(
+        {"Image Path": "a.tif", "Center_X": [10, 30], "Center_Y": 20, "class": [1000001, 2000002]}
+    )
+    cells = read_cell_table(table, folder=tmp_path, label_column="class")
+    monkeypatch.setattr(jobs, "_cropped_cells", None)  # no field is cropped before the refusal
+    with pytest.raises(ValueError, match="would make 2000003 columns"):
+        jobs.crop(tmp_path / "cells.h5", cells=cells, verbose=0)

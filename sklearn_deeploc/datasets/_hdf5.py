@@ -507,7 +507,7 @@ def _label_values(y, n_cells):
     raise TypeError(f"y must hold integer columns or string labels, not mixed; got {kinds}.")
 
 
-def _one_hot_labels(y, label_names, n_cells):
+def one_hot_labels(y, label_names, n_cells):
     """``Index`` rows (uint8 one-hot) and the column names for ``y``; None for no labels."""
     if y is None:
         if label_names is not None:
@@ -527,7 +527,7 @@ def _one_hot_labels(y, label_names, n_cells):
             raise ValueError(
                 f"Integer labels are Index columns: values up to {y.max()} would make "
                 f"{n_columns} columns (at most {_MAX_CLASSES} are read back). Pass class "
-                "identifiers as strings."
+                "identifiers as names (strings such as 'class_1000001')."
             )
     else:
         names = np.unique(y) if names is None else names
@@ -580,7 +580,7 @@ def save_deeploc_hdf5(path, X, y=None, *, label_names=None, chunk_size=None):
     (True, ['vacuole', 'ER', 'bud', 'ER', 'ER'])
     """
     rows = _flat_rows(X)
-    one_hot, names = _one_hot_labels(y, label_names, len(rows))
+    one_hot, names = one_hot_labels(y, label_names, len(rows))
     size = len(rows) if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
 
     path = Path(path)
