@@ -418,6 +418,12 @@ def open_plate(path):
     wells = metadata["plate"].get("wells", [])
     rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
     fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
+    repeated = fields.loc[fields["image_path"].duplicated(), "image_path"]
+    if len(repeated):
+        raise ValueError(
+            f"Plate {path} lists field {repeated.iloc[0]} twice (its plate metadata repeats a "
+            "well, or its well metadata an image); expected each field once."
+        )
     paths = fields.groupby("well")["well_path"].unique()
     clashes = paths[paths.map(len) > 1]
     if len(clashes):

@@ -181,6 +181,10 @@ def test_two_well_paths_of_one_well_name_are_refused(tmp_path):
     (written / ".zattrs").write_text(json.dumps(document))
     with pytest.raises(ValueError, match=r"wells \['A/1', 'A/01'\], all named A01"):
         open_plate(written)
+    document["plate"]["wells"][-1]["path"] = "A/1"
+    (written / ".zattrs").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="lists field A/1/0 twice"):
+        open_plate(written)
 
 
 def test_unknown_channel_lists_the_known_names(plate):
