@@ -186,6 +186,11 @@ def read_cell_table(
             raise ValueError(
                 f"The cell table {table} is empty; expected a header row and one row per cell."
             ) from None
+        except UnicodeDecodeError as error:
+            raise ValueError(
+                f"The cell table {table} is not UTF-8 text ({error.reason} at byte "
+                f"{error.start}); save it as UTF-8."
+            ) from None
     folder = default_folder if folder is None else Path(folder)
     if isinstance(channels, str):
         channels = [channels]
@@ -645,6 +650,8 @@ def find_cells(image, *, channel=1, sigma=2.0, min_distance=7, min_area=30):
     if not isinstance(sigma, numbers.Real) or not 0 <= sigma < np.inf:
         raise ValueError(f"sigma must be a finite number >= 0 (pixels); got {sigma!r}.")
     min_distance = check_positive_int(min_distance, "min_distance")
+    if not isinstance(min_area, numbers.Real) or not 0 <= min_area < np.inf:
+        raise ValueError(f"min_area must be a finite number >= 0 (pixels); got {min_area!r}.")
     image = np.asarray(image)
     marker = _marker_channel(image, channel)
     _check_float32_range(image)

@@ -257,3 +257,13 @@ def test_crop_refuses_integer_class_identifiers_before_cropping(tmp_path, monkey
     monkeypatch.setattr(jobs, "_cropped_cells", None)  # no field is cropped before the refusal
     with pytest.raises(ValueError, match="would make 2000003 columns"):
         jobs.crop(tmp_path / "cells.h5", cells=cells, verbose=0)
+
+
+def test_a_table_not_in_utf8_and_a_negative_min_area_are_named(tmp_path):
+    (tmp_path / "cells.csv").write_bytes(
+        "Image Path,Center_X,Center_Y\ncaf\xe9-ch1.tif,1,2\n".encode("latin-1")
+    )
+    with pytest.raises(ValueError, match=r"cells\.csv is not UTF-8 text .*save it as UTF-8"):
+        read_cell_table(tmp_path / "cells.csv")
+    with pytest.raises(ValueError, match="min_area must be a finite number >= 0"):
+        find_cells(np.zeros((2, 16, 16), np.float32), min_area=-5)
