@@ -42,6 +42,7 @@ def _argument_type(convert, accepts, expected):
 
 positive_int = _argument_type(int, lambda value: value >= 1, "a positive integer")
 fraction = _argument_type(float, lambda value: 0 <= value < 1, "a number in [0, 1)")
+probability = _argument_type(float, lambda value: 0 < value < 1, "a number in (0, 1)")
 
 
 def _add_inference(sub):
@@ -192,7 +193,7 @@ def build_parser():
     changes.add_argument("screen_b", help="output folder (or cells.parquet) of screen B")
     changes.add_argument("-o", "--output", default="changes.parquet", help=".parquet or .csv")
     changes.add_argument("--by", default="Metadata_Well", help="column grouping the cells")
-    changes.add_argument("--prior", type=fraction, default=0.01, help="prior of a change")
+    changes.add_argument("--prior", type=probability, default=0.01, help="prior of a change")
 
     importer = command(
         "import-tf",
@@ -318,7 +319,8 @@ def _changes(args):
     from .jobs import write_changes
 
     table = write_changes(args.screen_a, args.screen_b, args.output, by=args.by, prior=args.prior)
-    print(f"wrote {args.output} ({len(table)} groups, {int(table['significant'].sum())} changed)")
+    changed = table.loc[table["significant"].fillna(False).astype(bool), args.by].nunique()
+    print(f"wrote {args.output} ({table[args.by].nunique()} groups, {changed} with a change)")
 
 
 def _demo(args):

@@ -39,6 +39,7 @@ from .profiles import (
     WELLS_FILE,
     cell_profiles,
     profile_changes,
+    read_h5ad_uns,
     well_profiles,
     write_profiles,
 )
@@ -653,20 +654,29 @@ def _cells_path(screen):
     return path
 
 
+def _recorded_predictions(path):
+    """The model, precision and tta a screen's cells were predicted with, from its manifest
+    or its .h5ad; None for a profile table from elsewhere."""
+    keys = ("model", "precision", "tta")
+    try:
+        manifest = json.loads((parts_folder(path) / "manifest.json").read_text())
+        return {key: manifest["depends_on"][key] for key in keys}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        return read_h5ad_uns(path.with_name(H5AD_FILE), keys)
+    except (OSError, KeyError):
+        return None
+
+
 def _check_same_predictions(path_a, path_b):
-    """Refuse two screens whose manifests record another model or precision."""
-    recorded = []
-    for path in (path_a, path_b):
-        try:
-            manifest = json.loads((parts_folder(path) / "manifest.json").read_text())
-            recorded.append({key: manifest["depends_on"][key] for key in ("model", "precision")})
-        except (OSError, ValueError, KeyError, TypeError):  # a profile table from elsewhere
-            return
-    a, b = recorded
-    if a != b:
+    """Refuse two screens recorded as predicted by another model, precision or tta."""
+    a, b = _recorded_predictions(path_a), _recorded_predictions(path_b)
+    if None not in (a, b) and a != b:
         raise ValueError(
             f"Screens A and B were predicted differently (A: {a}; B: {b}); their "
-            "probabilities are not comparable. Screen both with the same model and precision."
+            "probabilities are not comparable. Screen both with the same model, precision "
+            "and tta."
         )
 
 

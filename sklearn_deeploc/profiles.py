@@ -60,16 +60,35 @@ def _metadata(cells):
             f"cells gives the metadata columns {repeated} twice (its columns: "
             f"{list(cells.columns)}); expected each once, with or without its Metadata_ prefix."
         )
+    missing = metadata[WELL_KEYS].isna().any(axis=1)
+    if missing.any():
+        raise ValueError(
+            f"cells has {int(missing.sum())} row(s) without a plate or well, the first at row "
+            f"{int(missing.to_numpy().argmax())}; expected both for every cell."
+        )
+    mixed = [c for c in metadata if pd.api.types.infer_dtype(metadata[c]).startswith("mixed")]
+    if mixed:
+        raise ValueError(
+            f"cells column {mixed[0]!r} mixes value types (for example '1' and 1); expected "
+            "one type per metadata column."
+        )
     return metadata
 
 
 def _matrix(values, n_rows, n_columns, name):
-    """``values`` as a float32 array of shape ``(n_rows, n_columns)``, or a ValueError."""
-    values = np.asarray(values, dtype=np.float32)
+    """``values`` as a finite float32 array of shape ``(n_rows, n_columns)``, or a ValueError."""
+    with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+        values = np.asarray(values, dtype=np.float32)
     if values.shape != (n_rows, n_columns):
         raise ValueError(
             f"{name} has shape {values.shape}; expected ({n_rows}, {n_columns}): one row per "
             "cell, one column per name."
+        )
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{name} has NaN, infinite or beyond-float32 values for {int(bad.sum())} cell(s), "
+            f"the first is cell {int(bad.argmax())}; expected finite values for every cell."
         )
     return values
 
@@ -125,8 +144,11 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
             feature_names = [f"feature_{k}" for k in range(np.shape(features)[-1])]
         names = [str(name) for name in feature_names]
         features = _matrix(features, len(metadata), len(names), "features")
-        if set(names) & {f"Prob_{c}" for c in classes} or len(set(names)) < len(names):
-            raise ValueError(f"feature_names {names[:5]}... repeat a name or a class column.")
+        if any(n.startswith("Prob_") for n in names) or len(set(names)) < len(names):
+            raise ValueError(
+                f"feature_names {names[:5]}... repeat a name or start with 'Prob_', which "
+                "names class probability columns."
+            )
         columns.update({FEATURE_PREFIX + n: features[:, k] for k, n in enumerate(names)})
     return pd.concat([metadata, pd.DataFrame(columns)], axis=1)
 
@@ -286,6 +308,16 @@ def write_h5ad(profiles, path, *, uns=None):
     return write_atomically(path, lambda temporary: _write_anndata(temporary, profiles, uns))
 
 
+def read_h5ad_uns(path, keys):
+    """The ``uns`` entries ``keys`` of an .h5ad file as Python values (strings, numbers)."""
+    with h5py.File(path, "r") as file:
+        values = {key: file["uns"][key][()] for key in keys}
+    return {
+        key: value.decode() if isinstance(value, bytes) else np.asarray(value).tolist()
+        for key, value in values.items()
+    }
+
+
 def write_profiles(profiles, output, *, uns=None, csv=False):
     """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, atomically.
 
@@ -317,6 +349,8 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
 
 def _probabilities(profiles, by, name):
     """Screen ``name``'s probabilities, named by class, and its ``by`` column, checked."""
+    if not isinstance(by, str):
+        raise ValueError(f"by must name one metadata column; got {by!r}.")
     if by not in profiles:
         raise ValueError(
             f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
@@ -328,6 +362,11 @@ def _probabilities(profiles, by, name):
             f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
             "of one name hold different proteins; compare plate by plate, or pass by= a "
             "column naming each cell's protein or strain."
+        )
+    if CELL_COUNT in profiles:
+        raise ValueError(
+            f"Screen {name} is a table of wells ({CELL_COUNT}); expected cell profiles "
+            f"({CELLS_FILE}), one row per cell."
         )
     proba = profiles[_columns(profiles)[1]]
     return proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX)), profiles[by]

@@ -44,13 +44,17 @@ def aggregate(proba, groups, classes=None):
     return means
 
 
+ROUNDING = 1e-6  # float32 probabilities of one cell differ by this much between code paths
+
+
 def _welch(mean_a, var_a, n_a, mean_b, var_b, n_b):
     """Welch's t from group moments; NaN where a group has fewer than two cells."""
     difference = mean_b - mean_a
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(var_b / n_b + var_a / n_a)
-        # No spread on either side: equal means are no change (0), others the largest (+-inf)
-        t = np.where(difference == 0, 0.0, difference / scale)
+        # No spread on either side: means equal to float32 rounding are no change (0), others
+        # the largest (+-inf)
+        t = np.where((scale == 0) & (np.abs(difference) <= ROUNDING), 0.0, difference / scale)
     return np.where((n_a < 2) | (n_b < 2), np.nan, t)
 
 
@@ -62,8 +66,8 @@ def _exact_variance(variance, spread):
 def welch_t(a, b):
     """Welch's t statistic of ``b`` against ``a`` along axis 0 (unequal variances).
 
-    Groups without spread but with different means give t = +-inf, identical constant
-    groups 0, and a group of fewer than two cells NaN.
+    Groups without spread give t = +-inf where their means differ by more than 1e-6 (float32
+    rounding), else 0; a group of fewer than two cells gives NaN.
 
     Examples
     --------

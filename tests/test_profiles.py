@@ -102,7 +102,7 @@ def test_cell_profiles_refuses_repeated_names():
 def test_cell_profiles_refuses_non_probabilities_and_metadata_given_twice():
     cells, proba = _cells(), np.full((12, 3), 1 / 3)
     proba[4] = np.nan  # argmax would make it the first class
-    with pytest.raises(ValueError, match="NaN or infinite values for 1 cell"):
+    with pytest.raises(ValueError, match="NaN, infinite or beyond-float32 values for 1 cell"):
         cell_profiles(cells, proba, CLASSES)
     with pytest.raises(ValueError, match="must hold probabilities"):
         cell_profiles(cells, np.full((12, 3), 2.0), CLASSES)  # logits
@@ -248,6 +248,37 @@ def test_write_changes_reads_two_outputs(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "changes.parquet"), table)
     with pytest.raises(FileNotFoundError, match="nowhere.*cells.parquet"):
         write_changes(tmp_path / "a", tmp_path / "nowhere", tmp_path / "changes.parquet")
+
+
+def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
+    from sklearn_deeploc.jobs import write_changes
+
+    for name, tta in (("a", False), ("b", True)):  # no manifest: the .h5ad records how
+        uns = {"model": "digest", "precision": "fp32", "tta": tta}
+        write_profiles(_screen(seed=1), tmp_path / name, uns=uns)
+    with pytest.raises(ValueError, match="predicted differently .*'tta': False.*'tta': True"):
+        write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    wells = tmp_path / "a" / "wells.parquet"
+    with pytest.raises(ValueError, match="Screen A is a table of wells"):
+        write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
+    with pytest.raises(ValueError, match="by must name one metadata column"):
+        write_changes(tmp_path / "a", tmp_path / "a", tmp_path / "c.csv", by=["Metadata_Well"])
+
+
+def test_cell_profiles_refuse_what_wells_or_files_would_lose():
+    cells, proba = _cells(), np.full((12, 3), 1 / 3)
+    with pytest.raises(
+        ValueError, match="1 row\\(s\\) without a plate or well, the first at row 3"
+    ):
+        cell_profiles(cells.assign(well=cells["well"].mask(cells.index == 3)), proba, CLASSES)
+    with pytest.raises(ValueError, match="column 'Metadata_dose' mixes value types"):
+        cell_profiles(cells.assign(dose=["1", 1] * 6), proba, CLASSES)
+    features = np.ones((12, 2))
+    features[5, 1] = 1e39  # beyond float32
+    with pytest.raises(ValueError, match="features has NaN, infinite or beyond-float32 .*cell 5"):
+        cell_profiles(cells, proba, CLASSES, features, ["a", "b"])
+    with pytest.raises(ValueError, match="start with 'Prob_'"):
+        cell_profiles(cells, proba, CLASSES, np.ones((12, 1)), ["Prob_calibrated"])
 
 
 def test_h5ad_keeps_missing_metadata_missing(tmp_path):

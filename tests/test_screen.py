@@ -428,3 +428,8 @@ def test_find_cells_refuses_bad_arguments(options, message):
 def test_find_cells_refuses_an_image_without_pixels():
     with pytest.raises(ValueError, match=r"no pixels \(shape \(2, 0, 0\)\)"):
         find_cells(np.zeros((2, 0, 0)), channel=1)
+
+
+def test_a_float32_rounding_difference_without_spread_is_no_change():
+    assert welch_t([1.0, 1.0], [0.99999994, 0.99999994]) == 0
+    assert welch_t([1.0, 1.0], [0.9999, 0.9999]) == -np.inf
