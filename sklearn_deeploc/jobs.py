@@ -663,9 +663,11 @@ def _recorded_predictions(path):
         return {key: manifest["depends_on"][key] for key in keys}
     except (OSError, ValueError, KeyError, TypeError):
         pass
+    if path.name != CELLS_FILE:  # a table saved elsewhere: no .h5ad of its own
+        return None
     try:
         return read_h5ad_uns(path.with_name(H5AD_FILE), keys)
-    except (OSError, KeyError):
+    except (OSError, KeyError, TypeError, ValueError):  # absent, or not this package's records
         return None
 
 
@@ -696,7 +698,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     -------
     pandas.DataFrame
         The table written (:func:`~sklearn_deeploc.profiles.profile_changes`); screens whose
-        manifests record another model or precision are refused.
+        manifests (else ``cells.h5ad``) record another model, precision or tta are refused.
 
     Examples
     --------

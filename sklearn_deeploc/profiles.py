@@ -66,11 +66,12 @@ def _metadata(cells):
             f"cells has {int(missing.sum())} row(s) without a plate or well, the first at row "
             f"{int(missing.to_numpy().argmax())}; expected both for every cell."
         )
-    mixed = [c for c in metadata if pd.api.types.infer_dtype(metadata[c]).startswith("mixed")]
+    kinds = {c: pd.api.types.infer_dtype(metadata[c]) for c in metadata}
+    mixed = [c for c, kind in kinds.items() if kind in ("mixed", "mixed-integer")]
     if mixed:
         raise ValueError(
-            f"cells column {mixed[0]!r} mixes value types (for example '1' and 1); expected "
-            "one type per metadata column."
+            f"cells column {mixed[0]!r} mixes value types ({kinds[mixed[0]]}, for example '1' "
+            "and 1), which parquet and .h5ad files cannot hold; expected one type per column."
         )
     return metadata
 

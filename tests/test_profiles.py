@@ -258,6 +258,10 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
         write_profiles(_screen(seed=1), tmp_path / name, uns=uns)
     with pytest.raises(ValueError, match="predicted differently .*'tta': False.*'tta': True"):
         write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    with h5py.File(tmp_path / "b" / "cells.h5ad", "r+") as file:  # another writer's records
+        del file["uns/model"]
+        file["uns"].create_group("model")
+    write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")  # not compared
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
