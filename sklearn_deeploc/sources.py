@@ -118,7 +118,7 @@ def _folder_names(folders):
 
 
 def _check_table_fields(cells, columns):
-    """Refuse a field name given for two sets of files, or an object of a field given twice."""
+    """Refuse a field name for two sets of files, labels of mixed types, an object twice."""
     files = cells[["field", *columns]].drop_duplicates()
     if files["field"].duplicated().any():
         field = files.loc[files["field"].duplicated(), "field"].iloc[0]
@@ -126,6 +126,12 @@ def _check_table_fields(cells, columns):
             f"The cell table gives field {field!r} two sets of files "
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
+        )
+    kind = pd.api.types.infer_dtype(cells["label"]) if "label" in cells else None
+    if kind in ("mixed", "mixed-integer"):  # caught here, not after every field is profiled
+        raise ValueError(
+            f"The cell table's label column mixes value types ({kind}, for example '1' and 1); "
+            "expected one type: all names, or all numbers."
         )
     if OBJECT_NUMBER in cells and cells.duplicated(["field", OBJECT_NUMBER]).any():
         repeated = cells.duplicated(["field", OBJECT_NUMBER])

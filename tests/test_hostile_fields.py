@@ -240,6 +240,9 @@ def test_a_cell_tables_object_numbers_are_kept_and_its_row_order_is_part_of_a_ru
     assert source.read("a.tif")[1]["ObjectNumber"].tolist() == [5, 9]
     reordered = field_source(cells=read_cell_table(table[::-1], folder=tmp_path))
     assert reordered.identity()["cells"] != source.identity()["cells"]
+    labelled = read_cell_table(table.assign(kind=["1", 1]), folder=tmp_path, label_column="kind")
+    with pytest.raises(ValueError, match="label column mixes value types"):
+        field_source(cells=labelled)
     with pytest.raises(ValueError, match="gives object 5 of field 'a.tif' twice"):
         field_source(cells=read_cell_table(table.assign(ObjectNumber=5), folder=tmp_path))
     with pytest.raises(ValueError, match="whole numbers from 0 .*row 1 holds 2.5"):
