@@ -403,6 +403,8 @@ def open_plate(path):
     0  A01     0      A/1/0
     >>> plate.read_field("A/1/0", ["RFP"]).shape
     (1, 3, 4)
+    >>> plate.sizes("A/1/0")
+    {'c': 2, 'y': 3, 'x': 4}
     """
     root = _open_root(path)
     metadata = _ngff_metadata(root, f"Plate {path}")

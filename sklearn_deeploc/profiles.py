@@ -18,7 +18,7 @@ from ._files import write_atomically
 from ._version import __version__
 from .blocks import write_table
 from .screen import localization_changes
-from .validation import check_proba_table
+from .validation import check_proba_table, mixed_kind
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
 PROBABILITY_PREFIX = FEATURE_PREFIX + "Prob_"
@@ -66,8 +66,8 @@ def _metadata(cells):
             f"cells has {int(missing.sum())} row(s) without a plate or well, the first at row "
             f"{int(missing.to_numpy().argmax())}; expected both for every cell."
         )
-    kinds = {c: pd.api.types.infer_dtype(metadata[c]) for c in metadata}
-    mixed = [c for c, kind in kinds.items() if kind in ("mixed", "mixed-integer")]
+    kinds = {c: mixed_kind(metadata[c]) for c in metadata}
+    mixed = [c for c, kind in kinds.items() if kind]
     if mixed:
         raise ValueError(
             f"cells column {mixed[0]!r} mixes value types ({kinds[mixed[0]]}, for example '1' "
@@ -137,7 +137,7 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
     if len(set(classes)) < len(classes):
         raise ValueError(f"classes {classes} name a class twice; expected distinct names.")
     proba = _matrix(proba, len(metadata), len(classes), "proba")
-    check_proba_table(proba)  # finite, and probabilities: no NaN taken for the first class
+    check_proba_table(proba)  # rows of probabilities: in [0, 1], summing to 1
     columns = {PREDICTED: np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
     columns.update({PROBABILITY_PREFIX + c: proba[:, k] for k, c in enumerate(classes)})
     if features is not None:
@@ -310,13 +310,30 @@ def write_h5ad(profiles, path, *, uns=None):
 
 
 def read_h5ad_uns(path, keys):
-    """The ``uns`` entries ``keys`` of an .h5ad file as Python values (strings, numbers)."""
+    """The ``uns`` entries ``keys`` of an .h5ad file as Python values (strings, numbers).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.profiles import cell_profiles, read_h5ad_uns, write_h5ad
+    >>> cells = pd.DataFrame({"plate": "P1", "well": ["A01"], "site": 0, "ObjectNumber": [1],
+    ...     "center_x": [10.0], "center_y": [4.0]})
+    >>> profiles = cell_profiles(cells, [[0.9, 0.1]], ["NUCLEI", "ER"])
+    >>> path = write_h5ad(profiles, tempfile.mkdtemp() + "/cells.h5ad", uns={"tta": True})
+    >>> read_h5ad_uns(path, ["classes", "tta"])
+    {'classes': ['NUCLEI', 'ER'], 'tta': True}
+    """
     with h5py.File(path, "r") as file:
-        values = {key: file["uns"][key][()] for key in keys}
-    return {
-        key: value.decode() if isinstance(value, bytes) else np.asarray(value).tolist()
-        for key, value in values.items()
-    }
+        entries = {key: file["uns"][key] for key in keys}
+        groups = [key for key, entry in entries.items() if not isinstance(entry, h5py.Dataset)]
+        if groups:
+            raise TypeError(f"{path}: uns[{groups[0]!r}] is a group, not a value.")
+        values = {
+            key: (entry.asstr() if h5py.check_string_dtype(entry.dtype) else entry)[()]
+            for key, entry in entries.items()
+        }
+    return {key: np.asarray(value).tolist() for key, value in values.items()}
 
 
 def write_profiles(profiles, output, *, uns=None, csv=False):

@@ -31,6 +31,7 @@ from .fields import (
     read_field,
 )
 from .labels import cells_from_labels, read_label_image
+from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -127,14 +128,14 @@ def _check_table_fields(cells, columns):
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
         )
-    kind = pd.api.types.infer_dtype(cells["label"]) if "label" in cells else None
-    if kind in ("mixed", "mixed-integer"):  # caught here, not after every field is profiled
+    kind = mixed_kind(cells["label"]) if "label" in cells else None
+    if kind:  # caught here, not after every field is profiled
         raise ValueError(
             f"The cell table's label column mixes value types ({kind}, for example '1' and 1); "
             "expected one type: all names, or all numbers."
         )
-    if OBJECT_NUMBER in cells and cells.duplicated(["field", OBJECT_NUMBER]).any():
-        repeated = cells.duplicated(["field", OBJECT_NUMBER])
+    repeated = cells.duplicated(["field", OBJECT_NUMBER]) if OBJECT_NUMBER in cells else None
+    if repeated is not None and repeated.any():
         field, number = cells.loc[repeated, ["field", OBJECT_NUMBER]].iloc[0]
         raise ValueError(
             f"The cell table gives object {number} of field {field!r} twice; expected one row "
@@ -226,10 +227,11 @@ def _label_files(labels, field_files, channel_files, channel):
     image_folders = {path.parent for path in channel_files}
     found = {}
     for path in _files_in(labels, LABEL_SUFFIXES):
-        if path.resolve() in channel_files or path.name.endswith("_seg.npy"):
+        resolved = path.resolve()
+        if resolved in channel_files or path.name.endswith("_seg.npy"):
             continue
         token = CHANNEL_TOKEN.search(path.stem)
-        other_channel = token and token[0] != channel and path.resolve().parent in image_folders
+        other_channel = token and token[0] != channel and resolved.parent in image_folders
         if other_channel and CHANNEL_TOKEN.sub(channel, path.stem, count=1) in stems:
             continue
         matches = [name for name in _prefixes(path.stem) if name in owner]
@@ -361,7 +363,7 @@ def plate_channels(plate, channel_names):
     names = plate.channel_names(first)
     if names is not None and set(channel_names) <= set(names):
         return list(channel_names)
-    if names is not None and len(plate.channel_indices(first)) == len(channel_names):
+    if names is not None and plate.sizes(first).get("c", 1) == len(channel_names):
         return list(range(len(channel_names)))
     raise ValueError(
         f"Plate {plate.path} has channels {names}; the model takes {len(channel_names)} "
@@ -397,8 +399,8 @@ class PlateFields(FieldSource):
         self._path, self._labels, self._marker = str(plate), labels, marker
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
-        chosen = channels is None
-        if chosen and model_channels is not None:
+        defaulted = channels is None
+        if defaulted and model_channels is not None:
             channels = plate_channels(self._plate, model_channels)
         self._plate.check(channels, labels)
         first = self._plate.fields["image_path"].iloc[0]
@@ -415,7 +417,7 @@ class PlateFields(FieldSource):
             self._plate.check(self.channels, labels)
         else:
             self.channels = indices
-            if chosen:
+            if defaulted:
                 _check_same_positions(self._plate, indices)
         self.n_channels = len(indices)
         if labels is None:

@@ -227,6 +227,20 @@ def _label_kind(value):
     return type(value).__name__
 
 
+def mixed_kind(values):
+    """pandas' kind of ``values`` where they mix types that table files cannot hold, else None.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from sklearn_deeploc.validation import mixed_kind
+    >>> mixed_kind(pd.Series(["1", 1])), mixed_kind(pd.Series(["a", None]))
+    ('mixed-integer', None)
+    """
+    kind = pd.api.types.infer_dtype(values)
+    return kind if kind in ("mixed", "mixed-integer") else None
+
+
 def check_labels(y, *, name="y"):
     """Check class labels (or groups) of one type; return the sorted classes and int64 codes."""
     from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
