@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage
 
 from .fields import read_field
 
@@ -57,7 +58,22 @@ def check_label_image(labels, name="labels"):
             f"{name} holds negative labels (down to {labels.min()}); expected 0 for the "
             "background and positive cell labels."
         )
+    regions = _regions_of_one_value(labels)
+    if regions > 1:
+        raise ValueError(
+            f"{name} holds one label value ({labels.max()}) over {regions} separate regions: "
+            "a binary mask, not a label image; expected one value per cell (label its "
+            "connected components first, e.g. skimage.measure.label)."
+        )
     return labels
+
+
+def _regions_of_one_value(labels):
+    """How many separate regions the non-zero pixels form when they all hold one value, else 0."""
+    top = labels.max(initial=0)
+    if top == 0 or np.min(labels, where=labels > 0, initial=top) != top:
+        return 0
+    return ndimage.label(labels == top, structure=np.ones((3, 3)))[1]
 
 
 def cells_from_labels(labels):

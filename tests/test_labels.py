@@ -84,6 +84,24 @@ def test_read_label_image_refuses_floats_and_names_the_file(tmp_path):
         read_label_image(path)
 
 
+@pytest.mark.parametrize("value", [1, 255])
+def test_binary_masks_are_refused_naming_the_file(tmp_path, value):
+    from skimage.io import imsave
+
+    mask = (_random_labels(seed=3) > 0).astype(np.uint8) * value  # a thresholded field
+    path = tmp_path / "threshold.png"
+    imsave(path, mask, check_contrast=False)
+    with pytest.raises(ValueError, match=rf"threshold\.png holds one label value \({value}\) over"):
+        read_label_image(path)
+
+
+def test_one_cell_is_a_label_image_not_a_binary_mask():
+    labels = np.zeros((8, 8), dtype=np.uint8)
+    labels[2:5, 2:5] = 255
+    labels[5, 5] = 255  # touching diagonally: one region
+    assert cells_from_labels(labels)["ObjectNumber"].tolist() == [255]
+
+
 def test_read_label_image_missing_or_unreadable(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.tif not found"):
         read_label_image(tmp_path / "absent.tif")
