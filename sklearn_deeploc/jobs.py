@@ -542,7 +542,7 @@ def run_screen(
                 "none was found, or every centre lies outside its field or too close to its edge."
             )
         write_profiles(profiles, output, uns=uns, csv=csv)  # under the lock: one run's files
-    return profiles, well_profiles(profiles)
+    return profiles, well_profiles(profiles, check_input=False)
 
 
 def crop(
@@ -655,26 +655,27 @@ def _cells_path(screen):
 
 
 def _recorded_predictions(path):
-    """The model, precision and tta a screen's cells were predicted with, from its manifest
-    or its .h5ad; None for a profile table from elsewhere."""
+    """Those of the model, precision and tta a screen's cells were predicted with that its
+    manifest, else its .h5ad, records; none for a profile table from elsewhere."""
     keys = ("model", "precision", "tta")
     try:
-        manifest = json.loads((parts_folder(path) / "manifest.json").read_text())
-        return {key: manifest["depends_on"][key] for key in keys}
+        recorded = json.loads((parts_folder(path) / "manifest.json").read_text())["depends_on"]
+        return {key: recorded[key] for key in keys if key in recorded}
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    if path.name != CELLS_FILE:  # a table saved elsewhere: no .h5ad of its own
-        return None
-    try:
-        return read_h5ad_uns(path.with_name(H5AD_FILE), keys)
-    except (OSError, KeyError, TypeError, ValueError):  # absent, or not this package's records
-        return None
+    recorded = {}
+    for key in keys if path.name == CELLS_FILE else ():  # elsewhere: no .h5ad of its own
+        try:
+            recorded.update(read_h5ad_uns(path.with_name(H5AD_FILE), key))
+        except (OSError, KeyError, TypeError, ValueError):  # absent, or not this package's
+            pass
+    return recorded
 
 
 def _check_same_predictions(path_a, path_b):
     """Refuse two screens recorded as predicted by another model, precision or tta."""
     a, b = _recorded_predictions(path_a), _recorded_predictions(path_b)
-    if None not in (a, b) and a != b:
+    if any(a[key] != b[key] for key in a.keys() & b.keys()):
         raise ValueError(
             f"Screens A and B were predicted differently (A: {a}; B: {b}); their "
             "probabilities are not comparable. Screen both with the same model, precision "
@@ -720,6 +721,8 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     """
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
+    if Path(output).resolve() in (path_a.resolve(), path_b.resolve()):
+        raise ValueError(f"output={output} is one of the screens compared; expected a new table.")
     _check_same_predictions(path_a, path_b)
     table = profile_changes(pd.read_parquet(path_a), pd.read_parquet(path_b), by=by, prior=prior)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,12 @@ def _metadata(cells):
             f"cells gives the metadata columns {repeated} twice (its columns: "
             f"{list(cells.columns)}); expected each once, with or without its Metadata_ prefix."
         )
+    written = [c for c in (PREDICTED, CELL_COUNT) if c in metadata]
+    if written:
+        raise ValueError(
+            f"cells already has {written}, which cell_profiles writes; expected the cells' "
+            "metadata only (drop the columns of earlier profiles)."
+        )
     missing = metadata[WELL_KEYS].isna().any(axis=1)
     if missing.any():
         raise ValueError(
@@ -159,21 +165,55 @@ def _columns(profiles):
     probability = [c for c in profiles.columns if c.startswith(PROBABILITY_PREFIX)]
     feature = [c for c in profiles.columns if c.startswith(FEATURE_PREFIX) and c not in probability]
     metadata = [c for c in profiles.columns if c.startswith("Metadata_")]
-    if not probability:
-        raise ValueError(
-            f"The profile table has no {PROBABILITY_PREFIX}<class> columns; it has "
-            f"{list(profiles.columns)[:10]}..."
-        )
     return metadata, probability, feature
 
 
-def well_profiles(profiles):
+def _check_profiles(profiles, keys, name="profiles", classes=None):
+    """Refuse a cell profile table without ``keys`` for every cell, without the ``classes``
+    given, or with unusable values."""
+    if not isinstance(profiles, pd.DataFrame):
+        raise TypeError(f"{name} is a {type(profiles).__name__}; expected a pandas DataFrame.")
+    columns = list(profiles.columns)
+    odd = [c for c in columns if not isinstance(c, str)]
+    repeated = sorted({c for c in columns if columns.count(c) > 1}, key=str)
+    if odd or repeated:
+        raise ValueError(
+            f"{name} has {'non-text' if odd else 'repeated'} column names "
+            f"{(odd or repeated)[:5]}; expected distinct names, as cell_profiles writes them."
+        )
+    _, probability, feature = _columns(profiles)
+    absent = [key for key in keys if key not in profiles]
+    if absent or not probability:
+        raise ValueError(
+            f"{name} lacks the columns {absent or [PROBABILITY_PREFIX + '<class>']}; expected "
+            f"cell profiles (cell_profiles), it has {columns[:10]}..."
+        )
+    found = [c.removeprefix(PROBABILITY_PREFIX) for c in probability]
+    if classes is not None and set(found) != set(classes):
+        raise ValueError(
+            f"The screens' classes differ: {name} has {found}, expected {classes}, the same "
+            "model's classes."
+        )
+    missing = profiles[keys].isna().any(axis=1).to_numpy()
+    if missing.any():
+        raise ValueError(
+            f"{name} has {int(missing.sum())} cell(s) without {' or '.join(keys)}, the first "
+            f"at row {int(missing.argmax())}; expected a value for every cell."
+        )
+    check_proba_table(profiles[probability], name=f"{name} ({PROBABILITY_PREFIX}<class>)")
+    _matrix(profiles[feature], len(profiles), len(feature), f"{name} ({FEATURE_PREFIX}<name>)")
+
+
+def well_profiles(profiles, *, check_input=True):
     """Per plate and well: the mean of the cells' probabilities and features, and a count.
 
     Parameters
     ----------
     profiles : pandas.DataFrame
         Cell profiles (:func:`cell_profiles`).
+    check_input : bool, default=True
+        Check ``profiles`` (a plate and well for every cell, probabilities, finite features);
+        False only for profiles already checked.
 
     Returns
     -------
@@ -195,8 +235,10 @@ def well_profiles(profiles):
     0           A01                      2                   NUCLEI
     1           B02                      1                       ER
     """
+    if check_input:
+        _check_profiles(profiles, WELL_KEYS)
     _, probability, feature = _columns(profiles)
-    groups = profiles.groupby(WELL_KEYS, sort=True)
+    groups = profiles.groupby(WELL_KEYS, sort=True, observed=True)
     means = groups[probability + feature].mean().astype(np.float32)
     classes = np.array([c.removeprefix(PROBABILITY_PREFIX) for c in probability], dtype=object)
     means.insert(0, PREDICTED, classes[means[probability].to_numpy().argmax(axis=1)])
@@ -241,7 +283,7 @@ def _uns_entry(group, name, value):
     """One ``uns`` entry: a string, a number, or a list of either."""
     if isinstance(value, str):
         _string_dataset(group, name, value, encoding="string")
-    elif isinstance(value, (bool, numbers.Number)):
+    elif isinstance(value, (bool, np.bool_, numbers.Number)):
         _encode(group.create_dataset(name, data=value), "numeric-scalar")
     elif isinstance(value, (list, tuple)) and all(isinstance(item, str) for item in value):
         _string_dataset(group, name, list(value))
@@ -284,7 +326,7 @@ def write_h5ad(profiles, path, *, uns=None):
         The ``.h5ad`` file.
     uns : dict, optional
         More unstructured entries (strings, numbers, lists of them), such as the model's
-        digest; ``classes`` and ``package_version`` are always written.
+        digest; ``classes`` and ``package_version`` are always written, not taken from it.
 
     Returns
     -------
@@ -306,11 +348,35 @@ def write_h5ad(profiles, path, *, uns=None):
     ...     print(file["X"].shape, file["var/_index"].asstr()[:].tolist())
     (2, 2) ['NUCLEI', 'ER']
     """
+    _check_profiles(profiles, WELL_KEYS)
+    _check_uns(uns)
     return write_atomically(path, lambda temporary: _write_anndata(temporary, profiles, uns))
+
+
+def _check_uns(uns):
+    """Refuse ``uns`` entries that would replace those the package writes."""
+    taken = sorted({"classes", "package_version"} & set(uns or {}))
+    if taken:
+        raise ValueError(
+            f"uns gives {taken}, which write_h5ad writes from the profiles and the package; "
+            "expected other names."
+        )
 
 
 def read_h5ad_uns(path, keys):
     """The ``uns`` entries ``keys`` of an .h5ad file as Python values (strings, numbers).
+
+    Parameters
+    ----------
+    path : path-like
+        An ``.h5ad`` file (:func:`write_h5ad`, or anndata's own).
+    keys : str or sequence of str
+        The entries; one absent is a KeyError naming it, an empty one (``None``) is None.
+
+    Returns
+    -------
+    dict
+        The values by key: strings, numbers, booleans, or lists of them.
 
     Examples
     --------
@@ -324,8 +390,13 @@ def read_h5ad_uns(path, keys):
     >>> read_h5ad_uns(path, ["classes", "tta"])
     {'classes': ['NUCLEI', 'ER'], 'tta': True}
     """
+    keys = [keys] if isinstance(keys, str) else list(keys)
     with h5py.File(path, "r") as file:
-        entries = {key: file["uns"][key] for key in keys}
+        uns = file.get("uns", {})
+        absent = [key for key in keys if key not in uns]
+        if absent:
+            raise KeyError(f"{path} has no uns entry {absent[0]!r}; it has {sorted(uns)}.")
+        entries = {key: uns[key] for key in keys}
         groups = [key for key, entry in entries.items() if not isinstance(entry, h5py.Dataset)]
         if groups:
             raise TypeError(f"{path}: uns[{groups[0]!r}] is a group, not a value.")
@@ -333,7 +404,10 @@ def read_h5ad_uns(path, keys):
             key: (entry.asstr() if h5py.check_string_dtype(entry.dtype) else entry)[()]
             for key, entry in entries.items()
         }
-    return {key: np.asarray(value).tolist() for key, value in values.items()}
+    return {
+        key: None if isinstance(value, h5py.Empty) else np.asarray(value).tolist()
+        for key, value in values.items()
+    }
 
 
 def write_profiles(profiles, output, *, uns=None, csv=False):
@@ -355,18 +429,22 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
     dict
         Paths by file name.
     """
+    _check_profiles(profiles, WELL_KEYS)
+    _check_uns(uns)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    tables = {CELLS_FILE: profiles, WELLS_FILE: well_profiles(profiles)}
+    tables = {CELLS_FILE: profiles, WELLS_FILE: well_profiles(profiles, check_input=False)}
     if csv:
         tables.update({"cells.csv": profiles, "wells.csv": tables[WELLS_FILE]})
     written = {name: write_table(table, output / name) for name, table in tables.items()}
-    written[H5AD_FILE] = write_h5ad(profiles, output / H5AD_FILE, uns=uns)
+    h5ad = output / H5AD_FILE
+    written[H5AD_FILE] = write_atomically(h5ad, lambda part: _write_anndata(part, profiles, uns))
     return written
 
 
-def _probabilities(profiles, by, name):
-    """Screen ``name``'s probabilities, named by class, and its ``by`` column, checked."""
+def _probabilities(profiles, by, name, classes=None):
+    """Screen ``name``'s probabilities, named by class (in the order of ``classes`` if given),
+    and its ``by`` column, checked."""
     if not isinstance(by, str):
         raise ValueError(f"by must name one metadata column; got {by!r}.")
     if by not in profiles:
@@ -374,8 +452,11 @@ def _probabilities(profiles, by, name):
             f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
             f"{[c for c in profiles.columns if c.startswith('Metadata_')]}."
         )
-    plates = profiles["Metadata_Plate"].unique() if "Metadata_Plate" in profiles else []
-    if by == "Metadata_Well" and len(plates) > 1:
+    per_plate = by == "Metadata_Well" and "Metadata_Plate" in profiles
+    keys = [by, "Metadata_Plate"] if per_plate else [by]
+    _check_profiles(profiles, keys, f"Screen {name}", classes)
+    plates = profiles["Metadata_Plate"].unique() if per_plate else []
+    if len(plates) > 1:
         raise ValueError(
             f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
             "of one name hold different proteins; compare plate by plate, or pass by= a "
@@ -387,7 +468,8 @@ def _probabilities(profiles, by, name):
             f"({CELLS_FILE}), one row per cell."
         )
     proba = profiles[_columns(profiles)[1]]
-    return proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX)), profiles[by]
+    proba = proba.rename(columns=lambda c: c.removeprefix(PROBABILITY_PREFIX))
+    return proba if classes is None else proba[classes], profiles[by]
 
 
 def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
@@ -411,11 +493,6 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
         :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``.
     """
     proba_a, groups_a = _probabilities(profiles_a, by, "A")
-    proba_b, groups_b = _probabilities(profiles_b, by, "B")
-    if list(proba_a.columns) != list(proba_b.columns):
-        raise ValueError(
-            f"The screens' classes differ: A has {list(proba_a.columns)}, B has "
-            f"{list(proba_b.columns)}; expected the same model's classes."
-        )
+    proba_b, groups_b = _probabilities(profiles_b, by, "B", list(proba_a.columns))
     table = localization_changes(proba_a, groups_a, proba_b, groups_b, prior=prior)
     return table.rename(columns={"protein": by})

@@ -258,10 +258,22 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
         write_profiles(_screen(seed=1), tmp_path / name, uns=uns)
     with pytest.raises(ValueError, match="predicted differently .*'tta': False.*'tta': True"):
         write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
-    with h5py.File(tmp_path / "b" / "cells.h5ad", "r+") as file:  # another writer's records
+    with h5py.File(tmp_path / "b" / "cells.h5ad", "r+") as file:  # another writer's record
         del file["uns/model"]
         file["uns"].create_group("model")
-    write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")  # not compared
+    with pytest.raises(ValueError, match="predicted differently"):  # tta is still compared
+        write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    with h5py.File(tmp_path / "b" / "cells.h5ad", "r+") as file:
+        del file["uns/precision"]  # one record absent: the others are compared
+        file["uns/tta"][()] = False
+    write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    with h5py.File(tmp_path / "b" / "cells.h5ad", "r+") as file:
+        file["uns/tta"][()] = True
+    with pytest.raises(ValueError, match="predicted differently"):
+        write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
+    cells_a = tmp_path / "a" / "cells.parquet"
+    with pytest.raises(ValueError, match="is one of the screens compared"):
+        write_changes(tmp_path / "a", tmp_path / "a", cells_a)
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
@@ -313,3 +325,60 @@ def test_wells_of_one_name_on_several_plates_are_not_pooled():
     a["Metadata_Protein"] = a["Metadata_Well"]
     b["Metadata_Protein"] = b["Metadata_Well"]
     assert len(profile_changes(a, b, by="Metadata_Protein"))  # the user's grouping: taken
+
+
+def test_well_profiles_keep_only_wells_with_cells_of_categorical_columns():
+    profiles, _ = _profiles()
+    categorical = profiles.astype({"Metadata_Plate": "category", "Metadata_Well": "category"})
+    categorical["Metadata_Plate"] = categorical["Metadata_Plate"].cat.add_categories(["P2"])
+    wells = well_profiles(categorical)  # as read from an .h5ad's obs: no P2 wells invented
+    assert list(zip(wells["Metadata_Plate"], wells["Metadata_Well"])) == [
+        ("P1", "A01"),
+        ("P1", "B02"),
+        ("P1", "C03"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda p: p.assign(Metadata_Well=p["Metadata_Well"].mask(p.index == 2)), "without"),
+        (lambda p: p.drop(columns="Metadata_Plate"), r"lacks the columns \['Metadata_Plate'\]"),
+        (lambda p: p.assign(**{"Cells_DeepLoc_Prob_ER": 5.0}), "must hold probabilities"),
+        (lambda p: p.assign(**{"Cells_DeepLoc_fc2_0": np.nan}), r"\(Cells_DeepLoc_<name>\)"),
+        (lambda p: pd.concat([p, p["Metadata_Well"]], axis=1), "repeated column names"),
+        (lambda p: p.rename(columns={"Metadata_Site": 7}), "non-text column names"),
+        (lambda p: p.to_numpy(), "expected a pandas DataFrame"),
+    ],
+)
+def test_well_profiles_refuse_what_would_lose_or_mix_cells(edit, match):
+    profiles, _ = _profiles()
+    with pytest.raises((ValueError, TypeError), match=match):
+        well_profiles(edit(profiles))
+
+
+def test_cell_profiles_refuse_columns_of_earlier_profiles():
+    profiles, proba = _profiles()
+    with pytest.raises(ValueError, match=r"already has \['Metadata_Predicted_Class'\]"):
+        cell_profiles(profiles[[c for c in profiles if c.startswith("Metadata_")]], proba, CLASSES)
+
+
+def test_h5ad_uns_keeps_the_package_entries_and_reads_back(tmp_path):
+    profiles, _ = _profiles()
+    with pytest.raises(ValueError, match=r"uns gives \['classes'\]"):
+        write_h5ad(profiles, tmp_path / "x.h5ad", uns={"classes": ["a", "b", "c"]})
+    path = write_h5ad(profiles, tmp_path / "cells.h5ad", uns={"tta": np.True_, "n": np.int64(3)})
+    with h5py.File(path, "r+") as file:
+        file["uns"].create_dataset("nothing", data=h5py.Empty("f"))  # anndata's None
+    read = profiles_module.read_h5ad_uns(path, ["classes", "tta", "n", "nothing"])
+    assert read == {"classes": CLASSES, "tta": True, "n": 3, "nothing": None}
+    assert profiles_module.read_h5ad_uns(path, "tta") == {"tta": True}
+    with pytest.raises(KeyError, match=r"cells.h5ad has no uns entry 'model'"):
+        profiles_module.read_h5ad_uns(path, ["tta", "model"])
+
+
+def test_profile_changes_match_classes_by_name():
+    a, b = _screen(seed=1), _screen("W07", seed=2)
+    probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
+    reordered = b[[c for c in b if c not in probability] + probability[::-1]]
+    pd.testing.assert_frame_equal(profile_changes(a, reordered), profile_changes(a, b))
