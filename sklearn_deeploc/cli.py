@@ -83,8 +83,8 @@ def _add_field_sources(sub):
         "--channels",
         nargs="+",
         help="channels in the model's order: chN tokens (default ch1 ch2), CellProfiler names "
-        "after Image_FileName_ (default: all), or a plate's channel names or indices "
-        "(default: the model's channel names)",
+        "after Image_FileName_ (default: all), or a plate's channel names or indices, digits "
+        "naming none of its channels (default: the model's channel names)",
     )
     sub.add_argument(
         "--marker", type=int, default=1, help="channel cells are found in, without labels"
@@ -281,11 +281,26 @@ def _source(args, label_column=None):
     if args.plate is not None:
         if args.images:
             raise ValueError("Give --plate or --images, not both.")
-        channels = args.channels and [int(c) if c.isdigit() else c for c in args.channels]
-        return {"plate": args.plate, "channels": channels, **source}
+        return {
+            "plate": args.plate,
+            "channels": _plate_channels(args.plate, args.channels),
+            **source,
+        }
     if args.images is None:
         raise ValueError("Give the fields: --coords TABLE, --images FOLDER or --plate PLATE.")
     return {"images": args.images, "channels": args.channels, **source}
+
+
+def _plate_channels(plate, channels):
+    """``--channels`` of a plate: its channel names, and digits naming none of them indices."""
+    if not channels:
+        return channels
+    from .plates import open_plate
+
+    opened = open_plate(plate)
+    keys = opened.fields["image_path"]
+    names = (opened.channel_names(keys.iloc[0]) if len(keys) else None) or []
+    return [int(c) if c.isdigit() and c not in names else c for c in channels]
 
 
 def _screen(args):

@@ -16,6 +16,7 @@ from .validation import check_fits_memory
 
 ZARR_VERSION_OF_NGFF = {"0.4": 2, "0.5": 3}
 AXES = ("t", "c", "z", "y", "x")
+AXIS_OF_TYPE = {"time": "t", "channel": "c"}  # space axes are told apart by their names
 NGFF_KEYS = {"plate", "well", "multiscales", "omero", "labels", "image-label"}
 FIELD_COLUMNS = ("plate", "well", "well_path", "row", "column", "site", "image_path")
 
@@ -89,10 +90,17 @@ def _levels_axes(metadata, where):
         )
     if not multiscales[0].get("datasets"):
         raise ValueError(f"{where} lists no resolution level ('datasets' is empty).")
-    axes = [axis["name"] if isinstance(axis, dict) else axis for axis in multiscales[0]["axes"]]
+    axes = [_axis_name(axis) for axis in multiscales[0]["axes"]]
     if not set(axes) <= set(AXES) or not {"y", "x"} <= set(axes) or len(set(axes)) < len(axes):
         raise ValueError(f"{where} has axes {axes}; expected y, x and some of t, c, z.")
     return axes, multiscales[0]["datasets"][0]["path"]
+
+
+def _axis_name(axis):
+    """An axis as one of ``AXES``: by its type, else its name in lower case (iohub: "T", "C")."""
+    if not isinstance(axis, dict):  # NGFF 0.3: names only
+        return str(axis).lower()
+    return AXIS_OF_TYPE.get(axis.get("type"), str(axis.get("name", "")).lower())
 
 
 class Plate:

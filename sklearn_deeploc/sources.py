@@ -364,11 +364,27 @@ def plate_channels(plate, channel_names):
     if names is not None and set(channel_names) <= set(names):
         return list(channel_names)
     if names is not None and plate.sizes(first).get("c", 1) == len(channel_names):
+        _check_no_channel_moved(plate, names, channel_names)
         return list(range(len(channel_names)))
+    stored = f"channels {names}" if names is not None else "unnamed channels (no omero metadata)"
     raise ValueError(
-        f"Plate {plate.path} has channels {names}; the model takes {len(channel_names)} "
+        f"Plate {plate.path} has {stored}; the model takes {len(channel_names)} "
         f"({channel_names}). Pass channels= (names or indices, in the model's order)."
     )
+
+
+def _check_no_channel_moved(plate, names, channel_names):
+    """Refuse reading by position a plate that names a model channel at another position."""
+    stored = [name.casefold() for name in names]
+    for k, channel in enumerate(channel_names):
+        position = stored.index(channel.casefold()) if channel.casefold() in stored else k
+        if position != k:
+            raise ValueError(
+                f"Plate {plate.path} has channels {names}: the model's channel {k} "
+                f"({channel!r}) is the plate's channel {position}, but not every model channel "
+                f"({channel_names}) is named there, so they would be read by position. Pass "
+                "channels= (names or indices, in the model's order)."
+            )
 
 
 def _check_same_positions(plate, indices):

@@ -523,6 +523,30 @@ def test_channels_chosen_by_position_are_refused_where_fields_name_them_apart(pl
     np.testing.assert_array_equal(source.read("B/3/1")[0], written["B/3/1"][0])
 
 
+@pytest.mark.parametrize("names", [["mCherry", "GFP"], ["rfp", "gfp"]])
+def test_a_model_channel_named_at_another_position_is_not_read_by_position(plate, names):
+    path, written = plate
+    for image_path in written:
+        _set_names(path / image_path, names)
+    with pytest.raises(
+        ValueError, match=r"the model's channel 0 \('GFP'\) is the plate's channel 1"
+    ):
+        PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
+    for image_path in written:
+        _set_names(path / image_path, ["Cy3", "FITC"])  # none of the model's names: by position
+    source = PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
+    np.testing.assert_array_equal(source.read("A/1/0")[0], written["A/1/0"][0])
+
+
+def test_cli_channels_that_are_digits_are_the_plates_names_first(plate, model, tmp_path):
+    path, written = plate
+    for image_path in written:
+        _set_names(path / image_path, ["2", "1"])  # wavelengths or numbers as names
+    assert _screen(path, model, tmp_path / "cli", "--channels", "1", "2") == 0
+    by_index, _ = run_screen(model, tmp_path / "api", plate=path, labels="cells", channels=[1, 0])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cli" / "cells.parquet"), by_index)
+
+
 def test_masks_beside_fields_are_never_fields(model, tmp_path):
     images = tmp_path / "images"
     images.mkdir()

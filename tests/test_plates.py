@@ -157,6 +157,22 @@ def test_x_stored_before_y_is_read_as_rows_then_columns(tmp_path, version):
 
 
 @pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_axes_are_known_by_type_and_names_in_any_case(tmp_path, version):
+    path = tmp_path / "iohub.zarr"
+    written = write_plate(path, version, axes="tczyx", labels=False)
+    for image_path in written:  # as iohub names them: T, C, Z, Y, X
+        document_path = path / image_path / (".zattrs" if version == "0.4" else "zarr.json")
+        document = json.loads(document_path.read_text())
+        ome = document if version == "0.4" else document["attributes"]["ome"]
+        for axis in ome["multiscales"][0]["axes"]:
+            axis["name"] = {"time": "time", "channel": "ch"}.get(axis["type"], axis["name"].upper())
+        document_path.write_text(json.dumps(document))
+    opened = open_plate(path)
+    assert opened.sizes("A/1/0") == {"t": 2, "c": 2, "z": 3, "y": 64, "x": 96}
+    np.testing.assert_array_equal(opened.read_field("B/3/1"), written["B/3/1"][0].max(axis=1))
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
 def test_label_image_of_several_planes_needs_a_plane(tmp_path, version):
     import zarr
 
