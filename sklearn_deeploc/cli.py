@@ -281,26 +281,10 @@ def _source(args, label_column=None):
     if args.plate is not None:
         if args.images:
             raise ValueError("Give --plate or --images, not both.")
-        return {
-            "plate": args.plate,
-            "channels": _plate_channels(args.plate, args.channels),
-            **source,
-        }
+        return {"plate": args.plate, "channels": args.channels, **source}
     if args.images is None:
         raise ValueError("Give the fields: --coords TABLE, --images FOLDER or --plate PLATE.")
     return {"images": args.images, "channels": args.channels, **source}
-
-
-def _plate_channels(plate, channels):
-    """``--channels`` of a plate: its channel names, and digits naming none of them indices."""
-    if not channels:
-        return channels
-    from .plates import open_plate
-
-    opened = open_plate(plate)
-    keys = opened.fields["image_path"]
-    names = (opened.channel_names(keys.iloc[0]) if len(keys) else None) or []
-    return [int(c) if c.isdigit() and c not in names else c for c in channels]
 
 
 def _screen(args):

@@ -18,7 +18,7 @@ ZARR_VERSION_OF_NGFF = {"0.4": 2, "0.5": 3}
 AXES = ("t", "c", "z", "y", "x")
 AXIS_OF_TYPE = {"time": "t", "channel": "c"}  # space axes are told apart by their names
 NGFF_KEYS = {"plate", "well", "multiscales", "omero", "labels", "image-label"}
-FIELD_COLUMNS = ("plate", "well", "well_path", "row", "column", "site", "image_path")
+FIELD_COLUMNS = ("plate", "well", "well_path", "row", "column", "site", "acquisition", "image_path")
 
 
 def _zarr_format(group):
@@ -116,7 +116,8 @@ class Plate:
         The NGFF version, ``"0.4"`` or ``"0.5"``.
     fields : pandas.DataFrame
         One row per field: ``plate``, ``well`` (``"A01"``), ``well_path`` (``"A/1"``),
-        ``row``, ``column`` (the plate's names), ``site`` (from 0 in its well) and
+        ``row``, ``column`` (the plate's names), ``site`` (from 0 in its well),
+        ``acquisition`` (the image's NGFF acquisition, None where not given) and
         ``image_path`` (``"A/1/0"``), the key :meth:`read_field` and :meth:`read_labels` take.
     """
 
@@ -162,7 +163,8 @@ class Plate:
         return _channel_names(metadata)
 
     def channel_indices(self, image_path, channels=None):
-        """The stored indices of ``channels`` (names or indices; default all) in a field."""
+        """The stored indices of ``channels`` in a field: names, or indices (integers, or digits
+        naming no channel, as a command line gives them); default all."""
         _, sizes, metadata = self._image(image_path, self._where(image_path))
         n_channels = sizes.get("c", 1)
         if channels is None:
@@ -170,6 +172,8 @@ class Plate:
         names = _channel_names(metadata)
         indices = []
         for channel in channels:
+            if isinstance(channel, str) and channel.isdecimal() and channel not in (names or []):
+                channel = int(channel)
             if isinstance(channel, (int, np.integer)) and 0 <= channel < n_channels:
                 indices.append(int(channel))
             elif isinstance(channel, str) and names is not None and channel in names:
@@ -373,7 +377,10 @@ def _fields_of_well(root, well, plate_name, path):
     well = f"{row}{int(column):02d}" if column.isdigit() else row + column  # "A/1" -> "A01"
     names = (plate_name, well, well_path, row, column)
     images = metadata["well"].get("images", [])
-    return [(*names, site, f"{well_path}/{image['path']}") for site, image in enumerate(images)]
+    return [
+        (*names, site, image.get("acquisition"), f"{well_path}/{image['path']}")
+        for site, image in enumerate(images)
+    ]
 
 
 def open_plate(path):

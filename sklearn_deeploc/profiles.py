@@ -38,8 +38,10 @@ OPTIONAL_METADATA = {
     "area": "Metadata_Area",
     "padded": "Metadata_Padded",
     "label": "Metadata_Label",
+    "acquisition": "Metadata_Acquisition",
 }
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
+ACQUISITION = "Metadata_Acquisition"  # a plate's runs of imaging: wells are kept apart by it
 CELLS_FILE, WELLS_FILE, H5AD_FILE = "cells.parquet", "wells.parquet", "cells.h5ad"
 
 
@@ -218,7 +220,8 @@ def well_profiles(profiles, *, check_input=True):
     Returns
     -------
     pandas.DataFrame
-        ``Metadata_Plate``, ``Metadata_Well``, ``Metadata_Object_Count`` (cells, as
+        ``Metadata_Plate``, ``Metadata_Well`` (and ``Metadata_Acquisition`` where the cells
+        have it), ``Metadata_Object_Count`` (cells, as
         ``pycytominer.aggregate`` names it), ``Metadata_Predicted_Class`` (highest mean
         probability) and the mean of each ``Cells_DeepLoc_`` column.
 
@@ -238,7 +241,8 @@ def well_profiles(profiles, *, check_input=True):
     if check_input:
         _check_profiles(profiles, WELL_KEYS)
     _, probability, feature = _columns(profiles)
-    groups = profiles.groupby(WELL_KEYS, sort=True, observed=True)
+    keys = WELL_KEYS + [ACQUISITION] * (ACQUISITION in profiles)
+    groups = profiles.groupby(keys, sort=True, observed=True, dropna=False)
     means = groups[probability + feature].mean().astype(np.float32)
     classes = np.array([c.removeprefix(PROBABILITY_PREFIX) for c in probability], dtype=object)
     means.insert(0, PREDICTED, classes[means[probability].to_numpy().argmax(axis=1)])
@@ -455,13 +459,15 @@ def _probabilities(profiles, by, name, classes=None):
     per_plate = by == "Metadata_Well" and "Metadata_Plate" in profiles
     keys = [by, "Metadata_Plate"] if per_plate else [by]
     _check_profiles(profiles, keys, f"Screen {name}", classes)
-    plates = profiles["Metadata_Plate"].unique() if per_plate else []
-    if len(plates) > 1:
-        raise ValueError(
-            f"Screen {name} holds {len(plates)} plates ({list(plates)[:3]}...), whose wells "
-            "of one name hold different proteins; compare plate by plate, or pass by= a "
-            "column naming each cell's protein or strain."
-        )
+    for column in ("Metadata_Plate", ACQUISITION) if by == "Metadata_Well" else ():
+        values = profiles[column].unique() if column in profiles else []
+        noun = column.removeprefix("Metadata_").lower()
+        if len(values) > 1:
+            raise ValueError(
+                f"Screen {name} holds {len(values)} {noun}s ({list(values)[:3]}...), whose "
+                f"wells of one name hold different proteins or conditions; compare {noun} by "
+                f"{noun}, or pass by= a column naming each cell's protein or strain."
+            )
     if CELL_COUNT in profiles:
         raise ValueError(
             f"Screen {name} is a table of wells ({CELL_COUNT}); expected cell profiles "

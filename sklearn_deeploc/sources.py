@@ -439,7 +439,17 @@ class PlateFields(FieldSource):
         if labels is None:
             _check_marker(marker, self.n_channels)
         fields = self._plate.fields.rename(columns={"image_path": "key"})
-        self.fields = fields[["key", "plate", "well", "site"]]
+        # Acquisitions (runs of imaging) of one well are kept apart where the plate has several
+        several = fields["acquisition"].nunique() > 1
+        self.fields = fields[["key", "plate", "well", "site", *["acquisition"] * several]]
+
+    def metadata(self, key):
+        """The field's ``plate``, ``well``, ``site``, ``image`` and, where the plate has
+        several, ``acquisition``."""
+        metadata = super().metadata(key)
+        if "acquisition" in self.fields:
+            metadata["acquisition"] = self._rows[key].acquisition
+        return metadata
 
     @cached_property
     def _plate(self):

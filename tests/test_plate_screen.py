@@ -547,6 +547,43 @@ def test_cli_channels_that_are_digits_are_the_plates_names_first(plate, model, t
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "cli" / "cells.parquet"), by_index)
 
 
+def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
+    from sklearn_deeploc.profiles import profile_changes
+
+    path, written = plate
+    for well in ("A/1", "B/3"):  # field 0 imaged on day 1, field 1 on day 2
+        _edit_metadata(
+            path / well,
+            lambda ome: [
+                image.update(acquisition=site + 1)
+                for site, image in enumerate(ome["well"]["images"])
+            ],
+        )
+    assert open_plate(path).fields["acquisition"].tolist() == [1, 2, 1, 2]
+    cells, wells = run_screen(model, tmp_path / "out", plate=path, labels="cells")
+    assert cells.groupby("Metadata_Image")["Metadata_Acquisition"].first().to_dict() == {
+        "A/1/0": 1,
+        "A/1/1": 2,
+        "B/3/0": 1,
+        "B/3/1": 2,
+    }
+    keys = ["Metadata_Well", "Metadata_Acquisition", "Metadata_Object_Count"]
+    assert wells[keys].values.tolist() == [
+        ["A01", 1, 5],
+        ["A01", 2, 5],
+        ["B03", 1, 5],
+        ["B03", 2, 5],
+    ]
+    with pytest.raises(ValueError, match="holds 2 acquisitions .*compare acquisition by"):
+        profile_changes(cells, cells)
+    for well in ("A/1", "B/3"):  # one acquisition: no column
+        _edit_metadata(
+            path / well,
+            lambda ome: [image.update(acquisition=1) for image in ome["well"]["images"]],
+        )
+    assert "acquisition" not in PlateFields(path, ["GFP", "RFP"], labels="cells").fields
+
+
 def test_masks_beside_fields_are_never_fields(model, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
