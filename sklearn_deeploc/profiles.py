@@ -273,14 +273,28 @@ def _dataframe(group, name, index, columns):
     frame.attrs["column-order"] = list(columns)  # h5py stores a list of str as UTF-8 strings
     _string_dataset(frame, "_index", index)
     for column, values in columns.items():
-        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
-            missing = values.isna().any()  # nullable integers: NaN where missing
-            _array_dataset(frame, column, values.to_numpy(dtype=float if missing else None))
-        else:  # text (and anything else) as categories, a missing value as code -1, as AnnData
-            categorical = pd.Categorical(values)
-            encoded = _encode(frame.create_group(column), "categorical", ordered=False)
-            _array_dataset(encoded, "codes", categorical.codes.astype(np.int32))
-            _string_dataset(encoded, "categories", [str(c) for c in categorical.categories])
+        _column(frame, column, values)
+
+
+def _column(frame, name, values):
+    """One ``obs`` column in AnnData's encoding of its type, missing values kept missing."""
+    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "iub":
+        kind = "nullable-boolean" if values.dtype.kind == "b" else "nullable-integer"
+        encoded = _encode(frame.create_group(name), kind, "0.1.0")
+        _array_dataset(encoded, "values", values.to_numpy(values.dtype.numpy_dtype, na_value=0))
+        _array_dataset(encoded, "mask", values.isna().to_numpy())
+    elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        missing = values.isna().any()  # nullable floats: NaN where missing
+        _array_dataset(frame, name, values.to_numpy(dtype=float if missing else None))
+    else:  # text (and anything else) as categories, a missing value as code -1
+        categorical = pd.Categorical(values)
+        encoded = _encode(frame.create_group(name), "categorical", ordered=categorical.ordered)
+        _array_dataset(encoded, "codes", categorical.codes.astype(np.int32))
+        categories = categorical.categories
+        if categories.dtype.kind in "iuf":
+            _array_dataset(encoded, "categories", categories.to_numpy())
+        else:
+            _string_dataset(encoded, "categories", [str(c) for c in categories])
 
 
 def _uns_entry(group, name, value):

@@ -302,10 +302,16 @@ def test_h5ad_keeps_missing_metadata_missing(tmp_path):
     cells = _cells()
     cells["strain"] = ["wt", None, "ko"] * 4
     cells["dose"] = pd.array([1, None, 3] * 4, dtype="Int64")
+    cells["treated"] = pd.array([True, None, False] * 4, dtype="boolean")
+    cells["grade"] = pd.Categorical(["lo", "hi", "mid"] * 4, ["lo", "mid", "hi"], ordered=True)
+    cells["replicate"] = pd.Categorical([1, 2, 2] * 4)
     profiles = cell_profiles(cells, np.full((12, 3), 1 / 3), CLASSES)
-    adata = anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad"))
-    assert adata.obs["Metadata_strain"].isna().tolist() == [False, True, False] * 4
-    np.testing.assert_array_equal(adata.obs["Metadata_dose"], [1.0, np.nan, 3.0] * 4)
+    obs = anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad")).obs
+    assert obs["Metadata_strain"].isna().tolist() == [False, True, False] * 4
+    for column in ("dose", "treated", "grade", "replicate"):  # each type as it was
+        pd.testing.assert_series_equal(
+            obs[f"Metadata_{column}"], cells[column], check_names=False, check_index=False
+        )
 
 
 def test_h5ad_of_no_cells_and_refused_uns(tmp_path):
