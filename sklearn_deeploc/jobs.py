@@ -651,6 +651,8 @@ def _cells_path(screen):
     path = path / CELLS_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"Screen output {path} is not a cell table; expected a {CELLS_FILE}.")
     return path
 
 
@@ -689,7 +691,8 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     Parameters
     ----------
     screen_a, screen_b : path-like
-        Screen output folders (or their ``cells.parquet`` files): A untreated, B treated.
+        Screen output folders (or their ``cells.parquet`` or ``cells.csv`` files): A
+        untreated, B treated.
     output : path-like
         The table to write (atomically): ``.parquet`` or ``.csv``.
     by, prior
@@ -724,7 +727,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     if Path(output).resolve() in (path_a.resolve(), path_b.resolve()):
         raise ValueError(f"output={output} is one of the screens compared; expected a new table.")
     _check_same_predictions(path_a, path_b)
-    table = profile_changes(pd.read_parquet(path_a), pd.read_parquet(path_b), by=by, prior=prior)
+    table = profile_changes(read_table(path_a), read_table(path_b), by=by, prior=prior)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table

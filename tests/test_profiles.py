@@ -274,6 +274,20 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
     cells_a = tmp_path / "a" / "cells.parquet"
     with pytest.raises(ValueError, match="is one of the screens compared"):
         write_changes(tmp_path / "a", tmp_path / "a", cells_a)
+    with pytest.raises(ValueError, match=r"cells.h5ad is not a cell table"):
+        write_changes(tmp_path / "a" / "cells.h5ad", tmp_path / "a", tmp_path / "c.csv")
+
+
+def test_write_changes_reads_the_csv_copies(tmp_path):
+    from sklearn_deeploc.jobs import write_changes
+
+    for name, seed in (("a", 1), ("b", 2)):
+        write_profiles(_screen(seed=seed), tmp_path / name, csv=True)
+    from_csv = write_changes(
+        tmp_path / "a" / "cells.csv", tmp_path / "b" / "cells.csv", tmp_path / "c.csv"
+    )
+    from_parquet = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "c.parquet")
+    pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False, atol=1e-6)
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
