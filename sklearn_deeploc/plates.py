@@ -38,6 +38,10 @@ def _open_root(path):
     local = Path(path)
     if not local.exists():
         raise FileNotFoundError(f"Plate {path} not found.")
+    if local.is_file():
+        raise ValueError(
+            f"Plate {path} is a file; expected a plate folder (unzip a zipped plate first)."
+        )
     if (local / "zarr.json").is_file() and int(zarr.__version__.split(".")[0]) < 3:
         raise ValueError(
             f"Plate {path} is a Zarr v3 store (NGFF 0.5); reading it needs zarr>=3, "
@@ -295,8 +299,8 @@ class Plate:
         """Refuse, before any pixel is read, a plate whose fields cannot all be read as asked.
 
         Every field's metadata is read: its image and level 0 exist, the ``channels`` are
-        known and the label image ``labels`` (if given) has the field's height and width. One
-        ValueError lists the fields that cannot be read and why.
+        known and the label image ``labels`` (if given) has the field's height and width and one
+        z plane. One ValueError lists the fields that cannot be read and why.
 
         Parameters
         ----------
@@ -312,7 +316,12 @@ class Plate:
             try:
                 self.channel_indices(image_path, channels)
                 if labels is not None:
-                    self._label_image(image_path, labels)
+                    _, sizes, where = self._label_image(image_path, labels)
+                    if sizes.get("z", 1) > 1:
+                        raise ValueError(
+                            f"{where} has {sizes['z']} z planes; expected a 2-D label image, "
+                            "one plane per field."
+                        )
             except ValueError as error:
                 problems.append(str(error))
         if problems:

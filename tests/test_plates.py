@@ -186,6 +186,19 @@ def test_label_image_of_several_planes_needs_a_plane(tmp_path, version):
     with pytest.raises(ValueError, match="has 3 z planes; expected a 2-D label image"):
         opened.read_labels("A/1/0", "cells")
     np.testing.assert_array_equal(opened.read_labels("A/1/0", "cells", z=1), stack[1])
+    with pytest.raises(ValueError, match="3 z planes; expected a 2-D label image, one plane per"):
+        opened.check(labels="cells")  # a screen's check, before any pixel is read
+
+
+def test_a_zipped_plate_is_refused_as_a_file(tmp_path):
+    import zipfile
+
+    write_plate(tmp_path / "P1.zarr", "0.5", labels=False)
+    with zipfile.ZipFile(tmp_path / "P1.ozx", "w") as archive:
+        for path in (tmp_path / "P1.zarr").rglob("*"):
+            archive.write(path, path.relative_to(tmp_path / "P1.zarr"))
+    with pytest.raises(ValueError, match=r"P1.ozx is a file; expected a plate folder"):
+        open_plate(tmp_path / "P1.ozx")
 
 
 def test_two_well_paths_of_one_well_name_are_refused(tmp_path):
