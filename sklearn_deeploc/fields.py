@@ -326,12 +326,36 @@ def _channels_first(image, axes):
     return image.reshape(-1, *image.shape[-2:])
 
 
+class _LayoutError(ValueError):
+    """A readable image file that is not one field of channels (its message is complete)."""
+
+
+def _check_layout(path, tiff):
+    """Refuse, before decoding, a TIFF of several OME images or of z planes or time points."""
+    if tiff.is_ome and len(tiff.series) > 1:
+        names = [series.name for series in tiff.series][:4]
+        raise _LayoutError(
+            f"{path} holds {len(tiff.series)} OME images (stage positions or fields: {names}), "
+            "not channels; expected one field per file: save each position apart."
+        )
+    for series in tiff.series:  # pages are channels, unless the file says they are not
+        planes = {a: n for a, n in zip(series.axes, series.shape) if a in "ZT" and n > 1}
+        if planes:
+            raise _LayoutError(
+                f"{path} holds a z stack or time series ({planes}, axes {series.axes!r}), not "
+                "channels; expected one page per channel: project or pick a plane, or, where "
+                "the pages are channels (a Fiji stack), save it as a hyperstack of channels "
+                "(Image > Hyperstacks > Stack to Hyperstack)."
+            )
+
+
 def _read_series(path):
     """Every image series of a file, with its tifffile axes (``YXS`` for RGB samples)."""
     import tifffile
 
     try:
         with tifffile.TiffFile(path) as tiff:  # pages appended one write at a time: a series each
+            _check_layout(path, tiff)
             shapes = ", ".join(f"{s.shape} {s.dtype}" for s in tiff.series)
             check_fits_memory(  # before decoding: a damaged header can claim any size
                 1,
@@ -353,7 +377,7 @@ def _read_image(path):
 
     try:
         series = _read_series(path)
-    except NotEnoughMemoryError:  # its message is complete
+    except (NotEnoughMemoryError, _LayoutError):  # their messages are complete
         raise
     except MemoryError as error:
         raise ValueError(
@@ -368,15 +392,6 @@ def _read_image(path):
         ) from error
     if not series:
         raise ValueError(f"Cannot read image file {path}: it holds no image.")
-    for image, axes in series:  # pages are channels, unless the file says they are not
-        planes = {axis: n for axis, n in zip(axes, image.shape) if axis in "ZT" and n > 1}
-        if planes:
-            raise ValueError(
-                f"{path} holds a z stack or time series ({planes}, axes {axes!r}), not "
-                "channels; expected one page per channel: project or pick a plane, or, where "
-                "the pages are channels (a Fiji stack), save it as a hyperstack of channels "
-                "(Image > Hyperstacks > Stack to Hyperstack)."
-            )
     stacks = [_channels_first(image, axes) for image, axes in series]
     shapes = [stack.shape for stack in stacks]
     if len({shape[1:] for shape in shapes}) > 1:

@@ -229,6 +229,17 @@ def test_a_z_stack_or_time_series_is_never_read_as_channels(tmp_path):
     np.testing.assert_array_equal(read_field(tmp_path / "c.tif"), pages)
 
 
+def test_an_ome_tiff_of_several_stage_positions_is_not_read_as_channels(tmp_path):
+    planes = np.arange(2 * 8 * 8, dtype=np.uint16).reshape(2, 8, 8)
+    with tifffile.TiffWriter(tmp_path / "positions.ome.tif", ome=True) as tiff:
+        for position, plane in enumerate(planes):
+            tiff.write(plane, metadata={"axes": "YX", "Name": f"Pos{position}"})
+    with pytest.raises(ValueError, match=r"holds 2 OME images .*\['Pos0', 'Pos1'\]"):
+        read_field(tmp_path / "positions.ome.tif")
+    tifffile.imwrite(tmp_path / "one.ome.tif", planes, ome=True, metadata={"axes": "CYX"})
+    np.testing.assert_array_equal(read_field(tmp_path / "one.ome.tif"), planes)
+
+
 def test_a_cell_tables_object_numbers_are_kept_and_its_row_order_is_part_of_a_run(tmp_path):
     from sklearn_deeploc.jobs import field_source
 
