@@ -502,7 +502,8 @@ def run_screen(
     if source.n_channels not in (None, model.n_channels):
         raise ValueError(
             f"The fields are read with {source.n_channels} channel(s); the model takes "
-            f"{model.n_channels} ({model.channel_names}). Pass channels= in the model's order."
+            f"{model.n_channels} ({model.channel_names}). Choose them in the model's order: "
+            "channels= (--channels), for a cell table read_cell_table's channels=."
         )
     if precision == "int8":
         model.calibrate(_calibration_crops(source, border))

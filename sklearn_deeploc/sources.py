@@ -154,16 +154,19 @@ class TableFields(FieldSource):
 
     def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
         columns = file_columns(cells)
-        named = [f"{FILE_PREFIX}_{name}" for name in model_channels or []]
+        # The model's channels by name, in any case, where the table has them all
+        by_name = {c.removeprefix(f"{FILE_PREFIX}_").casefold(): c for c in columns}
+        named = [by_name.get(str(name).casefold()) for name in model_channels or []]
         chosen = cells.attrs.get(CHANNELS_CHOSEN, False)
-        if set(named) == set(columns) and named != columns and not chosen:
+        if named and None not in named and named != columns and not chosen:
             warnings.warn(
-                f"The cell table's channels {columns} are read in the model's order {named}, "
-                "by name; pass channels= (--channels) to choose another.",
+                f"The cell table's channels {columns} are read in the model's order {named} "
+                f"(its channels {list(model_channels)}), by name; pass channels= (--channels) "
+                "to choose others.",
                 UserWarning,
                 stacklevel=3,
             )
-            cells = cells[[c for c in cells.columns if c not in named] + named]
+            cells = cells[[c for c in cells.columns if c not in columns] + named]
         self.cells, self._well_pattern = cells, well_pattern
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)

@@ -208,6 +208,18 @@ def test_a_cell_table_is_read_by_the_models_channel_names_and_its_plates_stay_ap
         source = field_source(cells=chosen, model=model)  # an order chosen is kept
     assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [7, 1000]
     assert source.fields["plate"].tolist() == ["untreated/images", "treated/images"]
+    lower = DeepLocModel(net, ["ER", "NUCLEI"], channel_names=["gfp", "rfp"])
+    with pytest.warns(UserWarning, match=r"model's order \['file_GFP', 'file_RFP'\]"):
+        source = field_source(cells=read_cell_table(table, folder=tmp_path), model=lower)
+    assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [1000, 7]  # names in any case
+    for plate in ("untreated", "treated"):
+        tifffile.imwrite(tmp_path / plate / "images" / "r01c01f01-DNA.tif", np.ones((80, 80), "u2"))
+    extra = table.assign(
+        Image_FileName_DNA="r01c01f01-DNA.tif", Image_PathName_DNA=table["Image_PathName_GFP"]
+    )
+    with pytest.warns(UserWarning, match=r"model's order \['file_GFP', 'file_RFP'\]"):
+        source = field_source(cells=read_cell_table(extra, folder=tmp_path), model=model)
+    assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [1000, 7]  # DNA left out
     plain = table.drop(columns=["Image_PathName_RFP", "Image_PathName_GFP"])
     both = pd.concat(
         [
