@@ -359,13 +359,15 @@ class FolderFields(FieldSource):
 def plate_channels(plate, channel_names):
     """The channels to read from a plate for a model with these channel names.
 
-    The model's channel names where the plate names them all, else every channel of the
-    plate where it has as many as the model.
+    The model's channel names (in any case) where the plate names them all, else every
+    channel of the plate where it has as many as the model.
     """
     first = plate.fields["image_path"].iloc[0]
     names = plate.channel_names(first)
-    if names is not None and set(channel_names) <= set(names):
-        return list(channel_names)
+    by_name = {name.casefold(): name for name in names or []}
+    named = [by_name.get(name.casefold()) for name in channel_names]
+    if names is not None and None not in named:
+        return named
     if names is not None and plate.sizes(first).get("c", 1) == len(channel_names):
         _check_no_channel_moved(plate, names, channel_names)
         return list(range(len(channel_names)))
