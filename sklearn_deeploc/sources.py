@@ -34,6 +34,8 @@ from .labels import cells_from_labels, read_label_image
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
+# Harmony (Operetta, Opera Phenix) names: field f, z plane p, channel ch, time point sk
+HARMONY_PLANE = re.compile(r"(r\d+c\d+f\d+)p(\d+)(-ch\d+)sk(\d+)")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -286,6 +288,40 @@ def _field_names(images, channel):
     return sorted(names, key=_natural)
 
 
+def _check_every_first_channel(images, names, channels):
+    """Refuse a field whose other channels are in ``images`` without its first channel."""
+    known, stems = set(names), {Path(name).stem for name in names}
+    for path in _files_in(images, FIELD_SUFFIXES):
+        for channel in channels[1:]:
+            token = _channel_token(channel)
+            twin = token.sub(channels[0], path.name, count=1) if token.search(path.name) else None
+            if twin and twin not in known and not _prefixes(Path(twin).stem) & stems:
+                raise ValueError(
+                    f"{path.name} in {images} has no {channels[0]} image ({twin}); expected "
+                    "every channel of every field."
+                )
+
+
+def _planes_of_fields(names, images):
+    """Each field's z planes (Harmony's ``p``), of its first time point (``sk``), by its first
+    plane's name; other names are a field of one plane."""
+    planes, times = {}, set()
+    for name in names:
+        match = HARMONY_PLANE.search(name)
+        field = HARMONY_PLANE.sub(r"\1\3", name, count=1) if match else name
+        time = int(match[4]) if match else 0
+        planes.setdefault(field, []).append((time, name))
+        times.add(time)
+    if len(times) > 1:
+        warnings.warn(
+            f"{images} holds {len(times)} time points (Harmony's sk); the first is read.",
+            UserWarning,
+            stacklevel=4,
+        )
+    first = {field: [n for t, n in found if t == min(found)[0]] for field, found in planes.items()}
+    return {found[0]: found for found in first.values()}
+
+
 def _check_marker(marker, n_channels):
     """Refuse a marker channel that is not one of ``n_channels``."""
     if not isinstance(marker, (int, np.integer)) or not 0 <= marker < n_channels:
@@ -299,7 +335,9 @@ class FolderFields(FieldSource):
     """The fields of a folder of channel images named with ``chN`` tokens.
 
     A field is an image whose name holds the first channel token, its other channels found
-    by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`).
+    by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`);
+    Harmony's z planes of a field (``r01c01f01p02-ch1sk1...``) are projected by their maximum,
+    and its first time point read.
     Its cells are the objects of its label image in the folder ``labels``, named after its first
     channel file with or without the token, then nothing or a separator and any suffix
     (``r01c01f01-ch1_cp_masks.png``, ``r01c01f01.tiff``), else found in channel ``marker``. The
@@ -312,6 +350,9 @@ class FolderFields(FieldSource):
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or TOKEN_CHANNELS)
         names = _field_names(images, self._channels[0])
+        _check_every_first_channel(images, names, self._channels)
+        self._planes = _planes_of_fields(names, images)
+        names = [name for planes in self._planes.values() for name in planes]
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
             layout="token",
@@ -325,15 +366,19 @@ class FolderFields(FieldSource):
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
             channel_files = [f for files in self._files.values() for f in files]
-            self._labels = _label_files(labels, names, channel_files, self._channels[0])
+            self._labels = _label_files(
+                labels, list(self._planes), channel_files, self._channels[0]
+            )
         if not self._labels:
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)
         self._marker, self._well_pattern = marker, well_pattern
-        self.fields = _named_fields(names, images.resolve().name, well_pattern)
+        self.fields = _named_fields(list(self._planes), images.resolve().name, well_pattern)
 
     def read(self, key):
         image = read_field(self._files[key])
+        for plane in self._planes[key][1:]:
+            image = np.maximum(image, read_field(self._files[plane]))
         if not self._labels:
             return image, _cells_found(image, self._marker)
         labels = read_label_image(self._labels[key])

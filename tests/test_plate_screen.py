@@ -587,6 +587,36 @@ def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
     assert "acquisition" not in PlateFields(path, ["GFP", "RFP"], labels="cells").fields
 
 
+def test_harmony_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
+    images = tmp_path / "Images"
+    images.mkdir()
+    stacks = {}
+    for field in (1, 2):
+        for time in (1, 2):
+            planes = [
+                _blobs((96, 96), [(30, 30 + 10 * p)], 10 * field + p + time) for p in range(3)
+            ]
+            stacks[field, time] = np.max(planes, axis=0)
+            for plane, pixels in enumerate(planes, start=1):
+                for channel, image in zip(("ch1", "ch2"), pixels):
+                    name = f"r02c03f{field:02d}p{plane:02d}-{channel}sk{time}fk1fl1.tiff"
+                    tifffile.imwrite(images / name, image)
+    with pytest.warns(UserWarning, match="holds 2 time points .*the first is read"):
+        source = FolderFields(images)
+    assert source.fields["site"].tolist() == [0, 1]
+    for key, field in zip(source.keys, (1, 2)):
+        np.testing.assert_array_equal(source.read(key)[0], stacks[field, 1])
+
+
+def test_a_field_without_its_first_channel_is_refused_not_skipped(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("f01-ch1", "f01-ch2", "f02-ch2", "f03-ch1", "f03-ch2", "f03-ch1_cp_masks"):
+        tifffile.imwrite(images / f"{name}.tif", np.zeros((16, 16), np.uint16))
+    with pytest.raises(ValueError, match=r"f02-ch2.tif in .* has no ch1 image \(f02-ch1.tif\)"):
+        FolderFields(images)
+
+
 def test_masks_beside_fields_are_never_fields(model, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
