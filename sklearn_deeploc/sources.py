@@ -34,6 +34,8 @@ from .labels import cells_from_labels, read_label_image
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
+# What Cellpose saves beside its _cp_masks: its session file, flows, outlines, probabilities
+CELLPOSE_NOT_MASKS = ("_seg.npy", "_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines")
 # Harmony (Operetta, Opera Phenix) names: field f, z plane p, channel ch, time point sk
 HARMONY_PLANE = re.compile(r"(r\d+c\d+f\d+)p(\d+)(-ch\d+)sk(\d+)")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -223,7 +225,7 @@ def _label_files(labels, field_files, channel_files, channel):
 
     A file belongs to the longest field name it extends (``f01_2_cp_masks`` to ``f01_2``, not
     ``f01``). Never label images: the fields' channel images, their other channels beside them
-    (``f01-ch3.tiff``) and Cellpose's ``_seg.npy`` session files.
+    (``f01-ch3.tiff``) and what Cellpose saves beside its masks (``_seg.npy``, ``_flows``...).
     """
     names = {field: _label_names(field, channel) for field in field_files}
     owner = {name: field for field, field_names in names.items() for name in field_names}
@@ -233,7 +235,7 @@ def _label_files(labels, field_files, channel_files, channel):
     found = {}
     for path in _files_in(labels, LABEL_SUFFIXES):
         resolved = path.resolve()
-        if resolved in channel_files or path.name.endswith("_seg.npy"):
+        if resolved in channel_files or _cellpose_not_mask(path):
             continue
         token = CHANNEL_TOKEN.search(path.stem)
         other_channel = token and token[0] != channel and resolved.parent in image_folders
@@ -245,6 +247,11 @@ def _label_files(labels, field_files, channel_files, channel):
     return {field: _one_label_file(found, labels, field, names[field]) for field in field_files}
 
 
+def _cellpose_not_mask(path):
+    """Whether ``path`` is one of Cellpose's outputs other than its masks."""
+    return path.name.endswith(CELLPOSE_NOT_MASKS[0]) or path.stem.endswith(CELLPOSE_NOT_MASKS[1:])
+
+
 def _one_label_file(found, labels, field_file, names):
     """The one label image found under the first of ``names`` that has any."""
     for name in names:
@@ -254,7 +261,8 @@ def _one_label_file(found, labels, field_file, names):
         if len(files) > 1:
             raise ValueError(
                 f"{len(files)} label images in {labels} match field {Path(field_file).name} "
-                f"({sorted(p.name for p in files)[:4]}); expected one."
+                f"({sorted(p.name for p in files)[:4]}); expected one: move the others out, or "
+                "pass a folder of the masks only."
             )
     raise FileNotFoundError(
         f"No label image in {labels} for field {Path(field_file).name}: expected a "
