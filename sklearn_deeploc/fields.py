@@ -6,11 +6,14 @@ three layouts read into one normalised table:
 - ``"token"``: image names carry a channel token (``r01c01f01p01-ch1sk1fk1fl1.tiff``),
   substituted per channel;
 - ``"cellprofiler"``: per-object tables with ``Image_FileName_<channel>`` (optional
-  ``Image_PathName_<channel>``) and ``<objects>_Location_Center_X`` / ``_Y`` columns;
+  ``Image_PathName_<channel>``) and ``<objects>_Location_Center_X`` / ``_Y`` columns, or
+  an object table joined to its image table (``FileName_<channel>``, ``PathName_<channel>``,
+  ``Location_Center_X`` / ``_Y``); paths written on Windows are read with ``/``;
 - ``"stack"``: one multi-page file per field (TIFF, Opera ``.flex``), its pages the channels.
 """
 
 import numbers
+import os
 import re
 import warnings
 from collections import namedtuple
@@ -29,9 +32,11 @@ from .validation import (
 # "ch2" in "r01c01f01p01-ch2sk1fk1fl1.tiff", not in "batch2"
 CHANNEL_TOKEN = re.compile(r"(?<![A-Za-z])ch\d+")
 LAYOUTS = ("auto", "token", "cellprofiler", "stack")
-CELLPROFILER_FILE = "Image_FileName_"
-CELLPROFILER_PATH = "Image_PathName_"
-CELLPROFILER_CENTER = re.compile(r"_Location_Center_([XY])$")
+# An image table's FileName_/PathName_, prefixed Image_ where joined by ExportToDatabase
+CELLPROFILER_FILE = "FileName_"
+CELLPROFILER_PATH = "PathName_"
+CELLPROFILER_CENTER = re.compile(r"(?:^|_)Location_Center_([XY])$")
+WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\ or \\server
 TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
 OBJECT_NUMBER = "ObjectNumber"
@@ -89,23 +94,42 @@ def _token_files(frame, image_column, channels, folder):
     return names, files
 
 
+def _cellprofiler_prefix(frame):
+    """``"Image_"`` where the file name columns are ``Image_FileName_*``, else ``""``."""
+    named = any(str(c).startswith("Image_" + CELLPROFILER_FILE) for c in frame.columns)
+    return "Image_" if named else ""
+
+
+def _windows_relative(names):
+    """Names written on Windows (``..\\images\\a.tif``) with this machine's separators."""
+    return names if os.name == "nt" else names.str.replace("\\", "/", regex=False)
+
+
 def _cellprofiler_files(frame, channels, folder):
     """Field names and ``file_<channel>`` columns of the CellProfiler layout."""
+    file, path = (_cellprofiler_prefix(frame) + p for p in (CELLPROFILER_FILE, CELLPROFILER_PATH))
     if channels is None:
-        channels = [
-            c.removeprefix(CELLPROFILER_FILE) for c in frame if c.startswith(CELLPROFILER_FILE)
-        ]
+        channels = [str(c).removeprefix(file) for c in frame if str(c).startswith(file)]
     if not channels:
         raise ValueError(
-            f"The CellProfiler layout needs {CELLPROFILER_FILE}<channel> columns; the table "
-            f"has none (columns: {list(frame.columns)[:8]})."
+            f"The CellProfiler layout needs Image_{CELLPROFILER_FILE}<channel> columns (or "
+            f"{CELLPROFILER_FILE}<channel>); the table has none (columns: "
+            f"{list(frame.columns)[:8]})."
         )
-    _missing_columns(frame, [CELLPROFILER_FILE + channel for channel in channels])
+    _missing_columns(frame, [file + channel for channel in channels])
     names = {}
     for channel in channels:
-        names[channel] = _file_names(frame, CELLPROFILER_FILE + channel)
-        if CELLPROFILER_PATH + channel in frame:
-            names[channel] = _file_names(frame, CELLPROFILER_PATH + channel) + "/" + names[channel]
+        names[channel] = _windows_relative(_file_names(frame, file + channel))
+        if path + channel in frame:
+            folders = _windows_relative(_file_names(frame, path + channel))
+            windows = folders[folders.str.contains(WINDOWS_PATH)]
+            if os.name != "nt" and len(windows):
+                raise ValueError(
+                    f"Column {path + channel} holds Windows paths ({windows.iloc[0]!r}), which "
+                    f"this machine cannot open; drop the {path}* columns and pass folder= (the "
+                    "CLI's --images) the images' folder here."
+                )
+            names[channel] = folders + "/" + names[channel]
     files = {f"{FILE_PREFIX}_{c}": [str(folder / n) for n in names[c]] for c in channels}
     return names[channels[0]], files
 
@@ -129,8 +153,9 @@ def read_cell_table(
         A ``.csv`` or ``.parquet`` file, or the table itself.
     layout : {"auto", "token", "cellprofiler", "stack"}, default="auto"
         See the module docstring. ``"auto"``: ``"cellprofiler"`` with ``Image_FileName_*``
-        columns, else ``"token"`` when image names carry a ``chN`` token or ``channels`` is
-        given, else ``"stack"``.
+        columns (``FileName_*`` in an object table joined to its image table), else
+        ``"token"`` when image names carry a ``chN`` token or ``channels`` is given, else
+        ``"stack"``.
     channels : str or list of str, optional
         The channels in the model's order: the tokens substituted for ``chN`` (default
         ``["ch1", "ch2"]``), or the names after ``Image_FileName_`` (default: every such
@@ -198,8 +223,15 @@ def read_cell_table(
         raise ValueError("channels must name at least one channel; got an empty list.")
     if channels is not None and len(set(channels)) != len(channels):
         raise ValueError(f"channels names a channel twice: {list(channels)}.")
-    if layout == "auto" and any(c.startswith(CELLPROFILER_FILE) for c in frame.columns):
+    file_column = _cellprofiler_prefix(frame) + CELLPROFILER_FILE
+    if layout == "auto" and any(str(c).startswith(file_column) for c in frame.columns):
         layout = "cellprofiler"
+    elif layout == "auto" and "ImageNumber" in frame and image_column not in frame:
+        raise ValueError(
+            f"The cell table has ImageNumber but no {CELLPROFILER_FILE}<channel> columns: a "
+            "CellProfiler object table; join it to its image table on ImageNumber first "
+            "(cells.merge(images, on='ImageNumber'))."
+        )
     elif layout == "auto":
         names = _file_names(frame, image_column).map(lambda name: Path(name).name)
         layout = "token" if channels or names.str.contains(CHANNEL_TOKEN).any() else "stack"

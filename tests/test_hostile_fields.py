@@ -293,3 +293,27 @@ def test_a_table_not_in_utf8_and_a_negative_min_area_are_named(tmp_path):
         read_cell_table(tmp_path / "cells.csv")
     with pytest.raises(ValueError, match="min_area must be a finite number >= 0"):
         find_cells(np.zeros((2, 16, 16), np.float32), min_area=-5)
+
+
+def test_a_cellprofiler_object_table_joined_to_its_image_table(tmp_path):
+    (tmp_path / "images").mkdir()
+    for channel, value in (("GFP", 1000), ("RFP", 7)):
+        tifffile.imwrite(tmp_path / "images" / f"a-{channel}.tif", np.full((40, 40), value, "u2"))
+    images = pd.DataFrame(  # CellProfiler's Image.csv and Cells.csv (ExportToSpreadsheet)
+        {"ImageNumber": [1], "FileName_GFP": "a-GFP.tif", "FileName_RFP": "a-RFP.tif"}
+    ).assign(PathName_GFP="images", PathName_RFP="images")
+    objects = pd.DataFrame(
+        {"ImageNumber": 1, "ObjectNumber": [1, 2], "Location_Center_X": [10.0, 30.0]}
+    ).assign(Location_Center_Y=20.0)
+    with pytest.raises(ValueError, match="a CellProfiler object table; join it to its image"):
+        read_cell_table(objects, folder=tmp_path)
+    cells = read_cell_table(objects.merge(images, on="ImageNumber"), folder=tmp_path)
+    assert cells[["x", "y", "ObjectNumber"]].values.tolist() == [[10, 20, 1], [30, 20, 2]]
+    assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
+    on_windows = objects.merge(images.assign(PathName_GFP=r"C:\Users\lab\images"))
+    with pytest.raises(ValueError, match=r"PathName_GFP holds Windows paths .*pass folder="):
+        read_cell_table(on_windows, folder=tmp_path)
+    relative = objects.merge(images.drop(columns=["PathName_GFP", "PathName_RFP"]))
+    relative = relative.assign(FileName_GFP=r"images\a-GFP.tif", FileName_RFP=r"images\a-RFP.tif")
+    cells = read_cell_table(relative, folder=tmp_path)  # names written on Windows
+    assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
