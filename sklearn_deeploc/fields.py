@@ -77,19 +77,29 @@ def _cellprofiler_center(frame, axis):
     return found[0]
 
 
+def channel_token(channel):
+    """``channel`` as a token of file names: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
+    return re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
+
+
 def _token_files(frame, image_column, channels, folder):
     """Field names and ``file_<channel>`` columns of the token layout."""
     names = _file_names(frame, image_column)
-    no_token = [name for name in names if not CHANNEL_TOKEN.search(Path(name).name)]
+    # A chN token, else the first channel's own (ImageXpress's w1 in A01_s1_w1.tif)
+    first = channel_token(channels[0])
+    has_chn = all(CHANNEL_TOKEN.search(Path(name).name) for name in names)
+    token = CHANNEL_TOKEN if has_chn else first
+    no_token = [name for name in names if not token.search(Path(name).name)]
     if no_token:
         raise ValueError(
-            f"Image names must carry a channel token 'chN' to substitute {list(channels)} "
-            f"into; {no_token[0]!r} has none."
+            f"Image names must carry a channel token 'chN' (or {channels[0]!r}) to substitute "
+            f"{list(channels)} into; {no_token[0]!r} has none. Rename the files, or list "
+            "every channel's file in a CellProfiler-style table (Image_FileName_<channel>)."
         )
     paths = [folder / name for name in names]
     files = {}
     for channel in channels:
-        renamed = [path.with_name(CHANNEL_TOKEN.sub(channel, path.name, count=1)) for path in paths]
+        renamed = [path.with_name(token.sub(channel, path.name, count=1)) for path in paths]
         files[f"{FILE_PREFIX}_{channel}"] = list(map(str, renamed))
     return names, files
 

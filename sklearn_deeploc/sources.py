@@ -24,6 +24,7 @@ from .fields import (
     FILE_PREFIX,
     OBJECT_NUMBER,
     TOKEN_CHANNELS,
+    channel_token,
     check_image_files,
     file_columns,
     find_cells,
@@ -217,7 +218,7 @@ def _files_in(folder, suffixes):
 def _label_names(field_file, channel):
     """Names of a field's label image: its first channel file's stem, then without the token."""
     stem = Path(field_file).stem
-    return [stem, re.sub(r"[-_. ]*$", "", _channel_token(channel).sub("", stem, count=1))]
+    return [stem, re.sub(r"[-_. ]*$", "", channel_token(channel).sub("", stem, count=1))]
 
 
 def _label_files(labels, field_files, channel_files, channel):
@@ -271,11 +272,6 @@ def _one_label_file(found, labels, field_file, names):
     )
 
 
-def _channel_token(channel):
-    """``channel`` as a token of file names: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
-    return re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
-
-
 def _natural(name):
     """Sort key reading digit runs as numbers: f2 before f10."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
@@ -283,7 +279,7 @@ def _natural(name):
 
 def _field_names(images, channel):
     """The folder's image files holding the first channel token, in natural order."""
-    token = _channel_token(channel)
+    token = channel_token(channel)
     names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
     stems = {Path(name).stem for name in names}
     # A name extending a field's (Cellpose's <field>_cp_masks.png) is its label image
@@ -301,7 +297,7 @@ def _check_every_first_channel(images, names, channels):
     known, stems = set(names), {Path(name).stem for name in names}
     for path in _files_in(images, FIELD_SUFFIXES):
         for channel in channels[1:]:
-            token = _channel_token(channel)
+            token = channel_token(channel)
             twin = token.sub(channels[0], path.name, count=1) if token.search(path.name) else None
             if twin and twin not in known and not _prefixes(Path(twin).stem) & stems:
                 raise ValueError(
@@ -340,7 +336,7 @@ def _check_marker(marker, n_channels):
 
 
 class FolderFields(FieldSource):
-    """The fields of a folder of channel images named with ``chN`` tokens.
+    """The fields of a folder of channel images named with ``chN`` tokens (or ``channels``').
 
     A field is an image whose name holds the first channel token, its other channels found
     by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`);

@@ -610,6 +610,19 @@ def test_harmony_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
         np.testing.assert_array_equal(source.read(key)[0], stacks[field, 1])
 
 
+def test_imagexpress_names_with_their_own_channel_tokens(tmp_path):
+    images = tmp_path / "PLATE1"
+    images.mkdir()
+    for site in (1, 2):
+        for channel in (1, 2):
+            name = f"PLATE1_A01_s{site}_w{channel}"
+            tifffile.imwrite(images / f"{name}.tif", np.full((16, 16), 10 * site + channel, "u2"))
+            tifffile.imwrite(images / f"{name}_thumb.tif", np.zeros((4, 4), np.uint16))
+    source = FolderFields(images, ["w1", "w2"], well_pattern=r"[A-P]\d\d")
+    assert source.fields[["well", "site"]].values.tolist() == [["A01", 0], ["A01", 1]]
+    assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
+
+
 def test_a_field_without_its_first_channel_is_refused_not_skipped(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
