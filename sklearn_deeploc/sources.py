@@ -55,8 +55,13 @@ def _cells_found(image, marker):
     return _numbered_cells(centres[:, 1], centres[:, 0])
 
 
-def _named_fields(keys, plates, pattern):
-    """Fields named by files: the well ``pattern`` finds (else the stem), sites numbered in it."""
+def _named_fields(keys, plates, pattern, wells=None):
+    """Fields named by files: the well ``pattern`` finds (else the stem) unless ``wells`` are
+    given, sites numbered in it."""
+    if wells is not None:
+        fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
+        fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
+        return fields
     try:
         regex = re.compile(pattern)
     except re.error as error:
@@ -148,6 +153,23 @@ def _check_table_fields(cells, columns):
         )
 
 
+def _per_field(cells, name):
+    """The one value of column ``name`` (the table's ``Metadata_<Name>``) of each field."""
+    values = cells.groupby("field", sort=False)[name]
+    counts = values.nunique(dropna=False)
+    if (counts > 1).any() or cells[name].isna().any():
+        field = counts.index[counts.to_numpy().argmax()] if (counts > 1).any() else None
+        field = field or cells.loc[cells[name].isna(), "field"].iloc[0]
+        raise ValueError(
+            f"The cell table gives field {field!r} the Metadata_{name.title()} values "
+            f"{values.unique()[field].tolist()[:3]}; expected one per field."
+        )
+    first = values.first().tolist()
+    if name == "site" and not all(isinstance(v, (int, np.integer)) for v in first):
+        raise ValueError(f"The cell table's Metadata_Site holds {first[:3]}; expected integers.")
+    return first
+
+
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
@@ -177,10 +199,15 @@ class TableFields(FieldSource):
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
         keys = list(self._cells)
-        plates = _folder_names(
+        given = {
+            name: _per_field(cells, name) for name in ("plate", "well", "site") if name in cells
+        }
+        plates = given.get("plate") or _folder_names(
             Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
         )
-        self.fields = _named_fields(keys, plates, well_pattern)
+        self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
+        if "site" in given:
+            self.fields["site"] = given["site"]
         self._digest = sha256_hex(
             pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
         )

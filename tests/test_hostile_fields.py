@@ -317,3 +317,33 @@ def test_a_cellprofiler_object_table_joined_to_its_image_table(tmp_path):
     relative = relative.assign(FileName_GFP=r"images\a-GFP.tif", FileName_RFP=r"images\a-RFP.tif")
     cells = read_cell_table(relative, folder=tmp_path)  # names written on Windows
     assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
+
+
+def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
+    from sklearn_deeploc.jobs import field_source
+
+    for name in ("IXM_A01_s1.tif", "IXM_A01_s2.tif", "IXM_B03_s1.tif"):
+        tifffile.imwrite(
+            tmp_path / name, np.zeros((2, 40, 40), np.uint16), photometric="minisblack"
+        )
+    table = pd.DataFrame(
+        {
+            "Image Path": ["IXM_A01_s1.tif", "IXM_A01_s2.tif", "IXM_B03_s1.tif"],
+            "Center_X": 20,
+            "Center_Y": 20,
+            "Metadata_Plate": "screen-7",
+            "Metadata_Well": ["A01", "A01", "B03"],
+            "Metadata_Site": [1, 2, 1],
+        }
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no well pattern is asked for: the table names them
+        source = field_source(cells=read_cell_table(table, folder=tmp_path))
+    assert source.fields[["plate", "well", "site"]].values.tolist() == [
+        ["screen-7", "A01", 1],
+        ["screen-7", "A01", 2],
+        ["screen-7", "B03", 1],
+    ]
+    mixed = pd.concat([table, table.iloc[[0]].assign(Metadata_Well="A02")])
+    with pytest.raises(ValueError, match=r"field 'IXM_A01_s1.tif' the Metadata_Well values"):
+        field_source(cells=read_cell_table(mixed, folder=tmp_path))
