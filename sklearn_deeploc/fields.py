@@ -80,8 +80,18 @@ def _cellprofiler_center(frame, axis):
 
 
 def channel_token(channel):
-    """``channel`` as a token of file names: ``ch1`` in ``r01c01f01-ch1.tiff``, not in ``ch10``."""
-    return re.compile(rf"(?<![A-Za-z]){re.escape(channel)}(?!\d)")
+    """``channel`` as a token of file names, not inside a longer name or number.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.fields import channel_token
+    >>> [bool(channel_token("ch1").search(name)) for name in ("f01-ch1.tif", "f01-ch10.tif")]
+    [True, False]
+    >>> channel_token("1").sub("2", "r01c01f01-1.tif", count=1)  # not the 1 of r01
+    'r01c01f01-2.tif'
+    """
+    inside = "A-Za-z0-9" if channel[:1].isdigit() else "A-Za-z"  # "f01ch1" has ch1
+    return re.compile(rf"(?<![{inside}]){re.escape(channel)}(?!\d)")
 
 
 def _token_files(frame, image_column, channels, folder):

@@ -170,6 +170,20 @@ def _per_field(cells, name):
     return first
 
 
+def _match_names(wanted, available):
+    """Each of ``wanted`` among ``available``: itself, else the one name equal to it in any
+    case; None where there is none, or several."""
+    folded = {}
+    for name in available:
+        folded.setdefault(str(name).casefold(), []).append(name)
+
+    def match(name):
+        found = [name] if name in available else folded.get(str(name).casefold(), [])
+        return found[0] if len(found) == 1 else None
+
+    return [match(name) for name in wanted]
+
+
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
@@ -181,9 +195,10 @@ class TableFields(FieldSource):
 
     def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
         columns = file_columns(cells)
-        # The model's channels by name, in any case, where the table has them all
-        by_name = {c.removeprefix(f"{FILE_PREFIX}_").casefold(): c for c in columns}
-        named = [by_name.get(str(name).casefold()) for name in model_channels or []]
+        # The model's channels by name, where the table has them all
+        names = [c.removeprefix(f"{FILE_PREFIX}_") for c in columns]
+        found = _match_names(model_channels or [], names)
+        named = [None if name is None else f"{FILE_PREFIX}_{name}" for name in found]
         chosen = cells.attrs.get(CHANNELS_CHOSEN, False)
         if named and None not in named and named != columns and not chosen:
             warnings.warn(
@@ -440,8 +455,7 @@ def plate_channels(plate, channel_names):
     """
     first = plate.fields["image_path"].iloc[0]
     names = plate.channel_names(first)
-    by_name = {name.casefold(): name for name in names or []}
-    named = [by_name.get(name.casefold()) for name in channel_names]
+    named = _match_names(channel_names, names or [])
     if names is not None and None not in named:
         return named
     if names is not None and plate.sizes(first).get("c", 1) == len(channel_names):

@@ -623,6 +623,23 @@ def test_imagexpress_names_with_their_own_channel_tokens(tmp_path):
     assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
 
 
+def test_channels_named_by_digits_are_never_the_digits_of_a_well(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for well, value in (("r01c01", 10), ("r02c01", 20)):
+        for channel in (1, 2):
+            image = np.full((16, 16), value + channel, "u2")
+            tifffile.imwrite(images / f"{well}f01-{channel}.tif", image)
+    source = FolderFields(images, ["1", "2"])
+    assert source.keys == ["r01c01f01-1.tif", "r02c01f01-1.tif"]
+    assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
+
+
+def test_model_channels_match_names_exactly_before_in_any_case():
+    assert sources._match_names(["GFP", "RFP"], ["rfp", "GFP", "gfp"]) == ["GFP", "rfp"]
+    assert sources._match_names(["GFP"], ["gfp", "Gfp"]) == [None]  # two in any case: none
+
+
 def test_a_field_without_its_first_channel_is_refused_not_skipped(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
