@@ -659,18 +659,20 @@ def _cells_path(screen):
 
 def _recorded_predictions(path):
     """Those of the model, precision and tta a screen's cells were predicted with that its
-    manifest, else its .h5ad, records; none for a profile table from elsewhere."""
+    folder records (its manifest, else its .h5ad); none for a table from elsewhere."""
     keys = ("model", "precision", "tta")
+    if path.name not in (CELLS_FILE, "cells.csv"):
+        return {}
+    manifest = parts_folder(path.with_name(CELLS_FILE)) / "manifest.json"
     try:
-        recorded = json.loads((parts_folder(path) / "manifest.json").read_text())["depends_on"]
+        recorded = json.loads(manifest.read_text())["depends_on"]
         return {key: recorded[key] for key in keys if key in recorded}
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    recorded = {}
-    for key in keys if path.name == CELLS_FILE else ():  # elsewhere: no .h5ad of its own
+    except (OSError, ValueError, KeyError, TypeError):  # no manifest: the .h5ad's records
+        recorded = {}
+    for key in keys:  # one by one: an entry absent or shaped by another writer is skipped
         try:
             recorded.update(read_h5ad_uns(path.with_name(H5AD_FILE), key))
-        except (OSError, KeyError, TypeError, ValueError):  # absent, or not this package's
+        except (OSError, KeyError, TypeError, ValueError):
             pass
     return recorded
 

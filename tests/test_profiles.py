@@ -282,12 +282,17 @@ def test_write_changes_reads_the_csv_copies(tmp_path):
     from sklearn_deeploc.jobs import write_changes
 
     for name, seed in (("a", 1), ("b", 2)):
-        write_profiles(_screen(seed=seed), tmp_path / name, csv=True)
+        write_profiles(_screen(seed=seed), tmp_path / name, uns={"precision": "fp32"}, csv=True)
     from_csv = write_changes(
         tmp_path / "a" / "cells.csv", tmp_path / "b" / "cells.csv", tmp_path / "c.csv"
     )
     from_parquet = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "c.parquet")
     pd.testing.assert_frame_equal(from_csv, from_parquet, check_dtype=False, atol=1e-6)
+    write_profiles(_screen(seed=2), tmp_path / "b", uns={"precision": "bf16"}, csv=True)
+    with pytest.raises(ValueError, match="predicted differently"):  # the csv copy's records
+        write_changes(
+            tmp_path / "a" / "cells.csv", tmp_path / "b" / "cells.csv", tmp_path / "c.csv"
+        )
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
