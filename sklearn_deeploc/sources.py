@@ -157,17 +157,14 @@ def _per_field(cells, name):
     """The one value of column ``name`` (the table's ``Metadata_<Name>``) of each field."""
     values = cells.groupby("field", sort=False)[name]
     counts = values.nunique(dropna=False)
-    if (counts > 1).any() or cells[name].isna().any():
-        field = counts.index[counts.to_numpy().argmax()] if (counts > 1).any() else None
-        field = field or cells.loc[cells[name].isna(), "field"].iloc[0]
+    unclear = counts.index[(counts > 1).to_numpy()].tolist()
+    unclear += cells.loc[cells[name].isna(), "field"].tolist()
+    if unclear:
         raise ValueError(
-            f"The cell table gives field {field!r} the Metadata_{name.title()} values "
-            f"{values.unique()[field].tolist()[:3]}; expected one per field."
+            f"The cell table gives field {unclear[0]!r} the Metadata_{name.title()} values "
+            f"{values.unique()[unclear[0]].tolist()[:3]}; expected one per field."
         )
-    first = values.first().tolist()
-    if name == "site" and not all(isinstance(v, (int, np.integer)) for v in first):
-        raise ValueError(f"The cell table's Metadata_Site holds {first[:3]}; expected integers.")
-    return first
+    return values.first().tolist()
 
 
 def _match_names(wanted, available):
@@ -214,15 +211,11 @@ class TableFields(FieldSource):
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
         keys = list(self._cells)
-        given = {
-            name: _per_field(cells, name) for name in ("plate", "well", "site") if name in cells
-        }
+        given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
         plates = given.get("plate") or _folder_names(
             Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
         )
         self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
-        if "site" in given:
-            self.fields["site"] = given["site"]
         self._digest = sha256_hex(
             pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
         )

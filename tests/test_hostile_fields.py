@@ -319,7 +319,7 @@ def test_a_cellprofiler_object_table_joined_to_its_image_table(tmp_path):
     assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
 
 
-def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
+def test_a_cell_tables_plate_and_well_metadata_name_its_fields(tmp_path):
     from sklearn_deeploc.jobs import field_source
 
     for name in ("IXM_A01_s1.tif", "IXM_A01_s2.tif", "IXM_B03_s1.tif"):
@@ -331,18 +331,18 @@ def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
             "Image Path": ["IXM_A01_s1.tif", "IXM_A01_s2.tif", "IXM_B03_s1.tif"],
             "Center_X": 20,
             "Center_Y": 20,
-            "Metadata_Plate": "screen-7",
+            "Image_Metadata_Plate": "screen-7",  # ExportToDatabase's name
             "Metadata_Well": ["A01", "A01", "B03"],
-            "Metadata_Site": [1, 2, 1],
+            "Metadata_Site": [2, 2, 1],  # sites are numbered in a well, as for every source
         }
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no well pattern is asked for: the table names them
         source = field_source(cells=read_cell_table(table, folder=tmp_path))
     assert source.fields[["plate", "well", "site"]].values.tolist() == [
+        ["screen-7", "A01", 0],
         ["screen-7", "A01", 1],
-        ["screen-7", "A01", 2],
-        ["screen-7", "B03", 1],
+        ["screen-7", "B03", 0],
     ]
     mixed = pd.concat([table, table.iloc[[0]].assign(Metadata_Well="A02")])
     with pytest.raises(ValueError, match=r"field 'IXM_A01_s1.tif' the Metadata_Well values"):
