@@ -69,9 +69,12 @@ def check_label_image(labels, name="labels"):
 
 
 def _regions_of_one_value(labels):
-    """How many separate regions the non-zero pixels form when they all hold one value, else 0."""
+    """How many separate regions the non-zero pixels form when they all hold a mask's value
+    (1, 255 or the type's largest), else 0."""
     top = labels.max(initial=0)
-    if top == 0 or np.min(labels, where=labels > 0, initial=top) != top:
+    if top not in (1, 255, np.iinfo(labels.dtype).max):
+        return 0
+    if np.min(labels, where=labels > 0, initial=top) != top:
         return 0
     return ndimage.label(labels == top, structure=np.ones((3, 3)))[1]
 

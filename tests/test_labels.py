@@ -100,6 +100,9 @@ def test_one_cell_is_a_label_image_not_a_binary_mask():
     labels[2:5, 2:5] = 255
     labels[5, 5] = 255  # touching diagonally: one region
     assert cells_from_labels(labels)["ObjectNumber"].tolist() == [255]
+    labels[labels > 0] = 7
+    labels[7, 7] = 7  # a detached fragment of cell 7: not a mask's value
+    assert cells_from_labels(labels)["ObjectNumber"].tolist() == [7]
 
 
 def test_read_label_image_missing_or_unreadable(tmp_path):
