@@ -143,7 +143,7 @@ def _cellprofiler_files(frame, channels, folder):
     for channel in channels:
         names[channel] = _windows_relative(_file_names(frame, file + channel))
         if path + channel in frame:
-            folders = _windows_relative(_file_names(frame, path + channel))
+            folders = _file_names(frame, path + channel)
             windows = folders[folders.str.contains(WINDOWS_PATH)]
             if os.name != "nt" and len(windows):
                 raise ValueError(
@@ -151,7 +151,7 @@ def _cellprofiler_files(frame, channels, folder):
                     f"this machine cannot open; drop the {path}* columns and pass folder= (the "
                     "CLI's --images) the images' folder here."
                 )
-            names[channel] = folders + "/" + names[channel]
+            names[channel] = _windows_relative(folders) + "/" + names[channel]
     files = {f"{FILE_PREFIX}_{c}": [str(folder / n) for n in names[c]] for c in channels}
     return names[channels[0]], files
 

@@ -35,8 +35,9 @@ from .labels import cells_from_labels, read_label_image
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
-# What Cellpose saves beside its _cp_masks: its session file, flows, outlines, probabilities
-CELLPOSE_NOT_MASKS = ("_seg.npy", "_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines")
+# What Cellpose saves beside its _cp_masks: its session file; flows, outlines, plots
+CELLPOSE_SESSION = "_seg.npy"
+CELLPOSE_NOT_MASKS = ("_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines", "_cp_output")
 # Harmony (Operetta, Opera Phenix) names: field f, z plane p, channel ch, time point sk
 HARMONY_PLANE = re.compile(r"(r\d+c\d+f\d+)p(\d+)(-ch\d+)sk(\d+)")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -285,7 +286,7 @@ def _label_files(labels, field_files, channel_files, channel):
 
 def _cellpose_not_mask(path):
     """Whether ``path`` is one of Cellpose's outputs other than its masks."""
-    return path.name.endswith(CELLPOSE_NOT_MASKS[0]) or path.stem.endswith(CELLPOSE_NOT_MASKS[1:])
+    return path.name.endswith(CELLPOSE_SESSION) or path.stem.endswith(CELLPOSE_NOT_MASKS)
 
 
 def _one_label_file(found, labels, field_file, names):

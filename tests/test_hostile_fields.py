@@ -310,9 +310,10 @@ def test_a_cellprofiler_object_table_joined_to_its_image_table(tmp_path):
     cells = read_cell_table(objects.merge(images, on="ImageNumber"), folder=tmp_path)
     assert cells[["x", "y", "ObjectNumber"]].values.tolist() == [[10, 20, 1], [30, 20, 2]]
     assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
-    on_windows = objects.merge(images.assign(PathName_GFP=r"C:\Users\lab\images"))
-    with pytest.raises(ValueError, match=r"PathName_GFP holds Windows paths .*pass folder="):
-        read_cell_table(on_windows, folder=tmp_path)
+    for folder in (r"C:\Users\lab\images", r"\\server\share\images"):
+        on_windows = objects.merge(images.assign(PathName_GFP=folder))
+        with pytest.raises(ValueError, match=r"PathName_GFP holds Windows paths .*pass folder="):
+            read_cell_table(on_windows, folder=tmp_path)
     relative = objects.merge(images.drop(columns=["PathName_GFP", "PathName_RFP"]))
     relative = relative.assign(FileName_GFP=r"images\a-GFP.tif", FileName_RFP=r"images\a-RFP.tif")
     cells = read_cell_table(relative, folder=tmp_path)  # names written on Windows

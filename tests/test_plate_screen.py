@@ -309,6 +309,7 @@ def test_label_images_are_paired_by_name_and_never_guessed(tmp_path):
     np.save(masks / "r01c01f10-ch1_seg.npy", {"masks": labels})  # Cellpose's session file
     tifffile.imwrite(masks / "r01c01f10-ch1_flows.tif", np.zeros((8, 8, 3), np.uint8))  # its flows
     tifffile.imwrite(masks / "r01c01f10-ch1_cp_outlines.tif", labels)
+    tifffile.imwrite(masks / "r01c01f10-ch1_cp_output.tif", labels)  # its plot
     assert FolderFields(images, labels=masks).read(source.keys[1])[1]["ObjectNumber"].item() == 14
     np.save(masks / "r01c01f10-ch1_masks.npy", labels)
     with pytest.raises(ValueError, match=r"2 label images in .* match field r01c01f10-ch1\.tiff"):
