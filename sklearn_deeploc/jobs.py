@@ -40,7 +40,6 @@ from .profiles import (
     cell_profiles,
     profile_changes,
     read_h5ad_uns,
-    well_profiles,
     write_profiles,
 )
 from .sources import WELL_PATTERN, FolderFields, PlateFields, Prefetched, TableFields
@@ -542,8 +541,9 @@ def run_screen(
                 f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
                 "none was found, or every centre lies outside its field or too close to its edge."
             )
-        write_profiles(profiles, output, uns=uns, csv=csv)  # under the lock: one run's files
-    return profiles, well_profiles(profiles, check_input=False)
+        # Under the lock: one run's files. The profiles were checked field by field.
+        written = write_profiles(profiles, output, uns=uns, csv=csv, check_input=False)
+    return profiles, read_table(written[WELLS_FILE])
 
 
 def crop(

@@ -187,8 +187,8 @@ def _check_profiles(profiles, keys, name="profiles", classes=None):
     absent = [key for key in keys if key not in profiles]
     if absent or not probability:
         raise ValueError(
-            f"{name} lacks the columns {absent or [PROBABILITY_PREFIX + '<class>']}; expected "
-            f"cell profiles (cell_profiles), it has {columns[:10]}..."
+            f"{name} has no column {(absent or [PROBABILITY_PREFIX + '<class>'])[0]!r}; "
+            f"expected cell profiles (cell_profiles), its columns are {columns[:10]}..."
         )
     found = [c.removeprefix(PROBABILITY_PREFIX) for c in probability]
     if classes is not None and set(found) != set(classes):
@@ -278,10 +278,15 @@ def _dataframe(group, name, index, columns):
 
 def _column(frame, name, values):
     """One ``obs`` column in AnnData's encoding of its type, missing values kept missing."""
-    if isinstance(values.dtype, pd.api.extensions.ExtensionDtype) and values.dtype.kind in "iub":
-        kind = "nullable-boolean" if values.dtype.kind == "b" else "nullable-integer"
+    dtype = values.dtype  # pandas' Int64 and boolean, Arrow's: not numpy's, nor sparse ones
+    if (
+        isinstance(dtype, pd.api.extensions.ExtensionDtype)
+        and hasattr(dtype, "numpy_dtype")
+        and dtype.kind in "iub"
+    ):
+        kind = "nullable-boolean" if dtype.kind == "b" else "nullable-integer"
         encoded = _encode(frame.create_group(name), kind, "0.1.0")
-        _array_dataset(encoded, "values", values.to_numpy(values.dtype.numpy_dtype, na_value=0))
+        _array_dataset(encoded, "values", values.to_numpy(dtype.numpy_dtype, na_value=0))
         _array_dataset(encoded, "mask", values.isna().to_numpy())
     elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         missing = values.isna().any()  # nullable floats: NaN where missing
@@ -333,7 +338,7 @@ def _write_anndata(path, profiles, uns):
             _uns_entry(file["uns"], name, value)
 
 
-def write_h5ad(profiles, path, *, uns=None):
+def write_h5ad(profiles, path, *, uns=None, check_input=True):
     """Write cell profiles as an AnnData ``.h5ad`` file (atomically), without needing anndata.
 
     Parameters
@@ -345,6 +350,9 @@ def write_h5ad(profiles, path, *, uns=None):
     uns : dict, optional
         More unstructured entries (strings, numbers, lists of them), such as the model's
         digest; ``classes`` and ``package_version`` are always written, not taken from it.
+    check_input : bool, default=True
+        Check ``profiles`` and ``uns`` (as :func:`well_profiles` does, and no ``uns`` entry
+        named as the package's); False only for profiles already checked.
 
     Returns
     -------
@@ -366,8 +374,9 @@ def write_h5ad(profiles, path, *, uns=None):
     ...     print(file["X"].shape, file["var/_index"].asstr()[:].tolist())
     (2, 2) ['NUCLEI', 'ER']
     """
-    _check_profiles(profiles, WELL_KEYS)
-    _check_uns(uns)
+    if check_input:
+        _check_profiles(profiles, WELL_KEYS)
+        _check_uns(uns)
     return write_atomically(path, lambda temporary: _write_anndata(temporary, profiles, uns))
 
 
@@ -428,7 +437,7 @@ def read_h5ad_uns(path, keys):
     }
 
 
-def write_profiles(profiles, output, *, uns=None, csv=False):
+def write_profiles(profiles, output, *, uns=None, csv=False, check_input=True):
     """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, atomically.
 
     Parameters
@@ -441,22 +450,25 @@ def write_profiles(profiles, output, *, uns=None, csv=False):
         As in :func:`write_h5ad`.
     csv : bool, default=False
         Also write ``cells.csv`` and ``wells.csv``.
+    check_input : bool, default=True
+        Check ``profiles`` and ``uns`` (as :func:`well_profiles` does, and no ``uns`` entry
+        named as the package's); False only for profiles already checked.
 
     Returns
     -------
     dict
         Paths by file name.
     """
-    _check_profiles(profiles, WELL_KEYS)
-    _check_uns(uns)
+    if check_input:
+        _check_profiles(profiles, WELL_KEYS)
+        _check_uns(uns)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     tables = {CELLS_FILE: profiles, WELLS_FILE: well_profiles(profiles, check_input=False)}
     if csv:
         tables.update({"cells.csv": profiles, "wells.csv": tables[WELLS_FILE]})
     written = {name: write_table(table, output / name) for name, table in tables.items()}
-    h5ad = output / H5AD_FILE
-    written[H5AD_FILE] = write_atomically(h5ad, lambda part: _write_anndata(part, profiles, uns))
+    written[H5AD_FILE] = write_h5ad(profiles, output / H5AD_FILE, uns=uns, check_input=False)
     return written
 
 
@@ -465,14 +477,7 @@ def _probabilities(profiles, by, name, classes=None):
     and its ``by`` column, checked."""
     if not isinstance(by, str):
         raise ValueError(f"by must name one metadata column; got {by!r}.")
-    if by not in profiles:
-        raise ValueError(
-            f"Screen {name} has no column {by!r} to group cells by; its metadata columns are "
-            f"{[c for c in profiles.columns if c.startswith('Metadata_')]}."
-        )
-    per_plate = by == "Metadata_Well" and "Metadata_Plate" in profiles
-    keys = [by, "Metadata_Plate"] if per_plate else [by]
-    _check_profiles(profiles, keys, f"Screen {name}", classes)
+    _check_profiles(profiles, [by], f"Screen {name}", classes)
     for column in ("Metadata_Plate", ACQUISITION) if by == "Metadata_Well" else ():
         values = profiles[column].unique() if column in profiles else []
         noun = column.removeprefix("Metadata_").lower()

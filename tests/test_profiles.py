@@ -237,6 +237,8 @@ def test_profile_changes_by_another_column_and_refusals():
         profile_changes(a, b, by="Metadata_Strain")
     with pytest.raises(ValueError, match="The screens' classes differ"):
         profile_changes(a, b.drop(columns="Cells_DeepLoc_Prob_ER"))
+    with pytest.raises(TypeError, match="Screen A is a ndarray; expected a pandas DataFrame"):
+        profile_changes(a.to_numpy(), b)
 
 
 def test_write_changes_reads_two_outputs(tmp_path):
@@ -368,7 +370,7 @@ def test_well_profiles_keep_only_wells_with_cells_of_categorical_columns():
     ("edit", "match"),
     [
         (lambda p: p.assign(Metadata_Well=p["Metadata_Well"].mask(p.index == 2)), "without"),
-        (lambda p: p.drop(columns="Metadata_Plate"), r"lacks the columns \['Metadata_Plate'\]"),
+        (lambda p: p.drop(columns="Metadata_Plate"), r"has no column 'Metadata_Plate'"),
         (lambda p: p.assign(**{"Cells_DeepLoc_Prob_ER": 5.0}), "must hold probabilities"),
         (lambda p: p.assign(**{"Cells_DeepLoc_fc2_0": np.nan}), r"\(Cells_DeepLoc_<name>\)"),
         (lambda p: pd.concat([p, p["Metadata_Well"]], axis=1), "repeated column names"),
