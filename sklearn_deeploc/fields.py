@@ -394,8 +394,9 @@ def _check_layout(path, tiff):
     if tiff.is_ome and len(tiff.series) > 1:
         names = [series.name for series in tiff.series][:4]
         raise _LayoutError(
-            f"{path} holds {len(tiff.series)} OME images (stage positions or fields: {names}), "
-            "not channels; expected one field per file: save each position apart."
+            f"{path} holds {len(tiff.series)} OME images ({names}: stage positions, fields, "
+            "or channels saved apart), not one image of channels; expected one field per "
+            "file: save each position apart, and a field's channels as one image (axes CYX)."
         )
     for series in tiff.series:  # pages are channels, unless the file says they are not
         planes = {a: n for a, n in zip(series.axes, series.shape) if a in "ZT" and n > 1}
