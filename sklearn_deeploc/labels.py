@@ -43,7 +43,11 @@ def check_label_image(labels, name="labels"):
     if labels.ndim > 2:
         labels = labels.reshape([n for n in labels.shape if n != 1] or [1, 1])
     if labels.ndim != 2:
-        raise ValueError(f"{name} has shape {labels.shape}; expected one 2-D label image (H, W).")
+        colour = labels.ndim == 3 and {3, 4} & {labels.shape[0], labels.shape[-1]}
+        hint = " (a colour or palette image: save the labels as one integer plane)" * bool(colour)
+        raise ValueError(
+            f"{name} has shape {labels.shape}; expected one 2-D label image (H, W){hint}."
+        )
     if labels.dtype == bool:
         raise ValueError(
             f"{name} is a boolean mask; expected integer labels, one value per cell "

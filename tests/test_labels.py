@@ -50,6 +50,7 @@ def test_empty_label_image_has_no_cells():
         (np.zeros((4, 5), dtype=bool), "boolean mask"),
         (np.full((4, 5), -1, dtype=np.int16), "negative labels"),
         (np.zeros((2, 4, 5), dtype=np.uint8), r"shape \(2, 4, 5\); expected one 2-D"),
+        (np.zeros((3, 4, 5), dtype=np.uint8), r"2-D label image \(H, W\) \(a colour or palette"),
         (np.zeros(5, dtype=np.uint8), r"shape \(5,\)"),
     ],
 )
