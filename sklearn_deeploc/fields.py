@@ -40,8 +40,8 @@ WINDOWS_PATH = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")  # C:\ or \\server
 TOKEN_CHANNELS = ("ch1", "ch2")
 FILE_PREFIX = "file"
 OBJECT_NUMBER = "ObjectNumber"
-# CellProfiler's (and pycytominer's) names of a field's plate and well, kept from a cell table
-FIELD_METADATA = {"plate": "Metadata_Plate", "well": "Metadata_Well"}
+# CellProfiler's (and pycytominer's) names of where a field is, kept from a cell table
+FIELD_METADATA = {"plate": "Metadata_Plate", "well": "Metadata_Well", "site": "Metadata_Site"}
 CHANNELS_CHOSEN = "channels_chosen"  # a table's attrs: whether its reader was given the order
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
@@ -198,8 +198,8 @@ def read_cell_table(
     DataFrame
         Indexed like the input: ``field`` (its name in the table), ``file_<channel>`` per
         channel (``file`` for the stack layout), ``x``, ``y``, ``label`` with ``label_column``,
-        and the table's ``ObjectNumber``, and ``Metadata_Plate`` and ``Metadata_Well`` (or
-        ``Image_Metadata_``...) as ``plate`` and ``well``, where it has them.
+        and the table's ``ObjectNumber``, and ``Metadata_Plate``, ``_Well`` and ``_Site`` (or
+        ``Image_Metadata_``...) as ``plate``, ``well`` and ``site``, where it has them.
 
     See Also
     --------

@@ -46,6 +46,7 @@ from .sources import WELL_PATTERN, FolderFields, PlateFields, Prefetched, TableF
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
+SCREEN_FILES = (CELLS_FILE, WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv")
 
 
 def _checked_job(model, data, output, block_size, device, precision):
@@ -635,6 +636,12 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
         (and ``Area`` from label images): one row per cell.
     """
     source = FolderFields(images, channels, labels, marker=marker)
+    stacks = [key for key, planes in source.planes.items() if len(planes) > 1]
+    if stacks:  # a table names one file per channel: its reader would take the first plane
+        raise ValueError(
+            f"The fields of {images} have z planes ({stacks[0]} and more), which a cell table "
+            "cannot name; screen or crop the folder itself (images=), which projects them."
+        )
     renamed = {"center_x": "Center_X", "center_y": "Center_Y", "area": "Area"}
     rows = []
     for key in source.keys:
@@ -727,8 +734,11 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     """
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
-    if Path(output).resolve() in (path_a.resolve(), path_b.resolve()):
-        raise ValueError(f"output={output} is one of the screens compared; expected a new table.")
+    screens = {path.resolve().parent for path in (path_a, path_b)}
+    if Path(output).resolve().parent in screens and Path(output).name in SCREEN_FILES:
+        raise ValueError(
+            f"output={output} is a file of a screen compared; expected a table of its own."
+        )
     _check_same_predictions(path_a, path_b)
     table = profile_changes(read_table(path_a), read_table(path_b), by=by, prior=prior)
     Path(output).parent.mkdir(parents=True, exist_ok=True)

@@ -286,7 +286,8 @@ def _column(frame, name, values):
     ):
         kind = "nullable-boolean" if dtype.kind == "b" else "nullable-integer"
         encoded = _encode(frame.create_group(name), kind, "0.1.0")
-        _array_dataset(encoded, "values", values.to_numpy(dtype.numpy_dtype, na_value=0))
+        filler = dtype.numpy_dtype.type(0)  # False for booleans
+        _array_dataset(encoded, "values", values.to_numpy(dtype.numpy_dtype, na_value=filler))
         _array_dataset(encoded, "mask", values.isna().to_numpy())
     elif pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
         missing = values.isna().any()  # nullable floats: NaN where missing
@@ -438,7 +439,7 @@ def read_h5ad_uns(path, keys):
 
 
 def write_profiles(profiles, output, *, uns=None, csv=False, check_input=True):
-    """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, atomically.
+    """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, each atomically.
 
     Parameters
     ----------

@@ -105,9 +105,10 @@ class FieldSource:
         return {row.key: row for row in self.fields.itertuples(index=False)}
 
     def metadata(self, key):
-        """The field's ``plate``, ``well``, ``site`` and ``image`` (its key)."""
-        row = self._rows[key]
-        return {"plate": row.plate, "well": row.well, "site": int(row.site), "image": key}
+        """The field's ``fields`` row (``plate``, ``well``, ``site``...) and ``image``, its key."""
+        row = self._rows[key]._asdict()
+        del row["key"]
+        return {**row, "site": int(row["site"]), "image": key}
 
     def read(self, key):
         """``(image, cells)`` of one field: (C, H, W) pixels and one row per cell."""
@@ -165,7 +166,29 @@ def _per_field(cells, name):
             f"The cell table gives field {unclear[0]!r} the Metadata_{name.title()} values "
             f"{values.unique()[unclear[0]].tolist()[:3]}; expected one per field."
         )
+    kind = mixed_kind(cells[name])
+    if kind:  # the profiles' files hold one type per column: refused before any field is read
+        raise ValueError(
+            f"The cell table's Metadata_{name.title()} mixes value types ({kind}, for example "
+            "'1' and 1); expected one type."
+        )
     return values.first().tolist()
+
+
+def _table_sites(fields, sites):
+    """A table's sites as whole numbers where they tell a well's fields apart, else the
+    numbered ``fields["site"]`` (with a warning)."""
+    numbers = pd.to_numeric(pd.Series(sites, index=fields.index), errors="coerce")
+    whole = numbers.notna().all() and (numbers == numbers.round()).all()
+    if whole and not fields.assign(site=numbers).duplicated(["plate", "well", "site"]).any():
+        return numbers.astype(np.int64)
+    warnings.warn(
+        f"The cell table's Metadata_Site values ({list(sites)[:3]}...) are not one whole number "
+        "per field of a well; sites are numbered in each well from 0 instead.",
+        UserWarning,
+        stacklevel=4,
+    )
+    return fields["site"]
 
 
 def _match_names(wanted, available):
@@ -198,6 +221,8 @@ class TableFields(FieldSource):
         found = _match_names(model_channels or [], names)
         named = [None if name is None else f"{FILE_PREFIX}_{name}" for name in found]
         chosen = cells.attrs.get(CHANNELS_CHOSEN, False)
+        if None in named and not chosen:
+            _check_no_channel_moved("The cell table", names, model_channels)
         if named and None not in named and named != columns and not chosen:
             warnings.warn(
                 f"The cell table's channels {columns} are read in the model's order {named} "
@@ -212,11 +237,14 @@ class TableFields(FieldSource):
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
         keys = list(self._cells)
-        given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
+        names = ("plate", "well", "site")
+        given = {name: _per_field(cells, name) for name in names if name in cells}
         plates = given.get("plate") or _folder_names(
             Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
         )
         self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
+        if "site" in given:
+            self.fields["site"] = _table_sites(self.fields, given["site"])
         self._digest = sha256_hex(
             pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
         )
@@ -343,8 +371,8 @@ def _check_every_first_channel(images, names, channels):
 
 
 def _planes_of_fields(names, images):
-    """Each field's z planes (Harmony's ``p``), of its first time point (``sk``), by its first
-    plane's name; other names are a field of one plane."""
+    """Each field's z planes (Harmony's ``p``) at the folder's first time point (``sk``), by its
+    first plane's name; other names are a field of one plane."""
     planes, times = {}, set()
     for name in names:
         match = HARMONY_PLANE.search(name)
@@ -352,14 +380,22 @@ def _planes_of_fields(names, images):
         time = int(match[4]) if match else 0
         planes.setdefault(field, []).append((time, name))
         times.add(time)
+    first = min(times)
     if len(times) > 1:
         warnings.warn(
-            f"{images} holds {len(times)} time points (Harmony's sk); the first is read.",
+            f"{images} holds {len(times)} time points (Harmony's sk); the first (sk{first}) is "
+            "read.",
             UserWarning,
             stacklevel=4,
         )
-    first = {field: [n for t, n in found if t == min(found)[0]] for field, found in planes.items()}
-    return {found[0]: found for found in first.values()}
+    read = {field: [n for t, n in found if t == first] for field, found in planes.items()}
+    absent = [found[0][1] for field, found in planes.items() if not read[field]]
+    if absent:
+        raise ValueError(
+            f"{absent[0]} in {images} has no image at the first time point (sk{first}); "
+            "expected every field at every time point read."
+        )
+    return {found[0]: found for found in read.values()}
 
 
 def _check_marker(marker, n_channels):
@@ -377,7 +413,7 @@ class FolderFields(FieldSource):
     A field is an image whose name holds the first channel token, its other channels found
     by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`);
     Harmony's z planes of a field (``r01c01f01p02-ch1sk1...``) are projected by their maximum,
-    and its first time point read.
+    and the folder's first time point read; ``planes`` lists each field's plane files.
     Its cells are the objects of its label image in the folder ``labels``, named after its first
     channel file with or without the token, then nothing or a separator and any suffix
     (``r01c01f01-ch1_cp_masks.png``, ``r01c01f01.tiff``), else found in channel ``marker``. The
@@ -391,8 +427,8 @@ class FolderFields(FieldSource):
         self._channels = list(channels or TOKEN_CHANNELS)
         names = _field_names(images, self._channels[0])
         _check_every_first_channel(images, names, self._channels)
-        self._planes = _planes_of_fields(names, images)
-        names = [name for planes in self._planes.values() for name in planes]
+        self.planes = _planes_of_fields(names, images)
+        names = [name for planes in self.planes.values() for name in planes]
         table = read_cell_table(
             pd.DataFrame({"Image Path": names, "Center_X": 0, "Center_Y": 0}),
             layout="token",
@@ -406,19 +442,23 @@ class FolderFields(FieldSource):
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
             channel_files = [f for files in self._files.values() for f in files]
-            self._labels = _label_files(
-                labels, list(self._planes), channel_files, self._channels[0]
-            )
+            self._labels = _label_files(labels, list(self.planes), channel_files, self._channels[0])
         if not self._labels:
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)
         self._marker, self._well_pattern = marker, well_pattern
-        self.fields = _named_fields(list(self._planes), images.resolve().name, well_pattern)
+        self.fields = _named_fields(list(self.planes), images.resolve().name, well_pattern)
 
     def read(self, key):
         image = read_field(self._files[key])
-        for plane in self._planes[key][1:]:
-            image = np.maximum(image, read_field(self._files[plane]))
+        for plane in self.planes[key][1:]:
+            pixels = read_field(self._files[plane])
+            if pixels.shape != image.shape:
+                raise ValueError(
+                    f"Field {key}: its z plane {plane} is {pixels.shape}, its first plane "
+                    f"{image.shape}; expected planes of one size."
+                )
+            image = np.maximum(image, pixels)
         if not self._labels:
             return image, _cells_found(image, self._marker)
         labels = read_label_image(self._labels[key])
@@ -453,7 +493,7 @@ def plate_channels(plate, channel_names):
     if names is not None and None not in named:
         return named
     if names is not None and plate.sizes(first).get("c", 1) == len(channel_names):
-        _check_no_channel_moved(plate, names, channel_names)
+        _check_no_channel_moved(f"Plate {plate.path}", names, channel_names)
         return list(range(len(channel_names)))
     stored = f"channels {names}" if names is not None else "unnamed channels (no omero metadata)"
     raise ValueError(
@@ -462,17 +502,17 @@ def plate_channels(plate, channel_names):
     )
 
 
-def _check_no_channel_moved(plate, names, channel_names):
-    """Refuse reading by position a plate that names a model channel at another position."""
-    stored = [name.casefold() for name in names]
+def _check_no_channel_moved(where, names, channel_names):
+    """Refuse reading by position channels ``names`` that hold a model channel elsewhere."""
+    stored = [str(name).casefold() for name in names]
     for k, channel in enumerate(channel_names):
         position = stored.index(channel.casefold()) if channel.casefold() in stored else k
         if position != k:
             raise ValueError(
-                f"Plate {plate.path} has channels {names}: the model's channel {k} "
-                f"({channel!r}) is the plate's channel {position}, but not every model channel "
-                f"({channel_names}) is named there, so they would be read by position. Pass "
-                "channels= (names or indices, in the model's order)."
+                f"{where} has channels {list(names)}: the model's channel {k} ({channel!r}) is "
+                f"its channel {position}, but not every model channel ({list(channel_names)}) is "
+                "named there, so they would be read by position. Pass channels= (names or "
+                "indices, in the model's order)."
             )
 
 
@@ -531,14 +571,6 @@ class PlateFields(FieldSource):
         # Acquisitions (runs of imaging) of one well are kept apart where the plate has several
         several = fields["acquisition"].nunique() > 1
         self.fields = fields[["key", "plate", "well", "site", *["acquisition"] * several]]
-
-    def metadata(self, key):
-        """The field's ``plate``, ``well``, ``site``, ``image`` and, where the plate has
-        several, ``acquisition``."""
-        metadata = super().metadata(key)
-        if "acquisition" in self.fields:
-            metadata["acquisition"] = self._rows[key].acquisition
-        return metadata
 
     @cached_property
     def _plate(self):

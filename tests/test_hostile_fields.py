@@ -220,6 +220,9 @@ def test_a_cell_table_is_read_by_the_models_channel_names_and_its_plates_stay_ap
     with pytest.warns(UserWarning, match=r"model's order \['file_GFP', 'file_RFP'\]"):
         source = field_source(cells=read_cell_table(extra, folder=tmp_path), model=model)
     assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [1000, 7]  # DNA left out
+    moved = DeepLocModel(net, ["ER", "NUCLEI"], channel_names=["GFP", "DAPI"])
+    with pytest.raises(ValueError, match=r"model's channel 0 \('GFP'\) is its channel 1"):
+        field_source(cells=read_cell_table(table, folder=tmp_path), model=moved)
     plain = table.drop(columns=["Image_PathName_RFP", "Image_PathName_GFP"])
     both = pd.concat(
         [
@@ -320,7 +323,7 @@ def test_a_cellprofiler_object_table_joined_to_its_image_table(tmp_path):
     assert read_field(cells.iloc[0])[:, 0, 0].tolist() == [1000, 7]
 
 
-def test_a_cell_tables_plate_and_well_metadata_name_its_fields(tmp_path):
+def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
     from sklearn_deeploc.jobs import field_source
 
     for name in ("IXM_A01_s1.tif", "IXM_A01_s2.tif", "IXM_B03_s1.tif"):
@@ -334,17 +337,24 @@ def test_a_cell_tables_plate_and_well_metadata_name_its_fields(tmp_path):
             "Center_Y": 20,
             "Image_Metadata_Plate": "screen-7",  # ExportToDatabase's name
             "Metadata_Well": ["A01", "A01", "B03"],
-            "Metadata_Site": [2, 2, 1],  # sites are numbered in a well, as for every source
+            "Metadata_Site": ["2", "1", "1"],  # CellProfiler's text metadata
         }
     )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no well pattern is asked for: the table names them
         source = field_source(cells=read_cell_table(table, folder=tmp_path))
     assert source.fields[["plate", "well", "site"]].values.tolist() == [
-        ["screen-7", "A01", 0],
+        ["screen-7", "A01", 2],
         ["screen-7", "A01", 1],
-        ["screen-7", "B03", 0],
+        ["screen-7", "B03", 1],
     ]
     mixed = pd.concat([table, table.iloc[[0]].assign(Metadata_Well="A02")])
     with pytest.raises(ValueError, match=r"field 'IXM_A01_s1.tif' the Metadata_Well values"):
         field_source(cells=read_cell_table(mixed, folder=tmp_path))
+    kinds = table.assign(Image_Metadata_Plate=["screen-7", "screen-7", 8])
+    with pytest.raises(ValueError, match="Metadata_Plate mixes value types"):
+        field_source(cells=read_cell_table(kinds, folder=tmp_path))
+    repeated = table.assign(Metadata_Site=[1, 1, 1])  # time points of one site, say
+    with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
+        source = field_source(cells=read_cell_table(repeated, folder=tmp_path))
+    assert source.fields["site"].tolist() == [0, 1, 0]

@@ -534,9 +534,7 @@ def test_a_model_channel_named_at_another_position_is_not_read_by_position(plate
     np.testing.assert_array_equal(source.read("A/1/0")[0], written["A/1/0"][0][::-1])
     for image_path in written:
         _set_names(path / image_path, ["mCherry", "GFP"])
-    with pytest.raises(
-        ValueError, match=r"the model's channel 0 \('GFP'\) is the plate's channel 1"
-    ):
+    with pytest.raises(ValueError, match=r"the model's channel 0 \('GFP'\) is its channel 1"):
         PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
     for image_path in written:
         _set_names(path / image_path, ["Cy3", "FITC"])  # none of the model's names: by position
@@ -566,6 +564,9 @@ def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
             ],
         )
     assert open_plate(path).fields["acquisition"].tolist() == [1, 2, 1, 2]
+    source = PlateFields(path, ["GFP", "RFP"], labels="cells")
+    with Prefetched(source, source.keys) as ahead:  # as a screen reads with a core to spare
+        assert [ahead.metadata(key)["acquisition"] for key in source.keys] == [1, 2, 1, 2]
     cells, wells = run_screen(model, tmp_path / "out", plate=path, labels="cells")
     assert cells.groupby("Metadata_Image")["Metadata_Acquisition"].first().to_dict() == {
         "A/1/0": 1,
@@ -604,11 +605,27 @@ def test_harmony_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
                 for channel, image in zip(("ch1", "ch2"), pixels):
                     name = f"r02c03f{field:02d}p{plane:02d}-{channel}sk{time}fk1fl1.tiff"
                     tifffile.imwrite(images / name, image)
-    with pytest.warns(UserWarning, match="holds 2 time points .*the first is read"):
+    with pytest.warns(UserWarning, match=r"holds 2 time points .*the first \(sk1\) is read"):
         source = FolderFields(images)
     assert source.fields["site"].tolist() == [0, 1]
     for key, field in zip(source.keys, (1, 2)):
         np.testing.assert_array_equal(source.read(key)[0], stacks[field, 1])
+    from sklearn_deeploc.jobs import find_cell_table
+
+    with pytest.raises(ValueError, match="have z planes .* which a cell table cannot name"):
+        find_cell_table(images, verbose=0)
+    for channel in ("ch1", "ch2"):  # a plane of another size
+        tifffile.imwrite(images / f"r02c03f02p02-{channel}sk1fk1fl1.tiff", np.zeros((8, 8), "u2"))
+    with pytest.raises(
+        ValueError, match=r"its z plane r02c03f02p02-ch1sk1fk1fl1.tiff is \(2, 8, 8\)"
+    ):
+        source.read(source.keys[1])
+    for path in images.glob("r02c03f01p*sk1*"):  # field 1 at the second time point only
+        path.unlink()
+    with pytest.raises(
+        ValueError, match=r"f01p01-ch1sk2fk1fl1.tiff in .* has no image at the first"
+    ):
+        FolderFields(images)
 
 
 def test_imagexpress_names_with_their_own_channel_tokens(tmp_path):

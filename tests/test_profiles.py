@@ -274,8 +274,9 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
     with pytest.raises(ValueError, match="predicted differently"):
         write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.parquet")
     cells_a = tmp_path / "a" / "cells.parquet"
-    with pytest.raises(ValueError, match="is one of the screens compared"):
-        write_changes(tmp_path / "a", tmp_path / "a", cells_a)
+    for written in (cells_a, cells_a.with_name("wells.parquet"), cells_a.with_name("cells.csv")):
+        with pytest.raises(ValueError, match="is a file of a screen compared"):
+            write_changes(tmp_path / "a", tmp_path / "a", written)
     with pytest.raises(ValueError, match=r"cells.h5ad is not a cell table"):
         write_changes(tmp_path / "a" / "cells.h5ad", tmp_path / "a", tmp_path / "c.csv")
 
@@ -326,9 +327,11 @@ def test_h5ad_keeps_missing_metadata_missing(tmp_path):
     cells["treated"] = pd.array([True, None, False] * 4, dtype="boolean")
     cells["grade"] = pd.Categorical(["lo", "hi", "mid"] * 4, ["lo", "mid", "hi"], ordered=True)
     cells["replicate"] = pd.Categorical([1, 2, 2] * 4)
+    cells["checked"] = pd.array([True, None, False] * 4, dtype="bool[pyarrow]")
     profiles = cell_profiles(cells, np.full((12, 3), 1 / 3), CLASSES)
     obs = anndata.read_h5ad(write_h5ad(profiles, tmp_path / "cells.h5ad")).obs
     assert obs["Metadata_strain"].isna().tolist() == [False, True, False] * 4
+    assert obs["Metadata_checked"].tolist() == [True, pd.NA, False] * 4
     for column in ("dose", "treated", "grade", "replicate"):  # each type as it was
         pd.testing.assert_series_equal(
             obs[f"Metadata_{column}"], cells[column], check_names=False, check_index=False
