@@ -244,6 +244,8 @@ def read_cell_table(
         channels = [channels]
     if channels is not None and len(channels) == 0:
         raise ValueError("channels must name at least one channel; got an empty list.")
+    if channels is not None and not all(isinstance(c, str) for c in channels):
+        raise ValueError(f"channels must be names (text); got {list(channels)}.")
     if channels is not None and len(set(channels)) != len(channels):
         raise ValueError(f"channels names a channel twice: {list(channels)}.")
     file_column = _cellprofiler_prefix(frame) + CELLPROFILER_FILE

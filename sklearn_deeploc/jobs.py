@@ -46,7 +46,7 @@ from .sources import WELL_PATTERN, FolderFields, PlateFields, Prefetched, TableF
 from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
-SCREEN_FILES = (CELLS_FILE, WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv")
+SCREEN_FILES = (CELLS_FILE, WELLS_FILE, "cells.csv", "wells.csv")
 
 
 def _checked_job(model, data, output, block_size, device, precision):
@@ -639,8 +639,8 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
     stacks = [key for key, planes in source.planes.items() if len(planes) > 1]
     if stacks:  # a table names one file per channel: its reader would take the first plane
         raise ValueError(
-            f"The fields of {images} have z planes ({stacks[0]} and more), which a cell table "
-            "cannot name; screen or crop the folder itself (images=), which projects them."
+            f"{len(stacks)} field(s) of {images} have z planes ({stacks[0]}...), which a cell "
+            "table cannot name; screen or crop the folder itself (images=), which projects them."
         )
     renamed = {"center_x": "Center_X", "center_y": "Center_Y", "area": "Area"}
     rows = []
@@ -734,8 +734,12 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     """
     check_table_path(output)
     path_a, path_b = _cells_path(screen_a), _cells_path(screen_b)
-    screens = {path.resolve().parent for path in (path_a, path_b)}
-    if Path(output).resolve().parent in screens and Path(output).name in SCREEN_FILES:
+    inputs = {path.resolve() for path in (path_a, path_b)}
+    written = Path(output).resolve()
+    screen_file = (
+        written.parent in {path.parent for path in inputs} and written.name in SCREEN_FILES
+    )
+    if written in inputs or screen_file:
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )

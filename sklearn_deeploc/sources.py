@@ -89,7 +89,8 @@ def _named_fields(keys, plates, pattern, wells=None):
 class FieldSource:
     """The ``fields`` of a screen, read one at a time (see the module docstring).
 
-    ``fields["key"]`` is what :meth:`read` takes, ``site`` counts from 0 within a well, and
+    ``fields["key"]`` is what :meth:`read` takes, ``site`` tells a well's fields apart (from 0,
+    or a cell table's ``Metadata_Site``), and
     ``n_channels`` is the channels a field is read with, where known before reading one.
     """
 
@@ -175,16 +176,24 @@ def _per_field(cells, name):
     return values.first().tolist()
 
 
-def _table_sites(fields, sites):
-    """A table's sites as whole numbers where they tell a well's fields apart, else the
-    numbered ``fields["site"]`` (with a warning)."""
-    numbers = pd.to_numeric(pd.Series(sites, index=fields.index), errors="coerce")
-    whole = numbers.notna().all() and (numbers == numbers.round()).all()
-    if whole and not fields.assign(site=numbers).duplicated(["plate", "well", "site"]).any():
-        return numbers.astype(np.int64)
+def _table_sites(fields, cells):
+    """A table's sites as whole numbers where each field has one and they tell a well's fields
+    apart, else the numbered ``fields["site"]`` (with a warning)."""
+    numbers = pd.to_numeric(cells["site"].astype(object), errors="coerce")
+    per_field = numbers.groupby(cells["field"], sort=False).agg(["min", "max"])
+    sites = per_field["min"].reindex(fields["key"]).to_numpy()
+    whole = (
+        numbers.notna().all()
+        and (per_field["min"] == per_field["max"]).all()
+        and (np.abs(sites) < 2**31).all()  # finite, and an int64 without overflow
+        and (sites == np.round(sites)).all()
+    )
+    if whole and not fields.assign(site=sites).duplicated(["plate", "well", "site"]).any():
+        return sites.astype(np.int64)
     warnings.warn(
-        f"The cell table's Metadata_Site values ({list(sites)[:3]}...) are not one whole number "
-        "per field of a well; sites are numbered in each well from 0 instead.",
+        f"The cell table's Metadata_Site values ({cells['site'].unique()[:3].tolist()}...) are "
+        "not one whole number per field of a well; sites are numbered in each well from 0 "
+        "instead.",
         UserWarning,
         stacklevel=4,
     )
@@ -208,10 +217,11 @@ def _match_names(wanted, available):
 class TableFields(FieldSource):
     """Fields and cells of a cell table (:func:`~sklearn_deeploc.fields.read_cell_table`).
 
-    The plate is the folder of a field's first channel file (with its parents where two
-    folders share a name); cells keep the table's ``ObjectNumber``, else are numbered in table
-    order within their field, from 1. Channels named as ``model_channels`` are read in that
-    order. ``cells`` is the table.
+    A field's plate, well and site are the table's ``Metadata_Plate``, ``_Well``, ``_Site``
+    where it has them, else the folder of its first channel file (with its parents where two
+    folders share a name), its name's ``well_pattern`` and its order in the well; cells keep
+    the table's ``ObjectNumber``, else are numbered in table order within their field, from
+    1. Channels named as ``model_channels`` are read in that order. ``cells`` is the table.
     """
 
     def __init__(self, cells, well_pattern=WELL_PATTERN, model_channels=None):
@@ -222,7 +232,8 @@ class TableFields(FieldSource):
         named = [None if name is None else f"{FILE_PREFIX}_{name}" for name in found]
         chosen = cells.attrs.get(CHANNELS_CHOSEN, False)
         if None in named and not chosen:
-            _check_no_channel_moved("The cell table", names, model_channels)
+            choose = "read_cell_table's channels= (--channels), by name"
+            _check_no_channel_moved("The cell table", names, model_channels, choose)
         if named and None not in named and named != columns and not chosen:
             warnings.warn(
                 f"The cell table's channels {columns} are read in the model's order {named} "
@@ -237,14 +248,13 @@ class TableFields(FieldSource):
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
         keys = list(self._cells)
-        names = ("plate", "well", "site")
-        given = {name: _per_field(cells, name) for name in names if name in cells}
+        given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
         plates = given.get("plate") or _folder_names(
             Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
         )
         self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
-        if "site" in given:
-            self.fields["site"] = _table_sites(self.fields, given["site"])
+        if "site" in cells:
+            self.fields["site"] = _table_sites(self.fields, cells)
         self._digest = sha256_hex(
             pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
         )
@@ -377,10 +387,11 @@ def _planes_of_fields(names, images):
     for name in names:
         match = HARMONY_PLANE.search(name)
         field = HARMONY_PLANE.sub(r"\1\3", name, count=1) if match else name
-        time = int(match[4]) if match else 0
+        time = int(match[4]) if match else None  # other names: one image, read
         planes.setdefault(field, []).append((time, name))
         times.add(time)
-    first = min(times)
+    times.discard(None)
+    first = min(times, default=None)
     if len(times) > 1:
         warnings.warn(
             f"{images} holds {len(times)} time points (Harmony's sk); the first (sk{first}) is "
@@ -388,7 +399,7 @@ def _planes_of_fields(names, images):
             UserWarning,
             stacklevel=4,
         )
-    read = {field: [n for t, n in found if t == first] for field, found in planes.items()}
+    read = {field: [n for t, n in found if t in (first, None)] for field, found in planes.items()}
     absent = [found[0][1] for field, found in planes.items() if not read[field]]
     if absent:
         raise ValueError(
@@ -502,8 +513,9 @@ def plate_channels(plate, channel_names):
     )
 
 
-def _check_no_channel_moved(where, names, channel_names):
-    """Refuse reading by position channels ``names`` that hold a model channel elsewhere."""
+def _check_no_channel_moved(where, names, channel_names, choose="channels= (names or indices)"):
+    """Refuse reading by position channels ``names`` that hold a model channel elsewhere;
+    ``choose`` says how to choose them."""
     stored = [str(name).casefold() for name in names]
     for k, channel in enumerate(channel_names):
         position = stored.index(channel.casefold()) if channel.casefold() in stored else k
@@ -511,8 +523,8 @@ def _check_no_channel_moved(where, names, channel_names):
             raise ValueError(
                 f"{where} has channels {list(names)}: the model's channel {k} ({channel!r}) is "
                 f"its channel {position}, but not every model channel ({list(channel_names)}) is "
-                "named there, so they would be read by position. Pass channels= (names or "
-                "indices, in the model's order)."
+                f"named there, so they would be read by position. Choose them with {choose}, in "
+                "the model's order."
             )
 
 

@@ -354,7 +354,8 @@ def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
     kinds = table.assign(Image_Metadata_Plate=["screen-7", "screen-7", 8])
     with pytest.raises(ValueError, match="Metadata_Plate mixes value types"):
         field_source(cells=read_cell_table(kinds, folder=tmp_path))
-    repeated = table.assign(Metadata_Site=[1, 1, 1])  # time points of one site, say
-    with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
-        source = field_source(cells=read_cell_table(repeated, folder=tmp_path))
-    assert source.fields["site"].tolist() == [0, 1, 0]
+    for sites in ([1, 1, 1], [1, None, 1], [1, 2.5, 1]):  # repeated, missing, not whole
+        unusable = table.assign(Metadata_Site=sites)
+        with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
+            source = field_source(cells=read_cell_table(unusable, folder=tmp_path))
+        assert source.fields["site"].tolist() == [0, 1, 0]

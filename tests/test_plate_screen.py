@@ -610,6 +610,10 @@ def test_harmony_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
     assert source.fields["site"].tolist() == [0, 1]
     for key, field in zip(source.keys, (1, 2)):
         np.testing.assert_array_equal(source.read(key)[0], stacks[field, 1])
+    for channel, plane in zip(("ch1", "ch2"), _blobs((96, 96), [(40, 40)], 0)):
+        tifffile.imwrite(images / f"r05c05f01-{channel}.tiff", plane)  # no planes, no sk
+    with pytest.warns(UserWarning, match="holds 2 time points"):
+        assert FolderFields(images).keys[-1] == "r05c05f01-ch1.tiff"
     from sklearn_deeploc.jobs import find_cell_table
 
     with pytest.raises(ValueError, match="have z planes .* which a cell table cannot name"):

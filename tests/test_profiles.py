@@ -277,6 +277,11 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
     for written in (cells_a, cells_a.with_name("wells.parquet"), cells_a.with_name("cells.csv")):
         with pytest.raises(ValueError, match="is a file of a screen compared"):
             write_changes(tmp_path / "a", tmp_path / "a", written)
+    exported = tmp_path / "exported.parquet"  # a table from elsewhere, named as no screen file
+    cells_a.rename(exported)
+    with pytest.raises(ValueError, match="is a file of a screen compared"):
+        write_changes(exported, exported, exported)
+    exported.rename(cells_a)
     with pytest.raises(ValueError, match=r"cells.h5ad is not a cell table"):
         write_changes(tmp_path / "a" / "cells.h5ad", tmp_path / "a", tmp_path / "c.csv")
 
