@@ -41,7 +41,7 @@ OPTIONAL_METADATA = {
     "acquisition": "Metadata_Acquisition",
 }
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-ACQUISITION = "Metadata_Acquisition"  # a plate's runs of imaging: wells are kept apart by it
+ACQUISITION = OPTIONAL_METADATA["acquisition"]  # a plate's runs of imaging: wells kept apart
 CELLS_FILE, WELLS_FILE, H5AD_FILE = "cells.parquet", "wells.parquet", "cells.h5ad"
 
 

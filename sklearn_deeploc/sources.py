@@ -59,10 +59,14 @@ def _cells_found(image, marker):
 def _named_fields(keys, plates, pattern, wells=None):
     """Fields named by files: the well ``pattern`` finds (else the stem) unless ``wells`` are
     given, sites numbered in it."""
-    if wells is not None:
-        fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
-        fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
-        return fields
+    wells = _pattern_wells(keys, pattern) if wells is None else wells
+    fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
+    fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
+    return fields
+
+
+def _pattern_wells(keys, pattern):
+    """The well ``pattern`` finds in each key's file name, else its stem (with a warning)."""
     try:
         regex = re.compile(pattern)
     except re.error as error:
@@ -78,12 +82,9 @@ def _named_fields(keys, plates, pattern, wells=None):
             "its own, named by its file's stem. Pass a well_pattern matching the well in "
             "these names.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    wells = [match.group(0) if match else Path(key).stem for key, match in zip(keys, matches)]
-    fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
-    fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
-    return fields
+    return [match.group(0) if match else Path(key).stem for key, match in zip(keys, matches)]
 
 
 class FieldSource:
@@ -141,12 +142,8 @@ def _check_table_fields(cells, columns):
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
         )
-    kind = mixed_kind(cells["label"]) if "label" in cells else None
-    if kind:  # caught here, not after every field is profiled
-        raise ValueError(
-            f"The cell table's label column mixes value types ({kind}, for example '1' and 1); "
-            "expected one type: all names, or all numbers."
-        )
+    if "label" in cells:  # caught here, not after every field is profiled
+        _check_one_kind(cells["label"], "label column")
     repeated = cells.duplicated(["field", OBJECT_NUMBER]) if OBJECT_NUMBER in cells else None
     if repeated is not None and repeated.any():
         field, number = cells.loc[repeated, ["field", OBJECT_NUMBER]].iloc[0]
@@ -167,13 +164,18 @@ def _per_field(cells, name):
             f"The cell table gives field {unclear[0]!r} the Metadata_{name.title()} values "
             f"{values.unique()[unclear[0]].tolist()[:3]}; expected one per field."
         )
-    kind = mixed_kind(cells[name])
-    if kind:  # the profiles' files hold one type per column: refused before any field is read
-        raise ValueError(
-            f"The cell table's Metadata_{name.title()} mixes value types ({kind}, for example "
-            "'1' and 1); expected one type."
-        )
+    _check_one_kind(cells[name], f"Metadata_{name.title()}")  # as the profiles' files hold
     return values.first().tolist()
+
+
+def _check_one_kind(column, what):
+    """Refuse a table column mixing value types, which the profiles' files cannot hold."""
+    kind = mixed_kind(column)
+    if kind:
+        raise ValueError(
+            f"The cell table's {what} mixes value types ({kind}, for example '1' and 1); "
+            "expected one type: all names, or all numbers."
+        )
 
 
 def _table_sites(fields, cells):
@@ -369,9 +371,9 @@ def _field_names(images, channel):
 def _check_every_first_channel(images, names, channels):
     """Refuse a field whose other channels are in ``images`` without its first channel."""
     known, stems = set(names), {Path(name).stem for name in names}
+    tokens = [channel_token(channel) for channel in channels[1:]]
     for path in _files_in(images, FIELD_SUFFIXES):
-        for channel in channels[1:]:
-            token = channel_token(channel)
+        for token in tokens:
             twin = token.sub(channels[0], path.name, count=1) if token.search(path.name) else None
             if twin and twin not in known and not _prefixes(Path(twin).stem) & stems:
                 raise ValueError(
