@@ -7,6 +7,7 @@ and how it is put back onto the net, lives in :mod:`sklearn_deeploc.training`.
 """
 
 import json
+import os
 import shutil
 from collections import namedtuple
 from contextlib import contextmanager, suppress
@@ -53,7 +54,10 @@ STATE_ENTRIES = {
     "identity.data": ("an object", _is(dict)),
     "identity.parameters": ("an object", _is(dict)),
     "step": ("an integer", _is(int)),
-    "seeds": ("a list of 4 integers", _list_of(int, 4)),
+    "seeds": (
+        "a list of 4 integers in [0, 2**32)",
+        lambda value: _list_of(int, 4)(value) and all(0 <= seed < 2**32 for seed in value),
+    ),
     "optimizer": ("a list", _is(list)),
     "lr_schedule": ("an object", _is(dict)),
     "grad_scaler": ("an object", _is(dict)),
@@ -153,6 +157,8 @@ def checkpoint_lock(path):
     if path is None:
         yield
         return
+    if not os.fspath(path):  # Path("") is the working directory
+        raise ValueError("checkpoint_dir is an empty path; expected a folder, or None.")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"checkpoint_dir {path} is a file; expected a folder.")

@@ -4,7 +4,7 @@ import os
 import warnings
 from dataclasses import fields
 from functools import partial
-from numbers import Integral, Real
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +14,16 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .inference import PRECISIONS, resolve_device
-from .model import DeepLocModel
+from .model import DeepLocModel, check_config, default_channel_names, model_config, weight_problem
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
 from .preprocessing import STRETCH_VARIANTS
-from .streaming import apply_blockwise, is_dask_array, n_cells
+from .streaming import apply_blockwise, is_dask_array, is_lazy_array, n_cells
 from .training import Recipe, train_network
 from .validation import (
     IMAGE_SIZE,
     DeviceName,
     PercentilePair,
+    PositiveInt,
     PositiveInts,
     check_channel_names,
     check_labels,
@@ -37,7 +38,7 @@ REGISTERED_MODELS = {"deeploc-chong": "chong"}
 SHARED_CONSTRAINTS = {
     "pretrained": "no_validation",  # resolve_model says what it accepts
     "tta": ["boolean"],
-    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "batch_size": [PositiveInt()],
     "device": [DeviceName()],
     "precision": [StrOptions(set(PRECISIONS))],
     "verbose": ["verbose"],
@@ -50,8 +51,8 @@ def resolve_model(pretrained):
     A model folder (a path that exists always wins), a registered name (fetched once), a model,
     or a fitted estimator holding one as ``model_``.
     """
-    if pretrained is None or isinstance(pretrained, DeepLocModel):
-        return pretrained
+    if pretrained is None:
+        return None
     if isinstance(pretrained, (str, os.PathLike)):
         if Path(pretrained).exists():
             return DeepLocModel.load(pretrained)
@@ -63,8 +64,13 @@ def resolve_model(pretrained):
         from .datasets import fetch_deeploc_model
 
         return DeepLocModel.load(fetch_deeploc_model(REGISTERED_MODELS[str(pretrained)]))
-    model = getattr(pretrained, "model_", None)
+    model = (
+        pretrained if isinstance(pretrained, DeepLocModel) else getattr(pretrained, "model_", None)
+    )
     if isinstance(model, DeepLocModel):
+        for name, tensor in model.network.state_dict().items():  # folders are checked on load
+            if problem := weight_problem(name, tensor):
+                raise ValueError(f"pretrained's tensor {name} {problem}; expected a trained model.")
         return model
     if hasattr(pretrained, "get_params"):
         raise ValueError(
@@ -104,12 +110,25 @@ def validate_for(estimator, X, model, *, reset):
 
 
 class KeepPretrainedMixin:
-    """``clone`` keeps ``pretrained`` by reference: it is only read, and a deep clone unfits it."""
+    """``clone`` keeps ``pretrained`` by reference: it is only read, and a deep clone unfits it.
+
+    Its parameters cannot be set through this estimator: clones share it.
+    """
 
     def __sklearn_clone__(self):
         params = self.get_params(deep=False)
         params.update({k: clone(v, safe=False) for k, v in params.items() if k != "pretrained"})
         return type(self)(**params)
+
+    def set_params(self, **params):
+        nested = [name for name in params if name.startswith("pretrained__")]
+        if nested:
+            raise ValueError(
+                f"{nested[0]} would change the pretrained estimator itself, which every clone "
+                "of this one shares; set this estimator's own parameters (batch_size, tta, "
+                "precision, device) or pass another pretrained."
+            )
+        return super().set_params(**params)
 
 
 class BackOnDeviceMixin:
@@ -231,21 +250,21 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         **SHARED_CONSTRAINTS,
         "conv_channels": [PositiveInts()],
         "fc_units": [PositiveInts()],
-        "crop_size": [Interval(Integral, 1, None, closed="left")],
-        "image_size": [Interval(Integral, 1, None, closed="left")],
+        "crop_size": [PositiveInt()],
+        "image_size": [PositiveInt()],
         "stretch": [None, PercentilePair()],
         "stretch_variant": [StrOptions(set(STRETCH_VARIANTS))],
         "augment": ["boolean"],
         "freeze": [None, StrOptions({"conv"})],
         "dropout": [None, Interval(Real, 0, 1, closed="left")],
         "lr": [None, Interval(Real, 0, None, closed="left")],
-        "max_iter": [None, Interval(Integral, 1, None, closed="left")],
+        "max_iter": [None, PositiveInt()],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "validation_interval": [Interval(Integral, 1, None, closed="left")],
+        "validation_interval": [PositiveInt()],
         "sampling": [StrOptions({"balanced", "uniform"})],
         "channel_names": [None, list, tuple],
         "checkpoint_dir": [None, str, os.PathLike],
-        "checkpoint_interval": [None, Interval(Integral, 1, None, closed="left")],
+        "checkpoint_interval": [None, PositiveInt()],
         "random_state": ["random_state"],
     }
 
@@ -353,6 +372,13 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train (or fine-tune) on raw crops ``X`` with labels ``y`` of any type."""
+        if is_lazy_array(X) and not hasattr(X, "dtype"):
+            raise TypeError(
+                f"fit needs the crops in memory; got a {type(X).__name__}. Read them with "
+                "load_deeploc_hdf5 (a DeepLoc HDF5 file) or X[:] first."
+            )
+        if self.batch_size < 2:  # batch normalization compares the cells of a batch
+            raise ValueError(f"batch_size must be at least 2 to train; got {self.batch_size}.")
         source = resolve_model(self.pretrained)
         architecture, preprocessing = self._spec(source)
         X = validate_crops(
@@ -367,9 +393,14 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         channel_names = self.channel_names
         if channel_names is None and source is not None:
             channel_names = source.channel_names
-        check_channel_names(channel_names, X.shape[1])
+        channel_names = check_channel_names(channel_names, X.shape[1])
+        if channel_names is None:
+            channel_names = default_channel_names(X.shape[1])
         recipe, dropout = self._recipe(source is not None)
         architecture.update(n_channels=X.shape[1], n_classes=len(classes), dropout=dropout)
+        # The model's config, checked before training rather than after it.
+        config = model_config(architecture, classes, channel_names, preprocessing)
+        config = check_config(config, type(self).__name__)
         self.net_, self.validation_, self.n_iter_ = train_network(
             X,
             codes,
@@ -380,9 +411,7 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
             initial_state=None if source is None else source.transfer_state(),
         )
         self.history_ = self.net_.history
-        self.model_ = DeepLocModel(
-            self.net_.module_, classes, channel_names=channel_names, preprocessing=preprocessing
-        )
+        self.model_ = DeepLocModel._from_config(self.net_.module_, {**config, "classes": classes})
         self.classes_ = self.model_.classes
         if self.precision == "int8":  # predicts on the CPU, calibrated on a sample of these cells
             self.model_ = self.model_.to("cpu").calibrate(X, random_state=0)

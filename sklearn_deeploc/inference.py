@@ -16,6 +16,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 from tqdm.auto import tqdm
 
 from .preprocessing import center_crop, five_crops, stretch_as_stored, to_tensor
+from .validation import DeviceName
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -24,12 +25,10 @@ _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 def _auto(device, precision=None):
     if device == "auto":  # int8 runs on the CPU only
         return "cuda" if torch.cuda.is_available() and precision != "int8" else "cpu"
-    try:
-        torch.device(device)
-    except (RuntimeError, TypeError) as error:
+    if not DeviceName().is_satisfied_by(str(device)):  # "meta" holds no values
         raise ValueError(
             f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'; got {device!r}."
-        ) from error
+        )
     return device
 
 

@@ -154,10 +154,9 @@ PREPROCESSING_SCHEMA = {
 }
 
 
-def _check_section(section, schema, where, *, what="the keys", defaults=None):
-    """``section`` completed with ``defaults`` and checked against ``schema``, key by key."""
+def _check_section(section, schema, where, *, what="the keys"):
+    """``section`` checked against ``schema``, key by key."""
     _require(isinstance(section, dict), where, "a JSON object", type(section).__name__)
-    section = {**(defaults or {}), **section}
     for key, (required, test, expected) in schema.items():
         if key in section:
             _require(test(section[key]), f"{where}.{key}", expected, section[key])
@@ -170,8 +169,8 @@ def _check_section(section, schema, where, *, what="the keys", defaults=None):
 
 
 def check_preprocessing(prep, where="preprocessing"):
-    """Validate a preprocessing dict (stretch, variant, image size, tta); return it completed."""
-    prep = _check_section(prep, PREPROCESSING_SCHEMA, where, defaults=DEFAULT_PREPROCESSING)
+    """Validate a preprocessing dict (stretch, variant, image size, tta); return it."""
+    prep = _check_section(prep, PREPROCESSING_SCHEMA, where)
     stretch = prep["stretch"]
     return {**prep, "stretch": None if stretch is None else [float(q) for q in stretch]}
 
@@ -198,6 +197,30 @@ def check_config(config, where=CONFIG_FILE):
         arch["crop_size"],
     )
     return {**config, "preprocessing": prep}
+
+
+def default_channel_names(n_channels):
+    """``["protein", "marker"]`` for two channels, else ``channel0``, ``channel1``..."""
+    if n_channels == 2:
+        return ["protein", "marker"]
+    return [f"channel{i}" for i in range(n_channels)]
+
+
+def model_config(architecture, classes, channel_names, preprocessing):
+    """The ``config.json`` of a model, in plain JSON types, for :func:`check_config`."""
+    if np.ndim(classes) == 1:  # a string stays one, for the schema to refuse
+        classes = [c.item() if isinstance(c, np.generic) else c for c in classes]
+    if isinstance(channel_names, (list, tuple)):
+        channel_names = list(channel_names)
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "architecture": dict(architecture),
+        "classes": classes,
+        "channel_names": channel_names,
+        "preprocessing": dict(preprocessing),
+    }
 
 
 def _model_folder(path):
@@ -310,13 +333,14 @@ class DeepLocModel:
     """
 
     def __init__(self, network, classes, *, channel_names=None, preprocessing=None):
-        n_channels = network.architecture["n_channels"]
-        if channel_names is None and n_channels == 2:
-            channel_names = ["protein", "marker"]
-        elif channel_names is None:
-            channel_names = [f"channel{i}" for i in range(n_channels)]
-        self._fill(network, classes, channel_names, dict(preprocessing or {}))
-        self.preprocessing = check_config(self.config(), "DeepLocModel")["preprocessing"]
+        if not isinstance(network, DeepLocNet):
+            raise TypeError(f"network must be a DeepLocNet; got {type(network).__name__}.")
+        if channel_names is None:
+            channel_names = default_channel_names(network.architecture["n_channels"])
+        preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
+        config = model_config(network.architecture, classes, channel_names, preprocessing)
+        config = check_config(config, "DeepLocModel")
+        self._fill(network, classes, channel_names, config["preprocessing"])
 
     @classmethod
     def _from_config(cls, network, config):
@@ -355,15 +379,7 @@ class DeepLocModel:
 
     def config(self):
         """The ``config.json`` content (plain JSON types)."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "package_version": __version__,
-            "architecture": self.architecture,
-            "classes": [c.item() if isinstance(c, np.generic) else c for c in self.classes],
-            "channel_names": list(self.channel_names),
-            "preprocessing": dict(self.preprocessing),
-        }
+        return model_config(self.architecture, self.classes, self.channel_names, self.preprocessing)
 
     def digest(self):
         """SHA-256 (hex) of the config less its package version, and of the weights.

@@ -7,7 +7,7 @@ import pandas as pd
 from scipy import stats
 
 from .fields import CropResult, crop_cells, find_cells  # noqa: F401 (public here too)
-from .validation import check_proba_table
+from .validation import check_positive_int, check_proba_table
 
 
 def aggregate(proba, groups, classes=None):
@@ -78,6 +78,11 @@ def welch_t(a, b):
     (inf, nan)
     """
     a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.ndim == 0 or b.ndim == 0 or a.shape[1:] != b.shape[1:]:
+        raise ValueError(
+            f"welch_t compares values per cell of the same shape; got shapes {a.shape} and "
+            f"{b.shape}."
+        )
     if min(len(a), len(b)) < 2:
         return np.full(a.shape[1:], np.nan)
     moments = [
@@ -160,6 +165,11 @@ def outlier_posterior(scores, prior=0.01, n_iter=200, tol=1e-8, *, min_std=1.0):
         )
     if not _is_number(min_std) or not min_std > 0:
         raise ValueError(f"min_std must be a number > 0; got {min_std!r}.")
+    if not _is_number(tol) or not tol >= 0:
+        raise ValueError(f"tol must be a number >= 0; got {tol!r}.")
+    check_positive_int(n_iter, "n_iter")
+    if scores is None:
+        raise ValueError("scores is None; expected an array of scores.")
     scores = np.asarray(scores, dtype=float)
     posterior = np.where(np.isinf(scores), 1.0, np.nan)
     finite = np.isfinite(scores)

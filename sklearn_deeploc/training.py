@@ -34,9 +34,10 @@ from .checkpoints import (
     unusable,
 )
 from .inference import _AUTOCAST_DTYPES, check_precision, resolve_device
+from .model import weight_problem
 from .network import DeepLocNet
 from .preprocessing import center_crop, random_augment, stretch_as_stored, to_tensor
-from .validation import check_batch_fits
+from .validation import check_batch_fits, check_fits_memory
 
 LR_DECAY = {"step_size": 25, "gamma": 0.96}  # the paper: x0.96 every 25 steps
 MEMORY_FORMAT = torch.channels_last  # faster on CPU, native for tensor cores
@@ -201,6 +202,16 @@ def settle_losses(epoch):
             batch["train_loss"] = value
 
 
+def check_not_diverged(net, step):
+    """Refuse weights gone NaN or infinite: the run diverged (a learning rate too high)."""
+    for name, tensor in net.module_.state_dict().items():
+        if problem := weight_problem(name, tensor):
+            raise ValueError(
+                f"Training diverged by step {step}: the network's {name} {problem}. Expected "
+                f"finite weights; train again with a lower lr (it was {net.lr:g})."
+            )
+
+
 def steps_taken(history):
     """Optimizer steps recorded in a skorch history."""
     return sum("train_loss" in batch for epoch in history for batch in epoch["batches"])
@@ -252,6 +263,7 @@ class DeepLocTrainingNet(NeuralNetClassifier):
             self.history.record_batch("train_batch_size", len(batch[0]))
             self.notify("on_batch_end", batch=batch, training=True, **step)
         settle_losses(self.history[-1])
+        check_not_diverged(self, steps_taken(self.history))
         # Every step of the epoch, those before a resumed run's first one included.
         self.history.record("train_batch_count", steps_taken(self.history[-1:]))
         return None
@@ -359,10 +371,13 @@ def restore_run(checkpoint, net, train_data, sampler):
         # A run may move between devices; exactness is promised only for one that stays.
         if "cuda" in tensors["random"] and torch.device(net.device).type == "cuda":
             torch.cuda.set_rng_state(tensors["random"]["cuda"], net.device)
+        recorded = steps_taken(net.history)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = " ".join(str(error).split()) or type(error).__name__
         raise unusable(checkpoint.folder, f"cannot be restored ({reason})") from error
-    recorded = steps_taken(net.history)
+    for name, tensor in net.module_.state_dict().items():
+        if problem := weight_problem(name, tensor):
+            raise unusable(checkpoint.folder, f"cannot be resumed: its weight {name} {problem}")
     if recorded != checkpoint.step:
         raise unusable(
             checkpoint.folder,
@@ -438,6 +453,7 @@ class Checkpointing(Callback):
     def save(self, net):
         """Write the checkpoint of the current step."""
         settle_losses(net.history[-1])
+        check_not_diverged(net, net.iterator_train__sampler.steps_done)
         callbacks = dict(net.callbacks_)
         sampler = net.iterator_train__sampler
         optimizer_tensors, param_groups = optimizer_parts(net.optimizer_)
@@ -542,6 +558,16 @@ def train_network(
     uninterrupted run. Ctrl-C raises :class:`TrainingInterrupted`; another run in the checkpoint
     folder, OutputLockedError.
     """
+    with torch.device("meta"):  # counted, not allocated
+        n_weights = sum(p.numel() for p in DeepLocNet(**architecture).parameters())
+    # Weights, gradients and Adam's two moments, in float32.
+    check_fits_memory(
+        n_weights,
+        16,
+        what=f"Training a network of {n_weights:,} weights",
+        expected=f"smaller conv_channels or fc_units than {architecture['conv_channels']} and "
+        f"{architecture['fc_units']}",
+    )
     # A lower bound of a cell's memory (its crop and one activation map), so that only batches
     # that cannot fit are refused; batches are drawn with replacement, hence always full.
     widest = architecture["n_channels"] + max(architecture["conv_channels"])

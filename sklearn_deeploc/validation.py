@@ -243,6 +243,8 @@ def mixed_kind(values):
 
 def check_labels(y, *, name="y"):
     """Check class labels (or groups) of one type; return the sorted classes and int64 codes."""
+    if y is None:
+        raise ValueError(f"{name} is None; expected one label per cell.")
     from_sequence = not hasattr(y, "dtype")  # numpy would read ["ER", 3] as two strings
     y = column_or_1d(np.asarray(y, dtype=object if from_sequence else None), warn=True)
     if len(y) == 0:
@@ -281,6 +283,9 @@ def available_memory():
         except (AttributeError, ValueError, OSError):
             return None
     return psutil.virtual_memory().available
+
+
+NO_GROUPS = object()  # check_proba_table's default: the cells are not grouped
 
 
 class NotEnoughMemoryError(ValueError):
@@ -336,13 +341,13 @@ def _check_class_names(classes, shape, name):
 
 
 def check_proba_table(
-    proba, classes=None, *, name="proba", groups=None, groups_name="groups", probabilities=True
+    proba, classes=None, *, name="proba", groups=NO_GROUPS, groups_name="groups", probabilities=True
 ):
     """Check per-cell class scores with their class names and groups: ``(proba, classes, groups)``.
 
     A DataFrame's columns are taken by name in the order of ``classes`` (default: its columns,
     else ``0 .. n_classes - 1``); ``probabilities`` requires rows in [0, 1] summing to 1;
-    ``name`` and ``groups_name`` are for the messages.
+    ``name`` and ``groups_name`` are for the messages. Groups given, None included, are checked.
     """
     if hasattr(proba, "columns"):
         # By name, never by position: the same classes in another order describe the same cells.
@@ -361,13 +366,15 @@ def check_proba_table(
         else:
             proba = proba[list(classes)]
     proba = np.asarray(proba, dtype=float)
-    if proba.ndim != 2:
+    if proba.ndim != 2 or proba.shape[1] == 0:
         raise ValueError(f"{name} must have shape (n_cells, n_classes); got shape {proba.shape}.")
     if classes is None:
         classes = list(range(proba.shape[1]))
     else:
         classes = _check_class_names(classes, proba.shape, name)
-    if groups is not None:
+    if groups is NO_GROUPS:
+        groups = None
+    else:
         labels, codes = check_labels(groups, name=groups_name)
         groups = labels[codes]
         if len(groups) != len(proba):

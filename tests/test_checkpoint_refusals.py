@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from conftest import TINY_NET, tiny_classifier
+from safetensors.torch import load_file, save_file
 
 from sklearn_deeploc.blocks import OutputLockedError
 from sklearn_deeploc.cli import main
@@ -61,9 +62,19 @@ def _with(key, value):
         (_with("step", 4), r"says step 4 but .*history\.json records 2 training steps"),
         (_with("step", 1), r"says step 1 but .*history\.json records 2 training steps"),
         (_with("seeds", [1]), r"entry 'seeds' is \[1\], expected a list of 4 integers"),
+        (_with("seeds", [2**70] * 4), r"entry 'seeds' is .*, expected a list of 4 integers in"),
         (lambda state: list(state), r"state\.json holds a JSON list, expected an object"),
     ],
-    ids=["no-random", "no-sampler-state", "text-step", "later", "earlier", "one-seed", "a-list"],
+    ids=[
+        "no-random",
+        "no-sampler-state",
+        "text-step",
+        "later",
+        "earlier",
+        "one-seed",
+        "huge-seeds",
+        "a-list",
+    ],
 )
 def test_a_damaged_state_json_is_one_line_naming_it(cells, interrupted, tmp_path, edit, refusal):
     folder = tmp_path / "checkpoints"
@@ -74,6 +85,39 @@ def test_a_damaged_state_json_is_one_line_naming_it(cells, interrupted, tmp_path
         tiny_classifier(**RUN, checkpoint_dir=str(folder)).fit(*cells)
     message = str(refused.value)
     assert "\n" not in message and f"delete {state_file.parent} to start over" in message
+
+
+def _nan_weight(folder):
+    weights = load_file(folder / "weights.safetensors")
+    weights["head.weight"][0, 0] = float("nan")
+    save_file(weights, folder / "weights.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("damage", "refusal"),
+    [
+        (lambda folder: (folder / "history.json").write_text("[1, 2]"), r"cannot be restored"),
+        (_nan_weight, r"cannot be resumed: its weight head.weight holds NaN"),
+    ],
+    ids=["history-of-numbers", "nan-weight"],
+)
+def test_a_damaged_checkpoint_file_is_refused_naming_it(
+    cells, interrupted, tmp_path, damage, refusal
+):
+    folder = tmp_path / "checkpoints"
+    shutil.copytree(interrupted, folder)
+    (step,) = folder.glob("step-*")
+    damage(step)
+    with pytest.raises(ValueError, match=refusal) as refused:
+        tiny_classifier(**RUN, checkpoint_dir=str(folder)).fit(*cells)
+    assert f"delete {step} to start over" in str(refused.value)
+
+
+def test_an_empty_checkpoint_dir_is_refused(cells, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="checkpoint_dir is an empty path"):
+        tiny_classifier(**RUN, checkpoint_dir="").fit(*cells)
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_intact_copy_of_the_checkpoint_resumes(cells, interrupted, tmp_path):

@@ -1,14 +1,18 @@
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import assert_same_float32
+from conftest import assert_same_float32, tiny_classifier
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
 
-from sklearn_deeploc import DeepLocFeaturizer, load_pretrained
-from sklearn_deeploc.datasets import make_yeast_cells
+from sklearn_deeploc import DeepLocFeaturizer, DeepLocModel, load_pretrained
+from sklearn_deeploc.datasets import DeepLocHDF5Dataset, make_yeast_cells, save_deeploc_hdf5
 
 
 def test_string_labels_round_trip(source_model, cells):
@@ -220,6 +224,78 @@ def test_settings_that_cannot_make_a_model_are_refused_before_training(cells, ma
         make_tiny(**slow, image_size=50).fit(X, y)
 
 
+@pytest.mark.parametrize(
+    ("params", "labels", "match"),
+    [
+        ({"fc_units": (70000,)}, None, r"DeepLocClassifier.architecture.fc_units: expected"),
+        ({"conv_channels": (4,) * 65}, None, r"architecture.conv_channels: expected a list of 1"),
+        ({}, lambda y: np.where(y == "NUCLEI", 2**64 - 1, 1).astype(np.uint64), "classes"),
+        ({"batch_size": 1}, None, "batch_size must be at least 2 to train; got 1"),
+        ({"crop_size": True}, None, "'crop_size' parameter .* a positive integer. Got True"),
+    ],
+    ids=["fc-too-wide", "too-many-layers", "labels-beyond-int64", "batch-of-one", "bool-size"],
+)
+def test_a_model_that_could_not_be_kept_is_refused_before_training(
+    cells, make_tiny, monkeypatch, params, labels, match
+):
+    def train_network(*args, **kwargs):
+        raise AssertionError("trained before refusing")
+
+    monkeypatch.setattr("sklearn_deeploc.classifier.train_network", train_network)
+    X, y = cells
+    with pytest.raises(ValueError, match=match):
+        make_tiny(**params).fit(X, y if labels is None else labels(y))
+
+
+def test_a_network_whose_training_would_not_fit_in_memory_is_refused(cells, monkeypatch):
+    monkeypatch.setattr("sklearn_deeploc.validation.available_memory", lambda: 10**9)
+    X, y = cells  # 71 million weights: 1.1 GB with their gradients and Adam's moments
+    with pytest.raises(
+        ValueError, match=r"network of 71,[\d,]+ weights needs 1.1\d GB, but only 1"
+    ):
+        tiny_classifier(fc_units=(8192, 8192)).fit(X, y)
+
+
+def test_a_diverging_run_is_refused_not_kept(cells, make_tiny, tmp_path):
+    X, y = cells
+    with pytest.raises(ValueError, match=r"Training diverged by step \d+: .* lower lr"):
+        make_tiny(lr=1e308, validation_fraction=0, checkpoint_dir=tmp_path / "run").fit(X, y)
+    assert not list((tmp_path / "run").glob("step-*"))  # no checkpoint of NaN weights
+
+
+def test_a_pretrained_model_holding_nan_is_refused(source_model, cells, make_tiny):
+    broken = DeepLocModel(copy.deepcopy(source_model.model_.network), source_model.classes_)
+    with torch.no_grad():
+        broken.network.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"pretrained's tensor head.weight holds NaN"):
+        make_tiny(pretrained=broken).fit(*cells)
+    with pytest.raises(ValueError, match=r"pretrained's tensor head.weight holds NaN"):
+        DeepLocFeaturizer(broken).fit(cells[0])
+
+
+def test_parameters_of_a_shared_pretrained_estimator_cannot_be_set(source_model, cells):
+    tta = source_model.tta
+    featurizer = clone(DeepLocFeaturizer(source_model))
+    with pytest.raises(ValueError, match="pretrained__tta would change the pretrained estimator"):
+        featurizer.set_params(pretrained__tta=not tta)
+    search = GridSearchCV(
+        make_pipeline(DeepLocFeaturizer(source_model), LogisticRegression()),
+        {"deeplocfeaturizer__pretrained__batch_size": [4, 7]},
+        cv=2,
+        error_score="raise",
+    )
+    with pytest.raises(ValueError, match="pretrained__batch_size would change"):
+        search.fit(*cells)
+    assert source_model.tta == tta and source_model.batch_size == 16
+
+
+def test_fit_asks_for_crops_in_memory(make_tiny, tmp_path, cells):
+    X, y = cells
+    save_deeploc_hdf5(tmp_path / "cells.h5", X, y)
+    with pytest.raises(TypeError, match="fit needs the crops in memory; got a DeepLocHDF5Dataset"):
+        make_tiny().fit(DeepLocHDF5Dataset(tmp_path / "cells.h5"), y)
+
+
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
 def test_a_device_the_machine_lacks_is_refused_before_training(cells, make_tiny, source_model):
     X, y = cells
@@ -266,7 +342,7 @@ def test_bad_parameters(cells, make_tiny):
     X, y = cells
     with pytest.raises(ValueError, match="'freeze' parameter .* must be None or a str among"):
         make_tiny(freeze="all").fit(X, y)
-    with pytest.raises(ValueError, match=r"'max_iter' parameter .* int in the range \[1, inf\)"):
+    with pytest.raises(ValueError, match=r"'max_iter' parameter .* a positive integer. Got 0"):
         make_tiny(max_iter=0).fit(X, y)
     with pytest.raises(TypeError, match="pretrained must be a model folder path"):
         make_tiny(pretrained=42).fit(X, y)

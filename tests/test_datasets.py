@@ -1,5 +1,6 @@
 import os
 import pickle
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -118,9 +119,9 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, rng, monkeypatch):
         (
             {"y": ["a", 1, "b"]},
             TypeError,
-            "integer columns or string labels, not mixed; got \\['int', 'str'\\]",
+            "all integer column numbers or all string labels; got \\['int', 'str'\\]",
         ),
-        ({"y": [0.0, 1.0, 1.0]}, TypeError, "integer columns or string labels"),
+        ({"y": [0.0, 1.0, 1.0]}, TypeError, "integer column numbers .*; got \\['float'\\]"),
         ({"y": list("abc"), "label_names": ["a", "a", "b", "c"]}, ValueError, "repeats a name"),
         ({"label_names": ["a"]}, ValueError, "label_names .* needs y"),
         ({"chunk_size": 0}, ValueError, "chunk_size must be a positive integer"),
@@ -196,6 +197,13 @@ def _store_externally(f):
     f.create_dataset("data3", (3, 8192), "f4", external=[("missing.bin", 0, h5py.h5f.UNLIMITED)])
 
 
+def _link_to_another_file(f):
+    with h5py.File(Path(f.filename).with_name("other.h5"), "w") as other:
+        other["cells"] = np.zeros((3, 8192), "f4")
+    del f["data3"]
+    f["data3"] = h5py.ExternalLink("other.h5", "cells")
+
+
 def _use_many_classes(f):
     del f["label_names"]
     for k in (1, 2, 3):
@@ -224,6 +232,7 @@ TAMPERINGS = {
     ),
     "virtual dataset": (_make_virtual, "data3 keeps its values in other files"),
     "external storage": (_store_externally, "data3 keeps its values in other files"),
+    "external link": (_link_to_another_file, "data3 links to cells in other.h5; expected"),
     "too many classes": (
         _use_many_classes,
         "Index chunks have 10001 columns; expected at most 10000",
@@ -485,6 +494,31 @@ def test_make_yeast_cells_bad_arguments():
         make_yeast_cells(0)
     with pytest.raises(ValueError, match="Unknown style keys"):
         make_yeast_cells(1, style={"gain": 2})
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"image_size": 0}, "image_size must be a positive integer; got 0"),
+        ({"image_size": 2.5}, "image_size must be a positive integer; got 2.5"),
+        ({"bud_fraction": np.nan}, r"bud_fraction must be a fraction in \[0, 1\]; got nan"),
+        ({"style": {"photons": -1}}, r"style\['photons'\] must be a number in \[0.001, 1e\+06\]"),
+        ({"style": {"offset": 1e39}}, r"style\['offset'\] must be a number in \[0, 1e\+06\]"),
+        ({"style": {"marker": "x"}}, r"style\['marker'\] must be one of \('cytosol', 'rim'\)"),
+        ({"style": {"cell_radius": (9, 3)}}, r"style\['cell_radius'\] must be two radii"),
+        ({"style": 3}, "style must be a style name or a dict; got int"),
+        ({"classes": "NUCLEI"}, "classes must be a list of class names; got the string"),
+    ],
+)
+def test_make_yeast_cells_refuses_what_no_camera_gives(options, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make_yeast_cells(**{"n_per_class": 1, "classes": ["NUCLEI"], **options})
+
+
+def test_make_yeast_cells_takes_a_small_crop_and_a_style_of_its_own():
+    style = {"cell_radius": [4, 5], "marker": "rim", "offset": 0}
+    X, _ = make_yeast_cells(2, ["NUCLEI"], image_size=16, style=style, random_state=0)
+    assert X.shape == (2, 2, 16, 16) and np.isfinite(X).all()
 
 
 def test_file_that_is_not_hdf5(tmp_path):

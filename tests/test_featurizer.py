@@ -173,3 +173,12 @@ def test_a_pickle_for_a_missing_gpu_loads_on_the_cpu_with_a_warning(source_model
     with pytest.warns(UserWarning, match="'cuda:7' is not available.*stays on the CPU"):
         loaded = pickle.loads(saved)
     np.testing.assert_allclose(loaded.transform(X), expected, atol=1e-6)
+
+
+def test_outputs_follow_their_cells_in_any_order(source_model, cells, rng):
+    """scikit-learn's order check, with float32's tolerance (its own is finer than float32)."""
+    X, _ = cells
+    order = rng.permutation(len(X))
+    featurizer = DeepLocFeaturizer(source_model).fit(X)
+    assert_same_float32(featurizer.transform(X[order]), featurizer.transform(X)[order])
+    assert_same_float32(source_model.predict_proba(X[order]), source_model.predict_proba(X)[order])

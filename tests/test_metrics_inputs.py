@@ -76,3 +76,9 @@ def test_one_vs_one_decision_functions_are_refused():
 def test_an_estimator_without_scores_is_refused():
     with pytest.raises(ValueError, match="LinearRegression has neither predict_proba nor"):
         class_scores(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), [[0.0]])
+
+
+@pytest.mark.parametrize("metric", [per_class_average_precision, evaluate])
+def test_labels_given_as_none_are_refused(metric):
+    with pytest.raises(ValueError, match="y_true is None; expected one label per cell"):
+        metric(None, PROBA, ["a", "b", "c"])

@@ -149,6 +149,8 @@ def test_missing_or_not_a_folder(tiny_model, tmp_path):
         (lambda c: c["preprocessing"].update(image_size=10**12), "image_size: expected an integer"),
         (lambda c: c["preprocessing"].update(tta="yes"), "tta"),
         (lambda c: c.update(channel_names=["one"]), "channel_names"),
+        (lambda c: c["preprocessing"].pop("stretch_variant"), "the key 'stretch_variant'"),
+        (lambda c: c.update(preprocessing={}), "preprocessing: expected the key"),
     ],
 )
 def test_tampered_config_is_refused_by_name(tiny_model, tmp_path, edit, message):
@@ -174,6 +176,14 @@ def test_a_bad_constructor_argument_is_named():
         DeepLocModel(net, ["a", "b"], preprocessing={"stretch": [99, 1]})
     with pytest.raises(ModelFolderError, match=r"DeepLocModel.classes: expected a list of 2"):
         DeepLocModel(net, ["a", "b", "c"])
+    with pytest.raises(ModelFolderError, match=r"DeepLocModel.classes: .* all strings or all"):
+        DeepLocModel(net, [1, "a"])  # numpy would make them two strings
+    with pytest.raises(ModelFolderError, match=r"DeepLocModel.classes: expected a list of 2"):
+        DeepLocModel(net, [])
+    with pytest.raises(ModelFolderError, match=r"DeepLocModel.channel_names: .* got 'xy'"):
+        DeepLocModel(net, ["a", "b"], channel_names="xy")
+    with pytest.raises(TypeError, match="network must be a DeepLocNet; got str"):
+        DeepLocModel("net", ["a", "b"])
 
 
 @pytest.mark.parametrize(
@@ -347,8 +357,18 @@ def test_save_refuses_a_file_and_the_working_directory(tiny_model, tmp_path, mon
         (lambda m, X: m.check_inference_options(1, 8, "fp32"), "tta must be True, False or None"),
         (lambda m, X: m.features(X, batch_size=0), "batch_size must be a positive integer"),
         (lambda m, X: m.agreement(X, "fp64"), "precision must be one of"),
+        (lambda m, X: m.to("meta"), "device must be 'auto', 'cpu', .*; got 'meta'"),
     ],
-    ids=["negative", "fraction", "zero", "tta-string", "tta-int", "batch-zero", "precision"],
+    ids=[
+        "negative",
+        "fraction",
+        "zero",
+        "tta-string",
+        "tta-int",
+        "batch-zero",
+        "precision",
+        "meta",
+    ],
 )
 def test_model_arguments_are_checked(tiny_model, rng, call, match):
     X = rng.random((3, 2, 64, 64), dtype=np.float32)

@@ -236,6 +236,36 @@ def test_missing_group_labels_are_refused(rng, missing):
         abundance_changes([1.0], ["p"], [1.0] * 4, groups)
 
 
+def test_groups_given_as_none_are_refused(rng):
+    proba = rng.dirichlet([5, 5], 4)
+    with pytest.raises(ValueError, match="groups is None; expected one label per cell"):
+        aggregate(proba, None)
+    with pytest.raises(ValueError, match="groups_a is None"):
+        localization_changes(proba, None, proba, list("ppqq"))
+    with pytest.raises(ValueError, match=r"shape \(n_cells, n_classes\); got shape \(4, 0\)"):
+        aggregate(np.zeros((4, 0)), list("ppqq"))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"scores": None}, "scores is None"),
+        ({"n_iter": 2.5}, "n_iter must be a positive integer; got 2.5"),
+        ({"n_iter": -1}, "n_iter must be a positive integer; got -1"),
+        ({"tol": "a"}, "tol must be a number >= 0; got 'a'"),
+    ],
+)
+def test_outlier_posterior_arguments_are_checked(options, match):
+    with pytest.raises(ValueError, match=match):
+        outlier_posterior(**{"scores": [0.0, 1.0, 2.0], **options})
+
+
+@pytest.mark.parametrize(("a", "b"), [(1.0, 2.0), (np.zeros((3, 2)), np.zeros((3, 4)))])
+def test_welch_t_refuses_values_that_cannot_be_compared(a, b):
+    with pytest.raises(ValueError, match="welch_t compares values per cell of the same shape"):
+        welch_t(a, b)
+
+
 def test_class_names_must_match_the_probability_columns(rng):
     proba = rng.dirichlet([5, 5], 4)
     with pytest.raises(

@@ -55,6 +55,11 @@ def _open(path):
 
 def _dataset(handle, key, path):
     """The 2-D numeric dataset ``key``, its values all stored in the file."""
+    if isinstance(link := handle.get(key, getlink=True), h5py.ExternalLink):
+        raise ValueError(
+            f"{path}: {key} links to {link.path} in {link.filename}; expected the values in "
+            "the file itself."
+        )
     dataset = handle.get(key)
     if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 2:
         raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
@@ -504,7 +509,7 @@ def _label_values(y, n_cells):
     if all(isinstance(label, numbers.Integral) and not isinstance(label, bool) for label in values):
         return values.astype(np.int64)
     kinds = sorted({type(label).__name__ for label in values})
-    raise TypeError(f"y must hold integer columns or string labels, not mixed; got {kinds}.")
+    raise TypeError(f"y must hold all integer column numbers or all string labels; got {kinds}.")
 
 
 def one_hot_labels(y, label_names, n_cells):

@@ -5,6 +5,8 @@ names the class. The simulated camera (offset, photon and read noise, blur) is s
 style, so that a "source" and a differently imaged "target" screen can be generated for transfer.
 """
 
+from numbers import Real
+
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.utils import check_random_state
@@ -38,6 +40,19 @@ IMAGING_STYLES = {
         "expression_spread": 0.7,
     },
 }
+
+
+# What a camera can give: numeric style keys within these bounds, rim or cytosol markers.
+STYLE_BOUNDS = {
+    "offset": (0, 1e6),
+    "photons": (1e-3, 1e6),
+    "read_noise": (0, 1e4),
+    "blur": (0, 100),
+    "marker_level": (0, 1e3),
+    "protein_level": (0, 1e3),
+    "expression_spread": (0, 10),
+}
+MARKERS = ("cytosol", "rim")
 
 
 def _unit(angle):
@@ -205,12 +220,34 @@ def _resolve_style(style):
                 f"style must be one of {sorted(IMAGING_STYLES)} or a dict; got {style!r}."
             )
         return dict(IMAGING_STYLES[style])
+    if not isinstance(style, dict):
+        raise TypeError(f"style must be a style name or a dict; got {type(style).__name__}.")
     unknown = set(style) - set(IMAGING_STYLES["source"])
     if unknown:
         raise ValueError(
             f"Unknown style keys {sorted(unknown)}; known: {sorted(IMAGING_STYLES['source'])}."
         )
+    for key, value in style.items():
+        if expected := _style_problem(key, value):
+            raise ValueError(f"style[{key!r}] must be {expected}; got {value!r}.")
     return {**IMAGING_STYLES["source"], **style}
+
+
+def _style_problem(key, value):
+    """What ``style[key]`` must be, where ``value`` is not that; else None."""
+    if key == "marker":
+        return None if value in MARKERS else f"one of {MARKERS}"
+    if key == "cell_radius":
+        pair = isinstance(value, (tuple, list)) and len(value) == 2
+        if pair and all(_within(r, 1, 1e3) for r in value) and value[0] <= value[1]:
+            return None
+        return "two radii (low, high) in pixels, 1 <= low <= high <= 1000"
+    low, high = STYLE_BOUNDS[key]
+    return None if _within(value, low, high) else f"a number in [{low:g}, {high:g}]"
+
+
+def _within(value, low, high):
+    return isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
 
 
 def _render(cell, label, style, rng):
@@ -275,6 +312,11 @@ def make_yeast_cells(
     ((4, 2, 64, 64), ['NUCLEI', 'NUCLEI', 'VACUOLE', 'VACUOLE'])
     """
     n_per_class = check_positive_int(n_per_class, "n_per_class")
+    image_size = check_positive_int(image_size, "image_size")
+    if not _within(bud_fraction, 0, 1):
+        raise ValueError(f"bud_fraction must be a fraction in [0, 1]; got {bud_fraction!r}.")
+    if isinstance(classes, str):
+        raise TypeError(f"classes must be a list of class names; got the string {classes!r}.")
     classes = list(LOCALIZATIONS) if classes is None else list(classes)
     unknown = [c for c in classes if c not in LOCALIZATIONS]
     if unknown or not classes:
