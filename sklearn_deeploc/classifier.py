@@ -121,7 +121,12 @@ class KeepPretrainedMixin:
         return type(self)(**params)
 
     def set_params(self, **params):
-        nested = [name for name in params if name.startswith("pretrained__")]
+        current = self.get_params(deep=True)
+        nested = [
+            name
+            for name, value in params.items()
+            if name.startswith("pretrained__") and not _same(value, current.get(name))
+        ]
         if nested:
             raise ValueError(
                 f"{nested[0]} would change the pretrained estimator itself, which every clone "
@@ -129,6 +134,13 @@ class KeepPretrainedMixin:
                 "precision, device) or pass another pretrained."
             )
         return super().set_params(**params)
+
+
+def _same(value, other):
+    try:
+        return value is other or bool(value == other)
+    except (TypeError, ValueError):  # arrays and other values without one truth
+        return False
 
 
 class BackOnDeviceMixin:
@@ -369,17 +381,22 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
             )
         return classes, codes
 
+    def _check_training(self):
+        """``fit``'s checks of its parameters alone (jobs run them before reading data); return
+        the pretrained model."""
+        if self.batch_size < 2:  # batch normalization compares the cells of a batch
+            raise ValueError(f"batch_size must be at least 2 to train; got {self.batch_size}.")
+        return resolve_model(self.pretrained)
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Train (or fine-tune) on raw crops ``X`` with labels ``y`` of any type."""
         if is_lazy_array(X) and not hasattr(X, "dtype"):
             raise TypeError(
-                f"fit needs the crops in memory; got a {type(X).__name__}. Read them with "
-                "load_deeploc_hdf5 (a DeepLoc HDF5 file) or X[:] first."
+                f"fit needs the crops in memory; got a {type(X).__name__}. Read a DeepLoc HDF5 "
+                "file with load_deeploc_hdf5 first."
             )
-        if self.batch_size < 2:  # batch normalization compares the cells of a batch
-            raise ValueError(f"batch_size must be at least 2 to train; got {self.batch_size}.")
-        source = resolve_model(self.pretrained)
+        source = self._check_training()
         architecture, preprocessing = self._spec(source)
         X = validate_crops(
             self,

@@ -242,11 +242,12 @@ def train(data, output, *, overwrite=False, verbose=1, **params):
     params = {"checkpoint_dir": str(checkpoint_folder(output)), **params}
     classifier = DeepLocClassifier(verbose=verbose, **params)
     classifier._validate_params()
-    resolve_model(classifier.pretrained)  # a bad pretrained model fails before the data is read
+    classifier._check_training()  # before the data is read
     output.parent.mkdir(parents=True, exist_ok=True)
     # The lock fit takes, held on until the checkpoint is removed: a run starting
     # in between would resume from a checkpoint about to go.
-    with checkpoint_lock(classifier.checkpoint_dir or checkpoint_folder(output)):
+    folder = classifier.checkpoint_dir
+    with checkpoint_lock(checkpoint_folder(output) if folder is None else folder):
         X, y = load_deeploc_hdf5(data)
         if y is None:
             raise ValueError(f"{data} has no labels (no Index<k> datasets): nothing to train on.")

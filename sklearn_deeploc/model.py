@@ -206,19 +206,24 @@ def default_channel_names(n_channels):
     return [f"channel{i}" for i in range(n_channels)]
 
 
+def _json_list(values):
+    """A sequence as a list of plain values; a string or scalar stays, for the schema to refuse."""
+    if isinstance(values, (str, bytes)) or getattr(values, "ndim", 1) == 0:
+        return values
+    if not hasattr(values, "__iter__"):
+        return values
+    return [value.item() if isinstance(value, np.generic) else value for value in values]
+
+
 def model_config(architecture, classes, channel_names, preprocessing):
     """The ``config.json`` of a model, in plain JSON types, for :func:`check_config`."""
-    if np.ndim(classes) == 1:  # a string stays one, for the schema to refuse
-        classes = [c.item() if isinstance(c, np.generic) else c for c in classes]
-    if isinstance(channel_names, (list, tuple)):
-        channel_names = list(channel_names)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
         "architecture": dict(architecture),
-        "classes": classes,
-        "channel_names": channel_names,
+        "classes": _json_list(classes),
+        "channel_names": _json_list(channel_names),
         "preprocessing": dict(preprocessing),
     }
 
@@ -340,7 +345,7 @@ class DeepLocModel:
         preprocessing = {**DEFAULT_PREPROCESSING, **(preprocessing or {})}
         config = model_config(network.architecture, classes, channel_names, preprocessing)
         config = check_config(config, "DeepLocModel")
-        self._fill(network, classes, channel_names, config["preprocessing"])
+        self._fill(network, classes, config["channel_names"], config["preprocessing"])
 
     @classmethod
     def _from_config(cls, network, config):

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
+from ._files import shown
 from .checkpoints import (
     CheckpointFolder,
     checkpoint_lock,
@@ -356,6 +357,12 @@ class Progress(Callback):
             print(line, file=sys.stderr, flush=True)
 
 
+def _is_epoch(entry):
+    """Whether a history entry is an epoch as skorch records it: its batches are objects."""
+    batches = entry.get("batches") if isinstance(entry, dict) else None
+    return isinstance(batches, list) and all(isinstance(batch, dict) for batch in batches)
+
+
 def restore_run(checkpoint, net, train_data, sampler):
     """Put weights, optimizer, history and random states back, or refuse naming the checkpoint."""
     tensors, state = checkpoint.tensors, checkpoint.state
@@ -371,13 +378,21 @@ def restore_run(checkpoint, net, train_data, sampler):
         # A run may move between devices; exactness is promised only for one that stays.
         if "cuda" in tensors["random"] and torch.device(net.device).type == "cuda":
             torch.cuda.set_rng_state(tensors["random"]["cuda"], net.device)
-        recorded = steps_taken(net.history)
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise unusable(checkpoint.folder, f"cannot be restored ({reason})") from error
-    for name, tensor in net.module_.state_dict().items():
-        if problem := weight_problem(name, tensor):
-            raise unusable(checkpoint.folder, f"cannot be resumed: its weight {name} {problem}")
+    epochs = list(net.history)
+    if not all(map(_is_epoch, epochs)):
+        raise unusable(
+            checkpoint.folder,
+            f"cannot be restored: its history.json holds {shown(epochs)}, expected a list of "
+            "epochs, each with its 'batches'",
+        )
+    for kind in ("weights", "best"):
+        for name, tensor in tensors.get(kind, {}).items():
+            if problem := weight_problem(name, tensor):
+                raise unusable(checkpoint.folder, f"cannot be resumed: its {kind} {name} {problem}")
+    recorded = steps_taken(net.history)
     if recorded != checkpoint.step:
         raise unusable(
             checkpoint.folder,
@@ -440,6 +455,7 @@ class Checkpointing(Callback):
         step = net.iterator_train__sampler.steps_done
         ends_epoch = step % self.recipe.steps_per_epoch == 0 or step == self.recipe.max_iter
         if training and step % self.interval == 0 and not ends_epoch:
+            check_not_diverged(net, step)  # at an epoch's end, run_single_epoch checks
             self.save(net)
 
     def on_epoch_end(self, net, **kwargs):
@@ -453,7 +469,6 @@ class Checkpointing(Callback):
     def save(self, net):
         """Write the checkpoint of the current step."""
         settle_losses(net.history[-1])
-        check_not_diverged(net, net.iterator_train__sampler.steps_done)
         callbacks = dict(net.callbacks_)
         sampler = net.iterator_train__sampler
         optimizer_tensors, param_groups = optimizer_parts(net.optimizer_)
@@ -565,8 +580,8 @@ def train_network(
         n_weights,
         16,
         what=f"Training a network of {n_weights:,} weights",
-        expected=f"smaller conv_channels or fc_units than {architecture['conv_channels']} and "
-        f"{architecture['fc_units']}",
+        expected=f"a smaller network than conv_channels {architecture['conv_channels']} and "
+        f"fc_units {architecture['fc_units']}, or more memory",
     )
     # A lower bound of a cell's memory (its crop and one activation map), so that only batches
     # that cannot fit are refused; batches are drawn with replacement, hence always full.

@@ -447,7 +447,7 @@ class DeviceName(_Predicate):
     """A torch device name; whether the device exists on this machine is for ``fit`` to find out."""
 
     description = "a device name among 'auto', 'cpu', 'cuda', 'cuda:N' (N >= 0) or 'mps'"
-    _pattern = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+    _pattern = re.compile(r"auto|cpu|(mps|cuda)(:\d+)?")
 
     def is_satisfied_by(self, val):
         return isinstance(val, str) and self._pattern.fullmatch(val) is not None

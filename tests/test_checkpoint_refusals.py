@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import shutil
 import time
+from functools import partial
 
 import pytest
 import torch
@@ -87,19 +88,23 @@ def test_a_damaged_state_json_is_one_line_naming_it(cells, interrupted, tmp_path
     assert "\n" not in message and f"delete {state_file.parent} to start over" in message
 
 
-def _nan_weight(folder):
-    weights = load_file(folder / "weights.safetensors")
+def _nan_weight(folder, kind="weights"):
+    weights = load_file(folder / f"{kind}.safetensors")
     weights["head.weight"][0, 0] = float("nan")
-    save_file(weights, folder / "weights.safetensors")
+    save_file(weights, folder / f"{kind}.safetensors")
 
 
 @pytest.mark.parametrize(
     ("damage", "refusal"),
     [
-        (lambda folder: (folder / "history.json").write_text("[1, 2]"), r"cannot be restored"),
-        (_nan_weight, r"cannot be resumed: its weight head.weight holds NaN"),
+        (
+            lambda folder: (folder / "history.json").write_text("[1, 2]"),
+            r"cannot be restored: its history.json holds \[1, 2\], expected a list of epochs",
+        ),
+        (_nan_weight, r"cannot be resumed: its weights head.weight holds NaN"),
+        (partial(_nan_weight, kind="best"), r"cannot be resumed: its best head.weight holds NaN"),
     ],
-    ids=["history-of-numbers", "nan-weight"],
+    ids=["history-of-numbers", "nan-weight", "nan-best-weight"],
 )
 def test_a_damaged_checkpoint_file_is_refused_naming_it(
     cells, interrupted, tmp_path, damage, refusal

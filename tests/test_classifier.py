@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import assert_same_float32, tiny_classifier
+from safetensors.torch import load_file
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -229,7 +230,11 @@ def test_settings_that_cannot_make_a_model_are_refused_before_training(cells, ma
     [
         ({"fc_units": (70000,)}, None, r"DeepLocClassifier.architecture.fc_units: expected"),
         ({"conv_channels": (4,) * 65}, None, r"architecture.conv_channels: expected a list of 1"),
-        ({}, lambda y: np.where(y == "NUCLEI", 2**64 - 1, 1).astype(np.uint64), "classes"),
+        (
+            {},
+            lambda y: np.where(y == "NUCLEI", 2**64 - 1, 1).astype(np.uint64),
+            r"DeepLocClassifier\.classes: expected .* \(integers within int64\)",
+        ),
         ({"batch_size": 1}, None, "batch_size must be at least 2 to train; got 1"),
         ({"crop_size": True}, None, "'crop_size' parameter .* a positive integer. Got True"),
     ],
@@ -256,20 +261,24 @@ def test_a_network_whose_training_would_not_fit_in_memory_is_refused(cells, monk
         tiny_classifier(fc_units=(8192, 8192)).fit(X, y)
 
 
-def test_a_diverging_run_is_refused_not_kept(cells, make_tiny, tmp_path):
+@pytest.mark.parametrize("checkpoint_interval", [None, 1], ids=["at-epoch-ends", "every-step"])
+def test_a_diverging_run_is_refused_not_kept(cells, make_tiny, tmp_path, checkpoint_interval):
     X, y = cells
+    run = {"validation_fraction": 0, "checkpoint_interval": checkpoint_interval}
     with pytest.raises(ValueError, match=r"Training diverged by step \d+: .* lower lr"):
-        make_tiny(lr=1e308, validation_fraction=0, checkpoint_dir=tmp_path / "run").fit(X, y)
-    assert not list((tmp_path / "run").glob("step-*"))  # no checkpoint of NaN weights
+        make_tiny(lr=1e308, checkpoint_dir=tmp_path / "run", **run).fit(X, y)
+    for step in (tmp_path / "run").glob("step-*"):  # no checkpoint of NaN weights
+        weights = load_file(step / "weights.safetensors")
+        assert all(torch.isfinite(tensor).all() for tensor in weights.values()), step.name
 
 
 def test_a_pretrained_model_holding_nan_is_refused(source_model, cells, make_tiny):
     broken = DeepLocModel(copy.deepcopy(source_model.model_.network), source_model.classes_)
     with torch.no_grad():
-        broken.network.head.weight[0, 0] = float("nan")
-    with pytest.raises(ValueError, match=r"pretrained's tensor head.weight holds NaN"):
+        broken.network.features.conv1.conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"pretrained's tensor features.conv1.conv.weight holds"):
         make_tiny(pretrained=broken).fit(*cells)
-    with pytest.raises(ValueError, match=r"pretrained's tensor head.weight holds NaN"):
+    with pytest.raises(ValueError, match=r"pretrained's tensor features.conv1.conv.weight holds"):
         DeepLocFeaturizer(broken).fit(cells[0])
 
 
@@ -287,6 +296,7 @@ def test_parameters_of_a_shared_pretrained_estimator_cannot_be_set(source_model,
     with pytest.raises(ValueError, match="pretrained__batch_size would change"):
         search.fit(*cells)
     assert source_model.tta == tta and source_model.batch_size == 16
+    featurizer.set_params(**featurizer.get_params())  # unchanged values are not a change
 
 
 def test_fit_asks_for_crops_in_memory(make_tiny, tmp_path, cells):
@@ -306,7 +316,9 @@ def test_a_device_the_machine_lacks_is_refused_before_training(cells, make_tiny,
 
 
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a GPU cuda:7")
-def test_an_unpickled_classifier_goes_back_to_its_device_where_there_is_one(source_model, cells):
+def test_an_unpickled_classifier_goes_back_to_its_device_where_there_is_one(
+    source_model, cells, monkeypatch
+):
     import pickle
 
     X, _ = cells
@@ -315,8 +327,12 @@ def test_an_unpickled_classifier_goes_back_to_its_device_where_there_is_one(sour
         loaded = pickle.loads(pickle.dumps(clf))
     assert loaded.model_.device.type == "cpu"
     assert_same_float32(loaded.predict_proba(X), source_model.model_.to("cpu").predict_proba(X))
-    # "meta", a device every torch build has, stands in for a GPU that exists.
-    assert pickle.loads(pickle.dumps(clf.set_params(device="meta"))).model_.device.type == "meta"
+    # A GPU that exists, as resolve_device would report it.
+    monkeypatch.setattr("sklearn_deeploc.classifier.resolve_device", lambda device, _: device)
+    moved = []
+    monkeypatch.setattr(DeepLocModel, "to", lambda model, device: moved.append(device) or model)
+    pickle.loads(pickle.dumps(clf.set_params(device="cuda:3")))
+    assert moved == ["cuda:3"]
 
 
 def test_crops_of_another_size_are_described_as_crops(source_model, cells, make_tiny):

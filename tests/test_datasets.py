@@ -1,5 +1,6 @@
 import os
 import pickle
+from functools import partial
 from pathlib import Path
 
 import h5py
@@ -13,6 +14,7 @@ from sklearn_deeploc.datasets import (
     make_yeast_cells,
     save_deeploc_hdf5,
 )
+from sklearn_deeploc.datasets._synthetic import STYLE_BOUNDS
 
 SCHULDINER_COUNTS = {
     "ER": 6,
@@ -197,11 +199,20 @@ def _store_externally(f):
     f.create_dataset("data3", (3, 8192), "f4", external=[("missing.bin", 0, h5py.h5f.UNLIMITED)])
 
 
-def _link_to_another_file(f):
+def _link_to_another_file(f, soft=False):
     with h5py.File(Path(f.filename).with_name("other.h5"), "w") as other:
         other["cells"] = np.zeros((3, 8192), "f4")
     del f["data3"]
-    f["data3"] = h5py.ExternalLink("other.h5", "cells")
+    f["external" if soft else "data3"] = h5py.ExternalLink("other.h5", "cells")
+    if soft:
+        f["data3"] = h5py.SoftLink("/external")
+
+
+def _link_label_names_to_another_file(f):
+    with h5py.File(Path(f.filename).with_name("other.h5"), "w") as other:
+        other["names"] = np.array([b"x", b"y", b"z"])
+    del f["label_names"]
+    f["label_names"] = h5py.ExternalLink("other.h5", "names")
 
 
 def _use_many_classes(f):
@@ -232,7 +243,15 @@ TAMPERINGS = {
     ),
     "virtual dataset": (_make_virtual, "data3 keeps its values in other files"),
     "external storage": (_store_externally, "data3 keeps its values in other files"),
-    "external link": (_link_to_another_file, "data3 links to cells in other.h5; expected"),
+    "external link": (_link_to_another_file, "data3 is a link to another file .*other.h5"),
+    "soft link to an external link": (
+        partial(_link_to_another_file, soft=True),
+        "data3 is a link to another file .*other.h5",
+    ),
+    "external label names": (
+        _link_label_names_to_another_file,
+        "label_names is a link to another file .*other.h5",
+    ),
     "too many classes": (
         _use_many_classes,
         "Index chunks have 10001 columns; expected at most 10000",
@@ -502,7 +521,7 @@ def test_make_yeast_cells_bad_arguments():
         ({"image_size": 0}, "image_size must be a positive integer; got 0"),
         ({"image_size": 2.5}, "image_size must be a positive integer; got 2.5"),
         ({"bud_fraction": np.nan}, r"bud_fraction must be a fraction in \[0, 1\]; got nan"),
-        ({"style": {"photons": -1}}, r"style\['photons'\] must be a number in \[0.001, 1e\+06\]"),
+        ({"style": {"photons": -1}}, r"style\['photons'\] must be a number in \[0.001, 10000\]"),
         ({"style": {"offset": 1e39}}, r"style\['offset'\] must be a number in \[0, 1e\+06\]"),
         ({"style": {"marker": "x"}}, r"style\['marker'\] must be one of \('cytosol', 'rim'\)"),
         ({"style": {"cell_radius": (9, 3)}}, r"style\['cell_radius'\] must be two radii"),
@@ -513,6 +532,13 @@ def test_make_yeast_cells_bad_arguments():
 def test_make_yeast_cells_refuses_what_no_camera_gives(options, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make_yeast_cells(**{"n_per_class": 1, "classes": ["NUCLEI"], **options})
+
+
+def test_make_yeast_cells_takes_every_style_at_its_bounds():
+    brightest = {key: high for key, (low, high) in STYLE_BOUNDS.items() if key != "blur"}
+    for style in (brightest, {**brightest, "blur": 100, "cell_radius": (1, 1000)}):
+        X, _ = make_yeast_cells(100, ["NUCLEI"], style=style, random_state=0)
+        assert np.isfinite(X).all()
 
 
 def test_make_yeast_cells_takes_a_small_crop_and_a_style_of_its_own():

@@ -91,6 +91,13 @@ def test_train_refuses_an_existing_file_before_training(files, tmp_path, capsys,
     assert "a file is there" in capsys.readouterr().err
 
 
+def test_train_refuses_a_batch_of_one_before_reading_the_data(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(jobs, "load_deeploc_hdf5", pytest.fail)  # must not get that far
+    command = ["train", str(files / "cells.h5"), "-o", str(tmp_path / "model"), "--batch-size", "1"]
+    assert main(command) == 2
+    assert "batch_size must be at least 2 to train; got 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("option", ["--block-size", "--batch-size"])
 def test_non_positive_sizes_are_refused_by_the_parser(files, option, capsys):
     with pytest.raises(SystemExit) as stop:

@@ -184,6 +184,8 @@ def test_a_bad_constructor_argument_is_named():
         DeepLocModel(net, ["a", "b"], channel_names="xy")
     with pytest.raises(TypeError, match="network must be a DeepLocNet; got str"):
         DeepLocModel("net", ["a", "b"])
+    model = DeepLocModel(net, np.array(["a", "b"]), channel_names=np.array(["GFP", "RFP"]))
+    assert model.config()["channel_names"] == ["GFP", "RFP"]
 
 
 @pytest.mark.parametrize(

@@ -192,6 +192,7 @@ class _Toy(BaseEstimator):
         {"conv_channels": [1]},
         {"device": "cuda:1"},
         {"device": "mps"},
+        {"device": "mps:0"},  # how torch names the device resolve_device returns
         {"precision": "int8"},
     ],
 )

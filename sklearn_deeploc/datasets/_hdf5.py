@@ -55,22 +55,22 @@ def _open(path):
 
 def _dataset(handle, key, path):
     """The 2-D numeric dataset ``key``, its values all stored in the file."""
-    if isinstance(link := handle.get(key, getlink=True), h5py.ExternalLink):
-        raise ValueError(
-            f"{path}: {key} links to {link.path} in {link.filename}; expected the values in "
-            "the file itself."
-        )
     dataset = handle.get(key)
     if not isinstance(dataset, h5py.Dataset) or dataset.ndim != 2:
         raise ValueError(f"{path}: {key} must be a 2-D dataset (one row per cell); got {dataset}.")
     if dataset.dtype.kind not in "biuf":
         raise ValueError(f"{path}: {key} must hold numbers; got dtype {dataset.dtype}.")
-    _check_stored(dataset, path, key)
+    _check_stored(dataset, path, key, handle)
     return dataset
 
 
-def _check_stored(dataset, path, key):
+def _check_stored(dataset, path, key, handle):
     """Believe a declared shape only when the file holds every value (HDF5 fills the rest)."""
+    if dataset.file != handle:  # an external link, maybe behind a soft link
+        raise ValueError(
+            f"{path}: {key} is a link to another file ({dataset.file.filename}); expected the "
+            "values in the file itself."
+        )
     if dataset.is_virtual or dataset.external:
         raise ValueError(
             f"{path}: {key} keeps its values in other files (a virtual dataset or external "
@@ -136,7 +136,7 @@ def _label_names(handle, path, first_chunk, n_columns):
     if source is not None:
         if not isinstance(source, h5py.Dataset):
             raise ValueError(f"{path}: label_names must be a dataset of names; got {source}.")
-        _check_stored(source, path, "label_names")
+        _check_stored(source, path, "label_names", handle)
         where, read = "the label_names dataset", partial(_read, source, (), path, "label_names")
     else:
         name = "label_names" if "label_names" in handle.attrs else f"Index{first_chunk}_columns"

@@ -45,12 +45,12 @@ IMAGING_STYLES = {
 # What a camera can give: numeric style keys within these bounds, rim or cytosol markers.
 STYLE_BOUNDS = {
     "offset": (0, 1e6),
-    "photons": (1e-3, 1e6),
+    "photons": (1e-3, 1e4),
     "read_noise": (0, 1e4),
     "blur": (0, 100),
-    "marker_level": (0, 1e3),
-    "protein_level": (0, 1e3),
-    "expression_spread": (0, 10),
+    "marker_level": (0, 100),
+    "protein_level": (0, 100),
+    "expression_spread": (0, 3),
 }
 MARKERS = ("cytosol", "rim")
 
