@@ -401,6 +401,11 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         pairs = torch.from_numpy(crops[:, [self.protein_channel, self.marker_channel]])
         if self.stretch is not None:  # per cell, to [0, 1]
             pairs = percentile_stretch(pairs, tuple(self.stretch))
+        elif pairs.min() < 0 or pairs.max() > 1:  # grey levels would wrap or saturate
+            raise ValueError(
+                f"stretch=None expects crops in [0, 1]; got values from {float(pairs.min()):g} to "
+                f"{float(pairs.max()):g}. Stretch them first, or keep the default stretch."
+            )
         pairs = pairs.numpy().astype(np.float64)
         # A few chunks per worker balance the load; one when serial.
         workers = effective_n_jobs(self.n_jobs)

@@ -285,6 +285,8 @@ def plot_tsne(features, labels, *, ax=None, random_state=0, perplexity=30.0):
         raise ValueError(
             f"plot_tsne needs features of shape (n_cells >= 3, n_features); got {features.shape}."
         )
+    if not np.ptp(features, axis=0).any():  # scikit-learn's PCA start gives NaN (and may crash)
+        raise ValueError("plot_tsne needs features that differ between cells; all are the same.")
     ax = _axes(ax, (6, 5))
     perplexity = min(perplexity, (len(features) - 1) / 3)
     tsne = TSNE(perplexity=perplexity, random_state=random_state, init="pca")

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import torch
 
+from .validation import PercentilePair
+
 STRETCH_VARIANTS = ("clip", "reference")
 
 
@@ -29,7 +31,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     Parameters
     ----------
     x : torch.Tensor of shape (n, C, H, W)
-        Raw crops (float).
+        Raw crops (float; the result has the float dtype of ``x``).
     percentiles : tuple of float, default=(0.1, 99.9)
         Lower and upper percentiles, per cell and per channel.
     variant : {"clip", "reference"}, default="clip"
@@ -40,7 +42,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     Returns
     -------
     torch.Tensor
-        Same shape and dtype. A constant channel becomes zeros, never NaN.
+        Same shape and float dtype. A constant channel becomes zeros, never NaN.
 
     Examples
     --------
@@ -53,8 +55,18 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     """
     if variant not in STRETCH_VARIANTS:
         raise ValueError(f"variant must be one of {STRETCH_VARIANTS}; got {variant!r}.")
-    if x.ndim != 4:
-        raise ValueError(f"Expected a batch of shape (n, C, H, W); got shape {tuple(x.shape)}.")
+    if not torch.is_tensor(x) or x.ndim != 4:
+        raise ValueError(
+            f"Expected a tensor of shape (n, C, H, W); got {type(x).__name__} "
+            f"of shape {tuple(np.shape(x))}."
+        )
+    if not PercentilePair().is_satisfied_by(percentiles):
+        raise ValueError(f"percentiles must be {PercentilePair.description}; got {percentiles!r}.")
+    return _stretch(x, percentiles, variant)
+
+
+def _stretch(x, percentiles, variant):
+    """:func:`percentile_stretch` of checked arguments."""
     low, high = (_percentile(x.flatten(2), q)[..., None, None] for q in percentiles)
     value_range = high - low
     if variant == "clip":
@@ -68,9 +80,7 @@ def stretch_as_stored(x, preprocessing):
     """A batch stretched as a model's stored ``preprocessing`` says (``stretch`` None: as is)."""
     if preprocessing["stretch"] is None:
         return x
-    return percentile_stretch(
-        x, tuple(preprocessing["stretch"]), variant=preprocessing["stretch_variant"]
-    )
+    return _stretch(x, tuple(preprocessing["stretch"]), preprocessing["stretch_variant"])
 
 
 def center_crop(x, size):
@@ -96,6 +106,11 @@ def five_crops(x, size):
     >>> [tuple(c.shape) for c in five_crops(torch.zeros(2, 2, 64, 64), 60)][:2]
     [(2, 2, 60, 60), (2, 2, 60, 60)]
     """
+    if not 1 <= size <= min(x.shape[-2:]):
+        raise ValueError(
+            f"size must be a crop side from 1 to the image's {min(x.shape[-2:])} pixels; "
+            f"got {size}."
+        )
     return tuple(
         x[..., top : top + size, left : left + size]
         for top, left in five_crop_offsets(*x.shape[-2:], size)

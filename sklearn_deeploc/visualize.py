@@ -27,7 +27,8 @@ def gaussian_blur(x, sigma):
     """
     if sigma <= 0:
         return x
-    pad = max(int(3 * sigma), 1)
+    # Three sigmas, at most the image's size (a wider kernel only weighs replicated edges more).
+    pad = max(min(int(3 * sigma), max(x.shape[-2:])), 1)
     kernel = torch.exp(-(torch.arange(-pad, pad + 1).to(x) ** 2) / (2 * sigma**2))
     row = (kernel / kernel.sum()).expand(x.shape[1], 1, 1, -1)  # one filter per channel
     x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="replicate"), row, groups=len(row))
@@ -158,7 +159,8 @@ def _network_and_target(network, target):
 
 def _check_marker(marker, marker_channel, crop, n_channels):
     """``marker`` as a tensor, refused unless it is a stretched crop for a real channel."""
-    if not (isinstance(marker_channel, Integral) and 0 <= marker_channel < n_channels):
+    channel = isinstance(marker_channel, Integral) and not isinstance(marker_channel, bool)
+    if not (channel and 0 <= marker_channel < n_channels):
         raise ValueError(
             f"marker_channel must be a channel index of the network (0 to {n_channels - 1}); "
             f"got {marker_channel!r}."
@@ -174,5 +176,10 @@ def _check_marker(marker, marker_channel, crop, n_channels):
             "marker must be a stretched crop, finite with values in [0, 1] (the network's "
             f"input); got values from {marker.min()} to {marker.max()}. Stretch it as the "
             "model does (sklearn_deeploc.preprocessing.percentile_stretch)."
+        )
+    if marker.min() == marker.max():  # the cell is where the marker is above its mean
+        raise ValueError(
+            f"marker is constant ({marker.min()}); expected a real cell's marker channel, "
+            "brighter in the cell than around it."
         )
     return torch.from_numpy(marker)

@@ -282,3 +282,9 @@ def test_sklearn_compatible(estimator, check):
     # The checks feed small tables: with image_size=1 a table of width C is C
     # channels of 1x1 pixels. The classical head is an ordinary classifier.
     check(estimator)
+
+
+def test_unstretched_crops_are_refused_without_a_stretch():
+    X, _ = make_yeast_cells(2, ["NUCLEI"], random_state=0)  # raw camera counts
+    with pytest.raises(ValueError, match="stretch=None expects crops in \\[0, 1\\]; got values"):
+        HandcraftedFeatures(stretch=None).fit_transform(X)

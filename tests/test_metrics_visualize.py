@@ -85,6 +85,8 @@ def test_activation_maximisation_takes_a_model_and_a_class_name(calibrated_net):
         ({"marker": np.ones((40, 40))}, "crop of the network's size, \\(60, 60\\); got shape"),
         ({"marker": np.full((60, 60), 566.0)}, "stretched crop, finite with values in \\[0, 1\\]"),
         ({"marker": np.ones((60, 60)), "marker_channel": 2}, "marker_channel must be a channel"),
+        ({"marker": np.eye(60), "marker_channel": True}, "marker_channel must be .* got True"),
+        ({"marker": np.zeros((60, 60))}, "marker is constant \\(0.0\\); expected a real cell"),
     ],
     ids=repr,
 )
@@ -93,6 +95,28 @@ def test_activation_maximisation_refuses_bad_arguments(calibrated_net, arguments
     arguments = {"target": 0, "n_steps": 2, **arguments}
     with pytest.raises(ValueError, match=match):
         maximize_activation(net, arguments.pop("target"), **arguments)
+
+
+def test_a_blur_wider_than_the_crop_costs_no_more_than_the_crop():
+    x = torch.rand(1, 2, 9, 9)
+    blurred = gaussian_blur(x, 1e9)  # a kernel of 6e9 taps, were it not capped at the image
+    assert blurred.shape == x.shape and torch.isfinite(blurred).all()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda x: percentile_stretch(x, (99.9, 0.1)), "percentiles must be two percentiles"),
+        (lambda x: percentile_stretch(x, (0, 101)), "percentiles must be two percentiles"),
+        (lambda x: percentile_stretch(x.numpy()), "Expected a tensor .* got ndarray"),
+        (lambda x: center_crop(x, 10), "size must be a crop side from 1 to the image's 8 pixels"),
+        (lambda x: center_crop(x, 0), "size must be a crop side .*; got 0"),
+    ],
+    ids=["reversed", "beyond-100", "numpy", "larger", "zero"],
+)
+def test_preprocessing_refuses_what_would_give_wrong_crops(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(torch.rand(2, 2, 8, 8))
 
 
 def test_activation_maximisation_refuses_what_is_not_a_network():

@@ -19,6 +19,11 @@ matplotlib.use("Agg")
 CROPS = np.random.default_rng(0).random((3, 2, 64, 64), dtype=np.float32)
 
 
+def test_tsne_refuses_features_that_are_all_the_same():
+    with pytest.raises(ValueError, match="features that differ between cells; all are the same"):
+        plot_tsne(np.zeros((4, 2)), [0, 0, 1, 1])  # scikit-learn's PCA start would crash
+
+
 @pytest.mark.parametrize(
     ("plot", "match"),
     [
