@@ -14,7 +14,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
 from .inference import PRECISIONS, resolve_device
-from .model import DeepLocModel, check_config, default_channel_names, model_config, weight_problem
+from .model import DeepLocModel, check_config, default_channel_names, model_config, state_problem
 from .network import PAPER_CONV_CHANNELS, PAPER_FC_UNITS
 from .preprocessing import STRETCH_VARIANTS
 from .streaming import apply_blockwise, is_dask_array, is_lazy_array, n_cells
@@ -68,9 +68,9 @@ def resolve_model(pretrained):
         pretrained if isinstance(pretrained, DeepLocModel) else getattr(pretrained, "model_", None)
     )
     if isinstance(model, DeepLocModel):
-        for name, tensor in model.network.state_dict().items():  # folders are checked on load
-            if problem := weight_problem(name, tensor):
-                raise ValueError(f"pretrained's tensor {name} {problem}; expected a trained model.")
+        if found := state_problem(model.network.state_dict()):  # folders are checked on load
+            name, problem = found
+            raise ValueError(f"pretrained's tensor {name} {problem}; expected a trained model.")
         return model
     if hasattr(pretrained, "get_params"):
         raise ValueError(

@@ -7,7 +7,6 @@ allocated: the config against the schema tables, then the safetensors header aga
 
 import copy
 import json
-import math
 import numbers
 import os
 from functools import partial
@@ -35,6 +34,7 @@ from .validation import (
     check_batch_fits,
     check_crops,
     check_positive_int,
+    is_number,
 )
 
 CONFIG_FILE = "config.json"
@@ -64,17 +64,8 @@ def _require(condition, where, expected, got):
         raise ModelFolderError(f"{where}: expected {expected}; got {got!r}.")
 
 
-def _is_number(value, low=-math.inf, high=math.inf, *, open_low=False):
-    """A finite real in the bounds that numpy holds as it is (JSON integers are unbounded)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return False
-    if isinstance(value, numbers.Integral) and not -(2**63) <= value < 2**63:
-        return False
-    return math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
-
-
 def _is_integer(value, high):
-    return isinstance(value, numbers.Integral) and _is_number(value, 1, high)
+    return isinstance(value, numbers.Integral) and is_number(value, 1, high)
 
 
 def _is_layers(value):
@@ -88,7 +79,7 @@ def _is_layers(value):
 def _is_labels(value):
     return (
         isinstance(value, list)
-        and (all(isinstance(c, str) for c in value) or all(map(_is_number, value)))
+        and (all(isinstance(c, str) for c in value) or all(map(is_number, value)))
         and len(set(value)) == len(value)
     )
 
@@ -103,7 +94,7 @@ def _integer(high):
 
 def _number(low, high, *, open_low=False):
     bounds = f"{'(' if open_low else '['}{low}, {high}]"
-    return partial(_is_number, low=low, high=high, open_low=open_low), f"a number in {bounds}"
+    return partial(is_number, low=low, high=high, open_low=open_low), f"a number in {bounds}"
 
 
 _VERSION = (
@@ -208,9 +199,8 @@ def default_channel_names(n_channels):
 
 def _json_list(values):
     """A sequence as a list of plain values; a string or scalar stays, for the schema to refuse."""
-    if isinstance(values, (str, bytes)) or getattr(values, "ndim", 1) == 0:
-        return values
-    if not hasattr(values, "__iter__"):
+    scalar = getattr(values, "ndim", 1) == 0 or not hasattr(values, "__iter__")
+    if scalar or isinstance(values, (str, bytes)):
         return values
     return [value.item() if isinstance(value, np.generic) else value for value in values]
 
@@ -278,9 +268,8 @@ def _read_weights(path, network):
                 f"{path}: tensor {name} is {dtypes[name]}; expected {dtype} ({kind})."
             )
     state = {name: weights.get_tensor(name) for name in expected}
-    for name, tensor in state.items():
-        if problem := weight_problem(name, tensor):
-            raise ModelFolderError(f"{path}: tensor {name} {problem}.")
+    if found := state_problem(state):
+        raise ModelFolderError(f"{path}: tensor {found[0]} {found[1]}.")
     return state
 
 
@@ -290,6 +279,15 @@ def weight_problem(name, tensor):
         return "holds NaN or infinite values"
     if name.endswith("running_var") and (tensor < 0).any():
         return "holds negative variances (a batch-norm running variance is >= 0)"
+    return None
+
+
+def state_problem(state):
+    """``(name, problem)`` of the first tensor of ``state`` that :func:`weight_problem` refuses,
+    or None."""
+    for name, tensor in state.items():
+        if problem := weight_problem(name, tensor):
+            return name, problem
     return None
 
 

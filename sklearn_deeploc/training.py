@@ -35,7 +35,7 @@ from .checkpoints import (
     unusable,
 )
 from .inference import _AUTOCAST_DTYPES, check_precision, resolve_device
-from .model import weight_problem
+from .model import state_problem
 from .network import DeepLocNet
 from .preprocessing import center_crop, random_augment, stretch_as_stored, to_tensor
 from .validation import check_batch_fits, check_fits_memory
@@ -205,12 +205,12 @@ def settle_losses(epoch):
 
 def check_not_diverged(net, step):
     """Refuse weights gone NaN or infinite: the run diverged (a learning rate too high)."""
-    for name, tensor in net.module_.state_dict().items():
-        if problem := weight_problem(name, tensor):
-            raise ValueError(
-                f"Training diverged by step {step}: the network's {name} {problem}. Expected "
-                f"finite weights; train again with a lower lr (it was {net.lr:g})."
-            )
+    if found := state_problem(net.module_.state_dict()):
+        name, problem = found
+        raise ValueError(
+            f"Training diverged by step {step}: the network's {name} {problem}. Expected "
+            f"finite weights; train again with a lower lr (it was {net.lr:g})."
+        )
 
 
 def steps_taken(history):
@@ -389,9 +389,9 @@ def restore_run(checkpoint, net, train_data, sampler):
             "epochs, each with its 'batches'",
         )
     for kind in ("weights", "best"):
-        for name, tensor in tensors.get(kind, {}).items():
-            if problem := weight_problem(name, tensor):
-                raise unusable(checkpoint.folder, f"cannot be resumed: its {kind} {name} {problem}")
+        if found := state_problem(tensors.get(kind, {})):
+            name, problem = found
+            raise unusable(checkpoint.folder, f"cannot be resumed: its {kind} {name} {problem}")
     recorded = steps_taken(net.history)
     if recorded != checkpoint.step:
         raise unusable(

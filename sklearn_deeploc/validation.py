@@ -4,6 +4,7 @@ Crops, labels, probability tables, sizes, memory and ``_parameter_constraints`` 
 each error says what was expected and what came.
 """
 
+import math
 import numbers
 import os
 import re
@@ -154,6 +155,23 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
 
 def _is_positive_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def is_number(value, low=-math.inf, high=math.inf, *, open_low=False):
+    """Whether ``value`` is a finite real (not a bool) in ``[low, high]`` (``(low, high]`` with
+    ``open_low``) that numpy holds as it is (Python and JSON integers are unbounded).
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.validation import is_number
+    >>> is_number(0.5, 0, 1), is_number(True), is_number(float("nan")), is_number(2**70)
+    (True, False, False, False)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if isinstance(value, numbers.Integral) and not -(2**63) <= value < 2**63:
+        return False
+    return math.isfinite(value) and (low < value if open_low else low <= value) and value <= high
 
 
 def check_positive_int(value, name):

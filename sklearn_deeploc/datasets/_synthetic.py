@@ -5,13 +5,11 @@ names the class. The simulated camera (offset, photon and read noise, blur) is s
 style, so that a "source" and a differently imaged "target" screen can be generated for transfer.
 """
 
-from numbers import Real
-
 import numpy as np
 from scipy.ndimage import gaussian_filter
 from sklearn.utils import check_random_state
 
-from ..validation import check_positive_int
+from ..validation import check_positive_int, is_number
 
 IMAGING_STYLES = {
     # An automated screen: low offset, bright cytosolic marker, sharp optics.
@@ -239,15 +237,11 @@ def _style_problem(key, value):
         return None if value in MARKERS else f"one of {MARKERS}"
     if key == "cell_radius":
         pair = isinstance(value, (tuple, list)) and len(value) == 2
-        if pair and all(_within(r, 1, 1e3) for r in value) and value[0] <= value[1]:
+        if pair and all(is_number(r, 1, 1e3) for r in value) and value[0] <= value[1]:
             return None
         return "two radii (low, high) in pixels, 1 <= low <= high <= 1000"
     low, high = STYLE_BOUNDS[key]
-    return None if _within(value, low, high) else f"a number in [{low:g}, {high:g}]"
-
-
-def _within(value, low, high):
-    return isinstance(value, Real) and not isinstance(value, bool) and low <= value <= high
+    return None if is_number(value, low, high) else f"a number in [{low:g}, {high:g}]"
 
 
 def _render(cell, label, style, rng):
@@ -313,7 +307,7 @@ def make_yeast_cells(
     """
     n_per_class = check_positive_int(n_per_class, "n_per_class")
     image_size = check_positive_int(image_size, "image_size")
-    if not _within(bud_fraction, 0, 1):
+    if not is_number(bud_fraction, 0, 1):
         raise ValueError(f"bud_fraction must be a fraction in [0, 1]; got {bud_fraction!r}.")
     if isinstance(classes, str):
         raise TypeError(f"classes must be a list of class names; got the string {classes!r}.")
