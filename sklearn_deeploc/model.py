@@ -191,7 +191,14 @@ def check_config(config, where=CONFIG_FILE):
 
 
 def default_channel_names(n_channels):
-    """``["protein", "marker"]`` for two channels, else ``channel0``, ``channel1``..."""
+    """``["protein", "marker"]`` for two channels, else ``channel0``, ``channel1``...
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.model import default_channel_names
+    >>> default_channel_names(2), default_channel_names(3)
+    (['protein', 'marker'], ['channel0', 'channel1', 'channel2'])
+    """
     if n_channels == 2:
         return ["protein", "marker"]
     return [f"channel{i}" for i in range(n_channels)]
@@ -206,7 +213,15 @@ def _json_list(values):
 
 
 def model_config(architecture, classes, channel_names, preprocessing):
-    """The ``config.json`` of a model, in plain JSON types, for :func:`check_config`."""
+    """The ``config.json`` of a model, in plain JSON types, for :func:`check_config`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_deeploc.model import model_config
+    >>> model_config({}, np.array([1, 2]), ("GFP", "RFP"), {})["classes"]
+    [1, 2]
+    """
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -284,7 +299,15 @@ def weight_problem(name, tensor):
 
 def state_problem(state):
     """``(name, problem)`` of the first tensor of ``state`` that :func:`weight_problem` refuses,
-    or None."""
+    or None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_deeploc.model import state_problem
+    >>> state_problem({"fc.weight": torch.ones(2), "bn.running_var": torch.tensor([-1.0])})
+    ('bn.running_var', 'holds negative variances (a batch-norm running variance is >= 0)')
+    """
     for name, tensor in state.items():
         if problem := weight_problem(name, tensor):
             return name, problem
