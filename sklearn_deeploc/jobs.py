@@ -307,7 +307,7 @@ def field_source(
     >>> source = field_source(images=folder, labels=folder)
     >>> source.fields[["key", "well", "site"]]
                       key    well  site
-    0  r01c01f01-ch1.tiff  r01c01     0
+    0  r01c01f01-ch1.tiff   A01     0
     >>> image, cells = source.read(source.keys[0])
     >>> image.shape, cells["ObjectNumber"].tolist(), cells["area"].tolist()
     ((2, 80, 80), [5], [100])
@@ -344,6 +344,10 @@ def _cropped_cells(source, key, *, size=64, border="pad"):
         raise ValueError(f"Field {key}: {error}") from error
     metadata = source.metadata(key)
     kept = cells.iloc[result.index].assign(padded=result.padded, **metadata)
+    # Each field's values in the type of all (a nullable acquisition: not NaN in one field)
+    kept = kept.astype(
+        {name: source.fields[name].dtype for name in metadata if name in source.fields}
+    )
     return result.crops, kept[[*metadata, *cells.columns, "padded"]].reset_index(drop=True)
 
 
@@ -437,7 +441,8 @@ def run_screen(
         Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
     well_pattern : str, optional
         Regular expression of the well in an image name of a table or folder (default
-        ``r\\d+c\\d+``, Opera's ``r01c01``); where none matches, the file's stem, with a warning.
+        ``r\\d+c\\d+``, Opera's ``r02c03``, named ``B03`` as plates name wells); where none
+        matches, the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
     csv : bool, default=False
         Also write ``cells.csv`` and ``wells.csv``.
@@ -476,8 +481,8 @@ def run_screen(
     ... )
     >>> cells[["Metadata_Well", "Metadata_ObjectNumber", "Metadata_Location_Center_X"]]
       Metadata_Well  Metadata_ObjectNumber  Metadata_Location_Center_X
-    0        r01c01                      1                        29.5
-    1        r01c01                      2                        69.5
+    0           A01                      1                        29.5
+    1           A01                      2                        69.5
     >>> sorted(p.name for p in (folder / "out").glob("*.*"))
     ['cells.h5ad', 'cells.parquet', 'cells.parquet.parts', 'wells.parquet']
     """

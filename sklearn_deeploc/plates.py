@@ -6,6 +6,8 @@ under ``"ome"`` in ``zarr.json``) lists its wells (``"A/1"``), each well its fie
 names in ``omero.channels[].label`` and label images under ``labels/<name>``.
 """
 
+import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +49,11 @@ def _open_root(path):
             f"Plate {path} is a Zarr v3 store (NGFF 0.5); reading it needs zarr>=3, "
             f"found zarr {zarr.__version__}."
         )
+    # Not a consolidated copy of the metadata: one made before a field was added or rewritten
+    # would list old fields and channels
+    fresh = {"use_consolidated": False} if int(zarr.__version__.split(".")[0]) >= 3 else {}
     try:
-        return zarr.open_group(str(path), mode="r")
+        return zarr.open_group(str(path), mode="r", **fresh)
     except (FileNotFoundError, KeyError, ValueError) as error:
         raise ValueError(
             f"{path} is not a Zarr group (no .zgroup/.zattrs or zarr.json): {error}"
@@ -82,6 +87,30 @@ def _plate_version(metadata, zarr_format, path):
             "supported are NGFF 0.4 on Zarr v2 and 0.5 on Zarr v3."
         )
     return str(version)
+
+
+@contextmanager
+def _ngff_parsing(where):
+    """Refuse NGFF metadata lacking a key or holding a value of another type, naming ``where``."""
+    try:
+        yield
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
+        raise ValueError(
+            f"{where} has metadata that is not NGFF 0.4/0.5 ({type(error).__name__}: {error}); "
+            "expected the keys and types of the OME-Zarr specification."
+        ) from None
+
+
+def _member(root, key, where, what):
+    """The group or array at ``key``, refusing a missing one or one with damaged metadata."""
+    try:
+        return root[key]
+    except KeyError:
+        raise ValueError(f"{where}: its {what} {key!r} is missing from the plate.") from None
+    except json.JSONDecodeError as error:  # a metadata file cut short by a copy
+        raise ValueError(
+            f"{where}: the metadata of its {what} {key!r} is damaged (not JSON: {error})."
+        ) from None
 
 
 def _levels_axes(metadata, where):
@@ -120,15 +149,15 @@ class Plate:
         The NGFF version, ``"0.4"`` or ``"0.5"``.
     fields : pandas.DataFrame
         One row per field: ``plate``, ``well`` (``"A01"``), ``well_path`` (``"A/1"``),
-        ``row``, ``column`` (the plate's names), ``site`` (from 0 in its well),
-        ``acquisition`` (the image's NGFF acquisition, None where not given) and
+        ``row``, ``column`` (the plate's names), ``site`` (from 0 in its well and
+        acquisition), ``acquisition`` (the image's NGFF acquisition, missing where not given) and
         ``image_path`` (``"A/1/0"``), the key :meth:`read_field` and :meth:`read_labels` take.
     """
 
     def __init__(self, path, root, version, name, fields):
         self.path, self.name, self.version = str(path), name, version
         self._root, self.fields = root, fields
-        self._images = {}  # key -> (level-0 array, sizes, metadata): metadata is read once
+        self._images = {}  # key -> (level-0 array, sizes, channel names): metadata is read once
 
     def __repr__(self):
         return f"Plate({self.path!r}, NGFF {self.version}, {len(self.fields)} fields)"
@@ -136,25 +165,20 @@ class Plate:
     def _where(self, image_path):
         return f"Field {image_path} of plate {self.path}"
 
-    def _group(self, key, where, what):
-        """The group or array at ``key``, refusing a missing one."""
-        try:
-            return self._root[key]
-        except KeyError:
-            raise ValueError(f"{where}: its {what} {key!r} is missing from the plate.") from None
-
     def _image(self, key, where):
-        """(level-0 array, {axis: size} in axis order, metadata) of the image at ``key``."""
+        """(level-0 array, {axis: size} in axis order, channel names) of the image at ``key``."""
         if key not in self._images:
-            metadata = _ngff_metadata(self._group(key, where, "image"), where)
-            axes, level0 = _levels_axes(metadata, where)
-            array = self._group(f"{key}/{level0}", where, "level-0 array")
+            metadata = _ngff_metadata(_member(self._root, key, where, "image"), where)
+            with _ngff_parsing(where):
+                axes, level0 = _levels_axes(metadata, where)
+                names = _channel_names(metadata)
+            array = _member(self._root, f"{key}/{level0}", where, "level-0 array")
             if array.ndim != len(axes):
                 raise ValueError(
                     f"{where}: level 0 has {array.ndim} dimensions {array.shape}, its metadata "
                     f"{len(axes)} axes {axes}."
                 )
-            self._images[key] = array, dict(zip(axes, array.shape)), metadata
+            self._images[key] = array, dict(zip(axes, array.shape)), names
         return self._images[key]
 
     def sizes(self, image_path):
@@ -163,17 +187,15 @@ class Plate:
 
     def channel_names(self, image_path):
         """The field's channel names (``omero.channels[].label``), or None without them."""
-        _, _, metadata = self._image(image_path, self._where(image_path))
-        return _channel_names(metadata)
+        return self._image(image_path, self._where(image_path))[2]
 
     def channel_indices(self, image_path, channels=None):
         """The stored indices of ``channels`` in a field: names, or indices (integers, or digits
         naming no channel, as a command line gives them); default all."""
-        _, sizes, metadata = self._image(image_path, self._where(image_path))
+        _, sizes, names = self._image(image_path, self._where(image_path))
         n_channels = sizes.get("c", 1)
         if channels is None:
             return list(range(n_channels))
-        names = _channel_names(metadata)
         indices = []
         for channel in channels:
             if isinstance(channel, str) and channel.isdecimal() and channel not in (names or []):
@@ -201,11 +223,11 @@ class Plate:
         """The names of the field's label images (``labels/<name>``), possibly none."""
         where = self._where(image_path)
         self._image(image_path, where)
-        try:
-            group = self._root[f"{image_path}/labels"]
-        except KeyError:
+        if f"{image_path}/labels" not in self._root:
             return []
-        return [str(name) for name in _ngff_metadata(group, where).get("labels", [])]
+        group = _member(self._root, f"{image_path}/labels", where, "labels group")
+        with _ngff_parsing(f"The labels group of field {image_path} of plate {self.path}"):
+            return [str(name) for name in _ngff_metadata(group, where).get("labels", [])]
 
     def read_field(self, image_path, channels=None, *, z="max", t=0):
         """Read one field's level 0 as (C, H, W), channels in the order asked, a z plane at a time.
@@ -373,11 +395,7 @@ def _fields_of_well(root, well, plate_name, path):
     """One row per field of a well, in the order of ``FIELD_COLUMNS``."""
     well_path = str(well["path"])
     where = f"Well {well_path} of plate {path}"
-    try:
-        group = root[well_path]
-    except KeyError:
-        raise ValueError(f"{where} is listed in the plate's metadata but missing.") from None
-    metadata = _ngff_metadata(group, where)
+    metadata = _ngff_metadata(_member(root, well_path, where, "well group"), where)
     if "well" not in metadata:
         raise ValueError(f"{where} has no 'well' metadata (keys {sorted(metadata)}).")
     if well_path.count("/") != 1:
@@ -385,11 +403,12 @@ def _fields_of_well(root, well, plate_name, path):
     row, column = well_path.split("/")
     well = f"{row}{int(column):02d}" if column.isdigit() else row + column  # "A/1" -> "A01"
     names = (plate_name, well, well_path, row, column)
-    images = metadata["well"].get("images", [])
-    return [
-        (*names, site, image.get("acquisition"), f"{well_path}/{image['path']}")
-        for site, image in enumerate(images)
-    ]
+    with _ngff_parsing(where):
+        images = metadata["well"].get("images") or []
+        return [
+            (*names, site, image.get("acquisition"), f"{well_path}/{image['path']}")
+            for site, image in enumerate(images)
+        ]
 
 
 def open_plate(path):
@@ -438,12 +457,18 @@ def open_plate(path):
             f"{path} is not an OME-Zarr HCS plate{kind}: its metadata has keys "
             f"{sorted(metadata)}; expected 'plate'."
         )
-    version = _plate_version(metadata, _zarr_format(root), path)
-    folder = Path(path).name.removesuffix(".zarr").removesuffix(".ome")
-    name = str(metadata["plate"].get("name") or folder)
-    wells = metadata["plate"].get("wells", [])
-    rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
+    with _ngff_parsing(f"Plate {path}"):
+        version = _plate_version(metadata, _zarr_format(root), path)
+        folder = Path(path).name.removesuffix(".zarr").removesuffix(".ome")
+        name = str(metadata["plate"].get("name") or folder)
+        wells = metadata["plate"].get("wells") or []
+        rows = [row for well in wells for row in _fields_of_well(root, well, name, path)]
     fields = pd.DataFrame(rows, columns=list(FIELD_COLUMNS))
+    acquisitions = [row[FIELD_COLUMNS.index("acquisition")] for row in rows]
+    if {type(a) for a in acquisitions} == {int, type(None)}:  # NGFF's ids: None, not NaN or 1.0
+        fields["acquisition"] = pd.array(acquisitions, dtype="Int64")
+    # Sites of a well are numbered in each acquisition: its images are the same sites again
+    fields["site"] = fields.groupby(["well_path", "acquisition"], dropna=False).cumcount()
     repeated = fields.loc[fields["image_path"].duplicated(), "image_path"]
     if len(repeated):
         raise ValueError(

@@ -10,6 +10,7 @@ without either, :func:`~sklearn_deeploc.fields.find_cells`.
 import os
 import re
 import warnings
+import xml.etree.ElementTree as ElementTree
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -40,6 +41,8 @@ CELLPOSE_SESSION = "_seg.npy"
 CELLPOSE_NOT_MASKS = ("_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines", "_cp_output")
 # Harmony (Operetta, Opera Phenix) names: field f, z plane p, channel ch, time point sk
 HARMONY_PLANE = re.compile(r"(r\d+c\d+f\d+)p(\d+)(-ch\d+)sk(\d+)")
+# Harmony exports a plate as <measurement>/Images/, its index (plate name) beside the images
+HARMONY_INDEXES = ("Index.idx.xml", "Index.xml")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
 FIELD_SUFFIXES = (".tif", ".tiff", ".flex", ".png", ".jpg", ".jpeg", ".bmp")
 
@@ -66,7 +69,8 @@ def _named_fields(keys, plates, pattern, wells=None):
 
 
 def _pattern_wells(keys, pattern):
-    """The well ``pattern`` finds in each key's file name, else its stem (with a warning)."""
+    """The well ``pattern`` finds in each key's file name (as :func:`_well_name`), else its
+    stem (with a warning)."""
     try:
         regex = re.compile(pattern)
     except re.error as error:
@@ -84,7 +88,21 @@ def _pattern_wells(keys, pattern):
             UserWarning,
             stacklevel=5,
         )
-    return [match.group(0) if match else Path(key).stem for key, match in zip(keys, matches)]
+    return [
+        _well_name(match.group(0)) if match else Path(key).stem for key, match in zip(keys, matches)
+    ]
+
+
+def _well_name(found):
+    """A well as plates name it: Opera's ``r02c03`` is ``B03`` (rows past Z: ``AA``...)."""
+    opera = re.fullmatch(r"r0*([1-9]\d*)c0*(\d+)", found)
+    if not opera:
+        return found
+    row, letters = int(opera[1]), ""
+    while row:
+        row, letter = divmod(row - 1, 26)
+        letters = chr(ord("A") + letter) + letters
+    return f"{letters}{int(opera[2]):02d}"
 
 
 class FieldSource:
@@ -202,15 +220,20 @@ def _table_sites(fields, cells):
     return fields["site"]
 
 
+def _folded(name):
+    """A channel name as names are compared: in any case, without spaces around it."""
+    return str(name).strip().casefold()
+
+
 def _match_names(wanted, available):
-    """Each of ``wanted`` among ``available``: itself, else the one name equal to it in any
-    case; None where there is none, or several."""
+    """Each of ``wanted`` among ``available``: itself, else the one name equal to it as
+    :func:`_folded`; None where there is none, or several."""
     folded = {}
     for name in available:
-        folded.setdefault(str(name).casefold(), []).append(name)
+        folded.setdefault(_folded(name), []).append(name)
 
     def match(name):
-        found = [name] if name in available else folded.get(str(name).casefold(), [])
+        found = [name] if name in available else folded.get(_folded(name), [])
         return found[0] if len(found) == 1 else None
 
     return [match(name) for name in wanted]
@@ -420,6 +443,30 @@ def _check_marker(marker, n_channels):
         )
 
 
+def _folder_plate(images):
+    """The plate of a folder of images: its name, or the plate of a Harmony export's index."""
+    images = images.resolve()
+    for index in (images / name for name in HARMONY_INDEXES):
+        if index.is_file():
+            return _harmony_plate(index) or images.parent.name
+    return images.name
+
+
+def _harmony_plate(index):
+    """The plate a Harmony index names (its ``Plate``'s ``Name``, else ``PlateID``), or None."""
+    try:  # plates come first in an index of possibly many MB: stop there
+        plate = next(e for _, e in ElementTree.iterparse(index) if _untagged(e) == "Plate")
+    except (ElementTree.ParseError, OSError, StopIteration):
+        return None
+    names = {_untagged(child): (child.text or "").strip() for child in plate}
+    return names.get("Name") or names.get("PlateID") or None
+
+
+def _untagged(element):
+    """An XML element's tag without its namespace."""
+    return element.tag.rsplit("}", 1)[-1]
+
+
 class FolderFields(FieldSource):
     """The fields of a folder of channel images named with ``chN`` tokens (or ``channels``').
 
@@ -430,7 +477,7 @@ class FolderFields(FieldSource):
     Its cells are the objects of its label image in the folder ``labels``, named after its first
     channel file with or without the token, then nothing or a separator and any suffix
     (``r01c01f01-ch1_cp_masks.png``, ``r01c01f01.tiff``), else found in channel ``marker``. The
-    plate is the folder's name.
+    plate is the folder's name (a Harmony export's ``Images``: the plate its index names).
     """
 
     def __init__(self, images, channels=None, labels=None, *, marker=1, well_pattern=WELL_PATTERN):
@@ -460,7 +507,7 @@ class FolderFields(FieldSource):
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)
         self._marker, self._well_pattern = marker, well_pattern
-        self.fields = _named_fields(list(self.planes), images.resolve().name, well_pattern)
+        self.fields = _named_fields(list(self.planes), _folder_plate(images), well_pattern)
 
     def read(self, key):
         image = read_field(self._files[key])
@@ -486,6 +533,7 @@ class FolderFields(FieldSource):
         files = [path for paths in self._files.values() for path in paths]
         check_image_files(files)
         return {
+            "plate": self.fields["plate"].iloc[0],  # a Harmony export's: from its index
             "images": stat_digest(files),
             "labels": stat_digest(self._labels.values()) if self._labels else None,
             "channels": self._channels,
@@ -518,9 +566,9 @@ def plate_channels(plate, channel_names):
 def _check_no_channel_moved(where, names, channel_names, choose="channels= (names or indices)"):
     """Refuse reading by position channels ``names`` that hold a model channel elsewhere;
     ``choose`` says how to choose them."""
-    stored = [str(name).casefold() for name in names]
+    stored = [_folded(name) for name in names]
     for k, channel in enumerate(channel_names):
-        position = stored.index(channel.casefold()) if channel.casefold() in stored else k
+        position = stored.index(_folded(channel)) if _folded(channel) in stored else k
         if position != k:
             raise ValueError(
                 f"{where} has channels {list(names)}: the model's channel {k} ({channel!r}) is "

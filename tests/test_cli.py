@@ -133,7 +133,7 @@ def test_screen_on_the_real_field(screen_files, shared_data, tmp_path, capsys):
     assert {"Metadata_Image", "Metadata_Padded", "Cells_DeepLoc_Prob_ER"} <= set(cells.columns)
     pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells, check_dtype=False)
     wells = pd.read_parquet(out / "wells.parquet")
-    assert wells["Metadata_Well"].tolist() == ["r01c01"]
+    assert wells["Metadata_Well"].tolist() == ["A01"]  # r01c01 in the names
     assert wells["Metadata_Object_Count"].item() == len(listed)
     capsys.readouterr()
     assert main([*args, "--csv"]) == 0

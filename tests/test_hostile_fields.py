@@ -127,7 +127,7 @@ def test_a_well_pattern_matching_every_image_name_is_silent(tmp_path, tiny_model
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _, wells = run_screen(tiny_model, tmp_path / "out", cells=table, verbose=0)
-    assert wells["Metadata_Well"].tolist() == ["r01c01"]
+    assert wells["Metadata_Well"].tolist() == ["A01"]
 
 
 def test_duplicate_rows_of_a_crop_table_are_reported_and_cropped_once(tmp_path):

@@ -273,7 +273,7 @@ def test_a_folder_of_fields_with_cellpose_masks(model, tmp_path, capsys):
     assert main(args) == 0
     cells = pd.read_parquet(out / "cells.parquet")
     assert cells["Metadata_ObjectNumber"].tolist() == [3, 5, 9] * 2
-    assert cells["Metadata_Well"].tolist() == ["r01c01"] * 3 + ["r01c02"] * 3
+    assert cells["Metadata_Well"].tolist() == ["A01"] * 3 + ["A02"] * 3  # as plates name them
     assert set(cells["Metadata_Plate"]) == {"images"}
     np.testing.assert_allclose(cells["Metadata_Location_Center_Y"], [29.5, 29.5, 89.5] * 2)
     found = main(["screen", str(model), "--images", str(images), "-o", str(tmp_path / "found")])
@@ -528,10 +528,11 @@ def test_channels_chosen_by_position_are_refused_where_fields_name_them_apart(pl
 
 def test_a_model_channel_named_at_another_position_is_not_read_by_position(plate):
     path, written = plate
-    for image_path in written:
-        _set_names(path / image_path, ["rfp", "gfp"])  # the model's names, in another case
-    source = PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
-    np.testing.assert_array_equal(source.read("A/1/0")[0], written["A/1/0"][0][::-1])
+    for names in (["rfp", "gfp"], [" RFP", "GFP "]):  # in another case, spaces around them
+        for image_path in written:
+            _set_names(path / image_path, names)
+        source = PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
+        np.testing.assert_array_equal(source.read("A/1/0")[0], written["A/1/0"][0][::-1])
     for image_path in written:
         _set_names(path / image_path, ["mCherry", "GFP"])
     with pytest.raises(ValueError, match=r"the model's channel 0 \('GFP'\) is its channel 1"):
@@ -563,7 +564,8 @@ def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
                 for site, image in enumerate(ome["well"]["images"])
             ],
         )
-    assert open_plate(path).fields["acquisition"].tolist() == [1, 2, 1, 2]
+    fields = open_plate(path).fields
+    assert fields[["acquisition", "site"]].values.tolist() == [[1, 0], [2, 0]] * 2  # same sites
     source = PlateFields(path, ["GFP", "RFP"], labels="cells")
     with Prefetched(source, source.keys) as ahead:  # as a screen reads with a core to spare
         assert [ahead.metadata(key)["acquisition"] for key in source.keys] == [1, 2, 1, 2]
@@ -583,6 +585,11 @@ def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
     ]
     with pytest.raises(ValueError, match="holds 2 acquisitions .*compare acquisition by"):
         profile_changes(cells, cells)
+    _edit_metadata(path / "A/1", lambda ome: ome["well"]["images"][0].pop("acquisition"))
+    cells, _ = run_screen(model, tmp_path / "unnamed", plate=path, labels="cells")
+    acquisitions = cells.groupby("Metadata_Image")["Metadata_Acquisition"].first()
+    assert acquisitions.dtype == "Int64"  # nullable: not 1.0 and NaN
+    assert acquisitions.astype(object).fillna(0).tolist() == [0, 2, 1, 2]
     for well in ("A/1", "B/3"):  # one acquisition: no column
         _edit_metadata(
             path / well,
@@ -632,6 +639,34 @@ def test_harmony_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
         FolderFields(images)
 
 
+HARMONY_INDEX = """<?xml version="1.0" encoding="utf-8"?>
+<EvaluationInputData xmlns="http://www.perkinelmer.com/PEHH/HarmonyV5" Version="2">
+  <Plates><Plate><PlateID>BC0042</PlateID><Name>{name}</Name></Plate></Plates>
+  <Images><Image Version="1"><URL>r01c01f01p01-ch1sk1fk1fl1.tiff</URL></Image></Images>
+</EvaluationInputData>"""
+
+
+@pytest.mark.parametrize(
+    ("index", "plate"),
+    [
+        (None, "Images"),
+        (HARMONY_INDEX.format(name="Screen 7"), "Screen 7"),
+        (HARMONY_INDEX.format(name=""), "BC0042"),
+        ("<EvaluationInputData>cut short", "Measurement 1"),
+    ],
+)
+def test_a_harmony_export_is_named_by_its_index(tmp_path, index, plate):
+    images = tmp_path / "Measurement 1" / "Images"
+    images.mkdir(parents=True)
+    for channel in ("ch1", "ch2"):
+        tifffile.imwrite(images / f"r01c01f01p01-{channel}sk1fk1fl1.tiff", np.zeros((8, 8), "u2"))
+    if index is not None:
+        (images / "Index.idx.xml").write_text(index)
+    source = FolderFields(images)
+    assert source.fields[["plate", "well"]].values.tolist() == [[plate, "A01"]]
+    assert source.identity()["plate"] == plate  # a screen resumed after a rename is refused
+
+
 def test_imagexpress_names_with_their_own_channel_tokens(tmp_path):
     images = tmp_path / "PLATE1"
     images.mkdir()
@@ -660,6 +695,7 @@ def test_channels_named_by_digits_are_never_the_digits_of_a_well(tmp_path):
 def test_model_channels_match_names_exactly_before_in_any_case():
     assert sources._match_names(["GFP", "RFP"], ["rfp", "GFP", "gfp"]) == ["GFP", "rfp"]
     assert sources._match_names(["GFP"], ["gfp", "Gfp"]) == [None]  # two in any case: none
+    assert sources._match_names(["GFP", "RFP"], ["RFP ", " gfp"]) == [" gfp", "RFP "]
 
 
 def test_a_field_without_its_first_channel_is_refused_not_skipped(tmp_path):

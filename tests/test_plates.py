@@ -247,8 +247,58 @@ def test_missing_field_image_is_named(plate):
 def test_missing_well_group_is_named(plate):
     path, _, _ = plate
     shutil.rmtree(path / "A" / "1")
-    with pytest.raises(ValueError, match=r"Well A/1 of plate .* listed .* but missing"):
+    with pytest.raises(ValueError, match=r"Well A/1 of plate .*: its well group 'A/1' is missing"):
         open_plate(path)
+
+
+def _edit(path, member, edit):
+    """Edit the NGFF metadata of a plate's member (a group path) in place."""
+    v2 = path / member / ".zattrs"
+    document = json.loads((v2 if v2.exists() else path / member / "zarr.json").read_text())
+    edit(document if v2.exists() else document["attributes"]["ome"])
+    (v2 if v2.exists() else path / member / "zarr.json").write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize(
+    ("member", "edit", "where", "error"),
+    [
+        ("", lambda ome: ome["plate"]["wells"][0].pop("path"), "Plate", "KeyError: 'path'"),
+        ("A/1", lambda ome: ome["well"]["images"][0].pop("path"), "Well A/1 of plate", "Key"),
+        ("A/1/0", lambda ome: ome["multiscales"][0].pop("axes"), "Field A/1/0 of plate", "Key"),
+        (
+            "A/1/0",
+            lambda ome: ome.update(multiscales=ome["multiscales"][0]),
+            "Field A/1/0",
+            "KeyError",
+        ),
+        ("A/1/0", lambda ome: ome.update(omero=[]), "Field A/1/0 of plate", "AttributeError"),
+    ],
+)
+def test_metadata_lacking_a_key_or_of_another_type_is_named(plate, member, edit, where, error):
+    path, _, _ = plate
+    _edit(path, member, edit)
+    with pytest.raises(ValueError, match=rf"{where} .*not NGFF 0.4/0.5 \({error}"):
+        open_plate(path).read_field("A/1/0")
+
+
+def test_metadata_cut_short_is_named(plate):
+    path, version, _ = plate
+    name = ".zattrs" if version == "0.4" else "zarr.json"
+    metadata = path / "A" / "1" / "0" / name
+    metadata.write_text(metadata.read_text()[:40])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"Field A/1/0 of plate .*image 'A/1/0' is damaged \(not"):
+        open_plate(path).read_field("A/1/0")
+
+
+def test_metadata_on_disk_is_read_not_a_consolidated_copy(plate):
+    import zarr
+
+    path, _, written = plate
+    zarr.consolidate_metadata(str(path))
+    _edit(path, "A/1/0", lambda ome: ome["omero"]["channels"].reverse())  # made after
+    opened = open_plate(path)
+    assert opened.channel_names("A/1/0") == CHANNELS[::-1]
+    np.testing.assert_array_equal(opened.read_field("A/1/0", ["GFP"]), written["A/1/0"][0][1:])
 
 
 def _replace_labels(path, version, labels):
