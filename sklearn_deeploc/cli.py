@@ -305,11 +305,13 @@ def _screen(args):
 
 def _crop(args):
     """Run ``deeploc crop``."""
-    from .jobs import crop
+    from .jobs import check_written_files, crop
 
     source = _source(args, label_column=args.label_column)
+    table = Path(args.output).with_suffix(".cells.csv")
+    check_written_files([table], source.get("cells"), overwrite=args.overwrite)
     kept = crop(args.output, **source, **_options(args, "size", "border", "overwrite"))
-    table = write_table(kept, Path(args.output).with_suffix(".cells.csv"))
+    write_table(kept, table)
     print(f"wrote {table}: the cell of each crop, in file order")
 
 

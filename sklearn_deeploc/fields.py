@@ -43,6 +43,7 @@ OBJECT_NUMBER = "ObjectNumber"
 # CellProfiler's (and pycytominer's) names of where a field is, kept from a cell table
 FIELD_METADATA = {"plate": "Metadata_Plate", "well": "Metadata_Well", "site": "Metadata_Site"}
 CHANNELS_CHOSEN = "channels_chosen"  # a table's attrs: whether its reader was given the order
+TABLE_FILE = "table_file"  # a table's attrs: the file it was read from (jobs never write there)
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
 BORDER_POLICIES = ("pad", "drop")
 
@@ -287,6 +288,7 @@ def read_cell_table(
         if found:
             cells[name] = frame[found[0]].to_numpy()
     cells.attrs[CHANNELS_CHOSEN] = channels is not None
+    cells.attrs[TABLE_FILE] = None if isinstance(table, pd.DataFrame) else os.path.abspath(table)
     return cells
 
 

@@ -30,7 +30,14 @@ from .datasets import DeepLocHDF5Dataset, load_deeploc_hdf5, save_deeploc_hdf5
 from .datasets._fetch import HDF5_SUFFIXES
 from .datasets._hdf5 import one_hot_labels
 from .featurizer import DeepLocFeaturizer
-from .fields import BORDER_POLICIES, crop_cells, drop_repeated_cells, file_columns, read_cell_table
+from .fields import (
+    BORDER_POLICIES,
+    TABLE_FILE,
+    crop_cells,
+    drop_repeated_cells,
+    file_columns,
+    read_cell_table,
+)
 from .inference import check_precision, resolve_device
 from .model import CALIBRATION_CELLS
 from .profiles import (
@@ -47,6 +54,35 @@ from .validation import check_labels, check_positive_int
 
 DEFAULT_BLOCK = 4096
 SCREEN_FILES = (CELLS_FILE, WELLS_FILE, "cells.csv", "wells.csv")
+SCREEN_SIDE_FILES = (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv")  # beside cells.parquet
+
+
+def check_written_files(paths, cells=None, *, overwrite=False):
+    """Refuse writing ``paths`` where the cell table ``cells`` was read from, or, unless
+    ``overwrite``, where files exist.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.jobs import check_written_files
+    >>> table = Path(tempfile.mkdtemp()) / "cells.csv"
+    >>> _ = table.write_text("Image Path,Center_X,Center_Y")
+    >>> check_written_files([table], overwrite=True)
+    >>> check_written_files([table])
+    Traceback (most recent call last):
+    ...
+    ValueError: ... exists; pass overwrite=True to replace it.
+    """
+    read_from = cells.attrs.get(TABLE_FILE) if isinstance(cells, pd.DataFrame) else cells
+    for path in map(Path, paths):
+        if read_from is not None and path.resolve() == Path(read_from).resolve():
+            raise ValueError(
+                f"The cell table {read_from} is where this job writes {path.name}; expected "
+                "an output apart from the cell table."
+            )
+        if path.exists() and not overwrite:
+            raise ValueError(f"{path} exists; pass overwrite=True to replace it.")
 
 
 def _checked_job(model, data, output, block_size, device, precision):
@@ -511,6 +547,11 @@ def run_screen(
             f"{model.n_channels} ({model.channel_names}). Choose them in the model's order: "
             "channels= (--channels), for a cell table read_cell_table's channels=."
         )
+    side_files = [output / name for name in SCREEN_SIDE_FILES]
+    check_written_files([output / CELLS_FILE, *side_files], cells, overwrite=True)
+    # Files beside cells.parquet are an earlier screen's where its parts are there
+    earlier = parts_folder(output / CELLS_FILE).exists()
+    check_written_files(side_files, overwrite=overwrite or earlier)
     if precision == "int8":
         model.calibrate(_calibration_crops(source, border))
     # What the h5ad records, and the manifest with it (the digest hashes every weight: once).
@@ -529,8 +570,8 @@ def run_screen(
         cells_path, manifest, source.keys, unit="field", overwrite=overwrite, verbose=verbose
     ) as parts:
         if overwrite:  # what the previous run wrote beside cells.parquet goes with it
-            for name in (WELLS_FILE, H5AD_FILE, "cells.csv", "wells.csv"):
-                (output / name).unlink(missing_ok=True)
+            for path in side_files:
+                path.unlink(missing_ok=True)
         if client is None:  # read ahead where prediction leaves a core free (a GPU, spare CPUs)
             spare = model.device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
             with Prefetched(source, parts.pending()) if spare else nullcontext(source) as fields:

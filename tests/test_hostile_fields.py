@@ -359,3 +359,40 @@ def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
         with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
             source = field_source(cells=read_cell_table(unusable, folder=tmp_path))
         assert source.fields["site"].tolist() == [0, 1, 0]
+
+
+def test_jobs_never_write_over_the_cell_table_nor_files_they_did_not_write(
+    tmp_path, tiny_model, capsys
+):
+    _fields(tmp_path, ["r01c01f01-ch1.tiff"])
+    table = tmp_path / "cells.csv"
+    pd.DataFrame({"Image Path": ["r01c01f01-ch1.tiff"], "Center_X": [50], "Center_Y": [50]}).to_csv(
+        table, index=False
+    )
+    before = table.read_bytes()
+    for cells in (table, read_cell_table(table)):  # its path, or the table read from it
+        for overwrite in (False, True):
+            with pytest.raises(
+                ValueError, match=r"cell table .*cells.csv is where this job writes"
+            ):
+                run_screen(tiny_model, tmp_path, cells=cells, overwrite=overwrite, verbose=0)
+    crop_table = tmp_path / "train.cells.csv"
+    crop_table.write_bytes(before)
+    assert main(["crop", "--coords", str(crop_table), "-o", str(tmp_path / "train.h5")]) == 2
+    assert "is where this job writes train.cells.csv" in capsys.readouterr().err
+    assert crop_table.read_bytes() == table.read_bytes() == before
+    # A plate map named as a screen's file, in a folder no screen wrote: replaced only if asked
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "wells.parquet").write_bytes(b"plate map")
+    with pytest.raises(ValueError, match=r"wells.parquet exists; pass overwrite=True"):
+        run_screen(tiny_model, out, cells=table, verbose=0)
+    assert (out / "wells.parquet").read_bytes() == b"plate map"
+    run_screen(tiny_model, out, cells=table, overwrite=True, verbose=0)
+    run_screen(tiny_model, out, cells=table, csv=True, verbose=0)  # its own files: resumed
+    (tmp_path / "found.cells.csv").write_bytes(b"other")
+    args = ["crop", "--coords", str(table), "-o", str(tmp_path / "found.h5")]
+    assert main(args) == 2
+    assert "found.cells.csv exists; pass --overwrite" in capsys.readouterr().err
+    assert main([*args, "--overwrite"]) == 0
+    assert len(pd.read_csv(tmp_path / "found.cells.csv")) == 1
