@@ -90,7 +90,13 @@ def _checked_job(model, data, output, block_size, device, precision):
     check_table_path(output)  # before the model is fetched
     check_positive_int(block_size, "block_size")
     dataset = DeepLocHDF5Dataset(data)
-    return resolve_model(model).to(resolve_device(device, precision)), dataset
+    model = resolve_model(model)
+    if dataset.n_channels != model.n_channels:  # before a block is read: a file claims any size
+        raise ValueError(
+            f"{data} holds cells of {dataset.n_channels} channel(s); the model takes "
+            f"{model.n_channels} ({model.channel_names})."
+        )
+    return model.to(resolve_device(device, precision)), dataset
 
 
 def probability_table(classes, proba):
@@ -142,6 +148,12 @@ def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, ver
         client=client,
         verbose=verbose,
     )
+    if file_identity(data) != manifest["input"]:  # blocks reopen it: replaced, they mix files
+        Path(output).unlink()
+        raise ValueError(
+            f"{data} changed during this run, so its blocks may come from two files; the "
+            "output was removed. Run again with overwrite=True once the file stays as it is."
+        )
     return read_table(output)
 
 

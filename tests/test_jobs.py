@@ -240,3 +240,32 @@ def test_predict_from_the_command_line_keeps_the_models_tta(files, tmp_path, sou
     expected = jobs.predict(tmp_path / "centre-only", files / "cells.h5", tmp_path / "b.csv",
                             tta=False, verbose=0)  # fmt: skip
     pd.testing.assert_frame_equal(pd.read_csv(out), expected)
+
+
+def test_an_input_replaced_during_predict_is_refused_not_mixed(files, tmp_path, monkeypatch):
+    import shutil
+
+    data = shutil.copy(files / "cells.h5", tmp_path / "cells.h5")
+    computed = jobs.block_table
+
+    def replaced_after_the_first_block(*args):
+        frame = computed(*args)
+        shutil.copy(files / "other.h5", tmp_path / "next.h5")
+        (tmp_path / "next.h5").replace(data)  # as an atomic writer replaces it
+        return frame
+
+    monkeypatch.setattr(jobs, "block_table", replaced_after_the_first_block)
+    out = tmp_path / "cells.csv"
+    with pytest.raises(ValueError, match=r"cells.h5 changed during this run.*output was removed"):
+        jobs.predict(files / "model", data, out, block_size=5, verbose=0)
+    assert not out.exists()
+
+
+def test_cells_of_other_channels_are_refused_before_any_block_is_read(files, tmp_path):
+    X, _ = make_yeast_cells(1, CLASSES, random_state=0)
+    save_deeploc_hdf5(tmp_path / "three.h5", np.concatenate([X, X[:, :1]], axis=1))
+    with pytest.raises(
+        ValueError, match=r"three.h5 holds cells of 3 channel\(s\); the model takes 2"
+    ):
+        _predict(files, tmp_path / "out.csv", data=tmp_path / "three.h5")
+    assert not (tmp_path / "out.csv").exists() and not parts_folder(tmp_path / "out.csv").exists()
