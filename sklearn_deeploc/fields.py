@@ -435,6 +435,22 @@ def _read_series(path):
         return [(image, "YXS" if image.ndim == 3 else "YX")]
 
 
+def header_size(path):
+    """(height, width) of a TIFF or ``.npy`` image from its header alone, else None (another
+    format, a damaged header or series of several sizes: the full read says what is wrong)."""
+    import tifffile
+
+    try:
+        if Path(path).suffix.lower() == ".npy":
+            shape = [n for n in np.load(path, mmap_mode="r", allow_pickle=False).shape if n != 1]
+            return tuple(shape) if len(shape) == 2 else None
+        with tifffile.TiffFile(path) as tiff:
+            sizes = {s.shape[-3:-1] if s.axes.endswith("S") else s.shape[-2:] for s in tiff.series}
+    except (tifffile.TiffFileError, ValueError, OSError, IndexError, KeyError):
+        return None
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def _read_image(path):
     """One image file as (C, H, W): TIFF pages and series, Opera .flex planes or RGB samples."""
     from PIL.Image import DecompressionBombError  # a PNG or JPEG header claiming a huge size
@@ -521,6 +537,8 @@ def read_field(files):
     if not len(files):
         raise ValueError("Expected at least one image file; got none.")
     check_image_files(files)
+    if len(files) > 1:  # from the headers first: a small file can claim GBs
+        _check_one_size({str(path): header_size(path) for path in files})
     images = [_read_image(path) for path in files]
     several = {str(path): len(image) for path, image in zip(files, images) if len(image) != 1}
     if len(files) > 1 and several:
@@ -529,10 +547,14 @@ def read_field(files):
             "samples or pages). Save one channel per file, or read a multi-channel image "
             "alone (the stack layout)."
         )
-    sizes = {str(path): image.shape[1:] for path, image in zip(files, images)}
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"The channel images of a field must have one size; got {sizes}.")
+    _check_one_size({str(path): image.shape[1:] for path, image in zip(files, images)})
     return np.concatenate(images)
+
+
+def _check_one_size(sizes):
+    """Refuse channel images of several (height, width) ``sizes`` (None: not known)."""
+    if len({size for size in sizes.values() if size is not None}) > 1:
+        raise ValueError(f"The channel images of a field must have one size; got {sizes}.")
 
 
 def _check_float32_range(image):

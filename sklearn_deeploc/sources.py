@@ -29,6 +29,7 @@ from .fields import (
     check_image_files,
     file_columns,
     find_cells,
+    header_size,
     read_cell_table,
     read_field,
 )
@@ -434,6 +435,15 @@ def _planes_of_fields(names, images):
     return {found[0]: found for found in read.values()}
 
 
+def _check_label_size(key, size, image):
+    """Refuse a label image of another (height, width) ``size`` than the field (None: unknown)."""
+    if size not in (None, image.shape[1:]):
+        raise ValueError(
+            f"Field {key}: the label image is {size[0]}x{size[1]} pixels, the field "
+            f"{image.shape[1]}x{image.shape[2]}; expected one label image per field."
+        )
+
+
 def _check_marker(marker, n_channels):
     """Refuse a marker channel that is not one of ``n_channels``."""
     if not isinstance(marker, (int, np.integer)) or not 0 <= marker < n_channels:
@@ -521,12 +531,10 @@ class FolderFields(FieldSource):
             image = np.maximum(image, pixels)
         if not self._labels:
             return image, _cells_found(image, self._marker)
-        labels = read_label_image(self._labels[key])
-        if labels.shape != image.shape[1:]:
-            raise ValueError(
-                f"Field {key}: the label image is {labels.shape[0]}x{labels.shape[1]} pixels, the "
-                f"field {image.shape[1]}x{image.shape[2]}; expected one label image per field."
-            )
+        path = self._labels[key]
+        _check_label_size(key, header_size(path), image)  # a small file can claim GBs
+        labels = read_label_image(path)
+        _check_label_size(key, labels.shape, image)
         return image, cells_from_labels(labels)
 
     def identity(self):

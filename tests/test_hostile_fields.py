@@ -4,6 +4,7 @@ import struct
 import time
 import warnings
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -396,3 +397,29 @@ def test_jobs_never_write_over_the_cell_table_nor_files_they_did_not_write(
     assert "found.cells.csv exists; pass --overwrite" in capsys.readouterr().err
     assert main([*args, "--overwrite"]) == 0
     assert len(pd.read_csv(tmp_path / "found.cells.csv")) == 1
+
+
+def test_a_label_or_channel_image_of_another_size_is_refused_from_its_header(tmp_path, monkeypatch):
+    from sklearn_deeploc import fields
+    from sklearn_deeploc.sources import FolderFields
+
+    _fields(tmp_path, ["r01c01f01-ch1.tiff"])
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    claiming = _tiff_claiming(masks / "r01c01f01-ch1_cp_masks.tif", 20_000)  # 800 MB, 1 KB file
+    decode = fields._read_image
+
+    def never_the_claiming_file(path):
+        assert Path(path).name not in {claiming.name, "big-ch2.tiff"}, "decoded before its size"
+        return decode(path)
+
+    monkeypatch.setattr(fields, "_read_image", never_the_claiming_file)
+    source = FolderFields(tmp_path, labels=masks)
+    with pytest.raises(
+        ValueError, match="the label image is 20000x20000 pixels, the field 100x100"
+    ):
+        source.read(source.keys[0])
+    _tiff_claiming(tmp_path / "big-ch2.tiff", 20_000)
+    tifffile.imwrite(tmp_path / "big-ch1.tiff", np.zeros((100, 100), np.uint16))
+    with pytest.raises(ValueError, match=r"must have one size; got .*\(20000, 20000\)"):
+        read_field([tmp_path / "big-ch1.tiff", tmp_path / "big-ch2.tiff"])
