@@ -172,8 +172,9 @@ def file_identity(path):
 
 
 def stat_digest(paths):
-    """Digest of the sizes and modification times of files: cheaper than :func:`file_identity`."""
-    stats = [(str(path), os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in paths]
+    """Digest of the absolute paths, sizes and modification times of files: cheaper than
+    :func:`file_identity`."""
+    stats = [(os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
     return hashlib.sha256(repr(sorted(stats)).encode()).hexdigest()
 
 

@@ -161,6 +161,14 @@ def _check_table_fields(cells, columns):
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
         )
+    named = {}  # one image under two names (./a.tif, sub/../a.tif) would be two fields
+    for field, path in files[["field", columns[0]]].itertuples(index=False):
+        other = named.setdefault(os.path.realpath(path), field)
+        if other != field:
+            raise ValueError(
+                f"The cell table names one image two ways ({other!r} and {field!r}); expected "
+                "one name per image, or its cells would be counted twice."
+            )
     if "label" in cells:  # caught here, not after every field is profiled
         _check_one_kind(cells["label"], "label column")
     repeated = cells.duplicated(["field", OBJECT_NUMBER]) if OBJECT_NUMBER in cells else None
@@ -281,9 +289,13 @@ class TableFields(FieldSource):
         self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
         if "site" in cells:
             self.fields["site"] = _table_sites(self.fields, cells)
-        self._digest = sha256_hex(
-            pd.util.hash_pandas_object(cells, index=False).to_numpy().tobytes()
-        )
+        # Files as absolute paths: the table read from another folder is the same table
+        absolute = {
+            column: cells[column].map({f: os.path.abspath(f) for f in cells[column].unique()})
+            for column in self._columns
+        }
+        hashed = pd.util.hash_pandas_object(cells.assign(**absolute), index=False)
+        self._digest = sha256_hex(hashed.to_numpy().tobytes())
         # The channels of a stack (one multi-page file) are unknown before reading it
         self.n_channels = None if self._columns == [FILE_PREFIX] else len(self._columns)
 

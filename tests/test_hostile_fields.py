@@ -423,3 +423,29 @@ def test_a_label_or_channel_image_of_another_size_is_refused_from_its_header(tmp
     tifffile.imwrite(tmp_path / "big-ch1.tiff", np.zeros((100, 100), np.uint16))
     with pytest.raises(ValueError, match=r"must have one size; got .*\(20000, 20000\)"):
         read_field([tmp_path / "big-ch1.tiff", tmp_path / "big-ch2.tiff"])
+
+
+@pytest.mark.parametrize("other", ["./r01c01f01-ch1.tiff", "sub/../r01c01f01-ch1.tiff", "abs"])
+def test_one_image_named_two_ways_in_a_cell_table_is_refused(tmp_path, tiny_model, other):
+    _fields(tmp_path, ["r01c01f01-ch1.tiff"])
+    (tmp_path / "sub").mkdir()
+    other = str(tmp_path / "r01c01f01-ch1.tiff") if other == "abs" else other
+    names = ["r01c01f01-ch1.tiff", other]
+    table = pd.DataFrame({"Image Path": names, "Center_X": [30, 70], "Center_Y": [30, 70]})
+    with pytest.raises(ValueError, match=r"names one image two ways \('r01c01f01-ch1.tiff' and"):
+        run_screen(tiny_model, tmp_path / "out", cells=read_cell_table(table, folder=tmp_path))
+
+
+def test_a_screen_resumes_with_its_table_named_from_another_folder(
+    tmp_path, tiny_model, monkeypatch, capsys
+):
+    _fields(tmp_path, ["r01c01f01-ch1.tiff"])
+    table = pd.DataFrame({"Image Path": ["r01c01f01-ch1.tiff"], "Center_X": [50], "Center_Y": [50]})
+    table.to_csv(tmp_path / "cells.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    first, _ = run_screen(tiny_model, tmp_path / "out", cells="cells.csv", verbose=0)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the table's files: absolute paths now
+    again, _ = run_screen(tiny_model, tmp_path / "out", cells=tmp_path / "cells.csv")
+    assert "1 of 1 fields already done; computing 0" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(again, first)
