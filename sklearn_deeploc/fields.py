@@ -653,15 +653,20 @@ def crop_cells(image, centers, size=64, *, border="pad", x_column=None, y_column
         )
     check_channels_first(image.shape, what="image")
     _check_float32_range(image)
-    centers = np.rint(_centers_array(centers, x_column, y_column))
+    # Halves round up, not to even: a centroid at 100.5 is the middle of its crop, as 101.5 is
+    centers_given, centers = centers, np.floor(_centers_array(centers, x_column, y_column) + 0.5)
     channels, height, width = image.shape
     in_field = ((centers >= 0) & (centers < [height, width])).all(axis=1)
     outside = np.flatnonzero(~in_field)
     if len(outside):
-        shown = ", ".join(map(str, outside[:10])) + (", ..." if len(outside) > 10 else "")
+        # A table's cells by its row labels (a field's rows keep the whole table's)
+        table = hasattr(centers_given, "columns")
+        named = centers_given.index[outside] if table else outside
+        shown = ", ".join(map(str, named[:10])) + (", ..." if len(outside) > 10 else "")
         warnings.warn(
             f"{len(outside)} of {len(centers)} centre(s) lie outside the {height}x{width} field "
-            f"and were not cropped (positions {shown}; see CropResult.outside).",
+            f"and were not cropped ({'rows' if table else 'positions'} {shown}; see "
+            "CropResult.outside).",
             UserWarning,
             stacklevel=2,
         )

@@ -384,9 +384,10 @@ def field_source(
 def _cropped_cells(source, key, *, size=64, border="pad"):
     """Crops of one field's cells, and those cells with the field's metadata first."""
     image, cells = source.read(key)
+    named = cells.set_axis([f"{key}:{row}" for row in range(len(cells))])  # warnings name them
     try:
         result = crop_cells(
-            image, cells, size, border=border, x_column="center_x", y_column="center_y"
+            image, named, size, border=border, x_column="center_x", y_column="center_y"
         )
     except ValueError as error:  # crop_cells sees an array: name the field
         raise ValueError(f"Field {key}: {error}") from error

@@ -449,3 +449,21 @@ def test_a_screen_resumes_with_its_table_named_from_another_folder(
     again, _ = run_screen(tiny_model, tmp_path / "out", cells=tmp_path / "cells.csv")
     assert "1 of 1 fields already done; computing 0" in capsys.readouterr().out
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_centre_outside_its_field_is_named_by_its_table_row_and_field(tmp_path, tiny_model):
+    from sklearn_deeploc.fields import crop_fields
+
+    _fields(tmp_path, ["r01c01f01-ch1.tiff", "r01c01f02-ch1.tiff"])
+    table = pd.DataFrame(
+        {
+            "Image Path": ["r01c01f01-ch1.tiff"] * 2 + ["r01c01f02-ch1.tiff"] * 2,
+            "Center_X": [50, 60, 50, 5000],
+            "Center_Y": [50, 60, 50, 50],
+        }
+    )
+    cells = read_cell_table(table, folder=tmp_path)
+    with pytest.warns(UserWarning, match=r"1 of 2 centre\(s\) lie outside .*\(rows 3;"):
+        crop_fields(cells, verbose=0)
+    with pytest.warns(UserWarning, match=r"\(rows r01c01f02-ch1.tiff:1;"):
+        run_screen(tiny_model, tmp_path / "out", cells=cells, verbose=0)

@@ -19,6 +19,12 @@ def field():
     return np.arange(2 * 100 * 120, dtype=np.float32).reshape(2, 100, 120)
 
 
+@pytest.mark.parametrize(("centre", "start"), [(40.5, 37), (41.5, 38), (40.4, 36), (40.6, 37)])
+def test_a_crop_is_centred_on_its_centre_halves_rounding_up(field, centre, start):
+    result = crop_cells(field, [[centre, centre]], size=8)  # 40.5 and 41.5 alike: in the middle
+    np.testing.assert_array_equal(result.crops[0], field[:, start : start + 8, start : start + 8])
+
+
 def test_crop_inside_is_exact(field):
     result = crop_cells(field, [[50, 60]], size=64)
     np.testing.assert_array_equal(result.crops[0], field[:, 18:82, 28:92])
