@@ -46,9 +46,10 @@ CORRELATION_FEATURES = tuple(
     "corr_protein_marker manders_protein_in_marker manders_marker_in_protein "
     "overlap_protein_marker".split()
 )
-# A cell (or what is left of it) covers at least this fraction of the crop;
-# below it the marker found no cell and a centred disc stands in.
-MIN_CELL_FRACTION = 0.02
+# A cell (or what is left of it) covers at least this fraction of the crop and at most the
+# other (a yeast cell covers about a third); beyond them the marker (a brightfield one, say)
+# told no cell from the background, and a centred disc stands in.
+MIN_CELL_FRACTION, MAX_CELL_FRACTION = 0.02, 0.5
 # Declumping seeds: distance peaks 3 pixels deep (a cell's radius is 10 or more),
 # at most one within 4 pixels.
 MIN_SEED_DISTANCE = 3.0
@@ -77,7 +78,8 @@ def cell_mask(marker):
     """The centred cell of a stretched marker: Otsu on the smoothed marker, holes filled, declumped.
 
     Of the cells found, the one nearest the crop's centre is taken (ties go to the larger). A
-    cell smaller than ``MIN_CELL_FRACTION`` of the crop, or none, gives a centred disc.
+    cell smaller than ``MIN_CELL_FRACTION`` of the crop or larger than ``MAX_CELL_FRACTION``,
+    or none, gives a centred disc.
 
     Examples
     --------
@@ -102,7 +104,8 @@ def cell_mask(marker):
     nearest = ndimage.minimum(distance, labels, index)
     areas = ndimage.sum_labels(np.ones_like(labels), labels, index)
     mask = labels == index[np.lexsort((-areas, nearest))[0]]
-    return mask if mask.sum() >= MIN_CELL_FRACTION * marker.size else fallback
+    fraction = mask.sum() / marker.size
+    return mask if MIN_CELL_FRACTION <= fraction <= MAX_CELL_FRACTION else fallback
 
 
 def _safe_ratio(numerator, denominator):

@@ -288,3 +288,15 @@ def test_unstretched_crops_are_refused_without_a_stretch():
     X, _ = make_yeast_cells(2, ["NUCLEI"], random_state=0)  # raw camera counts
     with pytest.raises(ValueError, match="stretch=None expects crops in \\[0, 1\\]; got values"):
         HandcraftedFeatures(stretch=None).fit_transform(X)
+
+
+def test_a_marker_bright_over_most_of_the_crop_gives_the_centred_disc():
+    from sklearn_deeploc.handcrafted import cell_mask
+
+    disc = cell_mask(np.zeros((64, 64)))
+    marker = np.ones((64, 64))
+    marker[:20, :20] = 0.0  # a brightfield-like marker: "foreground" everywhere but a corner
+    np.testing.assert_array_equal(cell_mask(marker), disc)
+    marker[:] = 0.0
+    marker[20:44, 16:48] = 1.0  # a cell of a fifth of the crop is kept
+    assert cell_mask(marker)[20:44, 16:48].all() and not cell_mask(marker)[:10].any()
