@@ -30,8 +30,8 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
 
     Parameters
     ----------
-    x : torch.Tensor of shape (n, C, H, W)
-        Raw crops (float; the result has the float dtype of ``x``).
+    x : torch.Tensor or numpy.ndarray of shape (n, C, H, W)
+        Raw crops (the result has the float dtype of ``x``; float32 for integer arrays).
     percentiles : tuple of float, default=(0.1, 99.9)
         Lower and upper percentiles, per cell and per channel.
     variant : {"clip", "reference"}, default="clip"
@@ -41,8 +41,8 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
 
     Returns
     -------
-    torch.Tensor
-        Same shape and float dtype. A constant channel becomes zeros, never NaN.
+    torch.Tensor or numpy.ndarray
+        As ``x``, of its shape and float dtype. A constant channel becomes zeros, never NaN.
 
     Examples
     --------
@@ -55,13 +55,15 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     """
     if variant not in STRETCH_VARIANTS:
         raise ValueError(f"variant must be one of {STRETCH_VARIANTS}; got {variant!r}.")
-    if not torch.is_tensor(x) or x.ndim != 4:
-        raise ValueError(
-            f"Expected a tensor of shape (n, C, H, W); got {type(x).__name__} "
-            f"of shape {tuple(np.shape(x))}."
-        )
+    if not (torch.is_tensor(x) or isinstance(x, np.ndarray)):
+        raise TypeError(f"Expected a torch.Tensor or numpy array; got {type(x).__name__}.")
+    if x.ndim != 4:
+        raise ValueError(f"Expected crops of shape (n, C, H, W); got shape {tuple(x.shape)}.")
     if not PercentilePair().is_satisfied_by(percentiles):
         raise ValueError(f"percentiles must be {PercentilePair.description}; got {percentiles!r}.")
+    if isinstance(x, np.ndarray):
+        floats = x if x.dtype.kind == "f" else x.astype(np.float32)
+        return _stretch(torch.from_numpy(floats), percentiles, variant).numpy()
     return _stretch(x, percentiles, variant)
 
 

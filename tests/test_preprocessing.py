@@ -32,6 +32,17 @@ def test_reference_variant_divides_only_large_ranges():
     assert float(percentile_stretch(big, (0.0, 100.0), variant="reference").max()) == 1.0
 
 
+def test_numpy_crops_are_stretched_as_tensors_are(rng):
+    x = rng.normal(1000, 50, (3, 2, 16, 16))
+    for crops in (x, x.astype(np.float32), x.astype(np.uint16)):
+        stretched = percentile_stretch(crops)
+        assert isinstance(stretched, np.ndarray) and stretched.dtype.kind == "f"
+        expected = percentile_stretch(torch.from_numpy(crops.astype(stretched.dtype)))
+        np.testing.assert_allclose(stretched, expected.numpy(), rtol=1e-6)
+    with pytest.raises(TypeError, match="torch.Tensor or numpy array; got list"):
+        percentile_stretch(x.tolist())
+
+
 def test_constant_crop_gives_zeros_not_nan():
     for variant in ("clip", "reference"):
         out = percentile_stretch(torch.full((2, 2, 64, 64), 700.0), variant=variant)
