@@ -329,7 +329,10 @@ def _write_anndata(path, profiles, uns):
     with h5py.File(path, "w") as file:
         _encode(file, "anndata", "0.1.0")
         _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
-        _dataframe(file, "obs", [str(i) for i in range(len(profiles))], profiles[metadata])
+        obs = profiles[metadata]
+        if PREDICTED in obs:  # every class a category, also those no cell was given
+            obs = obs.assign(**{PREDICTED: pd.Categorical(obs[PREDICTED], categories=classes)})
+        _dataframe(file, "obs", [str(i) for i in range(len(profiles))], obs)
         _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
         for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
             _encode(file.create_group(name), "dict", "0.1.0")

@@ -417,3 +417,15 @@ def test_profile_changes_match_classes_by_name():
     probability = [f"Cells_DeepLoc_Prob_{c}" for c in CLASSES]
     reordered = b[[c for c in b if c not in probability] + probability[::-1]]
     pd.testing.assert_frame_equal(profile_changes(a, reordered), profile_changes(a, b))
+
+
+def test_h5ad_predicted_classes_are_every_class_in_the_models_order(tmp_path):
+    profiles, _ = _profiles()
+    one_class = profiles[profiles["Metadata_Predicted_Class"] == CLASSES[-1]]
+    assert 0 < len(one_class) < len(profiles)
+    path = write_h5ad(one_class, tmp_path / "cells.h5ad")
+    with h5py.File(path) as file:
+        categories = file["obs/Metadata_Predicted_Class/categories"].asstr()[:].tolist()
+        codes = file["obs/Metadata_Predicted_Class/codes"][:]
+    assert categories == CLASSES  # a screen's obs compare with another's, whatever was predicted
+    assert codes.tolist() == [len(CLASSES) - 1] * len(one_class)
