@@ -553,3 +553,15 @@ def test_file_that_is_not_hdf5(tmp_path):
         load_deeploc_hdf5(tmp_path / "cells.h5")
     with pytest.raises(FileNotFoundError):
         DeepLocHDF5Dataset(tmp_path / "missing.h5")
+
+
+def test_a_gap_in_the_chunk_numbers_is_reported(tmp_path):
+    path = tmp_path / "gap.h5"
+    save_deeploc_hdf5(path, np.zeros((6, 2, 64, 64)), ["ER", "bud"] * 3, chunk_size=2)
+    with h5py.File(path, "a") as file:
+        del file["data2"], file["Index2"]  # a copy cut short in the middle
+    match = r"data chunks \[1, 3\] without data2 \(a partial copy\?\); the chunks there"
+    with pytest.warns(UserWarning, match=match):
+        assert len(load_deeploc_hdf5(path)[0]) == 4
+    with pytest.warns(UserWarning, match=match):
+        assert len(DeepLocHDF5Dataset(path)) == 4

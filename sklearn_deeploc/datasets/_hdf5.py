@@ -9,6 +9,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from collections import namedtuple
 from functools import partial
 from pathlib import Path
@@ -114,7 +115,17 @@ def _chunk_numbers(handle, path):
             f"have one without the other (data: {sorted(found['data'])}, "
             f"Index: {sorted(found['Index'])})."
         )
-    return sorted(found["data"]), bool(found["Index"])
+    chunks = sorted(found["data"])
+    missing = sorted(set(range(min(chunks[0], 1), chunks[-1] + 1)) - set(chunks))
+    if missing:  # the published files number their chunks from 1 without a gap
+        absent = ", ".join(f"data{k}" for k in missing[:3]) + ", ..." * (len(missing) > 3)
+        warnings.warn(
+            f"{path} holds data chunks {chunks} without {absent} (a partial copy?); the chunks "
+            "there are read.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return chunks, bool(found["Index"])
 
 
 def _check_shapes(handle, path, chunks, key):
