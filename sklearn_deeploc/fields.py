@@ -91,17 +91,52 @@ def channel_token(channel):
     >>> channel_token("1").sub("2", "r01c01f01-1.tif", count=1)  # not the 1 of r01
     'r01c01f01-2.tif'
     """
-    inside = "A-Za-z0-9" if channel[:1].isdigit() else "A-Za-z"  # "f01ch1" has ch1
-    return re.compile(rf"(?<![{inside}]){re.escape(channel)}(?!\d)")
+    return re.compile(_token_pattern(re.escape(channel), leading_digit=channel[:1].isdigit()))
+
+
+def _token_pattern(body, leading_digit):
+    """``body`` not inside a longer name or number ("f01ch1" has ch1; "r01" has no 1)."""
+    inside = "A-Za-z0-9" if leading_digit else "A-Za-z"
+    return rf"(?<![{inside}]){body}(?!\d)"
+
+
+def token_family(channels):
+    """Tokens of the kind of ``channels`` in file names: their letters then any number
+    (``w1``, ``w2``: also ``w3``; ``C01``: ``C04``), else (``DAPI``) only themselves.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.fields import token_family
+    >>> token_family(["C01", "C02"]).findall("Plate_C01_T0001F001L01A01Z01C03.tif")
+    ['C01', 'C03']
+    """
+    forms = [re.fullmatch(r"([A-Za-z]*)\d+", channel) for channel in channels]
+    letters = {form[1] for form in forms if form is not None}
+    if None in forms or len(letters) != 1:
+        return re.compile("|".join(channel_token(channel).pattern for channel in channels))
+    prefix = letters.pop()
+    return re.compile(_token_pattern(re.escape(prefix) + r"\d+", leading_digit=not prefix))
+
+
+def last_token(family, name):
+    """The last match of ``family`` in ``name`` (a channel's token follows a well's: CellVoyager's
+    ``_C01_T0001...C02.tif``), or None."""
+    matches = list(family.finditer(name))
+    return matches[-1] if matches else None
+
+
+def swap_token(family, channel, name):
+    """``name`` with its last token of ``family`` replaced by ``channel``."""
+    last = last_token(family, name)
+    return name if last is None else name[: last.start()] + channel + name[last.end() :]
 
 
 def _token_files(frame, image_column, channels, folder):
     """Field names and ``file_<channel>`` columns of the token layout."""
     names = _file_names(frame, image_column)
-    # A chN token, else the first channel's own (ImageXpress's w1 in A01_s1_w1.tif)
-    first = channel_token(channels[0])
+    # A chN token, else one of the channels' own kind (ImageXpress's w1 in A01_s1_w1.tif)
     has_chn = all(CHANNEL_TOKEN.search(Path(name).name) for name in names)
-    token = CHANNEL_TOKEN if has_chn else first
+    token = CHANNEL_TOKEN if has_chn else token_family(channels)
     no_token = [name for name in names if not token.search(Path(name).name)]
     if no_token:
         raise ValueError(
@@ -112,7 +147,7 @@ def _token_files(frame, image_column, channels, folder):
     paths = [folder / name for name in names]
     files = {}
     for channel in channels:
-        renamed = [path.with_name(token.sub(channel, path.name, count=1)) for path in paths]
+        renamed = [path.with_name(swap_token(token, channel, path.name)) for path in paths]
         files[f"{FILE_PREFIX}_{channel}"] = list(map(str, renamed))
     return names, files
 

@@ -489,9 +489,9 @@ def run_screen(
     features : {"fc2", "fc1", "conv8"}, optional
         Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
     well_pattern : str, optional
-        Regular expression of the well in an image name of a table or folder (default
-        ``r\\d+c\\d+``, Opera's ``r02c03``, named ``B03`` as plates name wells); where none
-        matches, the file's stem, with a warning.
+        Regular expression of the well in an image name of a table or folder, or of its first
+        group (default ``r\\d+c\\d+``, Opera's ``r02c03``, named ``B03`` as plates name
+        wells); where none matches, the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
     csv : bool, default=False
         Also write ``cells.csv`` and ``wells.csv``.

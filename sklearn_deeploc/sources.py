@@ -20,18 +20,19 @@ import pandas as pd
 
 from ._files import sha256_hex, stat_digest, tree_files
 from .fields import (
-    CHANNEL_TOKEN,
     CHANNELS_CHOSEN,
     FILE_PREFIX,
     OBJECT_NUMBER,
     TOKEN_CHANNELS,
-    channel_token,
     check_image_files,
     file_columns,
     find_cells,
     header_size,
+    last_token,
     read_cell_table,
     read_field,
+    swap_token,
+    token_family,
 )
 from .labels import cells_from_labels, read_label_image
 from .validation import mixed_kind
@@ -70,8 +71,8 @@ def _named_fields(keys, plates, pattern, wells=None):
 
 
 def _pattern_wells(keys, pattern):
-    """The well ``pattern`` finds in each key's file name (as :func:`_well_name`), else its
-    stem (with a warning)."""
+    """The well ``pattern`` (or its first group) finds in each key's file name (as
+    :func:`_well_name`), else its stem (with a warning)."""
     try:
         regex = re.compile(pattern)
     except re.error as error:
@@ -90,7 +91,8 @@ def _pattern_wells(keys, pattern):
             stacklevel=5,
         )
     return [
-        _well_name(match.group(0)) if match else Path(key).stem for key, match in zip(keys, matches)
+        _well_name(match.group(min(regex.groups, 1))) if match else Path(key).stem
+        for key, match in zip(keys, matches)
     ]
 
 
@@ -324,23 +326,28 @@ def _prefixes(stem):
 
 def _files_in(folder, suffixes):
     """The files of ``folder`` with one of ``suffixes`` (in any case)."""
-    return [path for path in folder.iterdir() if path.suffix.lower() in suffixes and path.is_file()]
+    return [  # never macOS's ._ files beside a copied plate's
+        path
+        for path in folder.iterdir()
+        if path.suffix.lower() in suffixes and path.is_file() and not path.name.startswith(".")
+    ]
 
 
-def _label_names(field_file, channel):
+def _label_names(field_file, family):
     """Names of a field's label image: its first channel file's stem, then without the token."""
     stem = Path(field_file).stem
-    return [stem, re.sub(r"[-_. ]*$", "", channel_token(channel).sub("", stem, count=1))]
+    return [stem, re.sub(r"[-_. ]*$", "", swap_token(family, "", stem))]
 
 
-def _label_files(labels, field_files, channel_files, channel):
+def _label_files(labels, field_files, channel_files, channels):
     """Each field's one label image in ``labels``, by :func:`_label_names`.
 
     A file belongs to the longest field name it extends (``f01_2_cp_masks`` to ``f01_2``, not
     ``f01``). Never label images: the fields' channel images, their other channels beside them
     (``f01-ch3.tiff``) and what Cellpose saves beside its masks (``_seg.npy``, ``_flows``...).
     """
-    names = {field: _label_names(field, channel) for field in field_files}
+    family, channel = token_family(channels), channels[0]
+    names = {field: _label_names(field, family) for field in field_files}
     owner = {name: field for field, field_names in names.items() for name in field_names}
     stems = {Path(field).stem for field in field_files}
     channel_files = {Path(f).resolve() for f in channel_files}
@@ -350,9 +357,9 @@ def _label_files(labels, field_files, channel_files, channel):
         resolved = path.resolve()
         if resolved in channel_files or _cellpose_not_mask(path):
             continue
-        token = CHANNEL_TOKEN.search(path.stem)
+        token = last_token(family, path.stem)
         other_channel = token and token[0] != channel and resolved.parent in image_folders
-        if other_channel and CHANNEL_TOKEN.sub(channel, path.stem, count=1) in stems:
+        if other_channel and swap_token(family, channel, path.stem) in stems:
             continue
         matches = [name for name in _prefixes(path.stem) if name in owner]
         if matches:
@@ -389,10 +396,15 @@ def _natural(name):
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def _field_names(images, channel):
-    """The folder's image files holding the first channel token, in natural order."""
-    token = channel_token(channel)
-    names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
+def _field_names(images, channels):
+    """The folder's image files whose (last) channel token is the first channel's, in natural
+    order."""
+    family, channel = token_family(channels), channels[0]
+    names = [
+        path.name
+        for path in _files_in(images, FIELD_SUFFIXES)
+        if (last_token(family, path.name) or [None])[0] == channel
+    ]
     stems = {Path(name).stem for name in names}
     # A name extending a field's (Cellpose's <field>_cp_masks.png) is its label image
     names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
@@ -407,11 +419,11 @@ def _field_names(images, channel):
 def _check_every_first_channel(images, names, channels):
     """Refuse a field whose other channels are in ``images`` without its first channel."""
     known, stems = set(names), {Path(name).stem for name in names}
-    tokens = [channel_token(channel) for channel in channels[1:]]
+    family = token_family(channels)
     for path in _files_in(images, FIELD_SUFFIXES):
-        for token in tokens:
-            twin = token.sub(channels[0], path.name, count=1) if token.search(path.name) else None
-            if twin and twin not in known and not _prefixes(Path(twin).stem) & stems:
+        if (last_token(family, path.name) or [None])[0] in channels[1:]:
+            twin = swap_token(family, channels[0], path.name)
+            if twin not in known and not _prefixes(Path(twin).stem) & stems:
                 raise ValueError(
                     f"{path.name} in {images} has no {channels[0]} image ({twin}); expected "
                     "every channel of every field."
@@ -507,7 +519,7 @@ class FolderFields(FieldSource):
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or TOKEN_CHANNELS)
-        names = _field_names(images, self._channels[0])
+        names = _field_names(images, self._channels)
         _check_every_first_channel(images, names, self._channels)
         self.planes = _planes_of_fields(names, images)
         names = [name for planes in self.planes.values() for name in planes]
@@ -524,7 +536,7 @@ class FolderFields(FieldSource):
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
             channel_files = [f for files in self._files.values() for f in files]
-            self._labels = _label_files(labels, list(self.planes), channel_files, self._channels[0])
+            self._labels = _label_files(labels, list(self.planes), channel_files, self._channels)
         if not self._labels:
             _check_marker(marker, len(self._channels))
         self.n_channels = len(self._channels)

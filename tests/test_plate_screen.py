@@ -692,6 +692,35 @@ def test_channels_named_by_digits_are_never_the_digits_of_a_well(tmp_path):
     assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
 
 
+def test_a_well_spelled_as_a_channel_is_not_taken_for_one(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for well, value in (("C01", 10), ("C02", 20)):  # CellVoyager: the channel token comes last
+        for channel in (1, 2, 3):
+            name = f"Plate_{well}_T0001F001L01A01Z01C0{channel}.tif"
+            tifffile.imwrite(images / name, np.full((16, 16), value + channel, "u2"))
+    source = FolderFields(images, ["C01", "C02"], well_pattern=r"_([A-P]\d\d)_")  # its group
+    assert source.fields["well"].tolist() == ["C01", "C02"]
+    assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
+
+
+def test_an_unchosen_channel_beside_the_masks_is_never_a_label_image(tmp_path):
+    images = tmp_path / "Plate1"
+    images.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[10:20, 10:20] = 4
+    for site in (1, 2):
+        for channel in (1, 2, 3):
+            tifffile.imwrite(images / f"Plate1_B03_s{site}_w{channel}.tif", labels + channel)
+    tifffile.imwrite(images / "Plate1_B03_s1_w1_cp_masks.tif", labels)
+    (images / "._Plate1_B03_s1_w1.tif").write_bytes(b"macOS metadata, not a TIFF")
+    with pytest.raises(FileNotFoundError, match="No label image .* for field Plate1_B03_s2_w1"):
+        FolderFields(images, ["w1", "w2"], labels=images)  # not its w3 image
+    tifffile.imwrite(images / "Plate1_B03_s2_w1_cp_masks.tif", labels)
+    source = FolderFields(images, ["w1", "w2"], labels=images)
+    assert source.keys == ["Plate1_B03_s1_w1.tif", "Plate1_B03_s2_w1.tif"]  # no ._ file
+
+
 def test_model_channels_match_names_exactly_before_in_any_case():
     assert sources._match_names(["GFP", "RFP"], ["rfp", "GFP", "gfp"]) == ["GFP", "rfp"]
     assert sources._match_names(["GFP"], ["gfp", "Gfp"]) == [None]  # two in any case: none
