@@ -41,8 +41,12 @@ WELL_PATTERN = r"r\d+c\d+"
 # What Cellpose saves beside its _cp_masks: its session file; flows, outlines, plots
 CELLPOSE_SESSION = "_seg.npy"
 CELLPOSE_NOT_MASKS = ("_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines", "_cp_output")
-# Harmony (Operetta, Opera Phenix) names: field f, z plane p, channel ch, time point sk
-HARMONY_PLANE = re.compile(r"(r\d+c\d+f\d+)p(\d+)(-ch\d+)sk(\d+)")
+# The z plane and time point in file names, and what the time is called: Harmony's (Operetta,
+# Opera Phenix) r01c01f01p02-ch1sk1, CellVoyager's T0001F001L01A01Z02C01
+PLANE_NAMES = (
+    (re.compile(r"r\d+c\d+f\d+p(?P<plane>\d+)-ch\d+sk(?P<time>\d+)"), "sk"),
+    (re.compile(r"T(?P<time>\d+)F\d+L\d+A\d+Z(?P<plane>\d+)C\d+"), "T"),
+)
 # Harmony exports a plate as <measurement>/Images/, its index (plate name) beside the images
 HARMONY_INDEXES = ("Index.idx.xml", "Index.xml")
 LABEL_SUFFIXES = (".tif", ".tiff", ".png", ".npy")
@@ -431,21 +435,25 @@ def _check_every_first_channel(images, names, channels):
 
 
 def _planes_of_fields(names, images):
-    """Each field's z planes (Harmony's ``p``) at the folder's first time point (``sk``), by its
-    first plane's name; other names are a field of one plane."""
-    planes, times = {}, set()
+    """Each field's z planes at the folder's first time point (``PLANE_NAMES``), by its first
+    plane's name; other names are a field of one plane."""
+    planes, times, called = {}, set(), "sk"
     for name in names:
-        match = HARMONY_PLANE.search(name)
-        field = HARMONY_PLANE.sub(r"\1\3", name, count=1) if match else name
-        time = int(match[4]) if match else None  # other names: one image, read
+        field, time = name, None  # other names: one image, read
+        for pattern, time_name in PLANE_NAMES:
+            if match := pattern.search(name):
+                spans = sorted(match.span(group) for group in ("plane", "time"))
+                field = name[: spans[0][0]] + name[spans[0][1] : spans[1][0]] + name[spans[1][1] :]
+                time, called = int(match["time"]), time_name
+                break
         planes.setdefault(field, []).append((time, name))
         times.add(time)
     times.discard(None)
     first = min(times, default=None)
     if len(times) > 1:
         warnings.warn(
-            f"{images} holds {len(times)} time points (Harmony's sk); the first (sk{first}) is "
-            "read.",
+            f"{images} holds {len(times)} time points ({called}); the first ({called}{first}) "
+            "is read.",
             UserWarning,
             stacklevel=4,
         )
@@ -453,7 +461,7 @@ def _planes_of_fields(names, images):
     absent = [found[0][1] for field, found in planes.items() if not read[field]]
     if absent:
         raise ValueError(
-            f"{absent[0]} in {images} has no image at the first time point (sk{first}); "
+            f"{absent[0]} in {images} has no image at the first time point ({called}{first}); "
             "expected every field at every time point read."
         )
     return {found[0]: found for found in read.values()}
@@ -504,10 +512,12 @@ def _untagged(element):
 class FolderFields(FieldSource):
     """The fields of a folder of channel images named with ``chN`` tokens (or ``channels``').
 
-    A field is an image whose name holds the first channel token, its other channels found
-    by substituting the token (the token layout of :func:`~sklearn_deeploc.fields.read_cell_table`);
-    Harmony's z planes of a field (``r01c01f01p02-ch1sk1...``) are projected by their maximum,
-    and the folder's first time point read; ``planes`` lists each field's plane files.
+    A field is an image whose name's last channel token is the first channel's, its other
+    channels found by substituting the token (the token layout of
+    :func:`~sklearn_deeploc.fields.read_cell_table`); the z planes of a field named by Harmony
+    (``r01c01f01p02-ch1sk1...``) or CellVoyager (``T0001F001L01A01Z02C01``) are projected by
+    their maximum, and the folder's first time point read; ``planes`` lists each field's plane
+    files.
     Its cells are the objects of its label image in the folder ``labels``, named after its first
     channel file with or without the token, then nothing or a separator and any suffix
     (``r01c01f01-ch1_cp_masks.png``, ``r01c01f01.tiff``), else found in channel ``marker``. The

@@ -721,6 +721,21 @@ def test_an_unchosen_channel_beside_the_masks_is_never_a_label_image(tmp_path):
     assert source.keys == ["Plate1_B03_s1_w1.tif", "Plate1_B03_s2_w1.tif"]  # no ._ file
 
 
+def test_cellvoyager_z_planes_are_projected_and_the_first_time_point_read(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for time in (1, 2):
+        for plane in (1, 2, 3):
+            for channel in (1, 2):
+                name = f"Plate_B03_T000{time}F001L01A01Z0{plane}C0{channel}.tif"
+                pixels = np.full((16, 16), 100 * time + 10 * plane + channel, "u2")
+                tifffile.imwrite(images / name, pixels)
+    with pytest.warns(UserWarning, match=r"holds 2 time points \(T\); the first \(T1\) is read"):
+        source = FolderFields(images, ["C01", "C02"], well_pattern=r"_([A-P]\d\d)_")
+    assert source.keys == ["Plate_B03_T0001F001L01A01Z01C01.tif"]  # one field, not six sites
+    assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [131, 132]  # the brightest plane
+
+
 def test_model_channels_match_names_exactly_before_in_any_case():
     assert sources._match_names(["GFP", "RFP"], ["rfp", "GFP", "gfp"]) == ["GFP", "rfp"]
     assert sources._match_names(["GFP"], ["gfp", "Gfp"]) == [None]  # two in any case: none
