@@ -228,3 +228,12 @@ def test_a_channel_file_with_several_channels_and_repeated_channels_are_refused(
     table = pd.DataFrame({"Image Path": ["f-ch1.tiff"], "Center_X": [20], "Center_Y": [20]})
     with pytest.raises(ValueError, match="channels names a channel twice"):
         read_cell_table(table, channels=["ch1", "ch1"], folder=tmp_path)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zlib", "zstd", "packbits"])
+def test_compressed_tiffs_are_read_as_microscopes_write_them(tmp_path, compression):
+    import tifffile
+
+    pixels = np.arange(2 * 40 * 50, dtype=np.uint16).reshape(2, 40, 50)
+    tifffile.imwrite(tmp_path / "field.tif", pixels, compression=compression)  # LZW: ImageJ's
+    np.testing.assert_array_equal(read_field(tmp_path / "field.tif"), pixels)
