@@ -695,7 +695,7 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
         Columns ``Image Path``, ``Center_X``, ``Center_Y``, ``ObjectNumber``
         (and ``Area`` from label images): one row per cell.
     """
-    source = FolderFields(images, channels, labels, marker=marker)
+    source = FolderFields(images, channels, labels, marker=marker, well_pattern=None)  # no wells
     stacks = [key for key, planes in source.planes.items() if len(planes) > 1]
     if stacks:  # a table names one file per channel: its reader would take the first plane
         raise ValueError(

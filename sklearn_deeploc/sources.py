@@ -66,9 +66,12 @@ def _cells_found(image, marker):
 
 
 def _named_fields(keys, plates, pattern, wells=None):
-    """Fields named by files: the well ``pattern`` finds (else the stem) unless ``wells`` are
-    given, sites numbered in it."""
-    wells = _pattern_wells(keys, pattern) if wells is None else wells
+    """Fields named by files: the well ``pattern`` finds (else the stem; without a pattern, the
+    stem unasked) unless ``wells`` are given, sites numbered in it."""
+    if wells is None:
+        wells = (
+            [Path(key).stem for key in keys] if pattern is None else _pattern_wells(keys, pattern)
+        )
     fields = pd.DataFrame({"key": keys, "plate": plates, "well": wells})
     fields["site"] = fields.groupby(["plate", "well"], sort=False).cumcount()
     return fields

@@ -801,3 +801,17 @@ def test_workers_run_on_a_local_cluster_closed_afterwards(plates, model, tmp_pat
         except psutil.NoSuchProcess:  # it ended while we looked
             pass
     assert not left  # no worker left running
+
+
+def test_find_cell_table_names_no_wells_so_warns_of_none(tmp_path):
+    import warnings
+
+    from sklearn_deeploc.jobs import find_cell_table
+
+    for channel in (1, 2):  # no Opera well in these names: a screen would warn
+        plane = _blobs((96, 96), [(40, 40)], channel)[0]
+        tifffile.imwrite(tmp_path / f"Plate1_B03_s1_w{channel}.tif", plane)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        table = find_cell_table(tmp_path, channels=["w1", "w2"], marker=0, verbose=0)
+    assert table["Image Path"].unique().tolist() == ["Plate1_B03_s1_w1.tif"]
