@@ -340,10 +340,12 @@ def _files_in(folder, suffixes):
     ]
 
 
-def _label_names(field_file, family):
-    """Names of a field's label image: its first channel file's stem, then without the token."""
+def _label_names(field_file, family, channels):
+    """Names of a field's label image: its channel files' stems (segmented in the first, or in
+    another: a marker), then its stem without the token."""
     stem = Path(field_file).stem
-    return [stem, re.sub(r"[-_. ]*$", "", swap_token(family, "", stem))]
+    stems = [swap_token(family, channel, stem) for channel in channels]
+    return [*stems, re.sub(r"[-_. ]*$", "", swap_token(family, "", stem))]
 
 
 def _label_files(labels, field_files, channel_files, channels):
@@ -354,7 +356,7 @@ def _label_files(labels, field_files, channel_files, channels):
     (``f01-ch3.tiff``) and what Cellpose saves beside its masks (``_seg.npy``, ``_flows``...).
     """
     family, channel = token_family(channels), channels[0]
-    names = {field: _label_names(field, family) for field in field_files}
+    names = {field: _label_names(field, family, channels) for field in field_files}
     owner = {name: field for field, field_names in names.items() for name in field_names}
     stems = {Path(field).stem for field in field_files}
     channel_files = {Path(f).resolve() for f in channel_files}
@@ -393,7 +395,7 @@ def _one_label_file(found, labels, field_file, names):
             )
     raise FileNotFoundError(
         f"No label image in {labels} for field {Path(field_file).name}: expected a "
-        f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[1]}[_suffix] "
+        f"{'/'.join(LABEL_SUFFIXES)} file named {names[0]}[_suffix] or {names[-1]}[_suffix] "
         "(Cellpose's _seg.npy files are not label images: save its _cp_masks)."
     )
 

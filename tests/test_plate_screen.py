@@ -815,3 +815,16 @@ def test_find_cell_table_names_no_wells_so_warns_of_none(tmp_path):
         warnings.simplefilter("error")
         table = find_cell_table(tmp_path, channels=["w1", "w2"], marker=0, verbose=0)
     assert table["Image Path"].unique().tolist() == ["Plate1_B03_s1_w1.tif"]
+
+
+def test_masks_named_after_the_marker_channel_are_found(tmp_path):
+    images = tmp_path / "Images"
+    images.mkdir()
+    labels = np.zeros((32, 32), np.uint16)
+    labels[5:15, 5:15], labels[20:30, 20:30] = 3, 8
+    for channel in ("ch1", "ch2", "ch3"):
+        tifffile.imwrite(images / f"r01c01f01p01-{channel}sk1fk1fl1.tiff", labels + 1)
+    # Cellpose segmented the marker (ch2), whose file names the masks
+    tifffile.imwrite(images / "r01c01f01p01-ch2sk1fk1fl1_cp_masks.tif", labels)
+    source = FolderFields(images, ["ch1", "ch2"], labels=images)
+    assert source.read(source.keys[0])[1]["ObjectNumber"].tolist() == [3, 8]
