@@ -384,7 +384,7 @@ def field_source(
 def _cropped_cells(source, key, *, size=64, border="pad"):
     """Crops of one field's cells, and those cells with the field's metadata first."""
     image, cells = source.read(key)
-    named = cells.set_axis([f"{key}:{row}" for row in range(len(cells))])  # warnings name them
+    named = cells.set_axis([f"{key} object {n}" for n in cells["ObjectNumber"]])  # in warnings
     try:
         result = crop_cells(
             image, named, size, border=border, x_column="center_x", y_column="center_y"

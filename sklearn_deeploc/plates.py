@@ -44,14 +44,15 @@ def _open_root(path):
         raise ValueError(
             f"Plate {path} is a file; expected a plate folder (unzip a zipped plate first)."
         )
-    if (local / "zarr.json").is_file() and int(zarr.__version__.split(".")[0]) < 3:
+    zarr3 = int(zarr.__version__.split(".")[0]) >= 3
+    if (local / "zarr.json").is_file() and not zarr3:
         raise ValueError(
             f"Plate {path} is a Zarr v3 store (NGFF 0.5); reading it needs zarr>=3, "
             f"found zarr {zarr.__version__}."
         )
     # Not a consolidated copy of the metadata: one made before a field was added or rewritten
     # would list old fields and channels
-    fresh = {"use_consolidated": False} if int(zarr.__version__.split(".")[0]) >= 3 else {}
+    fresh = {"use_consolidated": False} if zarr3 else {}
     try:
         return zarr.open_group(str(path), mode="r", **fresh)
     except (FileNotFoundError, KeyError, ValueError) as error:
@@ -62,7 +63,10 @@ def _open_root(path):
 
 def _ngff_metadata(group, where):
     """The group's NGFF metadata: top-level attributes (Zarr v2) or those under "ome" (v3)."""
-    attributes = group.attrs.asdict()
+    try:
+        attributes = group.attrs.asdict()
+    except json.JSONDecodeError as error:  # zarr 2 reads them only now
+        raise ValueError(f"{where}: its metadata is damaged (not JSON: {error}).") from None
     if _zarr_format(group) == 2:
         return attributes
     if isinstance(attributes.get("ome"), dict):
@@ -405,10 +409,16 @@ def _fields_of_well(root, well, plate_name, path):
     names = (plate_name, well, well_path, row, column)
     with _ngff_parsing(where):
         images = metadata["well"].get("images") or []
-        return [
+        rows = [
             (*names, site, image.get("acquisition"), f"{well_path}/{image['path']}")
             for site, image in enumerate(images)
         ]
+    odd = [row[-2] for row in rows if type(row[-2]) not in (int, type(None))]
+    if odd:
+        raise ValueError(
+            f"{where} gives an image the acquisition {odd[0]!r}; expected NGFF's integer id."
+        )
+    return rows
 
 
 def open_plate(path):

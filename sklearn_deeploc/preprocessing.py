@@ -31,7 +31,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     Parameters
     ----------
     x : torch.Tensor or numpy.ndarray of shape (n, C, H, W)
-        Raw crops (the result has the float dtype of ``x``; float32 for integer arrays).
+        Raw crops (a tensor keeps its float dtype; an array is stretched in float32).
     percentiles : tuple of float, default=(0.1, 99.9)
         Lower and upper percentiles, per cell and per channel.
     variant : {"clip", "reference"}, default="clip"
@@ -42,7 +42,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     Returns
     -------
     torch.Tensor or numpy.ndarray
-        As ``x``, of its shape and float dtype. A constant channel becomes zeros, never NaN.
+        As ``x``, of its shape. A constant channel becomes zeros, never NaN.
 
     Examples
     --------
@@ -62,8 +62,7 @@ def percentile_stretch(x, percentiles=(0.1, 99.9), *, variant="clip"):
     if not PercentilePair().is_satisfied_by(percentiles):
         raise ValueError(f"percentiles must be {PercentilePair.description}; got {percentiles!r}.")
     if isinstance(x, np.ndarray):
-        floats = x if x.dtype.kind == "f" else x.astype(np.float32)
-        return _stretch(torch.from_numpy(floats), percentiles, variant).numpy()
+        return _stretch(to_tensor(x), percentiles, variant).numpy()
     return _stretch(x, percentiles, variant)
 
 

@@ -331,7 +331,8 @@ def _write_anndata(path, profiles, uns):
         _array_dataset(file, "X", profiles[matrix].to_numpy(dtype=np.float32))
         obs = profiles[metadata]
         if PREDICTED in obs:  # every class a category, also those no cell was given
-            obs = obs.assign(**{PREDICTED: pd.Categorical(obs[PREDICTED], categories=classes)})
+            predicted = pd.Categorical(obs[PREDICTED].astype(str), categories=classes)  # 1: "1"
+            obs = obs.assign(**{PREDICTED: predicted})
         _dataframe(file, "obs", [str(i) for i in range(len(profiles))], obs)
         _dataframe(file, "var", [c.removeprefix(prefix) for c in matrix], {})
         for name in ("obsm", "varm", "obsp", "varp", "layers", "uns"):

@@ -170,9 +170,13 @@ def _check_table_fields(cells, columns):
             f"({files.loc[files['field'] == field, columns].to_numpy()[:2].tolist()}); expected "
             "one field per image name. Tables of several folders: name images with their folder."
         )
-    named = {}  # one image under two names (./a.tif, sub/../a.tif) would be two fields
+    # One image under two names (./a.tif, sub/../a.tif) would be two fields. Folders are
+    # resolved, not files: annexes (git-annex, DVC) link equal images to one object.
+    named, folders = {}, {}
     for field, path in files[["field", columns[0]]].itertuples(index=False):
-        other = named.setdefault(os.path.realpath(path), field)
+        folder, name = os.path.split(path)
+        folder = folders.setdefault(folder, os.path.realpath(folder or "."))
+        other = named.setdefault(os.path.join(folder, name), field)
         if other != field:
             raise ValueError(
                 f"The cell table names one image two ways ({other!r} and {field!r}); expected "
@@ -493,6 +497,8 @@ def _check_marker(marker, n_channels):
 def _folder_plate(images):
     """The plate of a folder of images: its name, or the plate of a Harmony export's index."""
     images = images.resolve()
+    if images.name.lower() != "images":
+        return images.name
     for index in (images / name for name in HARMONY_INDEXES):
         if index.is_file():
             return _harmony_plate(index) or images.parent.name
@@ -501,12 +507,25 @@ def _folder_plate(images):
 
 def _harmony_plate(index):
     """The plate a Harmony index names (its ``Plate``'s ``Name``, else ``PlateID``), or None."""
-    try:  # plates come first in an index of possibly many MB: stop there
-        plate = next(e for _, e in ElementTree.iterparse(index) if _untagged(e) == "Plate")
-    except (ElementTree.ParseError, OSError, StopIteration):
+    try:
+        plate = _first_plate(index)
+    except (ElementTree.ParseError, OSError):
         return None
-    names = {_untagged(child): (child.text or "").strip() for child in plate}
+    names = {
+        _untagged(child): (child.text or "").strip() for child in ([] if plate is None else plate)
+    }
     return names.get("Name") or names.get("PlateID") or None
+
+
+def _first_plate(index):
+    """An index's first ``Plate`` element, or None: its plates come before its wells and images,
+    possibly many MB of them, which are not read."""
+    for event, element in ElementTree.iterparse(index, events=("start", "end")):
+        if event == "start" and _untagged(element) in ("Wells", "Images"):
+            return None
+        if event == "end" and _untagged(element) == "Plate":
+            return element
+    return None
 
 
 def _untagged(element):
@@ -678,7 +697,7 @@ class PlateFields(FieldSource):
             _check_marker(marker, self.n_channels)
         fields = self._plate.fields.rename(columns={"image_path": "key"})
         # Acquisitions (runs of imaging) of one well are kept apart where the plate has several
-        several = fields["acquisition"].nunique() > 1
+        several = fields["acquisition"].nunique(dropna=False) > 1
         self.fields = fields[["key", "plate", "well", "site", *["acquisition"] * several]]
 
     @cached_property

@@ -465,5 +465,20 @@ def test_a_centre_outside_its_field_is_named_by_its_table_row_and_field(tmp_path
     cells = read_cell_table(table, folder=tmp_path)
     with pytest.warns(UserWarning, match=r"1 of 2 centre\(s\) lie outside .*\(rows 3;"):
         crop_fields(cells, verbose=0)
-    with pytest.warns(UserWarning, match=r"\(rows r01c01f02-ch1.tiff:1;"):
+    with pytest.warns(UserWarning, match=r"\(rows r01c01f02-ch1.tiff object 2;"):
         run_screen(tiny_model, tmp_path / "out", cells=cells, verbose=0)
+
+
+def test_two_images_linked_to_one_annexed_file_are_two_fields(tmp_path, tiny_model):
+    annex = tmp_path / ".annex"
+    annex.mkdir()
+    for channel in ("ch1", "ch2"):  # git-annex, DataLad, DVC: equal files, one object
+        tifffile.imwrite(annex / f"blank-{channel}", np.zeros((100, 100), np.uint16))
+        for field in ("f01", "f02"):
+            (tmp_path / f"r01c01{field}-{channel}.tiff").symlink_to(annex / f"blank-{channel}")
+    names = ["r01c01f01-ch1.tiff", "r01c01f02-ch1.tiff"]
+    table = pd.DataFrame({"Image Path": names, "Center_X": [50, 50], "Center_Y": [50, 50]})
+    cells, _ = run_screen(
+        tiny_model, tmp_path / "out", cells=read_cell_table(table, folder=tmp_path)
+    )
+    assert cells["Metadata_Site"].tolist() == [0, 1]

@@ -590,6 +590,16 @@ def test_acquisitions_of_a_well_are_kept_apart(plate, model, tmp_path):
     acquisitions = cells.groupby("Metadata_Image")["Metadata_Acquisition"].first()
     assert acquisitions.dtype == "Int64"  # nullable: not 1.0 and NaN
     assert acquisitions.astype(object).fillna(0).tolist() == [0, 2, 1, 2]
+    for well in ("A/1", "B/3"):  # one acquisition, and one image without: a column
+        _edit_metadata(
+            path / well,
+            lambda ome: [image.update(acquisition=1) for image in ome["well"]["images"][1:]],
+        )
+    fields = PlateFields(path, ["GFP", "RFP"], labels="cells").fields
+    assert not fields.duplicated(["well", "site", "acquisition"]).any()
+    _edit_metadata(path / "B/3", lambda ome: ome["well"]["images"][0].update(acquisition=[1]))
+    with pytest.raises(ValueError, match=r"Well B/3 .*acquisition \[1\]; expected NGFF's integer"):
+        open_plate(path)
     for well in ("A/1", "B/3"):  # one acquisition: no column
         _edit_metadata(
             path / well,

@@ -34,10 +34,13 @@ def test_reference_variant_divides_only_large_ranges():
 
 def test_numpy_crops_are_stretched_as_tensors_are(rng):
     x = rng.normal(1000, 50, (3, 2, 16, 16))
-    for crops in (x, x.astype(np.float32), x.astype(np.uint16)):
+    read_only = x.astype(np.float32)
+    read_only.flags.writeable = False  # as np.load(mmap_mode="r") gives them
+    arrays = [x, x.astype(np.uint16), x[..., ::-1], x.astype(">f4"), read_only]
+    for crops in arrays:
         stretched = percentile_stretch(crops)
-        assert isinstance(stretched, np.ndarray) and stretched.dtype.kind == "f"
-        expected = percentile_stretch(torch.from_numpy(crops.astype(stretched.dtype)))
+        assert isinstance(stretched, np.ndarray) and stretched.dtype == np.float32
+        expected = percentile_stretch(torch.tensor(crops.astype(np.float32)))
         np.testing.assert_allclose(stretched, expected.numpy(), rtol=1e-6)
     with pytest.raises(TypeError, match="torch.Tensor or numpy array; got list"):
         percentile_stretch(x.tolist())

@@ -429,3 +429,20 @@ def test_h5ad_predicted_classes_are_every_class_in_the_models_order(tmp_path):
         codes = file["obs/Metadata_Predicted_Class/codes"][:]
     assert categories == CLASSES  # a screen's obs compare with another's, whatever was predicted
     assert codes.tolist() == [len(CLASSES) - 1] * len(one_class)
+
+
+def test_h5ad_predicted_classes_named_by_numbers_keep_their_codes(tmp_path):
+    cells = pd.DataFrame(
+        {
+            "plate": "P1",
+            "well": ["A01", "B02"],
+            "site": 0,
+            "ObjectNumber": 1,
+            "center_x": 5.0,
+            "center_y": 5.0,
+        }
+    )
+    profiles = cell_profiles(cells, [[0.9, 0.1], [0.2, 0.8]], ["0", "1"])
+    profiles["Metadata_Predicted_Class"] = [0, 1]  # as read back from cells.csv
+    with h5py.File(write_h5ad(profiles, tmp_path / "cells.h5ad")) as file:
+        assert file["obs/Metadata_Predicted_Class/codes"][:].tolist() == [0, 1]
