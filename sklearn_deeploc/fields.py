@@ -472,7 +472,18 @@ def _read_series(path):
 
 def header_size(path):
     """(height, width) of a TIFF or ``.npy`` image from its header alone, else None (another
-    format, a damaged header or series of several sizes: the full read says what is wrong)."""
+    format, a damaged header or series of several sizes: the full read says what is wrong).
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np, tifffile
+    >>> from pathlib import Path
+    >>> from sklearn_deeploc.fields import header_size
+    >>> path = Path(tempfile.mkdtemp()) / "field.tif"
+    >>> tifffile.imwrite(path, np.zeros((2, 30, 40), np.uint16))
+    >>> header_size(path)
+    (30, 40)
+    """
     import tifffile
 
     try:
