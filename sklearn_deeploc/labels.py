@@ -132,7 +132,7 @@ def cells_from_labels(labels):
 
 
 def read_label_image(path):
-    """Read a label image file (TIFF, PNG or ``.npy``) as a 2-D integer array.
+    """Read a label image file (TIFF, PNG, palette PNG or ``.npy``) as a 2-D integer array.
 
     Parameters
     ----------
@@ -157,12 +157,27 @@ def read_label_image(path):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Label image {path} not found.")
-    # Headers are checked first (read_field's, or a memory map's): a small file cannot claim GBs
-    if path.suffix.lower() != ".npy":
-        pixels = read_field(path)
-    else:
+    # Headers are checked first (read_field's, PIL's, or a memory map's): a small file cannot
+    # claim GBs
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
         try:
             pixels = np.array(np.load(path, mmap_mode="r", allow_pickle=False))
         except (ValueError, OSError, MemoryError) as error:  # numpy does not name the file
             raise ValueError(f"Cannot read label image {path}: {error}.") from None
+    else:
+        pixels = _palette_indices(path) if suffix == ".png" else None
+        pixels = read_field(path) if pixels is None else pixels
     return check_label_image(pixels, f"Label image {path}")
+
+
+def _palette_indices(path):
+    """A palette PNG's indices, its labels as annotation tools save them (read as colours, they
+    would be refused), or None for another PNG (read_field reads it, or says what is wrong)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image) if image.mode == "P" else None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None

@@ -142,3 +142,16 @@ def test_small_files_claiming_huge_label_images_are_refused_unread(tmp_path):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     with pytest.raises(ValueError, match=r"Cannot read image file .*broken\.png"):
         read_label_image(broken)
+
+
+def test_a_palette_png_is_read_as_its_indices(tmp_path):
+    from PIL import Image
+
+    labels = np.zeros((20, 30), np.uint8)
+    labels[2:6, 3:9], labels[10:15, 20:25] = 1, 7
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0, 255, 0] * 254)  # colours no cell is named by
+    image.save(tmp_path / "f01_masks.png")
+    read = read_label_image(tmp_path / "f01_masks.png")
+    np.testing.assert_array_equal(read, labels)
+    assert cells_from_labels(read)["ObjectNumber"].tolist() == [1, 7]
