@@ -662,8 +662,9 @@ def _check_same_positions(plate, indices):
 class PlateFields(FieldSource):
     """The fields of an OME-Zarr HCS plate (:func:`~sklearn_deeploc.plates.open_plate`).
 
-    ``channels`` are names or indices in the model's order (default: :func:`plate_channels`
-    of ``model_channels``, else all); ``labels`` names the label images (``labels/<name>``)
+    ``channels`` are names (matched as the model's are: in any case, spaces around them
+    ignored) or indices in the model's order (default: :func:`plate_channels` of
+    ``model_channels``, else all); ``labels`` names the label images (``labels/<name>``)
     giving each field's cells, else they are found in channel ``marker``. Every field's
     metadata is checked when the source is made.
     """
@@ -673,10 +674,13 @@ class PlateFields(FieldSource):
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
         defaulted = channels is None
+        first = self._plate.fields["image_path"].iloc[0]
         if defaulted and model_channels is not None:
             channels = plate_channels(self._plate, model_channels)
+        elif not defaulted:  # names as the plate spells them ("GFP " for "gfp")
+            spelled = _match_names(channels, self._plate.channel_names(first) or [])
+            channels = [c if s is None else s for c, s in zip(channels, spelled)]
         self._plate.check(channels, labels)
-        first = self._plate.fields["image_path"].iloc[0]
         indices = self._plate.channel_indices(first, channels)
         names, sizes = self._plate.channel_names(first), self._plate.sizes(first)
         if sizes.get("t", 1) > 1:

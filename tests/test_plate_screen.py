@@ -533,6 +533,8 @@ def test_a_model_channel_named_at_another_position_is_not_read_by_position(plate
             _set_names(path / image_path, names)
         source = PlateFields(path, labels="cells", model_channels=["GFP", "RFP"])
         np.testing.assert_array_equal(source.read("A/1/0")[0], written["A/1/0"][0][::-1])
+        chosen = PlateFields(path, ["GFP", "RFP"], labels="cells")  # by the user: the same
+        np.testing.assert_array_equal(chosen.read("A/1/0")[0], written["A/1/0"][0][::-1])
     for image_path in written:
         _set_names(path / image_path, ["mCherry", "GFP"])
     with pytest.raises(ValueError, match=r"the model's channel 0 \('GFP'\) is its channel 1"):
