@@ -120,7 +120,7 @@ class FieldSource:
 
     ``fields["key"]`` is what :meth:`read` takes, ``site`` tells a well's fields apart (from 0,
     or a cell table's ``Metadata_Site``), and
-    ``n_channels`` is the channels a field is read with, where known before reading one.
+    ``n_channels`` is the channels a field is read with, where known before a job runs.
     """
 
     fields = None
@@ -309,8 +309,11 @@ class TableFields(FieldSource):
         }
         hashed = pd.util.hash_pandas_object(cells.assign(**absolute), index=False)
         self._digest = sha256_hex(hashed.to_numpy().tobytes())
-        # The channels of a stack (one multi-page file) are unknown before reading it
-        self.n_channels = None if self._columns == [FILE_PREFIX] else len(self._columns)
+        # A stack's channels (the pages of one file) are known once one is read: the first,
+        # so that a job refuses another count before it starts
+        stack = self._columns == [FILE_PREFIX]
+        first = self._cells[keys[0]].iloc[0]
+        self.n_channels = len(read_field(first)) if stack else len(self._columns)
 
     def read(self, key):
         field = self._cells[key]

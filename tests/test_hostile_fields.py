@@ -482,3 +482,16 @@ def test_two_images_linked_to_one_annexed_file_are_two_fields(tmp_path, tiny_mod
         tiny_model, tmp_path / "out", cells=read_cell_table(table, folder=tmp_path)
     )
     assert cells["Metadata_Site"].tolist() == [0, 1]
+
+
+def test_a_stack_table_of_another_channel_count_is_refused_before_the_run(tmp_path, tiny_model):
+    from sklearn_deeploc.blocks import parts_folder
+
+    tifffile.imwrite(tmp_path / "Plate1_B03_s1_w1.tif", np.zeros((100, 100), np.uint16))
+    table = pd.DataFrame(
+        {"Image Path": ["Plate1_B03_s1_w1.tif"], "Center_X": [50], "Center_Y": [50]}
+    )
+    cells = read_cell_table(table, folder=tmp_path)  # no chN token: one file, its pages
+    with pytest.raises(ValueError, match=r"read with 1 channel\(s\); the model takes 2"):
+        run_screen(tiny_model, tmp_path / "out", cells=cells, verbose=0)
+    assert not parts_folder(tmp_path / "out" / "cells.parquet").exists()  # nothing to overwrite
