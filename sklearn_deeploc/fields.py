@@ -102,7 +102,7 @@ def _token_pattern(body, leading_digit):
 
 def token_family(channels):
     """Tokens of the kind of ``channels`` in file names: their letters then any number
-    (``w1``, ``w2``: also ``w3``; ``C01``: ``C04``), else (``DAPI``) only themselves.
+    (``w1``, ``w2``: also an unchosen ``w3``; ``C01``: ``C04``), else (``DAPI``) only themselves.
 
     Examples
     --------
@@ -118,25 +118,28 @@ def token_family(channels):
     return re.compile(_token_pattern(re.escape(prefix) + r"\d+", leading_digit=not prefix))
 
 
-def last_token(family, name):
-    """The last match of ``family`` in ``name`` (a channel's token follows a well's: CellVoyager's
-    ``_C01_T0001...C02.tif``), or None."""
-    matches = list(family.finditer(name))
-    return matches[-1] if matches else None
-
-
-def swap_token(family, channel, name):
-    """``name`` with its last token of ``family`` replaced by ``channel``."""
-    last = last_token(family, name)
-    return name if last is None else name[: last.start()] + channel + name[last.end() :]
+def check_one_token(names, channels):
+    """Refuse names holding more than one token of ``channels``, which could be swapped for
+    the wrong one: CellVoyager's well ``C01`` beside its channel ``C01`` or ``C02``."""
+    tokens = re.compile("|".join(channel_token(channel).pattern for channel in channels))
+    for name in names:
+        found = tokens.findall(Path(name).name)
+        if len(found) > 1:
+            raise ValueError(
+                f"{Path(name).name} holds the channel tokens {found} of channels "
+                f"{list(channels)}: a well or other part is named like a channel, so the "
+                "channel's files cannot be told by substituting the token. Name the channels "
+                "by tokens only the channel part holds, or list each channel's file in a cell "
+                "table (Image_FileName_<channel>)."
+            )
 
 
 def _token_files(frame, image_column, channels, folder):
     """Field names and ``file_<channel>`` columns of the token layout."""
     names = _file_names(frame, image_column)
-    # A chN token, else one of the channels' own kind (ImageXpress's w1 in A01_s1_w1.tif)
+    # A chN token, else the first channel's own (ImageXpress's w1 in A01_s1_w1.tif)
     has_chn = all(CHANNEL_TOKEN.search(Path(name).name) for name in names)
-    token = CHANNEL_TOKEN if has_chn else token_family(channels)
+    token = CHANNEL_TOKEN if has_chn else channel_token(channels[0])
     no_token = [name for name in names if not token.search(Path(name).name)]
     if no_token:
         raise ValueError(
@@ -144,10 +147,11 @@ def _token_files(frame, image_column, channels, folder):
             f"{list(channels)} into; {no_token[0]!r} has none. Rename the files, or list "
             "every channel's file in a CellProfiler-style table (Image_FileName_<channel>)."
         )
+    check_one_token(names.unique(), channels)
     paths = [folder / name for name in names]
     files = {}
     for channel in channels:
-        renamed = [path.with_name(swap_token(token, channel, path.name)) for path in paths]
+        renamed = [path.with_name(token.sub(channel, path.name, count=1)) for path in paths]
         files[f"{FILE_PREFIX}_{channel}"] = list(map(str, renamed))
     return names, files
 

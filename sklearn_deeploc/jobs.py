@@ -489,8 +489,8 @@ def run_screen(
     features : {"fc2", "fc1", "conv8"}, optional
         Also write this layer's activations as ``Cells_DeepLoc_<layer>_<k>``.
     well_pattern : str, optional
-        Regular expression of the well in an image name of a table or folder, or of its first
-        group (default ``r\\d+c\\d+``, Opera's ``r02c03``, named ``B03`` as plates name
+        Regular expression of the well in an image name of a table or folder, or of its group
+        named ``well`` (default ``r\\d+c\\d+``, Opera's ``r02c03``, named ``B03`` as plates name
         wells); where none matches, the file's stem, with a warning.
     border : {"pad", "drop"}, default="pad"
     csv : bool, default=False

@@ -24,14 +24,14 @@ from .fields import (
     FILE_PREFIX,
     OBJECT_NUMBER,
     TOKEN_CHANNELS,
+    channel_token,
     check_image_files,
+    check_one_token,
     file_columns,
     find_cells,
     header_size,
-    last_token,
     read_cell_table,
     read_field,
-    swap_token,
     token_family,
 )
 from .labels import cells_from_labels, read_label_image
@@ -78,7 +78,7 @@ def _named_fields(keys, plates, pattern, wells=None):
 
 
 def _pattern_wells(keys, pattern):
-    """The well ``pattern`` (or its first group) finds in each key's file name (as
+    """The well ``pattern`` (or its group named ``well``) finds in each key's file name (as
     :func:`_well_name`), else its stem (with a warning)."""
     try:
         regex = re.compile(pattern)
@@ -98,7 +98,9 @@ def _pattern_wells(keys, pattern):
             stacklevel=5,
         )
     return [
-        _well_name(match.group(min(regex.groups, 1))) if match else Path(key).stem
+        _well_name(match["well"] if "well" in regex.groupindex and match["well"] else match[0])
+        if match
+        else Path(key).stem
         for key, match in zip(keys, matches)
     ]
 
@@ -175,7 +177,9 @@ def _check_table_fields(cells, columns):
     named, folders = {}, {}
     for field, path in files[["field", columns[0]]].itertuples(index=False):
         folder, name = os.path.split(path)
-        folder = folders.setdefault(folder, os.path.realpath(folder or "."))
+        if folder not in folders:
+            folders[folder] = os.path.realpath(folder or ".")
+        folder = folders[folder]
         other = named.setdefault(os.path.join(folder, name), field)
         if other != field:
             raise ValueError(
@@ -347,12 +351,13 @@ def _files_in(folder, suffixes):
     ]
 
 
-def _label_names(field_file, family, channels):
+def _label_names(field_file, channels):
     """Names of a field's label image: its channel files' stems (segmented in the first, or in
     another: a marker), then its stem without the token."""
     stem = Path(field_file).stem
-    stems = [swap_token(family, channel, stem) for channel in channels]
-    return [*stems, re.sub(r"[-_. ]*$", "", swap_token(family, "", stem))]
+    token = channel_token(channels[0])
+    stems = [token.sub(channel, stem, count=1) for channel in channels]
+    return [*stems, re.sub(r"[-_. ]*$", "", token.sub("", stem, count=1))]
 
 
 def _label_files(labels, field_files, channel_files, channels):
@@ -363,7 +368,7 @@ def _label_files(labels, field_files, channel_files, channels):
     (``f01-ch3.tiff``) and what Cellpose saves beside its masks (``_seg.npy``, ``_flows``...).
     """
     family, channel = token_family(channels), channels[0]
-    names = {field: _label_names(field, family, channels) for field in field_files}
+    names = {field: _label_names(field, channels) for field in field_files}
     owner = {name: field for field, field_names in names.items() for name in field_names}
     stems = {Path(field).stem for field in field_files}
     channel_files = {Path(f).resolve() for f in channel_files}
@@ -373,14 +378,21 @@ def _label_files(labels, field_files, channel_files, channels):
         resolved = path.resolve()
         if resolved in channel_files or _cellpose_not_mask(path):
             continue
-        token = last_token(family, path.stem)
-        other_channel = token and token[0] != channel and resolved.parent in image_folders
-        if other_channel and swap_token(family, channel, path.stem) in stems:
+        if resolved.parent in image_folders and _another_channel(path.stem, family, channel, stems):
             continue
         matches = [name for name in _prefixes(path.stem) if name in owner]
         if matches:
             found.setdefault(max(matches, key=len), []).append(path)
     return {field: _one_label_file(found, labels, field, names[field]) for field in field_files}
+
+
+def _another_channel(stem, family, channel, stems):
+    """Whether ``stem`` is a field's (``stems``) image in a channel of ``family`` other than
+    ``channel``, chosen or not (``w3`` beside ``w1``, ``w2``)."""
+    return any(
+        found[0] != channel and stem[: found.start()] + channel + stem[found.end() :] in stems
+        for found in family.finditer(stem)
+    )
 
 
 def _cellpose_not_mask(path):
@@ -413,14 +425,10 @@ def _natural(name):
 
 
 def _field_names(images, channels):
-    """The folder's image files whose (last) channel token is the first channel's, in natural
-    order."""
-    family, channel = token_family(channels), channels[0]
-    names = [
-        path.name
-        for path in _files_in(images, FIELD_SUFFIXES)
-        if (last_token(family, path.name) or [None])[0] == channel
-    ]
+    """The folder's image files holding the first channel's token, in natural order."""
+    channel, token = channels[0], channel_token(channels[0])
+    names = [path.name for path in _files_in(images, FIELD_SUFFIXES) if token.search(path.name)]
+    check_one_token(names, channels)
     stems = {Path(name).stem for name in names}
     # A name extending a field's (Cellpose's <field>_cp_masks.png) is its label image
     names = [n for n in names if not (_prefixes(Path(n).stem) - {Path(n).stem}) & stems]
@@ -435,11 +443,11 @@ def _field_names(images, channels):
 def _check_every_first_channel(images, names, channels):
     """Refuse a field whose other channels are in ``images`` without its first channel."""
     known, stems = set(names), {Path(name).stem for name in names}
-    family = token_family(channels)
+    tokens = [channel_token(channel) for channel in channels[1:]]
     for path in _files_in(images, FIELD_SUFFIXES):
-        if (last_token(family, path.name) or [None])[0] in channels[1:]:
-            twin = swap_token(family, channels[0], path.name)
-            if twin not in known and not _prefixes(Path(twin).stem) & stems:
+        for token in tokens:
+            twin = token.sub(channels[0], path.name, count=1) if token.search(path.name) else None
+            if twin and twin not in known and not _prefixes(Path(twin).stem) & stems:
                 raise ValueError(
                     f"{path.name} in {images} has no {channels[0]} image ({twin}); expected "
                     "every channel of every field."

@@ -711,7 +711,9 @@ def test_a_well_spelled_as_a_channel_is_not_taken_for_one(tmp_path):
         for channel in (1, 2, 3):
             name = f"Plate_{well}_T0001F001L01A01Z01C0{channel}.tif"
             tifffile.imwrite(images / name, np.full((16, 16), value + channel, "u2"))
-    source = FolderFields(images, ["C01", "C02"], well_pattern=r"_([A-P]\d\d)_")  # its group
+    with pytest.raises(ValueError, match=r"holds the channel tokens \['C01', 'C02'\]"):
+        FolderFields(images, ["C01", "C02"])  # the well C01 is named like a channel
+    source = FolderFields(images, ["Z01C01", "Z01C02"], well_pattern=r"_(?P<well>[A-P]\d\d)_")
     assert source.fields["well"].tolist() == ["C01", "C02"]
     assert [source.read(key)[0][:, 0, 0].tolist() for key in source.keys] == [[11, 12], [21, 22]]
 
@@ -743,7 +745,7 @@ def test_cellvoyager_z_planes_are_projected_and_the_first_time_point_read(tmp_pa
                 pixels = np.full((16, 16), 100 * time + 10 * plane + channel, "u2")
                 tifffile.imwrite(images / name, pixels)
     with pytest.warns(UserWarning, match=r"holds 2 time points \(T\); the first \(T1\) is read"):
-        source = FolderFields(images, ["C01", "C02"], well_pattern=r"_([A-P]\d\d)_")
+        source = FolderFields(images, ["C01", "C02"], well_pattern=r"_(?P<well>[A-P]\d\d)_")
     assert source.keys == ["Plate_B03_T0001F001L01A01Z01C01.tif"]  # one field, not six sites
     assert source.read(source.keys[0])[0][:, 0, 0].tolist() == [131, 132]  # the brightest plane
 
