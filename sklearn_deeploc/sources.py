@@ -38,9 +38,10 @@ from .labels import cells_from_labels, read_label_image
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
-# What Cellpose saves beside its _cp_masks: its session file; flows, outlines, plots
+# Never masks: what Cellpose saves beside its _cp_masks (its session file; flows, outlines,
+# plots) and MetaXpress's thumbnails beside its images
 CELLPOSE_SESSION = "_seg.npy"
-CELLPOSE_NOT_MASKS = ("_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines", "_cp_output")
+NOT_MASKS = ("_flows", "_dP", "_cellprob", "_outlines", "_cp_outlines", "_cp_output", "_thumb")
 # The z plane and time point in file names, and what the time is called: Harmony's (Operetta,
 # Opera Phenix) r01c01f01p02-ch1sk1, CellVoyager's T0001F001L01A01Z02C01
 PLANE_NAMES = (
@@ -376,7 +377,7 @@ def _label_files(labels, field_files, channel_files, channels):
     found = {}
     for path in _files_in(labels, LABEL_SUFFIXES):
         resolved = path.resolve()
-        if resolved in channel_files or _cellpose_not_mask(path):
+        if resolved in channel_files or _not_a_mask(path):
             continue
         if resolved.parent in image_folders and _another_channel(path.stem, family, channel, stems):
             continue
@@ -395,9 +396,9 @@ def _another_channel(stem, family, channel, stems):
     )
 
 
-def _cellpose_not_mask(path):
-    """Whether ``path`` is one of Cellpose's outputs other than its masks."""
-    return path.name.endswith(CELLPOSE_SESSION) or path.stem.endswith(CELLPOSE_NOT_MASKS)
+def _not_a_mask(path):
+    """Whether ``path`` is one of Cellpose's outputs other than its masks, or a thumbnail."""
+    return path.name.endswith(CELLPOSE_SESSION) or path.stem.endswith(NOT_MASKS)
 
 
 def _one_label_file(found, labels, field_file, names):

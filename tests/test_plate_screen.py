@@ -727,6 +727,7 @@ def test_an_unchosen_channel_beside_the_masks_is_never_a_label_image(tmp_path):
         for channel in (1, 2, 3):
             tifffile.imwrite(images / f"Plate1_B03_s{site}_w{channel}.tif", labels + channel)
     tifffile.imwrite(images / "Plate1_B03_s1_w1_cp_masks.tif", labels)
+    tifffile.imwrite(images / "Plate1_B03_s2_w1_thumb.tif", labels[::4, ::4])  # MetaXpress's
     (images / "._Plate1_B03_s1_w1.tif").write_bytes(b"macOS metadata, not a TIFF")
     with pytest.raises(FileNotFoundError, match="No label image .* for field Plate1_B03_s2_w1"):
         FolderFields(images, ["w1", "w2"], labels=images)  # not its w3 image
