@@ -100,6 +100,11 @@ def _token_pattern(body, leading_digit):
     return rf"(?<![{inside}]){body}(?!\d)"
 
 
+def _any_token(channels):
+    """A regular expression matching the token of any of ``channels``."""
+    return re.compile("|".join(channel_token(channel).pattern for channel in channels))
+
+
 def token_family(channels):
     """Tokens of the kind of ``channels`` in file names: their letters then any number
     (``w1``, ``w2``: also an unchosen ``w3``; ``C01``: ``C04``), else (``DAPI``) only themselves.
@@ -113,7 +118,7 @@ def token_family(channels):
     forms = [re.fullmatch(r"([A-Za-z]*)\d+", channel) for channel in channels]
     letters = {form[1] for form in forms if form is not None}
     if None in forms or len(letters) != 1:
-        return re.compile("|".join(channel_token(channel).pattern for channel in channels))
+        return _any_token(channels)
     prefix = letters.pop()
     return re.compile(_token_pattern(re.escape(prefix) + r"\d+", leading_digit=not prefix))
 
@@ -121,7 +126,7 @@ def token_family(channels):
 def check_one_token(names, channels):
     """Refuse names holding more than one token of ``channels``, which could be swapped for
     the wrong one: CellVoyager's well ``C01`` beside its channel ``C01`` or ``C02``."""
-    tokens = re.compile("|".join(channel_token(channel).pattern for channel in channels))
+    tokens = _any_token(channels)
     for name in names:
         found = tokens.findall(Path(name).name)
         if len(found) > 1:

@@ -523,9 +523,9 @@ def _harmony_plate(index):
         plate = _first_plate(index)
     except (ElementTree.ParseError, OSError):
         return None
-    names = {
-        _untagged(child): (child.text or "").strip() for child in ([] if plate is None else plate)
-    }
+    if plate is None:
+        return None
+    names = {_untagged(child): (child.text or "").strip() for child in plate}
     return names.get("Name") or names.get("PlateID") or None
 
 
@@ -548,8 +548,8 @@ def _untagged(element):
 class FolderFields(FieldSource):
     """The fields of a folder of channel images named with ``chN`` tokens (or ``channels``').
 
-    A field is an image whose name's last channel token is the first channel's, its other
-    channels found by substituting the token (the token layout of
+    A field is an image whose name holds the first channel's token (a name holding two channel
+    tokens is refused), its other channels found by substituting the token (the token layout of
     :func:`~sklearn_deeploc.fields.read_cell_table`); the z planes of a field named by Harmony
     (``r01c01f01p02-ch1sk1...``) or CellVoyager (``T0001F001L01A01Z02C01``) are projected by
     their maximum, and the folder's first time point read; ``planes`` lists each field's plane
