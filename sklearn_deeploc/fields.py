@@ -125,7 +125,17 @@ def token_family(channels):
 
 def check_one_token(names, channels):
     """Refuse names holding more than one token of ``channels``, which could be swapped for
-    the wrong one: CellVoyager's well ``C01`` beside its channel ``C01`` or ``C02``."""
+    the wrong one: CellVoyager's well ``C01`` beside its channel ``C01`` or ``C02``.
+
+    Examples
+    --------
+    >>> from sklearn_deeploc.fields import check_one_token
+    >>> check_one_token(["P_B03_Z01C01.tif"], ["C01", "C02"])
+    >>> check_one_token(["P_C01_Z01C02.tif"], ["C01", "C02"])
+    Traceback (most recent call last):
+    ...
+    ValueError: P_C01_Z01C02.tif holds the channel tokens ['C01', 'C02'] of channels ...
+    """
     tokens = _any_token(channels)
     for name in names:
         found = tokens.findall(Path(name).name)
