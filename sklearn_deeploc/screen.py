@@ -97,8 +97,9 @@ def _mixture_posterior(scores, prior, min_std, n_iter, tol):
     # The uniform spans at least +-3 min_std: a narrower one would call the background's
     # own bulk outliers, its density growing without bound as the range shrinks.
     uniform = prior / max(np.ptp(scores), 6 * min_std)
+    # A robust start: the spread of all scores would hold the outliers, and EM could stay there
     mean = np.median(scores)
-    std = max(1.4826 * stats.median_abs_deviation(scores) or scores.std(), min_std)
+    std = max(1.4826 * stats.median_abs_deviation(scores), min_std)
     for _ in range(n_iter):
         gaussian = (1 - prior) * stats.norm.pdf(scores, mean, std)
         background = gaussian / (gaussian + uniform)

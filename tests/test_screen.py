@@ -354,6 +354,16 @@ def test_ties_at_zero_do_not_make_every_other_score_an_outlier():
     assert outlier_posterior(np.r_[np.zeros(50), 0.9, 12.0])[-1] > 0.5
 
 
+def test_clear_changes_among_exact_ties_are_found():
+    # Most proteins unchanged with saturated probabilities: their t is exactly 0
+    # (MAD 0); the spread of all scores, movers included, must not be the start.
+    movers = [24.0, 23.2]
+    tied = outlier_posterior(np.r_[np.zeros(10), movers])
+    assert (tied[-2:] > 0.5).all() and (tied[:-2] < 0.5).all()
+    near = outlier_posterior(np.r_[np.random.default_rng(0).normal(0, 1e-8, 10), movers])
+    np.testing.assert_allclose(tied, near, atol=1e-6)
+
+
 def test_stepped_probabilities_without_change_are_not_significant():
     # A kNN head (5 neighbours) gives probabilities in steps of 0.2: most
     # proteins have identical cells in both screens, so t is exactly 0.
