@@ -7,6 +7,7 @@ Each job checks its inputs before computing, and a rerun resumes or refuses
 import json
 import os
 import shutil
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -51,6 +52,8 @@ from .profiles import (
 )
 from .sources import WELL_PATTERN, FolderFields, PlateFields, Prefetched, TableFields
 from .validation import check_labels, check_positive_int
+
+PREDICTED_WITH = "predicted_with"  # a screen table's attrs: the model, precision and tta
 
 DEFAULT_BLOCK = 4096
 SCREEN_FILES = (CELLS_FILE, WELLS_FILE, "cells.csv", "wells.csv")
@@ -602,6 +605,7 @@ def run_screen(
                 f"No cell in the {len(source.keys)} fields could be cropped (border={border!r}): "
                 "none was found, or every centre lies outside its field or too close to its edge."
             )
+        profiles.attrs[PREDICTED_WITH] = uns  # in cells.parquet, wherever it is copied
         # Under the lock: one run's files. The profiles were checked field by field.
         written = write_profiles(profiles, output, uns=uns, csv=csv, check_input=False)
     return profiles, read_table(written[WELLS_FILE])
@@ -724,10 +728,13 @@ def _cells_path(screen):
     return path
 
 
-def _recorded_predictions(path):
-    """Those of the model, precision and tta a screen's cells were predicted with that its
-    folder records (its manifest, else its .h5ad); none for a table from elsewhere."""
+def _recorded_predictions(path, table):
+    """Those of the model, precision and tta a screen's cells were predicted with that its table
+    records (run_screen's parquet), else its folder (its manifest, else its .h5ad); none for a
+    table from elsewhere."""
     keys = ("model", "precision", "tta")
+    if isinstance(recorded := table.attrs.get(PREDICTED_WITH), dict):
+        return {key: recorded[key] for key in keys if key in recorded}
     if path.name not in (CELLS_FILE, "cells.csv"):
         return {}
     manifest = parts_folder(path.with_name(CELLS_FILE)) / "manifest.json"
@@ -744,14 +751,24 @@ def _recorded_predictions(path):
     return recorded
 
 
-def _check_same_predictions(path_a, path_b):
-    """Refuse two screens recorded as predicted by another model, precision or tta."""
-    a, b = _recorded_predictions(path_a), _recorded_predictions(path_b)
+def _check_same_predictions(screens):
+    """Refuse two screens (``{name: (path, table)}``) recorded as predicted by another model,
+    precision or tta; warn where only one records how."""
+    (a, path_a), (b, path_b) = [
+        (_recorded_predictions(path, table), path) for path, table in screens.values()
+    ]
     if any(a[key] != b[key] for key in a.keys() & b.keys()):
         raise ValueError(
             f"Screens A and B were predicted differently (A: {a}; B: {b}); their "
             "probabilities are not comparable. Screen both with the same model, precision "
             "and tta."
+        )
+    if bool(a) != bool(b):
+        unknown = path_b if a else path_a
+        warnings.warn(
+            f"{unknown} records no model it was predicted with (a screen's cells.parquet does): "
+            "make sure both screens were predicted by the same model, precision and tta.",
+            stacklevel=3,
         )
 
 
@@ -803,8 +820,9 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )
-    _check_same_predictions(path_a, path_b)
-    table = profile_changes(read_table(path_a), read_table(path_b), by=by, prior=prior)
+    screens = {"A": (path_a, read_table(path_a)), "B": (path_b, read_table(path_b))}
+    table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
+    _check_same_predictions(screens)  # after the tables' own checks: no warning before an error
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table

@@ -24,7 +24,7 @@ from sklearn_deeploc import (  # noqa: E402
 from sklearn_deeploc.cli import main  # noqa: E402
 from sklearn_deeploc.datasets import load_deeploc_hdf5  # noqa: E402
 from sklearn_deeploc.fields import crop_cells  # noqa: E402
-from sklearn_deeploc.jobs import run_screen  # noqa: E402
+from sklearn_deeploc.jobs import run_screen, write_changes  # noqa: E402
 from sklearn_deeploc.labels import cells_from_labels  # noqa: E402
 from sklearn_deeploc.plates import open_plate  # noqa: E402
 from sklearn_deeploc.sources import FolderFields, PlateFields, Prefetched  # noqa: E402
@@ -228,6 +228,17 @@ def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
     assert _screen(plates["0.5"][0], other, tmp_path / "other-model") == 0
     assert main([*args[:2], str(tmp_path / "other-model"), "-o", str(out)]) == 2
     assert "predicted differently" in capsys.readouterr().err
+    # Copied away from their folders, the tables still record their model
+    untreated, treated = tmp_path / "untreated.parquet", tmp_path / "treated.parquet"
+    shutil.copy(tmp_path / "0.5" / "cells.parquet", untreated)
+    shutil.copy(tmp_path / "other-model" / "cells.parquet", treated)
+    with pytest.raises(ValueError, match="predicted differently"):
+        write_changes(untreated, treated, out)
+    table = pd.read_parquet(treated)
+    table.attrs.clear()  # a table from elsewhere: no record
+    table.to_parquet(treated)
+    with pytest.warns(UserWarning, match="treated.parquet records no model"):
+        write_changes(untreated, treated, out)
 
 
 def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):
