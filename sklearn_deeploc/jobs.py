@@ -607,7 +607,9 @@ def run_screen(
             )
         profiles.attrs[PREDICTED_WITH] = uns  # in cells.parquet, wherever it is copied
         # Under the lock: one run's files. The profiles were checked field by field.
-        written = write_profiles(profiles, output, uns=uns, csv=csv, check_input=False)
+        written = write_profiles(
+            profiles, output, uns=uns, imaged=source.fields, csv=csv, check_input=False
+        )
     return profiles, read_table(written[WELLS_FILE])
 
 

@@ -206,16 +206,20 @@ def _check_profiles(profiles, keys, name="profiles", classes=None):
     _matrix(profiles[feature], len(profiles), len(feature), f"{name} ({FEATURE_PREFIX}<name>)")
 
 
-def well_profiles(profiles, *, check_input=True):
+def well_profiles(profiles, *, imaged=None, check_input=True):
     """Per plate and well: the mean of the cells' probabilities and features, and a count.
 
     Parameters
     ----------
     profiles : pandas.DataFrame
         Cell profiles (:func:`cell_profiles`).
+    imaged : pandas.DataFrame, optional
+        The fields imaged, one row each: ``plate`` and ``well`` (or their ``Metadata_``
+        names; and the acquisition where the cells have one). A well of theirs without
+        cells gets a row too: a count of 0, no predicted class, no means.
     check_input : bool, default=True
-        Check ``profiles`` (a plate and well for every cell, probabilities, finite features);
-        False only for profiles already checked.
+        Check ``profiles`` (a plate and well for every cell, probabilities, finite features)
+        and ``imaged``; False only for tables already checked.
 
     Returns
     -------
@@ -237,16 +241,33 @@ def well_profiles(profiles, *, check_input=True):
       Metadata_Well  Metadata_Object_Count Metadata_Predicted_Class
     0           A01                      2                   NUCLEI
     1           B02                      1                       ER
+
+    A well imaged whose cells all died is counted, not left out:
+
+    >>> imaged = pd.DataFrame({"plate": "P1", "well": ["A01", "B02", "C03"]})
+    >>> wells = well_profiles(cell_profiles(cells, proba, ["NUCLEI", "ER"]), imaged=imaged)
+    >>> wells[["Metadata_Well", "Metadata_Object_Count"]].to_numpy().tolist()
+    [['A01', 2], ['B02', 1], ['C03', 0]]
     """
+    keys = WELL_KEYS + [ACQUISITION] * (ACQUISITION in profiles)
+    if imaged is not None:
+        imaged = imaged.rename(columns={**METADATA, **OPTIONAL_METADATA})
     if check_input:
         _check_profiles(profiles, WELL_KEYS)
+        if imaged is not None and not set(keys) <= set(imaged.columns):
+            raise ValueError(
+                f"imaged has the columns {list(imaged.columns)}; expected the wells' {keys}."
+            )
     _, probability, feature = _columns(profiles)
-    keys = WELL_KEYS + [ACQUISITION] * (ACQUISITION in profiles)
     groups = profiles.groupby(keys, sort=True, observed=True, dropna=False)
     means = groups[probability + feature].mean().astype(np.float32)
     classes = np.array([c.removeprefix(PROBABILITY_PREFIX) for c in probability], dtype=object)
     means.insert(0, PREDICTED, classes[means[probability].to_numpy().argmax(axis=1)])
     means.insert(0, CELL_COUNT, groups.size())
+    if imaged is not None:
+        wells = means.index.append(pd.MultiIndex.from_frame(imaged[keys])).unique()
+        means = means.reindex(wells.sort_values())
+        means[CELL_COUNT] = means[CELL_COUNT].fillna(0).astype(np.int64)
     return means.reset_index()
 
 
@@ -442,7 +463,7 @@ def read_h5ad_uns(path, keys):
     }
 
 
-def write_profiles(profiles, output, *, uns=None, csv=False, check_input=True):
+def write_profiles(profiles, output, *, uns=None, imaged=None, csv=False, check_input=True):
     """Write ``cells.parquet``, ``wells.parquet`` and ``cells.h5ad`` to a folder, each atomically.
 
     Parameters
@@ -453,11 +474,13 @@ def write_profiles(profiles, output, *, uns=None, csv=False, check_input=True):
         The folder (made if absent).
     uns : dict, optional
         As in :func:`write_h5ad`.
+    imaged : pandas.DataFrame, optional
+        The fields imaged, as in :func:`well_profiles`.
     csv : bool, default=False
         Also write ``cells.csv`` and ``wells.csv``.
     check_input : bool, default=True
-        Check ``profiles`` and ``uns`` (as :func:`well_profiles` does, and no ``uns`` entry
-        named as the package's); False only for profiles already checked.
+        Check ``profiles``, ``imaged`` (as :func:`well_profiles` does) and ``uns`` (no
+        entry named as the package's); False only for tables already checked.
 
     Returns
     -------
@@ -465,11 +488,11 @@ def write_profiles(profiles, output, *, uns=None, csv=False, check_input=True):
         Paths by file name.
     """
     if check_input:
-        _check_profiles(profiles, WELL_KEYS)
         _check_uns(uns)
+    wells = well_profiles(profiles, imaged=imaged, check_input=check_input)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    tables = {CELLS_FILE: profiles, WELLS_FILE: well_profiles(profiles, check_input=False)}
+    tables = {CELLS_FILE: profiles, WELLS_FILE: wells}
     if csv:
         tables.update({"cells.csv": profiles, "wells.csv": tables[WELLS_FILE]})
     written = {name: write_table(table, output / name) for name, table in tables.items()}

@@ -241,6 +241,23 @@ def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
         write_changes(untreated, treated, out)
 
 
+def test_a_well_whose_cells_all_died_is_counted(plate, model, tmp_path):
+    import zarr
+
+    path, written = plate
+    for key in written:
+        if key.startswith("B/3/"):  # no cell segmented in either field of well B03
+            for _, level in zarr.open_group(path / key / "labels" / "cells").arrays():
+                level[...] = 0
+    cells, wells = run_screen(model, tmp_path / "out", plate=path, labels="cells", verbose=0)
+    assert "B03" not in set(cells["Metadata_Well"])
+    dead = wells.set_index("Metadata_Well").loc["B03"]
+    assert dead["Metadata_Object_Count"] == 0 and pd.isna(dead["Metadata_Predicted_Class"])
+    assert dead.filter(like="Cells_DeepLoc_Prob_").isna().all()
+    assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "wells.parquet"), wells)
+
+
 def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):
     distributed = pytest.importorskip("distributed")
     path, _ = plates["0.5"]
