@@ -61,9 +61,15 @@ def _read(source, suffix):
     return pd.read_parquet(source) if suffix == ".parquet" else pd.read_csv(source)
 
 
-def read_table(path):
-    """Read a ``.csv`` or ``.parquet`` table."""
-    return _read(path, check_table_path(path))
+def read_table(path, text=()):
+    """Read a ``.csv`` or ``.parquet`` table; a CSV's ``text`` columns stay text (plate "001",
+    "NA"), only an empty value missing."""
+    suffix = check_table_path(path)
+    table = _read(path, suffix)
+    if suffix == ".csv" and (text := [name for name in text if name in table]):
+        as_text = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+        table[text] = pd.read_csv(path, usecols=text, **as_text)[text]
+    return table
 
 
 def write_table(frame, path):

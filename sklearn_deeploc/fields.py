@@ -284,7 +284,9 @@ def read_cell_table(
         frame, default_folder = table, Path()
     else:
         try:
-            frame, default_folder = read_table(table), Path(table).parent
+            names = [FIELD_METADATA["plate"], FIELD_METADATA["well"]]
+            text = [*names, *(f"Image_{name}" for name in names)]
+            frame, default_folder = read_table(table, text), Path(table).parent
         except pd.errors.EmptyDataError:
             raise ValueError(
                 f"The cell table {table} is empty; expected a header row and one row per cell."

@@ -44,6 +44,7 @@ from .model import CALIBRATION_CELLS
 from .profiles import (
     CELLS_FILE,
     H5AD_FILE,
+    TEXT_METADATA,
     WELLS_FILE,
     cell_profiles,
     profile_changes,
@@ -822,7 +823,8 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )
-    screens = {"A": (path_a, read_table(path_a)), "B": (path_b, read_table(path_b))}
+    screens = {"A": path_a, "B": path_b}
+    screens = {name: (path, read_table(path, TEXT_METADATA)) for name, path in screens.items()}
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
     _check_same_predictions(screens)  # after the tables' own checks: no warning before an error
     Path(output).parent.mkdir(parents=True, exist_ok=True)

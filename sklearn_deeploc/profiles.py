@@ -41,7 +41,10 @@ OPTIONAL_METADATA = {
     "acquisition": "Metadata_Acquisition",
 }
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
+TEXT_METADATA = [*WELL_KEYS, "Metadata_Image", PREDICTED]  # text in a CSV copy too ("001")
 ACQUISITION = OPTIONAL_METADATA["acquisition"]  # a plate's runs of imaging: wells kept apart
+# localization_changes' columns but its "protein", which profile_changes names by its by=
+CHANGE_COLUMNS = ("class", "t", "posterior", "significant", "n_cells_a", "n_cells_b", "status")
 CELLS_FILE, WELLS_FILE, H5AD_FILE = "cells.parquet", "wells.parquet", "cells.h5ad"
 
 
@@ -545,6 +548,11 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     pandas.DataFrame
         :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``.
     """
+    if by in CHANGE_COLUMNS:
+        raise ValueError(
+            f"by={by!r} would name two columns of the changes table {list(CHANGE_COLUMNS)}; "
+            "rename that column of the profiles."
+        )
     proba_a, groups_a = _probabilities(profiles_a, by, "A")
     proba_b, groups_b = _probabilities(profiles_b, by, "B", list(proba_a.columns))
     table = localization_changes(proba_a, groups_a, proba_b, groups_b, prior=prior)

@@ -38,6 +38,8 @@ def aggregate(proba, groups, classes=None):
     B2           1  1.0     0.0
     """
     proba, classes, groups = check_proba_table(proba, classes, groups=groups)
+    if "n_cells" in classes:
+        raise ValueError("A class is named 'n_cells', the column of the cell counts; rename it.")
     grouped = pd.DataFrame(proba, columns=classes).groupby(pd.Series(groups, name="group"))
     means = grouped.mean()
     means.insert(0, "n_cells", grouped.size())

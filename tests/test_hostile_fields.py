@@ -360,6 +360,12 @@ def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
         with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
             source = field_source(cells=read_cell_table(unusable, folder=tmp_path))
         assert source.fields["site"].tolist() == [0, 1, 0]
+    as_csv = tmp_path / "cells.csv"  # plate barcodes keep their zeros, "NA" is a name
+    table.assign(Image_Metadata_Plate="007", Metadata_Well=["NA", "NA", "B03"]).to_csv(as_csv)
+    source = field_source(cells=read_cell_table(as_csv))
+    assert source.fields[["plate", "well"]].values.tolist() == [["007", "NA"]] * 2 + [
+        ["007", "B03"]
+    ]
 
 
 def test_jobs_never_write_over_the_cell_table_nor_files_they_did_not_write(

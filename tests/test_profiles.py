@@ -301,11 +301,20 @@ def test_write_changes_reads_the_csv_copies(tmp_path):
         write_changes(
             tmp_path / "a" / "cells.csv", tmp_path / "b" / "cells.csv", tmp_path / "c.csv"
         )
+    for name, seed in (("a", 1), ("b", 2)):  # a plate barcode read back as itself, not 7
+        write_profiles(_screen(seed=seed).assign(Metadata_Plate="007"), tmp_path / name, csv=True)
+    by_plate = {"by": "Metadata_Plate", "output": tmp_path / "c.csv"}
+    table = write_changes(tmp_path / "a" / "cells.csv", tmp_path / "b", **by_plate)
+    assert set(table["Metadata_Plate"]) == {"007"}
+    assert (table["n_cells_a"] > 0).all() and (table["n_cells_b"] > 0).all()
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
     with pytest.raises(ValueError, match="by must name one metadata column"):
         write_changes(tmp_path / "a", tmp_path / "a", tmp_path / "c.csv", by=["Metadata_Well"])
+    drugs = _screen(seed=1).assign(**{"class": "kinase inhibitor"})  # as joined by a user
+    with pytest.raises(ValueError, match="by='class' would name two columns of the changes"):
+        profile_changes(drugs, drugs, by="class")
 
 
 def test_cell_profiles_refuse_what_wells_or_files_would_lose():

@@ -93,6 +93,8 @@ def test_aggregate_on_known_groups():
         ValueError, match=r"groups has 1 labels for the 3 rows of proba; expected one per cell"
     ):
         aggregate(proba, ["w1"])
+    with pytest.raises(ValueError, match="class is named 'n_cells', the column of the cell"):
+        aggregate(proba, ["w1", "w1", "w2"], ["n_cells", "ER"])
 
 
 def test_welch_t_equals_scipy(rng):
