@@ -27,6 +27,7 @@ from .validation import (
     check_channels_first,
     check_fits_memory,
     check_positive_int,
+    mixed_kind,
 )
 
 # "ch2" in "r01c01f01p01-ch2sk1fk1fl1.tiff", not in "batch2"
@@ -254,7 +255,8 @@ def read_cell_table(
         Indexed like the input: ``field`` (its name in the table), ``file_<channel>`` per
         channel (``file`` for the stack layout), ``x``, ``y``, ``label`` with ``label_column``,
         and the table's ``ObjectNumber``, and ``Metadata_Plate``, ``_Well`` and ``_Site`` (or
-        ``Image_Metadata_``...) as ``plate``, ``well`` and ``site``, where it has them.
+        ``Image_Metadata_``...) as ``plate``, ``well`` and ``site``, where it has them; its
+        other ``Metadata_`` columns (a gene, a treatment) as they are.
 
     See Also
     --------
@@ -343,9 +345,30 @@ def read_cell_table(
         found = [c for c in (column, f"Image_{column}") if c in frame]  # ExportToDatabase's
         if found:
             cells[name] = frame[found[0]].to_numpy()
+    cells = cells.assign(**_other_metadata(frame))
     cells.attrs[CHANNELS_CHOSEN] = channels is not None
     cells.attrs[TABLE_FILE] = None if isinstance(table, pd.DataFrame) else os.path.abspath(table)
     return cells
+
+
+def _other_metadata(frame):
+    """The table's other ``Metadata_`` (or ``Image_Metadata_``) columns by their ``Metadata_``
+    names: a gene or treatment the profiles keep; one mixing value types is left, warned."""
+    kept = {}
+    for column in frame.columns:
+        name = str(column).removeprefix("Image_")
+        if not name.startswith("Metadata_") or name in kept or name in FIELD_METADATA.values():
+            continue
+        if kind := mixed_kind(frame[column]):
+            warnings.warn(
+                f"The cell table's {column} mixes value types ({kind}), which table files "
+                "cannot hold; it is not kept in the profiles.",
+                UserWarning,
+                stacklevel=3,
+            )
+            continue
+        kept[name] = frame[column].to_numpy()
+    return kept
 
 
 def _object_numbers(column):

@@ -35,6 +35,7 @@ from .fields import (
     token_family,
 )
 from .labels import cells_from_labels, read_label_image
+from .profiles import METADATA, OPTIONAL_METADATA, PREDICTED
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
@@ -296,6 +297,9 @@ class TableFields(FieldSource):
             )
             cells = cells[[c for c in cells.columns if c not in columns] + named]
         self.cells, self._well_pattern = cells, well_pattern
+        # The table's other metadata (a gene) for the profiles, but names they give themselves
+        own = {*METADATA.values(), *OPTIONAL_METADATA.values(), PREDICTED}
+        self._metadata = [c for c in cells if str(c).startswith("Metadata_") and c not in own]
         self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
@@ -326,6 +330,8 @@ class TableFields(FieldSource):
         cells = _numbered_cells(field["x"].to_numpy(), field["y"].to_numpy(), numbers)
         if "label" in field:
             cells["label"] = field["label"].to_numpy()
+        for column in self._metadata:
+            cells[column] = field[column].to_numpy()
         return read_field(field.iloc[0]), cells
 
     def identity(self):

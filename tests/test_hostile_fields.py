@@ -131,6 +131,31 @@ def test_a_well_pattern_matching_every_image_name_is_silent(tmp_path, tiny_model
     assert wells["Metadata_Well"].tolist() == ["A01"]
 
 
+def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model):
+    names = ["r01c01f01-ch1.tiff", "r01c02f01-ch1.tiff"]
+    _fields(tmp_path, names)
+    table = pd.DataFrame(
+        {
+            "Image Path": np.repeat(names, 2),
+            "Center_X": [30, 60, 30, 60],
+            "Center_Y": 50,
+            "Image_Metadata_Gene": ["PHO4", "PHO4", "ERG11", "ERG11"],  # ExportToDatabase's
+            "Metadata_Dose": [0.0, 0.0, 1.5, 1.5],
+            "Metadata_ObjectNumber": [9, 9, 9, 9],  # the profiles' own name: theirs is kept
+            "Metadata_Batch": ["b1", 2, "b1", 2],
+        }
+    )
+    with pytest.warns(UserWarning, match="Metadata_Batch mixes value types"):
+        cells = read_cell_table(table, folder=tmp_path)
+    profiles, _ = run_screen(tiny_model, tmp_path / "out", cells=cells, verbose=0)
+    assert profiles["Metadata_Gene"].tolist() == ["PHO4", "PHO4", "ERG11", "ERG11"]
+    assert profiles["Metadata_Dose"].tolist() == [0.0, 0.0, 1.5, 1.5]
+    assert profiles["Metadata_ObjectNumber"].tolist() == [1, 2, 1, 2]
+    assert "Metadata_Batch" not in profiles
+    on_disk = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    assert on_disk["Metadata_Gene"].tolist() == profiles["Metadata_Gene"].tolist()
+
+
 def test_duplicate_rows_of_a_crop_table_are_reported_and_cropped_once(tmp_path):
     _fields(tmp_path, ["r01c01-ch1.tiff"])
     table = pd.DataFrame(
