@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
@@ -73,9 +74,17 @@ def resolve_model(pretrained):
             raise ValueError(f"pretrained's tensor {name} {problem}; expected a trained model.")
         return model
     if hasattr(pretrained, "get_params"):
+        try:
+            check_is_fitted(pretrained)
+        except NotFittedError:
+            raise ValueError(
+                f"pretrained is an unfitted {type(pretrained).__name__}: fit it first, or pass "
+                "a model folder."
+            ) from None
         raise ValueError(
-            f"pretrained is an unfitted {type(pretrained).__name__}: fit it first, or pass a "
-            "model folder."
+            f"pretrained is a fitted {type(pretrained).__name__}, which holds no DeepLoc model "
+            "itself; pass the DeepLocClassifier in it (search.best_estimator_, pipeline[-1]) "
+            "or a model folder."
         )
     raise TypeError(
         "pretrained must be a model folder path, a registered model name, a DeepLocModel or a "

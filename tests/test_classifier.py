@@ -362,3 +362,8 @@ def test_bad_parameters(cells, make_tiny):
         make_tiny(max_iter=0).fit(X, y)
     with pytest.raises(TypeError, match="pretrained must be a model folder path"):
         make_tiny(pretrained=42).fit(X, y)
+    with pytest.raises(ValueError, match="pretrained is an unfitted DeepLocClassifier"):
+        make_tiny(pretrained=make_tiny()).fit(X, y)
+    search = GridSearchCV(make_tiny(max_iter=2), {"lr": [1e-3]}, cv=2).fit(X, y)
+    with pytest.raises(ValueError, match=r"fitted GridSearchCV, .*search.best_estimator_"):
+        make_tiny(pretrained=search).fit(X, y)
