@@ -221,7 +221,9 @@ class CheckpointFolder:
                 f"The checkpoint {folder} belongs to another training run (checkpoint -> now: "
                 f"{'; '.join(what)}). "
                 "Fit with the same data and parameters to resume it, or use another "
-                "checkpoint_dir (or delete this one) to start over."
+                "checkpoint_dir (or delete this one) to start over. Clones fitted in "
+                "cross-validation or a search share checkpoint_dir but not their data: leave "
+                "it None there."
             )
         return Checkpoint(folder, state["step"], state, tensors)
 

@@ -219,7 +219,8 @@ class DeepLocClassifier(BackOnDeviceMixin, KeepPretrainedMixin, ClassifierMixin,
         a GPU (training scales the loss); ``"int8"`` is for prediction, training runs in fp32.
     checkpoint_dir : str, path-like or None, default=None
         Folder of training checkpoints: a later ``fit`` with the same data and parameters
-        resumes from the newest one; other data or parameters are refused.
+        resumes from the newest one; other data or parameters are refused (so leave it None
+        in cross-validation and searches, whose clones fit other data).
     checkpoint_interval : int or None, default=None
         Steps between checkpoints; None means every ``validation_interval``.
     random_state : int, RandomState instance or None, default=None
