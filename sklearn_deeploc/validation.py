@@ -9,6 +9,7 @@ import numbers
 import os
 import re
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,8 @@ from sklearn.utils._param_validation import Options
 from sklearn.utils.validation import column_or_1d
 
 IMAGE_SIZE = 64
+# More channels read from a flat row's width alone are more likely larger crops (2 of 128x128)
+MAX_FLAT_CHANNELS = 4
 MAX_CHANNELS_LAST = 8  # a last axis this short after two long ones is channels, not pixels
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -108,6 +111,16 @@ def check_crops(X, *, n_channels=None, image_size=IMAGE_SIZE, min_size=None):
                 "is required: expected pixel columns."
             )
         channels = n_channels if n_channels is not None else max(width // pixels, 1)
+        if n_channels is None and channels > MAX_FLAT_CHANNELS and width == channels * pixels:
+            larger = f" ({channels // 4} of {2 * image_size}x{2 * image_size}?)"
+            warnings.warn(
+                f"A flat X of {width} columns is read as {channels} channels of {image_size}x"
+                f"{image_size} (the DeepLoc layout). Pass larger crops"
+                f"{larger if channels % 4 == 0 else ''} as (n_cells, n_channels, height, "
+                "width): read flat, their rows become channels.",
+                UserWarning,
+                stacklevel=3,
+            )
         if width != channels * pixels:
             raise ValueError(
                 f"A flat X must have n_channels * {image_size} * {image_size} = "

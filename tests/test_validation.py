@@ -1,4 +1,5 @@
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,16 @@ def test_flat_layout_is_channel_major():
     flat = crops.reshape(3, -1)
     np.testing.assert_array_equal(check_crops(flat), crops.astype(np.float32))
     np.testing.assert_array_equal(check_crops(flat)[1, 1], flat[1, 4096:].reshape(64, 64))
+
+
+def test_a_flat_width_of_many_channels_warns_that_it_may_be_larger_crops():
+    larger = np.zeros((3, 2 * 128 * 128), np.float32)  # two channels of 128x128, flat
+    with pytest.warns(UserWarning, match=r"read as 8 channels of 64x64.*\(2 of 128x128\?\)"):
+        assert check_crops(larger).shape == (3, 8, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_crops(larger, n_channels=8).shape == (3, 8, 64, 64)  # known channels
+        assert check_crops(np.zeros((3, 4 * 64 * 64))).shape == (3, 4, 64, 64)
 
 
 def test_dataframe_and_dtypes():
