@@ -146,7 +146,7 @@ def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, ver
         block_size,
         block_table,
         shipped,
-        str(data),
+        os.path.abspath(data),  # Dask workers may start in another folder
         manifest=manifest,
         overwrite=overwrite,
         client=client,

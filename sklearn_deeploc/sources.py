@@ -296,27 +296,29 @@ class TableFields(FieldSource):
                 stacklevel=3,
             )
             cells = cells[[c for c in cells.columns if c not in columns] + named]
-        self.cells, self._well_pattern = cells, well_pattern
+        self._well_pattern = well_pattern
         # The table's other metadata (a gene) for the profiles, but names they give themselves
         own = {*METADATA.values(), *OPTIONAL_METADATA.values(), PREDICTED}
         self._metadata = [c for c in cells if str(c).startswith("Metadata_") and c not in own]
-        self._cells = dict(tuple(cells.groupby("field", sort=False)))
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
-        keys = list(self._cells)
         given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
-        plates = given.get("plate") or _folder_names(
-            Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
-        )
+        first_files = cells.groupby("field", sort=False)[self._columns[0]].first()
+        keys = list(first_files.index)
+        plates = given.get("plate") or _folder_names(Path(f).parent for f in first_files)
         self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
         if "site" in cells:
             self.fields["site"] = _table_sites(self.fields, cells)
-        # Files as absolute paths: the table read from another folder is the same table
-        absolute = {
-            column: cells[column].map({f: os.path.abspath(f) for f in cells[column].unique()})
-            for column in self._columns
-        }
-        hashed = pd.util.hash_pandas_object(cells.assign(**absolute), index=False)
+        # Files as absolute paths: the table read from another folder is the same table, and
+        # Dask workers started in another folder read the same files
+        self.cells = cells.assign(
+            **{
+                column: cells[column].map({f: os.path.abspath(f) for f in cells[column].unique()})
+                for column in self._columns
+            }
+        )
+        self._cells = dict(tuple(self.cells.groupby("field", sort=False)))
+        hashed = pd.util.hash_pandas_object(self.cells, index=False)
         self._digest = sha256_hex(hashed.to_numpy().tobytes())
         # A stack's channels (the pages of one file) are known once one is read: the first,
         # so that a job refuses another count before it starts
@@ -567,7 +569,7 @@ class FolderFields(FieldSource):
     """
 
     def __init__(self, images, channels=None, labels=None, *, marker=1, well_pattern=WELL_PATTERN):
-        images = Path(images)
+        images = Path(os.path.abspath(images))  # Dask workers may start in another folder
         if not images.is_dir():
             raise ValueError(f"images={images} is not a folder of field images.")
         self._channels = list(channels or TOKEN_CHANNELS)
@@ -584,7 +586,7 @@ class FolderFields(FieldSource):
         self._files = dict(zip(names, table[file_columns(table)].to_numpy().tolist()))
         self._labels = {}
         if labels is not None:
-            labels = Path(labels)
+            labels = Path(os.path.abspath(labels))
             if not labels.is_dir():
                 raise ValueError(f"labels={labels} is not a folder of label images.")
             channel_files = [f for files in self._files.values() for f in files]
@@ -688,7 +690,8 @@ class PlateFields(FieldSource):
     """
 
     def __init__(self, plate, channels=None, labels=None, *, marker=1, model_channels=None):
-        self._path, self._labels, self._marker = str(plate), labels, marker
+        # Absolute: Dask workers may start in another folder
+        self._path, self._labels, self._marker = os.path.abspath(plate), labels, marker
         if not len(self._plate.fields):
             raise ValueError(f"Plate {self._path} lists no field.")
         defaulted = channels is None

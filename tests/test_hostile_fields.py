@@ -526,3 +526,21 @@ def test_a_stack_table_of_another_channel_count_is_refused_before_the_run(tmp_pa
     with pytest.raises(ValueError, match=r"read with 1 channel\(s\); the model takes 2"):
         run_screen(tiny_model, tmp_path / "out", cells=cells, verbose=0)
     assert not parts_folder(tmp_path / "out" / "cells.parquet").exists()  # nothing to overwrite
+
+
+def test_sources_read_the_files_named_where_they_were_made(tmp_path, monkeypatch):
+    import pickle
+
+    from sklearn_deeploc.sources import FolderFields, TableFields
+
+    for folder, value in (("here", 1.0), ("elsewhere", 9.0)):  # one relative name, two files
+        (tmp_path / folder / "fx").mkdir(parents=True)
+        _fields(tmp_path / folder / "fx", ["r01c01f01-ch1.tiff"], value=value)
+    monkeypatch.chdir(tmp_path / "here")
+    table = pd.DataFrame({"Image Path": ["fx/r01c01f01-ch1.tiff"], "Center_X": 50, "Center_Y": 50})
+    sources = [FolderFields("fx"), TableFields(read_cell_table(table))]
+    monkeypatch.chdir(tmp_path / "elsewhere")  # as a Dask worker started in another folder
+    for source in sources:
+        shipped = pickle.loads(pickle.dumps(source))
+        image, _ = shipped.read(shipped.keys[0])
+        assert image.max() == 1.0, type(source).__name__

@@ -871,3 +871,16 @@ def test_masks_named_after_the_marker_channel_are_found(tmp_path):
     tifffile.imwrite(images / "r01c01f01p01-ch2sk1fk1fl1_cp_masks.tif", labels)
     source = FolderFields(images, ["ch1", "ch2"], labels=images)
     assert source.read(source.keys[0])[1]["ObjectNumber"].tolist() == [3, 8]
+
+
+def test_a_plate_source_reads_its_plate_from_another_folder(plate, tmp_path, monkeypatch):
+    import pickle
+
+    path, written = plate
+    monkeypatch.chdir(path.parent)
+    source = PlateFields(path.name, labels="cells")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # as a Dask worker started in another folder
+    shipped = pickle.loads(pickle.dumps(source))
+    image, _ = shipped.read(shipped.keys[0])
+    np.testing.assert_array_equal(image, written[shipped.keys[0]][0][:2])
