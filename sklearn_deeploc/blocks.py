@@ -377,6 +377,11 @@ class ResumableOutput:
             )
         return frame
 
+    def discard(self):
+        """Remove every part, the manifest and ``output``: the next run starts over."""
+        self._check_open()
+        self._remove_previous()
+
     def assemble(self):
         """Concatenate the verified parts, in key order, into ``output``; return the table."""
         self._check_open()

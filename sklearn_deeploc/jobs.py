@@ -599,6 +599,7 @@ def run_screen(
             carrier.set_params(device=device, precision=precision)
             shipped = client.scatter([carrier, source], broadcast=True)
             parts.compute(_field_profiles, *shipped, options, border, features, client=client)
+        _check_source_unchanged(source, inputs["source"], parts)
         profiles = parts.assemble()
         if not len(profiles):
             cells_path.unlink()
@@ -612,6 +613,20 @@ def run_screen(
             profiles, output, uns=uns, imaged=source.fields, csv=csv, check_input=False
         )
     return profiles, read_table(written[WELLS_FILE])
+
+
+def _check_source_unchanged(source, identity, parts):
+    """Refuse, discarding the parts, fields whose files changed while they were read."""
+    try:
+        changed = source.identity() != identity
+    except (OSError, ValueError):  # a file gone
+        changed = True
+    if changed:
+        parts.discard()
+        raise ValueError(
+            "The fields' files changed during this run, so its cells may come from two versions "
+            "of them; its parts were removed. Run again once the files stay as they are."
+        )
 
 
 def crop(

@@ -745,10 +745,15 @@ class PlateFields(FieldSource):
 
     def identity(self):
         root = Path(self._path).resolve()
+        # The fields' files and the metadata above them: not a screen's output in the plate
+        fields = [root / key for key in self.keys]
+        above = {f for field in fields for f in field.parents if f.is_relative_to(root)}
+        files = [path for folder in above for path in folder.iterdir() if path.is_file()]
+        files += [path for field in fields for path in tree_files(field)]
         return {
             "plate": str(root),
             "version": self._plate.version,
-            "files": stat_digest(tree_files(root)),
+            "files": stat_digest(files),
             "channels": self.channels,
             "labels": self._labels,
             "marker": None if self._labels else self._marker,

@@ -884,3 +884,34 @@ def test_a_plate_source_reads_its_plate_from_another_folder(plate, tmp_path, mon
     shipped = pickle.loads(pickle.dumps(source))
     image, _ = shipped.read(shipped.keys[0])
     np.testing.assert_array_equal(image, written[shipped.keys[0]][0][:2])
+
+
+def test_a_screen_written_inside_its_plate_resumes(plate, model):
+    path, _ = plate
+    first, _ = run_screen(model, path / "deeploc", plate=path, labels="cells", verbose=0)
+    again, _ = run_screen(model, path / "deeploc", plate=path, labels="cells", verbose=0)
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_fields_changed_during_a_screen_are_refused_and_its_parts_removed(
+    plate, model, tmp_path, monkeypatch
+):
+    from sklearn_deeploc import jobs
+
+    path, written = plate
+    last = sorted(written)[-1]
+    profiles = jobs._field_profiles
+
+    def segmentation_lands_midway(*args):
+        for file in (path / last).rglob("*"):  # as a new segmentation written over the masks
+            os.utime(file, ns=(0, file.stat().st_mtime_ns + 10**9))
+        return profiles(*args)
+
+    monkeypatch.setattr(jobs, "_field_profiles", segmentation_lands_midway)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="changed during this run.*parts were removed"):
+        run_screen(model, out, plate=path, labels="cells", verbose=0)
+    assert not (out / "cells.parquet").exists()
+    assert not [p for p in (out / "cells.parquet.parts").iterdir() if not p.name.startswith("lock")]
+    monkeypatch.setattr(jobs, "_field_profiles", profiles)
+    run_screen(model, out, plate=path, labels="cells", verbose=0)  # no overwrite needed
