@@ -57,19 +57,23 @@ def check_table_path(path):
     return suffix
 
 
-def _read(source, suffix):
-    return pd.read_parquet(source) if suffix == ".parquet" else pd.read_csv(source)
+def _read(source, suffix, text=()):
+    """A table from a path or file object; a CSV's ``text`` columns stay text (plate "001",
+    class "NA"), only an empty value missing."""
+    if suffix == ".parquet":
+        return pd.read_parquet(source)
+    table = pd.read_csv(source)
+    if text := [name for name in text if name in table]:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        as_text = {"dtype": str, "keep_default_na": False, "na_values": [""]}
+        table[text] = pd.read_csv(source, usecols=text, **as_text)[text]
+    return table
 
 
 def read_table(path, text=()):
-    """Read a ``.csv`` or ``.parquet`` table; a CSV's ``text`` columns stay text (plate "001",
-    "NA"), only an empty value missing."""
-    suffix = check_table_path(path)
-    table = _read(path, suffix)
-    if suffix == ".csv" and (text := [name for name in text if name in table]):
-        as_text = {"dtype": str, "keep_default_na": False, "na_values": [""]}
-        table[text] = pd.read_csv(path, usecols=text, **as_text)[text]
-    return table
+    """Read a ``.csv`` or ``.parquet`` table; a CSV's ``text`` columns stay text."""
+    return _read(path, check_table_path(path), text)
 
 
 def write_table(frame, path):
@@ -174,10 +178,11 @@ class ResumableOutput:
     depend on, as JSON values) and keeps the parts whose bytes match the journal; leaving
     releases the lock. ``keys`` are the parts in output order, cell ranges or names. A differing
     manifest raises OutputMismatchError, a held lock OutputLockedError; ``overwrite`` starts over.
+    ``text`` names the columns that CSV parts hold as text (class names such as "007", "NA").
     """
 
-    def __init__(self, output, manifest, keys, *, unit="part", overwrite=False, verbose=1):
-        self.output = Path(output)
+    def __init__(self, output, manifest, keys, *, unit="part", text=(), overwrite=False, verbose=1):
+        self.output, self.text = Path(output), tuple(text)
         self._suffix = check_table_path(self.output)
         self.parts = parts_folder(self.output)
         self.keys = [_part_key(key) for key in keys]
@@ -366,7 +371,7 @@ class ResumableOutput:
             raise DamagedPartError(
                 f"{path} changed on disk during this run; run again to compute it again."
             )
-        frame = _read(BytesIO(data), self._suffix)
+        frame = _read(BytesIO(data), self._suffix, self.text)
         if len(frame) != record["rows"]:
             # The journal and the part disagree: neither is trusted, the part is computed again.
             path.unlink()
@@ -434,6 +439,7 @@ def run_blocks(
     function,
     *args,
     manifest=None,
+    text=(),
     overwrite=False,
     client=None,
     verbose=1,
@@ -441,13 +447,14 @@ def run_blocks(
     """Compute the missing blocks of cells with ``function(*args, start, stop)``, then assemble.
 
     A :class:`ResumableOutput` over :func:`block_ranges`, whose ``manifest`` gets ``n_items``
-    and ``block_size``; returns the number of blocks computed in this run.
+    and ``block_size``, and whose CSV parts hold ``text`` columns as text; returns the number
+    of blocks computed in this run.
     """
     keys = block_ranges(n_items, block_size)
     manifest = _as_json({} if manifest is None else manifest)
     manifest.update(n_items=int(n_items), block_size=int(block_size))
     with ResumableOutput(
-        output, manifest, keys, unit="block", overwrite=overwrite, verbose=verbose
+        output, manifest, keys, unit="block", text=text, overwrite=overwrite, verbose=verbose
     ) as blocks:
         n_computed = blocks.compute(function, *args, client=client)
         blocks.assemble()

@@ -287,7 +287,7 @@ def read_cell_table(
     else:
         try:
             names = [FIELD_METADATA["plate"], FIELD_METADATA["well"]]
-            text = [*names, *(f"Image_{name}" for name in names)]
+            text = [*names, *(f"Image_{name}" for name in names), label_column]
             frame, default_folder = read_table(table, text), Path(table).parent
         except pd.errors.EmptyDataError:
             raise ValueError(

@@ -140,6 +140,8 @@ def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, ver
         "input": file_identity(data),
     }
     shipped = estimator if client is None else client.scatter(estimator, broadcast=True)
+    # Class names in a CSV stay text ("007", "NA"); numbers stay numbers
+    text = ["label"] if np.asarray(getattr(estimator, "classes_", [])).dtype.kind in "OUS" else []
     run_blocks(
         output,
         len(DeepLocHDF5Dataset(data)),
@@ -148,6 +150,7 @@ def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, ver
         shipped,
         os.path.abspath(data),  # Dask workers may start in another folder
         manifest=manifest,
+        text=text,
         overwrite=overwrite,
         client=client,
         verbose=verbose,
@@ -158,7 +161,7 @@ def _run_cell_blocks(estimator, data, output, block_size, overwrite, client, ver
             f"{data} changed during this run, so its blocks may come from two files; the "
             "output was removed. Run again with overwrite=True once the file stays as it is."
         )
-    return read_table(output)
+    return read_table(output, text)
 
 
 def predict(

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import torch
 
-from sklearn_deeploc import DeepLocModel, jobs
+from sklearn_deeploc import DeepLocClassifier, DeepLocModel, DeepLocNet, jobs
 from sklearn_deeploc.blocks import OutputMismatchError, parts_folder
 from sklearn_deeploc.cli import main
-from sklearn_deeploc.datasets import make_yeast_cells, save_deeploc_hdf5
+from sklearn_deeploc.datasets import load_deeploc_hdf5, make_yeast_cells, save_deeploc_hdf5
 from sklearn_deeploc.fields import read_cell_table
 
 CLASSES = ["NUCLEI", "VACUOLE", "ER"]
@@ -269,3 +269,23 @@ def test_cells_of_other_channels_are_refused_before_any_block_is_read(files, tmp
     ):
         _predict(files, tmp_path / "out.csv", data=tmp_path / "three.h5")
     assert not (tmp_path / "out.csv").exists() and not parts_folder(tmp_path / "out.csv").exists()
+
+
+def test_class_names_like_numbers_or_missing_values_stay_text_in_a_csv(files, tmp_path):
+    classes = ["None", "NA", "007", "1.0"]
+    X, _ = load_deeploc_hdf5(files / "cells.h5")
+    for k, name in enumerate(classes):
+        net = DeepLocNet(n_classes=4, conv_channels=(4,) * 8, fc_units=(8, 8))
+        with torch.no_grad():  # the class most probable for every cell
+            net.head.bias.copy_(10.0 * (torch.arange(4) == k))
+        model = DeepLocModel(net, classes).save(tmp_path / name)
+        assert (DeepLocClassifier.from_model(DeepLocModel.load(model)).predict(X) == name).all()
+        out = tmp_path / f"{k}.csv"
+        table = jobs.predict(model, files / "cells.h5", out, block_size=5, verbose=0)
+        assert set(table["label"]) == {name}
+        assert set(pd.read_csv(out, dtype=str, keep_default_na=False)["label"]) == {name}
+    cells = tmp_path / "cells.csv"  # a crop table's labels too
+    pd.DataFrame({"Image Path": ["f-ch1.tif"] * 3, "Center_X": 9, "Center_Y": 9}).assign(
+        label=["007", "NA", "010"]
+    ).to_csv(cells, index=False)
+    assert read_cell_table(cells, label_column="label")["label"].tolist() == ["007", "NA", "010"]
