@@ -149,7 +149,7 @@ def cell_profiles(cells, proba, classes, features=None, feature_names=None):
         raise ValueError(f"classes {classes} name a class twice; expected distinct names.")
     proba = _matrix(proba, len(metadata), len(classes), "proba")
     check_proba_table(proba)  # rows of probabilities: in [0, 1], summing to 1
-    columns = {PREDICTED: np.asarray(classes, dtype=object)[proba.argmax(axis=1)]}
+    columns = {PREDICTED: np.asarray(classes, dtype=str)[proba.argmax(axis=1)]}  # str if none
     columns.update({PROBABILITY_PREFIX + c: proba[:, k] for k, c in enumerate(classes)})
     if features is not None:
         if feature_names is None:

@@ -251,6 +251,8 @@ def test_a_well_whose_cells_all_died_is_counted(plate, model, tmp_path):
                 level[...] = 0
     cells, wells = run_screen(model, tmp_path / "out", plate=path, labels="cells", verbose=0)
     assert "B03" not in set(cells["Metadata_Well"])
+    on_disk = pd.read_parquet(tmp_path / "out" / "cells.parquet")
+    assert cells["Metadata_Predicted_Class"].dtype == on_disk["Metadata_Predicted_Class"].dtype
     dead = wells.set_index("Metadata_Well").loc["B03"]
     assert dead["Metadata_Object_Count"] == 0 and pd.isna(dead["Metadata_Predicted_Class"])
     assert dead.filter(like="Cells_DeepLoc_Prob_").isna().all()
