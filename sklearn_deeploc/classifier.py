@@ -130,6 +130,12 @@ class KeepPretrainedMixin:
         return type(self)(**params)
 
     def set_params(self, **params):
+        if _holds(params.get("pretrained"), self):
+            raise ValueError(
+                "pretrained would be this estimator itself (or one that holds it), whose "
+                "parameters would then nest without end; pass a model folder "
+                "(save_pretrained) or a fitted copy (copy.deepcopy)."
+            )
         current = self.get_params(deep=True)
         nested = [
             name
@@ -143,6 +149,17 @@ class KeepPretrainedMixin:
                 "precision, device) or pass another pretrained."
             )
         return super().set_params(**params)
+
+
+def _holds(pretrained, estimator):
+    """Whether ``estimator`` is ``pretrained`` or in its chain of ``pretrained``."""
+    seen = set()
+    while hasattr(pretrained, "get_params") and id(pretrained) not in seen:
+        if pretrained is estimator:
+            return True
+        seen.add(id(pretrained))
+        pretrained = pretrained.get_params(deep=False).get("pretrained")
+    return False
 
 
 def _same(value, other):

@@ -364,6 +364,12 @@ def test_bad_parameters(cells, make_tiny):
         make_tiny(pretrained=42).fit(X, y)
     with pytest.raises(ValueError, match="pretrained is an unfitted DeepLocClassifier"):
         make_tiny(pretrained=make_tiny()).fit(X, y)
+    fitted = make_tiny(max_iter=2).fit(X, y)
+    with pytest.raises(ValueError, match="pretrained would be this estimator itself"):
+        fitted.set_params(pretrained=fitted)
+    with pytest.raises(ValueError, match="or one that holds it"):
+        fitted.set_params(pretrained=make_tiny(pretrained=fitted))
+    assert "pretrained" in repr(fitted.set_params(pretrained=make_tiny(pretrained=make_tiny())))
     search = GridSearchCV(make_tiny(max_iter=2), {"lr": [1e-3]}, cv=2).fit(X, y)
     with pytest.raises(ValueError, match=r"fitted GridSearchCV, .*search.best_estimator_"):
         make_tiny(pretrained=search).fit(X, y)
