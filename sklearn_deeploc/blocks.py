@@ -57,23 +57,46 @@ def check_table_path(path):
     return suffix
 
 
-def _read(source, suffix, text=()):
-    """A table from a path or file object; a CSV's ``text`` columns stay text (plate "001",
-    class "NA"), only an empty value missing."""
+def _read(source, suffix, text=(), as_written=()):
+    """A table from a path or file object. A CSV's ``text`` columns stay text (class "NA", plate
+    "007"), and so do its ``as_written`` ones unless every value is a number as Python writes
+    it ("7", "1.5"); only an empty value is missing. Each is names, or a test of a name."""
     if suffix == ".parquet":
         return pd.read_parquet(source)
     table = pd.read_csv(source)
-    if text := [name for name in text if name in table]:
+    strict, loose = (_named(table.columns, names) for names in (text, as_written))
+    if chosen := list(dict.fromkeys([*strict, *loose])):
         if hasattr(source, "seek"):
             source.seek(0)
-        as_text = {"dtype": str, "keep_default_na": False, "na_values": [""]}
-        table[text] = pd.read_csv(source, usecols=text, **as_text)[text]
+        read = pd.read_csv(source, usecols=chosen, dtype=str, keep_default_na=False, na_values=[""])
+        for column in chosen:
+            table[column] = read[column] if column in strict else _as_written(read[column])
     return table
 
 
-def read_table(path, text=()):
-    """Read a ``.csv`` or ``.parquet`` table; a CSV's ``text`` columns stay text."""
-    return _read(path, check_table_path(path), text)
+def _named(columns, names):
+    return [c for c in columns if (names(c) if callable(names) else c in names)]
+
+
+def _as_written(column):
+    """A column of text, as numbers where every value is one written plainly."""
+    return pd.to_numeric(column) if all(map(_plain_number, column.dropna().unique())) else column
+
+
+def _plain_number(text):
+    """Whether ``text`` is a number as Python writes it: "7", "-1.5", not "007" or "1e5"."""
+    for kind in (int, float):
+        try:
+            return str(kind(text)) == text
+        except ValueError:
+            continue
+    return False
+
+
+def read_table(path, text=(), as_written=()):
+    """Read a ``.csv`` or ``.parquet`` table; a CSV's ``text`` and ``as_written`` columns as in
+    :func:`_read`."""
+    return _read(path, check_table_path(path), text, as_written)
 
 
 def write_table(frame, path):

@@ -286,9 +286,8 @@ def read_cell_table(
         frame, default_folder = table, Path()
     else:
         try:
-            names = [FIELD_METADATA["plate"], FIELD_METADATA["well"]]
-            text = [*names, *(f"Image_{name}" for name in names), label_column]
-            frame, default_folder = read_table(table, text), Path(table).parent
+            frame = read_table(table, as_written=lambda c: _is_metadata(c) or c == label_column)
+            default_folder = Path(table).parent
         except pd.errors.EmptyDataError:
             raise ValueError(
                 f"The cell table {table} is empty; expected a header row and one row per cell."
@@ -351,18 +350,23 @@ def read_cell_table(
     return cells
 
 
+def _is_metadata(column):
+    """Whether a table's column is CellProfiler metadata (``Image_Metadata_`` joined)."""
+    return str(column).removeprefix("Image_").startswith("Metadata_")
+
+
 def _other_metadata(frame):
     """The table's other ``Metadata_`` (or ``Image_Metadata_``) columns by their ``Metadata_``
     names: a gene or treatment the profiles keep; one mixing value types is left, warned."""
     kept = {}
     for column in frame.columns:
         name = str(column).removeprefix("Image_")
-        if not name.startswith("Metadata_") or name in kept or name in FIELD_METADATA.values():
+        if not _is_metadata(column) or name in kept or name in FIELD_METADATA.values():
             continue
         if kind := mixed_kind(frame[column]):
             warnings.warn(
                 f"The cell table's {column} mixes value types ({kind}), which table files "
-                "cannot hold; it is not kept in the profiles.",
+                "cannot hold; it is left out.",
                 UserWarning,
                 stacklevel=3,
             )

@@ -44,7 +44,6 @@ from .model import CALIBRATION_CELLS
 from .profiles import (
     CELLS_FILE,
     H5AD_FILE,
-    TEXT_METADATA,
     WELLS_FILE,
     cell_profiles,
     profile_changes,
@@ -620,11 +619,7 @@ def run_screen(
 
 def _check_source_unchanged(source, identity, parts):
     """Refuse, discarding the parts, fields whose files changed while they were read."""
-    try:
-        changed = source.identity() != identity
-    except (OSError, ValueError):  # a file gone
-        changed = True
-    if changed:
+    if source.identity() != identity:  # a file gone raises here: the parts stay, unproven
         parts.discard()
         raise ValueError(
             "The fields' files changed during this run, so its cells may come from two versions "
@@ -774,7 +769,7 @@ def _recorded_predictions(path, table):
 
 def _check_same_predictions(screens):
     """Refuse two screens (``{name: (path, table)}``) recorded as predicted by another model,
-    precision or tta; warn where only one records how."""
+    precision or tta; return a warning where only one records how, else None."""
     (a, path_a), (b, path_b) = [
         (_recorded_predictions(path, table), path) for path, table in screens.values()
     ]
@@ -785,12 +780,12 @@ def _check_same_predictions(screens):
             "and tta."
         )
     if bool(a) != bool(b):
-        unknown = path_b if a else path_a
-        warnings.warn(
-            f"{unknown} records no model it was predicted with (a screen's cells.parquet does): "
-            "make sure both screens were predicted by the same model, precision and tta.",
-            stacklevel=3,
+        return (
+            f"{path_b if a else path_a} records no model it was predicted with (a screen's "
+            "cells.parquet does): make sure both screens were predicted by the same model, "
+            "precision and tta."
         )
+    return None
 
 
 def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01):
@@ -841,10 +836,15 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )
+    metadata = lambda column: column.startswith("Metadata_") or column == by  # noqa: E731
     screens = {"A": path_a, "B": path_b}
-    screens = {name: (path, read_table(path, TEXT_METADATA)) for name, path in screens.items()}
+    screens = {
+        name: (path, read_table(path, as_written=metadata)) for name, path in screens.items()
+    }
+    unrecorded = _check_same_predictions(screens)
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
-    _check_same_predictions(screens)  # after the tables' own checks: no warning before an error
+    if unrecorded:  # after the tables' own checks: no warning before an error
+        warnings.warn(unrecorded, stacklevel=2)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table

@@ -40,8 +40,10 @@ OPTIONAL_METADATA = {
     "label": "Metadata_Label",
     "acquisition": "Metadata_Acquisition",
 }
+WRITTEN = (PREDICTED, CELL_COUNT)  # what cell_profiles and well_profiles write
+# The Metadata_ names of the profiles' own columns: never taken from a table's other metadata
+OWN_METADATA = {*METADATA.values(), *OPTIONAL_METADATA.values(), *WRITTEN}
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
-TEXT_METADATA = [*WELL_KEYS, "Metadata_Image", PREDICTED]  # text in a CSV copy too ("001")
 ACQUISITION = OPTIONAL_METADATA["acquisition"]  # a plate's runs of imaging: wells kept apart
 # localization_changes' columns but its "protein", which profile_changes names by its by=
 CHANGE_COLUMNS = ("class", "t", "posterior", "significant", "n_cells_a", "n_cells_b", "status")
@@ -65,7 +67,7 @@ def _metadata(cells):
             f"cells gives the metadata columns {repeated} twice (its columns: "
             f"{list(cells.columns)}); expected each once, with or without its Metadata_ prefix."
         )
-    written = [c for c in (PREDICTED, CELL_COUNT) if c in metadata]
+    written = [c for c in WRITTEN if c in metadata]
     if written:
         raise ValueError(
             f"cells already has {written}, which cell_profiles writes; expected the cells' "
@@ -268,8 +270,9 @@ def well_profiles(profiles, *, imaged=None, check_input=True):
     means.insert(0, PREDICTED, classes[means[probability].to_numpy().argmax(axis=1)])
     means.insert(0, CELL_COUNT, groups.size())
     if imaged is not None:
-        wells = means.index.append(pd.MultiIndex.from_frame(imaged[keys])).unique()
-        means = means.reindex(wells.sort_values())
+        # As frames: two keys with a missing acquisition are one well, as in the groupby
+        wells = pd.concat([means.index.to_frame(index=False), imaged[keys]]).drop_duplicates()
+        means = means.reindex(pd.MultiIndex.from_frame(wells.sort_values(keys)))
         means[CELL_COUNT] = means[CELL_COUNT].fillna(0).astype(np.int64)
     return means.reset_index()
 

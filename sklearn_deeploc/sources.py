@@ -35,7 +35,7 @@ from .fields import (
     token_family,
 )
 from .labels import cells_from_labels, read_label_image
-from .profiles import METADATA, OPTIONAL_METADATA, PREDICTED
+from .profiles import OWN_METADATA
 from .validation import mixed_kind
 
 WELL_PATTERN = r"r\d+c\d+"
@@ -298,8 +298,9 @@ class TableFields(FieldSource):
             cells = cells[[c for c in cells.columns if c not in columns] + named]
         self._well_pattern = well_pattern
         # The table's other metadata (a gene) for the profiles, but names they give themselves
-        own = {*METADATA.values(), *OPTIONAL_METADATA.values(), PREDICTED}
-        self._metadata = [c for c in cells if str(c).startswith("Metadata_") and c not in own]
+        self._metadata = [
+            c for c in cells if str(c).startswith("Metadata_") and c not in OWN_METADATA
+        ]
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
         given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}

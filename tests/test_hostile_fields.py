@@ -141,8 +141,10 @@ def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model)
             "Center_Y": 50,
             "Image_Metadata_Gene": ["PHO4", "PHO4", "ERG11", "ERG11"],  # ExportToDatabase's
             "Metadata_Dose": [0.0, 0.0, 1.5, 1.5],
-            "Metadata_ObjectNumber": [9, 9, 9, 9],  # the profiles' own name: theirs is kept
+            "Metadata_ObjectNumber": [9, 9, 9, 9],  # the profiles' own names: theirs are kept
+            "Metadata_Object_Count": 4,
             "Metadata_Batch": ["b1", 2, "b1", 2],
+            "Metadata_Compound": ["007", "007", "None", "None"],  # text, whatever it looks like
         }
     )
     with pytest.warns(UserWarning, match="Metadata_Batch mixes value types"):
@@ -151,9 +153,13 @@ def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model)
     assert profiles["Metadata_Gene"].tolist() == ["PHO4", "PHO4", "ERG11", "ERG11"]
     assert profiles["Metadata_Dose"].tolist() == [0.0, 0.0, 1.5, 1.5]
     assert profiles["Metadata_ObjectNumber"].tolist() == [1, 2, 1, 2]
-    assert "Metadata_Batch" not in profiles
+    assert "Metadata_Batch" not in profiles and "Metadata_Object_Count" not in profiles
     on_disk = pd.read_parquet(tmp_path / "out" / "cells.parquet")
     assert on_disk["Metadata_Gene"].tolist() == profiles["Metadata_Gene"].tolist()
+    table.drop(columns="Metadata_Batch").to_csv(tmp_path / "cells.csv", index=False)
+    from_csv = read_cell_table(tmp_path / "cells.csv")
+    assert from_csv["Metadata_Compound"].tolist() == ["007", "007", "None", "None"]
+    assert from_csv["Metadata_Dose"].tolist() == [0.0, 0.0, 1.5, 1.5]
 
 
 def test_duplicate_rows_of_a_crop_table_are_reported_and_cropped_once(tmp_path):

@@ -289,3 +289,5 @@ def test_class_names_like_numbers_or_missing_values_stay_text_in_a_csv(files, tm
         label=["007", "NA", "010"]
     ).to_csv(cells, index=False)
     assert read_cell_table(cells, label_column="label")["label"].tolist() == ["007", "NA", "010"]
+    pd.read_csv(cells).assign(label=[0, 11, 2]).to_csv(cells, index=False)  # numbers stay so
+    assert read_cell_table(cells, label_column="label")["label"].tolist() == [0, 11, 2]

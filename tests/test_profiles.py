@@ -241,6 +241,29 @@ def test_profile_changes_by_another_column_and_refusals():
         profile_changes(a.to_numpy(), b)
 
 
+def test_imaged_wells_without_cells_and_missing_acquisitions_are_one_row_each():
+    cells = pd.DataFrame(
+        {
+            "plate": "P1",
+            "well": ["A01", "A01", "B01"],
+            "site": 0,
+            "ObjectNumber": [1, 2, 1],
+            "center_x": 5.0,
+            "center_y": 5.0,
+            "acquisition": pd.array([pd.NA, pd.NA, 1], dtype="Int64"),
+        }
+    )
+    profiles = cell_profiles(cells, [[0.9, 0.1], [0.3, 0.7], [0.2, 0.8]], ["NUCLEI", "ER"])
+    imaged = cells[["plate", "well", "acquisition"]].drop_duplicates()
+    imaged.loc[9] = ["P1", "C01", pd.NA]  # every cell of C01 died
+    wells = well_profiles(profiles, imaged=imaged)
+    assert wells[["Metadata_Well", "Metadata_Object_Count"]].values.tolist() == [
+        ["A01", 2],
+        ["B01", 1],
+        ["C01", 0],
+    ]
+
+
 def test_write_changes_reads_two_outputs(tmp_path):
     from sklearn_deeploc.jobs import write_changes
 
@@ -301,12 +324,16 @@ def test_write_changes_reads_the_csv_copies(tmp_path):
         write_changes(
             tmp_path / "a" / "cells.csv", tmp_path / "b" / "cells.csv", tmp_path / "c.csv"
         )
-    for name, seed in (("a", 1), ("b", 2)):  # a plate barcode read back as itself, not 7
-        write_profiles(_screen(seed=seed).assign(Metadata_Plate="007"), tmp_path / name, csv=True)
-    by_plate = {"by": "Metadata_Plate", "output": tmp_path / "c.csv"}
-    table = write_changes(tmp_path / "a" / "cells.csv", tmp_path / "b", **by_plate)
-    assert set(table["Metadata_Plate"]) == {"007"}
-    assert (table["n_cells_a"] > 0).all() and (table["n_cells_b"] > 0).all()
+    for name, seed in (("a", 1), ("b", 2)):  # codes read back as themselves, not 7
+        screen = _screen(seed=seed).assign(Metadata_Plate="007")
+        screen["Metadata_Compound"] = screen["Metadata_Well"].map(lambda well: f"00{well[-1]}")
+        write_profiles(screen, tmp_path / name, csv=True)
+    for by in ("Metadata_Plate", "Metadata_Compound"):
+        table = write_changes(
+            tmp_path / "a" / "cells.csv", tmp_path / "b", tmp_path / "c.csv", by=by
+        )
+        assert set(table[by]) == set(screen[by])
+        assert (table["n_cells_a"] > 0).all() and (table["n_cells_b"] > 0).all()
     wells = tmp_path / "a" / "wells.parquet"
     with pytest.raises(ValueError, match="Screen A is a table of wells"):
         write_changes(wells, tmp_path / "a", tmp_path / "changes.parquet")
