@@ -73,18 +73,20 @@ def resolve_model(pretrained):
             name, problem = found
             raise ValueError(f"pretrained's tensor {name} {problem}; expected a trained model.")
         return model
-    if hasattr(pretrained, "get_params"):
+    if hasattr(pretrained, "get_params") and hasattr(pretrained, "fit"):
+        name = type(pretrained).__name__
         try:
             check_is_fitted(pretrained)
         except NotFittedError:
             raise ValueError(
-                f"pretrained is an unfitted {type(pretrained).__name__}: fit it first, or pass "
-                "a model folder."
+                f"pretrained is an unfitted {name}: fit it first, or pass a model folder."
             ) from None
+        where = {"best_estimator_": "search.best_estimator_", "steps": "pipeline[-1]"}
+        held = [hint for attribute, hint in where.items() if hasattr(pretrained, attribute)]
+        inside = f" (the one in it, if any: {held[0]})" if held else ""
         raise ValueError(
-            f"pretrained is a fitted {type(pretrained).__name__}, which holds no DeepLoc model "
-            "itself; pass the DeepLocClassifier in it (search.best_estimator_, pipeline[-1]) "
-            "or a model folder."
+            f"pretrained is a fitted {name}, not a DeepLoc model; pass a model folder or a "
+            f"fitted DeepLocClassifier{inside}."
         )
     raise TypeError(
         "pretrained must be a model folder path, a registered model name, a DeepLocModel or a "

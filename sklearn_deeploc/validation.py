@@ -17,8 +17,8 @@ from sklearn.utils._param_validation import Options
 from sklearn.utils.validation import column_or_1d
 
 IMAGE_SIZE = 64
-# More channels read from a flat row's width alone are more likely larger crops (2 of 128x128)
-MAX_FLAT_CHANNELS = 4
+# More channels read from a flat row's width alone may be larger crops (1 of 128x128 is 4)
+MAX_FLAT_CHANNELS = 3
 MAX_CHANNELS_LAST = 8  # a last axis this short after two long ones is channels, not pixels
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 

@@ -371,5 +371,8 @@ def test_bad_parameters(cells, make_tiny):
         fitted.set_params(pretrained=make_tiny(pretrained=fitted))
     assert "pretrained" in repr(fitted.set_params(pretrained=make_tiny(pretrained=make_tiny())))
     search = GridSearchCV(make_tiny(max_iter=2), {"lr": [1e-3]}, cv=2).fit(X, y)
-    with pytest.raises(ValueError, match=r"fitted GridSearchCV, .*search.best_estimator_"):
+    with pytest.raises(ValueError, match=r"fitted GridSearchCV, .*: search.best_estimator_"):
         make_tiny(pretrained=search).fit(X, y)
+    other = LogisticRegression().fit(X.reshape(len(X), -1)[:, :50], y)
+    with pytest.raises(ValueError, match=r"fitted LogisticRegression, not a DeepLoc model.*er\.$"):
+        make_tiny(pretrained=other).fit(X, y)

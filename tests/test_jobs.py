@@ -291,3 +291,17 @@ def test_class_names_like_numbers_or_missing_values_stay_text_in_a_csv(files, tm
     assert read_cell_table(cells, label_column="label")["label"].tolist() == ["007", "NA", "010"]
     pd.read_csv(cells).assign(label=[0, 11, 2]).to_csv(cells, index=False)  # numbers stay so
     assert read_cell_table(cells, label_column="label")["label"].tolist() == [0, 11, 2]
+
+
+def test_blocks_name_their_input_absolutely_for_workers_elsewhere(files, monkeypatch, tmp_path):
+    seen = set()
+
+    def block_table(estimator, data, start, stop):
+        seen.add(data)  # what a Dask worker, started in another folder, would open
+        return table(estimator, data, start, stop)
+
+    table = jobs.block_table
+    monkeypatch.setattr(jobs, "block_table", block_table)
+    monkeypatch.chdir(files)
+    jobs.predict("model", "cells.h5", tmp_path / "p.csv", block_size=5, verbose=0)
+    assert seen == {str(files / "cells.h5")}

@@ -35,7 +35,9 @@ def test_a_flat_width_of_many_channels_warns_that_it_may_be_larger_crops():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert check_crops(larger, n_channels=8).shape == (3, 8, 64, 64)  # known channels
-        assert check_crops(np.zeros((3, 4 * 64 * 64))).shape == (3, 4, 64, 64)
+        assert check_crops(np.zeros((3, 3 * 64 * 64))).shape == (3, 3, 64, 64)
+    with pytest.warns(UserWarning, match=r"read as 4 channels of 64x64.*\(1 of 128x128\?\)"):
+        check_crops(np.zeros((3, 128 * 128)))  # one channel of 128x128
 
 
 def test_dataframe_and_dtypes():
