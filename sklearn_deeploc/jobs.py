@@ -42,6 +42,7 @@ from .fields import (
 from .inference import check_precision, resolve_device
 from .model import CALIBRATION_CELLS
 from .profiles import (
+    CELL_COUNT,
     CELLS_FILE,
     H5AD_FILE,
     WELLS_FILE,
@@ -744,6 +745,18 @@ def _cells_path(screen):
     return path
 
 
+def _wells_without_cells(path):
+    """The wells a screen imaged but found no cell in (a count of 0 in the wells.parquet beside
+    its cells), else none."""
+    if path.name not in (CELLS_FILE, "cells.csv"):
+        return set()
+    try:
+        wells = read_table(path.with_name(WELLS_FILE))
+        return set(wells.loc[wells[CELL_COUNT] == 0, "Metadata_Well"])
+    except (OSError, ValueError, KeyError, ImportError):  # none, or not the package's
+        return set()
+
+
 def _recorded_predictions(path, table):
     """Those of the model, precision and tta a screen's cells were predicted with that its table
     records (run_screen's parquet), else its folder (its manifest, else its .h5ad); none for a
@@ -805,7 +818,9 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     -------
     pandas.DataFrame
         The table written (:func:`~sklearn_deeploc.profiles.profile_changes`); screens whose
-        manifests (else ``cells.h5ad``) record another model, precision or tta are refused.
+        tables or manifests (else ``cells.h5ad``) record another model, precision or tta are
+        refused. By well, a well a screen imaged without finding a cell (a count of 0 in its
+        ``wells.parquet``) has the status ``"no cells in screen A"`` (or B).
 
     Examples
     --------
@@ -845,6 +860,12 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
     if unrecorded:  # after the tables' own checks: no warning before an error
         warnings.warn(unrecorded, stacklevel=2)
+    if by == "Metadata_Well":  # a well whose cells all died is a change, not a well not imaged
+        for name, other, path in (("A", "B", path_a), ("B", "A", path_b)):
+            died = table[by].isin(_wells_without_cells(path))
+            table.loc[died & (table["status"] == f"only in screen {other}"), "status"] = (
+                f"no cells in screen {name}"
+            )
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     write_table(table, output)
     return table

@@ -245,6 +245,7 @@ def test_a_well_whose_cells_all_died_is_counted(plate, model, tmp_path):
     import zarr
 
     path, written = plate
+    run_screen(model, tmp_path / "untreated", plate=path, labels="cells", verbose=0)
     for key in written:
         if key.startswith("B/3/"):  # no cell segmented in either field of well B03
             for _, level in zarr.open_group(path / key / "labels" / "cells").arrays():
@@ -258,6 +259,9 @@ def test_a_well_whose_cells_all_died_is_counted(plate, model, tmp_path):
     assert dead.filter(like="Cells_DeepLoc_Prob_").isna().all()
     assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "wells.parquet"), wells)
+    changes = write_changes(tmp_path / "untreated", tmp_path / "out", tmp_path / "changes.csv")
+    status = changes.groupby("Metadata_Well")["status"].unique()
+    assert list(status["B03"]) == ["no cells in screen B"]
 
 
 def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):
