@@ -851,10 +851,13 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )
-    metadata = lambda column: column.startswith("Metadata_") or column == by  # noqa: E731
-    screens = {"A": path_a, "B": path_b}
+
+    def metadata(column):  # as written in a CSV copy: "007" stays text
+        return column.startswith("Metadata_") or column == by
+
     screens = {
-        name: (path, read_table(path, as_written=metadata)) for name, path in screens.items()
+        name: (path, read_table(path, as_written=metadata))
+        for name, path in (("A", path_a), ("B", path_b))
     }
     unrecorded = _check_same_predictions(screens)
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
