@@ -59,8 +59,9 @@ def check_table_path(path):
 
 def _read(source, suffix, text=(), as_written=()):
     """A table from a path or file object. A CSV's ``text`` columns stay text (class "NA", plate
-    "007"), and so do its ``as_written`` ones unless every value is a number as Python writes
-    it ("7", "1.5"); only an empty value is missing. Each is names, or a test of a name."""
+    "007"), and so do its ``as_written`` ones unless every value is a plain number ("7",
+    "2.50", "nan"; not "007" nor a 25-digit barcode); only an empty value is missing. Each is
+    names, or a test of a name."""
     if suffix == ".parquet":
         return pd.read_parquet(source)
     table = pd.read_csv(source)
@@ -78,19 +79,22 @@ def _named(columns, names):
     return [c for c in columns if (names(c) if callable(names) else c in names)]
 
 
+# A number without leading zeros (a code such as "007" is text), or NaN as numpy writes it
+PLAIN_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.\d*)?([eE][+-]?\d+)?|nan|NaN")
+
+
 def _as_written(column):
-    """A column of text, as numbers where every value is one written plainly."""
-    return pd.to_numeric(column) if all(map(_plain_number, column.dropna().unique())) else column
+    """A column of text, as numbers where every value is a plain number that int64 or float64
+    holds as it is."""
+    values = column.dropna().unique()
+    if all(PLAIN_NUMBER.fullmatch(v) and not _too_long(v) for v in values):
+        return pd.to_numeric(column, errors="coerce")  # "nan" is missing
+    return column
 
 
-def _plain_number(text):
-    """Whether ``text`` is a number as Python writes it: "7", "-1.5", not "007" or "1e5"."""
-    for kind in (int, float):
-        try:
-            return str(kind(text)) == text
-        except ValueError:
-            continue
-    return False
+def _too_long(text):
+    """Whether ``text`` is an integer beyond int64 (an identifier, such as a barcode)."""
+    return text.lstrip("+-").isdigit() and abs(int(text)) >= 2**63
 
 
 def read_table(path, text=(), as_written=()):

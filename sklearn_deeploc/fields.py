@@ -43,6 +43,7 @@ FILE_PREFIX = "file"
 OBJECT_NUMBER = "ObjectNumber"
 # CellProfiler's (and pycytominer's) names of where a field is, kept from a cell table
 FIELD_METADATA = {"plate": "Metadata_Plate", "well": "Metadata_Well", "site": "Metadata_Site"}
+FIELD_NAMES = (FIELD_METADATA["plate"], FIELD_METADATA["well"])  # names, text in a CSV too
 CHANNELS_CHOSEN = "channels_chosen"  # a table's attrs: whether its reader was given the order
 TABLE_FILE = "table_file"  # a table's attrs: the file it was read from (jobs never write there)
 CropResult = namedtuple("CropResult", ["crops", "index", "padded", "outside"])
@@ -286,7 +287,11 @@ def read_cell_table(
         frame, default_folder = table, Path()
     else:
         try:
-            frame = read_table(table, as_written=lambda c: _is_metadata(c) or c == label_column)
+            frame = read_table(
+                table,
+                text=lambda c: str(c).removeprefix("Image_") in FIELD_NAMES,  # plate "2024"
+                as_written=lambda c: _is_metadata(c) or c == label_column,
+            )
             default_folder = Path(table).parent
         except pd.errors.EmptyDataError:
             raise ValueError(
@@ -371,7 +376,7 @@ def _other_metadata(frame):
                 stacklevel=3,
             )
             continue
-        kept[name] = frame[column].to_numpy()
+        kept[name] = frame[column]  # its type kept: nullable integers, booleans, categories
     return kept
 
 

@@ -45,6 +45,7 @@ from .profiles import (
     CELL_COUNT,
     CELLS_FILE,
     H5AD_FILE,
+    TEXT_METADATA,
     WELLS_FILE,
     cell_profiles,
     profile_changes,
@@ -737,9 +738,12 @@ def find_cell_table(images, *, channels=None, labels=None, marker=1, verbose=1):
 def _cells_path(screen):
     """The ``cells.parquet`` of a screen output folder (or the file itself)."""
     path = Path(screen)
-    path = path / CELLS_FILE if path.is_dir() else path
+    if path.is_dir():  # its cells.parquet, else its CSV copy
+        path = path / CELLS_FILE if (path / CELLS_FILE).exists() else path / "cells.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"Screen output {path} not found; expected a {CELLS_FILE}.")
+        raise FileNotFoundError(
+            f"Screen output {path} not found; expected a {CELLS_FILE} (or its cells.csv copy)."
+        )
     if path.suffix not in (".parquet", ".csv"):
         raise ValueError(f"Screen output {path} is not a cell table; expected a {CELLS_FILE}.")
     return path
@@ -751,7 +755,9 @@ def _wells_without_cells(path):
     if path.name not in (CELLS_FILE, "cells.csv"):
         return set()
     try:
-        wells = read_table(path.with_name(WELLS_FILE))
+        wells = read_table(
+            path.with_name(WELLS_FILE if path.suffix == ".parquet" else "wells.csv"), TEXT_METADATA
+        )
         return set(wells.loc[wells[CELL_COUNT] == 0, "Metadata_Well"])
     except (OSError, ValueError, KeyError, ImportError):  # none, or not the package's
         return set()
@@ -782,7 +788,7 @@ def _recorded_predictions(path, table):
 
 def _check_same_predictions(screens):
     """Refuse two screens (``{name: (path, table)}``) recorded as predicted by another model,
-    precision or tta; return a warning where only one records how, else None."""
+    precision or tta; return a warning where one does not record how, else None."""
     (a, path_a), (b, path_b) = [
         (_recorded_predictions(path, table), path) for path, table in screens.values()
     ]
@@ -792,9 +798,10 @@ def _check_same_predictions(screens):
             "probabilities are not comparable. Screen both with the same model, precision "
             "and tta."
         )
-    if bool(a) != bool(b):
+    unrecorded = [str(path) for path, recorded in ((path_a, a), (path_b, b)) if not recorded]
+    if unrecorded:
         return (
-            f"{path_b if a else path_a} records no model it was predicted with (a screen's "
+            f"{' and '.join(unrecorded)} record(s) no model it was predicted with (a screen's "
             "cells.parquet does): make sure both screens were predicted by the same model, "
             "precision and tta."
         )
@@ -856,7 +863,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         return column.startswith("Metadata_") or column == by
 
     screens = {
-        name: (path, read_table(path, as_written=metadata))
+        name: (path, read_table(path, TEXT_METADATA, as_written=metadata))
         for name, path in (("A", path_a), ("B", path_b))
     }
     unrecorded = _check_same_predictions(screens)

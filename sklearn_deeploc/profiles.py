@@ -44,6 +44,7 @@ WRITTEN = (PREDICTED, CELL_COUNT)  # what cell_profiles and well_profiles write
 # The Metadata_ names of the profiles' own columns: never taken from a table's other metadata
 OWN_METADATA = {*METADATA.values(), *OPTIONAL_METADATA.values(), *WRITTEN}
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
+TEXT_METADATA = (*WELL_KEYS, "Metadata_Image", PREDICTED)  # text in a CSV copy too ("2024")
 ACQUISITION = OPTIONAL_METADATA["acquisition"]  # a plate's runs of imaging: wells kept apart
 # localization_changes' columns but its "protein", which profile_changes names by its by=
 CHANGE_COLUMNS = ("class", "t", "posterior", "significant", "n_cells_a", "n_cells_b", "status")

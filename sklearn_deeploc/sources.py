@@ -334,7 +334,7 @@ class TableFields(FieldSource):
         if "label" in field:
             cells["label"] = field["label"].to_numpy()
         for column in self._metadata:
-            cells[column] = field[column].to_numpy()
+            cells[column] = field[column].array  # its type kept
         return read_field(field.iloc[0]), cells
 
     def identity(self):

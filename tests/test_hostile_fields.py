@@ -156,10 +156,23 @@ def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model)
     assert "Metadata_Batch" not in profiles and "Metadata_Object_Count" not in profiles
     on_disk = pd.read_parquet(tmp_path / "out" / "cells.parquet")
     assert on_disk["Metadata_Gene"].tolist() == profiles["Metadata_Gene"].tolist()
-    table.drop(columns="Metadata_Batch").to_csv(tmp_path / "cells.csv", index=False)
+    written = table.drop(columns="Metadata_Batch").assign(
+        Metadata_Hours=["2.50", "24", "nan", "1e-05"],  # numbers as instruments write them
+        Metadata_Barcode="12345678901234567890123",  # an identifier beyond int64
+    )
+    written.to_csv(tmp_path / "cells.csv", index=False)
     from_csv = read_cell_table(tmp_path / "cells.csv")
     assert from_csv["Metadata_Compound"].tolist() == ["007", "007", "None", "None"]
     assert from_csv["Metadata_Dose"].tolist() == [0.0, 0.0, 1.5, 1.5]
+    np.testing.assert_array_equal(from_csv["Metadata_Hours"], [2.5, 24.0, np.nan, 1e-05])
+    assert set(from_csv["Metadata_Barcode"]) == {"12345678901234567890123"}
+    replicate = table.drop(columns="Metadata_Batch").assign(
+        Metadata_Replicate=pd.array([1, None, 2, 2], dtype="Int64")
+    )
+    profiles, _ = run_screen(
+        tiny_model, tmp_path / "typed", cells=read_cell_table(replicate, folder=tmp_path), verbose=0
+    )
+    assert profiles["Metadata_Replicate"].dtype == "Int64"  # not 1.0, 2.0 and NaN
 
 
 def test_duplicate_rows_of_a_crop_table_are_reported_and_cropped_once(tmp_path):
@@ -391,12 +404,13 @@ def test_a_cell_tables_plate_well_and_site_metadata_name_its_fields(tmp_path):
         with pytest.warns(UserWarning, match="numbered in each well from 0 instead"):
             source = field_source(cells=read_cell_table(unusable, folder=tmp_path))
         assert source.fields["site"].tolist() == [0, 1, 0]
-    as_csv = tmp_path / "cells.csv"  # plate barcodes keep their zeros, "NA" is a name
-    table.assign(Image_Metadata_Plate="007", Metadata_Well=["NA", "NA", "B03"]).to_csv(as_csv)
-    source = field_source(cells=read_cell_table(as_csv))
-    assert source.fields[["plate", "well"]].values.tolist() == [["007", "NA"]] * 2 + [
-        ["007", "B03"]
-    ]
+    as_csv = tmp_path / "cells.csv"  # plates and wells are names, whatever they look like
+    for plate in ("007", "2024"):
+        table.assign(Image_Metadata_Plate=plate, Metadata_Well=["NA", "NA", "B03"]).to_csv(as_csv)
+        source = field_source(cells=read_cell_table(as_csv))
+        assert source.fields[["plate", "well"]].values.tolist() == [[plate, "NA"]] * 2 + [
+            [plate, "B03"]
+        ]
 
 
 def test_jobs_never_write_over_the_cell_table_nor_files_they_did_not_write(

@@ -237,7 +237,7 @@ def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
     table = pd.read_parquet(treated)
     table.attrs.clear()  # a table from elsewhere: no record
     table.to_parquet(treated)
-    with pytest.warns(UserWarning, match="treated.parquet records no model"):
+    with pytest.warns(UserWarning, match=r"treated.parquet record\(s\) no model"):
         write_changes(untreated, treated, out)
 
 
@@ -259,9 +259,14 @@ def test_a_well_whose_cells_all_died_is_counted(plate, model, tmp_path):
     assert dead.filter(like="Cells_DeepLoc_Prob_").isna().all()
     assert wells["Metadata_Well"].tolist() == ["A01", "B03"]
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out" / "wells.parquet"), wells)
-    changes = write_changes(tmp_path / "untreated", tmp_path / "out", tmp_path / "changes.csv")
-    status = changes.groupby("Metadata_Well")["status"].unique()
-    assert list(status["B03"]) == ["no cells in screen B"]
+    run_screen(model, tmp_path / "out", plate=path, labels="cells", csv=True, verbose=0)
+    (tmp_path / "copies").mkdir()  # the CSV copies alone say so too
+    for name in ("cells.csv", "wells.csv"):
+        shutil.copy(tmp_path / "out" / name, tmp_path / "copies" / name)
+    for treated in ("out", "copies"):
+        changes = write_changes(tmp_path / "untreated", tmp_path / treated, tmp_path / "c.csv")
+        status = changes.groupby("Metadata_Well")["status"].unique()
+        assert list(status["B03"]) == ["no cells in screen B"], treated
 
 
 def test_plate_fields_run_on_dask_workers(plates, model, tmp_path):

@@ -309,6 +309,15 @@ def test_write_changes_refuses_screens_recorded_apart_in_their_h5ad(tmp_path):
         write_changes(tmp_path / "a" / "cells.h5ad", tmp_path / "a", tmp_path / "c.csv")
 
 
+def test_write_changes_warns_that_tables_recording_no_model_cannot_be_checked(tmp_path):
+    from sklearn_deeploc.jobs import write_changes
+
+    for name, seed in (("a", 1), ("b", 2)):  # profiles of elsewhere, written without records
+        _screen(seed=seed).to_csv(tmp_path / f"{name}.csv", index=False)
+    with pytest.warns(UserWarning, match=r"a.csv and .*b.csv record\(s\) no model"):
+        write_changes(tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv")
+
+
 def test_write_changes_reads_the_csv_copies(tmp_path):
     from sklearn_deeploc.jobs import write_changes
 
