@@ -45,6 +45,7 @@ from .profiles import (
     CELL_COUNT,
     CELLS_FILE,
     H5AD_FILE,
+    INTENSITY_PREFIX,
     TEXT_METADATA,
     WELLS_FILE,
     cell_profiles,
@@ -412,6 +413,10 @@ def _field_profiles(model, source, options, border, layer, key):
     """Profiles of the cells of one field: metadata, probabilities, features."""
     model = getattr(model, "model_", model)  # a classifier carries it to Dask workers
     crops, kept = _cropped_cells(source, key, border=border)
+    intensity = {
+        f"mean_intensity_{k}": INTENSITY_PREFIX + c for k, c in enumerate(model.channel_names)
+    }
+    kept = kept.rename(columns=intensity)  # named by the model's channels
     tta, batch_size, precision = options
     run = {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
     if len(crops):

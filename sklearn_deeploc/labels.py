@@ -83,20 +83,22 @@ def _regions_of_one_value(labels):
     return ndimage.label(labels == top, structure=np.ones((3, 3)))[1]
 
 
-def cells_from_labels(labels):
+def cells_from_labels(labels, image=None):
     """One row per cell of a label image: its label, centroid and area.
 
     Parameters
     ----------
     labels : array-like of shape (H, W)
         Integer label image, 0 the background (see :func:`check_label_image`).
+    image : ndarray of shape (C, H, W), optional
+        The field the labels segment: each cell's mean intensity in each channel too.
 
     Returns
     -------
     pandas.DataFrame
         ``ObjectNumber`` (the label value), ``center_x`` (mean column), ``center_y`` (mean
-        row), as ``skimage.measure.regionprops`` gives them, and ``area`` (pixels), sorted
-        by ``ObjectNumber``.
+        row), as ``skimage.measure.regionprops`` gives them, ``area`` (pixels), and with
+        ``image`` ``mean_intensity_<k>`` per channel k, sorted by ``ObjectNumber``.
 
     Examples
     --------
@@ -109,8 +111,15 @@ def cells_from_labels(labels):
        ObjectNumber  center_x  center_y  area
     0             1       2.0       1.5     6
     1             7       6.0       4.0     3
+    >>> cells_from_labels(labels, np.full((1, 6, 8), 5.0))["mean_intensity_0"].tolist()
+    [5.0, 5.0]
     """
     labels = check_label_image(labels)
+    if image is not None and (np.ndim(image) != 3 or np.shape(image)[1:] != labels.shape):
+        raise ValueError(
+            f"image has shape {np.shape(image)}; expected (channels, {labels.shape[0]}, "
+            f"{labels.shape[1]}), the field its labels segment."
+        )
     flat = labels.ravel()
     pixels = np.flatnonzero(flat)  # the background is most pixels: skip it early
     rows, cols = np.divmod(pixels, labels.shape[1])
@@ -120,15 +129,17 @@ def cells_from_labels(labels):
     values = values.astype(np.intp)
     area = np.bincount(values)
     present = np.flatnonzero(area)  # label values, or indices into numbers where sparse
-    return pd.DataFrame(
-        {
-            # One type for every field, whatever its labels' type: uint64 holds them all
-            "ObjectNumber": (present if numbers is None else numbers[present]).astype(np.uint64),
-            "center_x": np.bincount(values, cols)[present] / area[present],
-            "center_y": np.bincount(values, rows)[present] / area[present],
-            "area": area[present],
-        }
-    )
+    cells = {
+        # One type for every field, whatever its labels' type: uint64 holds them all
+        "ObjectNumber": (present if numbers is None else numbers[present]).astype(np.uint64),
+        "center_x": np.bincount(values, cols)[present] / area[present],
+        "center_y": np.bincount(values, rows)[present] / area[present],
+        "area": area[present],
+    }
+    for k, channel in enumerate([] if image is None else image):
+        intensity = np.bincount(values, channel.ravel()[pixels], minlength=len(area))
+        cells[f"mean_intensity_{k}"] = intensity[present] / area[present]
+    return pd.DataFrame(cells)
 
 
 def read_label_image(path):

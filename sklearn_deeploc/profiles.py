@@ -8,6 +8,7 @@ probabilities ``Cells_DeepLoc_Prob_<class>`` and features ``Cells_DeepLoc_<name>
 """
 
 import numbers
+import warnings
 from pathlib import Path
 
 import h5py
@@ -17,7 +18,7 @@ import pandas as pd
 from ._files import write_atomically
 from ._version import __version__
 from .blocks import write_table
-from .screen import localization_changes
+from .screen import abundance_changes, localization_changes
 from .validation import check_proba_table, mixed_kind
 
 FEATURE_PREFIX = "Cells_DeepLoc_"
@@ -46,8 +47,20 @@ OWN_METADATA = {*METADATA.values(), *OPTIONAL_METADATA.values(), *WRITTEN}
 WELL_KEYS = ["Metadata_Plate", "Metadata_Well"]
 TEXT_METADATA = (*WELL_KEYS, "Metadata_Image", PREDICTED)  # text in a CSV copy too ("2024")
 ACQUISITION = OPTIONAL_METADATA["acquisition"]  # a plate's runs of imaging: wells kept apart
-# localization_changes' columns but its "protein", which profile_changes names by its by=
-CHANGE_COLUMNS = ("class", "t", "posterior", "significant", "n_cells_a", "n_cells_b", "status")
+# A cell's mean intensity per channel, over its label: <prefix><channel name>
+INTENSITY_PREFIX = "Metadata_MeanIntensity_"
+# abundance_changes' columns as profile_changes names them
+ABUNDANCE_COLUMNS = {
+    "mean_a": "intensity_a",
+    "mean_b": "intensity_b",
+    "log2_ratio": "log2_abundance",
+    "significant": "abundance_significant",
+}
+# profile_changes' columns but the one named by its by=
+CHANGE_COLUMNS = (
+    *("class", "t", "posterior", "significant", "n_cells_a", "n_cells_b", "status"),
+    *ABUNDANCE_COLUMNS.values(),
+)
 CELLS_FILE, WELLS_FILE, H5AD_FILE = "cells.parquet", "wells.parquet", "cells.h5ad"
 
 
@@ -550,7 +563,12 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     Returns
     -------
     pandas.DataFrame
-        :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``.
+        :func:`~sklearn_deeploc.screen.localization_changes`'s table, ``protein`` named ``by``;
+        where both screens measured their cells' intensity (``Metadata_MeanIntensity_<channel>``,
+        from label images), each group's
+        :func:`~sklearn_deeploc.screen.abundance_changes` in the first channel (the
+        protein's) too: ``intensity_a``, ``intensity_b``, ``log2_abundance`` and
+        ``abundance_significant``.
     """
     if by in CHANGE_COLUMNS:
         raise ValueError(
@@ -560,4 +578,20 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
     proba_a, groups_a = _probabilities(profiles_a, by, "A")
     proba_b, groups_b = _probabilities(profiles_b, by, "B", list(proba_a.columns))
     table = localization_changes(proba_a, groups_a, proba_b, groups_b, prior=prior)
-    return table.rename(columns={"protein": by})
+    return _with_abundance(table.rename(columns={"protein": by}), profiles_a, profiles_b, by)
+
+
+def _with_abundance(table, profiles_a, profiles_b, by):
+    """``table`` with each group's abundance change, where both screens measured the first
+    channel's intensity; else as it is, warned where the intensities cannot be compared."""
+    measured = [c for c in profiles_a if str(c).startswith(INTENSITY_PREFIX) and c in profiles_b]
+    if not measured:
+        return table
+    a, b = profiles_a, profiles_b
+    try:
+        abundance = abundance_changes(a[measured[0]], a[by], b[measured[0]], b[by])
+    except ValueError as error:
+        warnings.warn(f"No abundance changes from {measured[0]}: {error}", stacklevel=3)
+        return table
+    abundance = abundance.rename(columns={"protein": by, **ABUNDANCE_COLUMNS})
+    return table.merge(abundance, on=by, how="left")

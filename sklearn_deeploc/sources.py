@@ -614,7 +614,7 @@ class FolderFields(FieldSource):
         _check_label_size(key, header_size(path), image)  # a small file can claim GBs
         labels = read_label_image(path)
         _check_label_size(key, labels.shape, image)
-        return image, cells_from_labels(labels)
+        return image, cells_from_labels(labels, image)
 
     def identity(self):
         files = [path for paths in self._files.values() for path in paths]
@@ -742,7 +742,7 @@ class PlateFields(FieldSource):
         if self._labels is None:
             return image, _cells_found(image, self._marker)
         # read_labels checks the label image's size against the field's
-        return image, cells_from_labels(self._plate.read_labels(key, self._labels))
+        return image, cells_from_labels(self._plate.read_labels(key, self._labels), image)
 
     def identity(self):
         root = Path(self._path).resolve()

@@ -27,6 +27,19 @@ def test_cells_match_regionprops():
     np.testing.assert_array_equal(cells["area"], expected["area"])
 
 
+def test_mean_intensities_match_regionprops_in_every_channel():
+    labels = _random_labels()
+    image = np.random.default_rng(0).integers(0, 4096, (2, *labels.shape)).astype(np.uint16)
+    cells = cells_from_labels(labels, image)
+    for k in range(2):
+        expected = regionprops_table(labels, image[k], properties=("intensity_mean",))
+        np.testing.assert_allclose(cells[f"mean_intensity_{k}"], expected["intensity_mean"])
+    sparse = cells_from_labels(labels.astype(np.int64) * 1_000_003, image)
+    np.testing.assert_allclose(sparse["mean_intensity_1"], cells["mean_intensity_1"])
+    with pytest.raises(ValueError, match=r"image has shape \(2, 5, 5\); expected \(channels, "):
+        cells_from_labels(labels, image[:, :5, :5])
+
+
 def test_sparse_label_values_give_the_same_cells():
     labels = _random_labels(seed=1)
     sparse = labels.astype(np.int64) * 1_000_003  # too sparse for one bin per value

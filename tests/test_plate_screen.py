@@ -926,3 +926,23 @@ def test_fields_changed_during_a_screen_are_refused_and_its_parts_removed(
     assert not [p for p in (out / "cells.parquet.parts").iterdir() if not p.name.startswith("lock")]
     monkeypatch.setattr(jobs, "_field_profiles", profiles)
     run_screen(model, out, plate=path, labels="cells", verbose=0)  # no overwrite needed
+
+
+def test_each_cells_intensity_is_measured_and_abundance_changes_found(plate, model, tmp_path):
+    import zarr
+
+    path, written = plate
+    untreated, _ = run_screen(model, tmp_path / "a", plate=path, labels="cells", verbose=0)
+    column = next(c for c in untreated if c.startswith("Metadata_MeanIntensity_"))
+    for key, (pixels, labels) in written.items():  # the mean of each cell's protein pixels
+        cells = untreated[untreated["Metadata_Image"] == key]
+        expected = [pixels[0][labels == n].mean() for n in cells["Metadata_ObjectNumber"]]
+        np.testing.assert_allclose(cells[column], expected)
+    for key in written:  # four times the protein in every cell, the same shapes
+        for _, level in zarr.open_group(path / key).arrays():
+            level[0] = level[0] * 4
+    run_screen(model, tmp_path / "b", plate=path, labels="cells", verbose=0)
+    changes = write_changes(tmp_path / "a", tmp_path / "b", tmp_path / "changes.csv")
+    np.testing.assert_allclose(changes["log2_abundance"], 2.0, atol=0.01)
+    assert changes["abundance_significant"].all()
+    assert {"t", "significant", "status"} <= set(changes.columns)  # and the localization

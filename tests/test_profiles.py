@@ -227,6 +227,20 @@ def test_profile_changes_finds_the_moving_well():
     assert sorted(set(table.loc[table["significant"].fillna(False), "Metadata_Well"])) == ["W07"]
 
 
+def test_profile_changes_add_abundance_where_both_screens_measured_intensity():
+    a, b = _screen(seed=1), _screen("W07", seed=2)
+    a["Metadata_MeanIntensity_GFP"] = 100.0
+    b["Metadata_MeanIntensity_GFP"] = np.where(b["Metadata_Well"] == "W07", 400.0, 110.0)
+    table = profile_changes(a, b)
+    abundance = table.groupby("Metadata_Well")["abundance_significant"].first()
+    assert abundance[abundance].index.tolist() == ["W07"]
+    np.testing.assert_allclose(table.loc[table["Metadata_Well"] == "W07", "log2_abundance"], 2)
+    assert "log2_abundance" not in profile_changes(a, _screen(seed=2))  # B measured none
+    dark = a.assign(Metadata_MeanIntensity_GFP=0.0)  # no ratio: localization changes only
+    with pytest.warns(UserWarning, match="No abundance changes from Metadata_MeanIntensity_GFP"):
+        assert "log2_abundance" not in profile_changes(dark, b)
+
+
 def test_profile_changes_by_another_column_and_refusals():
     a, b = _screen(seed=1), _screen("W07", seed=2)
     for screen in (a, b):
