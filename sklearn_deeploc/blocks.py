@@ -18,6 +18,7 @@ from io import BytesIO
 from numbers import Integral
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -59,19 +60,21 @@ def check_table_path(path):
 
 def _read(source, suffix, text=(), as_written=()):
     """A table from a path or file object. A CSV's ``text`` columns stay text (class "NA", plate
-    "007"), and so do its ``as_written`` ones unless every value is a plain number ("7",
-    "2.50", "nan"; not "007" nor a 25-digit barcode); only an empty value is missing. Each is
-    names, or a test of a name."""
+    "2024"), and so do its ``as_written`` ones unless pandas reads them as numbers or booleans
+    that keep every value (not the code "007", nor an 18-digit identifier as a float); only
+    an empty value is missing. Each is names, or a test of a name."""
     if suffix == ".parquet":
         return pd.read_parquet(source)
     table = pd.read_csv(source)
     strict, loose = (_named(table.columns, names) for names in (text, as_written))
-    if chosen := list(dict.fromkeys([*strict, *loose])):
+    doubtful = [c for c in loose if c not in strict and _may_lose_text(table[c])]
+    if chosen := [*strict, *doubtful]:
         if hasattr(source, "seek"):
             source.seek(0)
         read = pd.read_csv(source, usecols=chosen, dtype=str, keep_default_na=False, na_values=[""])
         for column in chosen:
-            table[column] = read[column] if column in strict else _as_written(read[column])
+            if column in strict or not _keeps_every_value(table[column], read[column]):
+                table[column] = read[column]
     return table
 
 
@@ -79,22 +82,28 @@ def _named(columns, names):
     return [c for c in columns if (names(c) if callable(names) else c in names)]
 
 
-# A number without leading zeros (a code such as "007" is text), or NaN as numpy writes it
-PLAIN_NUMBER = re.compile(r"[+-]?(0|[1-9]\d*)(\.\d*)?([eE][+-]?\d+)?|nan|NaN")
+def _may_lose_text(parsed):
+    """Whether pandas' reading of a CSV column may have lost some of its text: whole numbers
+    (a code "007", an identifier), or missing values ("NA"). Measurements with fractions,
+    booleans, and text with no value missing keep it all."""
+    if parsed.dtype == bool:
+        return False
+    if pd.api.types.is_numeric_dtype(parsed):
+        values = parsed.dropna().to_numpy()
+        return bool(np.all(values == np.round(values)))
+    return parsed.dtype == object or parsed.hasnans  # object: integers beyond 64 bits
 
 
-def _as_written(column):
-    """A column of text, as numbers where every value is a plain number that int64 or float64
-    holds as it is."""
-    values = column.dropna().unique()
-    if all(PLAIN_NUMBER.fullmatch(v) and not _too_long(v) for v in values):
-        return pd.to_numeric(column, errors="coerce")  # "nan" is missing
-    return column
-
-
-def _too_long(text):
-    """Whether ``text`` is an integer beyond int64 (an identifier, such as a barcode)."""
-    return text.lstrip("+-").isdigit() and abs(int(text)) >= 2**63
+def _keeps_every_value(parsed, text):
+    """Whether pandas' reading of a CSV column as numbers loses none of its ``text``."""
+    if not pd.api.types.is_numeric_dtype(parsed):  # "NA" and "None" read as missing
+        return False
+    text = text.dropna()
+    if parsed.isna().all() and len(text):  # "NA" and "None" alone: names, no number
+        return False
+    code = text.str.match(r"[+-]?0\d").any()  # "007"
+    inexact = parsed.dtype.kind == "f" and text.str.fullmatch(r"[+-]?\d{16,}").any()
+    return not (code or inexact)
 
 
 def read_table(path, text=(), as_written=()):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pandas.api.types import is_numeric_dtype
 from tqdm.auto import tqdm
 
 from .blocks import (
@@ -754,6 +755,15 @@ def _cells_path(screen):
     return path
 
 
+def _by_as_text(path, table, by):
+    """``table`` with its ``by`` column as text: as written in a CSV, else its numbers'."""
+    if not is_numeric_dtype(table[by]):
+        return table
+    if path.suffix == ".csv":
+        return table.assign(**{by: read_table(path, text=[by])[by]})
+    return table.assign(**{by: table[by].astype(str)})
+
+
 def _wells_without_cells(path):
     """The wells a screen imaged but found no cell in (a count of 0 in the wells.parquet beside
     its cells), else none."""
@@ -871,6 +881,10 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         name: (path, read_table(path, TEXT_METADATA, as_written=metadata))
         for name, path in (("A", path_a), ("B", path_b))
     }
+    # by read as numbers in one screen, as text in the other (whose last code is "X29")
+    by_in = [table[by] for _, table in screens.values() if isinstance(by, str) and by in table]
+    if len({is_numeric_dtype(column) for column in by_in}) > 1:
+        screens = {name: (path, _by_as_text(path, t, by)) for name, (path, t) in screens.items()}
     unrecorded = _check_same_predictions(screens)
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
     if unrecorded:  # after the tables' own checks: no warning before an error

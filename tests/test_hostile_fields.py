@@ -159,6 +159,8 @@ def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model)
     written = table.drop(columns="Metadata_Batch").assign(
         Metadata_Hours=["2.50", "24", "nan", "1e-05"],  # numbers as instruments write them
         Metadata_Barcode="12345678901234567890123",  # an identifier beyond int64
+        Metadata_Lot=["123456789012345678", None, "2", "3"],  # beyond float64's 15 digits
+        Metadata_Control=[True, False, True, False],
     )
     written.to_csv(tmp_path / "cells.csv", index=False)
     from_csv = read_cell_table(tmp_path / "cells.csv")
@@ -166,6 +168,8 @@ def test_a_cell_tables_other_metadata_reaches_the_profiles(tmp_path, tiny_model)
     assert from_csv["Metadata_Dose"].tolist() == [0.0, 0.0, 1.5, 1.5]
     np.testing.assert_array_equal(from_csv["Metadata_Hours"], [2.5, 24.0, np.nan, 1e-05])
     assert set(from_csv["Metadata_Barcode"]) == {"12345678901234567890123"}
+    assert from_csv["Metadata_Lot"].iloc[0] == "123456789012345678"
+    assert from_csv["Metadata_Control"].tolist() == [True, False, True, False]
     replicate = table.drop(columns="Metadata_Batch").assign(
         Metadata_Replicate=pd.array([1, None, 2, 2], dtype="Int64")
     )
