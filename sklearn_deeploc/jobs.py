@@ -627,7 +627,14 @@ def run_screen(
 
 def _check_source_unchanged(source, identity, parts):
     """Refuse, discarding the parts, fields whose files changed while they were read."""
-    if source.identity() != identity:  # a file gone raises here: the parts stay, unproven
+    try:
+        changed = source.identity() != identity
+    except OSError as error:  # no proof of a change (a passing network error): parts kept
+        raise ValueError(
+            f"The fields' files could not be checked at the end of this run ({error}); its "
+            "parts were kept: run again once the files can be read."
+        ) from error
+    if changed:
         parts.discard()
         raise ValueError(
             "The fields' files changed during this run, so its cells may come from two versions "
@@ -670,7 +677,7 @@ def crop(
     pandas.DataFrame
         The cells kept, one row per crop in file order: ``plate``, ``well``, ``site``,
         ``image``, ``ObjectNumber``, ``center_x``, ``center_y``, ``padded`` (and ``area``,
-        ``label`` where known).
+        ``mean_intensity_<k>`` per channel, ``label`` where known).
     """
     output = Path(output)
     if output.suffix.lower() not in HDF5_SUFFIXES:
@@ -816,8 +823,8 @@ def _check_same_predictions(screens):
     unrecorded = [str(path) for path, recorded in ((path_a, a), (path_b, b)) if not recorded]
     if unrecorded:
         return (
-            f"{' and '.join(unrecorded)} record(s) no model it was predicted with (a screen's "
-            "cells.parquet does): make sure both screens were predicted by the same model, "
+            f"No record of the model that predicted {' and '.join(unrecorded)} (a screen's "
+            "cells.parquet has one): make sure both screens were predicted by the same model, "
             "precision and tta."
         )
     return None

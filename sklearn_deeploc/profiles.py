@@ -583,15 +583,36 @@ def profile_changes(profiles_a, profiles_b, *, by="Metadata_Well", prior=0.01):
 
 def _with_abundance(table, profiles_a, profiles_b, by):
     """``table`` with each group's abundance change, where both screens measured the first
-    channel's intensity; else as it is, warned where the intensities cannot be compared."""
-    measured = [c for c in profiles_a if str(c).startswith(INTENSITY_PREFIX) and c in profiles_b]
+    channel's intensity; a group without a positive mean intensity in both gets none."""
+    screens = {"A": profiles_a, "B": profiles_b}
+    found = {
+        name: [c for c in p if str(c).startswith(INTENSITY_PREFIX)] for name, p in screens.items()
+    }
+    measured = [c for c in found["A"] if c in found["B"]]
     if not measured:
+        if any(found.values()):
+            alone = "A" if found["A"] else "B"
+            warnings.warn(
+                f"Only screen {alone} measured its cells' intensity (cells from label images): "
+                "no abundance changes.",
+                stacklevel=3,
+            )
         return table
-    a, b = profiles_a, profiles_b
-    try:
-        abundance = abundance_changes(a[measured[0]], a[by], b[measured[0]], b[by])
-    except ValueError as error:
-        warnings.warn(f"No abundance changes from {measured[0]}: {error}", stacklevel=3)
+    column = measured[0]  # the first channel: the protein's
+    cells = [p[[by, column]] for p in screens.values()]
+    means = [c.groupby(by, observed=True)[column].mean() for c in cells]  # of measured cells
+    shared = means[0].index.intersection(means[1].index)
+    positive = [((m[shared] > 0) & np.isfinite(m[shared])).to_numpy() for m in means]
+    usable = shared[positive[0] & positive[1]]
+    if len(usable) < len(shared):
+        warnings.warn(
+            f"{len(shared) - len(usable)} of {len(shared)} group(s) have no positive mean "
+            f"{column} in both screens: no abundance change for them.",
+            stacklevel=3,
+        )
+    if usable.empty:
         return table
+    a, b = (c[c[by].isin(usable)].dropna() for c in cells)
+    abundance = abundance_changes(a[column], a[by], b[column], b[by])
     abundance = abundance.rename(columns={"protein": by, **ABUNDANCE_COLUMNS})
     return table.merge(abundance, on=by, how="left")

@@ -568,3 +568,30 @@ def test_sources_read_the_files_named_where_they_were_made(tmp_path, monkeypatch
         shipped = pickle.loads(pickle.dumps(source))
         image, _ = shipped.read(shipped.keys[0])
         assert image.max() == 1.0, type(source).__name__
+
+
+def test_a_field_file_gone_at_the_end_of_a_screen_keeps_its_parts(
+    tmp_path, tiny_model, monkeypatch
+):
+    from sklearn_deeploc import jobs
+
+    names = ["r01c01f01-ch1.tiff", "r01c02f01-ch1.tiff"]
+    _fields(tmp_path, names)
+    table = pd.DataFrame({"Image Path": names, "Center_X": 50, "Center_Y": 50})
+    profiles, calls = jobs._field_profiles, []
+
+    def first_file_gone_after_the_last_field(*args):
+        calls.append(args)
+        if len(calls) == len(names):  # as a disk unmounted at the end of the run
+            (tmp_path / names[0]).rename(tmp_path / "away.tiff")
+        return profiles(*args)
+
+    monkeypatch.setattr(jobs, "_field_profiles", first_file_gone_after_the_last_field)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="could not be checked at the end.*parts were kept"):
+        run_screen(tiny_model, out, cells=read_cell_table(table, folder=tmp_path), verbose=0)
+    assert len(list((out / "cells.parquet.parts").glob("part-*"))) == len(names)
+    (tmp_path / "away.tiff").rename(tmp_path / names[0])
+    monkeypatch.setattr(jobs, "_field_profiles", profiles)
+    cells, _ = run_screen(tiny_model, out, cells=read_cell_table(table, folder=tmp_path), verbose=0)
+    assert len(cells) == len(names)  # resumed from the parts kept

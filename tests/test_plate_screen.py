@@ -237,7 +237,9 @@ def test_changes_between_two_screen_outputs(plates, model, tmp_path, capsys):
     table = pd.read_parquet(treated)
     table.attrs.clear()  # a table from elsewhere: no record
     table.to_parquet(treated)
-    with pytest.warns(UserWarning, match=r"treated.parquet record\(s\) no model"):
+    with pytest.warns(
+        UserWarning, match=r"No record of the model that predicted .*/treated.parquet"
+    ):
         write_changes(untreated, treated, out)
 
 

@@ -235,10 +235,16 @@ def test_profile_changes_add_abundance_where_both_screens_measured_intensity():
     abundance = table.groupby("Metadata_Well")["abundance_significant"].first()
     assert abundance[abundance].index.tolist() == ["W07"]
     np.testing.assert_allclose(table.loc[table["Metadata_Well"] == "W07", "log2_abundance"], 2)
-    assert "log2_abundance" not in profile_changes(a, _screen(seed=2))  # B measured none
+    with pytest.warns(UserWarning, match="Only screen A measured its cells' intensity"):
+        assert "log2_abundance" not in profile_changes(a, _screen(seed=2))
     dark = a.assign(Metadata_MeanIntensity_GFP=0.0)  # no ratio: localization changes only
-    with pytest.warns(UserWarning, match="No abundance changes from Metadata_MeanIntensity_GFP"):
+    with pytest.warns(UserWarning, match="30 of 30 group.* no positive mean"):
         assert "log2_abundance" not in profile_changes(dark, b)
+    a.loc[a["Metadata_Well"] == "W03", "Metadata_MeanIntensity_GFP"] = np.nan  # none measured
+    with pytest.warns(UserWarning, match="1 of 30 group"):
+        table = profile_changes(a, b)
+    by_well = table.groupby("Metadata_Well")["log2_abundance"].first()
+    assert np.isnan(by_well["W03"]) and by_well.drop("W03").notna().all()
 
 
 def test_profile_changes_by_another_column_and_refusals():
@@ -328,7 +334,9 @@ def test_write_changes_warns_that_tables_recording_no_model_cannot_be_checked(tm
 
     for name, seed in (("a", 1), ("b", 2)):  # profiles of elsewhere, written without records
         _screen(seed=seed).to_csv(tmp_path / f"{name}.csv", index=False)
-    with pytest.warns(UserWarning, match=r"a.csv and .*b.csv record\(s\) no model"):
+    with pytest.warns(
+        UserWarning, match=r"No record of the model that predicted .*a.csv and .*b.csv"
+    ):
         write_changes(tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv")
 
 
