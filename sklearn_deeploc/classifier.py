@@ -105,7 +105,16 @@ def inference_options(estimator, X):
     tta, batch_size, precision = estimator.model_.check_inference_options(
         estimator.tta, estimator.batch_size, estimator.precision, n_items=n_items
     )
+    lazy = is_dask_array(X) and X.ndim in (2, 4)  # other shapes: apply_blockwise says so
+    if lazy and _known_and_small(X.shape[1:], estimator.model_.n_features_in):
+        # A lazy input's cell shape is refused now, not once computed: one cell of zeros
+        validate_for(estimator, np.zeros((1, *X.shape[1:]), X.dtype), estimator.model_, reset=False)
     return {"tta": tta, "batch_size": batch_size, "precision": precision, "check_input": False}
+
+
+def _known_and_small(shape, n_values):
+    """Whether a cell ``shape`` is known and holds at most 16 times ``n_values`` values."""
+    return not any(np.isnan(size) for size in shape) and np.prod(shape) <= 16 * n_values
 
 
 def validate_for(estimator, X, model, *, reset):

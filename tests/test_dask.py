@@ -71,6 +71,11 @@ def test_errors_of_a_block_name_its_place_in_the_whole_input(source_model, cells
             )
     with pytest.raises(ValueError, match="got a dask array of shape \\(8192,\\)"):
         featurizer.transform(da.zeros(8192, chunks=1000))
+    three = da.zeros((40, 3, 64, 64), chunks=(10, 3, 64, 64))  # its metadata says enough
+    with pytest.raises(ValueError, match=r"Expected 2 channel\(s\); got 3"):
+        featurizer.transform(three)  # refused before any graph is built
+    with pytest.raises(ValueError, match=r"Expected crops of 64x64 pixels.*got 96x96"):
+        source_model.predict_proba(da.zeros((40, 2, 96, 96), chunks=(10, 2, 96, 96)))
 
 
 def test_lazy_hdf5_is_read_in_blocks(source_model, hdf5_file):
