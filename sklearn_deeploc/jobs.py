@@ -762,6 +762,23 @@ def _cells_path(screen):
     return path
 
 
+def _read_screens(paths, by):
+    """``{name: (path, table)}`` of two screens' cell tables, metadata as written ("007"), and
+    ``by`` as text in both where one screen's reads as numbers and the other's as text."""
+
+    def metadata(column):
+        return column.startswith("Metadata_") or column == by
+
+    screens = {
+        name: (path, read_table(path, TEXT_METADATA, as_written=metadata))
+        for name, path in paths.items()
+    }
+    by_in = [table[by] for _, table in screens.values() if isinstance(by, str) and by in table]
+    if len({is_numeric_dtype(column) for column in by_in}) > 1:  # codes 1..29 and X29
+        screens = {name: (path, _by_as_text(path, t, by)) for name, (path, t) in screens.items()}
+    return screens
+
+
 def _by_as_text(path, table, by):
     """``table`` with its ``by`` column as text: as written in a CSV, else its numbers'."""
     if not is_numeric_dtype(table[by]):
@@ -880,18 +897,7 @@ def write_changes(screen_a, screen_b, output, *, by="Metadata_Well", prior=0.01)
         raise ValueError(
             f"output={output} is a file of a screen compared; expected a table of its own."
         )
-
-    def metadata(column):  # as written in a CSV copy: "007" stays text
-        return column.startswith("Metadata_") or column == by
-
-    screens = {
-        name: (path, read_table(path, TEXT_METADATA, as_written=metadata))
-        for name, path in (("A", path_a), ("B", path_b))
-    }
-    # by read as numbers in one screen, as text in the other (whose last code is "X29")
-    by_in = [table[by] for _, table in screens.values() if isinstance(by, str) and by in table]
-    if len({is_numeric_dtype(column) for column in by_in}) > 1:
-        screens = {name: (path, _by_as_text(path, t, by)) for name, (path, t) in screens.items()}
+    screens = _read_screens({"A": path_a, "B": path_b}, by)
     unrecorded = _check_same_predictions(screens)
     table = profile_changes(screens["A"][1], screens["B"][1], by=by, prior=prior)
     if unrecorded:  # after the tables' own checks: no warning before an error
