@@ -79,6 +79,7 @@ def _read(source, suffix, text=(), as_written=()):
 
 
 def _named(columns, names):
+    """The ``columns`` among ``names`` (a collection, or a test of a name)."""
     return [c for c in columns if (names(c) if callable(names) else c in names)]
 
 
