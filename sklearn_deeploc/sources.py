@@ -303,13 +303,6 @@ class TableFields(FieldSource):
         ]
         self._columns = file_columns(cells)
         _check_table_fields(cells, self._columns)
-        given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
-        first_files = cells.groupby("field", sort=False)[self._columns[0]].first()
-        keys = list(first_files.index)
-        plates = given.get("plate") or _folder_names(Path(f).parent for f in first_files)
-        self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
-        if "site" in cells:
-            self.fields["site"] = _table_sites(self.fields, cells)
         # Files as absolute paths: the table read from another folder is the same table, and
         # Dask workers started in another folder read the same files
         self.cells = cells.assign(
@@ -319,6 +312,14 @@ class TableFields(FieldSource):
             }
         )
         self._cells = dict(tuple(self.cells.groupby("field", sort=False)))
+        keys = list(self._cells)
+        given = {name: _per_field(cells, name) for name in ("plate", "well") if name in cells}
+        plates = given.get("plate") or _folder_names(
+            Path(self._cells[key][self._columns[0]].iloc[0]).parent for key in keys
+        )
+        self.fields = _named_fields(keys, plates, well_pattern, given.get("well"))
+        if "site" in cells:
+            self.fields["site"] = _table_sites(self.fields, cells)
         hashed = pd.util.hash_pandas_object(self.cells, index=False)
         self._digest = sha256_hex(hashed.to_numpy().tobytes())
         # A stack's channels (the pages of one file) are known once one is read: the first,
